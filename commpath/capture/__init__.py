@@ -1,0 +1,1 @@
+"""Capture layer: agents that record traffic on control-plane and node interfaces."""

@@ -1,0 +1,1 @@
+"""Classify layer: each flow gets its documented path from the catalog and an inventory."""

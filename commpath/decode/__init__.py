@@ -1,0 +1,1 @@
+"""Decode layer: captures become flow records, handshakes and certificates."""

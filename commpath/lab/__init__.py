@@ -1,0 +1,1 @@
+"""The lab: an emulated cluster in network namespaces that exercises every documented path."""

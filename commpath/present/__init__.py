@@ -1,0 +1,1 @@
+"""Present layer: DataFrames, plots and path-compliance reports."""
