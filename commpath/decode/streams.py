@@ -1,0 +1,48 @@
+"""The reassembled first bytes of each direction of a connection, for the handshake parsers."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Stream:
+    """Bytes of one direction from the start of the stream, in sequence order.
+
+    ``data`` stops at the first gap (a segment that was not captured) or at the
+    per-direction limit. ``offsets``/``frames`` say which frame carried the byte at
+    each offset where a segment begins (ascending offsets).
+    """
+
+    data: bytes = b""
+    offsets: tuple[int, ...] = ()
+    frames: tuple[int, ...] = ()
+    gap: bool = False          # a hole in the sequence space cut the data short
+    limited: bool = False      # the per-direction byte limit cut the data short
+    datagrams: tuple[int, ...] = field(default=())  # UDP: length of each datagram in data
+
+    def frame_at(self, offset: int) -> int | None:
+        """The frame that carried the byte at ``offset`` of ``data``."""
+        if not self.offsets or offset < 0:
+            return None
+        i = bisect.bisect_right(self.offsets, offset) - 1
+        return self.frames[i] if i >= 0 else None
+
+    def frames_between(self, start: int, end: int) -> list[int]:
+        """Frames carrying bytes in ``[start, end)`` of ``data``, in order, without repeats."""
+        out: list[int] = []
+        ends = self.offsets[1:] + (len(self.data),)
+        for off, seg_end, fr in zip(self.offsets, ends, self.frames):
+            if off < end and seg_end > start and fr not in out:
+                out.append(fr)
+        return out
+
+
+@dataclass(frozen=True)
+class FlowStreams:
+    """Both directions of one connection: ``fwd`` is initiator → responder."""
+
+    flow_id: int
+    fwd: Stream
+    rev: Stream
