@@ -14,7 +14,7 @@ HANDLERS = {
     "analyze": "commpath._pipeline:analyze_main",
     "report": "commpath.present.report:main",
     "paths": "commpath.classify.catalog:main",
-    "flows": "commpath._pipeline:flows_main",
+    "flows": "commpath.decode.engine:flows_main",
     "lab": "commpath.lab.cli:main",
     "inventory": "commpath.classify.discover:main",
 }

@@ -1,0 +1,340 @@
+"""pcap and pcapng files read in chunks: record boundaries found by compiled kernels."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from ..errors import InputError
+
+PCAP_MAGICS = {
+    b"\xd4\xc3\xb2\xa1": (False, 1_000_000.0),   # little endian, microseconds
+    b"\xa1\xb2\xc3\xd4": (True, 1_000_000.0),    # big endian, microseconds
+    b"\x4d\x3c\xb2\xa1": (False, 1_000_000_000.0),  # little endian, nanoseconds
+    b"\xa1\xb2\x3c\x4d": (True, 1_000_000_000.0),   # big endian, nanoseconds
+}
+PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+GZIP_MAGIC = b"\x1f\x8b"
+
+#: A record claiming more than this is corrupt (Wireshark's own maximum snaplen is 256 KiB).
+MAX_RECORD = 262_144 * 4
+CHUNK = 16 * 1024 * 1024
+MAX_IFACES = 1024
+
+# Error codes returned by the kernels.
+OK, ERR_BAD_LENGTH, ERR_BAD_BLOCK, ERR_BAD_BOM = 0, 1, 2, 3
+ERROR_TEXT = {
+    ERR_BAD_LENGTH: "corrupt record length",
+    ERR_BAD_BLOCK: "corrupt pcapng block",
+    ERR_BAD_BOM: "corrupt pcapng section header",
+}
+
+
+@dataclass
+class Records:
+    """Packet records of one chunk, as parallel arrays (data offsets into ``buf``)."""
+
+    buf: np.ndarray
+    offset: np.ndarray       # int64 start of packet data in buf
+    caplen: np.ndarray       # int32 captured length
+    wirelen: np.ndarray      # int32 original length
+    ts: np.ndarray           # float64 epoch seconds
+    linktype: np.ndarray     # int32
+
+    def __len__(self) -> int:
+        return len(self.offset)
+
+
+@dataclass
+class ReadState:
+    """What a reader learned about its file: format, link types, trouble met."""
+
+    path: str
+    format: str = ""
+    linktypes: set[int] = field(default_factory=set)
+    warnings: list[str] = field(default_factory=list)
+    partial: bool = False
+    bytes_read: int = 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _u32(buf, pos, big):
+    if big:
+        return (np.uint32(buf[pos]) << 24) | (np.uint32(buf[pos + 1]) << 16) | (np.uint32(buf[pos + 2]) << 8) | np.uint32(buf[pos + 3])
+    return (np.uint32(buf[pos + 3]) << 24) | (np.uint32(buf[pos + 2]) << 16) | (np.uint32(buf[pos + 1]) << 8) | np.uint32(buf[pos])
+
+
+@numba.njit(cache=True, nogil=True)
+def _u16(buf, pos, big):
+    if big:
+        return (np.uint32(buf[pos]) << 8) | np.uint32(buf[pos + 1])
+    return (np.uint32(buf[pos + 1]) << 8) | np.uint32(buf[pos])
+
+
+@numba.njit(cache=True, nogil=True)
+def index_pcap(buf, n, big, ticks, linktype, snap_max, off, caplen, wirelen, ts, lt):
+    """Find complete pcap records in ``buf[:n]``. Returns (records, consumed, error)."""
+    pos = 0
+    k = 0
+    cap = off.shape[0]
+    while pos + 16 <= n and k < cap:
+        incl = _u32(buf, pos + 8, big)
+        orig = _u32(buf, pos + 12, big)
+        if incl > snap_max:
+            return k, pos, 1
+        if pos + 16 + incl > n:
+            break
+        sec = _u32(buf, pos, big)
+        frac = _u32(buf, pos + 4, big)
+        off[k] = pos + 16
+        caplen[k] = incl
+        wirelen[k] = orig if orig >= incl else incl
+        ts[k] = np.float64(sec) + np.float64(frac) / ticks
+        lt[k] = linktype
+        k += 1
+        pos += 16 + incl
+    return k, pos, 0
+
+
+@numba.njit(cache=True, nogil=True)
+def index_pcapng(buf, n, state, if_lt, if_ticks, if_offset, off, caplen, wirelen, ts, lt):
+    """Find complete pcapng packet blocks in ``buf[:n]``.
+
+    ``state`` = [big_endian, n_interfaces, seen_shb]; interface tables are updated in place.
+    Returns (records, consumed, error).
+    """
+    pos = 0
+    k = 0
+    cap = off.shape[0]
+    while pos + 12 <= n and k < cap:
+        big = state[0] == 1
+        btype = _u32(buf, pos, big)
+        if btype == 0x0A0D0D0A:
+            bom_le = _u32(buf, pos + 8, False)
+            if bom_le == 0x1A2B3C4D:
+                state[0] = 0
+            elif bom_le == 0x4D3C2B1A:
+                state[0] = 1
+            else:
+                return k, pos, 3
+            big = state[0] == 1
+            state[1] = 0
+            state[2] = 1
+        blen = _u32(buf, pos + 4, big)
+        if blen < 12 or (blen & 3) != 0 or blen > 64 * 1024 * 1024:
+            return k, pos, 2
+        if pos + blen > n:
+            break
+        if _u32(buf, pos + blen - 4, big) != blen:
+            return k, pos, 2
+        if btype == 1:  # interface description
+            nif = state[1]
+            if nif < if_lt.shape[0]:
+                if_lt[nif] = _u16(buf, pos + 8, big)
+                if_ticks[nif] = 1_000_000.0
+                if_offset[nif] = 0
+                opt = pos + 16
+                end = pos + blen - 4
+                while opt + 4 <= end:
+                    code = _u16(buf, opt, big)
+                    olen = _u16(buf, opt + 2, big)
+                    if code == 0 or opt + 4 + olen > end:
+                        break
+                    if code == 9 and olen >= 1:
+                        v = buf[opt + 4]
+                        if v & 0x80:
+                            if_ticks[nif] = 2.0 ** (v & 0x7F)
+                        else:
+                            if_ticks[nif] = 10.0 ** v
+                    elif code == 14 and olen >= 8:
+                        hi = np.int64(_u32(buf, opt + 4, big))
+                        lo = np.int64(_u32(buf, opt + 8, big))
+                        if big:
+                            if_offset[nif] = (hi << 32) | lo
+                        else:
+                            if_offset[nif] = (lo << 32) | hi
+                    opt += 4 + ((olen + 3) & ~3)
+            state[1] = nif + 1
+        elif btype == 6 or btype == 2:  # enhanced / obsolete packet block
+            if blen < 32:
+                return k, pos, 2
+            if btype == 6:
+                ifid = _u32(buf, pos + 8, big)
+            else:
+                ifid = _u16(buf, pos + 8, big)
+            hi = np.float64(_u32(buf, pos + 12, big))
+            lo = np.float64(_u32(buf, pos + 16, big))
+            incl = _u32(buf, pos + 20, big)
+            orig = _u32(buf, pos + 24, big)
+            if incl > blen - 32:
+                return k, pos, 2
+            t = 1_000_000.0
+            ofs = 0
+            ltype = -1
+            if ifid < state[1] and ifid < if_lt.shape[0]:
+                t = if_ticks[ifid]
+                ofs = if_offset[ifid]
+                ltype = if_lt[ifid]
+            off[k] = pos + 28
+            caplen[k] = incl
+            wirelen[k] = orig if orig >= incl else incl
+            ts[k] = (hi * 4294967296.0 + lo) / t + ofs
+            lt[k] = ltype
+            k += 1
+        elif btype == 3:  # simple packet block
+            if blen < 16:
+                return k, pos, 2
+            orig = _u32(buf, pos + 8, big)
+            incl = blen - 16
+            if orig < incl:
+                incl = orig
+            off[k] = pos + 12
+            caplen[k] = incl
+            wirelen[k] = orig
+            ts[k] = np.nan
+            lt[k] = if_lt[0] if state[1] > 0 else -1
+            k += 1
+        pos += blen
+    return k, pos, 0
+
+
+class _Source:
+    """A file's bytes, decompressed if gzip, read in chunks."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        self.gzip = head == GZIP_MAGIC
+        self._fh = gzip.open(path, "rb") if self.gzip else open(path, "rb", buffering=0)
+
+    def read(self, n: int) -> bytes:
+        return self._fh.read(n)
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _open(path: Path) -> tuple[_Source, bytes]:
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise InputError(path, exc.strerror or str(exc)) from None
+    if size == 0:
+        raise InputError(path, "empty file (0 bytes)")
+    try:
+        src = _Source(path)
+        head = src.read(24)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(path, f"cannot read: {exc}") from None
+    return src, head
+
+
+def iter_records(path: Path, state: ReadState, chunk: int = CHUNK):
+    """Yield :class:`Records` for each chunk of ``path``; problems go to ``state``."""
+    src, head = _open(path)
+    try:
+        magic = head[:4]
+        if magic in PCAP_MAGICS:
+            yield from _iter_pcap(src, head, state, chunk)
+        elif magic == PCAPNG_MAGIC:
+            yield from _iter_pcapng(src, head, state, chunk)
+        else:
+            kind = "gzip-compressed data" if src.gzip else "data"
+            raise InputError(path, f"not a pcap or pcapng capture ({kind} starts with 0x{head[:4].hex() or 'nothing'})")
+    finally:
+        src.close()
+
+
+def _fill(src: _Source, state: ReadState, carry: bytes, chunk: int) -> tuple[np.ndarray, bool]:
+    """carry + next chunk of the source as a uint8 array; ``eof`` when the source is exhausted."""
+    try:
+        data = src.read(chunk)
+    except (EOFError, zlib.error, OSError) as exc:
+        state.warnings.append(f"compressed stream ends early ({exc}); kept what was readable")
+        state.partial = True
+        data = b""
+    eof = len(data) == 0
+    state.bytes_read += len(data)
+    buf = np.frombuffer(carry + data, dtype=np.uint8) if carry else np.frombuffer(data, dtype=np.uint8)
+    return buf, eof
+
+
+def _alloc(n: int):
+    return (np.empty(n, np.int64), np.empty(n, np.int32), np.empty(n, np.int32),
+            np.empty(n, np.float64), np.empty(n, np.int32))
+
+
+def _iter_pcap(src: _Source, head: bytes, state: ReadState, chunk: int):
+    state.format = "pcap+gzip" if src.gzip else "pcap"
+    if len(head) < 24:
+        raise InputError(src.path, f"pcap file header cut short ({len(head)} of 24 bytes)")
+    big, ticks = PCAP_MAGICS[head[:4]]
+    order = ">" if big else "<"
+    snaplen = int.from_bytes(head[16:20], "big" if big else "little")
+    linktype = int.from_bytes(head[20:24], "big" if big else "little") & 0x0FFFFFFF
+    state.linktypes.add(linktype)
+    del order
+    snap_max = max(MAX_RECORD, snaplen if snaplen < (1 << 30) else 0)
+    carry = b""
+    while True:
+        buf, eof = _fill(src, state, carry, chunk)
+        if len(buf) == 0:
+            return
+        cap = len(buf) // 16 + 1
+        off, caplen, wirelen, ts, lt = _alloc(cap)
+        k, used, err = index_pcap(buf, len(buf), big, ticks, linktype, snap_max, off, caplen, wirelen, ts, lt)
+        if k:
+            yield Records(buf, off[:k], caplen[:k], wirelen[:k], ts[:k], lt[:k])
+        if err:
+            state.warnings.append(f"{ERROR_TEXT[err]} at byte {state.bytes_read - len(buf) + used + 24}; "
+                                  "the rest of the file was not read")
+            state.partial = True
+            return
+        carry = bytes(buf[used:])
+        if eof:
+            if carry:
+                state.warnings.append(f"file ends inside a record ({len(carry)} bytes left over); "
+                                      "the last record was dropped")
+                state.partial = True
+            return
+
+
+def _iter_pcapng(src: _Source, head: bytes, state: ReadState, chunk: int):
+    state.format = "pcapng+gzip" if src.gzip else "pcapng"
+    pstate = np.zeros(3, np.int64)
+    if_lt = np.full(MAX_IFACES, -1, np.int32)
+    if_ticks = np.full(MAX_IFACES, 1e6, np.float64)
+    if_offset = np.zeros(MAX_IFACES, np.int64)
+    carry = head
+    consumed_total = 0
+    while True:
+        buf, eof = _fill(src, state, carry, chunk)
+        if len(buf) == 0:
+            return
+        cap = len(buf) // 12 + 1
+        off, caplen, wirelen, ts, lt = _alloc(cap)
+        k, used, err = index_pcapng(buf, len(buf), pstate, if_lt, if_ticks, if_offset, off, caplen, wirelen, ts, lt)
+        for t in np.unique(if_lt[: min(int(pstate[1]), MAX_IFACES)]):
+            if t >= 0:
+                state.linktypes.add(int(t))
+        if k:
+            yield Records(buf, off[:k], caplen[:k], wirelen[:k], ts[:k], lt[:k])
+        if err:
+            state.warnings.append(f"{ERROR_TEXT[err]} at byte {consumed_total + used}; the rest of the file was not read")
+            state.partial = True
+            return
+        consumed_total += used
+        carry = bytes(buf[used:])
+        if eof:
+            if carry:
+                state.warnings.append(f"file ends inside a block ({len(carry)} bytes left over); "
+                                      "the last block was dropped")
+                state.partial = True
+            return

@@ -1,0 +1,373 @@
+"""The decode engine: capture files in, one connection record per flow out, streaming."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from . import _flowtable as ft
+from ._packets import LINKTYPES, ST_FRAGMENT, ST_MALFORMED, ST_UNSUPPORTED_LINK, TUNNELS, parse
+from ._pcapfile import ReadState, iter_records
+from ._reassembly import SegmentStore
+from .appproto import detect
+from .schema import CAPTURE_COLUMNS, FLOW_COLUMNS, conform, empty_frame
+from .streams import FlowStreams
+
+#: Bytes kept from the start of each direction of each TCP connection.
+PAYLOAD_LIMIT = 16384
+#: A UDP flow idle for longer than this ends; the next datagram starts a new one.
+UDP_TIMEOUT = 60.0
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz", ".cap.gz", ".dmp")
+
+Progress = Callable[[str, int, int], None]   # (file, bytes done, bytes total)
+
+
+@dataclass
+class Capture:
+    """What the decode layer read: connections, capture files, and the first bytes of streams."""
+
+    flows: pd.DataFrame
+    captures: pd.DataFrame
+    streams: dict[int, FlowStreams] = field(default_factory=dict)
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.captures["partial"].any()) if len(self.captures) else False
+
+    @property
+    def warnings(self) -> list[str]:
+        return [f"{row.file}: {w}" for row in self.captures.itertuples() for w in row.warnings]
+
+    def __repr__(self) -> str:
+        return f"<commpath.Capture: {len(self.captures)} capture(s), {len(self.flows)} flows>"
+
+
+def read(*inputs: str | os.PathLike, payload_limit: int = PAYLOAD_LIMIT, udp_timeout: float = UDP_TIMEOUT,
+         progress: Progress | None = None, strict: bool = False) -> Capture:
+    """Read capture files and folders of captures into a :class:`Capture`.
+
+    Files that cannot be read at all are reported as warnings of the run unless every
+    input is unusable (or ``strict``), in which case :class:`InputError` names the first.
+    """
+    files = list(_expand(inputs))
+    flows, captures, streams, errors = [], [], {}, []
+    next_id = 0
+    for path, manifest in files:
+        try:
+            f, c, s = _read_file(path, manifest, next_id, payload_limit, udp_timeout, progress)
+        except InputError as exc:
+            if strict or len(files) == 1:
+                raise
+            errors.append(exc)
+            captures.append(_capture_row(path, ReadState(str(path), partial=True, warnings=[exc.reason]),
+                                         manifest, 0, 0, np.nan, np.nan))
+            continue
+        next_id += len(f)
+        flows.append(f)
+        captures.append(c)
+        streams.update(s)
+    if errors and len(errors) == len(files):
+        raise errors[0]
+    flow_df = pd.concat(flows, ignore_index=True) if flows else empty_frame(FLOW_COLUMNS)
+    cap_df = pd.DataFrame(captures) if captures else empty_frame(CAPTURE_COLUMNS)
+    return Capture(conform(flow_df, FLOW_COLUMNS), conform(cap_df, CAPTURE_COLUMNS), streams)
+
+
+def _expand(inputs: Iterable[str | os.PathLike]):
+    """(file, manifest) for every capture named or found below a named folder."""
+    if not inputs:
+        raise InputError("(no input)", "give at least one capture file or folder")
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(CAPTURE_SUFFIXES))
+            if not found:
+                raise InputError(path, "folder holds no capture files (*.pcap, *.pcapng, *.gz)")
+            for p in found:
+                yield p, _manifest_for(p, stop=path)
+        elif path.exists():
+            yield path, _manifest_for(path, stop=path.parent)
+        else:
+            raise InputError(path, "no such file or folder")
+
+
+def _manifest_for(path: Path, stop: Path) -> dict:
+    """The capture agent's manifest.json of the folder holding ``path``, if any."""
+    for folder in (path.parent, path.parent.parent):
+        m = folder / "manifest.json"
+        if m.is_file():
+            try:
+                return json.loads(m.read_text())
+            except (OSError, ValueError):
+                return {}
+        if folder == stop:
+            break
+    return {}
+
+
+def _read_file(path: Path, manifest: dict, flow_base: int, limit: int, udp_timeout: float,
+               progress: Progress | None):
+    state = ReadState(str(path))
+    table = ft.FlowTable()
+    store = SegmentStore(limit)
+    frame0 = 1
+    packets = 0
+    total_bytes = 0
+    first_ts = np.inf
+    last_ts = -np.inf
+    unsupported: dict[int, int] = {}
+    malformed = 0
+    truncated = 0
+    frag_first: list[np.ndarray] = []
+    frag_later: list[np.ndarray] = []
+    size = os.path.getsize(path)
+    for rec in iter_records(path, state):
+        n = len(rec)
+        h = parse(rec.buf, rec.offset, rec.caplen, rec.linktype)
+        seg_rel = np.zeros(n, np.int64)
+        seg_take = np.zeros(n, np.int32)
+        pkt_flow = np.empty(n, np.int64)
+        pkt_dir = np.zeros(n, np.int8)
+        table.update(h, rec.wirelen, rec.ts, frame0, limit, udp_timeout, seg_rel, seg_take, pkt_flow, pkt_dir)
+        store.add(rec.buf, h.pl_off, pkt_flow, pkt_dir, seg_rel, seg_take, frame0)
+        packets += n
+        total_bytes += int(rec.wirelen.sum())
+        valid_ts = rec.ts[~np.isnan(rec.ts)]
+        if valid_ts.size:
+            first_ts = min(first_ts, float(valid_ts.min()))
+            last_ts = max(last_ts, float(valid_ts.max()))
+        bad_link = h.status == ST_UNSUPPORTED_LINK
+        if bad_link.any():
+            for lt_value, count in zip(*np.unique(rec.linktype[bad_link], return_counts=True)):
+                unsupported[int(lt_value)] = unsupported.get(int(lt_value), 0) + int(count)
+        malformed += int((h.status == ST_MALFORMED).sum())
+        truncated += int((rec.caplen < rec.wirelen).sum())
+        first = np.flatnonzero((h.frag == 1) & (pkt_flow >= 0))
+        if first.size:
+            frag_first.append(np.column_stack([h.src_lo[first].astype(np.int64), h.dst_lo[first].astype(np.int64),
+                                               h.ip_id[first].astype(np.int64), h.proto[first].astype(np.int64),
+                                               pkt_flow[first], pkt_dir[first].astype(np.int64)]))
+        later = np.flatnonzero(h.status == ST_FRAGMENT)
+        if later.size:
+            frag_later.append(np.column_stack([h.src_lo[later].astype(np.int64), h.dst_lo[later].astype(np.int64),
+                                               h.ip_id[later].astype(np.int64), h.proto[later].astype(np.int64),
+                                               rec.wirelen[later].astype(np.int64), frame0 + later,
+                                               h.pl_wire[later].astype(np.int64)]))
+        frame0 += n
+        if progress:
+            progress(str(path), min(state.bytes_read, size), size)
+    if packets == 0 and state.partial:
+        raise InputError(path, state.warnings[-1] if state.warnings else "no readable packet")
+    if unsupported:
+        names = ", ".join(f"{LINKTYPES.get(k, k)} ({v} packets)" for k, v in sorted(unsupported.items()))
+        if sum(unsupported.values()) == packets:
+            raise InputError(path, f"unsupported link type {names}")
+        state.warnings.append(f"packets of unsupported link type skipped: {names}")
+        state.partial = True
+    if malformed:
+        state.warnings.append(f"{malformed} packets with malformed or cut headers were not attributed to a flow")
+    if truncated:
+        state.warnings.append(f"{truncated} packets cut by the snaplen; payload counts use the lengths on the wire")
+    n = table.n
+    fi, fa, ftime = table.fi[:n], table.fa[:n], table.ft[:n]
+    if frag_later:
+        _attach_fragments(fi, ftime, np.concatenate(frag_first) if frag_first else np.empty((0, 6), np.int64),
+                          np.concatenate(frag_later), state)
+    flows = _flow_frame(fi, fa, ftime, str(path), flow_base)
+    streams = store.streams(flow_base)
+    flows, streams = _apply_app_protocol(flows, streams)
+    cap = _capture_row(path, state, manifest, packets, total_bytes,
+                       first_ts if packets else np.nan, last_ts if packets else np.nan)
+    return flows, cap, streams
+
+
+def _attach_fragments(fi, ftime, first, later, state: ReadState) -> None:
+    """Count later IP fragments with the flow of their first fragment (same src, dst, id, proto)."""
+    if not len(first):
+        state.warnings.append(f"{len(later)} IP fragments whose first fragment was not captured")
+        return
+    a = pd.DataFrame(first, columns=["s", "d", "id", "p", "flow", "dir"]).drop_duplicates(["s", "d", "id", "p"], keep="last")
+    b = pd.DataFrame(later, columns=["s", "d", "id", "p", "wire", "frame", "pl"])
+    m = b.merge(a, on=["s", "d", "id", "p"], how="left")
+    orphan = int(m["flow"].isna().sum())
+    m = m.dropna(subset=["flow"])
+    if len(m):
+        flow = m["flow"].to_numpy(np.int64)
+        d = m["dir"].to_numpy(np.int64)
+        np.add.at(fi, (flow, ft.PK0 + d), 1)
+        np.add.at(fi, (flow, ft.BY0 + d), m["wire"].to_numpy(np.int64))
+        np.add.at(fi, (flow, ft.PL0 + d), m["pl"].to_numpy(np.int64))
+        np.add.at(fi, (flow, ft.FRAGS), 1)
+        np.maximum.at(fi[:, ft.LAST_FRAME], flow, m["frame"].to_numpy(np.int64))
+    if orphan:
+        state.warnings.append(f"{orphan} IP fragments whose first fragment was not captured")
+
+
+def _addresses(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """IPv4 or IPv6 text for each (hi, lo) pair, formatted once per distinct address."""
+    if hi.size == 0:
+        return np.array([], dtype=object)
+    pairs = np.stack([hi, lo], axis=1)
+    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    texts = []
+    for h, l in uniq.tolist():
+        if h == 0 and (l >> 32) == 0xFFFF:
+            texts.append(str(ipaddress.IPv4Address(l & 0xFFFFFFFF)))
+        else:
+            texts.append(str(ipaddress.IPv6Address((h << 64) | l)))
+    return np.asarray(texts, dtype=object)[inverse.reshape(-1)]
+
+
+def _flow_frame(fi: np.ndarray, fa: np.ndarray, ftime: np.ndarray, capture: str, base: int) -> pd.DataFrame:
+    n = len(fi)
+    flags = fi[:, ft.FLAGS]
+    proto = fi[:, ft.PROTO]
+    transport = np.where(proto == 6, "tcp", np.where(proto == 17, "udp", np.where(proto == 50, "esp", "other")))
+    rst = (flags & ft.F_RST) != 0
+    fin = (flags & (ft.F_FIN0 | ft.F_FIN1)) != 0
+    end_state = np.where(proto != 6, "open", np.where(rst, "rst", np.where(fin, "fin", "open")))
+    tunnel = fi[:, ft.TUNNEL]
+    has_tunnel = tunnel != 0
+    tun_src = np.where(has_tunnel, _addresses(fa[:, ft.TSRC_HI], fa[:, ft.TSRC_LO]), None) if n else np.array([], object)
+    tun_dst = np.where(has_tunnel, _addresses(fa[:, ft.TDST_HI], fa[:, ft.TDST_LO]), None) if n else np.array([], object)
+    sport = fi[:, ft.SPORT]
+    dport = fi[:, ft.DPORT]
+    df = pd.DataFrame({
+        "flow_id": np.arange(base, base + n, dtype=np.int64),
+        "capture": capture,
+        "first_frame": fi[:, ft.FIRST_FRAME],
+        "last_frame": fi[:, ft.LAST_FRAME],
+        "ts_start": ftime[:, ft.TS0],
+        "ts_end": ftime[:, ft.TS1],
+        "ip_version": fi[:, ft.IPVER].astype(np.int8),
+        "src_ip": _addresses(fa[:, ft.SRC_HI], fa[:, ft.SRC_LO]),
+        "src_port": sport.astype(np.int32),
+        "dst_ip": _addresses(fa[:, ft.DST_HI], fa[:, ft.DST_LO]),
+        "dst_port": dport.astype(np.int32),
+        "transport": transport,
+        "packets": fi[:, ft.PK0] + fi[:, ft.PK1],
+        "bytes": fi[:, ft.BY0] + fi[:, ft.BY1],
+        "packets_fwd": fi[:, ft.PK0],
+        "packets_rev": fi[:, ft.PK1],
+        "bytes_fwd": fi[:, ft.BY0],
+        "bytes_rev": fi[:, ft.BY1],
+        "payload_fwd": fi[:, ft.PL0],
+        "payload_rev": fi[:, ft.PL1],
+        "syn_seen": (flags & ft.F_SYN) != 0,
+        "synack_seen": (flags & ft.F_SYNACK) != 0,
+        "handshake_seen": (flags & ft.F_HS_DONE) != 0,
+        "end_state": end_state,
+        "initiator": pd.Categorical.from_codes(fi[:, ft.INIT], [ft.INIT_NAMES[i] for i in range(len(ft.INIT_NAMES))]),
+        "app_protocol": np.where(proto == 50, "esp",
+                                 np.where((proto == 17) & ((sport == 51820) | (dport == 51820)), "wireguard", "none")),
+        "http_connect": False,
+        "tunnel": pd.Categorical.from_codes(tunnel, [TUNNELS[i] for i in range(len(TUNNELS))]),
+        "tunnel_src": tun_src,
+        "tunnel_dst": tun_dst,
+        "tunnel_vni": pd.array(np.where(fi[:, ft.VNI] >= 0, fi[:, ft.VNI], 0), dtype="Int64"),
+        "vlan": pd.array(np.where(fi[:, ft.VLAN] >= 0, fi[:, ft.VLAN], 0), dtype="Int32"),
+        "fragments": fi[:, ft.FRAGS].astype(np.int32),
+        "truncated_packets": fi[:, ft.TRUNC].astype(np.int32),
+    })
+    df.loc[fi[:, ft.VNI] < 0, "tunnel_vni"] = pd.NA
+    df.loc[fi[:, ft.VLAN] < 0, "vlan"] = pd.NA
+    df["encrypted_underlay"] = df["app_protocol"].isin(["wireguard", "esp"])
+    df.loc[(df["transport"] == "udp") & (df["payload_fwd"] + df["payload_rev"] > 0) & (df["app_protocol"] == "none"),
+           "app_protocol"] = "unknown"
+    return df
+
+
+_SWAP = [("src_ip", "dst_ip"), ("src_port", "dst_port"), ("packets_fwd", "packets_rev"),
+         ("bytes_fwd", "bytes_rev"), ("payload_fwd", "payload_rev"), ("tunnel_src", "tunnel_dst")]
+
+
+def _apply_app_protocol(flows: pd.DataFrame, streams: dict[int, FlowStreams]):
+    """Set app_protocol from the streams; turn flows whose payload shows src is the server."""
+    if not streams:
+        return flows, streams
+    ids = np.fromiter(streams.keys(), dtype=np.int64, count=len(streams))
+    results = [detect(streams[i]) for i in ids.tolist()]
+    pos = (ids - flows["flow_id"].iloc[0]) if len(flows) else ids
+    app = flows["app_protocol"].to_numpy(object).copy()
+    connect = flows["http_connect"].to_numpy(bool).copy()
+    swap = np.zeros(len(flows), bool)
+    for p, (proto, is_connect, do_swap) in zip(pos.tolist(), results):
+        app[p] = proto
+        connect[p] = is_connect
+        swap[p] = do_swap
+    flows["app_protocol"] = app
+    flows["http_connect"] = connect
+    # Only flows whose initiator was a guess may be turned round by what the payload shows.
+    swap &= ~flows["initiator"].isin(["syn", "synack"]).to_numpy()
+    if swap.any():
+        for a, b in _SWAP:
+            av, bv = flows.loc[swap, a].copy(), flows.loc[swap, b].copy()
+            flows.loc[swap, a], flows.loc[swap, b] = bv.to_numpy(), av.to_numpy()
+        flows["initiator"] = flows["initiator"].cat.add_categories([]) if False else flows["initiator"]
+        flows.loc[swap, "initiator"] = "payload"
+        for fid in flows.loc[swap, "flow_id"].tolist():
+            s = streams[fid]
+            streams[fid] = FlowStreams(fid, s.rev, s.fwd)
+    return flows, streams
+
+
+def _capture_row(path: Path, state: ReadState, manifest: dict, packets: int, nbytes: int,
+                 first_ts: float, last_ts: float) -> dict:
+    return {
+        "file": str(path),
+        "format": state.format or "unknown",
+        "link_types": ",".join(LINKTYPES.get(t, str(t)) for t in sorted(state.linktypes)),
+        "packets": packets,
+        "bytes": nbytes,
+        "first_ts": first_ts,
+        "last_ts": last_ts,
+        "partial": state.partial,
+        "warnings": list(state.warnings),
+        "host": manifest.get("host"),
+        "role": manifest.get("role"),
+    }
+
+
+FLOW_TABLE_COLUMNS = ["flow_id", "first_frame", "ts_start", "transport", "src_ip", "src_port", "dst_ip", "dst_port",
+                      "app_protocol", "packets_fwd", "packets_rev", "bytes_fwd", "bytes_rev", "end_state", "tunnel"]
+
+
+def flows_main(args) -> int:
+    """`commpath flows INPUT...`: print the connection table."""
+    capture = read(*args.inputs, progress=None if args.quiet else _stderr_progress())
+    _finish_progress(args.quiet)
+    for warning in capture.warnings:
+        print(f"commpath: warning: {warning}", file=sys.stderr)
+    with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_columns", None):
+        for file, group in capture.flows.groupby("capture", sort=False, observed=True):
+            print(f"# {file}: {len(group)} connections")
+            table = group[FLOW_TABLE_COLUMNS]
+            if args.limit:
+                table = table.head(args.limit)
+            table = table.assign(ts_start=pd.to_datetime(table["ts_start"], unit="s", utc=True).dt.strftime("%H:%M:%S.%f"))
+            print(table.to_string(index=False))
+    return 0
+
+
+def _stderr_progress() -> Progress | None:
+    if not sys.stderr.isatty():
+        return None
+
+    def show(file: str, done: int, total: int) -> None:
+        pct = 100 * done / total if total else 100
+        print(f"\rreading {os.path.basename(file)}: {pct:5.1f}%", end="", file=sys.stderr, flush=True)
+    return show
+
+
+def _finish_progress(quiet: bool) -> None:
+    if not quiet and sys.stderr.isatty():
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
