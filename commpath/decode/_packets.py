@@ -181,6 +181,17 @@ def parse_headers(buf, off, caplen, linktype, h_status, h_ipver, h_src_hi, h_src
             continue
         # ---- network and transport layers; overlays loop back here
         layers = 0
+        o_ver = 0
+        o_sh = np.uint64(0)
+        o_sl = np.uint64(0)
+        o_dh = np.uint64(0)
+        o_dl = np.uint64(0)
+        o_sp = 0
+        o_dp = 0
+        o_off = np.int64(0)
+        o_cap = 0
+        o_wire = 0
+        o_vlan = -1
         while layers < 4:
             layers += 1
             proto = -1
@@ -203,7 +214,7 @@ def parse_headers(buf, off, caplen, linktype, h_status, h_ipver, h_src_hi, h_src
                     frag = 2
                 elif mf:
                     frag = 1
-                proto = buf[p + 9]
+                proto = np.int64(buf[p + 9])
                 sh = np.uint64(0)
                 sl = V4_MAPPED | np.uint64(_be32(buf, p + 12))
                 dh = np.uint64(0)
@@ -217,7 +228,7 @@ def parse_headers(buf, off, caplen, linktype, h_status, h_ipver, h_src_hi, h_src
                     h_status[i] = 3
                     break
                 plen = _be16(buf, p + 4)
-                proto = buf[p + 6]
+                proto = np.int64(buf[p + 6])
                 sh = _be64(buf, p + 8)
                 sl = _be64(buf, p + 16)
                 dh = _be64(buf, p + 24)
@@ -232,7 +243,7 @@ def parse_headers(buf, off, caplen, linktype, h_status, h_ipver, h_src_hi, h_src
                     if l4 + 8 > end:
                         proto = -2
                         break
-                    nxt = buf[l4]
+                    nxt = np.int64(buf[l4])
                     if proto == 44:
                         fo = _be16(buf, l4 + 2)
                         ipid = _be32(buf, l4 + 4)
@@ -317,6 +328,18 @@ def parse_headers(buf, off, caplen, linktype, h_status, h_ipver, h_src_hi, h_src
                 if frag != 0:
                     break
                 # VXLAN: flags byte 0x08, inner Ethernet after 8 bytes
+                if o_ver == 0:
+                    o_ver = ver
+                    o_sh = sh
+                    o_sl = sl
+                    o_dh = dh
+                    o_dl = dl
+                    o_sp = sp
+                    o_dp = dp
+                    o_off = po
+                    o_cap = h_pl_cap[i]
+                    o_wire = h_pl_wire[i]
+                    o_vlan = h_vlan[i]
                 if (dp == 4789 or dp == 8472 or sp == 4789 or sp == 8472) and po + 8 + 14 <= end and (buf[po] & 0x08) != 0:
                     if h_tunnel[i] == 0:
                         h_tunnel[i] = 1
@@ -358,6 +381,25 @@ def parse_headers(buf, off, caplen, linktype, h_status, h_ipver, h_src_hi, h_src
             break
         if layers >= 4 and h_status[i] == 1:
             h_status[i] = 3
+        if h_status[i] != 0 and h_status[i] != 4 and o_ver != 0 and h_tunnel[i] != 0 and h_tunnel[i] <= 2:
+            # the overlay carries no TCP/UDP connection (ARP, ICMP, ...): the tunnel itself is the flow
+            h_status[i] = 0
+            h_ipver[i] = o_ver
+            h_src_hi[i] = o_sh
+            h_src_lo[i] = o_sl
+            h_dst_hi[i] = o_dh
+            h_dst_lo[i] = o_dl
+            h_proto[i] = 17
+            h_sport[i] = o_sp
+            h_dport[i] = o_dp
+            h_pl_off[i] = o_off
+            h_pl_cap[i] = o_cap
+            h_pl_wire[i] = o_wire
+            h_frag[i] = 0
+            h_flags[i] = 0
+            h_vlan[i] = o_vlan
+            h_tunnel[i] = 0
+            h_vni[i] = -1
 
 
 def parse(buf: np.ndarray, off: np.ndarray, caplen: np.ndarray, linktype: np.ndarray) -> Headers:

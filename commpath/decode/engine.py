@@ -267,8 +267,7 @@ def _flow_frame(fi: np.ndarray, fa: np.ndarray, ftime: np.ndarray, capture: str,
         "handshake_seen": (flags & ft.F_HS_DONE) != 0,
         "end_state": end_state,
         "initiator": pd.Categorical.from_codes(fi[:, ft.INIT], [ft.INIT_NAMES[i] for i in range(len(ft.INIT_NAMES))]),
-        "app_protocol": np.where(proto == 50, "esp",
-                                 np.where((proto == 17) & ((sport == 51820) | (dport == 51820)), "wireguard", "none")),
+        "app_protocol": _udp_app_protocol(proto, sport, dport),
         "http_connect": False,
         "tunnel": pd.Categorical.from_codes(tunnel, [TUNNELS[i] for i in range(len(TUNNELS))]),
         "tunnel_src": tun_src,
@@ -284,6 +283,17 @@ def _flow_frame(fi: np.ndarray, fa: np.ndarray, ftime: np.ndarray, capture: str,
     df.loc[(df["transport"] == "udp") & (df["payload_fwd"] + df["payload_rev"] > 0) & (df["app_protocol"] == "none"),
            "app_protocol"] = "unknown"
     return df
+
+
+#: UDP services recognised by port: overlays and encrypted underlays.
+UDP_PORT_PROTOCOLS = {51820: "wireguard", 4789: "vxlan", 8472: "vxlan", 6081: "geneve"}
+
+
+def _udp_app_protocol(proto: np.ndarray, sport: np.ndarray, dport: np.ndarray) -> np.ndarray:
+    app = np.where(proto == 50, "esp", "none").astype(object)
+    for port, name in UDP_PORT_PROTOCOLS.items():
+        app[(proto == 17) & ((sport == port) | (dport == port))] = name
+    return app
 
 
 _SWAP = [("src_ip", "dst_ip"), ("src_port", "dst_port"), ("packets_fwd", "packets_rev"),

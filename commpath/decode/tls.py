@@ -1,0 +1,678 @@
+"""TLS handshakes from the reassembled start of a connection: hellos, certificates, alerts, JA4, TLS 1.3 inference."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass, field
+
+from ._tls_tables import ALERTS, CIPHER_SUITES
+from ._tls_wire import (
+    CONTENT_ALERT, CONTENT_APPDATA, CONTENT_CCS, CONTENT_HANDSHAKE, CONTENT_TYPES,
+    EXT_ALPN, EXT_CERTIFICATE_AUTHORITIES, EXT_EARLY_DATA, EXT_PRE_SHARED_KEY, EXT_SERVER_NAME,
+    EXT_SIGNATURE_ALGORITHMS, EXT_SUPPORTED_VERSIONS, HRR_RANDOM, HS_CERTIFICATE,
+    HS_CERTIFICATE_REQUEST, HS_CLIENT_HELLO, HS_CLIENT_KEY_EXCHANGE, HS_FINISHED,
+    HS_SERVER_HELLO, HS_SERVER_HELLO_DONE, HS_SERVER_KEY_EXCHANGE, MAX_RECORD_BODY,
+    RECORD_HEADER_FMT, RECORD_HEADER_LEN, Reader, Truncated, is_grease, version_name, version_rank,
+)
+from .streams import FlowStreams, Stream
+
+#: Work bounds per connection: hostile input stops here and is marked partial.
+MAX_RECORDS = 4096
+MAX_MESSAGES = 256
+MAX_EXTENSIONS = 512
+MAX_CERTS = 16
+MAX_ALERTS = 16
+MAX_CAS = 64
+
+#: Hash length of each TLS 1.3 cipher suite (for the Finished size).
+TLS13_HASH_LEN = {0x1301: 32, 0x1302: 48, 0x1303: 32, 0x1304: 32, 0x1305: 32}
+AEAD_TAG = 16
+#: Smallest plausible Certificate message with one certificate (header, lists, a ~100-byte cert).
+MIN_CERTIFICATE_MESSAGE = 4 + 1 + 3 + 3 + 100 + 2
+#: Chrome's ALPS (application_settings) puts a client EncryptedExtensions into the flight.
+ALPS_EXTENSIONS = frozenset((17513, 17613))
+ALPS_MAX_EXTRA = 64
+
+
+@dataclass(frozen=True)
+class Record:
+    """One TLS record: where it starts in the stream, its type, version and body."""
+
+    offset: int
+    content_type: int
+    version: int
+    body: bytes
+    declared: int = -1          # length in the header; > len(body) when the record was cut
+
+    @property
+    def complete(self) -> bool:
+        return self.declared < 0 or self.declared == len(self.body)
+
+    @property
+    def end(self) -> int:
+        return self.offset + RECORD_HEADER_LEN + len(self.body)
+
+    @property
+    def header(self) -> bytes:
+        return struct.pack(RECORD_HEADER_FMT, self.content_type, self.version, len(self.body))
+
+
+@dataclass
+class Message:
+    """One handshake message, with the stream range of the records that carried it."""
+
+    msg_type: int
+    body: bytes
+    start: int
+    end: int
+
+
+@dataclass
+class ClientHello:
+    legacy_version: int = 0
+    random: bytes = b""
+    session_id: bytes = b""
+    ciphers: list[int] = field(default_factory=list)
+    extensions: list[int] = field(default_factory=list)
+    sni: str | None = None
+    alpn: list[str] = field(default_factory=list)
+    alpn_raw: list[bytes] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)
+    sig_algs: list[int] = field(default_factory=list)
+    early_data: bool = False
+    psk: bool = False
+    sslv2: bool = False
+
+
+@dataclass
+class ServerHello:
+    legacy_version: int = 0
+    random: bytes = b""
+    session_id: bytes = b""
+    cipher: int = 0
+    selected_version: int | None = None
+    alpn: str | None = None
+    psk: bool = False
+    hrr: bool = False
+
+    @property
+    def version(self) -> int:
+        return self.selected_version or self.legacy_version
+
+
+@dataclass
+class TlsHandshake:
+    """What the wire shows of one TLS handshake (fields named as in TLS_COLUMNS)."""
+
+    flow_id: int
+    tls_version: str | None = None
+    client_versions: str | None = None
+    sni: str | None = None
+    alpn_offered: str | None = None
+    alpn: str | None = None
+    cipher: str | None = None
+    cipher_id: int | None = None
+    ja4: str | None = None
+    hello_retry: bool = False
+    resumed: bool = False
+    established: bool = False
+    cert_request: bool = False
+    cert_request_cas: list[str] = field(default_factory=list)
+    certs_visibility: str | None = None
+    client_cert: str = "unknown"
+    alerts: list[str] = field(default_factory=list)
+    partial: bool = False
+    parse_error: str | None = None
+    handshake_frames: list[int] = field(default_factory=list)
+    # not columns: material for certificates, verification and decryption
+    server_chain: list[bytes] = field(default_factory=list)
+    client_chain: list[bytes] = field(default_factory=list)
+    client_random: bytes = b""
+    version_id: int | None = None
+    client_hello: ClientHello | None = None
+    server_hello: ServerHello | None = None
+    client_encrypted: list[Record] = field(default_factory=list)
+    server_encrypted: list[Record] = field(default_factory=list)
+    inference: str | None = None
+
+    def error(self, message: str) -> None:
+        """Mark the record partial and keep the first error message."""
+        self.partial = True
+        if self.parse_error is None:
+            self.parse_error = message
+
+
+# --------------------------------------------------------------------------- records
+
+def looks_like_tls(data: bytes) -> bool:
+    """A TLS record header (or an SSLv2 ClientHello) at the start of ``data``."""
+    if len(data) >= 3 and data[0] in CONTENT_TYPES and data[1] in (3, 0xFE) and data[2] <= 4:
+        return True
+    return _is_sslv2_hello(data)
+
+
+def _is_sslv2_hello(data: bytes) -> bool:
+    return len(data) >= 5 and bool(data[0] & 0x80) and data[2] == 1 and data[3] in (0, 2, 3)
+
+
+def read_records(data: bytes, hs: TlsHandshake | None = None, direction: str = "") -> list[Record]:
+    """Split ``data`` into records; stops (marking ``hs``) at garbage, a lying length or the limit."""
+    out: list[Record] = []
+    pos, n = 0, len(data)
+    while pos + RECORD_HEADER_LEN <= n:
+        if len(out) >= MAX_RECORDS:
+            if hs:
+                hs.error(f"{direction}: more than {MAX_RECORDS} records")
+            break
+        ctype, version, length = struct.unpack_from(RECORD_HEADER_FMT, data, pos)
+        if ctype not in CONTENT_TYPES or (version >> 8) not in (3, 0xFE):
+            if hs:
+                hs.error(f"{direction}: not a TLS record at offset {pos}")
+            break
+        if length > MAX_RECORD_BODY:
+            if hs:
+                hs.error(f"{direction}: record length {length} at offset {pos} exceeds the maximum")
+            break
+        body_end = pos + RECORD_HEADER_LEN + length
+        if body_end > n:
+            # the rest of the record was not captured (gap, limit or a lying length)
+            out.append(Record(pos, ctype, version, data[pos + RECORD_HEADER_LEN:n], length))
+            break
+        out.append(Record(pos, ctype, version, data[pos + RECORD_HEADER_LEN:body_end]))
+        pos = body_end
+    return out
+
+
+def handshake_messages(records: list[Record], hs: TlsHandshake, direction: str,
+                       continue_after_ccs: bool) -> tuple[list[Message], int]:
+    """Plaintext handshake messages of one direction, reassembled across records.
+
+    Returns the messages and the index of the first record that is not plaintext
+    handshake (encrypted data, or anything after ChangeCipherSpec for TLS <= 1.2).
+    """
+    buf = bytearray()
+    spans: list[tuple[int, int]] = []     # (buffer position, stream offset of that byte)
+    stop = len(records)
+    for i, rec in enumerate(records):
+        if rec.content_type == CONTENT_HANDSHAKE:
+            spans.append((len(buf), rec.offset + RECORD_HEADER_LEN))
+            buf += rec.body
+        elif rec.content_type == CONTENT_CCS:
+            if not continue_after_ccs:
+                stop = i
+                break
+        elif rec.content_type == CONTENT_APPDATA:
+            stop = i
+            break
+    msgs: list[Message] = []
+    pos = 0
+    data = bytes(buf)
+
+    def stream_offset(p: int) -> int:
+        off = 0
+        for b, s in spans:
+            if b <= p:
+                off = s + (p - b)
+            else:
+                break
+        return off
+
+    while pos + 4 <= len(data):
+        if len(msgs) >= MAX_MESSAGES:
+            hs.error(f"{direction}: more than {MAX_MESSAGES} handshake messages")
+            break
+        mtype = data[pos]
+        mlen = (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]
+        if pos + 4 + mlen > len(data):
+            msgs.append(Message(mtype, data[pos + 4:], stream_offset(pos), stream_offset(len(data) - 1) + 1))
+            msgs[-1].msg_type = -mtype - 1          # marks an incomplete message
+            break
+        msgs.append(Message(mtype, data[pos + 4:pos + 4 + mlen], stream_offset(pos),
+                            stream_offset(pos + 4 + mlen - 1) + 1))
+        pos += 4 + mlen
+    return msgs, stop
+
+
+# --------------------------------------------------------------------------- hellos
+
+def _extensions(r: Reader, hs: TlsHandshake, who: str) -> list[tuple[int, bytes]]:
+    out: list[tuple[int, bytes]] = []
+    if r.remaining() == 0:
+        return out
+    ext = r.sub(2)
+    while ext.remaining() > 0:
+        if len(out) >= MAX_EXTENSIONS:
+            hs.error(f"{who}: more than {MAX_EXTENSIONS} extensions, the rest ignored")
+            break
+        etype = ext.u16()
+        out.append((etype, ext.vec(2)))
+    return out
+
+
+def parse_client_hello(body: bytes, hs: TlsHandshake) -> ClientHello:
+    ch = ClientHello()
+    r = Reader(body)
+    try:
+        ch.legacy_version = r.u16()
+        ch.random = r.take(32)
+        ch.session_id = r.vec(1)
+        cs = r.vec(2)
+        ch.ciphers = [int.from_bytes(cs[i:i + 2], "big") for i in range(0, len(cs) - 1, 2)]
+        r.vec(1)                                   # compression methods
+        exts = _extensions(r, hs, "ClientHello")
+    except Truncated as exc:
+        hs.error(f"ClientHello: {exc}")
+        return ch
+    for etype, data in exts:
+        ch.extensions.append(etype)
+        try:
+            e = Reader(data)
+            if etype == EXT_SERVER_NAME and data:
+                names = e.sub(2)
+                while names.remaining() > 0:
+                    ntype, name = names.u8(), names.vec(2)
+                    if ntype == 0 and ch.sni is None:
+                        ch.sni = name.decode("ascii", "replace")
+            elif etype == EXT_ALPN and data:
+                protos = e.sub(2)
+                while protos.remaining() > 0:
+                    p = protos.vec(1)
+                    ch.alpn_raw.append(p)
+                    ch.alpn.append(p.decode("ascii", "replace"))
+            elif etype == EXT_SUPPORTED_VERSIONS and data:
+                vs = e.vec(1)
+                ch.versions = [int.from_bytes(vs[i:i + 2], "big") for i in range(0, len(vs) - 1, 2)]
+            elif etype == EXT_SIGNATURE_ALGORITHMS and data:
+                sa = e.vec(2)
+                ch.sig_algs = [int.from_bytes(sa[i:i + 2], "big") for i in range(0, len(sa) - 1, 2)]
+            elif etype == EXT_EARLY_DATA:
+                ch.early_data = True
+            elif etype == EXT_PRE_SHARED_KEY:
+                ch.psk = True
+        except Truncated as exc:
+            hs.error(f"ClientHello extension {etype}: {exc}")
+    return ch
+
+
+def parse_sslv2_client_hello(data: bytes, hs: TlsHandshake) -> ClientHello:
+    """An SSLv2-format ClientHello (old clients offering SSL 3.0/TLS in a v2 wrapper)."""
+    ch = ClientHello(sslv2=True)
+    length = ((data[0] & 0x7F) << 8) | data[1]
+    r = Reader(data, 2, 2 + length)
+    try:
+        r.u8()
+        ch.legacy_version = r.u16()
+        cs_len, sid_len, chal_len = r.u16(), r.u16(), r.u16()
+        specs = r.take(cs_len)
+        ch.session_id = r.take(sid_len)
+        challenge = r.take(chal_len)
+        ch.random = challenge.rjust(32, b"\0")[-32:]
+        ch.ciphers = [int.from_bytes(specs[i:i + 3], "big") for i in range(0, len(specs) - 2, 3)]
+        ch.ciphers = [c for c in ch.ciphers if c <= 0xFFFF]   # v2 specs > 0xFFFF are SSLv2-only
+    except Truncated as exc:
+        hs.error(f"SSLv2 ClientHello: {exc}")
+    return ch
+
+
+def parse_server_hello(body: bytes, hs: TlsHandshake) -> ServerHello:
+    sh = ServerHello()
+    r = Reader(body)
+    try:
+        sh.legacy_version = r.u16()
+        sh.random = r.take(32)
+        sh.hrr = sh.random == HRR_RANDOM
+        sh.session_id = r.vec(1)
+        sh.cipher = r.u16()
+        r.u8()                                      # compression method
+        exts = _extensions(r, hs, "ServerHello")
+    except Truncated as exc:
+        hs.error(f"ServerHello: {exc}")
+        return sh
+    for etype, data in exts:
+        try:
+            e = Reader(data)
+            if etype == EXT_SUPPORTED_VERSIONS and len(data) >= 2:
+                sh.selected_version = e.u16()
+            elif etype == EXT_ALPN and data:
+                protos = e.sub(2)
+                if protos.remaining():
+                    sh.alpn = protos.vec(1).decode("ascii", "replace")
+            elif etype == EXT_PRE_SHARED_KEY:
+                sh.psk = True
+        except Truncated as exc:
+            hs.error(f"ServerHello extension {etype}: {exc}")
+    return sh
+
+
+# --------------------------------------------------------------------------- certificates
+
+def parse_certificate_list(body: bytes, hs: TlsHandshake, tls13: bool, who: str) -> list[bytes]:
+    """DER certificates of a Certificate message (TLS 1.3 form has a context and extensions)."""
+    r = Reader(body)
+    certs: list[bytes] = []
+    try:
+        if tls13:
+            r.vec(1)                                    # certificate_request_context
+        lst = r.sub(3)
+        while lst.remaining() > 0:
+            if len(certs) >= MAX_CERTS:
+                hs.error(f"{who} Certificate: more than {MAX_CERTS} certificates, the rest ignored")
+                break
+            certs.append(lst.vec(3))
+            if tls13:
+                lst.vec(2)                              # per-certificate extensions
+    except Truncated as exc:
+        hs.error(f"{who} Certificate: {exc}")
+    return certs
+
+
+def _dn_text(der: bytes) -> str:
+    from .x509 import name_from_der
+    return name_from_der(der)
+
+
+def parse_certificate_request(body: bytes, hs: TlsHandshake, version: int) -> list[str]:
+    """CA distinguished names listed in a CertificateRequest."""
+    r = Reader(body)
+    names: list[bytes] = []
+    try:
+        if version >= 0x0304:
+            r.vec(1)                                    # context
+            exts = _extensions(r, hs, "CertificateRequest")
+            for etype, data in exts:
+                if etype == EXT_CERTIFICATE_AUTHORITIES:
+                    cas = Reader(data).sub(2)
+                    while cas.remaining() > 0 and len(names) < MAX_CAS:
+                        names.append(cas.vec(2))
+        else:
+            r.vec(1)                                    # certificate types
+            if version >= 0x0303:
+                r.vec(2)                                # signature algorithms
+            cas = r.sub(2)
+            while cas.remaining() > 0 and len(names) < MAX_CAS:
+                names.append(cas.vec(2))
+    except Truncated as exc:
+        hs.error(f"CertificateRequest: {exc}")
+    return [_dn_text(n) for n in names]
+
+
+# --------------------------------------------------------------------------- JA4
+
+_JA4_VERSIONS = {0x0304: "13", 0x0303: "12", 0x0302: "11", 0x0301: "10", 0x0300: "s3",
+                 0x0002: "s2", 0x0200: "s2", 0xFEFF: "d1", 0xFEFD: "d2", 0xFEFC: "d3"}
+
+
+def _sha12(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12] if text else "000000000000"
+
+
+def ja4(ch: ClientHello, transport: str = "t") -> str:
+    """JA4 TLS client fingerprint (FoxIO JA4 specification)."""
+    versions = [v for v in ch.versions if not is_grease(v)]
+    top = max(versions, key=version_rank) if versions else ch.legacy_version
+    ver = _JA4_VERSIONS.get(0x0304 if (top >> 8) == 0x7F else top, "00")
+    ciphers = [c for c in ch.ciphers if not is_grease(c)]
+    exts = [e for e in ch.extensions if not is_grease(e)]
+    alpn = "00"
+    if ch.alpn_raw and ch.alpn_raw[0]:
+        a = ch.alpn_raw[0]
+        first, last = chr(a[0]), chr(a[-1])
+        if first.isascii() and first.isalnum() and last.isascii() and last.isalnum():
+            alpn = first + last
+        else:
+            h = a.hex()
+            alpn = h[0] + h[-1]
+    head = f"{transport}{ver}{'d' if EXT_SERVER_NAME in exts else 'i'}" \
+           f"{min(len(ciphers), 99):02d}{min(len(exts), 99):02d}{alpn}"
+    part_b = _sha12(",".join(f"{c:04x}" for c in sorted(ciphers)))
+    ext_text = ",".join(f"{e:04x}" for e in sorted(exts) if e not in (EXT_SERVER_NAME, EXT_ALPN))
+    sigs = [s for s in ch.sig_algs if not is_grease(s)]
+    if sigs and ext_text:
+        ext_text += "_" + ",".join(f"{s:04x}" for s in sigs)
+    return f"{head}_{part_b}_{_sha12(ext_text)}"
+
+
+# --------------------------------------------------------------------------- whole handshake
+
+def _alerts(records: list[Record], hs: TlsHandshake, who: str, encrypted_from: int) -> bool:
+    """Collect clear-text alerts; returns True when a fatal alert was seen."""
+    fatal = False
+    for i, rec in enumerate(records):
+        if rec.content_type != CONTENT_ALERT or len(hs.alerts) >= MAX_ALERTS:
+            continue
+        if i >= encrypted_from or len(rec.body) != 2:
+            hs.alerts.append(f"encrypted:{who}")
+            if i < encrypted_from:
+                fatal = True
+            continue
+        level, desc = rec.body[0], rec.body[1]
+        lvl = {1: "warning", 2: "fatal"}.get(level, str(level))
+        hs.alerts.append(f"{lvl}:{ALERTS.get(desc, str(desc))}")
+        fatal = fatal or level == 2 or desc not in (0, 90, 100)
+    return fatal
+
+
+def _frames(stream: Stream, records: list[Record], types: tuple[int, ...], upto: int) -> list[int]:
+    out: list[int] = []
+    for rec in records[:upto]:
+        if rec.content_type in types:
+            for f in stream.frames_between(rec.offset, rec.end):
+                if f not in out:
+                    out.append(f)
+    return out
+
+
+def parse_tls(flow: FlowStreams) -> TlsHandshake:
+    """Parse both directions of a TLS connection; never raises on hostile input."""
+    hs = TlsHandshake(flow_id=flow.flow_id)
+    try:
+        _parse(flow.fwd, flow.rev, hs)
+    except (Truncated, ValueError, IndexError, struct.error) as exc:     # defensive: still a record
+        hs.error(f"unexpected structure: {exc}")
+    return hs
+
+
+def _parse(cli: Stream, srv: Stream, hs: TlsHandshake) -> None:
+    # ---- client side: the first plaintext messages (ClientHello, possibly a second one after HRR)
+    ch: ClientHello | None = None
+    if _is_sslv2_hello(cli.data):
+        ch = parse_sslv2_client_hello(cli.data, hs)
+        length = ((cli.data[0] & 0x7F) << 8) | cli.data[1]
+        crecs = read_records(cli.data[2 + length:], hs, "client")
+        crecs = [Record(r.offset + 2 + length, r.content_type, r.version, r.body, r.declared)
+                 for r in crecs]
+    else:
+        crecs = read_records(cli.data, hs, "client")
+    srecs = read_records(srv.data, hs, "server")
+    if not crecs and ch is None and not srecs:
+        hs.error("no TLS records")
+        return
+
+    smsgs_all, sstop = handshake_messages(srecs, hs, "server", continue_after_ccs=False)
+    hellos = _server_hellos(smsgs_all, hs)
+    tls13 = bool(hellos) and version_rank(hellos[0].version) >= 0x0304
+    if tls13:
+        # TLS 1.3: compatibility ChangeCipherSpec records may sit between HRR and ServerHello
+        smsgs_all, sstop = handshake_messages(srecs, hs, "server", continue_after_ccs=True)
+        hellos = _server_hellos(smsgs_all, hs)
+    sh: ServerHello | None = None
+    if hellos:
+        hs.hello_retry = hellos[0].hrr
+        sh = next((h for h in hellos if not h.hrr), None)
+        hs.server_hello = sh or hellos[0]
+    cmsgs, cstop = handshake_messages(crecs, hs, "client", continue_after_ccs=tls13)
+
+    # ---- ClientHello
+    if ch is None:
+        first = next((m for m in cmsgs if m.msg_type in (HS_CLIENT_HELLO, -HS_CLIENT_HELLO - 1)), None)
+        if first is not None:
+            if first.msg_type < 0:
+                hs.error("client: ClientHello incomplete")
+            ch = parse_client_hello(first.body, hs)
+    if ch is not None:
+        hs.client_hello = ch
+        hs.client_random = ch.random
+        offered = [v for v in ch.versions if not is_grease(v)] or [ch.legacy_version]
+        offered = sorted(set(offered), key=version_rank, reverse=True)
+        hs.client_versions = ",".join(version_name(v) for v in offered)
+        hs.sni = ch.sni
+        hs.alpn_offered = ",".join(ch.alpn) if ch.alpn else None
+        hs.ja4 = ja4(ch)
+    else:
+        hs.error("no ClientHello")
+
+    # ---- ServerHello
+    if sh is not None:
+        hs.version_id = sh.version
+        hs.tls_version = version_name(sh.version)
+        hs.cipher_id = sh.cipher
+        hs.cipher = CIPHER_SUITES.get(sh.cipher, f"0x{sh.cipher:04X}")
+        hs.alpn = sh.alpn
+    elif hellos:                                     # HRR seen but not the real ServerHello
+        hs.version_id = hellos[0].version
+        hs.tls_version = version_name(hellos[0].version)
+        hs.error("server: ServerHello after HelloRetryRequest not seen")
+    for m in smsgs_all:
+        if m.msg_type < 0:
+            hs.error(f"server: handshake message type {-m.msg_type - 1} incomplete")
+
+    cfatal = _alerts(crecs, hs, "client", _first_encrypted(crecs, tls13))
+    sfatal = _alerts(srecs, hs, "server", _first_encrypted(srecs, tls13))
+    hs.handshake_frames = sorted(set(
+        _frames(cli, crecs, (CONTENT_HANDSHAKE, CONTENT_CCS, CONTENT_ALERT), len(crecs))
+        + _frames(srv, srecs, (CONTENT_HANDSHAKE, CONTENT_CCS, CONTENT_ALERT), len(srecs))))
+    if sh is None:
+        hs.certs_visibility = None
+        if ch is not None and (srv.gap or srv.limited or not srv.data):
+            hs.error("server: no ServerHello captured")
+        return
+
+    if tls13:
+        _finish_tls13(hs, ch, sh, crecs, srecs, cstop, sstop, cfatal or sfatal)
+    else:
+        _finish_tls12(hs, ch, sh, cmsgs, smsgs_all, crecs, srecs, cfatal or sfatal)
+
+
+def _server_hellos(msgs: list[Message], hs: TlsHandshake) -> list[ServerHello]:
+    return [parse_server_hello(m.body, hs) for m in msgs if m.msg_type == HS_SERVER_HELLO][:2]
+
+
+def _first_encrypted(records: list[Record], tls13: bool) -> int:
+    """Index of the first record protected by negotiated keys in this direction."""
+    for i, rec in enumerate(records):
+        if rec.content_type == CONTENT_APPDATA:
+            return i
+        if rec.content_type == CONTENT_CCS and not tls13:
+            return i + 1
+    return len(records)
+
+
+def _finish_tls12(hs, ch, sh, cmsgs, smsgs, crecs, srecs, fatal: bool) -> None:
+    hs.certs_visibility = "visible"
+    stypes = [m.msg_type for m in smsgs]
+    server_ccs = any(r.content_type == CONTENT_CCS for r in srecs)
+    client_ccs = any(r.content_type == CONTENT_CCS for r in crecs)
+    full = any(t in stypes for t in (HS_CERTIFICATE, HS_SERVER_KEY_EXCHANGE, HS_SERVER_HELLO_DONE))
+    hs.resumed = server_ccs and not full
+    if not hs.resumed and ch is not None and ch.session_id and sh.session_id == ch.session_id:
+        hs.resumed = True
+    for m in smsgs:
+        if m.msg_type == HS_CERTIFICATE:
+            hs.server_chain = parse_certificate_list(m.body, hs, False, "server")
+        elif m.msg_type == HS_CERTIFICATE_REQUEST:
+            hs.cert_request = True
+            hs.cert_request_cas = parse_certificate_request(m.body, hs, sh.version)
+    client_cert_msg = None
+    saw_cke = False
+    for m in cmsgs:
+        if m.msg_type == HS_CERTIFICATE:
+            client_cert_msg = m
+        elif m.msg_type == HS_CLIENT_KEY_EXCHANGE:
+            saw_cke = True
+    if client_cert_msg is not None:
+        hs.client_chain = parse_certificate_list(client_cert_msg.body, hs, False, "client")
+    if hs.resumed:
+        hs.client_cert = "unknown"          # authentication happened in an earlier session
+    elif hs.cert_request:
+        if client_cert_msg is not None:
+            hs.client_cert = "presented" if hs.client_chain else "empty"
+        elif saw_cke:
+            hs.client_cert = "empty"        # SSL 3.0 clients answer with a no_certificate alert
+        else:
+            hs.client_cert = "unknown"
+    elif HS_SERVER_HELLO_DONE in stypes:
+        hs.client_cert = "not-requested"
+    else:
+        hs.client_cert = "unknown"
+    hs.established = server_ccs and client_ccs and not fatal
+
+
+def _finish_tls13(hs, ch, sh, crecs, srecs, cstop, sstop, fatal: bool) -> None:
+    hs.certs_visibility = "not-visible"
+    hs.resumed = sh.psk
+    hs.client_encrypted = [r for r in crecs[cstop:] if r.content_type == CONTENT_APPDATA][:64]
+    hs.server_encrypted = [r for r in srecs[sstop:] if r.content_type == CONTENT_APPDATA][:64]
+    hs.client_cert = infer_client_cert(hs, ch, sh)
+    first_client = len(hs.client_encrypted[0].body) if hs.client_encrypted else None
+    encrypted_alert = first_client == 2 + 1 + AEAD_TAG
+    if encrypted_alert:
+        hs.alerts.append("encrypted:client")
+    hs.established = bool(hs.server_encrypted) and bool(hs.client_encrypted) \
+        and not fatal and not encrypted_alert
+
+
+def infer_client_cert(hs: TlsHandshake, ch: ClientHello | None, sh: ServerHello) -> str:
+    """TLS 1.3: did the client send a certificate? Judged from its encrypted handshake flight.
+
+    The client's flight after the server's is, in handshake-key records: [Certificate,
+    CertificateVerify], Finished. Finished alone has a fixed size (hash length + 4 bytes of
+    header + 1 content-type byte + 16 bytes of AEAD tag); an empty Certificate adds 8 bytes.
+    Application data uses other keys, so it never shares a record with the flight.
+    Chrome's ALPS adds a small client EncryptedExtensions to the flight.
+    Limits: record padding, 0-RTT early data and post-handshake authentication defeat it;
+    the server's CertificateRequest itself stays invisible.
+    """
+    if sh.psk:
+        hs.inference = "PSK resumption: servers must not request certificates (RFC 8446 4.3.2)"
+        return "not-requested"
+    if ch is not None and ch.early_data:
+        hs.inference = "0-RTT early data offered: the flight cannot be told apart"
+        return "unknown"
+    hash_len = TLS13_HASH_LEN.get(sh.cipher)
+    if hash_len is None or not hs.client_encrypted:
+        hs.inference = "client flight not seen" if hash_len else "unknown TLS 1.3 cipher"
+        return "unknown"
+    finished = hash_len + 4 + 1 + AEAD_TAG
+    empty_cert = 8 + 1 + AEAD_TAG
+    alps = ch is not None and any(e in ALPS_EXTENSIONS for e in ch.extensions)
+    sizes = [len(r.body) for r in hs.client_encrypted[:3]]
+    if not record_sizes_complete(hs.client_encrypted[:2]):
+        hs.inference = "client flight truncated"
+        return "unknown"
+    first = sizes[0]
+    second = sizes[1] if len(sizes) > 1 else None
+    if first == 2 + 1 + AEAD_TAG:
+        hs.inference = "client answered with an encrypted alert"
+        return "unknown"
+    if first == finished:
+        hs.inference = f"first client record = Finished alone ({finished} bytes)"
+        return "inferred-absent"
+    if first == empty_cert and second == finished:
+        hs.inference = "empty Certificate record, then Finished"
+        return "inferred-absent"
+    if first == finished + 8:
+        hs.inference = "empty Certificate and Finished in one record"
+        return "inferred-absent"
+    if alps and finished < first <= finished + 8 + ALPS_MAX_EXTRA:
+        hs.inference = f"client EncryptedExtensions (ALPS) and Finished in {first} bytes"
+        return "inferred-absent"
+    if first - 1 - AEAD_TAG >= MIN_CERTIFICATE_MESSAGE and first > finished + 8 + (ALPS_MAX_EXTRA if alps else 0):
+        hs.inference = f"first client record {first} bytes: a Certificate message (Finished alone is {finished})"
+        return "inferred-presented"
+    hs.inference = f"first client record {first} bytes fits no known flight (Finished alone is {finished})"
+    return "unknown"
+
+
+def record_sizes_complete(records: list[Record]) -> bool:
+    return all(r.complete for r in records)

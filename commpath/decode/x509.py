@@ -1,0 +1,286 @@
+"""Certificates seen in handshakes: parsed and verified against a CA bundle with ``cryptography``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
+
+from ..errors import InputError
+
+#: Attribute names as OpenSSL (and Zeek) print them, where RFC 4514 has none.
+NAME_OVERRIDES = {
+    NameOID.STREET_ADDRESS: "street",
+    NameOID.POSTAL_CODE: "postalCode",
+    NameOID.EMAIL_ADDRESS: "emailAddress",
+    NameOID.SERIAL_NUMBER: "serialNumber",
+    NameOID.ORGANIZATION_IDENTIFIER: "organizationIdentifier",
+}
+
+EKU_NAMES = {
+    ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
+    ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth",
+    ExtendedKeyUsageOID.CODE_SIGNING: "codeSigning",
+    ExtendedKeyUsageOID.EMAIL_PROTECTION: "emailProtection",
+    ExtendedKeyUsageOID.TIME_STAMPING: "timeStamping",
+    ExtendedKeyUsageOID.OCSP_SIGNING: "OCSPSigning",
+    ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE: "anyExtendedKeyUsage",
+}
+
+KEY_USAGES = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+              "key_agreement", "key_cert_sign", "crl_sign")
+
+MAX_DER = 64 * 1024     # a certificate larger than this is not parsed
+
+
+def fingerprint(der: bytes) -> str:
+    return hashlib.sha256(der).hexdigest()
+
+
+def name_text(name: x509.Name) -> str:
+    """RFC 4514 text, most specific attribute first (as OpenSSL, Zeek and Go print it)."""
+    try:
+        return name.rfc4514_string(NAME_OVERRIDES)
+    except Exception:            # noqa: BLE001 - odd encodings still give a name
+        return ",".join(f"{a.oid.dotted_string}={a.value!r}" for a in name)
+
+
+def _camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    return head + "".join(w.title() for w in rest)
+
+
+@dataclass
+class ParsedCert:
+    der: bytes
+    fingerprint: str
+    cert: x509.Certificate | None
+    row: dict
+
+
+def parse_certificate(der: bytes) -> ParsedCert:
+    """One CERT_COLUMNS row (without roles/flow_ids); a certificate that does not parse keeps its
+    fingerprint and gets ``parse_error``."""
+    fp = fingerprint(der)
+    row: dict = {"fingerprint": fp}
+    if len(der) > MAX_DER:
+        row["parse_error"] = f"certificate of {len(der)} bytes not parsed (limit {MAX_DER})"
+        return ParsedCert(der, fp, None, row)
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        row["subject"] = name_text(cert.subject)
+        row["issuer"] = name_text(cert.issuer)
+        serial = cert.serial_number
+        text = format(serial if serial >= 0 else -serial, "X")
+        row["serial"] = text if len(text) % 2 == 0 else "0" + text
+        row["not_before"] = cert.not_valid_before_utc
+        row["not_after"] = cert.not_valid_after_utc
+    except Exception as exc:     # noqa: BLE001 - any malformed DER is reported, not raised
+        row["parse_error"] = f"certificate does not parse: {exc}"
+        return ParsedCert(der, fp, None, row)
+    errors: list[str] = []
+    try:
+        key = cert.public_key()
+        kind, bits = _key_kind(key)
+        row["key_type"], row["key_bits"] = kind, bits
+    except Exception as exc:     # noqa: BLE001
+        errors.append(f"public key: {exc}")
+    try:
+        oid = cert.signature_algorithm_oid
+        row["signature_algorithm"] = getattr(oid, "_name", None) or oid.dotted_string
+        if row["signature_algorithm"] == "Unknown OID":
+            row["signature_algorithm"] = oid.dotted_string
+    except Exception as exc:     # noqa: BLE001
+        errors.append(f"signature algorithm: {exc}")
+    row["sans"] = []
+    row["key_usage"] = []
+    row["extended_key_usage"] = []
+    try:
+        for ext in cert.extensions:
+            value = ext.value
+            if isinstance(value, x509.SubjectAlternativeName):
+                row["sans"] = _sans(value)
+            elif isinstance(value, x509.BasicConstraints):
+                row["is_ca"] = value.ca
+            elif isinstance(value, x509.KeyUsage):
+                row["key_usage"] = [_camel(u) for u in KEY_USAGES if getattr(value, u)]
+                if value.key_agreement:
+                    row["key_usage"] += [n for n in ("encipherOnly", "decipherOnly")
+                                         if getattr(value, _snake(n))]
+            elif isinstance(value, x509.ExtendedKeyUsage):
+                row["extended_key_usage"] = [EKU_NAMES.get(o, o.dotted_string) for o in value]
+    except Exception as exc:     # noqa: BLE001 - a bad extension leaves the rest
+        errors.append(f"extensions: {exc}")
+    row["self_signed"] = _self_signed(cert)
+    if errors:
+        row["parse_error"] = "; ".join(errors)
+    return ParsedCert(der, fp, cert, row)
+
+
+def _snake(camel: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in camel)
+
+
+def _key_kind(key) -> tuple[str, int | None]:
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RSA", key.key_size
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return "EC", key.curve.key_size
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "Ed25519", 256
+    if isinstance(key, ed448.Ed448PublicKey):
+        return "Ed448", 456
+    if isinstance(key, dsa.DSAPublicKey):
+        return "DSA", key.key_size
+    return type(key).__name__, None
+
+
+def _sans(value: x509.SubjectAlternativeName) -> list[str]:
+    out = []
+    for gn in value:
+        if isinstance(gn, x509.DNSName):
+            out.append(f"DNS:{gn.value}")
+        elif isinstance(gn, x509.IPAddress):
+            out.append(f"IP:{gn.value}")
+        elif isinstance(gn, x509.UniformResourceIdentifier):
+            out.append(f"URI:{gn.value}")
+        elif isinstance(gn, x509.RFC822Name):
+            out.append(f"email:{gn.value}")
+    return out
+
+
+def _self_signed(cert: x509.Certificate) -> bool:
+    if cert.issuer != cert.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+        return True
+    except Exception:            # noqa: BLE001 - unsupported key or bad signature
+        return False
+
+
+# --------------------------------------------------------------------------- names in handshakes
+
+def name_from_der(der: bytes) -> str:
+    """A distinguished name (as listed in CertificateRequest) in RFC 4514 text."""
+    try:
+        top = list(_der_items(der))
+        if len(top) != 1 or top[0][0] != 0x30:
+            raise ValueError("not a SEQUENCE")
+        rdns = []
+        for set_tag, set_body in _der_items(top[0][1]):
+            attrs = []
+            for _, atv in _der_items(set_body):
+                parts = list(_der_items(atv))
+                if len(parts) < 2 or parts[0][0] != 0x06:
+                    raise ValueError("attribute without an OID")
+                oid = ObjectIdentifier(_oid_text(parts[0][1]))
+                tag, raw = parts[1]
+                value = raw.decode("utf-16-be" if tag == 0x1E else "utf-8", "replace")
+                attrs.append(x509.NameAttribute(oid, value, _validate=False))
+            rdns.append(x509.RelativeDistinguishedName(attrs))
+        return name_text(x509.Name(rdns))
+    except Exception:            # noqa: BLE001 - shown as hex rather than lost
+        return "#" + der.hex()
+
+
+def _der_items(data: bytes):
+    """(tag, body) of each TLV in ``data``; raises ValueError on a lying length."""
+    pos = 0
+    while pos < len(data):
+        if pos + 2 > len(data):
+            raise ValueError("DER header past the end")
+        tag = data[pos]
+        length = data[pos + 1]
+        pos += 2
+        if length & 0x80:
+            n = length & 0x7F
+            if n == 0 or n > 3:
+                raise ValueError("unsupported DER length")
+            length = int.from_bytes(data[pos:pos + n], "big")
+            pos += n
+        if pos + length > len(data):
+            raise ValueError("DER length past the end")
+        yield tag, data[pos:pos + length]
+        pos += length
+
+
+def _oid_text(raw: bytes) -> str:
+    first = raw[0]
+    parts = [min(first // 40, 2), first - 40 * min(first // 40, 2)]
+    val = 0
+    for b in raw[1:]:
+        val = (val << 7) | (b & 0x7F)
+        if not b & 0x80:
+            parts.append(val)
+            val = 0
+    return ".".join(map(str, parts))
+
+
+# --------------------------------------------------------------------------- verification
+
+def load_ca_bundle(path) -> list[x509.Certificate]:
+    """CA certificates from a PEM bundle; raises InputError naming the file."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise InputError(p, f"cannot read CA bundle: {exc.strerror or exc}") from None
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except Exception:            # noqa: BLE001
+        certs = []
+    if not certs:
+        raise InputError(p, "no PEM certificate in the CA bundle")
+    return certs
+
+
+def verify_chain(chain: list[ParsedCert], cas: list[x509.Certificate], at: dt.datetime,
+                 server_name: str | None = None, server_ip: str | None = None,
+                 client: bool = False) -> tuple[bool | None, str | None]:
+    """Verify a presented chain (leaf first) against ``cas`` at time ``at``.
+
+    Server chains are checked against the SNI (DNS name) or else the dialled IP address.
+    Returns (verified, error); verified is None when nothing can be said.
+    """
+    from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+
+    if not chain or not cas:
+        return None, None
+    leaf = chain[0]
+    if leaf.cert is None:
+        return False, "leaf certificate does not parse"
+    inters = [c.cert for c in chain[1:] if c.cert is not None]
+    builder = PolicyBuilder().store(Store(cas)).time(at)
+    try:
+        if client:
+            verifier = builder.build_client_verifier()
+        else:
+            if server_name:
+                subject = x509.DNSName(server_name)
+            elif server_ip:
+                subject = x509.IPAddress(ipaddress.ip_address(server_ip))
+            else:
+                return None, "no server name or address to check"
+            verifier = builder.build_server_verifier(subject)
+        verifier.verify(leaf.cert, inters)
+        return True, None
+    except VerificationError as exc:
+        return False, _short_error(str(exc), leaf, at)
+    except Exception as exc:     # noqa: BLE001 - e.g. an invalid DNS name from a hostile SNI
+        return False, f"cannot verify: {exc}"
+
+
+def _short_error(message: str, leaf: ParsedCert, at: dt.datetime) -> str:
+    nb, na = leaf.row.get("not_before"), leaf.row.get("not_after")
+    if na is not None and at > na:
+        return f"certificate expired ({na:%Y-%m-%d}): {message}"
+    if nb is not None and at < nb:
+        return f"certificate not yet valid ({nb:%Y-%m-%d}): {message}"
+    return message
