@@ -1,0 +1,288 @@
+"""Derived views of an analysis shared by plots and reports, so every output shows the same numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..decode import schema
+from . import palette
+
+#: Paths the reference document secures with TLS.
+TLS_PATHS = ("node-to-apiserver", "pod-to-apiserver", "control-plane-to-apiserver",
+             "apiserver-to-kubelet", "konnectivity", "etcd")
+CERT_CHECKS = ("client-cert-missing", "server-cert-untrusted", "cert-expired")
+
+#: Fallback of which checks judge which path, from the spec's check table (section 5);
+#: replaced by the check catalog's own "paths" lists when it provides them.
+DEFAULT_APPLICABLE: dict[str, tuple[str, ...]] = {
+    "node-to-apiserver": ("tls-required", "client-cert-missing", "server-cert-untrusted",
+                          "cert-expired", "tls-version-weak", "cert-not-observable"),
+    "pod-to-apiserver": ("tls-required", "server-cert-untrusted", "cert-expired",
+                         "tls-version-weak", "cert-not-observable"),
+    "control-plane-to-apiserver": ("tls-required", "server-cert-untrusted", "cert-expired",
+                                   "tls-version-weak", "cert-not-observable"),
+    "apiserver-to-kubelet": ("tls-required", "server-cert-untrusted", "cert-expired",
+                             "tls-version-weak", "konnectivity-bypass", "cert-not-observable"),
+    "apiserver-proxy": ("plaintext-proxy", "proxy-unverified-tls", "tls-version-weak",
+                        "konnectivity-bypass"),
+    "ssh-tunnel": ("ssh-tunnel-deprecated", "konnectivity-bypass"),
+    "konnectivity": ("tls-required", "konnectivity-direction", "server-cert-untrusted",
+                     "cert-expired", "tls-version-weak", "cert-not-observable"),
+    "kubelet-readonly": ("kubelet-readonly-port",),
+    "etcd": ("tls-required", "client-cert-missing", "server-cert-untrusted", "cert-expired",
+             "tls-version-weak", "cert-not-observable"),
+}
+
+STATUS_ORDER = ("fail", "warn", "pass", "not-observable", "not-observed")
+
+
+def frame(analysis, name: str) -> pd.DataFrame:
+    """``analysis.<name>`` as a DataFrame (an empty, schema-shaped one when missing)."""
+    df = getattr(analysis, name, None)
+    if isinstance(df, pd.DataFrame):
+        return df
+    declared = {"flows": schema.FLOW_COLUMNS, "tls": schema.TLS_COLUMNS,
+                "certs": schema.CERT_COLUMNS, "findings": schema.FINDING_COLUMNS,
+                "paths": schema.PATH_COLUMNS, "captures": schema.CAPTURE_COLUMNS}.get(name)
+    return schema.empty_frame(declared) if declared else pd.DataFrame()
+
+
+def as_list(value) -> list:
+    """A list from a list-like cell (list, tuple, ndarray) or [] for missing values."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple, np.ndarray, pd.Series)):
+        return list(value)
+    try:
+        if pd.isna(value):
+            return []
+    except (TypeError, ValueError):
+        pass
+    return [value]
+
+
+def text(value, missing: str = "") -> str:
+    """A cell as text; missing values become ``missing``."""
+    if value is None:
+        return missing
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return ", ".join(text(v) for v in value)
+    try:
+        if pd.isna(value):
+            return missing
+    except (TypeError, ValueError):
+        pass
+    return str(value)
+
+
+def sorted_paths(ids) -> list[str]:
+    return sorted({str(i) for i in ids}, key=palette.path_sort_key)
+
+
+def path_table(analysis) -> pd.DataFrame:
+    """The documented paths (analysis.paths) in catalog order, with findings counted per severity."""
+    paths = frame(analysis, "paths").copy()
+    paths["id"] = paths["id"].astype(str)
+    paths["verdict"] = paths["verdict"].astype(str)
+    paths = paths.iloc[sorted(range(len(paths)), key=lambda i: palette.path_sort_key(paths["id"].iloc[i]))]
+    findings = frame(analysis, "findings")
+    counts = (findings.assign(path=findings["path"].astype(str), severity=findings["severity"].astype(str))
+              .groupby(["path", "severity"]).size().unstack(fill_value=0)
+              if len(findings) else pd.DataFrame())
+    for sev in palette.SEVERITY_ORDER:
+        col = counts[sev] if sev in counts.columns else pd.Series(dtype="int64")
+        paths[f"findings_{sev}"] = paths["id"].map(col).fillna(0).astype("int64").to_numpy()
+    paths["findings"] = paths[[f"findings_{s}" for s in palette.SEVERITY_ORDER]].sum(axis=1)
+    return paths.reset_index(drop=True)
+
+
+def capture_window(analysis) -> tuple[float, float]:
+    """First and last packet time over all captures (epoch seconds); falls back to the flows."""
+    caps = frame(analysis, "captures")
+    first = pd.to_numeric(caps.get("first_ts"), errors="coerce") if len(caps) else pd.Series(dtype=float)
+    last = pd.to_numeric(caps.get("last_ts"), errors="coerce") if len(caps) else pd.Series(dtype=float)
+    if first.notna().any() and last.notna().any():
+        return float(first.min()), float(last.max())
+    flows = frame(analysis, "flows")
+    if len(flows):
+        return float(flows["ts_start"].min()), float(flows["ts_end"].max())
+    return float("nan"), float("nan")
+
+
+def host_of_capture(analysis) -> dict[str, str]:
+    """capture file -> host name (from manifest.json), else the file's stem."""
+    caps = frame(analysis, "captures")
+    hosts = {}
+    for _, row in caps.iterrows():
+        file = text(row.get("file"))
+        hosts[file] = text(row.get("host")) or Path(file).stem
+    return hosts
+
+
+def _catalog_applicable() -> dict[str, tuple[str, ...]] | None:
+    """Which checks judge which path, from the check catalog when it says so."""
+    try:
+        from ..check import catalog_checks  # type: ignore[attr-defined]
+    except Exception:  # the check layer may not offer it
+        return None
+    try:
+        table: dict[str, list[str]] = {}
+        for check in catalog_checks():
+            for path in check.get("paths", []) or []:
+                table.setdefault(str(path), []).append(str(check["id"]))
+        return {p: tuple(c) for p, c in table.items()} or None
+    except Exception:
+        return None
+
+
+def applicable_checks(analysis=None) -> dict[str, tuple[str, ...]]:
+    """path -> check ids that judge it (catalog, else the spec's table), plus any check with findings."""
+    base = _catalog_applicable() or DEFAULT_APPLICABLE
+    table = {p: list(c) for p, c in base.items()}
+    if analysis is not None:
+        findings = frame(analysis, "findings")
+        for path, check in zip(findings["path"].astype(str), findings["check"].astype(str)):
+            if check not in table.setdefault(path, []):
+                table[path].append(check)
+    return {p: tuple(c) for p, c in table.items()}
+
+
+def check_results(analysis, fail_on: str = "high") -> pd.DataFrame:
+    """One row per documented path x applicable check: status, findings, worst severity, flows.
+
+    status: ``not-observed`` when the path carried no flow; ``fail`` when a finding is at or above
+    ``fail_on``; ``warn`` for a finding of low/medium below it; ``not-observable`` when
+    certificates could not be seen (cert-not-observable) and the check needs them; else ``pass``.
+    """
+    threshold = palette.severity_rank(fail_on)
+    paths = path_table(analysis)
+    findings = frame(analysis, "findings")
+    f_path = findings["path"].astype(str).to_numpy()
+    f_check = findings["check"].astype(str).to_numpy()
+    f_rank = np.array([palette.severity_rank(s) for s in findings["severity"].astype(str)], dtype=int)
+    applicable = applicable_checks(analysis)
+    rows = []
+    for _, p in paths.iterrows():
+        pid = p["id"]
+        observed = bool(p["observed"]) and int(p["flows"]) > 0
+        blind = bool(np.any((f_path == pid) & (f_check == "cert-not-observable")))
+        for check in applicable.get(pid, ()):
+            mask = (f_path == pid) & (f_check == check)
+            n = int(mask.sum())
+            worst = int(f_rank[mask].max()) if n else -1
+            if not observed:
+                status = "not-observed"
+            elif n and worst >= threshold:
+                status = "fail"
+            elif n and check == "cert-not-observable":
+                status = "not-observable"
+            elif n and worst >= palette.severity_rank("low"):
+                status = "warn"
+            elif not n and blind and check in CERT_CHECKS:
+                status = "not-observable"
+            else:
+                status = "pass"
+            rows.append({"path": pid, "check": check, "status": status, "findings": n,
+                         "severity": palette.SEVERITY_ORDER[worst] if worst >= 0 else "",
+                         "flows": int(p["flows"])})
+    return pd.DataFrame(rows, columns=["path", "check", "status", "findings", "severity", "flows"])
+
+
+def path_flows(analysis, path: str) -> pd.DataFrame:
+    flows = frame(analysis, "flows")
+    if not len(flows) or "path" not in flows:
+        return flows.iloc[0:0]
+    return flows[flows["path"].astype(str) == path]
+
+
+def findings_of(analysis, path: str) -> pd.DataFrame:
+    findings = frame(analysis, "findings")
+    sub = findings[findings["path"].astype(str) == path]
+    rank = sub["severity"].astype(str).map(palette.severity_rank)
+    return sub.assign(_rank=rank).sort_values(["_rank", "check"], ascending=[False, True]).drop(columns="_rank")
+
+
+def role_hosts(analysis) -> dict[str, list[str]]:
+    """role -> the addresses seen in it (inventory names when known), for the path map's nodes."""
+    flows = frame(analysis, "flows")
+    names = inventory_names(analysis)
+    out: dict[str, set[str]] = {}
+    if not len(flows) or "src_role" not in flows:
+        return {}
+    for ip_col, role_col in (("src_ip", "src_role"), ("dst_ip", "dst_role")):
+        for ip, role in zip(flows[ip_col].astype(str), flows[role_col].astype(str)):
+            out.setdefault(role, set()).add(names.get(ip, ip))
+    return {r: sorted(v) for r, v in out.items()}
+
+
+def inventory_names(analysis) -> dict[str, str]:
+    """address -> host name from the analysis' inventory, when it has one."""
+    inv = getattr(analysis, "inventory", None)
+    names: dict[str, str] = {}
+    if inv is None:
+        return names
+    for group in ("control_plane", "nodes"):
+        members = getattr(inv, group, None)
+        if members is None and isinstance(inv, dict):
+            members = inv.get(group)
+        for m in members or []:
+            name = getattr(m, "name", None) if not isinstance(m, dict) else m.get("name")
+            addrs = getattr(m, "addresses", None) if not isinstance(m, dict) else m.get("addresses")
+            for a in addrs or []:
+                if name:
+                    names[str(a)] = str(name)
+    return names
+
+
+def cert_states(analysis) -> pd.DataFrame:
+    """Certificates with their validity state at capture time: valid | expiring | expired | not-yet-valid."""
+    certs = frame(analysis, "certs").copy()
+    t0, t1 = capture_window(analysis)
+    if not len(certs):
+        certs["state"] = pd.Series(dtype="string")
+        return certs
+    start = pd.to_datetime(t0, unit="s", utc=True) if np.isfinite(t0) else pd.Timestamp.now(tz="UTC")
+    end = pd.to_datetime(t1, unit="s", utc=True) if np.isfinite(t1) else start
+    nb = pd.to_datetime(certs["not_before"], utc=True)
+    na = pd.to_datetime(certs["not_after"], utc=True)
+    state = np.where(na < start, "expired",
+                     np.where(nb > end, "not-yet-valid",
+                              np.where(na < end + pd.Timedelta(days=palette.EXPIRING_DAYS), "expiring", "valid")))
+    certs["state"] = state
+    return certs
+
+
+def cert_paths(analysis) -> dict[str, list[str]]:
+    """certificate fingerprint -> paths of the flows it was seen on."""
+    flows = frame(analysis, "flows")
+    certs = frame(analysis, "certs")
+    if not len(certs) or "path" not in flows:
+        return {}
+    path_of_flow = dict(zip(flows["flow_id"].astype("int64"), flows["path"].astype(str)))
+    out = {}
+    for fp, ids in zip(certs["fingerprint"].astype(str), certs["flow_ids"]):
+        out[fp] = sorted({path_of_flow[i] for i in as_list(ids) if i in path_of_flow}, key=palette.path_sort_key)
+    return out
+
+
+def role_hosts_scoped(analysis) -> dict[str, list[str]]:
+    """Like role_hosts, over the flows of the path map (path other than "other")."""
+    flows = frame(analysis, "flows")
+    if not len(flows) or "path" not in flows:
+        return {}
+    scoped = type("Scoped", (), {})()
+    scoped.flows = flows[flows["path"].astype(str) != "other"]
+    scoped.inventory = getattr(analysis, "inventory", None)
+    return role_hosts(scoped)
+
+
+def common_name(subject: str) -> str:
+    """The CN of an RFC 4514 subject, else the subject itself."""
+    for part in subject.split(","):
+        key, _, value = part.strip().partition("=")
+        if key.upper() == "CN" and value:
+            return value
+    return subject

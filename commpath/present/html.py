@@ -1,0 +1,381 @@
+"""The self-contained HTML path-compliance report (plots embedded, readable offline)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from html import escape
+
+import numpy as np
+import pandas as pd
+
+from . import _catalog, _model, palette, plots
+
+#: Connections listed per path section; the rest are counted and left to flows.parquet / report.json.
+MAX_CONNECTIONS = 300
+
+CSS = """
+:root { --fg:#212121; --muted:#616161; --line:#E0E0E0; --bg:#FAFAFA; }
+* { box-sizing: border-box; }
+body { font: 14px/1.45 -apple-system, "Segoe UI", "DejaVu Sans", Roboto, Helvetica, Arial, sans-serif;
+       color: var(--fg); margin: 0; background: #fff; }
+main { max-width: 1240px; margin: 0 auto; padding: 24px 28px 64px; }
+header.top { border-bottom: 3px solid #263238; padding-bottom: 12px; margin-bottom: 18px; }
+h1 { font-size: 26px; margin: 0 0 4px; }
+h2 { font-size: 20px; margin: 30px 0 10px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
+h3 { font-size: 16px; margin: 18px 0 8px; }
+.meta { color: var(--muted); font-size: 13px; }
+.overall { display: inline-block; margin-top: 8px; padding: 6px 12px; border-radius: 6px; font-weight: 600; }
+table { border-collapse: collapse; width: 100%; margin: 6px 0 12px; font-size: 13px; }
+th, td { border-bottom: 1px solid var(--line); padding: 5px 8px; text-align: left; vertical-align: top; }
+th { background: #ECEFF1; font-weight: 600; position: sticky; top: 0; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr:hover td { background: var(--bg); }
+.badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600;
+         border: 1px solid; white-space: nowrap; }
+.sev { display: inline-block; padding: 0 6px; border-radius: 4px; color: #fff; font-size: 12px; font-weight: 600; }
+.pathdot { display: inline-block; width: 10px; height: 10px; border-radius: 50%; margin-right: 6px; vertical-align: middle; }
+figure { margin: 8px 0 18px; }
+figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
+figcaption { color: var(--muted); font-size: 12.5px; margin-top: 4px; }
+section.path { border-left: 5px solid #90A4AE; padding-left: 16px; margin-top: 28px; }
+.finding { border: 1px solid var(--line); border-radius: 6px; padding: 10px 14px; margin: 10px 0; background: #fff; }
+.finding h4 { margin: 0 0 6px; font-size: 14.5px; }
+.finding dl { display: grid; grid-template-columns: 140px 1fr; gap: 3px 10px; margin: 6px 0 0; }
+.finding dt { color: var(--muted); }
+.finding dd { margin: 0; }
+code { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 12.5px; background: #F5F5F5;
+       padding: 1px 4px; border-radius: 3px; word-break: break-all; }
+button.copy { font-size: 11.5px; margin-left: 6px; padding: 1px 7px; cursor: pointer; border: 1px solid #B0BEC5;
+              background: #fff; border-radius: 4px; }
+.req { margin: 4px 0 8px 18px; padding: 0; }
+blockquote { margin: 6px 0; padding: 4px 12px; border-left: 3px solid #B0BEC5; color: #455A64; font-style: italic; }
+.note { color: var(--muted); font-size: 12.5px; }
+nav.toc a { margin-right: 12px; }
+"""
+
+SCRIPT = """
+document.querySelectorAll('button.copy').forEach(function (b) {
+  b.addEventListener('click', function () {
+    var text = b.getAttribute('data-copy');
+    if (navigator.clipboard && window.isSecureContext) { navigator.clipboard.writeText(text); }
+    else { var t = document.createElement('textarea'); t.value = text; document.body.appendChild(t);
+           t.select(); try { document.execCommand('copy'); } catch (e) {} document.body.removeChild(t); }
+    b.textContent = 'copied';
+  });
+});
+"""
+
+
+def esc(value, missing: str = "") -> str:
+    """Any value as escaped HTML text (every string from the wire passes through here)."""
+    return escape(_model.text(value, missing), quote=True)
+
+
+def verdict_badge(verdict: str) -> str:
+    v = str(verdict)
+    return (f'<span class="badge verdict-{esc(v)}" style="color:{palette.verdict_color(v)};'
+            f'background:{palette.VERDICT_BACKGROUNDS.get(v, "#fff")};border-color:{palette.verdict_color(v)}">'
+            f"{esc(v)}</span>")
+
+
+def severity_badge(severity: str) -> str:
+    s = str(severity)
+    return f'<span class="sev sev-{esc(s)}" style="background:{palette.SEVERITY_COLORS.get(s, "#757575")}">{esc(s)}</span>'
+
+
+def path_dot(path: str) -> str:
+    return f'<span class="pathdot" style="background:{palette.path_color(path)}"></span>'
+
+
+def utc(ts, missing: str = "") -> str:
+    try:
+        if ts is None or pd.isna(ts):
+            return missing
+        return pd.to_datetime(float(ts), unit="s", utc=True).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+    except (TypeError, ValueError):
+        return missing
+
+
+def slug(path: str) -> str:
+    return "path-" + "".join(ch if ch.isalnum() or ch == "-" else "_" for ch in str(path))
+
+
+# ---------------------------------------------------------------------------------------- sections
+
+def verdict_table(analysis) -> str:
+    """The verdict per documented path: id, verdict, observed, flows, findings per severity, reference."""
+    table = _model.path_table(analysis)
+    head = ("<tr><th>path</th><th>verdict</th><th>observed</th><th class=num>flows</th>"
+            + "".join(f"<th class=num>{s}</th>" for s in palette.SEVERITY_ORDER[::-1])
+            + "<th>document reference</th></tr>")
+    rows = []
+    for _, p in table.iterrows():
+        info = _catalog.path_info(p["id"])
+        anchor = (info.get("reference") or {}).get("anchor", "")
+        ref = (f'<a href="{esc(_catalog.reference_url(anchor))}">#{esc(anchor)}</a>' if anchor else "")
+        sev_cells = "".join(
+            f'<td class="num findings-{s}">{int(p[f"findings_{s}"]) or ""}</td>' for s in palette.SEVERITY_ORDER[::-1])
+        rows.append(
+            f'<tr data-path="{esc(p["id"])}" data-verdict="{esc(p["verdict"])}">'
+            f'<td class="path">{path_dot(p["id"])}<a href="#{slug(p["id"])}">{esc(p["id"])}</a></td>'
+            f'<td class="verdict">{verdict_badge(p["verdict"])}</td>'
+            f'<td class="observed">{"yes" if bool(p["observed"]) else "no"}</td>'
+            f'<td class="num flows">{int(p["flows"])}</td>{sev_cells}<td>{ref}</td></tr>')
+    return f'<table id="verdict-table" class="verdicts">{head}{"".join(rows)}</table>'
+
+
+def figure_html(name: str, fig, caption: str, alt: str) -> str:
+    data = plots.figure_png_base64(fig)
+    return (f'<figure id="fig-{name}"><img class="plot" alt="{esc(alt)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{esc(caption)}</figcaption></figure>")
+
+
+def captures_table(analysis) -> str:
+    caps = _model.frame(analysis, "captures")
+    if not len(caps):
+        return '<p class="note">no capture metadata</p>'
+    rows = []
+    for _, c in caps.iterrows():
+        warnings = _model.as_list(c.get("warnings"))
+        rows.append(f"<tr><td><code>{esc(c.get('file'))}</code></td><td>{esc(c.get('host'))}</td>"
+                    f"<td>{esc(c.get('role'))}</td><td class=num>{esc(c.get('packets'))}</td>"
+                    f"<td>{utc(c.get('first_ts'))}</td><td>{utc(c.get('last_ts'))}</td>"
+                    f"<td>{'<br>'.join(esc(w) for w in warnings)}</td></tr>")
+    return ('<table id="captures-table"><tr><th>capture</th><th>host</th><th>role</th><th class=num>packets</th>'
+            f'<th>first packet</th><th>last packet</th><th>warnings</th></tr>{"".join(rows)}</table>')
+
+
+def certs_table(analysis) -> str:
+    certs = _model.cert_states(analysis)
+    if not len(certs):
+        return '<p class="note">No certificate was visible (TLS 1.3 encrypts them; give a key log to see them).</p>'
+    used = _model.cert_paths(analysis)
+    rows = []
+    for _, c in certs.sort_values("not_after").iterrows():
+        state = str(c["state"])
+        rows.append(
+            f'<tr data-fingerprint="{esc(c["fingerprint"])}"><td>{esc(c["subject"])}</td><td>{esc(c["issuer"])}</td>'
+            f'<td>{esc(_model.text(c["not_before"])[:19])}</td><td>{esc(_model.text(c["not_after"])[:19])}</td>'
+            f'<td style="color:{palette.CERT_STATE_COLORS.get(state, "#212121")};font-weight:600">{esc(state)}</td>'
+            f'<td>{esc(", ".join(used.get(str(c["fingerprint"]), [])))}</td>'
+            f'<td><code title="{esc(c["fingerprint"])}">{esc(_model.text(c["fingerprint"])[:16])}…</code></td></tr>')
+    return ('<table id="certs-table"><tr><th>subject</th><th>issuer</th><th>not before (UTC)</th>'
+            f'<th>not after (UTC)</th><th>at capture time</th><th>paths</th><th>sha256</th></tr>{"".join(rows)}</table>')
+
+
+def checks_table(results: pd.DataFrame) -> str:
+    if not len(results):
+        return '<p class="note">No check judges this path.</p>'
+    rows = []
+    for _, r in results.iterrows():
+        rows.append(f'<tr data-check="{esc(r["check"])}" data-status="{esc(r["status"])}"><td>{esc(r["check"])}</td>'
+                    f'<td>{verdict_badge(r["status"])}</td><td class="num">{int(r["findings"]) or ""}</td>'
+                    f'<td>{severity_badge(r["severity"]) if r["severity"] else ""}</td></tr>')
+    return ('<table class="checks"><tr><th>check</th><th>result</th><th class=num>findings</th><th>worst severity</th></tr>'
+            f'{"".join(rows)}</table>')
+
+
+def finding_html(f) -> str:
+    frames = _model.as_list(f.get("frames"))
+    flow_ids = _model.as_list(f.get("flow_ids"))
+    shown_frames = ", ".join(str(int(x)) for x in frames[:40]) + (f" … ({len(frames)} frames)" if len(frames) > 40 else "")
+    shown_flows = ", ".join(str(int(x)) for x in flow_ids[:40]) + (f" … ({len(flow_ids)} flows)" if len(flow_ids) > 40 else "")
+    dfilter = _model.text(f.get("display_filter"))
+    reference = _model.text(f.get("reference"))
+    ref_html = (f'<a href="{esc(_catalog.reference_url(reference))}">{esc(reference)}</a>' if reference else "")
+    copy = (f'<code class="display-filter">{esc(dfilter)}</code>'
+            f'<button class="copy" type="button" data-copy="{esc(dfilter)}">copy</button>') if dfilter else ""
+    sev = str(f.get("severity"))
+    return (f'<article class="finding" data-check="{esc(f.get("check"))}" data-severity="{esc(sev)}" '
+            f'style="border-left:4px solid {palette.SEVERITY_COLORS.get(sev, "#757575")}">'
+            f'<h4>{severity_badge(sev)} {esc(f.get("check"))}</h4>'
+            f'<div class="message">{esc(f.get("message"))}</div><dl>'
+            f'<dt>capture</dt><dd><code>{esc(f.get("capture"))}</code></dd>'
+            f'<dt>frames</dt><dd class="frames">{esc(shown_frames)}</dd>'
+            f'<dt>flows</dt><dd class="flow-ids">{esc(shown_flows)}</dd>'
+            f'<dt>Wireshark filter</dt><dd>{copy}</dd>'
+            f'<dt>remediation</dt><dd class="remediation">{esc(f.get("remediation"))}</dd>'
+            f'<dt>reference</dt><dd>{ref_html}</dd></dl></article>')
+
+
+CONNECTION_COLUMNS = [
+    ("flow", "flow_id"), ("capture", "capture"), ("frame", "first_frame"), ("start (UTC)", "ts_start"),
+    ("initiator", None), ("responder", None), ("proto", None), ("packets", "packets"), ("bytes", "bytes"),
+    ("TLS", "tls_version"), ("SNI", "sni"), ("cipher", "cipher"), ("client cert", "client_cert"),
+    ("server cert verified", "server_cert_verified"),
+]
+
+
+def connections_table(flows: pd.DataFrame, limit: int = MAX_CONNECTIONS) -> str:
+    if not len(flows):
+        return '<p class="note">No connection on this path.</p>'
+    shown = flows.sort_values("ts_start").head(limit)
+    head = "".join(f"<th{' class=num' if key in ('packets', 'bytes', 'flow_id', 'first_frame') else ''}>{esc(label)}</th>"
+                   for label, key in CONNECTION_COLUMNS)
+    rows = []
+    for _, r in shown.iterrows():
+        cells = [
+            f'<td class="num">{esc(r["flow_id"])}</td>',
+            f'<td><code>{esc(_short_capture(r.get("capture")))}</code></td>',
+            f'<td class="num">{esc(r.get("first_frame"))}</td>',
+            f'<td>{utc(r.get("ts_start"))[11:]}</td>',
+            f'<td>{esc(r.get("src_ip"))}:{esc(r.get("src_port"))} <span class="note">{esc(r.get("src_role"))}</span></td>',
+            f'<td>{esc(r.get("dst_ip"))}:{esc(r.get("dst_port"))} <span class="note">{esc(r.get("dst_role"))}</span></td>',
+            f'<td>{esc(r.get("transport"))}/{esc(r.get("app_protocol"))}</td>',
+            f'<td class="num">{esc(r.get("packets"))}</td>',
+            f'<td class="num">{esc(r.get("bytes"))}</td>',
+            f'<td>{esc(r.get("tls_version"))}</td>',
+            f'<td class="sni">{esc(r.get("sni"))}</td>',
+            f'<td>{esc(r.get("cipher"))}</td>',
+            f'<td>{esc(r.get("client_cert"))}</td>',
+            f'<td>{esc(r.get("server_cert_verified"))}</td>',
+        ]
+        rows.append(f'<tr data-flow="{esc(r["flow_id"])}">{"".join(cells)}</tr>')
+    more = (f'<p class="note">First {limit} of {len(flows)} connections shown; all of them are in '
+            f'report.json and flows.parquet.</p>') if len(flows) > limit else ""
+    return f'<table class="connections">{head and "<tr>" + head + "</tr>"}{"".join(rows)}</table>{more}'
+
+
+def _short_capture(capture) -> str:
+    text = _model.text(capture)
+    parts = text.replace("\\", "/").split("/")
+    return "/".join(parts[-2:])
+
+
+def http_table(analysis, flow_ids) -> str:
+    http = getattr(analysis, "http", None)
+    if not isinstance(http, pd.DataFrame) or not len(http) or "flow_id" not in http:
+        return ""
+    sub = http[http["flow_id"].isin(list(flow_ids))]
+    if not len(sub):
+        return ""
+    rows = []
+    for _, h in sub.head(MAX_CONNECTIONS).iterrows():
+        rows.append(f"<tr><td class=num>{esc(h.get('flow_id'))}</td><td class=num>{esc(h.get('frame'))}</td>"
+                    f"<td>{esc(h.get('method'))}</td><td>{esc(h.get('host'))}</td>"
+                    f"<td class='http-path'><code>{esc(h.get('path'))}</code></td><td>{esc(h.get('status'))}</td></tr>")
+    return ("<h3>HTTP seen in clear text</h3><table class='http'><tr><th class=num>flow</th><th class=num>frame</th>"
+            f"<th>method</th><th>host</th><th>path</th><th>status</th></tr>{''.join(rows)}</table>")
+
+
+def path_section(analysis, path_row, results: pd.DataFrame) -> str:
+    pid = str(path_row["id"])
+    info = _catalog.path_info(pid)
+    flows = _model.path_flows(analysis, pid)
+    findings = _model.findings_of(analysis, pid)
+    parts = [f'<section class="path" id="{slug(pid)}" data-path="{esc(pid)}" '
+             f'style="border-left-color:{palette.path_color(pid)}">',
+             f'<h2>{path_dot(pid)}{esc(pid)} {verdict_badge(path_row["verdict"])}</h2>']
+    if info:
+        parts.append(f'<p><b>{esc(info.get("title"))}</b> — '
+                     f'{esc(" | ".join(info.get("initiator", [])))} → {esc(" | ".join(info.get("responder", [])))}</p>')
+        if info.get("requirements"):
+            parts.append('<ul class="req">' + "".join(f"<li>{esc(r)}</li>" for r in info["requirements"]) + "</ul>")
+        ref = info.get("reference") or {}
+        if ref.get("quote"):
+            parts.append(f'<blockquote>{esc(ref["quote"])} '
+                         f'<a href="{esc(_catalog.reference_url(ref.get("anchor", "")))}">[document]</a></blockquote>')
+    parts.append(f'<p>Connections: <b class="flow-count">{len(flows)}</b> · findings: '
+                 f'<b class="finding-count">{len(findings)}</b></p>')
+    parts.append("<h3>Checks</h3>" + checks_table(results[results["path"] == pid]))
+    if len(findings):
+        parts.append("<h3>Findings</h3>" + "".join(finding_html(f) for _, f in findings.iterrows()))
+    parts.append("<h3>Connections</h3>" + connections_table(flows))
+    parts.append(http_table(analysis, flows["flow_id"] if len(flows) else []))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def overall_line(analysis, fail_on: str) -> str:
+    findings = _model.frame(analysis, "findings")
+    ranks = findings["severity"].astype(str).map(palette.severity_rank) if len(findings) else pd.Series(dtype=int)
+    at_or_above = int((ranks >= palette.severity_rank(fail_on)).sum())
+    if at_or_above:
+        return (f'<span class="overall" id="overall" data-status="fail" style="background:{palette.VERDICT_BACKGROUNDS["fail"]};'
+                f'color:{palette.VERDICT_COLORS["fail"]}">FAIL — {at_or_above} finding{"s" if at_or_above != 1 else ""} '
+                f'at or above {esc(fail_on)}</span>')
+    return (f'<span class="overall" id="overall" data-status="pass" style="background:{palette.VERDICT_BACKGROUNDS["pass"]};'
+            f'color:{palette.VERDICT_COLORS["pass"]}">PASS — no finding at or above {esc(fail_on)}</span>')
+
+
+def build_html(analysis, title: str = "commpath path-compliance report", fail_on: str = "high") -> str:
+    """The whole report as one HTML document (plots as base64 PNG, no external resources)."""
+    from .._version import __version__
+    paths = _model.path_table(analysis)
+    results = _model.check_results(analysis, fail_on)
+    flows = _model.frame(analysis, "flows")
+    findings = _model.frame(analysis, "findings")
+    t0, t1 = _model.capture_window(analysis)
+    n_caps = len(_model.frame(analysis, "captures"))
+    policy = getattr(analysis, "policy", None)
+    policy_name = getattr(policy, "name", None) or (policy.get("name") if isinstance(policy, dict) else policy)
+    generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    figs = plots.all_figures(analysis, fail_on=fail_on)
+    judged = [p for _, p in paths.iterrows()]
+    toc = " ".join(f'<a href="#{slug(p["id"])}">{esc(p["id"])}</a>' for p in judged)
+    extra_paths = [p for p in _model.sorted_paths(flows["path"]) if p not in set(paths["id"])] if "path" in flows else []
+
+    body = [
+        '<header class="top">',
+        f"<h1>{esc(title)}</h1>",
+        f'<div class="meta">{n_caps} capture{"s" if n_caps != 1 else ""} · {len(flows)} connections · '
+        f'{len(findings)} findings · window {utc(t0, "?")} → {utc(t1, "?")}<br>'
+        f'policy {esc(policy_name, "default")} · fail on {esc(fail_on)} · generated {generated} by commpath {esc(__version__)}</div>',
+        overall_line(analysis, fail_on),
+        "</header>",
+        '<section id="verdicts"><h2>Verdict per documented path</h2>', verdict_table(analysis),
+        f'<nav class="toc">Jump to: {toc}</nav></section>',
+        '<section id="map"><h2>Path map</h2>',
+        figure_html("path_map", figs["path_map"], "Roles as nodes (their addresses or host names below), "
+                    "each documented path as an edge coloured by its verdict, labelled with its connection count. "
+                    "Flows outside the control plane (path 'other') are left out.", "path map"),
+        "</section>",
+        '<section id="matrix"><h2>Checks per path</h2>',
+        figure_html("check_matrix", figs["check_matrix"], "Each applicable check per documented path; the number "
+                    "is the count of findings.", "path by check matrix"),
+        "</section>",
+        '<section id="timeline"><h2>Timeline</h2>',
+        figure_html("timeline", figs["timeline"], "Every connection as a bar from its first to its last packet.",
+                    "timeline of connections per path"),
+        "</section>",
+        '<section id="tls"><h2>TLS per path</h2>',
+        figure_html("tls", figs["tls"], "Flow counts of negotiated TLS version, cipher suite and client-certificate "
+                    "status per path.", "TLS versions, ciphers and client certificates per path"),
+        "</section>",
+        '<section id="certificates"><h2>Certificates</h2>',
+        figure_html("certs", figs["certs"], f"Validity windows against the capture time; 'expiring' ends within "
+                    f"{palette.EXPIRING_DAYS} days after the capture.", "certificate validity windows"),
+        certs_table(analysis), "</section>",
+        '<section id="captures"><h2>Captures</h2>', captures_table(analysis), "</section>",
+    ]
+    for p in judged:
+        body.append(path_section(analysis, p, results))
+    for pid in extra_paths:
+        row = {"id": pid, "verdict": "not-observed" if pid != "other" else "other"}
+        body.append(path_section(analysis, row, results))
+    for fig in figs.values():
+        fig.clear()
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{esc(title)}</title><style>{CSS}</style></head><body><main>"
+            + "\n".join(body) + f"</main><script>{SCRIPT}</script></body></html>\n")
+
+
+def write_html(analysis, path, fail_on: str = "high") -> None:
+    from pathlib import Path
+    Path(path).write_text(build_html(analysis, fail_on=fail_on), encoding="utf-8")
+
+
+def summary_html(analysis, fail_on: str = "high") -> str:
+    """A compact HTML summary for Jupyter (``Analysis._repr_html_``): overall line and verdict table."""
+    flows = _model.frame(analysis, "flows")
+    findings = _model.frame(analysis, "findings")
+    n_caps = len(_model.frame(analysis, "captures"))
+    style = ("<style>.commpath-summary table{border-collapse:collapse;font-size:12.5px}"
+             ".commpath-summary th,.commpath-summary td{padding:3px 8px;border-bottom:1px solid #e0e0e0;text-align:left}"
+             ".commpath-summary .badge{padding:0 6px;border-radius:8px;border:1px solid;font-size:11.5px}"
+             ".commpath-summary .num{text-align:right}.commpath-summary .pathdot{display:inline-block;width:9px;"
+             "height:9px;border-radius:50%;margin-right:5px}.commpath-summary a{text-decoration:none;color:inherit}</style>")
+    return (f'<div class="commpath-summary">{style}<b>commpath analysis</b>: {n_caps} capture'
+            f'{"s" if n_caps != 1 else ""}, {len(flows)} connections, {len(findings)} findings '
+            f"{overall_line(analysis, fail_on)}{verdict_table(analysis)}</div>")

@@ -1,0 +1,56 @@
+"""JUnit XML: one test case per documented path x check, so CI systems show the verdicts natively."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from . import _catalog, _model
+
+
+def build_junit(analysis, fail_on: str = "high") -> str:
+    """testsuites > one testsuite per path > one testcase per applicable check.
+
+    ``fail`` cells become <failure>, ``not-observed`` / ``not-observable`` cells <skipped>,
+    ``warn`` cells pass with their findings in <system-out>.
+    """
+    results = _model.check_results(analysis, fail_on)
+    root = ET.Element("testsuites", name="commpath", tests=str(len(results)),
+                      failures=str(int((results["status"] == "fail").sum())), errors="0",
+                      skipped=str(int(results["status"].isin(["not-observed", "not-observable"]).sum())))
+    for pid in _model.sorted_paths(results["path"]):
+        rows = results[results["path"] == pid]
+        findings = _model.findings_of(analysis, pid)
+        suite = ET.SubElement(root, "testsuite", name=pid, tests=str(len(rows)),
+                              failures=str(int((rows["status"] == "fail").sum())), errors="0",
+                              skipped=str(int(rows["status"].isin(["not-observed", "not-observable"]).sum())))
+        for _, r in rows.iterrows():
+            case = ET.SubElement(suite, "testcase", classname=f"commpath.{pid}", name=str(r["check"]))
+            mine = findings[findings["check"].astype(str) == r["check"]]
+            detail = "\n\n".join(_finding_text(f) for _, f in mine.iterrows())
+            if r["status"] == "fail":
+                failure = ET.SubElement(case, "failure", type=str(r["severity"]),
+                                        message=f"{len(mine)} finding(s), worst {r['severity']}: "
+                                                + _model.text(mine["message"].iloc[0]))
+                failure.text = detail
+            elif r["status"] == "not-observed":
+                ET.SubElement(case, "skipped", message="path not observed in the captures")
+            elif r["status"] == "not-observable":
+                ET.SubElement(case, "skipped", message="not observable: certificates encrypted (TLS 1.3) and no key log")
+            elif detail:
+                ET.SubElement(case, "system-out").text = detail
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _finding_text(f) -> str:
+    frames = ", ".join(str(int(x)) for x in _model.as_list(f["frames"])[:50])
+    return (f"[{_model.text(f['severity'])}] {_model.text(f['check'])}: {_model.text(f['message'])}\n"
+            f"capture: {_model.text(f['capture'])}  frames: {frames}\n"
+            f"display filter: {_model.text(f['display_filter'])}\n"
+            f"remediation: {_model.text(f['remediation'])}\n"
+            f"reference: {_catalog.reference_url(_model.text(f['reference']))}")
+
+
+def write_junit(analysis, path, fail_on: str = "high") -> None:
+    from pathlib import Path
+    Path(path).write_text(build_junit(analysis, fail_on=fail_on), encoding="utf-8")

@@ -1,0 +1,73 @@
+"""The Markdown path-compliance report, for pull requests and tickets."""
+
+from __future__ import annotations
+
+from . import _catalog, _model, palette
+
+VERDICT_MARK = {"pass": "✅", "fail": "❌", "warn": "⚠️", "not-observable": "🔒", "not-observed": "➖"}
+
+
+def cell(value, missing: str = "") -> str:
+    """Text safe inside a Markdown table cell and free of inline HTML (strings from the wire)."""
+    text = _model.text(value, missing).replace("\r", " ").replace("\n", " ")
+    for ch, rep in (("\\", "\\\\"), ("|", "\\|"), ("<", "&lt;"), (">", "&gt;"), ("`", "\\`"),
+                    ("*", "\\*"), ("_", "\\_"), ("[", "\\["), ("]", "\\]")):
+        text = text.replace(ch, rep)
+    return text
+
+
+def code(value) -> str:
+    """Inline code for a value (display filters): backticks widened when the value holds some."""
+    text = _model.text(value).replace("\n", " ").replace("|", "\\|")
+    fence = "``" if "`" in text else "`"
+    return f"{fence} {text} {fence}" if fence == "``" else f"`{text}`"
+
+
+def build_markdown(analysis, fail_on: str = "high", title: str = "commpath path-compliance report") -> str:
+    paths = _model.path_table(analysis)
+    results = _model.check_results(analysis, fail_on)
+    findings = _model.frame(analysis, "findings")
+    flows = _model.frame(analysis, "flows")
+    t0, t1 = _model.capture_window(analysis)
+    ranks = findings["severity"].astype(str).map(palette.severity_rank) if len(findings) else []
+    failing = int((ranks >= palette.severity_rank(fail_on)).sum()) if len(findings) else 0
+    from .html import utc
+    out = [f"# {cell(title)}", "",
+           f"{len(_model.frame(analysis, 'captures'))} captures · {len(flows)} connections · {len(findings)} findings · "
+           f"window {utc(t0, '?')} → {utc(t1, '?')}", "",
+           (f"**FAIL** — {failing} finding{'s' if failing != 1 else ''} at or above `{fail_on}`" if failing
+            else f"**PASS** — no finding at or above `{fail_on}`"), "",
+           "## Verdict per documented path", "",
+           "| path | verdict | observed | flows | " + " | ".join(palette.SEVERITY_ORDER[::-1]) + " |",
+           "|---|---|---|--:|" + "--:|" * len(palette.SEVERITY_ORDER)]
+    for _, p in paths.iterrows():
+        sev = " | ".join(str(int(p[f"findings_{s}"]) or "") for s in palette.SEVERITY_ORDER[::-1])
+        out.append(f"| {cell(p['id'])} | {VERDICT_MARK.get(p['verdict'], '')} {cell(p['verdict'])} | "
+                   f"{'yes' if p['observed'] else 'no'} | {int(p['flows'])} | {sev} |")
+    out += ["", "## Checks per path", "", "| path | check | result | findings |", "|---|---|---|--:|"]
+    for _, r in results.iterrows():
+        if r["status"] == "not-observed":
+            continue
+        out.append(f"| {cell(r['path'])} | {cell(r['check'])} | {VERDICT_MARK.get(r['status'], '')} {cell(r['status'])} | "
+                   f"{int(r['findings']) or ''} |")
+    out += ["", "## Findings", ""]
+    if not len(findings):
+        out.append("No finding.")
+    for pid in _model.sorted_paths(findings["path"]) if len(findings) else []:
+        out += [f"### {cell(pid)}", ""]
+        for _, f in _model.findings_of(analysis, pid).iterrows():
+            frames = _model.as_list(f["frames"])
+            shown = ", ".join(str(int(x)) for x in frames[:20]) + (" …" if len(frames) > 20 else "")
+            out += [f"- **{cell(f['severity'])}** {code(f['check'])} — {cell(f['message'])}",
+                    f"  - evidence: {code(f['capture'])} frames {shown or '—'}",
+                    f"  - Wireshark filter: {code(f['display_filter'])}" if _model.text(f["display_filter"]) else
+                    "  - Wireshark filter: —",
+                    f"  - remediation: {cell(f['remediation'])}",
+                    f"  - reference: <{_catalog.reference_url(_model.text(f['reference']))}>"]
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def write_markdown(analysis, path, fail_on: str = "high") -> None:
+    from pathlib import Path
+    Path(path).write_text(build_markdown(analysis, fail_on=fail_on), encoding="utf-8")

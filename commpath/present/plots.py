@@ -1,0 +1,409 @@
+"""Matplotlib figures of an analysis: path map, path x check matrix, timeline, TLS, certificates."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import FancyArrowPatch, Patch
+from matplotlib.path import Path as MplPath
+
+from . import _model, palette
+
+CONTROL_PLANE_ROLES = ("apiserver", "kube-apiserver", "scheduler", "kube-scheduler", "controller-manager",
+                       "kube-controller-manager", "control-plane", "etcd", "konnectivity-server",
+                       "cloud-controller-manager", "apiserver-service", "kubernetes-service")
+FONT = {"family": "DejaVu Sans"}
+
+
+def _new_axes(ax, size, nrows=1, ncols=1, **kw):
+    """The axes to draw on: the given one, or a fresh figure (not registered with pyplot)."""
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=size, layout="constrained")
+    axes = fig.subplots(nrows, ncols, **kw)
+    return fig, axes
+
+
+def _empty(ax, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#666666", fontsize=11)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for side in ax.spines.values():
+        side.set_visible(False)
+
+
+def _is_control_plane(role: str) -> bool:
+    r = role.lower()
+    return r in CONTROL_PLANE_ROLES or r.startswith(("apiserver", "kube-apiserver", "etcd", "control"))
+
+
+# ---------------------------------------------------------------------------------------- path map
+
+def path_map_edges(analysis) -> pd.DataFrame:
+    """Edges of the path map: one row per (path, src_role, dst_role) with its flow count and verdict."""
+    flows = _model.frame(analysis, "flows")
+    cols = ["path", "src_role", "dst_role", "flows", "verdict"]
+    if not len(flows) or "path" not in flows:
+        return pd.DataFrame(columns=cols)
+    scoped = flows[flows["path"].astype(str) != "other"]
+    edges = (scoped.assign(path=scoped["path"].astype(str), src_role=scoped["src_role"].astype(str),
+                           dst_role=scoped["dst_role"].astype(str))
+             .groupby(["path", "src_role", "dst_role"]).size().rename("flows").reset_index())
+    verdicts = dict(zip(_model.frame(analysis, "paths")["id"].astype(str),
+                        _model.frame(analysis, "paths")["verdict"].astype(str)))
+    edges["verdict"] = edges["path"].map(verdicts).fillna("not-observed")
+    edges = edges[edges["flows"] > 0]
+    order = edges["path"].map(palette.path_sort_key)
+    return edges.assign(_o=order).sort_values(["_o", "src_role", "dst_role"]).drop(columns="_o").reset_index(drop=True)
+
+
+def _node_positions(roles: list[str]) -> dict[str, tuple[float, float]]:
+    left = sorted([r for r in roles if _is_control_plane(r)], key=lambda r: (not r.startswith(("apiserver", "kube-apiserver")), r))
+    right = sorted([r for r in roles if not _is_control_plane(r) and r != "unknown"])
+    bottom = [r for r in roles if r == "unknown"]
+    pos = {}
+    for column, x in ((left, 0.0), (right, 1.0)):
+        n = len(column)
+        for i, role in enumerate(column):
+            pos[role] = (x, 1.0 - (i + 0.5) / max(n, 1))
+    for role in bottom:
+        pos[role] = (0.5, -0.12)
+    return pos
+
+
+def path_map(analysis, ax=None) -> Figure:
+    """Hosts and roles as nodes, documented paths as edges coloured by verdict, labelled with flow counts."""
+    fig, ax = _new_axes(ax, (11, 6.5))
+    edges = path_map_edges(analysis)
+    if not len(edges):
+        _empty(ax, "no control-plane traffic observed")
+        return fig
+    hosts = _model.role_hosts_scoped(analysis)
+    roles = sorted(set(edges["src_role"]) | set(edges["dst_role"]))
+    pos = _node_positions(roles)
+    pair_count: dict[tuple[str, str], int] = {}
+    total = float(edges["flows"].max())
+    for _, e in edges.iterrows():
+        a, b = e["src_role"], e["dst_role"]
+        key = tuple(sorted((a, b)))
+        k = pair_count.get(key, 0)
+        pair_count[key] = k + 1
+        curve = _edge_curve(np.array(pos[a]), np.array(pos[b]), np.array(pos[key[0]]), np.array(pos[key[1]]), k)
+        color = palette.verdict_color(e["verdict"])
+        width = 1.5 + 3.0 * math.log1p(e["flows"]) / math.log1p(total)
+        ax.add_patch(FancyArrowPatch(path=MplPath(curve), arrowstyle="-|>", mutation_scale=18, color=color,
+                                     lw=width, alpha=0.9, zorder=2))
+        label_at = curve[len(curve) // 2]
+        ax.annotate(f"{e['path']}\n{int(e['flows'])} flow{'s' if e['flows'] != 1 else ''}", label_at,
+                    ha="center", va="center", fontsize=8.5, zorder=4, color="#212121",
+                    bbox=dict(boxstyle="round,pad=0.25", fc="white", ec=palette.path_color(e["path"]), lw=1.8))
+    for role, (x, y) in pos.items():
+        members = hosts.get(role, [])
+        shown = ", ".join(members[:3]) + (f" +{len(members) - 3}" if len(members) > 3 else "")
+        ax.annotate(f"{role}\n{shown}" if shown else role, (x, y), ha="center", va="center", fontsize=9.5,
+                    zorder=5, fontweight="bold",
+                    bbox=dict(boxstyle="round,pad=0.45", fc="#ECEFF1" if _is_control_plane(role) else "#FFF8E1",
+                              ec="#455A64", lw=1.2))
+    ax.text(0.0, 1.08, "control plane", ha="center", fontsize=11, color="#455A64", transform=ax.transData)
+    ax.text(1.0, 1.08, "nodes / pods", ha="center", fontsize=11, color="#455A64", transform=ax.transData)
+    ax.set_xlim(-0.45, 1.45)
+    ax.set_ylim(-0.25, 1.15)
+    ax.axis("off")
+    used = [v for v in palette.VERDICT_ORDER if v in set(edges["verdict"])]
+    ax.legend(handles=[Line2D([], [], color=palette.verdict_color(v), lw=3, label=v) for v in used],
+              title="path verdict", loc="lower right", fontsize=8.5, frameon=False)
+    ax.set_title("Path map: who talks to whom, per documented path", fontsize=12, loc="left")
+    return fig
+
+
+def _edge_curve(p1, p2, k1, k2, k: int, samples: int = 81) -> np.ndarray:
+    """Points of the k-th edge from p1 to p2, bent around the pair's canonical direction k1->k2."""
+    if np.allclose(p1, p2):  # a role talking to itself: a loop beside the node
+        side = -1.0 if p1[0] < 0.5 else 1.0
+        t = np.linspace(0.15, 1.85, samples) * np.pi
+        r = 0.07 + 0.03 * k
+        centre = p1 + np.array([side * (0.16 + r), 0.0])
+        return np.column_stack([centre[0] - side * r * np.cos(t) * 1.0, centre[1] + r * 1.6 * np.sin(t)])
+    d = k2 - k1
+    normal = np.array([-d[1], d[0]]) / (np.hypot(*d) or 1.0)
+    if abs(k1[0] - k2[0]) < 1e-9:  # same column: bend outwards, away from the other column
+        outward = -1.0 if k1[0] < 0.5 else 1.0
+        normal = np.array([outward, 0.0])
+        bend = 0.16 + 0.10 * k + 0.18 * abs(d[1])
+    else:
+        bend = 0.0 if k == 0 else (0.11 * ((k + 1) // 2)) * (1 if k % 2 else -1)
+    ctrl = (k1 + k2) / 2 + normal * bend * 2
+    t = np.linspace(0.0, 1.0, samples)[:, None]
+    canonical = (1 - t) ** 2 * k1 + 2 * (1 - t) * t * ctrl + t ** 2 * k2
+    curve = canonical if np.allclose(p1, k1) else canonical[::-1]
+    return _outside_boxes(curve, p1, p2)
+
+
+def _outside_boxes(curve: np.ndarray, p1, p2, half_w: float = 0.19, half_h: float = 0.075) -> np.ndarray:
+    """The part of the curve outside the label boxes of both end nodes (so arrow heads stay visible)."""
+    def inside(p):
+        return ((curve[:, 0] - p[0]) / half_w) ** 2 + ((curve[:, 1] - p[1]) / half_h) ** 2 < 1.0
+    keep = ~(inside(p1) | inside(p2))
+    idx = np.flatnonzero(keep)
+    if len(idx) < 2:
+        return curve[len(curve) // 3: 2 * len(curve) // 3 + 1]
+    return curve[idx[0]: idx[-1] + 1]
+
+
+# ------------------------------------------------------------------------------ path x check matrix
+
+STATUS_MARK = {"pass": "pass", "fail": "FAIL", "warn": "warn", "not-observable": "n/obs", "not-observed": "–"}
+
+
+def check_matrix(analysis, ax=None, fail_on: str = "high") -> Figure:
+    """Documented paths x checks, each cell pass / fail / warn / not-observable / not-observed."""
+    results = _model.check_results(analysis, fail_on)
+    paths = _model.sorted_paths(results["path"]) if len(results) else []
+    checks = sorted(set(results["check"]), key=lambda c: (list(results["check"]).index(c)))
+    fig, ax = _new_axes(ax, (max(7.5, 0.9 * len(checks) + 3.5), max(3.0, 0.42 * len(paths) + 2.0)))
+    if not len(results):
+        _empty(ax, "no documented path")
+        return fig
+    for i, path in enumerate(paths):
+        for j, check in enumerate(checks):
+            row = results[(results["path"] == path) & (results["check"] == check)]
+            if not len(row):
+                ax.add_patch(_cell(j, i, "#FFFFFF", "#EEEEEE"))
+                continue
+            status = row["status"].iloc[0]
+            n = int(row["findings"].iloc[0])
+            ax.add_patch(_cell(j, i, palette.VERDICT_BACKGROUNDS[status], palette.verdict_color(status)))
+            label = STATUS_MARK[status] + (f" {n}" if n and status in ("fail", "warn") else "")
+            ax.text(j + 0.5, i + 0.5, label, ha="center", va="center", fontsize=8,
+                    color=palette.verdict_color(status), fontweight="bold" if status == "fail" else "normal")
+    ax.set_xlim(0, len(checks))
+    ax.set_ylim(len(paths), 0)
+    ax.set_xticks(np.arange(len(checks)) + 0.5, checks, rotation=35, ha="right", fontsize=8.5)
+    ax.set_yticks(np.arange(len(paths)) + 0.5, paths, fontsize=9)
+    for tick, path in zip(ax.get_yticklabels(), paths):
+        tick.set_color(palette.path_color(path))
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.legend(handles=[Patch(fc=palette.VERDICT_BACKGROUNDS[s], ec=palette.verdict_color(s), label=s)
+                       for s in palette.VERDICT_ORDER],
+              loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, frameon=False)
+    ax.set_title(f"Checks per path (fail at or above '{fail_on}')", fontsize=12, loc="left")
+    return fig
+
+
+def _cell(x, y, face, edge):
+    from matplotlib.patches import Rectangle
+    return Rectangle((x + 0.04, y + 0.06), 0.92, 0.88, fc=face, ec=edge, lw=1.0)
+
+
+# ------------------------------------------------------------------------------------------ timeline
+
+def timeline_rows(analysis) -> pd.DataFrame:
+    """Flows with the timeline row they are drawn on: the path, or "host · path" when there are several hosts."""
+    flows = _model.frame(analysis, "flows")
+    if not len(flows) or "path" not in flows:
+        return flows.assign(row=pd.Series(dtype=str))
+    hosts = _model.host_of_capture(analysis)
+    host = flows["capture"].astype(str).map(hosts).fillna(flows["capture"].astype(str))
+    path = flows["path"].astype(str)
+    several = host.nunique() > 1
+    row = (host + " · " + path) if several else path
+    return flows.assign(row=row, _host=host, _path=path)
+
+
+def timeline(analysis, ax=None) -> Figure:
+    """Connections per path across the capture window (per host when several captures)."""
+    flows = timeline_rows(analysis)
+    rows = (flows[["row", "_host", "_path"]].drop_duplicates()
+            .assign(_o=lambda d: d["_path"].map(palette.path_sort_key))
+            .sort_values(["_host", "_o"])["row"].tolist()) if len(flows) else []
+    fig, ax = _new_axes(ax, (11, max(2.8, 0.38 * len(rows) + 1.6)))
+    if not len(flows):
+        _empty(ax, "no connections")
+        return fig
+    t0, t1 = _model.capture_window(analysis)
+    if not np.isfinite(t0):
+        t0, t1 = float(flows["ts_start"].min()), float(flows["ts_end"].max())
+    span = max(t1 - t0, 1e-3)
+    min_w = span * 0.004
+    for i, name in enumerate(rows):
+        sub = flows[flows["row"] == name]
+        color = palette.path_color(sub["_path"].iloc[0])
+        start = sub["ts_start"].to_numpy(float) - t0
+        width = np.maximum(sub["ts_end"].to_numpy(float) - sub["ts_start"].to_numpy(float), min_w)
+        ax.broken_barh(list(zip(start, width)), (i - 0.32, 0.64), facecolors=color, alpha=0.55, edgecolor="none")
+        ax.plot(start, np.full(len(start), i), "|", color=color, ms=11, mew=1.4)
+        ax.text(span * 1.01, i, f"{len(sub)}", va="center", fontsize=8, color="#424242")
+    ax.set_yticks(range(len(rows)), rows, fontsize=9)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlim(0, span * 1.06)
+    start_label = pd.to_datetime(t0, unit="s", utc=True).strftime("%Y-%m-%d %H:%M:%S UTC")
+    ax.set_xlabel(f"seconds since capture start ({start_label}); number right: connections")
+    ax.grid(axis="x", color="#EEEEEE")
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.set_title("Connections per path over the capture window", fontsize=12, loc="left")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------- TLS
+
+def tls_counts(analysis) -> dict[str, pd.DataFrame]:
+    """Flow counts per path of TLS version, cipher and client-certificate status (TLS flows only)."""
+    flows = _model.frame(analysis, "flows")
+    if not len(flows) or "tls_version" not in flows:
+        return {}
+    tls = flows[(flows["app_protocol"].astype(str) == "tls") | flows["tls_version"].notna()]
+    if not len(tls):
+        return {}
+    path = tls["path"].astype(str)
+    out = {}
+    for key, col in (("version", "tls_version"), ("cipher", "cipher"), ("client_cert", "client_cert")):
+        values = tls[col].astype("string").fillna("unknown") if col in tls else pd.Series("unknown", index=tls.index)
+        table = pd.crosstab(path, values)
+        table = table.loc[sorted(table.index, key=palette.path_sort_key)]
+        out[key] = table
+    return out
+
+
+def tls_overview(analysis, fail_on: str | None = None) -> Figure:
+    """Three panels per path: TLS versions, ciphers, client-certificate status (flow counts)."""
+    counts = tls_counts(analysis)
+    n_paths = len(counts["version"]) if counts else 1
+    fig = Figure(figsize=(13, max(2.6, 0.45 * n_paths + 1.8)), layout="constrained")
+    axes = fig.subplots(1, 3, sharey=True)
+    if not counts:
+        for ax in axes:
+            _empty(ax, "no TLS connections")
+        return fig
+    version_order = [v for v in palette.TLS_VERSION_COLORS if v in counts["version"].columns]
+    version_order += [v for v in counts["version"].columns if v not in version_order]
+    cipher_cols = list(counts["cipher"].sum().sort_values(ascending=False).index)
+    cipher_colors = _cipher_colors(cipher_cols)
+    cert_order = [c for c in palette.CLIENT_CERT_COLORS if c in counts["client_cert"].columns]
+    cert_order += [c for c in counts["client_cert"].columns if c not in cert_order]
+    panels = (("TLS version", counts["version"][version_order], lambda v: palette.TLS_VERSION_COLORS.get(v, "#BDBDBD")),
+              ("cipher suite", counts["cipher"][cipher_cols], lambda v: cipher_colors[v]),
+              ("client certificate", counts["client_cert"][cert_order], lambda v: palette.CLIENT_CERT_COLORS.get(v, "#BDBDBD")))
+    for ax, (title, table, color_of) in zip(axes, panels):
+        _stacked(ax, table, color_of)
+        ax.set_title(title, fontsize=11, loc="left")
+        ax.set_xlabel("TLS connections")
+    for tick, path in zip(axes[0].get_yticklabels(), counts["version"].index):
+        tick.set_color(palette.path_color(path))
+    fig.suptitle("TLS per path", fontsize=12, x=0.01, ha="left")
+    return fig
+
+
+def _cipher_colors(ciphers: list[str]) -> dict[str, str]:
+    from matplotlib import colormaps
+    cmap = colormaps["tab20"]
+    return {c: ("#BDBDBD" if c == "unknown" else cmap(i % 20)) for i, c in enumerate(ciphers)}
+
+
+def _stacked(ax, table: pd.DataFrame, color_of) -> None:
+    y = np.arange(len(table))
+    left = np.zeros(len(table))
+    for col in table.columns:
+        values = table[col].to_numpy(float)
+        ax.barh(y, values, left=left, color=color_of(col), label=_short(col), edgecolor="white", height=0.7)
+        left += values
+    ax.set_yticks(y, list(table.index), fontsize=9)
+    ax.set_ylim(len(table) - 0.5, -0.5)
+    ax.legend(fontsize=7.5, loc="lower right", frameon=True, framealpha=0.85)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _short(name: str, limit: int = 34) -> str:
+    name = str(name)
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+# ------------------------------------------------------------------------------------ certificates
+
+def cert_validity(analysis, ax=None, limit: int = 40) -> Figure:
+    """Certificate validity windows against the capture time; expired and soon-expiring marked."""
+    certs = _model.cert_states(analysis)
+    shown = certs.sort_values("not_after").head(limit) if len(certs) else certs
+    fig, ax = _new_axes(ax, (11, max(2.6, 0.36 * len(shown) + 1.8)))
+    if not len(shown):
+        _empty(ax, "no certificates observed (TLS 1.3 hides them unless a key log is given)")
+        return fig
+    import matplotlib.dates as mdates
+    t0, t1 = _model.capture_window(analysis)
+    used_paths = _model.cert_paths(analysis)
+    for i, (_, c) in enumerate(shown.iterrows()):
+        nb, na = pd.Timestamp(c["not_before"]), pd.Timestamp(c["not_after"])
+        state = c["state"]
+        color = palette.CERT_STATE_COLORS[state]
+        ax.barh(i, mdates.date2num(na) - mdates.date2num(nb), left=mdates.date2num(nb), height=0.6,
+                color=color, alpha=0.8)
+        if state != "valid":
+            ax.text(mdates.date2num(na), i, f"  {state}", va="center", fontsize=8, color=color, fontweight="bold")
+    labels = []
+    for _, c in shown.iterrows():
+        name = _model.common_name(_model.text(c["subject"])) or _model.text(c["fingerprint"])[:16]
+        where = used_paths.get(_model.text(c["fingerprint"]), [])
+        labels.append(_short(name, 30) + (f"  [{', '.join(where)}]" if where else ""))
+    ax.set_yticks(range(len(shown)), labels, fontsize=8.5)
+    ax.set_ylim(len(shown) - 0.5, -0.5)
+    if np.isfinite(t0):
+        cap = mdates.date2num(pd.to_datetime([t0, t1], unit="s", utc=True))
+        ax.axvspan(cap[0], max(cap[1], cap[0] + 0.5), color="#212121", alpha=0.25)
+        ax.axvline(cap[0], color="#212121", lw=1.5, ls="--")
+    ax.xaxis_date()
+    locator = mdates.AutoDateLocator(maxticks=8)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.grid(axis="x", color="#EEEEEE")
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    present = [s for s in palette.CERT_STATE_COLORS if s in set(shown["state"])]
+    handles = [Patch(color=palette.CERT_STATE_COLORS[s], label=s) for s in present]
+    handles.append(Line2D([], [], color="#212121", lw=1.5, ls="--", label="capture time"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, frameon=False)
+    extra = f" (first {limit} of {len(certs)} by expiry)" if len(certs) > limit else ""
+    ax.set_title(f"Certificate validity vs capture time{extra}", fontsize=12, loc="left")
+    return fig
+
+
+# ------------------------------------------------------------------------------------------ export
+
+FIGURES = {
+    "path_map": path_map,
+    "check_matrix": check_matrix,
+    "timeline": timeline,
+    "tls": tls_overview,
+    "certs": cert_validity,
+}
+
+
+def figure_png(fig: Figure, dpi: int = 110) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
+    return buf.getvalue()
+
+
+def figure_png_base64(fig: Figure, dpi: int = 110) -> str:
+    return base64.b64encode(figure_png(fig, dpi)).decode("ascii")
+
+
+def all_figures(analysis, fail_on: str = "high") -> dict[str, Figure]:
+    """Every figure of the report, by name."""
+    return {
+        "path_map": path_map(analysis),
+        "check_matrix": check_matrix(analysis, fail_on=fail_on),
+        "timeline": timeline(analysis),
+        "tls": tls_overview(analysis),
+        "certs": cert_validity(analysis),
+    }

@@ -1,0 +1,67 @@
+"""A progress bar for long reads: tqdm (notebook-aware) when installed, quietly nothing otherwise."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+
+class _Silent:
+    """Stands in for a tqdm bar: accepts the same calls and does nothing."""
+
+    def __init__(self, iterable=None, **_):
+        self.iterable = iterable
+        self.n = 0
+
+    def __iter__(self):
+        return iter(self.iterable if self.iterable is not None else ())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def update(self, n=1):
+        self.n += n
+
+    def set_postfix_str(self, *_, **__):
+        pass
+
+    def set_description(self, *_, **__):
+        pass
+
+    def close(self):
+        pass
+
+
+def _in_notebook() -> bool:
+    shell = sys.modules.get("IPython")
+    try:
+        ip = shell.get_ipython() if shell else None
+    except Exception:
+        return False
+    return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
+
+
+def progress(iterable=None, *, total=None, desc: str | None = None, unit: str = "it", enabled: bool = True,
+             unit_scale: bool = False, leave: bool = False):
+    """A bar over ``iterable`` (or a manual one with ``total``): a widget in Jupyter, text on a terminal.
+
+    Degrades to a silent stand-in when disabled, when tqdm is missing, or when stderr is no terminal
+    outside a notebook.
+    """
+    notebook = _in_notebook()
+    if not enabled or not (notebook or sys.stderr.isatty()):
+        return _Silent(iterable)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if notebook:
+                from tqdm.auto import tqdm
+            else:
+                from tqdm import tqdm
+            return tqdm(iterable, total=total, desc=desc, unit=unit, unit_scale=unit_scale, leave=leave)
+    except Exception:  # tqdm missing, or its notebook widget unavailable
+        return _Silent(iterable)
