@@ -1,0 +1,255 @@
+"""Handshake analysis of a capture: TLS connections, certificates, SSH and plaintext HTTP as DataFrames."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from . import keylog as _keylog
+from ._tls_wire import HS_CERTIFICATE, HS_CERTIFICATE_REQUEST, HS_ENCRYPTED_EXTENSIONS, Reader, Truncated
+from ._tls_wire import EXT_ALPN
+from .http import HTTP_COLUMNS, parse_http
+from .schema import CERT_COLUMNS, TLS_COLUMNS, conform, empty_frame
+from .ssh import parse_ssh
+from .tls import TlsHandshake, looks_like_tls, parse_certificate_list, parse_certificate_request, parse_tls
+from .x509 import ParsedCert, load_ca_bundle, parse_certificate, verify_chain
+
+SSH_COLUMNS: dict[str, str] = {
+    "flow_id": "int64",
+    "client_banner": "string",
+    "server_banner": "string",
+    "hassh": "string",
+    "hassh_server": "string",
+    "kex": "string",
+    "host_key_alg": "string",
+    "cipher_c2s": "string",
+    "cipher_s2c": "string",
+    "mac_c2s": "string",
+    "mac_s2c": "string",
+    "weak_algorithms": "object",     # list[str] "kind:algorithm"
+    "hassh_algorithms": "string",
+    "hassh_server_algorithms": "string",
+    "partial": "bool",
+    "parse_error": "string",
+}
+
+#: Extra TLS columns (after the declared ones): how the TLS 1.3 client-certificate inference decided.
+TLS_EXTRA = {"client_cert_inference": "string", "tunneled": "bool"}
+
+HANDSHAKE_PROTOCOLS = ("tls", "ssh", "http", "http2")
+
+
+@dataclass
+class Handshakes:
+    """Per-connection handshake facts: ``tls``, ``certs``, ``ssh`` and ``http`` DataFrames."""
+
+    tls: pd.DataFrame
+    certs: pd.DataFrame
+    ssh: pd.DataFrame
+    http: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+
+
+def analyze_handshakes(capture, ca=None, keylog=None) -> Handshakes:
+    """Parse the handshakes of the TLS, SSH and HTTP connections of ``capture``.
+
+    ``ca``: path of a PEM bundle to verify certificates against (None: not verified).
+    ``keylog``: path of an NSS key log that reveals TLS 1.3 certificates.
+    """
+    cas = load_ca_bundle(ca) if ca else None
+    keys = _keylog.load_keylog(keylog) if keylog else None
+    flows = capture.flows
+    streams = capture.streams
+    tls_rows: list[dict] = []
+    ssh_rows: list[dict] = []
+    http_rows: list[dict] = []
+    certs = _CertBook()
+    warnings: list[str] = []
+    if len(flows):
+        wanted = flows["app_protocol"].astype(str).isin(HANDSHAKE_PROTOCOLS) | flows["http_connect"].astype(bool)
+        sel = flows.loc[wanted, ["flow_id", "app_protocol", "ts_start", "dst_ip", "http_connect"]]
+    else:
+        sel = flows
+    for flow_id, proto, ts, dst_ip, _ in sel.itertuples(index=False):
+        fs = streams.get(int(flow_id))
+        if fs is None:
+            continue
+        proto = str(proto)
+        if proto == "tls" or (proto not in ("ssh", "http", "http2") and looks_like_tls(fs.fwd.data)):
+            tls_rows.append(_tls_row(parse_tls(fs), ts, dst_ip, cas, keys, certs, tunneled=False))
+        elif proto == "ssh":
+            ssh_rows.append(vars(parse_ssh(fs)))
+        elif proto in ("http", "http2"):
+            res = parse_http(fs, h2=(proto == "http2"))
+            for row in res.rows:
+                row.setdefault("partial", res.partial)
+                row.setdefault("parse_error", res.parse_error)
+            http_rows.extend(res.rows)
+            if res.tunnel is not None and looks_like_tls(res.tunnel.fwd.data):
+                tls_rows.append(_tls_row(parse_tls(res.tunnel), ts, _connect_host(res.rows) or dst_ip,
+                                         cas, keys, certs, tunneled=True))
+    if keys is not None:
+        n_dec = sum(1 for r in tls_rows if r.get("certs_visibility") == "decrypted")
+        n13 = sum(1 for r in tls_rows if r.get("tls_version") == "TLS 1.3")
+        if n13 and not n_dec:
+            warnings.append(f"key log: none of the {n13} TLS 1.3 connections matched a logged client random")
+    tls = _frame(tls_rows, {**TLS_COLUMNS, **TLS_EXTRA})
+    ssh = _frame(ssh_rows, SSH_COLUMNS)
+    http = _frame(http_rows, HTTP_COLUMNS)
+    return Handshakes(tls=tls, certs=certs.frame(), ssh=ssh, http=http, warnings=warnings)
+
+
+def _frame(rows: list[dict], columns: dict[str, str]) -> pd.DataFrame:
+    if not rows:
+        return empty_frame(columns)
+    df = pd.DataFrame([{k: r.get(k) for k in columns} for r in rows])
+    for name, dtype in columns.items():
+        if dtype == "bool":
+            df[name] = df[name].fillna(False).astype(bool)
+    return conform(df, columns)
+
+
+def _connect_host(rows: list[dict]) -> str | None:
+    for r in rows:
+        if r.get("connect_target"):
+            host = r["connect_target"].rsplit(":", 1)[0].strip("[]")
+            return host
+    return None
+
+
+# --------------------------------------------------------------------------- TLS rows
+
+def _tls_row(hs: TlsHandshake, ts, dst_ip, cas, keys, certs: "_CertBook", tunneled: bool) -> dict:
+    if keys is not None and hs.tls_version == "TLS 1.3" and hs.client_random in keys:
+        _decrypt(hs, keys[hs.client_random])
+    server = [certs.add(der, hs.flow_id, "server" if i == 0 else "intermediate")
+              for i, der in enumerate(hs.server_chain)]
+    client = [certs.add(der, hs.flow_id, "client" if i == 0 else "intermediate")
+              for i, der in enumerate(hs.client_chain)]
+    row = {k: getattr(hs, k) for k in TLS_COLUMNS if hasattr(hs, k)}
+    row["server_cert_fingerprints"] = [c.fingerprint for c in server]
+    row["client_cert_fingerprints"] = [c.fingerprint for c in client]
+    row["client_cert_inference"] = hs.inference
+    row["tunneled"] = tunneled
+    row["server_cert_verified"] = None
+    row["client_cert_verified"] = None
+    if cas is not None:
+        at = dt.datetime.fromtimestamp(float(ts), dt.timezone.utc)
+        errors = []
+        ip = None if tunneled and not _is_ip(dst_ip) else dst_ip
+        name = hs.sni or (dst_ip if tunneled and not _is_ip(dst_ip) else None)
+        ok, err = verify_chain(server, cas, at, server_name=name, server_ip=ip)
+        row["server_cert_verified"] = ok
+        if err:
+            errors.append(f"server: {err}")
+        ok, err = verify_chain(client, cas, at, client=True)
+        row["client_cert_verified"] = ok
+        if err:
+            errors.append(f"client: {err}")
+        row["verify_error"] = "; ".join(errors) or None
+    return row
+
+
+def _is_ip(text) -> bool:
+    import ipaddress
+    try:
+        ipaddress.ip_address(str(text))
+        return True
+    except ValueError:
+        return False
+
+
+def _decrypt(hs: TlsHandshake, secrets: dict[str, bytes]) -> None:
+    """Reveal a TLS 1.3 handshake's certificates with the logged handshake traffic secrets."""
+    s_secret = secrets.get("SERVER_HANDSHAKE_TRAFFIC_SECRET")
+    c_secret = secrets.get("CLIENT_HANDSHAKE_TRAFFIC_SECRET")
+    if s_secret is None or hs.cipher_id is None:
+        return
+    s_data, _, s_err = _keylog.decrypt_flight(hs.server_encrypted, s_secret, hs.cipher_id)
+    if not s_data:
+        hs.error(f"key log: server flight does not decrypt ({s_err or 'no handshake data'})")
+        return
+    hs.certs_visibility = "decrypted"
+    for mtype, body in _keylog.split_messages(s_data):
+        if mtype == HS_ENCRYPTED_EXTENSIONS:
+            hs.alpn = hs.alpn or _ee_alpn(body)
+        elif mtype == HS_CERTIFICATE_REQUEST:
+            hs.cert_request = True
+            hs.cert_request_cas = parse_certificate_request(body, hs, 0x0304)
+        elif mtype == HS_CERTIFICATE:
+            hs.server_chain = parse_certificate_list(body, hs, True, "server")
+    if s_err:
+        hs.error(f"key log: {s_err}")
+    if c_secret is None:
+        hs.client_cert = "unknown" if hs.cert_request else "not-requested"
+        return
+    c_data, _, c_err = _keylog.decrypt_flight(hs.client_encrypted, c_secret, hs.cipher_id)
+    client_msgs = _keylog.split_messages(c_data)
+    cert_msg = next((b for t, b in client_msgs if t == HS_CERTIFICATE), None)
+    if not hs.cert_request:
+        hs.client_cert = "not-requested"
+    elif cert_msg is not None:
+        hs.client_chain = parse_certificate_list(cert_msg, hs, True, "client")
+        hs.client_cert = "presented" if hs.client_chain else "empty"
+    else:
+        hs.client_cert = "unknown"
+    if hs.inference:
+        hs.inference += f"; decrypted: {hs.client_cert}"
+    if c_err and not c_data:
+        hs.error(f"key log: client flight: {c_err}")
+
+
+def _ee_alpn(body: bytes) -> str | None:
+    try:
+        r = Reader(body)
+        exts = r.sub(2)
+        while exts.remaining() > 0:
+            etype, data = exts.u16(), exts.vec(2)
+            if etype == EXT_ALPN:
+                return Reader(data).sub(2).vec(1).decode("ascii", "replace")
+    except Truncated:
+        return None
+    return None
+
+
+# --------------------------------------------------------------------------- certificates
+
+class _CertBook:
+    """Certificates by fingerprint, with the flows and roles they were seen in."""
+
+    def __init__(self):
+        self._certs: dict[str, ParsedCert] = {}
+        self._roles: dict[str, list[str]] = {}
+        self._flows: dict[str, list[int]] = {}
+
+    def add(self, der: bytes, flow_id: int, role: str) -> ParsedCert:
+        from .x509 import fingerprint
+        fp = fingerprint(der)
+        pc = self._certs.get(fp)
+        if pc is None:
+            pc = self._certs[fp] = parse_certificate(der)
+            self._roles[fp], self._flows[fp] = [], []
+        if role not in self._roles[fp]:
+            self._roles[fp].append(role)
+        if flow_id not in self._flows[fp]:
+            self._flows[fp].append(int(flow_id))
+        return pc
+
+    def frame(self) -> pd.DataFrame:
+        if not self._certs:
+            return empty_frame(CERT_COLUMNS)
+        rows = []
+        for fp, pc in self._certs.items():
+            row = {k: pc.row.get(k) for k in CERT_COLUMNS}
+            row["roles"] = self._roles[fp]
+            row["flow_ids"] = self._flows[fp]
+            for k in ("sans", "key_usage", "extended_key_usage"):
+                row[k] = row[k] if row[k] is not None else []
+            row["self_signed"] = bool(row["self_signed"])
+            rows.append(row)
+        df = pd.DataFrame(rows)
+        for col in ("not_before", "not_after"):
+            df[col] = pd.to_datetime(df[col], utc=True)
+        return conform(df, CERT_COLUMNS)

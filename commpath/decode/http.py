@@ -1,0 +1,324 @@
+"""HTTP/1.x and h2c in clear: request and status lines, CONNECT targets; secrets redacted at parse time."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .streams import FlowStreams, Stream
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+MAX_MESSAGES = 64           # per direction
+MAX_HEADER_BYTES = 16384
+MAX_H2_FRAMES = 512
+MAX_PATH = 2048
+
+REQUEST_LINE = re.compile(rb"([A-Z][A-Z0-9_-]{0,19}) ([^ \r\n]{1,8192}) (HTTP/\d\.\d)$")
+STATUS_LINE = re.compile(rb"(HTTP/\d\.\d) (\d{3})(?: [^\r\n]*)?$")
+#: Query parameters whose values are secrets.
+SECRET_PARAMS = re.compile(
+    r"(?i)([?&;](?:access_token|token|id_token|refresh_token|password|passwd|secret|api_key|apikey|"
+    r"key|sig|signature|auth|authorization|code|x-amz-signature|x-amz-credential|x-amz-security-token)=)"
+    r"[^&;#]*")
+USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
+REDACTED = "REDACTED"
+
+HTTP_COLUMNS: dict[str, str] = {
+    "flow_id": "int64",
+    "frame": "Int64",
+    "direction": "category",       # request | response
+    "method": "string",
+    "path": "string",              # secrets in the query redacted
+    "host": "string",
+    "status": "Int32",
+    "connect_target": "string",
+    "version": "string",           # HTTP/1.0 | HTTP/1.1 | HTTP/2
+    "h2c": "bool",
+    "auth": "string",              # credential kinds seen, values never kept: "bearer", "basic,cookie"
+    "partial": "bool",
+    "parse_error": "string",
+}
+
+
+def redact_path(path: str) -> str:
+    """Drop credentials from a request target: userinfo and secret query values."""
+    path = USERINFO.sub(r"\1" + REDACTED + "@", path)
+    path = SECRET_PARAMS.sub(r"\1" + REDACTED, path)
+    return path[:MAX_PATH]
+
+
+def _auth_kinds(headers: list[tuple[str, str]]) -> str | None:
+    """Which credentials a message carried (names only; the values are dropped here)."""
+    kinds: list[str] = []
+    for name, value in headers:
+        n = name.lower()
+        if n in ("authorization", "proxy-authorization"):
+            scheme = value.split(" ", 1)[0].lower() if value else "unknown"
+            kind = scheme if scheme in ("bearer", "basic", "digest", "negotiate", "ntlm", "aws4-hmac-sha256") \
+                else "other"
+            if n == "proxy-authorization":
+                kind = "proxy-" + kind
+        elif n == "cookie":
+            kind = "cookie"
+        elif n == "set-cookie":
+            kind = "set-cookie"
+        elif n in ("x-auth-token", "x-api-key", "x-csrf-token", "x-amz-security-token"):
+            kind = n
+        else:
+            continue
+        if kind not in kinds:
+            kinds.append(kind)
+    return ",".join(kinds) or None
+
+
+@dataclass
+class HttpResult:
+    rows: list[dict] = field(default_factory=list)
+    tunnel: FlowStreams | None = None           # bytes inside a CONNECT tunnel (or after 101 h2c)
+    partial: bool = False
+    parse_error: str | None = None
+
+
+def sub_stream(stream: Stream, start: int) -> Stream:
+    """The part of ``stream`` from ``start`` on, with offsets rebased to 0."""
+    if start <= 0:
+        return stream
+    offs: list[int] = []
+    frs: list[int] = []
+    for off, fr in zip(stream.offsets, stream.frames):
+        if off <= start:
+            offs, frs = [0], [fr]
+        else:
+            offs.append(off - start)
+            frs.append(fr)
+    return Stream(stream.data[start:], tuple(offs), tuple(frs), stream.gap, stream.limited)
+
+
+def _headers(block: bytes) -> list[tuple[str, str]]:
+    out = []
+    for line in block.split(b"\n")[:200]:
+        line = line.rstrip(b"\r")
+        if b":" in line:
+            k, v = line.split(b":", 1)
+            out.append((k.strip().decode("latin-1"), v.strip().decode("latin-1")))
+    return out
+
+
+def _body_end(data: bytes, pos: int, headers: list[tuple[str, str]], is_response: bool,
+              status: int | None, request_method: str | None) -> int | None:
+    """Where the message body ends (None: unknown, e.g. read-until-close or cut)."""
+    if is_response and (status is not None and (status < 200 or status in (204, 304))
+                        or request_method == "HEAD"):
+        return pos
+    h = {k.lower(): v for k, v in headers}
+    if "chunked" in h.get("transfer-encoding", "").lower():
+        for _ in range(10000):
+            nl = data.find(b"\r\n", pos, pos + 64)
+            if nl < 0:
+                return None
+            try:
+                size = int(data[pos:nl].split(b";")[0].strip(), 16)
+            except ValueError:
+                return None
+            pos = nl + 2 + size + 2
+            if size == 0:
+                end = data.find(b"\r\n\r\n", nl - 2)   # trailers
+                return end + 4 if end >= 0 else None
+            if pos > len(data):
+                return None
+        return None
+    if "content-length" in h:
+        try:
+            return pos + int(h["content-length"])
+        except ValueError:
+            return None
+    return pos if not is_response else None
+
+
+def _parse_http1(stream: Stream, flow_id: int, is_response: bool, res: HttpResult,
+                 methods: list[str]) -> tuple[list[dict], int | None, str | None]:
+    """Messages of one direction; returns rows, the offset after a CONNECT/101 head, and its kind."""
+    data = stream.data
+    rows: list[dict] = []
+    pos = 0
+    for _ in range(MAX_MESSAGES):
+        if pos >= len(data):
+            break
+        end = data.find(b"\r\n\r\n", pos, pos + MAX_HEADER_BYTES)
+        sep = 4
+        if end < 0:
+            end = data.find(b"\n\n", pos, pos + MAX_HEADER_BYTES)
+            sep = 2
+        if end < 0:
+            if len(data) - pos >= MAX_HEADER_BYTES:
+                res.partial, res.parse_error = True, f"header block at offset {pos} longer than {MAX_HEADER_BYTES}"
+            elif not (stream.limited or stream.gap) and pos < len(data):
+                res.partial, res.parse_error = True, f"header block at offset {pos} incomplete"
+            else:
+                res.partial = True
+            break
+        head = data[pos:end]
+        first, _, rest = head.partition(b"\n")
+        first = first.rstrip(b"\r")
+        headers = _headers(rest)
+        row = {"flow_id": flow_id, "frame": stream.frame_at(pos), "h2c": False,
+               "auth": _auth_kinds(headers)}
+        headers_lower = {k.lower(): v for k, v in headers}
+        if is_response:
+            m = STATUS_LINE.match(first)
+            if not m:
+                res.partial, res.parse_error = True, f"response: not a status line at offset {pos}"
+                break
+            status = int(m.group(2))
+            row.update(direction="response", version=m.group(1).decode(), status=status)
+            method = methods[len(rows)] if len(rows) < len(methods) else None
+            rows.append(row)
+            body_at = end + sep
+            if status == 101 and "h2c" in headers_lower.get("upgrade", "").lower():
+                return rows, body_at, "h2c"
+            if method == "CONNECT" and 200 <= status < 300:
+                return rows, body_at, "connect"
+            nxt = _body_end(data, body_at, headers, True, status, method)
+        else:
+            m = REQUEST_LINE.match(first)
+            if not m:
+                res.partial, res.parse_error = True, f"request: not a request line at offset {pos}"
+                break
+            method, target, version = (g.decode("latin-1") for g in m.groups())
+            methods.append(method)
+            row.update(direction="request", method=method, version=version,
+                       host=headers_lower.get("host"))
+            if method == "CONNECT":
+                row["connect_target"] = target[:MAX_PATH]
+                row["path"] = None
+            else:
+                row["path"] = redact_path(target)
+            rows.append(row)
+            body_at = end + sep
+            if method == "CONNECT":
+                return rows, body_at, "connect"
+            if "h2c" in headers_lower.get("upgrade", "").lower():
+                row["h2c"] = True
+            nxt = _body_end(data, body_at, headers, False, None, None)
+        if nxt is None or nxt > len(data):
+            break
+        pos = nxt
+    return rows, None, None
+
+
+# --------------------------------------------------------------------------- HTTP/2
+
+def _h2_rows(stream: Stream, flow_id: int, start: int, is_response: bool, res: HttpResult) -> list[dict]:
+    """Request/response heads from HEADERS (+CONTINUATION) frames of one direction."""
+    try:
+        import hpack
+    except ImportError:          # pragma: no cover - declared dependency
+        res.partial, res.parse_error = True, "hpack not installed: HTTP/2 headers not decoded"
+        return []
+    decoder = hpack.Decoder()
+    decoder.max_header_list_size = 65536
+    data = stream.data
+    rows: list[dict] = []
+    pos = start
+    block = b""
+    block_at = None
+    for _ in range(MAX_H2_FRAMES):
+        if pos + 9 > len(data):
+            break
+        length = int.from_bytes(data[pos:pos + 3], "big")
+        ftype, flags = data[pos + 3], data[pos + 4]
+        if pos + 9 + length > len(data):
+            if ftype in (1, 9):
+                res.partial = True
+            break
+        payload = data[pos + 9:pos + 9 + length]
+        if ftype == 1:                                   # HEADERS
+            p = 0
+            pad = 0
+            if flags & 0x08:
+                pad = payload[0] if payload else 0
+                p = 1
+            if flags & 0x20:
+                p += 5
+            block = payload[p:len(payload) - pad if pad else None]
+            block_at = pos
+            if not flags & 0x04:                         # END_HEADERS not set
+                pos += 9 + length
+                continue
+        elif ftype == 9 and block_at is not None:        # CONTINUATION
+            block += payload
+            if not flags & 0x04:
+                pos += 9 + length
+                continue
+        else:
+            pos += 9 + length
+            continue
+        try:
+            headers = [(k if isinstance(k, str) else k.decode("latin-1"),
+                        v if isinstance(v, str) else v.decode("latin-1")) for k, v in decoder.decode(block)]
+        except Exception as exc:     # noqa: BLE001 - mid-stream capture: dynamic table unknown
+            res.partial = True
+            res.parse_error = res.parse_error or f"HPACK: {type(exc).__name__}: {exc}"[:200]
+            break
+        h = dict(headers)
+        row = {"flow_id": flow_id, "frame": stream.frame_at(block_at), "version": "HTTP/2", "h2c": True,
+               "auth": _auth_kinds(headers)}
+        if is_response:
+            try:
+                row.update(direction="response", status=int(h.get(":status", "")))
+            except ValueError:
+                row.update(direction="response")     # trailers: no :status
+                if ":status" not in h:
+                    pos += 9 + length
+                    block, block_at = b"", None
+                    continue
+        else:
+            method = h.get(":method")
+            row.update(direction="request", method=method, host=h.get(":authority") or h.get("host"))
+            if method == "CONNECT":
+                row["connect_target"] = h.get(":authority")
+            else:
+                row["path"] = redact_path(h.get(":path", "")) or None
+        del headers, h                               # no header value outlives this point
+        rows.append(row)
+        block, block_at = b"", None
+        pos += 9 + length
+    return rows
+
+
+def parse_http(flow: FlowStreams, h2: bool = False) -> HttpResult:
+    """Requests and responses in clear at the start of a connection; never raises."""
+    res = HttpResult()
+    try:
+        _parse(flow, h2, res)
+    except Exception as exc:      # noqa: BLE001 - defensive: the flow still gets a result
+        res.partial, res.parse_error = True, f"unexpected structure: {type(exc).__name__}: {exc}"
+    return res
+
+
+def _parse(flow: FlowStreams, h2: bool, res: HttpResult) -> None:
+    fwd, rev = flow.fwd, flow.rev
+    if fwd.data.startswith(H2_PREFACE) or h2:
+        start = len(H2_PREFACE) if fwd.data.startswith(H2_PREFACE) else 0
+        res.rows = _h2_rows(fwd, flow.flow_id, start, False, res) + _h2_rows(rev, flow.flow_id, 0, True, res)
+        res.rows.sort(key=lambda r: (r["frame"] is None, r["frame"] or 0))
+        return
+    methods: list[str] = []
+    req, req_tail, req_kind = _parse_http1(fwd, flow.flow_id, False, res, methods)
+    resp, resp_tail, resp_kind = _parse_http1(rev, flow.flow_id, True, res, methods)
+    rows = req + resp
+    if resp_kind == "h2c" and req:
+        # RFC 7540 3.2: the server answers the upgraded request as stream 1 in HTTP/2
+        cli = sub_stream(fwd, _after_request(fwd.data))
+        srv = sub_stream(rev, resp_tail)
+        start = len(H2_PREFACE) if cli.data.startswith(H2_PREFACE) else 0
+        rows += _h2_rows(cli, flow.flow_id, start, False, res) + _h2_rows(srv, flow.flow_id, 0, True, res)
+    elif req_kind == "connect" and resp_kind == "connect":
+        res.tunnel = FlowStreams(flow.flow_id, sub_stream(fwd, req_tail), sub_stream(rev, resp_tail))
+    rows.sort(key=lambda r: (r["frame"] is None, r["frame"] or 0))
+    res.rows = rows
+
+
+def _after_request(data: bytes) -> int:
+    end = data.find(b"\r\n\r\n")
+    return end + 4 if end >= 0 else len(data)

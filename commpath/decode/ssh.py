@@ -1,0 +1,186 @@
+"""SSH banners and KEXINIT: offered and negotiated algorithms, HASSH and HASSHServer, weak algorithms."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass, field
+
+from ._tls_wire import Reader, Truncated
+from .streams import FlowStreams
+
+MAX_BANNER = 255            # RFC 4253 4.2
+MAX_PRE_BANNER_LINES = 32
+MAX_PACKET = 35000          # RFC 4253 6.1
+MAX_PACKETS = 8
+MSG_KEXINIT = 20
+
+#: KEXINIT name-lists in wire order, as a table.
+KEXINIT_LISTS = (
+    "kex", "host_key", "enc_c2s", "enc_s2c", "mac_c2s", "mac_s2c",
+    "comp_c2s", "comp_s2c", "lang_c2s", "lang_s2c",
+)
+
+#: Algorithms considered weak (RFC 9142, RFC 8758, RFC 8332 / OpenSSH deprecations).
+WEAK = {
+    "kex": {"diffie-hellman-group1-sha1", "diffie-hellman-group14-sha1",
+            "diffie-hellman-group-exchange-sha1", "rsa1024-sha1", "gss-group1-sha1-*",
+            "gss-gex-sha1-*", "gss-group14-sha1-*"},
+    "host_key": {"ssh-dss", "ssh-rsa", "ssh-dss-cert-v01@openssh.com", "ssh-rsa-cert-v01@openssh.com"},
+    "enc": {"3des-cbc", "aes128-cbc", "aes192-cbc", "aes256-cbc", "blowfish-cbc", "cast128-cbc",
+            "arcfour", "arcfour128", "arcfour256", "rijndael-cbc@lysator.liu.se", "des-cbc", "none",
+            "twofish-cbc", "twofish128-cbc", "twofish256-cbc", "idea-cbc", "seed-cbc@ssh.com"},
+    "mac": {"hmac-md5", "hmac-md5-96", "hmac-sha1-96", "hmac-md5-etm@openssh.com",
+            "hmac-md5-96-etm@openssh.com", "hmac-sha1-96-etm@openssh.com", "umac-32@openssh.com",
+            "none", "hmac-ripemd160", "hmac-ripemd160@openssh.com"},
+}
+
+
+@dataclass
+class SshSide:
+    banner: str | None = None
+    kexinit: dict[str, list[str]] | None = None
+    error: str | None = None
+
+
+@dataclass
+class SshHandshake:
+    flow_id: int
+    client_banner: str | None = None
+    server_banner: str | None = None
+    hassh: str | None = None
+    hassh_server: str | None = None
+    kex: str | None = None
+    host_key_alg: str | None = None
+    cipher_c2s: str | None = None
+    cipher_s2c: str | None = None
+    mac_c2s: str | None = None
+    mac_s2c: str | None = None
+    weak_algorithms: list[str] = field(default_factory=list)
+    hassh_algorithms: str | None = None
+    hassh_server_algorithms: str | None = None
+    partial: bool = False
+    parse_error: str | None = None
+
+
+def _banner(data: bytes) -> tuple[str | None, int, str | None]:
+    """The identification line and where the binary protocol starts."""
+    pos = 0
+    for _ in range(MAX_PRE_BANNER_LINES):
+        nl = data.find(b"\n", pos, pos + MAX_BANNER + 2)
+        if nl < 0:
+            if data[pos:pos + 4] == b"SSH-":
+                return data[pos:pos + MAX_BANNER].decode("ascii", "replace").rstrip("\r"), len(data), \
+                    "identification line not terminated"
+            return None, pos, "no SSH identification line"
+        line = data[pos:nl].rstrip(b"\r")
+        pos = nl + 1
+        if line.startswith(b"SSH-"):
+            return line.decode("ascii", "replace"), pos, None
+    return None, pos, "no SSH identification line"
+
+
+def _kexinit(data: bytes, pos: int) -> tuple[dict[str, list[str]] | None, str | None]:
+    """Find and parse the first KEXINIT packet after the identification line."""
+    for _ in range(MAX_PACKETS):
+        if pos + 5 > len(data):
+            return None, "KEXINIT not captured" if pos >= len(data) else "binary packet truncated"
+        plen, padlen = struct.unpack_from(">IB", data, pos)
+        if plen > MAX_PACKET or plen < padlen + 1:
+            return None, f"binary packet length {plen} is not valid"
+        payload = data[pos + 5:pos + 4 + plen - padlen]
+        if pos + 4 + plen > len(data):
+            if payload[:1] == bytes([MSG_KEXINIT]):
+                return _parse_kexinit(payload, truncated=True)
+            return None, "binary packet truncated"
+        if payload[:1] == bytes([MSG_KEXINIT]):
+            return _parse_kexinit(payload)
+        pos += 4 + plen
+    return None, "no KEXINIT in the first packets"
+
+
+def _parse_kexinit(payload: bytes, truncated: bool = False):
+    r = Reader(payload, 17)                # message type + 16-byte cookie
+    lists: dict[str, list[str]] = {}
+    try:
+        for name in KEXINIT_LISTS:
+            raw = r.vec(4)
+            lists[name] = raw.decode("ascii", "replace").split(",") if raw else []
+    except Truncated as exc:
+        return (lists or None), f"KEXINIT truncated: {exc}"
+    return lists, ("KEXINIT truncated" if truncated else None)
+
+
+def parse_side(data: bytes) -> SshSide:
+    side = SshSide()
+    side.banner, pos, side.error = _banner(data)
+    if side.banner is None:
+        return side
+    if side.banner.startswith("SSH-1.") and not side.banner.startswith("SSH-1.99"):
+        return side                         # SSH-1 has no KEXINIT
+    side.kexinit, err = _kexinit(data, pos)
+    side.error = side.error or err
+    return side
+
+
+def _hassh(lists: dict[str, list[str]], suffix: str) -> tuple[str, str]:
+    text = ";".join(",".join(lists.get(k, [])) for k in ("kex", f"enc_{suffix}", f"mac_{suffix}",
+                                                          f"comp_{suffix}"))
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest(), text
+
+
+def _negotiate(client: list[str], server: list[str]) -> str | None:
+    """RFC 4253 7.1: the first client algorithm that the server also supports."""
+    sset = set(server)
+    return next((a for a in client if a in sset), None)
+
+
+def _weak(kind: str, alg: str | None) -> bool:
+    if not alg:
+        return False
+    for w in WEAK[kind]:
+        if w.endswith("*") and alg.startswith(w[:-1]) or alg == w:
+            return True
+    return False
+
+
+def parse_ssh(flow: FlowStreams) -> SshHandshake:
+    """Both sides of an SSH connection's start; never raises on hostile input."""
+    out = SshHandshake(flow_id=flow.flow_id)
+    try:
+        c, s = parse_side(flow.fwd.data), parse_side(flow.rev.data)
+    except Exception as exc:   # noqa: BLE001 - defensive: a record still comes out
+        out.partial, out.parse_error = True, f"unexpected structure: {exc}"
+        return out
+    out.client_banner, out.server_banner = c.banner, s.banner
+    errors = [f"{who}: {side.error}" for who, side in (("client", c), ("server", s)) if side.error]
+    if errors:
+        out.partial, out.parse_error = True, "; ".join(errors)
+    if c.kexinit:
+        out.hassh, out.hassh_algorithms = _hassh(c.kexinit, "c2s")
+    if s.kexinit:
+        out.hassh_server, out.hassh_server_algorithms = _hassh(s.kexinit, "s2c")
+    if c.kexinit and s.kexinit:
+        ck, sk = c.kexinit, s.kexinit
+        out.kex = _negotiate(ck.get("kex", []), sk.get("kex", []))
+        out.host_key_alg = _negotiate(ck.get("host_key", []), sk.get("host_key", []))
+        out.cipher_c2s = _negotiate(ck.get("enc_c2s", []), sk.get("enc_c2s", []))
+        out.cipher_s2c = _negotiate(ck.get("enc_s2c", []), sk.get("enc_s2c", []))
+        # negotiated even with AEAD ciphers, where the MAC goes unused (as Zeek reports it)
+        out.mac_c2s = _negotiate(ck.get("mac_c2s", []), sk.get("mac_c2s", []))
+        out.mac_s2c = _negotiate(ck.get("mac_s2c", []), sk.get("mac_s2c", []))
+        chosen = [("kex", out.kex), ("host_key", out.host_key_alg), ("enc", out.cipher_c2s),
+                  ("enc", out.cipher_s2c), ("mac", out.mac_c2s), ("mac", out.mac_s2c)]
+        for kind, alg in chosen:
+            tag = f"{kind}:{alg}"
+            if _weak(kind, alg) and tag not in out.weak_algorithms:
+                out.weak_algorithms.append(tag)
+    elif s.kexinit:
+        # nothing negotiated in view: flag what the server is willing to use
+        for kind, key in (("kex", "kex"), ("host_key", "host_key"), ("enc", "enc_s2c"), ("mac", "mac_s2c")):
+            for alg in s.kexinit.get(key, []):
+                if _weak(kind, alg):
+                    out.weak_algorithms.append(f"offered-{kind}:{alg}")
+    if s.banner and s.banner.startswith("SSH-1.") and not s.banner.startswith("SSH-1.99"):
+        out.weak_algorithms.append("protocol:SSH-1")
+    return out
