@@ -1,0 +1,181 @@
+"""`commpath capture`: record this host's control-plane traffic with a manifest for later analysis."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..errors import CommpathError, InputError
+from . import _engines, _host
+from .filters import default_filter, read_inventory
+
+#: Capturing stops when less than this is left on the output file system.
+DISK_RESERVE_MB = 64.0
+
+
+@dataclass
+class Options:
+    role: str
+    out: Path
+    host: str = field(default_factory=socket.gethostname)
+    ifaces: list[str] = field(default_factory=lambda: ["any"])
+    bpf: str | None = None
+    inventory: str | None = None
+    duration: float | None = None
+    max_mb: float | None = None
+    ring: int | None = None
+    engine: str = "auto"
+    progress: bool = True
+    reserve_mb: float = DISK_RESERVE_MB
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="microseconds")
+
+
+def _size_mb(files: list[Path]) -> float:
+    return sum(f.stat().st_size for f in files if f.exists()) / 1e6
+
+
+class _Stop:
+    """Turns SIGINT/SIGTERM into a flag the capture loop polls."""
+
+    def __init__(self):
+        self.reason: str | None = None
+
+    def __call__(self, signum, _frame):
+        self.reason = signal.Signals(signum).name
+
+    def install(self):
+        self.previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore(self):
+        for s, h in self.previous.items():
+            signal.signal(s, h)
+
+
+def _say(msg: str, progress: bool) -> None:
+    if progress:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def capture(opts: Options, ready=None) -> dict:
+    """Run one capture until a limit or a signal; return (and write) its manifest."""
+    ok, why = _host.can_capture()
+    if not ok:
+        raise CommpathError(why)
+    out = Path(opts.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(out, exc.strerror or str(exc)) from None
+    need = opts.reserve_mb + min(opts.max_mb or 0.0, 100.0)
+    free = _host.free_mb(out)
+    if free < need:
+        raise InputError(out, f"disk full: {free:.1f} MB free, capturing needs at least {need:.0f} MB "
+                              f"({opts.reserve_mb:.0f} MB reserve)")
+    inventory = read_inventory(opts.inventory) if opts.inventory else None
+    bpf = opts.bpf if opts.bpf is not None else default_filter(opts.role, inventory, opts.host)
+    engine_name, reason = _engines.choose(opts.engine, opts.ifaces)
+    if not engine_name:
+        raise CommpathError(f"capture engine: {reason}")
+    if engine_name == "tcpdump" and len(opts.ifaces) > 1 and "any" in opts.ifaces:
+        raise CommpathError("--iface any cannot be combined with other interfaces")
+    _say(f"commpath capture: engine {engine_name} ({reason})", opts.progress)
+    _say(f"commpath capture: filter {bpf or '(none)'}", opts.progress)
+
+    file_mb = None
+    if opts.ring:
+        file_mb = (opts.max_mb or 100.0 * opts.ring) / opts.ring
+    stem = f"{opts.host}"
+    engine = _engines.ENGINES[engine_name](out, stem, opts.ifaces, bpf, opts.ring, file_mb)
+    all_ifaces = _host.interfaces()
+    manifest: dict = {
+        "schema": "commpath.capture/v1", "host": opts.host, "role": opts.role,
+        "interfaces": [{"name": i, "addresses": all_ifaces.get(i, [])} for i in
+                       (sorted(all_ifaces) if opts.ifaces == ["any"] else opts.ifaces)],
+        "requested_interfaces": opts.ifaces,
+        "filter": bpf, "filter_source": "user" if opts.bpf is not None else "default",
+        "engine": engine_name, "engine_reason": reason, "engine_version": engine.version(),
+        "limits": {"duration_s": opts.duration, "max_size_mb": opts.max_mb, "ring_files": opts.ring},
+        "clock": _host.clock_source(), "status": "starting",
+    }
+    stop = _Stop()
+    stop.install()
+    start = time.time()
+    try:
+        engine.start()
+        if not engine.wait_ready(15):
+            stats = engine.stop()
+            raise CommpathError(f"capture engine {engine_name} did not start: " + "; ".join(stats["errors"] or ["no reason given"]))
+        start = time.time()
+        manifest.update(start=_iso(start), start_ts=start, status="running")
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        _say(f"commpath capture: listening on {', '.join(opts.ifaces)} -> {out}", True)
+        if ready:
+            ready()
+        last_line = 0.0
+        while stop.reason is None:
+            time.sleep(0.2)
+            now = time.time()
+            elapsed = now - start
+            size = _size_mb(engine.files())
+            if opts.duration is not None and elapsed >= opts.duration:
+                stop.reason = "duration"
+            elif opts.max_mb is not None and not opts.ring and size >= opts.max_mb:
+                stop.reason = "max-size"
+            elif _host.free_mb(out) < opts.reserve_mb:
+                stop.reason = "disk-full"
+            elif not engine.alive():
+                stop.reason = "engine-exited"
+            if opts.progress and now - last_line >= 1.0:
+                last_line = now
+                limit = f"/{opts.duration:.0f}s" if opts.duration else "s"
+                print(f"\rcapturing {elapsed:6.1f}{limit}  {size:8.2f} MB  {len(engine.files())} file(s)",
+                      end="", file=sys.stderr, flush=True)
+    finally:
+        stop.restore()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish writing the manifest even on a second Ctrl-C
+        try:
+            stats = engine.stop() if manifest["status"] == "running" else {"interfaces": {}, "errors": []}
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    end = time.time()
+    if opts.progress:
+        print(file=sys.stderr)
+    files = engine.files()
+    ifstats = stats["interfaces"]
+    captured = [s.get("captured") for s in ifstats.values()]
+    dropped = [s.get("dropped") for s in ifstats.values()]
+    manifest.update(
+        status="complete" if not stats["errors"] else "error", stop=_iso(end), stop_ts=end,
+        stop_reason=stop.reason, duration_s=round(end - start, 3),
+        files=[{"name": f.name, "bytes": f.stat().st_size} for f in files],
+        packets_captured=sum(c for c in captured if c is not None) if any(c is not None for c in captured) else None,
+        packets_dropped=sum(d for d in dropped if d is not None) if any(d is not None for d in dropped) else None,
+        interface_stats=ifstats, errors=stats["errors"],
+    )
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    _say(f"commpath capture: stopped ({stop.reason}); {manifest['packets_captured']} packets captured, "
+         f"{manifest['packets_dropped']} dropped, {_size_mb(files):.2f} MB in {len(files)} file(s)", opts.progress)
+    return manifest
+
+
+def main(args) -> int:
+    opts = Options(role=args.role, out=Path(args.out), host=args.host or socket.gethostname(),
+                   ifaces=list(args.iface) or ["any"], bpf=args.filter, inventory=getattr(args, "inventory", None),
+                   duration=args.duration, max_mb=args.max_size, ring=args.ring,
+                   engine=getattr(args, "engine", "auto") or "auto")
+    if opts.ring is not None and opts.ring < 1:
+        raise CommpathError("--ring must be at least 1")
+    for name, value in (("--duration", opts.duration), ("--max-size", opts.max_mb)):
+        if value is not None and value <= 0:
+            raise CommpathError(f"{name} must be positive")
+    manifest = capture(opts)
+    return 0 if manifest["status"] == "complete" else 1
