@@ -1,0 +1,252 @@
+"""From captures to judged paths in one call: `commpath.open` and `commpath analyze`."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .check import evaluate, load_policy
+from .check.policy import SEVERITY_RANK, Policy
+from .classify import Inventory, classify_with_view, load_inventory
+from .decode.schema import (CAPTURE_COLUMNS, CERT_COLUMNS, FINDING_COLUMNS, FLOW_COLUMNS, PATH_COLUMNS,
+                            TLS_COLUMNS, conform, empty_frame)
+from .errors import InputError
+from .present.notebook import NotebookMixin
+
+#: TLS columns of the spec's report.json, joined onto the classified flows.
+FLOW_TLS_COLUMNS = ["tls_version", "sni", "alpn", "cipher", "server_cert_fingerprints", "client_cert",
+                    "server_cert_verified"]
+CLASSIFY_COLUMNS = ["path", "src_role", "dst_role", "roles_inferred"]
+SSH_COLUMNS = ["flow_id", "client_banner", "server_banner", "hassh", "hassh_server", "kex", "host_key_alg",
+               "cipher_c2s", "cipher_s2c", "mac_c2s", "mac_s2c", "weak_algorithms"]
+HTTP_COLUMNS = ["flow_id", "frame", "direction", "method", "path", "host", "status", "connect_target",
+                "version", "h2c"]
+OUTPUT_FILES = ("flows.parquet", "tls.parquet", "certs.parquet", "findings.parquet", "report.json")
+
+
+def _handshakes_module():
+    """commpath.decode.handshakes when it is installed, else None (TLS facts then stay unknown)."""
+    try:
+        return importlib.import_module("commpath.decode.handshakes")
+    except ModuleNotFoundError as exc:
+        if exc.name in ("commpath.decode.handshakes",):
+            return None
+        raise
+
+
+@dataclass
+class Analysis(NotebookMixin):  # plots, check_matrix(), report(), _repr_html_ (present layer)
+    """Classified flows, handshakes, findings and path verdicts of one or more captures."""
+
+    flows: pd.DataFrame
+    tls: pd.DataFrame
+    certs: pd.DataFrame
+    ssh: pd.DataFrame
+    http: pd.DataFrame
+    findings: pd.DataFrame
+    paths: pd.DataFrame
+    captures: pd.DataFrame
+    inventory: Inventory | None
+    policy: Policy
+    tls_analyzed: bool = True
+    warnings: list[str] = field(default_factory=list)
+    cluster_view: object = None
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.captures["partial"].fillna(False).any()) if len(self.captures) else False
+
+    def summary(self) -> dict:
+        """Counts at a glance: flows per path, verdict per path, findings per severity."""
+        sev = self.findings["severity"].astype("string").value_counts()
+        return {
+            "captures": int(len(self.captures)),
+            "flows": int(len(self.flows)),
+            "policy": self.policy.name,
+            "flows_per_path": {str(k): int(v) for k, v in self.flows["path"].value_counts().items() if v},
+            "verdicts": dict(zip(self.paths["id"].astype(str), self.paths["verdict"].astype(str))),
+            "findings": {s: int(sev.get(s, 0)) for s in SEVERITY_RANK if sev.get(s, 0)},
+            "tls_analyzed": self.tls_analyzed,
+        }
+
+    def exit_code(self, fail_on: str = "high") -> int:
+        """1 if a finding is at or above ``fail_on``, else 0 (the CLI's exit codes)."""
+        if fail_on not in SEVERITY_RANK:
+            raise ValueError(f"fail_on must be one of {', '.join(SEVERITY_RANK)}")
+        ranks = self.findings["severity"].astype("string").map(SEVERITY_RANK)
+        return int(bool((ranks >= SEVERITY_RANK[fail_on]).any()))
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        verdicts = ", ".join(f"{k}={v}" for k, v in s["verdicts"].items() if v != "not-observed")
+        return (f"<Analysis {s['captures']} capture(s), {s['flows']} flows, policy {s['policy']}, "
+                f"{len(self.findings)} findings; {verdicts or 'no documented path observed'}>")
+
+
+def _is_analysis_dir(p: Path) -> bool:
+    return p.is_dir() and (p / "flows.parquet").is_file() and (p / "report.json").is_file()
+
+
+def _read_parquet(path: Path, columns: dict[str, str] | None) -> pd.DataFrame:
+    if not path.is_file():
+        return empty_frame(columns) if columns else pd.DataFrame()
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for damaged files
+        raise InputError(path, f"cannot read parquet: {exc}") from None
+    for name, dtype in (columns or {}).items():
+        if name in df and dtype == "object":
+            df[name] = df[name].map(lambda v: list(v) if hasattr(v, "__len__") and not isinstance(v, str) else v)
+    return conform(df, columns) if columns else df
+
+
+def _load_analysis_dir(folder: Path):
+    """flows (without classification), tls, certs and captures of an earlier `analyze --out`."""
+    flows = _read_parquet(folder / "flows.parquet", None)
+    flows = flows.drop(columns=[c for c in CLASSIFY_COLUMNS + FLOW_TLS_COLUMNS if c in flows])
+    flows = conform(flows, FLOW_COLUMNS)
+    tls = _read_parquet(folder / "tls.parquet", TLS_COLUMNS)
+    certs = _read_parquet(folder / "certs.parquet", CERT_COLUMNS)
+    try:
+        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(folder / "report.json", f"cannot read: {exc}") from None
+    caps = pd.DataFrame([{**c, "partial": False} for c in report.get("captures", [])])
+    captures = conform(caps if len(caps) else empty_frame(CAPTURE_COLUMNS), CAPTURE_COLUMNS)
+    tls_analyzed = len(tls) > 0 or not (flows["app_protocol"].astype("string") == "tls").any()
+    return flows, tls, certs, captures, tls_analyzed
+
+
+def _join_tls(flows: pd.DataFrame, tls: pd.DataFrame) -> pd.DataFrame:
+    t = tls.drop_duplicates("flow_id").set_index("flow_id")
+    out = flows.copy()
+    for col in FLOW_TLS_COLUMNS:
+        mapped = out["flow_id"].map(t[col]) if col in t else pd.Series(pd.NA, index=out.index)
+        out[col] = mapped.astype(TLS_COLUMNS[col]) if TLS_COLUMNS[col] != "object" else mapped
+    return out
+
+
+def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progress=False) -> Analysis:  # noqa: A001
+    """Read captures (files, folders, or an ``analyze`` output folder), classify every flow into its
+    documented path, and judge the paths against ``policy``.
+
+    ``inventory`` is a file or an :class:`Inventory`; ``ca`` a PEM bundle (defaults to the
+    inventory's ``ca_bundle``); ``keylog`` an NSS key log for TLS 1.3 certificates.
+    """
+    if not inputs:
+        raise InputError("(no input)", "give at least one capture file or folder")
+    inv = inventory if isinstance(inventory, Inventory) or inventory is None else load_inventory(inventory)
+    pol = load_policy(policy)
+    if ca is None and inv is not None and inv.ca_bundle is not None:
+        ca = str(inv.ca_bundle)
+    for opt, value in (("--ca", ca), ("--keylog", keylog)):
+        if value is not None and not Path(value).is_file():
+            raise InputError(value, f"no such file ({opt})")
+
+    paths = [Path(p) for p in inputs]
+    warnings: list[str] = []
+    ssh = pd.DataFrame(columns=SSH_COLUMNS)
+    http = pd.DataFrame(columns=HTTP_COLUMNS)
+    if any(_is_analysis_dir(p) for p in paths):
+        if len(paths) != 1:
+            raise InputError(paths[0], "an analyze output folder must be the only input")
+        flows, tls, certs, captures, tls_analyzed = _load_analysis_dir(paths[0])
+    else:
+        from .decode.engine import read
+        capture = read(*paths, progress=_progress(progress))
+        flows, captures = capture.flows, capture.captures
+        warnings.extend(capture.warnings)
+        hs_mod = _handshakes_module()
+        if hs_mod is None:
+            tls, certs, tls_analyzed = empty_frame(TLS_COLUMNS), empty_frame(CERT_COLUMNS), False
+            warnings.append("TLS handshake analysis unavailable (commpath.decode.handshakes missing): "
+                            "TLS-based checks are not-observable")
+        else:
+            hs = hs_mod.analyze_handshakes(capture, ca=ca, keylog=keylog)
+            tls = conform(hs.tls.copy(), TLS_COLUMNS)
+            certs = conform(hs.certs.copy(), CERT_COLUMNS)
+            ssh = getattr(hs, "ssh", ssh)
+            http = getattr(hs, "http", http)
+            tls_analyzed = True
+
+    classified, view = classify_with_view(flows, tls, inv, certs)
+    findings, path_table = evaluate(classified, tls, certs, pol, inv, tls_known=tls_analyzed)
+    return Analysis(flows=_join_tls(classified, tls), tls=tls, certs=certs, ssh=ssh, http=http,
+                    findings=findings, paths=path_table, captures=captures, inventory=inv, policy=pol,
+                    tls_analyzed=tls_analyzed, warnings=warnings, cluster_view=view)
+
+
+def _progress(enabled: bool):
+    if not enabled or not sys.stderr.isatty():
+        return None
+
+    def show(file: str, done: int, total: int) -> None:
+        pct = 100 * done / total if total else 100
+        print(f"\rreading {Path(file).name}: {pct:5.1f}%", end="", file=sys.stderr, flush=True)
+    return show
+
+
+def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """Object columns holding lists stay lists; anything else object becomes text."""
+    out = df.copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            sample = out[col].dropna()
+            if len(sample) and not all(isinstance(v, (list, tuple)) for v in sample):
+                out[col] = out[col].map(lambda v: None if v is None or (not isinstance(v, (list, tuple)) and pd.isna(v)) else str(v))
+    return out
+
+
+def write_outputs(analysis: Analysis, out: str | Path) -> dict[str, Path]:
+    """The spec's output set: flows/tls/certs/findings parquet files and report.json."""
+    from .present.report_json import write_report_json
+    folder = Path(out)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(folder, f"cannot create the output folder: {exc.strerror or exc}") from None
+    files = {name: folder / name for name in OUTPUT_FILES}
+    try:
+        _parquet_safe(analysis.flows).to_parquet(files["flows.parquet"], index=False)
+        _parquet_safe(analysis.tls).to_parquet(files["tls.parquet"], index=False)
+        _parquet_safe(analysis.certs).to_parquet(files["certs.parquet"], index=False)
+        _parquet_safe(conform(analysis.findings.copy(), FINDING_COLUMNS)).to_parquet(files["findings.parquet"], index=False)
+    except OSError as exc:
+        raise InputError(folder, f"cannot write: {exc.strerror or exc}") from None
+    write_report_json(analysis, files["report.json"])
+    return files
+
+
+def analyze_main(args) -> int:
+    """`commpath analyze INPUT... --out DIR`: exit 0, or 1 with findings at or above --fail-on."""
+    quiet = getattr(args, "quiet", False)
+    analysis = open(*args.inputs, inventory=args.inventory, policy=args.policy, ca=args.ca,
+                    keylog=args.keylog, progress=not quiet)
+    write_outputs(analysis, args.out)
+    fail_on = getattr(args, "fail_on", "high") or "high"
+    if not quiet:
+        if sys.stderr.isatty():
+            print("\r\033[K", end="", file=sys.stderr)
+        for w in analysis.warnings:
+            print(f"commpath: warning: {w}", file=sys.stderr)
+        s = analysis.summary()
+        print(f"{s['flows']} flows in {s['captures']} capture(s); policy {s['policy']}", file=sys.stderr)
+        for pid, verdict in s["verdicts"].items():
+            print(f"  {pid:28s} {verdict}", file=sys.stderr)
+        counts = ", ".join(f"{n} {sev}" for sev, n in s["findings"].items()) or "none"
+        print(f"findings: {counts}; written to {args.out}", file=sys.stderr)
+    return analysis.exit_code(fail_on)
+
+
+def flows_main(args) -> int:
+    """`commpath flows INPUT...`: the decode layer's connection table."""
+    from .decode.engine import flows_main as decode_flows_main
+    return decode_flows_main(args)
+
+
+__all__ = ["open", "Analysis", "analyze_main", "write_outputs", "PATH_COLUMNS"]
