@@ -144,11 +144,10 @@ class Exerciser:
     def _proxy_jobs(self, node) -> list[Job]:
         """apiserver proxy (`/api/v1/{nodes,pods,services}/NAME[:PORT]/proxy`, with and without `https:`)."""
         cp, pod = self.topo.control_plane, node.pods[0]
-        route, way = self._route(node)
-        if way == "ssh":
-            route = []  # the legacy cluster tunnels kubelet traffic only; proxy requests go direct
-        if way == "konnectivity" and self.sc.proxy_via != "konnectivity":
-            route = []
+        # the legacy cluster tunnels kubelet traffic only (proxy requests go direct); the broken one
+        # bypasses Konnectivity for node2's kubelet only
+        route = (["--konnectivity", f"127.0.0.1:8131,{node.name}", "--new-conn"]
+                 if self.sc.konnectivity and self.sc.proxy_via == "konnectivity" else [])
         tls = ["--tls-max", self.sc.tls_max] if self.sc.tls_max else []
         plain = [f"http://{node.ip}:8080/", f"http://{pod.ip}:8080/"]
         if node.name == self.topo.nodes[-1].name:

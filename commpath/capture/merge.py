@@ -1,0 +1,162 @@
+"""Many hosts, one picture: one flow per connection seen from several hosts, with clock offsets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+#: Connections whose aligned starts differ by more than this are different connections.
+MATCH_TOLERANCE_S = 2.0
+
+OFFSET_COLUMNS = {"host": "string", "offset_s": "float64", "reference": "string", "connections": "int64",
+                  "method": "string", "spread_s": "float64"}
+
+_KEY = ["src_ip", "src_port", "dst_ip", "dst_port", "transport"]
+
+
+def host_addresses(captures: pd.DataFrame) -> dict[str, str]:
+    """IP address -> host, from the manifest.json beside each capture file (when there is one)."""
+    owner: dict[str, str] = {}
+    for file, host in zip(captures["file"].astype(str), captures["host"]):
+        manifest = Path(file).parent / "manifest.json"
+        if pd.isna(host) or not manifest.exists():
+            continue
+        try:
+            data = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            continue
+        for iface in data.get("interfaces", []):
+            for cidr in iface.get("addresses", []):
+                ip = cidr.split("/")[0]
+                if not ip.startswith("127.") and ip != "::1":
+                    owner.setdefault(ip, str(host))
+    return owner
+
+
+def _with_hosts(flows: pd.DataFrame, captures: pd.DataFrame) -> pd.DataFrame:
+    hosts = captures[["file", "host"]].astype({"file": "string", "host": "string"})
+    f = flows.merge(hosts, how="left", left_on="capture", right_on="file").drop(columns=["file"])
+    f["host"] = f["host"].fillna(f["capture"].map(lambda p: Path(str(p)).parent.name)).astype("string")
+    return f
+
+
+def estimate_clock_offsets(flows: pd.DataFrame, captures: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
+    """Per-host clock offset (seconds to subtract from a host's timestamps) against a reference host.
+
+    Uses TCP connections whose handshake was seen on two hosts: the difference of the SYN times is
+    offset + one-way delay in one direction and delay - offset in the other; with both directions the
+    delay cancels (NTP style), with one direction it is the offset plus the (small) path delay.
+    """
+    f = _with_hosts(flows, captures)
+    f = f[f["syn_seen"].astype(bool)] if "syn_seen" in f else f
+    owner = host_addresses(captures)
+    # one observation per (connection key, host): the earliest on that host (several interfaces)
+    first = f.groupby(_KEY + ["host"], observed=True, dropna=False)["ts_start"].min().reset_index()
+    first["initiator_host"] = first["src_ip"].astype(str).map(owner)
+    pairs = first.merge(first, on=_KEY, suffixes=("_a", "_b"))
+    pairs = pairs[pairs["host_a"] < pairs["host_b"]]
+    hosts = sorted(set(f["host"].dropna().astype(str)))
+    if reference is None:
+        roles = captures.dropna(subset=["host"]).set_index("host")["role"].astype(str).to_dict() if "role" in captures else {}
+        cps = [h for h in hosts if roles.get(h) == "control-plane"]
+        reference = (cps or hosts or [""])[0]
+    # initiator side a: diff = (t_b - t_a) = off_b - off_a + delay; initiator b: diff = off_b - off_a - delay
+    diff = pairs["ts_start_b"] - pairs["ts_start_a"]
+    init = pairs["initiator_host_a"].fillna("").astype(str).to_numpy()
+    ha, hb = pairs["host_a"].astype(str).to_numpy(), pairs["host_b"].astype(str).to_numpy()
+    sign = np.where(init == ha, 1, np.where(init == hb, -1, 0))
+    pairs = pairs.assign(diff=diff.to_numpy(), sign=sign)
+    rel: dict[tuple[str, str], tuple[float, int, str, float]] = {}
+    for (a, b), g in pairs.groupby(["host_a", "host_b"], observed=True):
+        fwd, rev = g.loc[g["sign"] == 1, "diff"], g.loc[g["sign"] == -1, "diff"]
+        if len(fwd) and len(rev):
+            est, method = (fwd.median() + rev.median()) / 2, "two-way"
+        else:
+            est, method = g["diff"].median(), "one-way"
+        q = g["diff"].quantile([0.25, 0.75])
+        rel[(str(a), str(b))] = (float(est), len(g), method, float(q.iloc[1] - q.iloc[0]))
+    rows = []
+    for h in hosts:
+        if h == reference:
+            rows.append((h, 0.0, reference, 0, "reference", 0.0))
+        elif (reference, h) in rel:
+            est, n, m, s = rel[(reference, h)]
+            rows.append((h, est, reference, n, m, s))
+        elif (h, reference) in rel:
+            est, n, m, s = rel[(h, reference)]
+            rows.append((h, -est, reference, n, m, s))
+        else:
+            rows.append((h, np.nan, reference, 0, "no shared connections", np.nan))
+    return pd.DataFrame(rows, columns=list(OFFSET_COLUMNS)).astype(OFFSET_COLUMNS)
+
+
+def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance: float = MATCH_TOLERANCE_S) -> pd.DataFrame:
+    """One row per connection; the same connection seen by several hosts (or interfaces) is merged.
+
+    Adds ``vantage_points`` (list of dicts: host, capture, flow_id, first_frame, ts_start),
+    ``hosts`` (list of host names), ``ts_start_aligned`` (start on the reference host's clock) and
+    ``dst_before_nat`` (the dialled destination when one vantage point saw it before DNAT, e.g. the
+    ``kubernetes`` service VIP). The kept row is the initiator host's view after NAT. The clock
+    offset table is in ``result.attrs["clock_offsets"]``.
+    """
+    offsets = estimate_clock_offsets(flows, captures)
+    if flows.empty:
+        out = flows.copy()
+        for col in ("vantage_points", "hosts", "dst_before_nat"):
+            out[col] = pd.Series(dtype=object)
+        out["ts_start_aligned"] = pd.Series(dtype="float64")
+        out.attrs["clock_offsets"] = offsets
+        return out
+    f = _with_hosts(flows, captures)
+    off = offsets.set_index("host")["offset_s"].fillna(0.0)
+    f["ts_start_aligned"] = f["ts_start"] - f["host"].astype(str).map(off).fillna(0.0).to_numpy()
+    owner = host_addresses(captures)
+    known = set(owner)
+
+    # 1. same 5-tuple, starts within the tolerance -> one connection
+    f = f.sort_values(_KEY + ["ts_start_aligned"], kind="stable").reset_index(drop=True)
+    same_key = (f[_KEY].shift() == f[_KEY]).all(axis=1).to_numpy()
+    close = (f["ts_start_aligned"].diff().abs() <= tolerance).to_numpy()
+    f["conn"] = np.cumsum(~(same_key & close))
+
+    # 2. the same initiator socket seen before and after DNAT (dst differs) -> one connection
+    f["nat_side"] = ~f["dst_ip"].astype(str).isin(known).to_numpy() if known else False
+    sock = ["src_ip", "src_port", "transport"]
+    g = f.sort_values(sock + ["ts_start_aligned"], kind="stable")
+    same_sock = (g[sock].shift() == g[sock]).all(axis=1).to_numpy()
+    near = (g["ts_start_aligned"].diff().abs() <= tolerance).to_numpy()
+    dst_diff = ((g["dst_ip"].shift() != g["dst_ip"]) | (g["dst_port"].shift() != g["dst_port"])).to_numpy()
+    nat_pair = same_sock & near & dst_diff & (g["nat_side"].to_numpy() | g["nat_side"].shift(fill_value=False).to_numpy())
+    g = g.assign(nat_link=nat_pair)
+    link = g.loc[g["nat_link"], "conn"].to_numpy()
+    prev = g["conn"].shift().loc[g["nat_link"]].to_numpy()
+    remap = dict(zip(link, prev.astype(np.int64)))
+    for _ in range(3):  # chains of links
+        f["conn"] = f["conn"].map(lambda c: remap.get(c, c))
+
+    # pick the representative row: after NAT, on the initiator's host, earliest
+    f["is_initiator_host"] = f["src_ip"].astype(str).map(owner).fillna("").to_numpy() == f["host"].astype(str).to_numpy()
+    f = f.sort_values(["conn", "nat_side", "is_initiator_host", "ts_start_aligned"],
+                      ascending=[True, True, False, True], kind="stable")
+    vp = f.assign(vp=[{"host": h, "capture": c, "flow_id": int(i), "first_frame": int(fr), "ts_start": float(t)}
+                      for h, c, i, fr, t in zip(f["host"].astype(str), f["capture"].astype(str), f["flow_id"],
+                                                f["first_frame"], f["ts_start"])])
+    agg = vp.groupby("conn", sort=False).agg(
+        vantage_points=("vp", list),
+        hosts=("host", lambda s: sorted(set(s.astype(str)))),
+    )
+    pre_nat = f[f["nat_side"]].groupby("conn")[["dst_ip", "dst_port"]].first()
+    rep = f.drop_duplicates("conn", keep="first").set_index("conn")
+    rep = rep.join(agg)
+    rep["hosts"] = rep["hosts"].map(list)
+    rep["dst_before_nat"] = pd.Series(
+        {c: f"{ip}:{port}" for c, ip, port in zip(pre_nat.index, pre_nat["dst_ip"], pre_nat["dst_port"])},
+        dtype=object).reindex(rep.index)
+    rep.loc[rep["nat_side"], "dst_before_nat"] = None  # no post-NAT view: the row itself is pre-NAT
+    rep = rep.drop(columns=["nat_side", "is_initiator_host"]).reset_index(drop=True)
+    rep = rep.sort_values("ts_start_aligned", kind="stable").reset_index(drop=True)
+    rep.attrs["clock_offsets"] = offsets
+    return rep
