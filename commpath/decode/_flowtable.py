@@ -7,7 +7,7 @@ import numpy as np
 
 # Columns of the int64 flow matrix.
 (SPORT, DPORT, PROTO, IPVER, FIRST_FRAME, LAST_FRAME, PK0, PK1, BY0, BY1, PL0, PL1, FLAGS,
- BASE0, BASE1, INIT, TUNNEL, VNI, VLAN, FRAGS, TRUNC, N_INT) = range(22)
+ BASE0, BASE1, INIT, TUNNEL, VNI, VLAN, FRAGS, TRUNC, SLOT0, SLOT1, N_INT) = range(24)
 # Columns of the uint64 address matrix.
 SRC_HI, SRC_LO, DST_HI, DST_LO, TSRC_HI, TSRC_LO, TDST_HI, TDST_LO, N_ADDR = range(9)
 # Columns of the float64 time matrix.
@@ -15,6 +15,7 @@ TS0, TS1, N_TIME = range(3)
 
 # FLAGS bits.
 F_SYN, F_SYNACK, F_HS_DONE, F_FIN0, F_FIN1, F_RST, F_BASE0, F_BASE1 = 1, 2, 4, 8, 16, 32, 64, 128
+F_HARVESTED, F_DONE_QUEUED = 256, 512
 
 # INIT values: how the initiator was chosen.
 INIT_NAMES = {0: "syn", 1: "synack", 2: "port", 3: "first-packet", 4: "payload"}
@@ -38,7 +39,7 @@ class FlowTable:
         self.fa = np.zeros((capacity, N_ADDR), np.uint64)
         self.ft = np.zeros((capacity, N_TIME), np.float64)
         self.slots = np.full(capacity * 4, -1, np.int64)
-        self.counts = np.zeros(2, np.int64)   # flows, distinct tuples
+        self.counts = np.zeros(4, np.int64)   # flows, distinct tuples, queued done, free slots
 
     @property
     def n(self) -> int:
@@ -56,22 +57,39 @@ class FlowTable:
         self.slots = np.full(self.slots.shape[0] * 2, -1, np.int64)
         _rehash(self.fa, self.fi, self.counts[0], self.slots)
 
-    def update(self, h, wirelen, ts, frame0, limit, udp_timeout, seg_rel, seg_take, pkt_flow, pkt_dir):
-        """Account every packet of a chunk; fill per-packet flow index and payload to keep."""
+    def update(self, h, wirelen, ts, frame0, buf, limit, udp_timeout, pkt_flow, pkt_dir, arena, harvest):
+        """Account every packet of a chunk; keep stream payload in ``arena``.
+
+        ``harvest(flow_indices)`` is called whenever the arena's queue of completed flows
+        needs emptying or it runs out of slots; it must release their slots.
+        """
         start = 0
         n = len(wirelen)
+        counts = self.counts
         while start < n:
+            counts[2] = arena.ndone
+            counts[3] = arena.nfree
             start = _update(
                 h.status, h.ipver, h.src_hi, h.src_lo, h.dst_hi, h.dst_lo, h.proto, h.sport, h.dport,
                 h.flags, h.seq, h.pl_cap, h.pl_wire, h.frag, h.tunnel, h.tun_src_hi, h.tun_src_lo,
                 h.tun_dst_hi, h.tun_dst_lo, h.vni, h.vlan, wirelen, ts, frame0,
-                self.fi, self.fa, self.ft, self.counts, self.slots, limit, udp_timeout,
-                SERVICE_PORTS, seg_rel, seg_take, pkt_flow, pkt_dir, start)
+                self.fi, self.fa, self.ft, counts, self.slots, limit, udp_timeout,
+                SERVICE_PORTS, pkt_flow, pkt_dir, start,
+                buf, h.pl_off, arena.data, arena.cov, arena.meta, arena.marks, arena.free, arena.done)
+            arena.ndone = int(counts[2])
+            arena.nfree = int(counts[3])
             if start < n:
-                if self.counts[0] >= self.fi.shape[0]:
+                if counts[0] >= self.fi.shape[0]:
                     self._grow_flows()
-                if self.counts[1] * 2 >= self.slots.shape[0]:
+                if counts[1] * 2 >= self.slots.shape[0]:
                     self._grow_slots()
+                if arena.ndone + 2 >= len(arena.done) or arena.nfree == 0:
+                    harvest(arena.take_done())
+                    if arena.nfree < len(arena.free) // 4:
+                        if arena.can_grow():
+                            arena.grow()
+                        else:       # at the memory budget: the least recently active flows go first
+                            harvest(arena.idle_victims(self.fi, self.ft[:, TS1], self.n))
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -114,6 +132,54 @@ def _rehash(fa, fi, nflows, slots):
         slots[j] = f
 
 
+@numba.njit(cache=True, nogil=True)
+def _store(buf, src, rel, take, frame, slot, a_data, a_cov, a_int, a_fr):
+    """Copy a segment's bytes to its offset in the slot; advance the contiguous prefix."""
+    if rel >= a_int[slot, 1]:
+        # beyond everything seen so far: all bytes are new, copy them in one go
+        a_data[slot, rel:rel + take] = buf[src:src + take]
+        o = rel
+        stop = rel + take
+        while o < stop and (o & 7) != 0:
+            a_cov[slot, o >> 3] |= np.uint8(1 << (o & 7))
+            o += 1
+        if stop - o >= 8:
+            a_cov[slot, o >> 3:stop >> 3] = 0xFF
+            o = stop & ~7
+        while o < stop:
+            a_cov[slot, o >> 3] |= np.uint8(1 << (o & 7))
+            o += 1
+        new_bytes = take > 0
+    else:
+        new_bytes = False
+        for b in range(take):
+            o = rel + b
+            m = np.uint8(1 << (o & 7))
+            if (a_cov[slot, o >> 3] & m) == 0:
+                a_cov[slot, o >> 3] |= m
+                a_data[slot, o] = buf[src + b]
+                new_bytes = True
+    if new_bytes and a_int[slot, 2] < a_fr.shape[1]:
+        k = a_int[slot, 2]
+        a_fr[slot, k, 0] = rel
+        a_fr[slot, k, 1] = frame
+        a_int[slot, 2] = k + 1
+    if rel + take > a_int[slot, 1]:
+        a_int[slot, 1] = rel + take
+    c = a_int[slot, 0]
+    if c < rel:
+        return
+    limit = a_data.shape[1]
+    while c < limit:
+        if (c & 7) == 0 and c + 8 <= limit and a_cov[slot, c >> 3] == 0xFF:
+            c += 8
+        elif (a_cov[slot, c >> 3] & np.uint8(1 << (c & 7))) != 0:
+            c += 1
+        else:
+            break
+    a_int[slot, 0] = c
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _is_service(port, service_ports):
     if port < 1024:
@@ -132,17 +198,18 @@ def _is_service(port, service_ports):
 @numba.njit(cache=True, nogil=True)
 def _update(status, ipver, src_hi, src_lo, dst_hi, dst_lo, proto, sport, dport, tflags, seq, pl_cap,
             pl_wire, frag, tunnel, tsh, tsl, tdh, tdl, vni, vlan, wirelen, ts, frame0,
-            fi, fa, ft, counts, slots, limit, udp_timeout, service_ports, seg_rel, seg_take, pkt_flow, pkt_dir, start):
+            fi, fa, ft, counts, slots, limit, udp_timeout, service_ports, pkt_flow, pkt_dir, start,
+            buf, pl_off, a_data, a_cov, a_int, a_fr, a_free, done):
     n = status.shape[0]
     nflows = counts[0]
     ntuples = counts[1]
     mask = slots.shape[0] - 1
     for i in range(start, n):
         pkt_flow[i] = -1
-        seg_take[i] = 0
         if status[i] != 0:
             continue
-        if nflows >= fi.shape[0] or ntuples * 2 >= slots.shape[0]:
+        if nflows >= fi.shape[0] or ntuples * 2 >= slots.shape[0] or counts[2] + 2 >= done.shape[0] \
+                or (pl_cap[i] > 0 and counts[3] == 0):
             counts[0] = nflows
             counts[1] = ntuples
             return i
@@ -213,6 +280,8 @@ def _update(status, ipver, src_hi, src_lo, dst_hi, dst_lo, proto, sport, dport, 
                     init = 3
             for c in range(N_INT):
                 fi[f, c] = 0
+            fi[f, SLOT0] = -1
+            fi[f, SLOT1] = -1
             if rev:
                 fa[f, SRC_HI] = dh
                 fa[f, SRC_LO] = dl
@@ -279,17 +348,36 @@ def _update(status, ipver, src_hi, src_lo, dst_hi, dst_lo, proto, sport, dport, 
             ff |= F_FIN0 if d == 0 else F_FIN1
         if fl & TH_RST:
             ff |= F_RST
-        fi[f, FLAGS] = ff
-        # ---- payload within the first ``limit`` bytes of this direction
+        # ---- payload within the first ``limit`` bytes of this direction, written in place
         bit = F_BASE0 if d == 0 else F_BASE1
-        if pl_cap[i] > 0 and (ff & bit) != 0 and limit > 0:
+        if pl_cap[i] > 0 and (ff & bit) != 0 and limit > 0 and (ff & F_HARVESTED) == 0:
             rel = np.int64(np.uint32(seq[i] - np.uint32(fi[f, BASE0 + d])))
             if rel < limit:
                 take = limit - rel
                 if take > pl_cap[i]:
                     take = pl_cap[i]
-                seg_rel[i] = rel
-                seg_take[i] = take
+                slot = fi[f, SLOT0 + d]
+                if slot < 0:
+                    counts[3] -= 1
+                    slot = a_free[counts[3]]
+                    fi[f, SLOT0 + d] = slot
+                    a_int[slot, 0] = 0      # contiguous bytes from offset 0
+                    a_int[slot, 1] = 0      # highest byte end seen
+                    a_int[slot, 2] = 0      # frame marks used
+                    a_int[slot, 3] = f
+                    for c in range(a_cov.shape[1]):
+                        a_cov[slot, c] = 0
+                _store(buf, pl_off[i], rel, take, frame0 + i, slot, a_data, a_cov, a_int, a_fr)
+        # ---- a flow whose streams are complete is queued for harvesting
+        if (ff & (F_HARVESTED | F_DONE_QUEUED)) == 0:
+            complete = (ff & F_RST) != 0 or (ff & (F_FIN0 | F_FIN1)) == (F_FIN0 | F_FIN1)
+            if not complete and fi[f, SLOT0] >= 0 and fi[f, SLOT1] >= 0:
+                complete = a_int[fi[f, SLOT0], 0] >= limit and a_int[fi[f, SLOT1], 0] >= limit
+            if complete:
+                ff |= F_DONE_QUEUED
+                done[counts[2]] = f
+                counts[2] += 1
+        fi[f, FLAGS] = ff
     counts[0] = nflows
     counts[1] = ntuples
     return n

@@ -1,76 +1,94 @@
-"""Payload segments kept by the flow table, put back in sequence order per direction."""
+"""The stream arena: first bytes of each direction kept in place, harvested per finished flow."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from . import _flowtable as ft
 from .streams import FlowStreams, Stream
 
+#: How many (offset, frame) marks a direction keeps: enough to place every handshake message.
+MARKS = 64
+_EMPTY = Stream()
 
-class SegmentStore:
-    """Collects the kept payload of every chunk; builds :class:`FlowStreams` at the end."""
 
-    def __init__(self, limit: int):
-        self.limit = limit
-        self._meta: list[np.ndarray] = []
-        self._data: list[np.ndarray] = []
-        self._size = 0
+class StreamArena:
+    """Fixed-size slots (one per connection direction) that the flow kernel writes into."""
 
-    def add(self, buf: np.ndarray, pl_off: np.ndarray, pkt_flow: np.ndarray, pkt_dir: np.ndarray,
-            seg_rel: np.ndarray, seg_take: np.ndarray, frame0: int) -> None:
-        idx = np.flatnonzero(seg_take > 0)
-        if idx.size == 0:
-            return
-        lens = seg_take[idx].astype(np.int64)
-        starts = pl_off[idx]
-        ends = np.cumsum(lens)
-        positions = np.repeat(starts - (ends - lens), lens) + np.arange(int(ends[-1]), dtype=np.int64)
-        self._data.append(buf[positions])
-        meta = np.empty((idx.size, 6), np.int64)
-        meta[:, 0] = pkt_flow[idx]
-        meta[:, 1] = pkt_dir[idx]
-        meta[:, 2] = seg_rel[idx]
-        meta[:, 3] = lens
-        meta[:, 4] = frame0 + idx
-        meta[:, 5] = self._size + ends - lens      # offset in the concatenated data
-        self._size += int(ends[-1])
-        self._meta.append(meta)
+    def __init__(self, limit: int, budget: int = 96 * 1024 * 1024, slots: int = 256):
+        self.limit = max(int(limit), 8)
+        self.max_slots = max(64, budget // (self.limit + self.limit // 8 + MARKS * 16 + 32))
+        self._alloc(min(slots, self.max_slots))
+        self.done = np.zeros(4096, np.int64)
+        self.ndone = 0
 
-    def streams(self, flow_id_base: int = 0) -> dict[int, FlowStreams]:
-        """Reassemble each direction from offset 0 up to the first gap or the limit."""
-        if not self._meta:
-            return {}
-        meta = np.concatenate(self._meta)
-        data = np.concatenate(self._data).tobytes()
-        self._meta, self._data = [], []
-        order = np.lexsort((meta[:, 4], meta[:, 2], meta[:, 1], meta[:, 0]))
-        meta = meta[order]
-        keys = meta[:, 0] * 2 + meta[:, 1]
-        bounds = np.flatnonzero(np.diff(keys)) + 1
-        starts = np.concatenate(([0], bounds))
-        stops = np.concatenate((bounds, [len(meta)]))
-        halves: dict[int, list[Stream | None]] = {}
-        rows = meta.tolist()
-        for lo, hi in zip(starts.tolist(), stops.tolist()):
-            flow, direction = rows[lo][0], rows[lo][1]
-            pieces: list[bytes] = []
-            offsets: list[int] = []
-            frames: list[int] = []
-            end = 0
-            gap = False
-            for _, _, rel, length, frame, doff in rows[lo:hi]:
-                if rel > end:
-                    gap = True
-                    break
-                if rel + length <= end:
-                    continue               # retransmission of bytes we have
-                skip = end - rel
-                pieces.append(data[doff + skip: doff + length])
-                offsets.append(end)
-                frames.append(frame)
-                end = rel + length
-            stream = Stream(b"".join(pieces), tuple(offsets), tuple(frames), gap=gap, limited=end >= self.limit)
-            halves.setdefault(flow, [None, None])[direction] = stream
-        empty = Stream()
-        return {flow_id_base + f: FlowStreams(flow_id_base + f, h[0] or empty, h[1] or empty)
-                for f, h in halves.items()}
+    def _alloc(self, slots: int) -> None:
+        self.data = np.zeros((slots, self.limit), np.uint8)
+        self.cov = np.zeros((slots, (self.limit + 7) // 8), np.uint8)
+        self.meta = np.zeros((slots, 4), np.int64)        # contiguous, max end, marks used, owner flow
+        self.marks = np.zeros((slots, MARKS, 2), np.int64)  # (offset, frame)
+        self.free = np.arange(slots - 1, -1, -1, dtype=np.int64)
+        self.nfree = slots
+
+    def grow(self) -> None:
+        """Double the slots; slots in use keep their index."""
+        used = len(self.meta)
+        old_free = self.free[: self.nfree].copy()
+        old = (self.data, self.cov, self.meta, self.marks)
+        self._alloc(used * 2)
+        for new, prev in zip((self.data, self.cov, self.meta, self.marks), old):
+            new[:used] = prev
+        stack = np.concatenate([old_free, np.arange(used * 2 - 1, used - 1, -1)])
+        self.free = np.zeros(used * 2, np.int64)
+        self.free[: len(stack)] = stack
+        self.nfree = len(stack)
+
+    def can_grow(self) -> bool:
+        return len(self.meta) * 2 <= self.max_slots
+
+    def idle_victims(self, fi: np.ndarray, last_seen: np.ndarray, n: int) -> np.ndarray:
+        """The half of the flows holding slots that were active least recently."""
+        holding = self.open_flows(fi, n)
+        k = max(1, len(holding) // 2)
+        if len(holding) <= k:
+            return holding
+        return holding[np.argpartition(last_seen[holding], k)[:k]]
+
+    def take_done(self) -> np.ndarray:
+        out = self.done[: self.ndone].copy()
+        self.ndone = 0
+        return out
+
+    def stream(self, slot: int) -> Stream:
+        contig, maxend, nmarks, _ = self.meta[slot].tolist()
+        marks = self.marks[slot, :nmarks].tolist()
+        if any(marks[k][0] > marks[k + 1][0] for k in range(len(marks) - 1)):
+            marks.sort(key=lambda m: m[0])
+        offsets = tuple(m[0] for m in marks if m[0] < contig)
+        frames = tuple(m[1] for m in marks if m[0] < contig)
+        return Stream(self.data[slot, :contig].tobytes(), offsets, frames,
+                      gap=maxend > contig and contig < self.limit, limited=contig >= self.limit)
+
+    def harvest(self, fi: np.ndarray, flows: np.ndarray, base: int = 0) -> list[tuple[int, FlowStreams]]:
+        """(flow index, FlowStreams) of ``flows``; their slots go back to the free list.
+
+        ``base`` is added to flow indices to give the flow ids of the run."""
+        out = []
+        for f in flows.tolist():
+            s0, s1 = int(fi[f, ft.SLOT0]), int(fi[f, ft.SLOT1])
+            fwd = self.stream(s0) if s0 >= 0 else _EMPTY
+            rev = self.stream(s1) if s1 >= 0 else _EMPTY
+            for slot in (s0, s1):
+                if slot >= 0:
+                    self.free[self.nfree] = slot
+                    self.nfree += 1
+            fi[f, ft.SLOT0] = -1
+            fi[f, ft.SLOT1] = -1
+            fi[f, ft.FLAGS] |= ft.F_HARVESTED
+            if s0 >= 0 or s1 >= 0:
+                out.append((f, FlowStreams(base + f, fwd, rev)))
+        return out
+
+    def open_flows(self, fi: np.ndarray, n: int) -> np.ndarray:
+        """Flows still holding slots (harvested at the end of a file)."""
+        return np.flatnonzero((fi[:n, ft.SLOT0] >= 0) | (fi[:n, ft.SLOT1] >= 0))

@@ -17,7 +17,7 @@ from ..errors import InputError
 from . import _flowtable as ft
 from ._packets import LINKTYPES, ST_FRAGMENT, ST_MALFORMED, ST_UNSUPPORTED_LINK, TUNNELS, parse
 from ._pcapfile import ReadState, iter_records
-from ._reassembly import SegmentStore
+from ._reassembly import StreamArena
 from .appproto import detect
 from .schema import CAPTURE_COLUMNS, FLOW_COLUMNS, conform, empty_frame
 from .streams import FlowStreams
@@ -51,19 +51,27 @@ class Capture:
         return f"<commpath.Capture: {len(self.captures)} capture(s), {len(self.flows)} flows>"
 
 
+StreamSink = Callable[[FlowStreams], None]
+
+
 def read(*inputs: str | os.PathLike, payload_limit: int = PAYLOAD_LIMIT, udp_timeout: float = UDP_TIMEOUT,
-         progress: Progress | None = None, strict: bool = False) -> Capture:
+         progress: Progress | None = None, strict: bool = False, keep_streams: bool = True,
+         on_streams: StreamSink | None = None) -> Capture:
     """Read capture files and folders of captures into a :class:`Capture`.
 
-    Files that cannot be read at all are reported as warnings of the run unless every
-    input is unusable (or ``strict``), in which case :class:`InputError` names the first.
+    The first ``payload_limit`` bytes of each direction of each TCP connection are
+    reassembled; each connection's :class:`FlowStreams` is handed to ``on_streams`` as
+    soon as the connection ends (bounded memory), and kept in ``Capture.streams`` when
+    ``keep_streams``. Files that cannot be read at all are reported as warnings of the
+    run unless every input is unusable (or ``strict``): then :class:`InputError` names the first.
     """
     files = list(_expand(inputs))
     flows, captures, streams, errors = [], [], {}, []
     next_id = 0
     for path, manifest in files:
         try:
-            f, c, s = _read_file(path, manifest, next_id, payload_limit, udp_timeout, progress)
+            f, c, s = _read_file(path, manifest, next_id, payload_limit, udp_timeout, progress,
+                                     keep_streams, on_streams)
         except InputError as exc:
             if strict or len(files) == 1:
                 raise
@@ -115,10 +123,11 @@ def _manifest_for(path: Path, stop: Path) -> dict:
 
 
 def _read_file(path: Path, manifest: dict, flow_base: int, limit: int, udp_timeout: float,
-               progress: Progress | None):
+               progress: Progress | None, keep_streams: bool, on_streams: StreamSink | None):
     state = ReadState(str(path))
     table = ft.FlowTable()
-    store = SegmentStore(limit)
+    arena = StreamArena(limit)
+    app = _AppProtocols(flow_base, keep_streams, on_streams)
     frame0 = 1
     packets = 0
     total_bytes = 0
@@ -130,27 +139,28 @@ def _read_file(path: Path, manifest: dict, flow_base: int, limit: int, udp_timeo
     frag_first: list[np.ndarray] = []
     frag_later: list[np.ndarray] = []
     size = os.path.getsize(path)
+
+    def harvest(flows: np.ndarray) -> None:
+        app.add(arena.harvest(table.fi, flows, flow_base))
+
     for rec in iter_records(path, state):
         n = len(rec)
         h = parse(rec.buf, rec.offset, rec.caplen, rec.linktype)
-        seg_rel = np.zeros(n, np.int64)
-        seg_take = np.zeros(n, np.int32)
         pkt_flow = np.empty(n, np.int64)
         pkt_dir = np.zeros(n, np.int8)
-        table.update(h, rec.wirelen, rec.ts, frame0, limit, udp_timeout, seg_rel, seg_take, pkt_flow, pkt_dir)
-        store.add(rec.buf, h.pl_off, pkt_flow, pkt_dir, seg_rel, seg_take, frame0)
+        table.update(h, rec.wirelen, rec.ts, frame0, rec.buf, limit, udp_timeout, pkt_flow, pkt_dir, arena, harvest)
+        harvest(arena.take_done())
         packets += n
         total_bytes += int(rec.wirelen.sum())
-        valid_ts = rec.ts[~np.isnan(rec.ts)]
-        if valid_ts.size:
-            first_ts = min(first_ts, float(valid_ts.min()))
-            last_ts = max(last_ts, float(valid_ts.max()))
+        if n:
+            lo, hi = np.nanmin(rec.ts) if not np.isnan(rec.ts).all() else np.inf, np.nanmax(rec.ts) if not np.isnan(rec.ts).all() else -np.inf
+            first_ts, last_ts = min(first_ts, lo), max(last_ts, hi)
         bad_link = h.status == ST_UNSUPPORTED_LINK
         if bad_link.any():
             for lt_value, count in zip(*np.unique(rec.linktype[bad_link], return_counts=True)):
                 unsupported[int(lt_value)] = unsupported.get(int(lt_value), 0) + int(count)
-        malformed += int((h.status == ST_MALFORMED).sum())
-        truncated += int((rec.caplen < rec.wirelen).sum())
+        malformed += int(np.count_nonzero(h.status == ST_MALFORMED))
+        truncated += int(np.count_nonzero(rec.caplen < rec.wirelen))
         first = np.flatnonzero((h.frag == 1) & (pkt_flow >= 0))
         if first.size:
             frag_first.append(np.column_stack([h.src_lo[first].astype(np.int64), h.dst_lo[first].astype(np.int64),
@@ -165,6 +175,7 @@ def _read_file(path: Path, manifest: dict, flow_base: int, limit: int, udp_timeo
         frame0 += n
         if progress:
             progress(str(path), min(state.bytes_read, size), size)
+    harvest(arena.open_flows(table.fi, table.n))
     if packets == 0 and state.partial:
         raise InputError(path, state.warnings[-1] if state.warnings else "no readable packet")
     if unsupported:
@@ -183,11 +194,10 @@ def _read_file(path: Path, manifest: dict, flow_base: int, limit: int, udp_timeo
         _attach_fragments(fi, ftime, np.concatenate(frag_first) if frag_first else np.empty((0, 6), np.int64),
                           np.concatenate(frag_later), state)
     flows = _flow_frame(fi, fa, ftime, str(path), flow_base)
-    streams = store.streams(flow_base)
-    flows, streams = _apply_app_protocol(flows, streams)
+    flows = app.apply(flows)
     cap = _capture_row(path, state, manifest, packets, total_bytes,
                        first_ts if packets else np.nan, last_ts if packets else np.nan)
-    return flows, cap, streams
+    return flows, cap, app.streams
 
 
 def _attach_fragments(fi, ftime, first, later, state: ReadState) -> None:
@@ -300,34 +310,64 @@ _SWAP = [("src_ip", "dst_ip"), ("src_port", "dst_port"), ("packets_fwd", "packet
          ("bytes_fwd", "bytes_rev"), ("payload_fwd", "payload_rev"), ("tunnel_src", "tunnel_dst")]
 
 
-def _apply_app_protocol(flows: pd.DataFrame, streams: dict[int, FlowStreams]):
-    """Set app_protocol from the streams; turn flows whose payload shows src is the server."""
-    if not streams:
-        return flows, streams
-    ids = np.fromiter(streams.keys(), dtype=np.int64, count=len(streams))
-    results = [detect(streams[i]) for i in ids.tolist()]
-    pos = (ids - flows["flow_id"].iloc[0]) if len(flows) else ids
-    app = flows["app_protocol"].to_numpy(object).copy()
-    connect = flows["http_connect"].to_numpy(bool).copy()
-    swap = np.zeros(len(flows), bool)
-    for p, (proto, is_connect, do_swap) in zip(pos.tolist(), results):
-        app[p] = proto
-        connect[p] = is_connect
-        swap[p] = do_swap
-    flows["app_protocol"] = app
-    flows["http_connect"] = connect
-    # Only flows whose initiator was a guess may be turned round by what the payload shows.
-    swap &= ~flows["initiator"].isin(["syn", "synack"]).to_numpy()
-    if swap.any():
-        for a, b in _SWAP:
-            av, bv = flows.loc[swap, a].copy(), flows.loc[swap, b].copy()
-            flows.loc[swap, a], flows.loc[swap, b] = bv.to_numpy(), av.to_numpy()
-        flows["initiator"] = flows["initiator"].cat.add_categories([]) if False else flows["initiator"]
-        flows.loc[swap, "initiator"] = "payload"
-        for fid in flows.loc[swap, "flow_id"].tolist():
-            s = streams[fid]
-            streams[fid] = FlowStreams(fid, s.rev, s.fwd)
-    return flows, streams
+class _AppProtocols:
+    """Collects each harvested connection's application protocol; passes its streams on."""
+
+    def __init__(self, base: int, keep: bool, sink: StreamSink | None):
+        self.base = base
+        self.keep = keep
+        self.sink = sink
+        self.streams: dict[int, FlowStreams] = {}
+        self.rows: list[tuple[int, str, bool, bool]] = []
+
+    def add(self, harvested: list[tuple[int, FlowStreams]]) -> None:
+        for f, fs in harvested:
+            proto, connect, swap = detect(fs)
+            self.rows.append((f, proto, connect, swap))
+            self.sink_one(fs, swap)
+
+    def sink_one(self, fs: FlowStreams, swap: bool) -> None:
+        if swap:
+            fs = FlowStreams(fs.flow_id, fs.rev, fs.fwd)
+        if self.keep:
+            self.streams[fs.flow_id] = fs
+        if self.sink is not None and not swap:
+            self.sink(fs)
+        elif self.sink is not None:
+            self._late = getattr(self, "_late", [])
+            self._late.append(fs)
+
+    def apply(self, flows: pd.DataFrame) -> pd.DataFrame:
+        """Set app_protocol; turn round flows whose initiator was a guess the payload contradicts."""
+        if not self.rows:
+            return flows
+        idx, proto, connect, swap = zip(*self.rows)
+        idx = np.asarray(idx, np.int64)
+        app = flows["app_protocol"].to_numpy(object).copy()
+        app[idx] = proto
+        flows["app_protocol"] = app
+        conn = flows["http_connect"].to_numpy(bool).copy()
+        conn[idx] = connect
+        flows["http_connect"] = conn
+        turn = np.zeros(len(flows), bool)
+        turn[idx] = swap
+        guessed = ~flows["initiator"].isin(["syn", "synack"]).to_numpy()
+        for fs in getattr(self, "_late", []):     # streams already turned; the row follows below
+            if self.sink is not None:
+                self.sink(fs if guessed[fs.flow_id - self.base] else FlowStreams(fs.flow_id, fs.rev, fs.fwd))
+        undo = turn & ~guessed                      # a SYN says otherwise: keep the SYN's direction
+        for f in np.flatnonzero(undo).tolist():
+            fid = f + self.base
+            if fid in self.streams:
+                s = self.streams[fid]
+                self.streams[fid] = FlowStreams(fid, s.rev, s.fwd)
+        turn &= guessed
+        if turn.any():
+            for a, b in _SWAP:
+                av, bv = flows.loc[turn, a].to_numpy(), flows.loc[turn, b].to_numpy()
+                flows.loc[turn, a], flows.loc[turn, b] = bv, av
+            flows.loc[turn, "initiator"] = "payload"
+        return flows
 
 
 def _capture_row(path: Path, state: ReadState, manifest: dict, packets: int, nbytes: int,

@@ -354,7 +354,10 @@ def parse_certificate_list(body: bytes, hs: TlsHandshake, tls13: bool, who: str)
     try:
         if tls13:
             r.vec(1)                                    # certificate_request_context
-        lst = r.sub(3)
+        declared = r.u24()
+        lst = Reader(r.data, r.pos, r.pos + declared)   # a cut message keeps its complete certs
+        if declared > r.remaining():
+            hs.error(f"{who} Certificate: list of {declared} bytes, {r.remaining()} captured")
         while lst.remaining() > 0:
             if len(certs) >= MAX_CERTS:
                 hs.error(f"{who} Certificate: more than {MAX_CERTS} certificates, the rest ignored")
@@ -578,7 +581,7 @@ def _finish_tls12(hs, ch, sh, cmsgs, smsgs, crecs, srecs, fatal: bool) -> None:
     if not hs.resumed and ch is not None and ch.session_id and sh.session_id == ch.session_id:
         hs.resumed = True
     for m in smsgs:
-        if m.msg_type == HS_CERTIFICATE:
+        if m.msg_type in (HS_CERTIFICATE, -HS_CERTIFICATE - 1):
             hs.server_chain = parse_certificate_list(m.body, hs, False, "server")
         elif m.msg_type == HS_CERTIFICATE_REQUEST:
             hs.cert_request = True

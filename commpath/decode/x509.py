@@ -36,7 +36,7 @@ EKU_NAMES = {
 KEY_USAGES = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
               "key_agreement", "key_cert_sign", "crl_sign")
 
-MAX_DER = 64 * 1024     # a certificate larger than this is not parsed
+MAX_DER = 1024 * 1024   # a certificate larger than this is not parsed
 
 
 def fingerprint(der: bytes) -> str:
