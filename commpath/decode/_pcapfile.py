@@ -24,7 +24,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 #: A record claiming more than this is corrupt (Wireshark's own maximum snaplen is 256 KiB).
 MAX_RECORD = 262_144 * 4
-CHUNK = 16 * 1024 * 1024
+CHUNK = 8 * 1024 * 1024
 MAX_IFACES = 1024
 
 # Error codes returned by the kernels.
@@ -217,6 +217,15 @@ class _Source:
     def read(self, n: int) -> bytes:
         return self._fh.read(n)
 
+    def readinto(self, view) -> int:
+        total = 0
+        while total < len(view):      # gzip and pipes may return short reads
+            got = self._fh.readinto(view[total:])
+            if not got:
+                break
+            total += got
+        return total
+
     def close(self) -> None:
         self._fh.close()
 
@@ -252,18 +261,44 @@ def iter_records(path: Path, state: ReadState, chunk: int = CHUNK):
         src.close()
 
 
-def _fill(src: _Source, state: ReadState, carry: bytes, chunk: int) -> tuple[np.ndarray, bool]:
-    """carry + next chunk of the source as a uint8 array; ``eof`` when the source is exhausted."""
+class _Buffer:
+    """A reusable chunk buffer: the unread tail of one chunk moves to the front of the next."""
+
+    def __init__(self, chunk: int, head: bytes = b""):
+        self.arr = np.empty(chunk + 65536, np.uint8)
+        self.chunk = chunk
+        self.fill = 0
+        if head:
+            self.arr[: len(head)] = np.frombuffer(head, np.uint8)
+            self.fill = len(head)
+
+    def keep_tail(self, used: int) -> None:
+        rest = self.fill - used
+        if rest > 0 and used > 0:
+            self.arr[:rest] = self.arr[used:self.fill].copy()
+        self.fill = max(rest, 0)
+
+    def ensure(self, need: int) -> None:
+        """Room for a record larger than a chunk (pcapng blocks may be)."""
+        if need > len(self.arr):
+            bigger = np.empty(need + self.chunk, np.uint8)
+            bigger[: self.fill] = self.arr[: self.fill]
+            self.arr = bigger
+
+
+def _fill(src: _Source, state: ReadState, buf: _Buffer) -> tuple[np.ndarray, bool]:
+    """Top ``buf`` up with the next chunk; returns the filled view and whether the source ended."""
+    room = min(buf.chunk, len(buf.arr) - buf.fill)
     try:
-        data = src.read(chunk)
+        got = src.readinto(memoryview(buf.arr)[buf.fill: buf.fill + room])
     except (EOFError, zlib.error, OSError) as exc:
         state.warnings.append(f"compressed stream ends early ({exc}); kept what was readable")
         state.partial = True
-        data = b""
-    eof = len(data) == 0
-    state.bytes_read += len(data)
-    buf = np.frombuffer(carry + data, dtype=np.uint8) if carry else np.frombuffer(data, dtype=np.uint8)
-    return buf, eof
+        got = 0
+    got = got or 0
+    state.bytes_read += got
+    buf.fill += got
+    return buf.arr[: buf.fill], got == 0
 
 
 def _alloc(n: int):
@@ -282,9 +317,10 @@ def _iter_pcap(src: _Source, head: bytes, state: ReadState, chunk: int):
     state.linktypes.add(linktype)
     del order
     snap_max = max(MAX_RECORD, snaplen if snaplen < (1 << 30) else 0)
-    carry = b""
+    buffer = _Buffer(chunk)
+    consumed = 24
     while True:
-        buf, eof = _fill(src, state, carry, chunk)
+        buf, eof = _fill(src, state, buffer)
         if len(buf) == 0:
             return
         cap = len(buf) // 16 + 1
@@ -293,17 +329,23 @@ def _iter_pcap(src: _Source, head: bytes, state: ReadState, chunk: int):
         if k:
             yield Records(buf, off[:k], caplen[:k], wirelen[:k], ts[:k], lt[:k])
         if err:
-            state.warnings.append(f"{ERROR_TEXT[err]} at byte {state.bytes_read - len(buf) + used + 24}; "
-                                  "the rest of the file was not read")
+            state.warnings.append(f"{ERROR_TEXT[err]} at byte {consumed + used}; the rest of the file was not read")
             state.partial = True
             return
-        carry = bytes(buf[used:])
+        consumed += used
+        buffer.keep_tail(used)
         if eof:
-            if carry:
-                state.warnings.append(f"file ends inside a record ({len(carry)} bytes left over); "
+            if buffer.fill:
+                state.warnings.append(f"file ends inside a record ({buffer.fill} bytes left over); "
                                       "the last record was dropped")
                 state.partial = True
             return
+        if used == 0 and buffer.fill >= 16:
+            buffer.ensure(buffer.fill + 16 + int(caplen_of_next(buf, big)))
+
+
+def caplen_of_next(buf: np.ndarray, big: bool) -> int:
+    return int.from_bytes(bytes(buf[8:12]), "big" if big else "little")
 
 
 def _iter_pcapng(src: _Source, head: bytes, state: ReadState, chunk: int):
@@ -312,10 +354,10 @@ def _iter_pcapng(src: _Source, head: bytes, state: ReadState, chunk: int):
     if_lt = np.full(MAX_IFACES, -1, np.int32)
     if_ticks = np.full(MAX_IFACES, 1e6, np.float64)
     if_offset = np.zeros(MAX_IFACES, np.int64)
-    carry = head
-    consumed_total = 0
+    buffer = _Buffer(chunk, head)
+    consumed = 0
     while True:
-        buf, eof = _fill(src, state, carry, chunk)
+        buf, eof = _fill(src, state, buffer)
         if len(buf) == 0:
             return
         cap = len(buf) // 12 + 1
@@ -327,14 +369,17 @@ def _iter_pcapng(src: _Source, head: bytes, state: ReadState, chunk: int):
         if k:
             yield Records(buf, off[:k], caplen[:k], wirelen[:k], ts[:k], lt[:k])
         if err:
-            state.warnings.append(f"{ERROR_TEXT[err]} at byte {consumed_total + used}; the rest of the file was not read")
+            state.warnings.append(f"{ERROR_TEXT[err]} at byte {consumed + used}; the rest of the file was not read")
             state.partial = True
             return
-        consumed_total += used
-        carry = bytes(buf[used:])
+        consumed += used
+        buffer.keep_tail(used)
         if eof:
-            if carry:
-                state.warnings.append(f"file ends inside a block ({len(carry)} bytes left over); "
+            if buffer.fill:
+                state.warnings.append(f"file ends inside a block ({buffer.fill} bytes left over); "
                                       "the last block was dropped")
                 state.partial = True
             return
+        if used == 0 and buffer.fill >= 8:
+            big = bool(pstate[0])
+            buffer.ensure(int.from_bytes(bytes(buf[4:8]), "big" if big else "little") + 8)

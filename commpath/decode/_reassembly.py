@@ -15,7 +15,7 @@ _EMPTY = Stream()
 class StreamArena:
     """Fixed-size slots (one per connection direction) that the flow kernel writes into."""
 
-    def __init__(self, limit: int, budget: int = 96 * 1024 * 1024, slots: int = 256):
+    def __init__(self, limit: int, budget: int = 48 * 1024 * 1024, slots: int = 256):
         self.limit = max(int(limit), 8)
         self.max_slots = max(64, budget // (self.limit + self.limit // 8 + MARKS * 16 + 32))
         self._alloc(min(slots, self.max_slots))

@@ -208,15 +208,99 @@ def _parse_http1(stream: Stream, flow_id: int, is_response: bool, res: HttpResul
 
 # --------------------------------------------------------------------------- HTTP/2
 
+class TolerantHpack:
+    """HPACK (RFC 7541) decoding that survives a capture starting mid-connection.
+
+    References to dynamic-table entries added before the capture began decode as unknown
+    (None) instead of failing the whole block; the dynamic table is tracked from there on.
+    """
+
+    UNKNOWN = None
+
+    def __init__(self, max_size: int = 4096):
+        from hpack.table import HeaderTable
+        self.static = HeaderTable.STATIC_TABLE
+        self.dynamic: list[tuple[str, str] | None] = []
+        self.max_size = max_size
+        self.size = 0
+        self.desynced = False
+
+    @staticmethod
+    def _int(data: bytes, pos: int, prefix: int) -> tuple[int, int]:
+        mask = (1 << prefix) - 1
+        value = data[pos] & mask
+        pos += 1
+        if value < mask:
+            return value, pos
+        shift = 0
+        while True:
+            if pos >= len(data) or shift > 28:
+                raise ValueError("HPACK integer runs past the block")
+            b = data[pos]
+            pos += 1
+            value += (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return value, pos
+
+    def _str(self, data: bytes, pos: int) -> tuple[str, int]:
+        from hpack.huffman_table import decode_huffman
+        huff = data[pos] & 0x80
+        n, pos = self._int(data, pos, 7)
+        if pos + n > len(data):
+            raise ValueError("HPACK string runs past the block")
+        raw = data[pos:pos + n]
+        return (decode_huffman(raw) if huff else raw).decode("latin-1"), pos + n
+
+    def _get(self, index: int) -> tuple[str, str] | None:
+        if 1 <= index <= len(self.static):
+            k, v = self.static[index - 1]
+            return k.decode(), v.decode()
+        i = index - len(self.static) - 1
+        if 0 <= i < len(self.dynamic):
+            return self.dynamic[i]
+        self.desynced = True
+        return None
+
+    def _add(self, entry: tuple[str, str] | None) -> None:
+        size = 32 + (len(entry[0]) + len(entry[1]) if entry else 0)
+        self.dynamic.insert(0, entry)
+        self.size += size
+        while self.size > self.max_size and self.dynamic:
+            old = self.dynamic.pop()
+            self.size -= 32 + (len(old[0]) + len(old[1]) if old else 0)
+
+    def decode(self, block: bytes) -> list[tuple[str, str | None]]:
+        out: list[tuple[str, str | None]] = []
+        pos = 0
+        while pos < len(block) and len(out) < 256:
+            b = block[pos]
+            if b & 0x80:                                  # indexed field
+                idx, pos = self._int(block, pos, 7)
+                entry = self._get(idx)
+                if entry:
+                    out.append(entry)
+            elif b & 0xE0 == 0x20:                        # dynamic table size update
+                self.max_size, pos = self._int(block, pos, 5)
+            else:
+                prefix, index_it = (6, True) if b & 0x40 else (4, False)
+                idx, pos = self._int(block, pos, prefix)
+                if idx:
+                    entry = self._get(idx)
+                    name = entry[0] if entry else None
+                else:
+                    name, pos = self._str(block, pos)
+                value, pos = self._str(block, pos)
+                if index_it:
+                    self._add((name, value) if name is not None else None)
+                if name is not None:
+                    out.append((name, value))
+        return out
+
+
 def _h2_rows(stream: Stream, flow_id: int, start: int, is_response: bool, res: HttpResult) -> list[dict]:
     """Request/response heads from HEADERS (+CONTINUATION) frames of one direction."""
-    try:
-        import hpack
-    except ImportError:          # pragma: no cover - declared dependency
-        res.partial, res.parse_error = True, "hpack not installed: HTTP/2 headers not decoded"
-        return []
-    decoder = hpack.Decoder()
-    decoder.max_header_list_size = 65536
+    decoder = TolerantHpack()
     data = stream.data
     rows: list[dict] = []
     pos = start
@@ -254,12 +338,14 @@ def _h2_rows(stream: Stream, flow_id: int, start: int, is_response: bool, res: H
             pos += 9 + length
             continue
         try:
-            headers = [(k if isinstance(k, str) else k.decode("latin-1"),
-                        v if isinstance(v, str) else v.decode("latin-1")) for k, v in decoder.decode(block)]
-        except Exception as exc:     # noqa: BLE001 - mid-stream capture: dynamic table unknown
+            headers = decoder.decode(block)
+        except Exception as exc:     # noqa: BLE001 - a malformed block ends this direction
             res.partial = True
             res.parse_error = res.parse_error or f"HPACK: {type(exc).__name__}: {exc}"[:200]
             break
+        if decoder.desynced and not res.parse_error:
+            res.partial = True
+            res.parse_error = "HPACK: capture starts mid-connection, some header fields unknown"
         h = dict(headers)
         row = {"flow_id": flow_id, "frame": stream.frame_at(block_at), "version": "HTTP/2", "h2c": True,
                "auth": _auth_kinds(headers)}
@@ -302,6 +388,9 @@ def _parse(flow: FlowStreams, h2: bool, res: HttpResult) -> None:
         start = len(H2_PREFACE) if fwd.data.startswith(H2_PREFACE) else 0
         res.rows = _h2_rows(fwd, flow.flow_id, start, False, res) + _h2_rows(rev, flow.flow_id, 0, True, res)
         res.rows.sort(key=lambda r: (r["frame"] is None, r["frame"] or 0))
+        if not res.rows and res.partial:
+            res.rows = [{"flow_id": flow.flow_id, "frame": fwd.frame_at(0) or rev.frame_at(0),
+                         "version": "HTTP/2", "h2c": True, "direction": None}]
         return
     methods: list[str] = []
     req, req_tail, req_kind = _parse_http1(fwd, flow.flow_id, False, res, methods)
@@ -314,9 +403,21 @@ def _parse(flow: FlowStreams, h2: bool, res: HttpResult) -> None:
         start = len(H2_PREFACE) if cli.data.startswith(H2_PREFACE) else 0
         rows += _h2_rows(cli, flow.flow_id, start, False, res) + _h2_rows(srv, flow.flow_id, 0, True, res)
     elif req_kind == "connect" and resp_kind == "connect":
-        res.tunnel = FlowStreams(flow.flow_id, sub_stream(fwd, req_tail), sub_stream(rev, resp_tail))
+        res.tunnel = FlowStreams(flow.flow_id, sub_stream(fwd, _skip_crlf(fwd.data, req_tail)),
+                                 sub_stream(rev, _skip_crlf(rev.data, resp_tail)))
     rows.sort(key=lambda r: (r["frame"] is None, r["frame"] or 0))
     res.rows = rows
+    if not rows and res.partial:
+        # nothing decodable: one marker row keeps the flow and the reason in the table
+        res.rows = [{"flow_id": flow.flow_id, "frame": fwd.frame_at(0) or rev.frame_at(0),
+                     "h2c": False, "direction": None}]
+
+
+def _skip_crlf(data: bytes, pos: int) -> int:
+    """Stray line ends after a CONNECT head (seen in the wild) are not tunnel bytes."""
+    while pos < len(data) and pos < 1 << 10 and data[pos] in (0x0A, 0x0D):
+        pos += 1
+    return pos
 
 
 def _after_request(data: bytes) -> int:
