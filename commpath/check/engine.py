@@ -25,6 +25,17 @@ NEEDS = {
 }
 
 
+VALIDITY_ERRORS = ("certificate expired", "certificate not yet valid")
+
+
+def _server_error(text: str) -> str:
+    """The server part of a verify error ``"server: ...; client: ..."``."""
+    for part in text.split("; client: ")[:1]:
+        if part.startswith("server: "):
+            return part[len("server: "):]
+    return ""
+
+
 def _list_col(s: pd.Series) -> list:
     return [list(v) if isinstance(v, (list, tuple, np.ndarray)) else [] for v in s]
 
@@ -97,8 +108,10 @@ def _test(kind: str, f: _FlowFacts, check: Check, ctx: dict):
             ca = f.certs["is_ca"].fillna(False) if "is_ca" in f.certs else pd.Series(False, index=f.certs.index)
             leafs = [fps[0] if fps else None for fps in f.server_fps]
             selfsigned = np.array([bool(l is not None and l in ss.index and ss[l] and not ca[l]) for l in leafs])
-        fires = f.is_tls & (bad | (verified.isna().to_numpy(bool) & selfsigned))
-        err = f.verify_error.fillna("").to_numpy(str)
+        err = np.array([_server_error(e) for e in f.verify_error.fillna("").to_numpy(str)], object)
+        # a chain that fails only for its validity period is cert-expired's finding, not this one
+        only_validity = np.array([e.startswith(VALIDITY_ERRORS) for e in err], bool)
+        fires = f.is_tls & ((bad & ~only_validity) | (verified.isna().to_numpy(bool) & selfsigned))
         detail[fires] = [e or "self-signed serving certificate" for e in err[fires]]
         vis = f.certs_visible()
         unknown = f.is_tls & ~fires & verified.isna().to_numpy(bool)
@@ -157,12 +170,16 @@ def display_filter(ip_version: int, a: str, b: str, transport: str, p: int, q: i
             f"&& frame.number>={f1} && frame.number<={f2}")
 
 
+def _ep(ip) -> str:
+    return f"[{ip}]" if ":" in str(ip) else str(ip)
+
+
 def _findings_for(check: Check, path: str, rows: pd.DataFrame, detail: np.ndarray, f: _FlowFacts,
                   positions: np.ndarray) -> list[dict]:
     out = []
     sev = check.severity_for(path)
-    rows = rows.assign(_detail=detail, _pos=positions)
-    for (capture, dst_ip, dst_port), grp in rows.groupby(["capture", "dst_ip", "dst_port"], sort=True, observed=True, dropna=False):
+    rows = rows.assign(_detail=detail, rowpos_=positions)
+    for capture, grp in rows.groupby("capture", sort=True, observed=True, dropna=False):
         grp = grp.sort_values("first_frame")
         for start in range(0, len(grp), MAX_FLOWS_PER_FINDING):
             g = grp.iloc[start:start + MAX_FLOWS_PER_FINDING]
@@ -172,15 +189,14 @@ def _findings_for(check: Check, path: str, rows: pd.DataFrame, detail: np.ndarra
             frames = set()
             for r in g.itertuples():
                 frames.add(int(r.first_frame))
-                frames.update(int(x) for x in f.hs_frames[r._pos])
+                frames.update(int(x) for x in f.hs_frames[r.rowpos_])
             details = sorted({d for d in g["_detail"] if d})
-            srcs = sorted(set(g["src_ip"].astype(str)))
-            src_txt = srcs[0] if len(srcs) == 1 else f"{len(srcs)} sources"
+            pairs = list(dict.fromkeys(f"{_ep(r.src_ip)} -> {_ep(r.dst_ip)}:{int(r.dst_port)}" for r in g.itertuples()))
+            pair_txt = ", ".join(pairs[:3]) + (f" and {len(pairs) - 3} more" if len(pairs) > 3 else "")
             n = len(g)
-            msg = (f"{check.title}: {n} connection{'s' if n != 1 else ''} on {path} "
-                   f"{src_txt} -> {dst_ip}:{dst_port}")
+            msg = f"{check.title}: {n} connection{'s' if n != 1 else ''} on {path} ({pair_txt})"
             if details:
-                msg += f" ({'; '.join(details[:3])})"
+                msg += f": {'; '.join(details[:2])}"
             out.append({
                 "check": check.id, "severity": sev, "path": path,
                 "flow_ids": [int(x) for x in g["flow_id"]], "message": msg,
