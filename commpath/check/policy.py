@@ -64,6 +64,12 @@ def load_checks() -> dict[str, Check]:
             for c in data["checks"]}
 
 
+def catalog_checks() -> list[dict]:
+    """The checks of cfg/checks.yaml as plain dicts (id, title, severity, paths, reference, ...)."""
+    data = yaml.safe_load((resources.files("commpath") / "cfg" / "checks.yaml").read_text(encoding="utf-8"))
+    return list(data["checks"])
+
+
 def builtin_policies() -> list[str]:
     return sorted(p.name[:-5] for p in POLICY_DIR.iterdir() if p.name.endswith(".yaml"))
 
