@@ -16,7 +16,7 @@ import pandas as pd
 from ..errors import InputError
 from . import _flowtable as ft
 from ._packets import LINKTYPES, ST_FRAGMENT, ST_MALFORMED, ST_UNSUPPORTED_LINK, TUNNELS, parse
-from ._pcapfile import ReadState, iter_records
+from ._pcapfile import CHUNK, ReadState, iter_records
 from ._reassembly import StreamArena
 from .appproto import detect
 from .schema import CAPTURE_COLUMNS, FLOW_COLUMNS, conform, empty_frame
@@ -24,6 +24,8 @@ from .streams import FlowStreams
 
 #: Bytes kept from the start of each direction of each TCP connection.
 PAYLOAD_LIMIT = 16384
+#: Memory for stream payload of connections still open (least recently active go first).
+STREAM_BUDGET = 48 * 1024 * 1024
 #: A UDP flow idle for longer than this ends; the next datagram starts a new one.
 UDP_TIMEOUT = 60.0
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz", ".cap.gz", ".dmp")
@@ -56,7 +58,7 @@ StreamSink = Callable[[FlowStreams], None]
 
 def read(*inputs: str | os.PathLike, payload_limit: int = PAYLOAD_LIMIT, udp_timeout: float = UDP_TIMEOUT,
          progress: Progress | None = None, strict: bool = False, keep_streams: bool = True,
-         on_streams: StreamSink | None = None) -> Capture:
+         on_streams: StreamSink | None = None, chunk_size: int = CHUNK, stream_budget: int = STREAM_BUDGET) -> Capture:
     """Read capture files and folders of captures into a :class:`Capture`.
 
     The first ``payload_limit`` bytes of each direction of each TCP connection are
@@ -71,7 +73,7 @@ def read(*inputs: str | os.PathLike, payload_limit: int = PAYLOAD_LIMIT, udp_tim
     for path, manifest in files:
         try:
             f, c, s = _read_file(path, manifest, next_id, payload_limit, udp_timeout, progress,
-                                     keep_streams, on_streams)
+                                 keep_streams, on_streams, chunk_size, stream_budget)
         except InputError as exc:
             if strict or len(files) == 1:
                 raise
@@ -123,10 +125,11 @@ def _manifest_for(path: Path, stop: Path) -> dict:
 
 
 def _read_file(path: Path, manifest: dict, flow_base: int, limit: int, udp_timeout: float,
-               progress: Progress | None, keep_streams: bool, on_streams: StreamSink | None):
+               progress: Progress | None, keep_streams: bool, on_streams: StreamSink | None,
+               chunk_size: int, stream_budget: int):
     state = ReadState(str(path))
     table = ft.FlowTable()
-    arena = StreamArena(limit)
+    arena = StreamArena(limit, stream_budget)
     app = _AppProtocols(flow_base, keep_streams, on_streams)
     frame0 = 1
     packets = 0
@@ -143,7 +146,7 @@ def _read_file(path: Path, manifest: dict, flow_base: int, limit: int, udp_timeo
     def harvest(flows: np.ndarray) -> None:
         app.add(arena.harvest(table.fi, flows, flow_base))
 
-    for rec in iter_records(path, state):
+    for rec in iter_records(path, state, chunk_size):
         n = len(rec)
         h = parse(rec.buf, rec.offset, rec.caplen, rec.linktype)
         pkt_flow = np.empty(n, np.int64)
@@ -364,7 +367,7 @@ class _AppProtocols:
         turn &= guessed
         if turn.any():
             for a, b in _SWAP:
-                av, bv = flows.loc[turn, a].to_numpy(), flows.loc[turn, b].to_numpy()
+                av, bv = flows.loc[turn, a].to_numpy().copy(), flows.loc[turn, b].to_numpy().copy()
                 flows.loc[turn, a], flows.loc[turn, b] = bv, av
             flows.loc[turn, "initiator"] = "payload"
         return flows
