@@ -122,26 +122,29 @@ def host_of_capture(analysis) -> dict[str, str]:
     return hosts
 
 
-def _catalog_applicable() -> dict[str, tuple[str, ...]] | None:
-    """Which checks judge which path, from the check catalog when it says so."""
+def policy_of(analysis):
+    """The analysis' policy (commpath.check.Policy), else the built-in default, else None."""
+    policy = getattr(analysis, "policy", None)
+    if hasattr(policy, "enabled_checks"):
+        return policy
     try:
-        from ..check import catalog_checks  # type: ignore[attr-defined]
-    except Exception:  # the check layer may not offer it
-        return None
-    try:
-        table: dict[str, list[str]] = {}
-        for check in catalog_checks():
-            for path in check.get("paths", []) or []:
-                table.setdefault(str(path), []).append(str(check["id"]))
-        return {p: tuple(c) for p, c in table.items()} or None
-    except Exception:
+        from ..check import load_policy
+        return load_policy(policy if isinstance(policy, str) else "default")
+    except Exception:  # the check layer is unavailable
         return None
 
 
 def applicable_checks(analysis=None) -> dict[str, tuple[str, ...]]:
-    """path -> check ids that judge it (catalog, else the spec's table), plus any check with findings."""
-    base = _catalog_applicable() or DEFAULT_APPLICABLE
-    table = {p: list(c) for p, c in base.items()}
+    """path -> check ids that judge it (the policy's enabled checks, else the spec's table),
+    plus any check that has findings on the path."""
+    policy = policy_of(analysis)
+    table: dict[str, list[str]] = {}
+    if policy is not None:
+        for check in policy.enabled_checks():
+            for path in check.paths:
+                table.setdefault(str(path), []).append(str(check.id))
+    else:
+        table = {p: list(c) for p, c in DEFAULT_APPLICABLE.items()}
     if analysis is not None:
         findings = frame(analysis, "findings")
         for path, check in zip(findings["path"].astype(str), findings["check"].astype(str)):
@@ -150,14 +153,35 @@ def applicable_checks(analysis=None) -> dict[str, tuple[str, ...]]:
     return {p: tuple(c) for p, c in table.items()}
 
 
-def check_results(analysis, fail_on: str = "high") -> pd.DataFrame:
+def thresholds(analysis, fail_on: str | None = None) -> tuple[str, str]:
+    """(fail, warn) severities of the verdicts: the policy's, else ``fail_on`` and "low"."""
+    policy = policy_of(analysis)
+    if policy is not None and fail_on is None:
+        return str(policy.fail_at), str(policy.warn_at)
+    return (fail_on or "high"), "low"
+
+
+#: What a path's "needs" text (check layer, not-observable verdicts) says about single checks.
+NEEDS_TO_CHECKS = {
+    "client's Certificate message": ("client-cert-missing",),
+    "--ca FILE": ("server-cert-untrusted",),
+    "TLS 1.3 encrypts them": ("server-cert-untrusted", "cert-expired"),
+    "ServerHello": ("tls-version-weak",),
+    "TLS handshake of these connections": ("client-cert-missing", "server-cert-untrusted", "cert-expired",
+                                           "tls-version-weak"),
+}
+
+
+def check_results(analysis, fail_on: str | None = None) -> pd.DataFrame:
     """One row per documented path x applicable check: status, findings, worst severity, flows.
 
-    status: ``not-observed`` when the path carried no flow; ``fail`` when a finding is at or above
-    ``fail_on``; ``warn`` for a finding of low/medium below it; ``not-observable`` when
-    certificates could not be seen (cert-not-observable) and the check needs them; else ``pass``.
+    status: ``not-observed`` when the path carried no flow; ``fail`` / ``warn`` when a finding is at
+    or above the policy's fail / warn severity (``fail_on`` overrides the fail severity);
+    ``not-observable`` when the check could not be judged (certificates encrypted, handshake or
+    data not captured); else ``pass``.
     """
-    threshold = palette.severity_rank(fail_on)
+    fail_at, warn_at = thresholds(analysis, fail_on)
+    fail_rank, warn_rank = palette.severity_rank(fail_at), palette.severity_rank(warn_at)
     paths = path_table(analysis)
     findings = frame(analysis, "findings")
     f_path = findings["path"].astype(str).to_numpy()
@@ -168,20 +192,27 @@ def check_results(analysis, fail_on: str = "high") -> pd.DataFrame:
     for _, p in paths.iterrows():
         pid = p["id"]
         observed = bool(p["observed"]) and int(p["flows"]) > 0
-        blind = bool(np.any((f_path == pid) & (f_check == "cert-not-observable")))
+        blind = set()
+        if np.any((f_path == pid) & (f_check == "cert-not-observable")):
+            blind.update(CERT_CHECKS)
+        needs = text(p.get("needs"))
+        for phrase, checks in NEEDS_TO_CHECKS.items():
+            if phrase in needs:
+                blind.update(checks)
+        no_payload = "carries data" in needs
         for check in applicable.get(pid, ()):
             mask = (f_path == pid) & (f_check == check)
             n = int(mask.sum())
             worst = int(f_rank[mask].max()) if n else -1
             if not observed:
                 status = "not-observed"
-            elif n and worst >= threshold:
+            elif n and worst >= fail_rank:
                 status = "fail"
             elif n and check == "cert-not-observable":
                 status = "not-observable"
-            elif n and worst >= palette.severity_rank("low"):
+            elif n and worst >= warn_rank:
                 status = "warn"
-            elif not n and blind and check in CERT_CHECKS:
+            elif not n and (check in blind or no_payload):
                 status = "not-observable"
             else:
                 status = "pass"
@@ -238,20 +269,32 @@ def inventory_names(analysis) -> dict[str, str]:
 
 
 def cert_states(analysis) -> pd.DataFrame:
-    """Certificates with their validity state at capture time: valid | expiring | expired | not-yet-valid."""
+    """Certificates with ``seen_start`` / ``seen_end`` (when the connections carrying them ran; the
+    capture window if unknown) and their validity ``state`` then: valid | expiring | expired |
+    not-yet-valid ("expiring": ends within EXPIRING_DAYS after it was seen)."""
     certs = frame(analysis, "certs").copy()
     t0, t1 = capture_window(analysis)
     if not len(certs):
+        for col in ("seen_start", "seen_end"):
+            certs[col] = pd.Series(dtype="datetime64[ns, UTC]")
         certs["state"] = pd.Series(dtype="string")
         return certs
-    start = pd.to_datetime(t0, unit="s", utc=True) if np.isfinite(t0) else pd.Timestamp.now(tz="UTC")
-    end = pd.to_datetime(t1, unit="s", utc=True) if np.isfinite(t1) else start
+    flows = frame(analysis, "flows")
+    start_of = dict(zip(flows["flow_id"].astype("int64"), flows["ts_start"].astype(float)))
+    end_of = dict(zip(flows["flow_id"].astype("int64"), flows["ts_end"].astype(float)))
+    seen_start, seen_end = [], []
+    for ids in certs["flow_ids"]:
+        ids = [int(i) for i in as_list(ids) if int(i) in start_of]
+        seen_start.append(min((start_of[i] for i in ids), default=t0))
+        seen_end.append(max((end_of[i] for i in ids), default=t1))
+    certs["seen_start"] = pd.to_datetime(np.array(seen_start, dtype=float), unit="s", utc=True)
+    certs["seen_end"] = pd.to_datetime(np.array(seen_end, dtype=float), unit="s", utc=True)
     nb = pd.to_datetime(certs["not_before"], utc=True)
     na = pd.to_datetime(certs["not_after"], utc=True)
-    state = np.where(na < start, "expired",
-                     np.where(nb > end, "not-yet-valid",
-                              np.where(na < end + pd.Timedelta(days=palette.EXPIRING_DAYS), "expiring", "valid")))
-    certs["state"] = state
+    soon = certs["seen_end"] + pd.Timedelta(days=palette.EXPIRING_DAYS)
+    certs["state"] = np.where(na < certs["seen_start"], "expired",
+                              np.where(nb > certs["seen_end"], "not-yet-valid",
+                                       np.where(na < soon, "expiring", "valid")))
     return certs
 
 

@@ -302,7 +302,7 @@ def build_html(analysis, title: str = "commpath path-compliance report", fail_on
     """The whole report as one HTML document (plots as base64 PNG, no external resources)."""
     from .._version import __version__
     paths = _model.path_table(analysis)
-    results = _model.check_results(analysis, fail_on)
+    results = _model.check_results(analysis)
     flows = _model.frame(analysis, "flows")
     findings = _model.frame(analysis, "findings")
     t0, t1 = _model.capture_window(analysis)
@@ -310,7 +310,7 @@ def build_html(analysis, title: str = "commpath path-compliance report", fail_on
     policy = getattr(analysis, "policy", None)
     policy_name = getattr(policy, "name", None) or (policy.get("name") if isinstance(policy, dict) else policy)
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    figs = plots.all_figures(analysis, fail_on=fail_on)
+    figs = plots.all_figures(analysis)
     judged = [p for _, p in paths.iterrows()]
     toc = " ".join(f'<a href="#{slug(p["id"])}">{esc(p["id"])}</a>' for p in judged)
     extra_paths = [p for p in _model.sorted_paths(flows["path"]) if p not in set(paths["id"])] if "path" in flows else []

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from . import _catalog, _model
+from . import _catalog, _model, palette
 
 
 def build_junit(analysis, fail_on: str = "high") -> str:
     """testsuites > one testsuite per path > one testcase per applicable check.
 
-    ``fail`` cells become <failure>, ``not-observed`` / ``not-observable`` cells <skipped>,
-    ``warn`` cells pass with their findings in <system-out>.
+    Cells that fail under the policy, or hold a finding at or above ``fail_on`` (the exit-code
+    threshold), become <failure>; ``not-observed`` / ``not-observable`` cells <skipped>; other
+    cells with findings pass with the findings in <system-out>.
     """
-    results = _model.check_results(analysis, fail_on)
+    results = _model.check_results(analysis)
+    gate = palette.severity_rank(fail_on)
+    failing = (results["status"] == "fail") | (results["severity"].map(palette.severity_rank) >= gate)
+    results = results.assign(status=results["status"].where(~failing, "fail"))
     root = ET.Element("testsuites", name="commpath", tests=str(len(results)),
                       failures=str(int((results["status"] == "fail").sum())), errors="0",
                       skipped=str(int(results["status"].isin(["not-observed", "not-observable"]).sum())))

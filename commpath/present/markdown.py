@@ -25,7 +25,7 @@ def code(value) -> str:
 
 def build_markdown(analysis, fail_on: str = "high", title: str = "commpath path-compliance report") -> str:
     paths = _model.path_table(analysis)
-    results = _model.check_results(analysis, fail_on)
+    results = _model.check_results(analysis)
     findings = _model.frame(analysis, "findings")
     flows = _model.frame(analysis, "flows")
     t0, t1 = _model.capture_window(analysis)

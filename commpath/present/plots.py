@@ -161,7 +161,7 @@ def _outside_boxes(curve: np.ndarray, p1, p2, half_w: float = 0.19, half_h: floa
 STATUS_MARK = {"pass": "pass", "fail": "FAIL", "warn": "warn", "not-observable": "n/obs", "not-observed": "–"}
 
 
-def check_matrix(analysis, ax=None, fail_on: str = "high") -> Figure:
+def check_matrix(analysis, ax=None, fail_on: str | None = None) -> Figure:
     """Documented paths x checks, each cell pass / fail / warn / not-observable / not-observed."""
     results = _model.check_results(analysis, fail_on)
     paths = _model.sorted_paths(results["path"]) if len(results) else []
@@ -194,7 +194,8 @@ def check_matrix(analysis, ax=None, fail_on: str = "high") -> Figure:
     ax.legend(handles=[Patch(fc=palette.VERDICT_BACKGROUNDS[s], ec=palette.verdict_color(s), label=s)
                        for s in palette.VERDICT_ORDER],
               loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, frameon=False)
-    ax.set_title(f"Checks per path (fail at or above '{fail_on}')", fontsize=12, loc="left")
+    fail_at, warn_at = _model.thresholds(analysis, fail_on)
+    ax.set_title(f"Checks per path (fail at or above {fail_at}, warn at or above {warn_at})", fontsize=12, loc="left")
     return fig
 
 
@@ -231,21 +232,35 @@ def timeline(analysis, ax=None) -> Figure:
     t0, t1 = _model.capture_window(analysis)
     if not np.isfinite(t0):
         t0, t1 = float(flows["ts_start"].min()), float(flows["ts_end"].max())
-    span = max(t1 - t0, 1e-3)
+    as_dates = (t1 - t0) > 2 * 86400   # captures days apart: a date axis instead of seconds
+    if as_dates:
+        import matplotlib.dates as mdates
+        origin, scale = -mdates.date2num(pd.Timestamp(0, unit="s", tz="UTC")) * 86400, 86400.0
+    else:
+        origin, scale = t0, 1.0
+    span = max((t1 - t0) / scale, 1e-3)
+    left = (t0 - origin) / scale
     min_w = span * 0.004
     for i, name in enumerate(rows):
         sub = flows[flows["row"] == name]
         color = palette.path_color(sub["_path"].iloc[0])
-        start = sub["ts_start"].to_numpy(float) - t0
-        width = np.maximum(sub["ts_end"].to_numpy(float) - sub["ts_start"].to_numpy(float), min_w)
+        start = (sub["ts_start"].to_numpy(float) - origin) / scale
+        width = np.maximum((sub["ts_end"].to_numpy(float) - sub["ts_start"].to_numpy(float)) / scale, min_w)
         ax.broken_barh(list(zip(start, width)), (i - 0.32, 0.64), facecolors=color, alpha=0.55, edgecolor="none")
         ax.plot(start, np.full(len(start), i), "|", color=color, ms=11, mew=1.4)
-        ax.text(span * 1.01, i, f"{len(sub)}", va="center", fontsize=8, color="#424242")
+        ax.text(left + span * 1.01, i, f"{len(sub)}", va="center", fontsize=8, color="#424242")
     ax.set_yticks(range(len(rows)), rows, fontsize=9)
     ax.set_ylim(len(rows) - 0.5, -0.5)
-    ax.set_xlim(0, span * 1.06)
-    start_label = pd.to_datetime(t0, unit="s", utc=True).strftime("%Y-%m-%d %H:%M:%S UTC")
-    ax.set_xlabel(f"seconds since capture start ({start_label}); number right: connections")
+    ax.set_xlim(left, left + span * 1.06)
+    if as_dates:
+        ax.xaxis_date()
+        locator = mdates.AutoDateLocator(maxticks=8)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        ax.set_xlabel("time (UTC); number right: connections")
+    else:
+        start_label = pd.to_datetime(t0, unit="s", utc=True).strftime("%Y-%m-%d %H:%M:%S UTC")
+        ax.set_xlabel(f"seconds since capture start ({start_label}); number right: connections")
     ax.grid(axis="x", color="#EEEEEE")
     ax.set_axisbelow(True)
     for side in ("top", "right"):
@@ -356,10 +371,11 @@ def cert_validity(analysis, ax=None, limit: int = 40) -> Figure:
         labels.append(_short(name, 30) + (f"  [{', '.join(where)}]" if where else ""))
     ax.set_yticks(range(len(shown)), labels, fontsize=8.5)
     ax.set_ylim(len(shown) - 0.5, -0.5)
-    if np.isfinite(t0):
+    seen = mdates.date2num(pd.to_datetime(shown["seen_start"], utc=True))
+    ax.plot(seen, np.arange(len(shown)), marker="D", ls="none", color="#212121", ms=5, zorder=3)
+    if np.isfinite(t0) and (t1 - t0) < 60 * 86400:
         cap = mdates.date2num(pd.to_datetime([t0, t1], unit="s", utc=True))
-        ax.axvspan(cap[0], max(cap[1], cap[0] + 0.5), color="#212121", alpha=0.25)
-        ax.axvline(cap[0], color="#212121", lw=1.5, ls="--")
+        ax.axvline(cap[0], color="#212121", lw=1.2, ls="--")
     ax.xaxis_date()
     locator = mdates.AutoDateLocator(maxticks=8)
     ax.xaxis.set_major_locator(locator)
@@ -370,7 +386,9 @@ def cert_validity(analysis, ax=None, limit: int = 40) -> Figure:
         ax.spines[side].set_visible(False)
     present = [s for s in palette.CERT_STATE_COLORS if s in set(shown["state"])]
     handles = [Patch(color=palette.CERT_STATE_COLORS[s], label=s) for s in present]
-    handles.append(Line2D([], [], color="#212121", lw=1.5, ls="--", label="capture time"))
+    handles.append(Line2D([], [], color="#212121", marker="D", ls="none", ms=5, label="seen on the wire"))
+    if np.isfinite(t0) and (t1 - t0) < 60 * 86400:
+        handles.append(Line2D([], [], color="#212121", lw=1.2, ls="--", label="capture start"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, frameon=False)
     extra = f" (first {limit} of {len(certs)} by expiry)" if len(certs) > limit else ""
     ax.set_title(f"Certificate validity vs capture time{extra}", fontsize=12, loc="left")
@@ -398,7 +416,7 @@ def figure_png_base64(fig: Figure, dpi: int = 110) -> str:
     return base64.b64encode(figure_png(fig, dpi)).decode("ascii")
 
 
-def all_figures(analysis, fail_on: str = "high") -> dict[str, Figure]:
+def all_figures(analysis, fail_on: str | None = None) -> dict[str, Figure]:
     """Every figure of the report, by name."""
     return {
         "path_map": path_map(analysis),

@@ -1,0 +1,50 @@
+"""JUnit XML: one test case per documented path x applicable check, failures where the checks fail."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from commpath.present import _model, junit, palette
+from test_present_data import analysis  # noqa: F401
+
+
+def test_one_testcase_per_path_and_check(analysis):  # noqa: F811
+    root = ET.fromstring(junit.build_junit(analysis))
+    results = _model.check_results(analysis)
+    cases = [(s.get("name"), c.get("name")) for s in root.iter("testsuite") for c in s.iter("testcase")]
+    assert sorted(cases) == sorted(zip(results["path"], results["check"]))
+    assert len(set(cases)) == len(cases)
+    assert int(root.get("tests")) == len(results)
+    for case_suite in root.iter("testsuite"):
+        assert all(c.get("classname") == f"commpath.{case_suite.get('name')}" for c in case_suite.iter("testcase"))
+
+
+def test_failures_and_skips_follow_the_matrix(analysis):  # noqa: F811
+    root = ET.fromstring(junit.build_junit(analysis, fail_on="high"))
+    results = _model.check_results(analysis).set_index(["path", "check"])
+    failures = 0
+    for suite in root.iter("testsuite"):
+        for case in suite.iter("testcase"):
+            row = results.loc[(suite.get("name"), case.get("name"))]
+            failed = case.find("failure") is not None
+            expected = row["status"] == "fail" or (row["severity"] and palette.severity_rank(row["severity"]) >= 3)
+            assert failed == bool(expected)
+            failures += failed
+            if row["status"] in ("not-observed", "not-observable") and not failed:
+                assert case.find("skipped") is not None
+            if failed:
+                f = case.find("failure")
+                mine = analysis.findings[(analysis.findings["path"].astype(str) == suite.get("name"))
+                                         & (analysis.findings["check"].astype(str) == case.get("name"))]
+                assert f.get("type") == row["severity"]
+                for _, finding in mine.iterrows():
+                    assert str(finding["display_filter"]) in f.text
+    assert int(root.get("failures")) == failures
+
+
+def test_fail_on_lowers_the_gate(analysis):  # noqa: F811
+    strict = ET.fromstring(junit.build_junit(analysis, fail_on="info"))
+    lenient = ET.fromstring(junit.build_junit(analysis, fail_on="critical"))
+    assert int(strict.get("failures")) >= int(lenient.get("failures"))
+    cells_with_findings = int((_model.check_results(analysis)["findings"] > 0).sum())
+    assert int(strict.get("failures")) == cells_with_findings

@@ -1,0 +1,73 @@
+"""`commpath report`: formats in one run, -o as base name, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from commpath import cli
+from commpath.present.report import output_paths
+from test_present_data import PUBLIC_FILES, PUBLIC_INVENTORY, lab_scenarios, public_analysis, CAPTURES
+
+
+def test_output_paths():
+    assert output_paths("out/report.html", []) == {"html": __import__("pathlib").Path("out/report.html")}
+    assert output_paths("r.md", [])["md"].name == "r.md"
+    several = output_paths("out/report.html", ["html", "md", "json", "junit"])
+    assert {k: v.name for k, v in several.items()} == {"html": "report.html", "md": "report.md",
+                                                       "json": "report.json", "junit": "report.junit.xml"}
+    assert output_paths("x", ["json"])["json"].name == "x"
+
+
+def _inputs(tmp_path):
+    if lab_scenarios():
+        folder = CAPTURES / lab_scenarios()[0]
+        return [str(folder), "--inventory", str(folder / "inventory.yaml")], None
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text(PUBLIC_INVENTORY)
+    return [*map(str, PUBLIC_FILES), "--inventory", str(inv)], public_analysis()
+
+
+def test_all_formats_in_one_run(tmp_path, capsys):
+    args, _ = _inputs(tmp_path)
+    code = cli.main(["report", *args, "--format", "html", "--format", "md", "--format", "json",
+                     "--format", "junit", "-o", str(tmp_path / "out" / "report"), "--quiet"])
+    files = {p.name for p in (tmp_path / "out").iterdir()}
+    assert files == {"report.html", "report.md", "report.json", "report.junit.xml"}
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["schema"] == "commpath.report/v1"
+    worst = max((["info", "low", "medium", "high", "critical"].index(f["severity"]) for f in report["findings"]),
+                default=-1)
+    assert code == (1 if worst >= 3 else 0)
+    root = ET.parse(tmp_path / "out" / "report.junit.xml").getroot()
+    assert root.tag == "testsuites" and int(root.get("tests")) > 0
+    html = (tmp_path / "out" / "report.html").read_text()
+    for p in report["paths"]:
+        assert f'data-path="{p["id"]}" data-verdict="{p["verdict"]}"' in html
+
+
+def test_fail_on_critical_passes_and_single_format_uses_the_name(tmp_path):
+    args, _ = _inputs(tmp_path)
+    code = cli.main(["report", *args, "-o", str(tmp_path / "only.md"), "--fail-on", "critical", "-q"])
+    assert code == 0
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".md"] == ["only.md"]
+
+
+def test_unreadable_input_is_one_line_exit_2(tmp_path, capsys):
+    bad = tmp_path / "broken.pcap"
+    bad.write_bytes(b"this is not a capture")
+    code = cli.main(["report", str(bad), "-o", str(tmp_path / "r.html"), "-q"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "broken.pcap" in err and "Traceback" not in err
+
+
+def test_unwritable_output_is_one_line_exit_2(tmp_path, capsys):
+    args, _ = _inputs(tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code = cli.main(["report", *args, "-o", str(blocker / "sub" / "r.html"), "-q"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
