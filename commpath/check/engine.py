@@ -220,7 +220,8 @@ def evaluate(flows: pd.DataFrame, tls: pd.DataFrame | None = None, certs: pd.Dat
         tls = None
     f = _FlowFacts(flows, tls, certs, tls_known)
     paths = flows["path"].astype("string").fillna("other").to_numpy(str)
-    src_role = flows["src_role"].astype("string").fillna("").to_numpy(str)
+    src_role = (flows["src_role"].astype("string").fillna("").to_numpy(str) if "src_role" in flows
+                else np.full(len(flows), ""))
     konn_enabled = bool(getattr(inventory, "konnectivity_enabled", False)) or bool(
         ((paths == "konnectivity") & (src_role == "konnectivity-agent")).any())
     ctx = {"src_role": src_role, "konnectivity_enabled": konn_enabled}
