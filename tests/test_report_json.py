@@ -1,0 +1,80 @@
+"""report.json: exactly the keys and value types of the spec's section 4."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import commpath
+from commpath.present.report_json import build_report, write_report_json
+
+PUBLIC = Path(__file__).resolve().parents[1].parent / "shared/pcaps/public"
+CAPTURE_KEYS = {"file", "host", "role", "packets", "first_ts", "last_ts", "warnings"}
+PATH_KEYS = {"id", "observed", "flows", "verdict"}
+FLOW_KEYS = {"flow_id", "capture", "first_frame", "ts_start", "ts_end", "src_ip", "src_port", "dst_ip", "dst_port",
+             "transport", "app_protocol", "path", "src_role", "dst_role", "packets", "bytes", "tls_version", "sni",
+             "alpn", "cipher", "server_cert_fingerprints", "client_cert", "server_cert_verified"}
+FINDING_KEYS = {"check", "severity", "path", "flow_ids", "message", "remediation", "evidence"}
+VERDICTS = {"pass", "fail", "warn", "not-observed", "not-observable"}
+CLIENT_CERT = {"presented", "empty", "not-requested", "inferred-presented", "inferred-absent", "unknown", None}
+
+
+@pytest.fixture(scope="module")
+def analysis(tmp_path_factory):
+    tls10 = next(PUBLIC.rglob("tls-conn-with-extensions.pcap"))
+    tls13 = next(PUBLIC.rglob("tls13_wolfssl.pcap"))
+    inv = tmp_path_factory.mktemp("inv") / "inventory.yaml"
+    inv.write_text('apiserver: {endpoints: ["74.125.224.79:443", "192.168.186.134:9090"]}\n'
+                   'nodes: [{name: n1, addresses: ["192.168.1.105", "192.168.186.133"]}]\n')
+    return commpath.open(tls10, tls13, inventory=inv)
+
+
+def test_report_has_exactly_the_spec_layout(analysis):
+    rep = build_report(analysis)
+    assert list(rep) == ["schema", "captures", "paths", "flows", "findings"]
+    assert rep["schema"] == "commpath.report/v1"
+    assert len(rep["captures"]) == 2 and all(set(c) == CAPTURE_KEYS for c in rep["captures"])
+    assert all(isinstance(c["warnings"], list) and isinstance(c["packets"], int) for c in rep["captures"])
+    for p in rep["paths"]:
+        assert PATH_KEYS <= set(p) <= PATH_KEYS | {"needs"}
+        assert p["verdict"] in VERDICTS and isinstance(p["observed"], bool) and isinstance(p["flows"], int)
+    assert len(rep["flows"]) == 2
+    for f in rep["flows"]:
+        assert set(f) == FLOW_KEYS
+        assert f["transport"] in ("tcp", "udp") and f["path"] == "node-to-apiserver"
+        assert isinstance(f["server_cert_fingerprints"], list) or f["server_cert_fingerprints"] is None
+        assert f["client_cert"] in CLIENT_CERT
+        assert f["server_cert_verified"] in (True, False, None)
+    by_version = {f["tls_version"]: f for f in rep["flows"]}
+    assert set(by_version) == {"TLS 1.0", "TLS 1.3"}
+    assert len(by_version["TLS 1.0"]["server_cert_fingerprints"]) >= 1
+    assert all(len(fp) == 64 for fp in by_version["TLS 1.0"]["server_cert_fingerprints"])
+    assert by_version["TLS 1.3"]["client_cert"] == "inferred-absent"
+    checks = set()
+    for f in rep["findings"]:
+        assert FINDING_KEYS <= set(f)
+        assert set(f["evidence"]) == {"capture", "frames", "display_filter"}
+        assert f["severity"] in ("info", "low", "medium", "high", "critical")
+        assert all(isinstance(x, int) for x in f["flow_ids"] + f["evidence"]["frames"])
+        checks.add(f["check"])
+    assert {"tls-version-weak", "client-cert-missing", "cert-not-observable"} <= checks
+
+
+def test_report_json_file_is_strict_json(analysis, tmp_path):
+    out = write_report_json(analysis, tmp_path / "report.json")
+    text = out.read_text()
+    assert "NaN" not in text and "<NA>" not in text
+    assert json.loads(text) == json.loads(json.dumps(build_report(analysis)))
+
+
+def test_report_command_json_format_matches_build_report(analysis, tmp_path):
+    from commpath.cli import main as cli_main
+    inv = analysis.inventory.file
+    tls10 = next(PUBLIC.rglob("tls-conn-with-extensions.pcap"))
+    tls13 = next(PUBLIC.rglob("tls13_wolfssl.pcap"))
+    out = tmp_path / "r.json"
+    rc = cli_main(["report", str(tls10), str(tls13), "--inventory", inv, "--format", "json", "-o", str(out), "-q"])
+    assert rc == analysis.exit_code("high") == 1
+    assert json.loads(out.read_text()) == json.loads(json.dumps(build_report(analysis)))
