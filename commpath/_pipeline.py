@@ -182,6 +182,11 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
 
 
 def _progress(enabled: bool):
+    if enabled:  # a tqdm bar, a widget in Jupyter, when tqdm is installed (present layer)
+        from .present.progress import read_callback
+        bar = read_callback()
+        if bar is not None:
+            return bar
     if not enabled or not sys.stderr.isatty():
         return None
 

@@ -65,3 +65,38 @@ def progress(iterable=None, *, total=None, desc: str | None = None, unit: str = 
             return tqdm(iterable, total=total, desc=desc, unit=unit, unit_scale=unit_scale, leave=leave)
     except Exception:  # tqdm missing, or its notebook widget unavailable
         return _Silent(iterable)
+
+
+class ReadProgress:
+    """A per-file byte bar for the decode engine's ``progress(file, done, total)`` callback."""
+
+    def __init__(self):
+        self.bar = None
+        self.file = None
+
+    def __call__(self, file: str, done: int, total: int) -> None:
+        if file != self.file:
+            self.close()
+            from pathlib import Path
+            self.file = file
+            self.bar = progress(total=total, desc=Path(file).name, unit="B", unit_scale=True, leave=False)
+        if self.bar is not None:
+            self.bar.update(max(0, done - self.bar.n))
+            if total and done >= total:
+                self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def read_callback(enabled: bool = True):
+    """A ReadProgress when a bar can be shown (Jupyter, or a terminal with tqdm), else None."""
+    if not enabled or not (_in_notebook() or sys.stderr.isatty()):
+        return None
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        return None
+    return ReadProgress()
