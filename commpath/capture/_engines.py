@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -25,15 +26,30 @@ def _version(cmd: list[str]) -> str:
 def choose(requested: str, ifaces: list[str]) -> tuple[str, str]:
     """(engine, reason) for ``requested`` = auto | dumpcap | tcpdump | scapy."""
     have = {name: shutil.which(name) for name in ("dumpcap", "tcpdump")}
+    tcpdump_blocked = _tcpdump_blocked()
     if requested != "auto":
         if requested in have and not have[requested]:
             return "", f"{requested} was requested but is not installed"
+        if requested == "tcpdump" and tcpdump_blocked:
+            return "", f"tcpdump cannot run here: {tcpdump_blocked}; use --engine dumpcap or scapy"
         return requested, "requested with --engine"
     if have["dumpcap"]:
         return "dumpcap", "dumpcap found: kernel ring buffer, several interfaces in one pcapng, ring files"
-    if have["tcpdump"]:
+    if have["tcpdump"] and not tcpdump_blocked:
         return "tcpdump", "tcpdump found (dumpcap not installed): kernel buffering, one file per interface"
+    if have["tcpdump"]:
+        return "scapy", f"dumpcap not installed and tcpdump unusable ({tcpdump_blocked}): scapy's sniffer"
     return "scapy", "neither dumpcap nor tcpdump installed: scapy's sniffer (slower, no kernel drop counts)"
+
+
+def _tcpdump_blocked() -> str:
+    """Why tcpdump cannot run (as root it switches user, which needs CAP_SETUID/CAP_SETGID), or ''."""
+    from ._host import effective_capabilities
+
+    caps = effective_capabilities()
+    if os.geteuid() == 0 and not (caps >> 6 & 1 and caps >> 7 & 1):
+        return "running as root without CAP_SETUID/CAP_SETGID (e.g. a container with NET_RAW/NET_ADMIN only)"
+    return ""
 
 
 class _Process:
@@ -112,9 +128,12 @@ class Tcpdump(Engine):
         self.procs = {}
         for iface in self.ifaces:
             cmd = ["tcpdump", "-i", iface, "-w", str(self._target(iface)), "-U", "-n", "-s", str(SNAPLEN),
-                   "-B", "8192", "-Z", "root", "--time-stamp-precision=micro"]
+                   "-B", "8192", "--time-stamp-precision=micro", "--immediate-mode"]
+            if os.geteuid() == 0:
+                cmd += ["-Z", "root"]  # keep root: do not switch to the tcpdump user for the output files
             if self.ring:
-                cmd += ["-C", f"{max(self.file_mb or 1, 0.001):g}", "-W", str(self.ring)]
+                # tcpdump takes whole millions of bytes per file
+                cmd += ["-C", str(max(1, round(self.file_mb or 1))), "-W", str(self.ring)]
             if self.bpf:
                 cmd.append(self.bpf)
             self.procs[iface] = _Process(cmd, r"listening on")

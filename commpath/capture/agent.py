@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import sys
@@ -15,8 +16,8 @@ from ..errors import CommpathError, InputError
 from . import _engines, _host
 from .filters import default_filter, read_inventory
 
-#: Capturing stops when less than this is left on the output file system.
-DISK_RESERVE_MB = 64.0
+#: Capturing stops when less than this is left on the output file system (env COMMPATH_CAPTURE_RESERVE_MB).
+DISK_RESERVE_MB = float(os.environ.get("COMMPATH_CAPTURE_RESERVE_MB", "64"))
 
 
 @dataclass

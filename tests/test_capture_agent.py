@@ -1,0 +1,274 @@
+"""The capture agent for real: engines, filter, limits, signals, manifest, refusals."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from commpath.capture.filters import default_filter
+
+from _netns_pair import netns_pair, tcp_send, tcp_server
+
+ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT, reason="capturing needs root and network namespaces")
+
+INVENTORY = """\
+apiVersion: commpath/v1
+kind: Inventory
+apiserver: {endpoints: ["10.98.0.2:6443"], service: "10.96.0.1:443"}
+control_plane: [{name: cp1, addresses: ["10.98.0.2"]}]
+nodes: [{name: node1, addresses: ["10.98.0.1"], pod_cidrs: ["10.244.1.0/24"]}]
+konnectivity: {enabled: true, server: "10.98.0.2:8132"}
+etcd: ["10.98.0.2:2379"]
+"""
+
+
+def _compile_bpf(expr: str) -> bool:
+    """Compile with libpcap (pcap_open_dead + pcap_compile): no privileges needed."""
+    pcap = ctypes.CDLL(ctypes.util.find_library("pcap") or "libpcap.so.0.8")
+    pcap.pcap_open_dead.restype = ctypes.c_void_p
+    handle = pcap.pcap_open_dead(1, 65535)  # DLT_EN10MB
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_uint), ("insns", ctypes.c_void_p)]
+
+    prog = Program()
+    ok = pcap.pcap_compile(ctypes.c_void_p(handle), ctypes.byref(prog), expr.encode(), 1, 0xFFFFFFFF) == 0
+    if ok:
+        pcap.pcap_freecode(ctypes.byref(prog))
+    pcap.pcap_close(ctypes.c_void_p(handle))
+    return ok
+
+
+import ctypes.util  # noqa: E402
+
+
+def test_default_filter_covers_documented_ports_and_control_plane(tmp_path):
+    import yaml
+
+    inv = yaml.safe_load(INVENTORY)
+    node = default_filter("node", inv, "node1")
+    cp = default_filter("control-plane", inv, "cp1")
+    for port in (443, 6443, 10250, 10255, 22, 8132, 2379, 2380):
+        assert f"port {port}" in node
+    assert "host 10.98.0.2" in node and "host 10.96.0.1" in node
+    assert "net 10.244.1.0/24" in node and "net 10.244.1.0/24" not in cp
+    assert _compile_bpf(node) and _compile_bpf(cp) and _compile_bpf(default_filter("node"))
+    assert not _compile_bpf("tcp and (port")
+
+
+def _agent(ns: str, out: Path, *extra: str, env=None) -> subprocess.Popen:
+    cmd = ["ip", "netns", "exec", ns, sys.executable, "-m", "commpath", "capture", "--role", "node",
+           "--host", "node1", "--iface", "eth0", "--out", str(out), *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, **(env or {})))
+
+
+def _wait_listening(out: Path, proc: subprocess.Popen, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        mf = out / "manifest.json"
+        if mf.exists() and json.loads(mf.read_text()).get("status") == "running":
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("agent did not start")
+
+
+def _tshark_ports(files: list[Path]) -> list[tuple[int, int]]:
+    pairs = []
+    for f in files:
+        out = subprocess.run(["tshark", "-r", str(f), "-T", "fields", "-e", "tcp.srcport", "-e", "tcp.dstport"],
+                             capture_output=True, text=True, check=True).stdout
+        pairs += [tuple(map(int, line.split("\t"))) for line in out.splitlines() if line.strip()]
+    return pairs
+
+
+@pytest.mark.netns
+@needs_root
+@pytest.mark.parametrize("engine", ["tcpdump", "dumpcap", "scapy"])
+def test_engine_captures_filtered_traffic_and_writes_manifest(tmp_path, engine):
+    if engine != "scapy" and not shutil.which(engine):
+        pytest.skip(f"{engine} not installed")
+    out = tmp_path / "cap"
+    with netns_pair() as (a, b, ip_a, ip_b):
+        srv1, srv2 = tcp_server(b, ip_b, 6443), tcp_server(b, ip_b, 7777)
+        (tmp_path / "inv.yaml").write_text(INVENTORY.replace("10.98.0.2", "10.98.0.99"))
+        proc = _agent(a, out, "--engine", engine, "--inventory", str(tmp_path / "inv.yaml"), "--duration", "30")
+        _wait_listening(out, proc)
+        kept = tcp_send(a, ip_b, 6443, b"x" * 5000, connections=3)
+        dropped = tcp_send(a, ip_b, 7777, b"y" * 100, connections=2)  # no documented port, not the cp address
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+        srv1.close(), srv2.close()
+    assert proc.returncode == 0, stderr
+    assert f"engine {engine}" in stderr and "capturing" in stderr  # choice, reason and progress line
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["status"] == "complete" and m["stop_reason"] == "SIGINT"
+    assert m["host"] == "node1" and m["role"] == "node" and m["engine"] == engine and m["engine_version"]
+    assert [i["name"] for i in m["interfaces"]] == ["eth0"] and "10.98.0.1/24" in m["interfaces"][0]["addresses"]
+    assert m["filter_source"] == "default" and "port 6443" in m["filter"] and "host 10.98.0.99" in m["filter"]
+    assert m["clock"]["clock"] == "CLOCK_REALTIME" and "clocksource" in m["clock"]
+    assert m["start"] < m["stop"]
+    files = [out / f["name"] for f in m["files"]]
+    ports = _tshark_ports(files)
+    assert {p for p, _ in ports if _ == 6443} == set(kept)
+    assert not [p for p in ports if 7777 in p] and not set(dropped) & {p for p, _ in ports}
+    assert m["packets_captured"] == len(ports)
+    if engine != "scapy":
+        assert m["packets_dropped"] == 0
+
+
+@pytest.mark.netns
+@needs_root
+def test_sigterm_stops_cleanly_and_file_is_readable_by_commpath(tmp_path):
+    import commpath
+
+    out = tmp_path / "cap"
+    with netns_pair() as (a, b, ip_a, ip_b):
+        srv = tcp_server(b, ip_b, 10250)
+        proc = _agent(a, out, "--engine", "tcpdump", "--filter", "tcp port 10250")
+        _wait_listening(out, proc)
+        local = tcp_send(a, ip_b, 10250, b"GET / HTTP/1.1\r\n\r\n", connections=2)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+        srv.close()
+    assert proc.returncode == 0, stderr
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["stop_reason"] == "SIGTERM" and m["filter"] == "tcp port 10250" and m["filter_source"] == "user"
+    cap = commpath.read(out)
+    flows = cap.flows
+    assert sorted(flows["src_port"].tolist()) == sorted(local)
+    assert set(flows["dst_port"]) == {10250} and flows["handshake_seen"].all()
+    assert cap.captures["host"].tolist() == ["node1"]
+
+
+@pytest.mark.netns
+@needs_root
+def test_duration_ring_and_size_limits(tmp_path):
+    with netns_pair() as (a, b, ip_a, ip_b):
+        srv = tcp_server(b, ip_b, 6443)
+        ring = tmp_path / "ring"
+        proc = _agent(a, ring, "--engine", "tcpdump", "--ring", "3", "--max-size", "3", "--duration", "60",
+                      "--filter", "tcp")
+        _wait_listening(ring, proc)
+        tcp_send(a, ip_b, 6443, b"z" * 200_000, connections=30)  # ~6.5 MB on the wire, 1 MB files
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+        m = json.loads((ring / "manifest.json").read_text())
+        assert m["status"] == "complete" and 1 < len(m["files"]) <= 3
+        assert len(m["files"]) == 3 and sum(f["bytes"] for f in m["files"]) < 3e6 * 1.2
+        for f in m["files"]:
+            assert f["name"].endswith(".pcap")
+            subprocess.run(["tshark", "-r", str(ring / f["name"]), "-c", "1"], check=True, capture_output=True)
+
+        size = tmp_path / "size"
+        proc = _agent(a, size, "--engine", "dumpcap", "--max-size", "0.5", "--duration", "60", "--filter", "tcp")
+        _wait_listening(size, proc)
+        tcp_send(a, ip_b, 6443, b"z" * 200_000, connections=10)
+        proc.communicate(timeout=30)
+        m = json.loads((size / "manifest.json").read_text())
+        assert m["stop_reason"] == "max-size" and proc.returncode == 0
+
+        dur = tmp_path / "dur"
+        t0 = time.monotonic()
+        proc = _agent(a, dur, "--engine", "tcpdump", "--duration", "1.5")
+        proc.communicate(timeout=30)
+        assert time.monotonic() - t0 < 15
+        assert json.loads((dur / "manifest.json").read_text())["stop_reason"] == "duration"
+        srv.close()
+
+
+@needs_root
+def test_refuses_without_capture_privileges(tmp_path):
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="cpt-noperm-"))  # pytest's tmp_path is private to root
+    shared.chmod(0o777)
+    try:
+        _refusal(shared)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def _refusal(out: Path):
+    res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+                          sys.executable, "-m", "commpath", "capture", "--role", "node", "--iface", "lo",
+                          "--duration", "1", "--out", str(out)], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, NUMBA_CACHE_DIR=str(out)))  # numba's cache: writable for nobody
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("\n") == 1 and "CAP_NET_RAW" in res.stderr and "Traceback" not in res.stderr
+    assert not (out / "manifest.json").exists()
+
+
+@needs_root
+def test_container_capabilities_pick_dumpcap_and_refuse_tcpdump(tmp_path):
+    if not shutil.which("dumpcap"):
+        pytest.skip("dumpcap not installed")
+    drop = ["setpriv", "--bounding-set=-all,+net_raw,+net_admin", "--inh-caps=-all"]
+    base = [sys.executable, "-m", "commpath", "capture", "--role", "node", "--iface", "lo", "--duration", "1"]
+    res = subprocess.run([*drop, *base, "--out", str(tmp_path / "a")], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["engine"] == "dumpcap"
+    res = subprocess.run([*drop, *base, "--engine", "tcpdump", "--out", str(tmp_path / "b")],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "CAP_SETUID" in res.stderr
+
+
+@pytest.mark.netns
+@needs_root
+def test_full_disk_refusal_and_stop_before_disk_fills(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    script = f"""
+set -e
+mount -t tmpfs -o size=4m commpath-test {mnt}
+{sys.executable} -m commpath capture --role node --iface lo --duration 5 --out {mnt}/refused
+"""
+    # a private mount namespace: the tmpfs exists only for this shell
+    res = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "disk full" in res.stderr and res.stderr.count("\n") == 1
+
+    with netns_pair() as (a, b, ip_a, ip_b):
+        srv = tcp_server(b, ip_b, 6443)
+        script = f"""
+set -e
+mount -t tmpfs -o size=12m commpath-test {mnt}
+ip netns exec {a} {sys.executable} -m commpath capture --role node --iface eth0 --engine tcpdump \\
+    --duration 60 --filter tcp --out {mnt}/cap 2>{tmp_path}/err &
+agent=$!
+while [ ! -s {mnt}/cap/manifest.json ]; do sleep 0.05; done
+sleep 0.5
+ip netns exec {a} {sys.executable} -c '
+import socket, time
+for i in range(80):  # 16 MB offered at ~10 MB/s
+    s = socket.create_connection(("{ip_b}", 6443)); s.sendall(b"q" * 200000); s.close(); time.sleep(0.02)
+' || true
+wait $agent
+df -B1 --output=avail {mnt} | tail -1 > {tmp_path}/avail
+cp -r {mnt}/cap {tmp_path}/kept
+"""
+        res = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                             capture_output=True, text=True, timeout=120,
+                             env=dict(os.environ, COMMPATH_CAPTURE_RESERVE_MB="4"))
+        srv.close()
+    assert res.returncode == 0, res.stderr + (tmp_path / "err").read_text()
+    m = json.loads((tmp_path / "kept" / "manifest.json").read_text())
+    assert m["stop_reason"] == "disk-full" and m["status"] == "complete"
+    pcap = tmp_path / "kept" / m["files"][0]["name"]
+    assert 4e6 < pcap.stat().st_size < 12e6 * 0.9
+    assert int((tmp_path / "avail").read_text()) > 1e6  # stopped before the file system filled
+    subprocess.run(["tshark", "-r", str(pcap), "-c", "5"], check=True, capture_output=True)
