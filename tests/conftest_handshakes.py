@@ -53,3 +53,38 @@ def tshark_fields(path: Path, fields: list[str], display_filter: str = "", extra
     cmd += extra or []
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
     return [line.split("\t") for line in out.splitlines()]
+
+
+def start_tcpdump(pcap: Path, bpf: str, timeout: float = 10.0):
+    """tcpdump on lo writing ``pcap``; returns once it says it is listening. Caller stops it."""
+    import select
+    import time
+    proc = subprocess.Popen([shutil.which("tcpdump") or "tcpdump", "-i", "lo", "-U", "--immediate-mode", "-n", "-s", "0",
+                             "-Z", "root", "-w", str(pcap), bpf],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        ready, _, _ = select.select([proc.stderr], [], [], 0.1)
+        if ready:
+            line = proc.stderr.readline()
+            if "listening on" in line:
+                time.sleep(0.1)
+                return proc
+            if not line and proc.poll() is not None:
+                break
+    proc.kill()
+    raise RuntimeError(f"tcpdump did not start: {proc.stderr.read() if proc.stderr else ''}")
+
+
+def stop_tcpdump(proc, settle: float = 0.3) -> None:
+    """Let the last packets reach the file, then stop tcpdump (by its pid)."""
+    import signal
+    import time
+    time.sleep(settle)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)

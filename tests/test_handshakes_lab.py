@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from conftest_handshakes import read_capture
+from conftest_handshakes import read_capture, start_tcpdump, stop_tcpdump
 
 PEERS = Path(__file__).resolve().parent / "peers"
 GO = shutil.which("go")
@@ -259,21 +259,12 @@ def lab(tmp_path_factory, go_peer):
     base = _free_base()
     ports = {name: base + i for i, name in enumerate(SCENARIOS)}
     procs = Procs()
-    dump = procs.start([TCPDUMP, "-i", "lo", "-U", "-n", "-s", "0", "-w", str(pcap),
-                        f"tcp portrange {base}-{base + len(SCENARIOS)}"])
+    dump = start_tcpdump(pcap, f"tcp portrange {base}-{base + len(SCENARIOS)}")
     try:
-        deadline = time.time() + 10
-        while time.time() < deadline:             # tcpdump says "listening on lo" on stderr
-            if dump.poll() is not None:
-                raise RuntimeError(dump.stderr.read())
-            if pcap.exists() and pcap.stat().st_size >= 24:
-                break
-            time.sleep(0.05)
-        time.sleep(0.3)
         for name, spec in SCENARIOS.items():
             run_scenario(procs, go_peer, pki, ports[name], spec, keylog)
-        time.sleep(0.5)
     finally:
+        stop_tcpdump(dump, settle=0.5)
         procs.close()
     return {"pcap": pcap, "pki": pki, "ports": ports, "keylog": keylog, "dir": d}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest_handshakes import PUBLIC, ZEEK_BASE, ZEEK_TRACES, tshark_fields, zeek_log
+from conftest_handshakes import PUBLIC, ZEEK_BASE, ZEEK_TRACES, start_tcpdump, tshark_fields, zeek_log
 
 SSH_TRACES = [
     "arkime/ssh2.pcap",
@@ -123,14 +123,13 @@ def sshd_capture(tmp_path_factory):
     pcap = d / "ssh.pcap"
     procs = []
     try:
-        dump = subprocess.Popen(["tcpdump", "-i", "lo", "-U", "-n", "-w", str(pcap), f"tcp port {port}"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        dump = start_tcpdump(pcap, f"tcp port {port}")
         procs.append(dump)
         sshd = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
         procs.append(sshd)
         for _ in range(100):                       # wait for sshd and tcpdump to be ready
-            if pcap.exists() and pcap.stat().st_size >= 24 and _listening(port):
+            if _listening(port):
                 break
             time.sleep(0.05)
         time.sleep(0.2)

@@ -90,6 +90,11 @@ def analyze_handshakes(capture, ca=None, keylog=None) -> Handshakes:
             if res.tunnel is not None and looks_like_tls(res.tunnel.fwd.data):
                 tls_rows.append(_tls_row(parse_tls(res.tunnel), ts, _connect_host(res.rows) or dst_ip,
                                          cas, keys, certs, tunneled=True))
+            elif res.tunnel is not None and res.tunnel.fwd.data[:1].isalpha():
+                inner = parse_http(res.tunnel)            # plain HTTP through the tunnel
+                for row in inner.rows:
+                    row.update(tunneled=True, partial=inner.partial, parse_error=inner.parse_error)
+                http_rows.extend(inner.rows)
     if keys is not None:
         n_dec = sum(1 for r in tls_rows if r.get("certs_visibility") == "decrypted")
         n13 = sum(1 for r in tls_rows if r.get("tls_version") == "TLS 1.3")

@@ -26,7 +26,7 @@ REDACTED = "REDACTED"
 HTTP_COLUMNS: dict[str, str] = {
     "flow_id": "int64",
     "frame": "Int64",
-    "direction": "category",       # request | response
+    "direction": "category",       # request | response | push (HTTP/2 PUSH_PROMISE)
     "method": "string",
     "path": "string",              # secrets in the query redacted
     "host": "string",
@@ -35,6 +35,7 @@ HTTP_COLUMNS: dict[str, str] = {
     "version": "string",           # HTTP/1.0 | HTTP/1.1 | HTTP/2
     "h2c": "bool",
     "auth": "string",              # credential kinds seen, values never kept: "bearer", "basic,cookie"
+    "tunneled": "bool",            # inside an HTTP CONNECT tunnel
     "partial": "bool",
     "parse_error": "string",
 }
@@ -306,6 +307,7 @@ def _h2_rows(stream: Stream, flow_id: int, start: int, is_response: bool, res: H
     pos = start
     block = b""
     block_at = None
+    pushed = False
     for _ in range(MAX_H2_FRAMES):
         if pos + 9 > len(data):
             break
@@ -317,6 +319,7 @@ def _h2_rows(stream: Stream, flow_id: int, start: int, is_response: bool, res: H
             break
         payload = data[pos + 9:pos + 9 + length]
         if ftype == 1:                                   # HEADERS
+            pushed = False
             p = 0
             pad = 0
             if flags & 0x08:
@@ -327,6 +330,19 @@ def _h2_rows(stream: Stream, flow_id: int, start: int, is_response: bool, res: H
             block = payload[p:len(payload) - pad if pad else None]
             block_at = pos
             if not flags & 0x04:                         # END_HEADERS not set
+                pos += 9 + length
+                continue
+        elif ftype == 5 and is_response:                 # PUSH_PROMISE: a request the server makes up
+            p = 0
+            pad = 0
+            if flags & 0x08:
+                pad = payload[0] if payload else 0
+                p = 1
+            p += 4                                        # promised stream id
+            block = payload[p:len(payload) - pad if pad else None]
+            block_at = pos
+            pushed = True
+            if not flags & 0x04:
                 pos += 9 + length
                 continue
         elif ftype == 9 and block_at is not None:        # CONTINUATION
@@ -349,7 +365,10 @@ def _h2_rows(stream: Stream, flow_id: int, start: int, is_response: bool, res: H
         h = dict(headers)
         row = {"flow_id": flow_id, "frame": stream.frame_at(block_at), "version": "HTTP/2", "h2c": True,
                "auth": _auth_kinds(headers)}
-        if is_response:
+        if pushed:
+            row.update(direction="push", method=h.get(":method"), host=h.get(":authority") or h.get("host"),
+                       path=redact_path(h.get(":path", "")) or None)
+        elif is_response:
             try:
                 row.update(direction="response", status=int(h.get(":status", "")))
             except ValueError:
