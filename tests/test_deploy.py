@@ -64,7 +64,7 @@ def test_container_runs_a_valid_capture_command(role):
     ds = next(d for d in _daemonsets() if d["metadata"]["labels"]["commpath.io/role"] == role)
     (c,) = ds["spec"]["template"]["spec"]["containers"]
     script = c["args"][0]
-    first = script.split(";")[0].replace('"$NODE_NAME"', "node-x").replace('"$DURATION"', "600")
+    first = script.split(";")[0].replace("$NODE_NAME", "node-x").replace("$DURATION", "600")
     argv = shlex.split(first)
     assert argv[0] == "commpath"
     args = build_parser().parse_args(argv[1:])
