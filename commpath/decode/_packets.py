@@ -280,6 +280,7 @@ def parse_headers(buf, off, caplen, linktype, h_status, h_ipver, h_src_hi, h_src
                 wire_end = l4_end
             if frag == 2:
                 h_status[i] = 4
+                h_pl_wire[i] = wire_end - l4 if wire_end > l4 else 0
                 break
             if proto == 4 or proto == 41:  # IP in IP
                 if h_tunnel[i] == 0:
@@ -323,6 +324,8 @@ def parse_headers(buf, off, caplen, linktype, h_status, h_ipver, h_src_hi, h_src
                 cap = l4_end - po
                 h_pl_cap[i] = cap if cap > 0 else 0
                 wl = wire_end - po
+                if frag == 1:   # the first fragment carries the datagram's length for all of them
+                    wl = _be16(buf, l4 + 4) - 8
                 h_pl_wire[i] = wl if wl > 0 else 0
                 h_status[i] = 0
                 if frag != 0:

@@ -218,7 +218,8 @@ def _attach_fragments(fi, ftime, first, later, state: ReadState) -> None:
         d = m["dir"].to_numpy(np.int64)
         np.add.at(fi, (flow, ft.PK0 + d), 1)
         np.add.at(fi, (flow, ft.BY0 + d), m["wire"].to_numpy(np.int64))
-        np.add.at(fi, (flow, ft.PL0 + d), m["pl"].to_numpy(np.int64))
+        tcp = m["p"].to_numpy(np.int64) == 6     # a UDP datagram's payload was counted at its first fragment
+        np.add.at(fi, (flow[tcp], ft.PL0 + d[tcp]), m["pl"].to_numpy(np.int64)[tcp])
         np.add.at(fi, (flow, ft.FRAGS), 1)
         np.maximum.at(fi[:, ft.LAST_FRAME], flow, m["frame"].to_numpy(np.int64))
     if orphan:

@@ -68,17 +68,20 @@ def analyze_handshakes(capture, ca=None, keylog=None) -> Handshakes:
     certs = _CertBook()
     warnings: list[str] = []
     if len(flows):
-        wanted = flows["app_protocol"].astype(str).isin(HANDSHAKE_PROTOCOLS) | flows["http_connect"].astype(bool)
-        sel = flows.loc[wanted, ["flow_id", "app_protocol", "ts_start", "dst_ip", "http_connect"]]
+        wanted = (flows["app_protocol"].astype(str).isin(HANDSHAKE_PROTOCOLS) | flows["http_connect"].astype(bool)).to_numpy()
+        sel = zip(flows["flow_id"].to_numpy()[wanted].tolist(),
+                  flows["app_protocol"].astype(str).to_numpy()[wanted].tolist(),
+                  flows["ts_start"].to_numpy()[wanted].tolist(),
+                  flows["dst_ip"].astype(object).to_numpy()[wanted].tolist())
     else:
-        sel = flows
-    for flow_id, proto, ts, dst_ip, _ in sel.itertuples(index=False):
-        fs = streams.get(int(flow_id))
+        sel = iter(())
+    max_appdata = 32 if keys is not None else 4
+    for flow_id, proto, ts, dst_ip in sel:
+        fs = streams.get(flow_id)
         if fs is None:
             continue
-        proto = str(proto)
         if proto == "tls" or (proto not in ("ssh", "http", "http2") and looks_like_tls(fs.fwd.data)):
-            tls_rows.append(_tls_row(parse_tls(fs), ts, dst_ip, cas, keys, certs, tunneled=False))
+            tls_rows.append(_tls_row(parse_tls(fs, max_appdata), ts, dst_ip, cas, keys, certs, tunneled=False))
         elif proto == "ssh":
             ssh_rows.append(vars(parse_ssh(fs)))
         elif proto in ("http", "http2"):
@@ -88,7 +91,7 @@ def analyze_handshakes(capture, ca=None, keylog=None) -> Handshakes:
                 row.setdefault("parse_error", res.parse_error)
             http_rows.extend(res.rows)
             if res.tunnel is not None and looks_like_tls(res.tunnel.fwd.data):
-                tls_rows.append(_tls_row(parse_tls(res.tunnel), ts, _connect_host(res.rows) or dst_ip,
+                tls_rows.append(_tls_row(parse_tls(res.tunnel, max_appdata), ts, _connect_host(res.rows) or dst_ip,
                                          cas, keys, certs, tunneled=True))
             elif res.tunnel is not None and res.tunnel.fwd.data[:1].isalpha():
                 inner = parse_http(res.tunnel)            # plain HTTP through the tunnel
@@ -109,11 +112,13 @@ def analyze_handshakes(capture, ca=None, keylog=None) -> Handshakes:
 def _frame(rows: list[dict], columns: dict[str, str]) -> pd.DataFrame:
     if not rows:
         return empty_frame(columns)
-    df = pd.DataFrame([{k: r.get(k) for k in columns} for r in rows])
+    data = {}
     for name, dtype in columns.items():
+        values = [r.get(name) for r in rows]
         if dtype == "bool":
-            df[name] = df[name].fillna(False).astype(bool)
-    return conform(df, columns)
+            values = [bool(v) for v in values]
+        data[name] = values
+    return conform(pd.DataFrame(data), columns)
 
 
 def _connect_host(rows: list[dict]) -> str | None:
@@ -225,21 +230,26 @@ class _CertBook:
     """Certificates by fingerprint, with the flows and roles they were seen in."""
 
     def __init__(self):
+        self._by_der: dict[bytes, ParsedCert] = {}
         self._certs: dict[str, ParsedCert] = {}
         self._roles: dict[str, list[str]] = {}
-        self._flows: dict[str, list[int]] = {}
+        self._flows: dict[str, dict[int, None]] = {}      # insertion-ordered set
 
     def add(self, der: bytes, flow_id: int, role: str) -> ParsedCert:
-        from .x509 import fingerprint
-        fp = fingerprint(der)
-        pc = self._certs.get(fp)
+        pc = self._by_der.get(der)
         if pc is None:
-            pc = self._certs[fp] = parse_certificate(der)
-            self._roles[fp], self._flows[fp] = [], []
+            from .x509 import fingerprint
+            fp = fingerprint(der)
+            pc = self._certs.get(fp)
+            if pc is None:
+                pc = self._certs[fp] = parse_certificate(der)
+                self._roles[fp], self._flows[fp] = [], {}
+            if len(self._by_der) < 100_000:
+                self._by_der[der] = pc
+        fp = pc.fingerprint
         if role not in self._roles[fp]:
             self._roles[fp].append(role)
-        if flow_id not in self._flows[fp]:
-            self._flows[fp].append(int(flow_id))
+        self._flows[fp][int(flow_id)] = None
         return pc
 
     def frame(self) -> pd.DataFrame:
@@ -249,7 +259,7 @@ class _CertBook:
         for fp, pc in self._certs.items():
             row = {k: pc.row.get(k) for k in CERT_COLUMNS}
             row["roles"] = self._roles[fp]
-            row["flow_ids"] = self._flows[fp]
+            row["flow_ids"] = list(self._flows[fp])
             for k in ("sans", "key_usage", "extended_key_usage"):
                 row[k] = row[k] if row[k] is not None else []
             row["self_signed"] = bool(row["self_signed"])

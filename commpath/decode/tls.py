@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import NamedTuple
 
 from ._tls_tables import ALERTS, CIPHER_SUITES
 from ._tls_wire import (
@@ -35,8 +37,7 @@ ALPS_EXTENSIONS = frozenset((17513, 17613))
 ALPS_MAX_EXTRA = 64
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     """One TLS record: where it starts in the stream, its type, version and body."""
 
     offset: int
@@ -60,7 +61,7 @@ class Record:
 
 @dataclass
 class Message:
-    """One handshake message, with the stream range of the records that carried it."""
+    """One handshake message and its range in the direction's reassembled handshake bytes."""
 
     msg_type: int
     body: bytes
@@ -156,17 +157,25 @@ def _is_sslv2_hello(data: bytes) -> bool:
     return len(data) >= 5 and bool(data[0] & 0x80) and data[2] == 1 and data[3] in (0, 2, 3)
 
 
-def read_records(data: bytes, hs: TlsHandshake | None = None, direction: str = "") -> list[Record]:
-    """Split ``data`` into records; stops (marking ``hs``) at garbage, a lying length or the limit."""
+def read_records(data: bytes, hs: TlsHandshake | None = None, direction: str = "",
+                 max_appdata: int | None = None) -> list[Record]:
+    """Split ``data`` into records; stops (marking ``hs``) at garbage, a lying length or the limit.
+
+    ``max_appdata``: stop quietly after this many application-data records (the handshake
+    analysis needs only the first few encrypted records of each direction).
+    """
     out: list[Record] = []
+    append = out.append
     pos, n = 0, len(data)
-    while pos + RECORD_HEADER_LEN <= n:
+    appdata = 0
+    unpack = struct.unpack_from
+    while pos + 5 <= n:
         if len(out) >= MAX_RECORDS:
             if hs:
                 hs.error(f"{direction}: more than {MAX_RECORDS} records")
             break
-        ctype, version, length = struct.unpack_from(RECORD_HEADER_FMT, data, pos)
-        if ctype not in CONTENT_TYPES or (version >> 8) not in (3, 0xFE):
+        ctype, version, length = unpack(">BHH", data, pos)
+        if not 20 <= ctype <= 24 or (version >> 8) not in (3, 0xFE):
             if hs:
                 hs.error(f"{direction}: not a TLS record at offset {pos}")
             break
@@ -174,13 +183,17 @@ def read_records(data: bytes, hs: TlsHandshake | None = None, direction: str = "
             if hs:
                 hs.error(f"{direction}: record length {length} at offset {pos} exceeds the maximum")
             break
-        body_end = pos + RECORD_HEADER_LEN + length
+        body_end = pos + 5 + length
         if body_end > n:
             # the rest of the record was not captured (gap, limit or a lying length)
-            out.append(Record(pos, ctype, version, data[pos + RECORD_HEADER_LEN:n], length))
+            append(Record(pos, ctype, version, data[pos + 5:n], length))
             break
-        out.append(Record(pos, ctype, version, data[pos + RECORD_HEADER_LEN:body_end]))
+        append(Record(pos, ctype, version, data[pos + 5:body_end]))
         pos = body_end
+        if ctype == 23:
+            appdata += 1
+            if max_appdata is not None and appdata >= max_appdata:
+                break
     return out
 
 
@@ -192,11 +205,9 @@ def handshake_messages(records: list[Record], hs: TlsHandshake, direction: str,
     handshake (encrypted data, or anything after ChangeCipherSpec for TLS <= 1.2).
     """
     buf = bytearray()
-    spans: list[tuple[int, int]] = []     # (buffer position, stream offset of that byte)
     stop = len(records)
     for i, rec in enumerate(records):
         if rec.content_type == CONTENT_HANDSHAKE:
-            spans.append((len(buf), rec.offset + RECORD_HEADER_LEN))
             buf += rec.body
         elif rec.content_type == CONTENT_CCS:
             if not continue_after_ccs:
@@ -208,28 +219,17 @@ def handshake_messages(records: list[Record], hs: TlsHandshake, direction: str,
     msgs: list[Message] = []
     pos = 0
     data = bytes(buf)
-
-    def stream_offset(p: int) -> int:
-        off = 0
-        for b, s in spans:
-            if b <= p:
-                off = s + (p - b)
-            else:
-                break
-        return off
-
-    while pos + 4 <= len(data):
+    n = len(data)
+    while pos + 4 <= n:
         if len(msgs) >= MAX_MESSAGES:
             hs.error(f"{direction}: more than {MAX_MESSAGES} handshake messages")
             break
         mtype = data[pos]
         mlen = (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]
-        if pos + 4 + mlen > len(data):
-            msgs.append(Message(mtype, data[pos + 4:], stream_offset(pos), stream_offset(len(data) - 1) + 1))
-            msgs[-1].msg_type = -mtype - 1          # marks an incomplete message
+        if pos + 4 + mlen > n:
+            msgs.append(Message(-mtype - 1, data[pos + 4:], pos, n))   # negative type: incomplete
             break
-        msgs.append(Message(mtype, data[pos + 4:pos + 4 + mlen], stream_offset(pos),
-                            stream_offset(pos + 4 + mlen - 1) + 1))
+        msgs.append(Message(mtype, data[pos + 4:pos + 4 + mlen], pos, pos + 4 + mlen))
         pos += 4 + mlen
     return msgs, stop
 
@@ -240,13 +240,20 @@ def _extensions(r: Reader, hs: TlsHandshake, who: str) -> list[tuple[int, bytes]
     out: list[tuple[int, bytes]] = []
     if r.remaining() == 0:
         return out
-    ext = r.sub(2)
-    while ext.remaining() > 0:
+    block = r.vec(2)
+    pos, n = 0, len(block)
+    unpack = struct.unpack_from
+    while pos < n:
         if len(out) >= MAX_EXTENSIONS:
             hs.error(f"{who}: more than {MAX_EXTENSIONS} extensions, the rest ignored")
             break
-        etype = ext.u16()
-        out.append((etype, ext.vec(2)))
+        if pos + 4 > n:
+            raise Truncated(f"extension header at {pos} runs past {n}")
+        etype, elen = unpack(">HH", block, pos)
+        if pos + 4 + elen > n:
+            raise Truncated(f"extension {etype} of {elen} bytes runs past {n}")
+        out.append((etype, block[pos + 4:pos + 4 + elen]))
+        pos += 4 + elen
     return out
 
 
@@ -258,7 +265,7 @@ def parse_client_hello(body: bytes, hs: TlsHandshake) -> ClientHello:
         ch.random = r.take(32)
         ch.session_id = r.vec(1)
         cs = r.vec(2)
-        ch.ciphers = [int.from_bytes(cs[i:i + 2], "big") for i in range(0, len(cs) - 1, 2)]
+        ch.ciphers = list(struct.unpack(f">{len(cs) // 2}H", cs[:len(cs) // 2 * 2]))
         r.vec(1)                                   # compression methods
         exts = _extensions(r, hs, "ClientHello")
     except Truncated as exc:
@@ -285,7 +292,7 @@ def parse_client_hello(body: bytes, hs: TlsHandshake) -> ClientHello:
                 ch.versions = [int.from_bytes(vs[i:i + 2], "big") for i in range(0, len(vs) - 1, 2)]
             elif etype == EXT_SIGNATURE_ALGORITHMS and data:
                 sa = e.vec(2)
-                ch.sig_algs = [int.from_bytes(sa[i:i + 2], "big") for i in range(0, len(sa) - 1, 2)]
+                ch.sig_algs = list(struct.unpack(f">{len(sa) // 2}H", sa[:len(sa) // 2 * 2]))
             elif etype == EXT_EARLY_DATA:
                 ch.early_data = True
             elif etype == EXT_PRE_SHARED_KEY:
@@ -412,14 +419,20 @@ def _sha12(text: str) -> str:
 
 def ja4(ch: ClientHello, transport: str = "t") -> str:
     """JA4 TLS client fingerprint (FoxIO JA4 specification)."""
-    versions = [v for v in ch.versions if not is_grease(v)]
-    top = max(versions, key=version_rank) if versions else ch.legacy_version
+    return _ja4(tuple(ch.versions), ch.legacy_version, tuple(ch.ciphers), tuple(ch.extensions),
+                ch.alpn_raw[0] if ch.alpn_raw else b"", tuple(ch.sig_algs), transport)
+
+
+@lru_cache(maxsize=4096)
+def _ja4(all_versions, legacy_version, all_ciphers, all_exts, first_alpn, all_sigs, transport) -> str:
+    versions = [v for v in all_versions if not is_grease(v)]
+    top = max(versions, key=version_rank) if versions else legacy_version
     ver = _JA4_VERSIONS.get(0x0304 if (top >> 8) == 0x7F else top, "00")
-    ciphers = [c for c in ch.ciphers if not is_grease(c)]
-    exts = [e for e in ch.extensions if not is_grease(e)]
+    ciphers = [c for c in all_ciphers if not is_grease(c)]
+    exts = [e for e in all_exts if not is_grease(e)]
     alpn = "00"
-    if ch.alpn_raw and ch.alpn_raw[0]:
-        a = ch.alpn_raw[0]
+    if first_alpn:
+        a = first_alpn
         first, last = chr(a[0]), chr(a[-1])
         if first.isascii() and first.isalnum() and last.isascii() and last.isalnum():
             alpn = first + last
@@ -430,7 +443,7 @@ def ja4(ch: ClientHello, transport: str = "t") -> str:
            f"{min(len(ciphers), 99):02d}{min(len(exts), 99):02d}{alpn}"
     part_b = _sha12(",".join(f"{c:04x}" for c in sorted(ciphers)))
     ext_text = ",".join(f"{e:04x}" for e in sorted(exts) if e not in (EXT_SERVER_NAME, EXT_ALPN))
-    sigs = [s for s in ch.sig_algs if not is_grease(s)]
+    sigs = [s for s in all_sigs if not is_grease(s)]
     if sigs and ext_text:
         ext_text += "_" + ",".join(f"{s:04x}" for s in sigs)
     return f"{head}_{part_b}_{_sha12(ext_text)}"
@@ -457,37 +470,50 @@ def _alerts(records: list[Record], hs: TlsHandshake, who: str, encrypted_from: i
 
 
 def _frames(stream: Stream, records: list[Record], types: tuple[int, ...], upto: int) -> list[int]:
+    """Frames that carried the records of the given types (one pass over the segments)."""
+    ranges = [(r.offset, r.end) for r in records[:upto] if r.content_type in types]
+    if not ranges or not stream.offsets:
+        return []
     out: list[int] = []
-    for rec in records[:upto]:
-        if rec.content_type in types:
-            for f in stream.frames_between(rec.offset, rec.end):
-                if f not in out:
-                    out.append(f)
+    offs, frames = stream.offsets, stream.frames
+    ends = offs[1:] + (len(stream.data),)
+    i = 0
+    for start, end in ranges:
+        while i < len(offs) and ends[i] <= start:
+            i += 1
+        j = i
+        while j < len(offs) and offs[j] < end:
+            if not out or out[-1] != frames[j]:
+                out.append(frames[j])
+            j += 1
     return out
 
 
-def parse_tls(flow: FlowStreams) -> TlsHandshake:
-    """Parse both directions of a TLS connection; never raises on hostile input."""
+def parse_tls(flow: FlowStreams, max_appdata: int = 4) -> TlsHandshake:
+    """Parse both directions of a TLS connection; never raises on hostile input.
+
+    ``max_appdata``: encrypted records kept per direction (more are needed to decrypt with a key log).
+    """
     hs = TlsHandshake(flow_id=flow.flow_id)
     try:
-        _parse(flow.fwd, flow.rev, hs)
+        _parse(flow.fwd, flow.rev, hs, max_appdata)
     except (Truncated, ValueError, IndexError, struct.error) as exc:     # defensive: still a record
         hs.error(f"unexpected structure: {exc}")
     return hs
 
 
-def _parse(cli: Stream, srv: Stream, hs: TlsHandshake) -> None:
+def _parse(cli: Stream, srv: Stream, hs: TlsHandshake, max_appdata: int = 4) -> None:
     # ---- client side: the first plaintext messages (ClientHello, possibly a second one after HRR)
     ch: ClientHello | None = None
     if _is_sslv2_hello(cli.data):
         ch = parse_sslv2_client_hello(cli.data, hs)
         length = ((cli.data[0] & 0x7F) << 8) | cli.data[1]
-        crecs = read_records(cli.data[2 + length:], hs, "client")
+        crecs = read_records(cli.data[2 + length:], hs, "client", max_appdata)
         crecs = [Record(r.offset + 2 + length, r.content_type, r.version, r.body, r.declared)
                  for r in crecs]
     else:
-        crecs = read_records(cli.data, hs, "client")
-    srecs = read_records(srv.data, hs, "server")
+        crecs = read_records(cli.data, hs, "client", max_appdata)
+    srecs = read_records(srv.data, hs, "server", max_appdata)
     if not crecs and ch is None and not srecs:
         hs.error("no TLS records")
         return
