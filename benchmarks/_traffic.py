@@ -190,7 +190,7 @@ class Client:
 
     def reused_tuple(self, i: int) -> None:
         """Two HTTP connections from the same source port (RST close, so no TIME_WAIT)."""
-        port = 40000 + (i % 2000)
+        port = 20000 + (i % 5000)  # below the ephemeral range, so no other socket holds it
         for _ in range(2):
             s = socket.create_connection((self.cfg["server_v4"], HTTP_PORT), timeout=10,
                                          source_address=(self.cfg["client_v4"], port))
