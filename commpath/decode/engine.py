@@ -328,11 +328,10 @@ class _AppProtocols:
         for f, fs in harvested:
             proto, connect, swap = detect(fs)
             self.rows.append((f, proto, connect, swap))
+            fs = FlowStreams(fs.flow_id, fs.rev, fs.fwd, proto) if swap else FlowStreams(fs.flow_id, fs.fwd, fs.rev, proto)
             self.sink_one(fs, swap)
 
     def sink_one(self, fs: FlowStreams, swap: bool) -> None:
-        if swap:
-            fs = FlowStreams(fs.flow_id, fs.rev, fs.fwd)
         if self.keep:
             self.streams[fs.flow_id] = fs
         if self.sink is not None and not swap:
@@ -358,13 +357,13 @@ class _AppProtocols:
         guessed = ~flows["initiator"].isin(["syn", "synack"]).to_numpy()
         for fs in getattr(self, "_late", []):     # streams already turned; the row follows below
             if self.sink is not None:
-                self.sink(fs if guessed[fs.flow_id - self.base] else FlowStreams(fs.flow_id, fs.rev, fs.fwd))
+                self.sink(fs if guessed[fs.flow_id - self.base] else FlowStreams(fs.flow_id, fs.rev, fs.fwd, fs.app_protocol))
         undo = turn & ~guessed                      # a SYN says otherwise: keep the SYN's direction
         for f in np.flatnonzero(undo).tolist():
             fid = f + self.base
             if fid in self.streams:
                 s = self.streams[fid]
-                self.streams[fid] = FlowStreams(fid, s.rev, s.fwd)
+                self.streams[fid] = FlowStreams(fid, s.rev, s.fwd, s.app_protocol)
         turn &= guessed
         if turn.any():
             for a, b in _SWAP:

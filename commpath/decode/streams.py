@@ -46,3 +46,4 @@ class FlowStreams:
     flow_id: int
     fwd: Stream
     rev: Stream
+    app_protocol: str = ""      # as the engine detected it from the first bytes
