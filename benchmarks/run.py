@@ -74,6 +74,14 @@ def measure(cmd: list[str], timeout: float) -> dict:
             "exit": proc.returncode, "stdout": "".join(out_chunks), "stderr": "".join(err_chunks)[-2000:]}
 
 
+def wait_idle(threshold: float, max_wait: float) -> float:
+    """Wait (at most ``max_wait`` s) until the 1-minute load average is below ``threshold``; return it."""
+    deadline = time.monotonic() + max_wait
+    while os.getloadavg()[0] >= threshold and time.monotonic() < deadline:
+        time.sleep(5)
+    return os.getloadavg()[0]
+
+
 def command(tool: str, path: Path, args) -> list[str] | None:
     py = sys.executable
     peers = str(HERE / "_peers.py")
@@ -102,6 +110,9 @@ def main(argv=None) -> int:
     ap.add_argument("--scapy-sample", type=int, default=50_000, help="packets scapy reads (0: all)")
     ap.add_argument("--runs", type=int, default=1, help="runs per tool; the fastest is reported")
     ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--idle-load", type=float, default=0,
+                    help="before each run wait (up to --idle-wait s) until the 1-min load average is below this")
+    ap.add_argument("--idle-wait", type=float, default=300)
     ap.add_argument("--memory-target-mb", type=float, default=0,
                     help="fail (exit 1) if commpath's peak memory exceeds this")
     ap.add_argument("--json", metavar="FILE", help="write the results as JSON")
@@ -132,7 +143,9 @@ def main(argv=None) -> int:
             continue
         best = None
         for _ in range(args.runs):
+            load = wait_idle(args.idle_load, args.idle_wait) if args.idle_load else os.getloadavg()[0]
             m = measure(command(tool, path, args), args.timeout)
+            m["load_before"] = load
             if m["exit"] != 0:
                 best = {"error": f"exit {m['exit']}: {m['stderr'].strip().splitlines()[-1:] or ''}", **m}
                 break
@@ -157,7 +170,7 @@ def main(argv=None) -> int:
             print(f"{tool:9s} failed: {best['error']}", flush=True)
         else:
             print(f"{tool:9s} {best['wall_s']:8.2f} s  {best['pps']:12,.0f} pkt/s  peak {best['peak_mb']:8.1f} MB"
-                  f"  (ru_maxrss {best['maxrss_mb']:.1f} MB)", flush=True)
+                  f"  (ru_maxrss {best['maxrss_mb']:.1f} MB; load before {best['load_before']:.2f})", flush=True)
 
     base = results.get("commpath", {})
     print()
