@@ -129,6 +129,14 @@ class ClusterView:
         return {int(e.rsplit("|", 1)[1]) for e in self.etcd_eps} | set(ETCD_PORTS)
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
 def _ep(ip: str, port: int) -> str:
     return f"{ip}|{port}"
 
@@ -214,7 +222,32 @@ def build_view(flows: pd.DataFrame, feat: pd.DataFrame, inventory: Inventory | N
         nodes = set(dst_ip[kubelets])
         node_cert = _cn_match(NODE_SUBJECT, feat["client_subject"])
         nodes |= set(flows["src_ip"].astype("string")[node_cert])
+        # Konnectivity agents dial from the nodes' network; overlays are carried between node hosts
+        nodes |= set(flows["src_ip"].astype("string")[np.isin(dkey.to_numpy(str), list(v.konn_eps))].dropna())
+        if "tunnel_src" in flows:
+            nodes |= set(flows["tunnel_src"].dropna().astype("string")) | set(flows["tunnel_dst"].dropna().astype("string"))
         v.node_addrs = nodes - v.cp_addrs if v.cp_addrs else nodes
         if v.node_addrs:
             v.inferred.add("node_addrs")
+    if not v.pod_networks and v.vip_eps:
+        # pods are the clients of the kubernetes service VIP; their cluster network is taken as
+        # the /16 (IPv6: /48) around them, kube's usual cluster CIDR size, narrowed until no host
+        # address falls inside
+        vip_clients = set(flows["src_ip"].astype("string")[np.isin(dkey.to_numpy(str), list(v.vip_eps))].dropna())
+        nets = set()
+        for ip in vip_clients - v.cp_addrs - v.node_addrs:
+            try:
+                a = ipaddress.ip_address(ip)
+            except ValueError:
+                continue
+            hosts = [ipaddress.ip_address(h) for h in (v.cp_addrs | v.node_addrs) if _is_ip(h)]
+            for prefix in ((16, 24, 32) if a.version == 4 else (48, 64, 128)):
+                net = ipaddress.ip_network(f"{a}/{prefix}", strict=False)
+                if not any(h.version == net.version and h in net for h in hosts):
+                    nets.add(net)   # the widest guess that holds no host address
+                    break
+        if nets:
+            v.pod_networks = sorted(nets, key=str)
+            v.inferred.add("pod_networks")
+
     return v
