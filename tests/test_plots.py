@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
@@ -74,6 +73,9 @@ def test_cert_validity_bars_and_states(analysis):  # noqa: F811
     fig = analysis.plot_certs()
     certs = _model.cert_states(analysis)
     ax = fig.axes[0]
+    if not len(certs):
+        assert _texts(fig) == ["no certificates observed (TLS 1.3 hides them unless a key log is given)"]
+        return
     bars = [p for p in ax.patches if isinstance(p, Rectangle) and p.get_height() == pytest.approx(0.6)]
     assert len(bars) == min(len(certs), 40)
     colours = sorted(to_hex(b.get_facecolor()) for b in bars)
@@ -81,13 +83,6 @@ def test_cert_validity_bars_and_states(analysis):  # noqa: F811
     assert colours == sorted(palette.CERT_STATE_COLORS[s].lower() for s in shown["state"])
     marked = [t.strip() for t in _texts(fig)]
     assert sorted(marked) == sorted(s for s in shown["state"] if s != "valid")
-
-
-def test_figures_export_as_png(analysis):  # noqa: F811
-    for name, fig in plots.all_figures(analysis).items():
-        png = plots.figure_png(fig, dpi=50)
-        assert png[:8] == b"\x89PNG\r\n\x1a\n", name
-        assert len(np.frombuffer(png, np.uint8)) > 2000
 
 
 def test_consistent_colours_between_figures(analysis):  # noqa: F811

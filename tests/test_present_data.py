@@ -59,9 +59,12 @@ def lab_scenarios() -> list[str]:
 
 
 @functools.cache
-def lab_analysis(name: str):
+def lab_analysis(name: str, keylog: bool = True):
+    """A bundled scenario, with its TLS key log (certificates of TLS 1.3 visible) unless told not to."""
     folder = CAPTURES / name
-    return commpath.open(folder, inventory=folder / "inventory.yaml")
+    log = folder / "keylog.txt"
+    return commpath.open(folder, inventory=folder / "inventory.yaml",
+                         keylog=log if keylog and log.is_file() else None)
 
 
 @functools.cache
@@ -72,16 +75,41 @@ def public_analysis():
 
 
 def analysis_ids() -> list[str]:
-    return [f"lab-{s}" for s in lab_scenarios()] + ["public"]
+    """Every bundled scenario with its key log, the hardened one also without (TLS 1.3 blind), and the
+    public captures."""
+    scenarios = lab_scenarios()
+    blind = [f"lab-{s}-nokeylog" for s in ("hardened",) if s in scenarios]
+    return [f"lab-{s}" for s in scenarios] + blind + ["public"]
 
 
 def real_analyses(which: str):
-    return public_analysis() if which == "public" else lab_analysis(which.removeprefix("lab-"))
+    if which == "public":
+        return public_analysis()
+    name = which.removeprefix("lab-")
+    if name.endswith("-nokeylog"):
+        return lab_analysis(name.removesuffix("-nokeylog"), keylog=False)
+    return lab_analysis(name)
 
 
 @pytest.fixture(params=analysis_ids(), scope="module")
 def analysis(request):
     return real_analyses(request.param)
+
+
+def test_lab_scenarios_are_bundled():
+    """The tests run on the lab's recorded scenarios (captures/), not only on public captures."""
+    assert {"default", "hardened", "legacy", "broken"} <= set(lab_scenarios())
+
+
+def test_lab_verdicts_as_the_scenarios_promise():
+    """The figures' input: the bundled scenarios judged as the lab designed them."""
+    broken = lab_analysis("broken")
+    checks = set(zip(broken.findings["check"].astype(str), broken.findings["path"].astype(str)))
+    assert {("cert-expired", "apiserver-to-kubelet"), ("client-cert-missing", "node-to-apiserver"),
+            ("konnectivity-bypass", "apiserver-to-kubelet")} <= checks
+    assert "expired" in set(_model.cert_states(broken)["state"])
+    blind = lab_analysis("hardened", keylog=False)
+    assert "not-observable" in set(_model.check_results(blind)["status"])
 
 
 # ------------------------------------------------------------------------------------------ tests

@@ -18,7 +18,7 @@ def cell(value, missing: str = "") -> str:
 
 def code(value) -> str:
     """Inline code for a value (display filters): backticks widened when the value holds some."""
-    text = _model.text(value).replace("\n", " ").replace("|", "\\|")
+    text = _model.text(value).replace("\n", " ")
     fence = "``" if "`" in text else "`"
     return f"{fence} {text} {fence}" if fence == "``" else f"`{text}`"
 

@@ -63,15 +63,33 @@ def path_map_edges(analysis) -> pd.DataFrame:
     return edges.assign(_o=order).sort_values(["_o", "src_role", "dst_role"]).drop(columns="_o").reset_index(drop=True)
 
 
+#: Top-to-bottom order of roles in their column, so that most edges run across, not along, the map.
+ROLE_ORDER = ("control-plane", "kube-scheduler", "scheduler", "kube-controller-manager", "controller-manager",
+              "apiserver", "kube-apiserver", "etcd", "kubernetes-service", "apiserver-service",
+              "konnectivity-server",
+              "kubelet", "node", "pod", "service", "konnectivity-agent")
+
+
+def _role_rank(role: str) -> tuple[int, str]:
+    try:
+        return (ROLE_ORDER.index(role), role)
+    except ValueError:
+        return (len(ROLE_ORDER), role)
+
+
 def _node_positions(roles: list[str]) -> dict[str, tuple[float, float]]:
-    left = sorted([r for r in roles if _is_control_plane(r)], key=lambda r: (not r.startswith(("apiserver", "kube-apiserver")), r))
-    right = sorted([r for r in roles if not _is_control_plane(r) and r != "unknown"])
+    left = sorted([r for r in roles if _is_control_plane(r)], key=_role_rank)
+    right = sorted([r for r in roles if not _is_control_plane(r) and r != "unknown"], key=_role_rank)
     bottom = [r for r in roles if r == "unknown"]
     pos = {}
+    rows = max(len(left), len(right), 1)
     for column, x in ((left, 0.0), (right, 1.0)):
         n = len(column)
+        # spread each column over the same height, centred, with equal gaps
+        gap = 1.0 / rows
+        top = 0.5 + gap * (n - 1) / 2
         for i, role in enumerate(column):
-            pos[role] = (x, 1.0 - (i + 0.5) / max(n, 1))
+            pos[role] = (x, top - i * gap)
     for role in bottom:
         pos[role] = (0.5, -0.12)
     return pos
@@ -112,7 +130,7 @@ def path_map(analysis, ax=None) -> Figure:
                               ec="#455A64", lw=1.2))
     ax.text(0.0, 1.08, "control plane", ha="center", fontsize=11, color="#455A64", transform=ax.transData)
     ax.text(1.0, 1.08, "nodes / pods", ha="center", fontsize=11, color="#455A64", transform=ax.transData)
-    ax.set_xlim(-0.45, 1.45)
+    ax.set_xlim(-0.55, 1.45)
     ax.set_ylim(-0.25, 1.15)
     ax.axis("off")
     used = [v for v in palette.VERDICT_ORDER if v in set(edges["verdict"])]
@@ -135,7 +153,7 @@ def _edge_curve(p1, p2, k1, k2, k: int, samples: int = 81) -> np.ndarray:
     if abs(k1[0] - k2[0]) < 1e-9:  # same column: bend outwards, away from the other column
         outward = -1.0 if k1[0] < 0.5 else 1.0
         normal = np.array([outward, 0.0])
-        bend = 0.16 + 0.10 * k + 0.18 * abs(d[1])
+        bend = 0.28 + 0.08 * k + 0.12 * abs(d[1])
     else:
         bend = 0.0 if k == 0 else (0.11 * ((k + 1) // 2)) * (1 if k % 2 else -1)
     ctrl = (k1 + k2) / 2 + normal * bend * 2
