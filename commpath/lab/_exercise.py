@@ -150,13 +150,15 @@ class Exerciser:
                  if self.sc.konnectivity and self.sc.proxy_via == "konnectivity" else [])
         tls = ["--tls-max", self.sc.tls_max] if self.sc.tls_max else []
         plain = [f"http://{node.ip}:8080/", f"http://{pod.ip}:8080/"]
-        if node.name == self.topo.nodes[-1].name:
-            plain.append(f"http://{pod.ip}:9376/")  # the service's endpoint
+        tls_urls = [f"https://{node.ip}:8443/", f"https://{pod.ip}:8443/"]
+        if node.name == self.topo.nodes[-1].name:  # the service's endpoint (services/NAME:PORT/proxy)
+            plain.append(f"http://{pod.ip}:9376/")
+            tls_urls.append(f"https://{pod.ip}:9443/")
         return [
             self._client(f"apiserver-proxy-{node.name}-http", cp.name, cp.ns, "apiserver-proxy", plain,
                          *route, "--count", "2"),
             self._client(f"apiserver-proxy-{node.name}-https", cp.name, cp.ns, "apiserver-proxy",
-                         [f"https://{node.ip}:8443/", f"https://{pod.ip}:8443/"], "--insecure", *tls, *route,
+                         tls_urls, "--insecure", *tls, *route,
                          "--count", "2", "--new-conn", "--h2=false"),
         ]
 

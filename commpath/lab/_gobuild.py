@@ -34,8 +34,9 @@ def peer_binary() -> Path:
                              capture_output=True, text=True, timeout=300)
         if res.returncode != 0:
             raise CommpathError(f"{SOURCE}: go build failed: {res.stderr.strip().splitlines()[-1:]}")
-        partial = target.with_suffix(".tmp")
+        fd, partial = tempfile.mkstemp(prefix=f"{target.name}.", dir=CACHE)  # concurrent builds: rename is atomic
+        os.close(fd)
         shutil.copy(out, partial)
-        partial.chmod(0o755)
-        partial.rename(target)
+        os.chmod(partial, 0o755)
+        os.replace(partial, target)
     return target

@@ -26,7 +26,7 @@ from .scenarios import Scenario, get
 STATE_ROOT = Path(os.environ.get("COMMPATH_LAB_STATE", "/run/commpath-lab"))
 SA_TOKEN = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImxhYiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6ZGVmYXVsdDpsYWIifQ.bGFi"
 KUBELET_PORT, READONLY_PORT, KONN_PORT, KONN_FRONTEND = 10250, 10255, 8132, "127.0.0.1:8131"
-PROXY_HTTP_PORT, PROXY_HTTPS_PORT, SERVICE_PORT = 8080, 8443, 9376
+PROXY_HTTP_PORT, PROXY_HTTPS_PORT, SERVICE_PORT, SERVICE_HTTPS_PORT = 8080, 8443, 9376, 9443
 SERVERS_SCRIPT = str(Path(__file__).with_name("_servers.py"))  # run by path: needs nothing of commpath
 SERVER_LIFETIME = "600s"    # every lab server stops by itself after this, even if the lab is never torn down
 
@@ -186,7 +186,7 @@ class Lab:
                         "ready")
             for pod in node.pods:
                 cmd = [py, SERVERS_SCRIPT, "--http", str(PROXY_HTTP_PORT), "--https", str(PROXY_HTTPS_PORT),
-                       "--http", str(SERVICE_PORT), "--label", pod.name, "--cert", str(d / f"{pod.name}-https.crt"),
+                       "--http", str(SERVICE_PORT), "--https", str(SERVICE_HTTPS_PORT), "--label", pod.name, "--cert", str(d / f"{pod.name}-https.crt"),
                        "--key", str(d / f"{pod.name}-https.key"), *self._keylog_args()]
                 if sc.tls_max:
                     cmd += ["--tls-max", sc.tls_max]
