@@ -186,6 +186,15 @@ def test_failure_in_exercise_still_tears_down_and_down_removes_strays(tmp_path, 
         lab.run("default", tmp_path / "out")
     assert _namespaces(prefix) == []
 
+    def no_servers(self, sc, topo):
+        assert _namespaces(prefix)
+        raise CommpathError("injected: a server did not start")
+
+    monkeypatch.setattr(Lab, "_start_servers", no_servers)
+    with pytest.raises(CommpathError, match="did not start"):
+        Lab(prefix, state_root=tmp_path / "state", log=lambda _m: None).up("hardened")
+    assert _namespaces(prefix) == [] and not (tmp_path / "state" / prefix).exists()
+
     subprocess.run(["ip", "netns", "add", f"{prefix}-stray"], check=True)  # e.g. left by a killed run
     removed = Lab(prefix, state_root=tmp_path / "state", log=lambda _m: None).down()
     assert removed == [f"{prefix}-stray"] and _namespaces(prefix) == []

@@ -28,7 +28,7 @@ SA_TOKEN = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImxhYiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWF
 KUBELET_PORT, READONLY_PORT, KONN_PORT, KONN_FRONTEND = 10250, 10255, 8132, "127.0.0.1:8131"
 PROXY_HTTP_PORT, PROXY_HTTPS_PORT, SERVICE_PORT, SERVICE_HTTPS_PORT = 8080, 8443, 9376, 9443
 SERVERS_SCRIPT = str(Path(__file__).with_name("_servers.py"))  # run by path: needs nothing of commpath
-SERVER_LIFETIME = "600s"    # every lab server stops by itself after this, even if the lab is never torn down
+SERVER_LIFETIME = "3600s"   # every lab server stops by itself after this, even if the lab is never torn down
 
 
 def _iso(ts: float) -> str:
@@ -94,18 +94,25 @@ class Lab:
                 raise CommpathError(f"lab: {tool} is not installed")
         if os.geteuid() != 0:
             raise CommpathError("lab: needs root (network namespaces)")
+        if _topology.existing_namespaces(self.name):  # another lab of that name: never touch it
+            raise CommpathError(f"lab: namespaces with prefix {self.name!r} exist already; "
+                                f"run `commpath lab down --name {self.name}`")
         t0 = time.monotonic()
         peer = str(peer_binary())
         self.state = {"name": self.name, "scenario": sc.name, "nodes": 2, "peer": peer, "created": time.time(),
                       "keylog": str(self.dir / "keylog.txt")}
         self._save()
         topo = self.topo
-        self.state["facts"] = _topology.create(topo)
-        self._save()
-        self._make_pki(sc, topo)
-        self._start_servers(sc, topo)
-        if out:
-            self.write_metadata(Path(out))
+        try:
+            self.state["facts"] = _topology.create(topo)
+            self._save()
+            self._make_pki(sc, topo)
+            self._start_servers(sc, topo)
+            if out:
+                self.write_metadata(Path(out))
+        except BaseException:
+            self.down()  # a half-built lab leaves nothing behind
+            raise
         self.log(f"up: scenario {sc.name}, {len(topo.namespaces())} namespaces, "
                  f"{len(self.state['servers'])} servers in {time.monotonic() - t0:.1f}s")
 
@@ -252,7 +259,7 @@ class Lab:
         self._save()
 
     # ------------------------------------------------------------------ capture
-    def start_capture(self, out: Path, duration: float = 300.0) -> None:
+    def start_capture(self, out: Path, duration: float = 1800.0) -> None:
         self._require_up()
         out = Path(out)
         self.write_metadata(out)
