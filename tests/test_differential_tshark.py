@@ -22,6 +22,10 @@ PUBLIC = Path(__file__).resolve().parents[1].parent / "shared/pcaps/public"
 SUFFIXES = (".pcap", ".pcap.gz", ".pcapng", ".pcapng.gz", ".cap")
 PUBLIC_CAPTURES = sorted(p for p in PUBLIC.rglob("*") if p.is_file() and p.name.endswith(SUFFIXES)) if PUBLIC.is_dir() else []
 
+#: captures recorded by the project's lab (commpath lab run), shipped in the repository
+LAB = Path(__file__).resolve().parents[1] / "captures"
+LAB_CAPTURES = sorted(p for p in LAB.rglob("*") if p.is_file() and p.name.endswith(SUFFIXES)) if LAB.is_dir() else []
+
 needs_tshark = pytest.mark.skipif(tshark.TSHARK is None, reason="tshark not installed")
 needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("tcpdump") is None,
                                 reason="needs root and tcpdump (network namespace, packet capture)")
@@ -45,6 +49,12 @@ def test_public_capture_agrees_with_tshark(path):
     cap, conv = assert_agree(path)
     # every connection tshark sees is one commpath flow at least (UDP may split on idle timeout)
     assert len(cap.flows) >= len(conv)
+
+
+@needs_tshark
+@pytest.mark.parametrize("path", LAB_CAPTURES, ids=lambda p: str(p.relative_to(LAB)))
+def test_lab_recorded_capture_agrees_with_tshark(path):
+    assert_agree(path)
 
 
 # ---------------------------------------------------------------- lab-made captures (namespaces)
