@@ -78,9 +78,9 @@ def test_ten_thousand_extensions_are_bounded():
     body = client_hello(exts)
     # one handshake message split over records of at most 2^14 bytes
     recs = b"".join(record(22, body[i:i + 16384]) for i in range(0, len(body), 16384))
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     hs = parse_tls(flow(recs))
-    assert time.perf_counter() - t0 < 1.0
+    assert time.process_time() - t0 < 1.0
     assert hs.partial and f"more than {MAX_EXTENSIONS} extensions" in hs.parse_error
     assert len(hs.client_hello.extensions) == MAX_EXTENSIONS
 
@@ -143,7 +143,7 @@ def test_every_truncation_of_real_handshakes():
 def test_random_mutations_never_raise():
     rng = random.Random(1234)
     streams = _real_streams()
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     n = 0
     for _ in range(1500):
         fs = rng.choice(streams)
@@ -155,7 +155,7 @@ def test_random_mutations_never_raise():
         hs = parse_tls(flow(bytes(fwd), bytes(rev)))
         assert hs.parse_error is None or isinstance(hs.parse_error, str)
         n += 1
-    assert time.perf_counter() - t0 < 30
+    assert time.process_time() - t0 < 30
     assert n == 1500
 
 

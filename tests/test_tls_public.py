@@ -158,7 +158,7 @@ def _arkime_sessions(name: str):
     return [s["body"] for s in data["sessions3"] if s["body"].get("tls")]
 
 
-ARKIME_TLS = ["openssl-ssl3", "openssl-tls1", "openssl-tls1_1", "openssl-tls1_2", "curl-enabled-tls13"]
+ARKIME_TLS = ["openssl-ssl3", "openssl-tls1", "openssl-tls1_1", "openssl-tls1_2", "curl-enabled-tls13", "ldap-ssl"]
 
 
 @pytest.mark.parametrize("name", ARKIME_TLS)
@@ -308,3 +308,12 @@ def test_certificate_validity_against_capture_time():
     leaf = h.certs.set_index("fingerprint").loc[h.tls.iloc[0].server_cert_fingerprints[0]]
     ts = dt.datetime.fromtimestamp(float(cap.flows.ts_start.iloc[0]), dt.timezone.utc)
     assert leaf.not_before <= ts <= leaf.not_after
+
+
+def test_ldap_starttls_is_found_after_the_clear_text_request():
+    """ldap-ssl.pcap: an LDAP StartTLS extended operation, then TLS on the same connection."""
+    cap, h = analyzed("arkime/ldap-ssl.pcap")
+    assert str(cap.flows.app_protocol.iloc[0]) == "unknown"      # the engine sees LDAP first
+    t = h.tls.iloc[0]
+    assert bool(t.starttls) and t.tls_version == "TLS 1.2" and t.established
+    assert h.certs.iloc[0].subject == "CN=LDAP SSL test"

@@ -13,7 +13,7 @@ from ._tls_wire import EXT_ALPN
 from .http import HTTP_COLUMNS, parse_http
 from .schema import CERT_COLUMNS, TLS_COLUMNS, conform, empty_frame
 from .ssh import parse_ssh
-from .tls import TlsHandshake, looks_like_tls, parse_certificate_list, parse_certificate_request, parse_tls
+from .tls import TlsHandshake, find_starttls, looks_like_tls, parse_certificate_list, parse_certificate_request, parse_tls
 from .x509 import ParsedCert, load_ca_bundle, parse_certificate, verify_chain
 
 SSH_COLUMNS: dict[str, str] = {
@@ -36,7 +36,7 @@ SSH_COLUMNS: dict[str, str] = {
 }
 
 #: Extra TLS columns (after the declared ones): how the TLS 1.3 client-certificate inference decided.
-TLS_EXTRA = {"client_cert_inference": "string", "tunneled": "bool"}
+TLS_EXTRA = {"client_cert_inference": "string", "tunneled": "bool", "starttls": "bool"}
 
 HANDSHAKE_PROTOCOLS = ("tls", "ssh", "http", "http2")
 
@@ -68,7 +68,7 @@ def analyze_handshakes(capture, ca=None, keylog=None) -> Handshakes:
     certs = _CertBook()
     warnings: list[str] = []
     if len(flows):
-        wanted = (flows["app_protocol"].astype(str).isin(HANDSHAKE_PROTOCOLS) | flows["http_connect"].astype(bool)).to_numpy()
+        wanted = (flows["app_protocol"].astype(str).isin(HANDSHAKE_PROTOCOLS + ("unknown",)) | flows["http_connect"].astype(bool)).to_numpy()
         sel = zip(flows["flow_id"].to_numpy()[wanted].tolist(),
                   flows["app_protocol"].astype(str).to_numpy()[wanted].tolist(),
                   flows["ts_start"].to_numpy()[wanted].tolist(),
@@ -82,6 +82,12 @@ def analyze_handshakes(capture, ca=None, keylog=None) -> Handshakes:
             continue
         if proto == "tls" or (proto not in ("ssh", "http", "http2") and looks_like_tls(fs.fwd.data)):
             tls_rows.append(_tls_row(parse_tls(fs, max_appdata), ts, dst_ip, cas, keys, certs, tunneled=False))
+        elif proto == "unknown":
+            inner = find_starttls(fs)
+            if inner is not None:
+                row = _tls_row(parse_tls(inner, max_appdata), ts, dst_ip, cas, keys, certs, tunneled=False)
+                row["starttls"] = True
+                tls_rows.append(row)
         elif proto == "ssh":
             ssh_rows.append(vars(parse_ssh(fs)))
         elif proto in ("http", "http2"):

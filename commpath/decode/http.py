@@ -95,13 +95,18 @@ def sub_stream(stream: Stream, start: int) -> Stream:
     return Stream(stream.data[start:], tuple(offs), tuple(frs), stream.gap, stream.limited)
 
 
+#: Only these headers are looked at; all others (and their values) are never decoded.
+_WANTED_HEADERS = re.compile(
+    rb"(?im)^(host|content-length|transfer-encoding|upgrade|authorization|proxy-authorization|cookie|"
+    rb"set-cookie|x-auth-token|x-api-key|x-csrf-token|x-amz-security-token)[ \t]*:[ \t]*([^\r\n]*)")
+
+
 def _headers(block: bytes) -> list[tuple[str, str]]:
     out = []
-    for line in block.split(b"\n")[:200]:
-        line = line.rstrip(b"\r")
-        if b":" in line:
-            k, v = line.split(b":", 1)
-            out.append((k.strip().decode("latin-1"), v.strip().decode("latin-1")))
+    for m in _WANTED_HEADERS.finditer(block):
+        out.append((m.group(1).decode("latin-1"), m.group(2).strip().decode("latin-1")))
+        if len(out) >= 200:
+            break
     return out
 
 

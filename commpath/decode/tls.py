@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
@@ -153,6 +155,32 @@ def looks_like_tls(data: bytes) -> bool:
     return _is_sslv2_hello(data)
 
 
+_HELLO_AT = {1: re.compile(rb"\x16\x03[\x00-\x04][\x00-\x40][\x00-\xff]\x01\x00"),
+             2: re.compile(rb"\x16\x03[\x00-\x04][\x00-\x40][\x00-\xff]\x02\x00")}
+STARTTLS_SEARCH = 4096
+
+
+def find_starttls(flow: FlowStreams) -> FlowStreams | None:
+    """A TLS handshake that starts after some clear-text protocol bytes (STARTTLS in LDAP, SMTP, ...).
+
+    Looks for a ClientHello record in the client's first bytes and a ServerHello record in the
+    server's; both must be plausible (handshake length inside the record). None if not found.
+    """
+    from .http import sub_stream
+    starts = []
+    for stream, mtype in ((flow.fwd, 1), (flow.rev, 2)):
+        m = _HELLO_AT[mtype].search(stream.data, 1, STARTTLS_SEARCH)
+        if m is None:
+            return None
+        pos = m.start()
+        rec_len = (stream.data[pos + 3] << 8) | stream.data[pos + 4]
+        hs_len = int.from_bytes(stream.data[pos + 6:pos + 9], "big")
+        if rec_len < 38 or hs_len + 4 > rec_len or hs_len < 34:
+            return None
+        starts.append(pos)
+    return FlowStreams(flow.flow_id, sub_stream(flow.fwd, starts[0]), sub_stream(flow.rev, starts[1]))
+
+
 def _is_sslv2_hello(data: bytes) -> bool:
     return len(data) >= 5 and bool(data[0] & 0x80) and data[2] == 1 and data[3] in (0, 2, 3)
 
@@ -236,69 +264,88 @@ def handshake_messages(records: list[Record], hs: TlsHandshake, direction: str,
 
 # --------------------------------------------------------------------------- hellos
 
-def _extensions(r: Reader, hs: TlsHandshake, who: str) -> list[tuple[int, bytes]]:
-    out: list[tuple[int, bytes]] = []
+def _extensions(r: Reader, hs: TlsHandshake, who: str, wanted: frozenset[int] = frozenset()
+                ) -> tuple[list[int], dict[int, bytes]]:
+    """Extension types in order, and the bodies of the ``wanted`` ones."""
+    types: list[int] = []
+    bodies: dict[int, bytes] = {}
     if r.remaining() == 0:
-        return out
+        return types, bodies
     block = r.vec(2)
     pos, n = 0, len(block)
     unpack = struct.unpack_from
-    while pos < n:
-        if len(out) >= MAX_EXTENSIONS:
-            hs.error(f"{who}: more than {MAX_EXTENSIONS} extensions, the rest ignored")
-            break
-        if pos + 4 > n:
-            raise Truncated(f"extension header at {pos} runs past {n}")
+    append = types.append
+    while pos + 4 <= n:
         etype, elen = unpack(">HH", block, pos)
-        if pos + 4 + elen > n:
-            raise Truncated(f"extension {etype} of {elen} bytes runs past {n}")
-        out.append((etype, block[pos + 4:pos + 4 + elen]))
+        append(etype)
+        if etype in wanted and etype not in bodies:
+            bodies[etype] = block[pos + 4:pos + 4 + elen]
         pos += 4 + elen
-    return out
+        if len(types) >= MAX_EXTENSIONS and pos < n:
+            hs.error(f"{who}: more than {MAX_EXTENSIONS} extensions, the rest ignored")
+            return types, bodies
+    if pos != n:
+        hs.error(f"{who}: extensions run past their block ({pos} of {n} bytes)")
+        if pos > n and types:
+            bodies.pop(types[-1], None)
+    return types, bodies
+
+
+_CH_PARSED = frozenset((EXT_SERVER_NAME, EXT_ALPN, EXT_SUPPORTED_VERSIONS, EXT_SIGNATURE_ALGORITHMS))
 
 
 def parse_client_hello(body: bytes, hs: TlsHandshake) -> ClientHello:
     ch = ClientHello()
-    r = Reader(body)
+    n = len(body)
     try:
-        ch.legacy_version = r.u16()
-        ch.random = r.take(32)
-        ch.session_id = r.vec(1)
-        cs = r.vec(2)
-        ch.ciphers = list(struct.unpack(f">{len(cs) // 2}H", cs[:len(cs) // 2 * 2]))
-        r.vec(1)                                   # compression methods
-        exts = _extensions(r, hs, "ClientHello")
+        if n < 35:
+            raise Truncated(f"{n} bytes")
+        ch.legacy_version = (body[0] << 8) | body[1]
+        ch.random = body[2:34]
+        pos = 35 + body[34]
+        ch.session_id = body[35:pos]
+        if pos + 2 > n:
+            raise Truncated("cipher suites run past the message")
+        cs_len = (body[pos] << 8) | body[pos + 1]
+        pos += 2
+        if pos + cs_len + 1 > n:
+            raise Truncated(f"cipher suites of {cs_len} bytes run past {n}")
+        ch.ciphers = list(struct.unpack_from(f">{cs_len // 2}H", body, pos))
+        pos += cs_len
+        pos += 1 + body[pos]                       # compression methods
+        if pos > n:
+            raise Truncated("compression methods run past the message")
+        ch.extensions, bodies = _extensions(Reader(body, pos), hs, "ClientHello", _CH_PARSED)
     except Truncated as exc:
         hs.error(f"ClientHello: {exc}")
         return ch
-    for etype, data in exts:
-        ch.extensions.append(etype)
+    for etype, data in bodies.items():
+        if not data:
+            continue
         try:
             e = Reader(data)
-            if etype == EXT_SERVER_NAME and data:
+            if etype == EXT_SERVER_NAME:
                 names = e.sub(2)
                 while names.remaining() > 0:
                     ntype, name = names.u8(), names.vec(2)
                     if ntype == 0 and ch.sni is None:
                         ch.sni = name.decode("ascii", "replace")
-            elif etype == EXT_ALPN and data:
+            elif etype == EXT_ALPN:
                 protos = e.sub(2)
                 while protos.remaining() > 0:
                     p = protos.vec(1)
                     ch.alpn_raw.append(p)
                     ch.alpn.append(p.decode("ascii", "replace"))
-            elif etype == EXT_SUPPORTED_VERSIONS and data:
+            elif etype == EXT_SUPPORTED_VERSIONS:
                 vs = e.vec(1)
-                ch.versions = [int.from_bytes(vs[i:i + 2], "big") for i in range(0, len(vs) - 1, 2)]
-            elif etype == EXT_SIGNATURE_ALGORITHMS and data:
+                ch.versions = list(struct.unpack(f">{len(vs) // 2}H", vs[:len(vs) // 2 * 2]))
+            elif etype == EXT_SIGNATURE_ALGORITHMS:
                 sa = e.vec(2)
                 ch.sig_algs = list(struct.unpack(f">{len(sa) // 2}H", sa[:len(sa) // 2 * 2]))
-            elif etype == EXT_EARLY_DATA:
-                ch.early_data = True
-            elif etype == EXT_PRE_SHARED_KEY:
-                ch.psk = True
         except Truncated as exc:
             hs.error(f"ClientHello extension {etype}: {exc}")
+    ch.early_data = EXT_EARLY_DATA in ch.extensions
+    ch.psk = EXT_PRE_SHARED_KEY in ch.extensions
     return ch
 
 
@@ -322,33 +369,35 @@ def parse_sslv2_client_hello(data: bytes, hs: TlsHandshake) -> ClientHello:
     return ch
 
 
+_SH_PARSED = frozenset((EXT_SUPPORTED_VERSIONS, EXT_ALPN))
+
+
 def parse_server_hello(body: bytes, hs: TlsHandshake) -> ServerHello:
     sh = ServerHello()
-    r = Reader(body)
+    n = len(body)
     try:
-        sh.legacy_version = r.u16()
-        sh.random = r.take(32)
+        if n < 35:
+            raise Truncated(f"{n} bytes")
+        sh.legacy_version = (body[0] << 8) | body[1]
+        sh.random = body[2:34]
         sh.hrr = sh.random == HRR_RANDOM
-        sh.session_id = r.vec(1)
-        sh.cipher = r.u16()
-        r.u8()                                      # compression method
-        exts = _extensions(r, hs, "ServerHello")
+        sid_len = body[34]
+        pos = 35 + sid_len
+        if pos + 3 > n:
+            raise Truncated(f"session id of {sid_len} bytes runs past {n}")
+        sh.session_id = body[35:pos]
+        sh.cipher = (body[pos] << 8) | body[pos + 1]
+        types, bodies = _extensions(Reader(body, pos + 3), hs, "ServerHello", _SH_PARSED)
     except Truncated as exc:
         hs.error(f"ServerHello: {exc}")
         return sh
-    for etype, data in exts:
-        try:
-            e = Reader(data)
-            if etype == EXT_SUPPORTED_VERSIONS and len(data) >= 2:
-                sh.selected_version = e.u16()
-            elif etype == EXT_ALPN and data:
-                protos = e.sub(2)
-                if protos.remaining():
-                    sh.alpn = protos.vec(1).decode("ascii", "replace")
-            elif etype == EXT_PRE_SHARED_KEY:
-                sh.psk = True
-        except Truncated as exc:
-            hs.error(f"ServerHello extension {etype}: {exc}")
+    data = bodies.get(EXT_SUPPORTED_VERSIONS, b"")
+    if len(data) >= 2:
+        sh.selected_version = (data[0] << 8) | data[1]
+    data = bodies.get(EXT_ALPN, b"")
+    if len(data) >= 3:
+        sh.alpn = data[3:3 + data[2]].decode("ascii", "replace")
+    sh.psk = EXT_PRE_SHARED_KEY in types
     return sh
 
 
@@ -389,12 +438,11 @@ def parse_certificate_request(body: bytes, hs: TlsHandshake, version: int) -> li
     try:
         if version >= 0x0304:
             r.vec(1)                                    # context
-            exts = _extensions(r, hs, "CertificateRequest")
-            for etype, data in exts:
-                if etype == EXT_CERTIFICATE_AUTHORITIES:
-                    cas = Reader(data).sub(2)
-                    while cas.remaining() > 0 and len(names) < MAX_CAS:
-                        names.append(cas.vec(2))
+            _, bodies = _extensions(r, hs, "CertificateRequest", frozenset((EXT_CERTIFICATE_AUTHORITIES,)))
+            if EXT_CERTIFICATE_AUTHORITIES in bodies:
+                cas = Reader(bodies[EXT_CERTIFICATE_AUTHORITIES]).sub(2)
+                while cas.remaining() > 0 and len(names) < MAX_CAS:
+                    names.append(cas.vec(2))
         else:
             r.vec(1)                                    # certificate types
             if version >= 0x0303:
@@ -470,23 +518,17 @@ def _alerts(records: list[Record], hs: TlsHandshake, who: str, encrypted_from: i
 
 
 def _frames(stream: Stream, records: list[Record], types: tuple[int, ...], upto: int) -> list[int]:
-    """Frames that carried the records of the given types (one pass over the segments)."""
-    ranges = [(r.offset, r.end) for r in records[:upto] if r.content_type in types]
-    if not ranges or not stream.offsets:
-        return []
-    out: list[int] = []
+    """Frames that carried the records of the given types."""
     offs, frames = stream.offsets, stream.frames
-    ends = offs[1:] + (len(stream.data),)
-    i = 0
-    for start, end in ranges:
-        while i < len(offs) and ends[i] <= start:
-            i += 1
-        j = i
-        while j < len(offs) and offs[j] < end:
-            if not out or out[-1] != frames[j]:
-                out.append(frames[j])
-            j += 1
-    return out
+    if not offs:
+        return []
+    out: set[int] = set()
+    for r in records[:upto]:
+        if r.content_type in types:
+            i = bisect_right(offs, r.offset) - 1
+            j = bisect_right(offs, r.offset + 4 + len(r.body))
+            out.update(frames[max(i, 0):j])
+    return sorted(out)
 
 
 def parse_tls(flow: FlowStreams, max_appdata: int = 4) -> TlsHandshake:
@@ -523,8 +565,14 @@ def _parse(cli: Stream, srv: Stream, hs: TlsHandshake, max_appdata: int = 4) -> 
     tls13 = bool(hellos) and version_rank(hellos[0].version) >= 0x0304
     if tls13:
         # TLS 1.3: compatibility ChangeCipherSpec records may sit between HRR and ServerHello
-        smsgs_all, sstop = handshake_messages(srecs, hs, "server", continue_after_ccs=True)
-        hellos = _server_hellos(smsgs_all, hs)
+        more = sstop
+        while more < len(srecs) and srecs[more].content_type != CONTENT_APPDATA:
+            more += 1
+        if any(r.content_type == CONTENT_HANDSHAKE for r in srecs[sstop:more]):
+            smsgs_all, sstop = handshake_messages(srecs, hs, "server", continue_after_ccs=True)
+            hellos = _server_hellos(smsgs_all, hs)
+        else:
+            sstop = more
     sh: ServerHello | None = None
     if hellos:
         hs.hello_retry = hellos[0].hrr
