@@ -33,8 +33,10 @@ EKU_NAMES = {
     ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE: "anyExtendedKeyUsage",
 }
 
-KEY_USAGES = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
-              "key_agreement", "key_cert_sign", "crl_sign")
+#: cryptography's KeyUsage attributes and their RFC 5280 names.
+KEY_USAGES = {"digital_signature": "digitalSignature", "content_commitment": "nonRepudiation",
+              "key_encipherment": "keyEncipherment", "data_encipherment": "dataEncipherment",
+              "key_agreement": "keyAgreement", "key_cert_sign": "keyCertSign", "crl_sign": "cRLSign"}
 
 MAX_DER = 1024 * 1024   # a certificate larger than this is not parsed
 
@@ -49,11 +51,6 @@ def name_text(name: x509.Name) -> str:
         return name.rfc4514_string(NAME_OVERRIDES)
     except Exception:            # noqa: BLE001 - odd encodings still give a name
         return ",".join(f"{a.oid.dotted_string}={a.value!r}" for a in name)
-
-
-def _camel(snake: str) -> str:
-    head, *rest = snake.split("_")
-    return head + "".join(w.title() for w in rest)
 
 
 @dataclass
@@ -109,10 +106,11 @@ def parse_certificate(der: bytes) -> ParsedCert:
             elif isinstance(value, x509.BasicConstraints):
                 row["is_ca"] = value.ca
             elif isinstance(value, x509.KeyUsage):
-                row["key_usage"] = [_camel(u) for u in KEY_USAGES if getattr(value, u)]
+                row["key_usage"] = [name for attr, name in KEY_USAGES.items() if getattr(value, attr)]
                 if value.key_agreement:
-                    row["key_usage"] += [n for n in ("encipherOnly", "decipherOnly")
-                                         if getattr(value, _snake(n))]
+                    row["key_usage"] += [name for attr, name in (("encipher_only", "encipherOnly"),
+                                                                 ("decipher_only", "decipherOnly"))
+                                         if getattr(value, attr)]
             elif isinstance(value, x509.ExtendedKeyUsage):
                 row["extended_key_usage"] = [EKU_NAMES.get(o, o.dotted_string) for o in value]
     except Exception as exc:     # noqa: BLE001 - a bad extension leaves the rest
@@ -121,10 +119,6 @@ def parse_certificate(der: bytes) -> ParsedCert:
     if errors:
         row["parse_error"] = "; ".join(errors)
     return ParsedCert(der, fp, cert, row)
-
-
-def _snake(camel: str) -> str:
-    return "".join("_" + c.lower() if c.isupper() else c for c in camel)
 
 
 def _key_kind(key) -> tuple[str, int | None]:

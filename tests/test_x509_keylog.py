@@ -1,0 +1,155 @@
+"""Certificate parsing and chain verification; key-log loading and TLS 1.3 key derivation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from commpath.decode.keylog import hkdf_expand_label, load_keylog
+from commpath.decode.x509 import load_ca_bundle, name_from_der, parse_certificate, verify_chain
+from commpath.errors import InputError
+
+NOW = dt.datetime.now(dt.timezone.utc)
+
+
+def _name(cn):
+    return x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "DE"),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _issue(subject, issuer, key, issuer_key, *, ca=False, sans=None, eku=None, days=(-1, 30)):
+    b = (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(issuer)
+         .public_key(key.public_key()).serial_number(0x00F1E2D3C4B5A697)
+         .not_valid_before(NOW + dt.timedelta(days=days[0])).not_valid_after(NOW + dt.timedelta(days=days[1]))
+         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+         .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                      key_encipherment=not ca, data_encipherment=False, key_agreement=False,
+                                      key_cert_sign=ca, crl_sign=ca, encipher_only=False, decipher_only=False),
+                        critical=True)
+         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False))
+    if issuer_key is not key:
+        b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+                            critical=False)
+    if sans:
+        b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    if eku:
+        b = b.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+    return b.sign(issuer_key, hashes.SHA256())
+
+
+@pytest.fixture(scope="module")
+def pki():
+    root_key = ec.generate_private_key(ec.SECP384R1())
+    root = _issue("kubernetes-ca", _name("kubernetes-ca"), root_key, root_key, ca=True, days=(-10, 3650))
+    inter_key = ec.generate_private_key(ec.SECP256R1())
+    inter = _issue("kubelet-intermediate", root.subject, inter_key, root_key, ca=True, days=(-5, 365))
+    leaf_key = ed25519.Ed25519PrivateKey.generate()
+    leaf = _issue("system:node:node-1", inter.subject, leaf_key, inter_key,
+                  sans=[x509.DNSName("node-1"), x509.IPAddress(ipaddress.ip_address("10.0.0.11")),
+                        x509.UniformResourceIdentifier("spiffe://cluster.local/node-1"),
+                        x509.RFC822Name("ops@example.org")],
+                  eku=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
+    der = lambda c: c.public_bytes(serialization.Encoding.DER)   # noqa: E731
+    return {"root": root, "chain": [parse_certificate(der(leaf)), parse_certificate(der(inter))]}
+
+
+def test_parsed_fields(pki):
+    leaf, inter = pki["chain"]
+    row = leaf.row
+    assert row["subject"] == "CN=system:node:node-1,O=system:nodes,C=DE"
+    assert row["issuer"] == "CN=kubelet-intermediate,O=system:nodes,C=DE"
+    assert row["serial"] == "F1E2D3C4B5A697"
+    assert row["sans"] == ["DNS:node-1", "IP:10.0.0.11", "URI:spiffe://cluster.local/node-1", "email:ops@example.org"]
+    assert (row["key_type"], row["key_bits"]) == ("Ed25519", 256)
+    assert row["signature_algorithm"] == "ecdsa-with-SHA256"
+    assert row["is_ca"] is False and row["self_signed"] is False
+    assert row["key_usage"] == ["digitalSignature", "keyEncipherment"]
+    assert row["extended_key_usage"] == ["serverAuth", "clientAuth"]
+    assert inter.row["is_ca"] is True and inter.row["key_usage"] == ["digitalSignature", "keyCertSign", "cRLSign"]
+    assert (inter.row["key_type"], inter.row["key_bits"]) == ("EC", 256)
+
+
+def test_chain_verifies_with_intermediate_and_name(pki):
+    chain, cas = pki["chain"], [pki["root"]]
+    assert verify_chain(chain, cas, NOW, server_name="node-1") == (True, None)
+    assert verify_chain(chain, cas, NOW, server_ip="10.0.0.11") == (True, None)
+    assert verify_chain(chain, cas, NOW, client=True) == (True, None)
+
+
+def test_chain_failures_say_why(pki):
+    chain, cas = pki["chain"], [pki["root"]]
+    ok, err = verify_chain(chain, cas, NOW, server_name="node-2")
+    assert ok is False and err
+    ok, err = verify_chain(chain[:1], cas, NOW, server_name="node-1")      # intermediate missing
+    assert ok is False and err
+    ok, err = verify_chain(chain, cas, NOW + dt.timedelta(days=400), server_name="node-1")
+    assert ok is False and "expired" in err
+    other = ec.generate_private_key(ec.SECP256R1())
+    stranger = _issue("other-ca", _name("other-ca"), other, other, ca=True)
+    ok, err = verify_chain(chain, [stranger], NOW, server_name="node-1")
+    assert ok is False and err
+
+
+def test_nothing_to_verify_is_null(pki):
+    assert verify_chain([], [pki["root"]], NOW, server_name="x") == (None, None)
+    assert verify_chain(pki["chain"], [], NOW, server_name="x") == (None, None)
+
+
+def test_garbage_certificate_keeps_fingerprint():
+    pc = parse_certificate(b"\x30\x03\x02\x01\x00")
+    assert pc.cert is None and "does not parse" in pc.row["parse_error"] and len(pc.fingerprint) == 64
+
+
+def test_name_from_der_round_trip_and_garbage(pki):
+    der = pki["root"].subject.public_bytes()
+    assert name_from_der(der) == "CN=kubernetes-ca,O=system:nodes,C=DE"
+    assert name_from_der(b"\x30\x05\x31\x03\x30\x01").startswith("#")
+
+
+def test_ca_bundle_errors(tmp_path):
+    with pytest.raises(InputError, match="cannot read CA bundle"):
+        load_ca_bundle(tmp_path / "missing.pem")
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate\n")
+    with pytest.raises(InputError, match="no PEM certificate"):
+        load_ca_bundle(bad)
+
+
+def test_keylog_errors_and_parsing(tmp_path):
+    with pytest.raises(InputError, match="cannot read key log"):
+        load_keylog(tmp_path / "missing.log")
+    bad = tmp_path / "bad.log"
+    bad.write_text("CLIENT_RANDOM zz\n")
+    with pytest.raises(InputError, match="line 1"):
+        load_keylog(bad)
+    empty = tmp_path / "empty.log"
+    empty.write_text("# nothing\n")
+    with pytest.raises(InputError, match="no key log lines"):
+        load_keylog(empty)
+    good = tmp_path / "keys.log"
+    good.write_text("# comment\nSERVER_HANDSHAKE_TRAFFIC_SECRET " + "ab" * 32 + " " + "cd" * 32 + "\n"
+                    "CLIENT_RANDOM " + "ab" * 32 + " " + "ef" * 48 + "\n")
+    keys = load_keylog(good)
+    assert keys == {bytes.fromhex("ab" * 32): {"SERVER_HANDSHAKE_TRAFFIC_SECRET": bytes.fromhex("cd" * 32)}}
+
+
+def test_analyze_handshakes_rejects_bad_ca_and_keylog(tmp_path):
+    from commpath.decode.handshakes import analyze_handshakes
+    with pytest.raises(InputError):
+        analyze_handshakes(None, ca=str(tmp_path / "nope.pem"))
+    with pytest.raises(InputError):
+        analyze_handshakes(None, keylog=str(tmp_path / "nope.log"))
+
+
+def test_hkdf_expand_label_rfc8448():
+    """RFC 8448 section 3: the server handshake traffic key and IV of the simple 1-RTT handshake."""
+    secret = bytes.fromhex("b67b7d690cc16c4e75e54213cb2d37b4e9c912bcded9105d42befd59d391ad38")
+    assert hkdf_expand_label(secret, "key", b"", 16, hashes.SHA256).hex() == "3fce516009c21727d0f2e4e86ee403bc"
+    assert hkdf_expand_label(secret, "iv", b"", 12, hashes.SHA256).hex() == "5d313eb2671276ee13000b30"
