@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from commpath.capture.filters import default_filter
+from commpath.capture.filters import bpf_error, default_filter
 
 from _netns_pair import netns_pair, tcp_send, tcp_server
 
@@ -33,23 +32,8 @@ etcd: ["10.98.0.2:2379"]
 
 
 def _compile_bpf(expr: str) -> bool:
-    """Compile with libpcap (pcap_open_dead + pcap_compile): no privileges needed."""
-    pcap = ctypes.CDLL(ctypes.util.find_library("pcap") or "libpcap.so.0.8")
-    pcap.pcap_open_dead.restype = ctypes.c_void_p
-    handle = pcap.pcap_open_dead(1, 65535)  # DLT_EN10MB
-
-    class Program(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_uint), ("insns", ctypes.c_void_p)]
-
-    prog = Program()
-    ok = pcap.pcap_compile(ctypes.c_void_p(handle), ctypes.byref(prog), expr.encode(), 1, 0xFFFFFFFF) == 0
-    if ok:
-        pcap.pcap_freecode(ctypes.byref(prog))
-    pcap.pcap_close(ctypes.c_void_p(handle))
-    return ok
-
-
-import ctypes.util  # noqa: E402
+    """libpcap's verdict (pcap_open_dead + pcap_compile: no privileges needed)."""
+    return bpf_error(expr) is None
 
 
 def test_default_filter_covers_documented_ports_and_control_plane(tmp_path):
@@ -63,7 +47,22 @@ def test_default_filter_covers_documented_ports_and_control_plane(tmp_path):
     assert "host 10.98.0.2" in node and "host 10.96.0.1" in node
     assert "net 10.244.1.0/24" in node and "net 10.244.1.0/24" not in cp
     assert _compile_bpf(node) and _compile_bpf(cp) and _compile_bpf(default_filter("node"))
-    assert not _compile_bpf("tcp and (port")
+    assert not _compile_bpf("tcp and (port") and "syntax error" in bpf_error("tcp and (port")
+
+
+@needs_root
+@pytest.mark.parametrize("extra, message", [
+    (["--filter", "tcp and ("], "can't parse filter expression"),
+    (["--iface", "nosuch0", "--engine", "tcpdump"], "nosuch0"),
+    (["--inventory", "/nonexistent/inventory.yaml"], "/nonexistent/inventory.yaml: No such file"),
+    (["--ring", "0"], "--ring must be at least 1"),
+])
+def test_bad_usage_is_one_line_exit_2(tmp_path, extra, message):
+    iface = [] if "--iface" in extra else ["--iface", "lo"]
+    res = subprocess.run([sys.executable, "-m", "commpath", "capture", "--role", "node", *iface, "--duration", "1",
+                          "--out", str(tmp_path / "out"), *extra], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and message in res.stderr, res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("commpath: error:") and "Traceback" not in res.stderr
 
 
 def _agent(ns: str, out: Path, *extra: str, env=None) -> subprocess.Popen:

@@ -194,7 +194,8 @@ class Dumpcap(Engine):
         for iface, rec, drop in re.findall(r"Packets received/dropped on interface '([^']*)': (\d+)/(\d+)", text):
             stats[iface.split(": ")[-1]] = {"captured": int(rec), "received": int(rec), "dropped": int(drop)}
         total = re.search(r"Packets captured: (\d+)", text)
-        errors = [] if total else [f"dumpcap: {self.proc.stderr[-1] if self.proc.stderr else 'no statistics'}"]
+        said = [ln for ln in self.proc.stderr if ln.strip() and not ln.startswith(("Capturing on", "File:"))]
+        errors = [] if total else [f"dumpcap: {said[0] if said else 'no statistics'}"]
         return {"interfaces": stats, "errors": errors}
 
 

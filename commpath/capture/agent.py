@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import CommpathError, InputError
 from . import _engines, _host
-from .filters import default_filter, read_inventory
+from .filters import bpf_error, default_filter, read_inventory
 
 #: Capturing stops when less than this is left on the output file system (env COMMPATH_CAPTURE_RESERVE_MB).
 DISK_RESERVE_MB = float(os.environ.get("COMMPATH_CAPTURE_RESERVE_MB", "64"))
@@ -83,6 +83,9 @@ def capture(opts: Options, ready=None) -> dict:
                               f"({opts.reserve_mb:.0f} MB reserve)")
     inventory = read_inventory(opts.inventory) if opts.inventory else None
     bpf = opts.bpf if opts.bpf is not None else default_filter(opts.role, inventory, opts.host)
+    problem = bpf_error(bpf)
+    if problem:
+        raise CommpathError(f"capture filter {bpf!r}: {problem}")
     engine_name, reason = _engines.choose(opts.engine, opts.ifaces)
     if not engine_name:
         raise CommpathError(f"capture engine: {reason}")

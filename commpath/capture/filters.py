@@ -73,3 +73,32 @@ def default_filter(role: str, inventory: dict | None = None, host: str | None = 
     terms += [f"host {h}" for h in dict.fromkeys(hosts) if h]
     terms += [f"net {n}" for n in dict.fromkeys(nets)]
     return "tcp and (" + " or ".join(terms) + ")"
+
+
+def bpf_error(expr: str) -> str | None:
+    """Why libpcap rejects ``expr`` (compiled for Ethernet, no privileges needed); None if valid or unknown."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("pcap")
+    if not name or not expr:
+        return None
+    try:
+        pcap = ctypes.CDLL(name)
+    except OSError:
+        return None
+
+    class _Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_uint), ("insns", ctypes.c_void_p)]
+
+    pcap.pcap_open_dead.restype = ctypes.c_void_p
+    pcap.pcap_geterr.restype = ctypes.c_char_p
+    handle = ctypes.c_void_p(pcap.pcap_open_dead(1, 262144))  # DLT_EN10MB
+    prog = _Program()
+    try:
+        if pcap.pcap_compile(handle, ctypes.byref(prog), expr.encode(), 1, 0xFFFFFFFF) != 0:
+            return (pcap.pcap_geterr(handle) or b"invalid filter").decode(errors="replace")
+        pcap.pcap_freecode(ctypes.byref(prog))
+        return None
+    finally:
+        pcap.pcap_close(handle)
