@@ -51,6 +51,13 @@ button.copy { font-size: 11.5px; margin-left: 6px; padding: 1px 7px; cursor: poi
 blockquote { margin: 6px 0; padding: 4px 12px; border-left: 3px solid #B0BEC5; color: #455A64; font-style: italic; }
 .note { color: var(--muted); font-size: 12.5px; }
 nav.toc a { margin-right: 12px; }
+.chips { margin-left: 14px; }
+.scroll { overflow-x: auto; }
+table.connections { font-size: 12px; }
+table.connections td, table.connections th { white-space: nowrap; }
+table.connections td.sni { white-space: normal; word-break: break-all; max-width: 220px; }
+table.connections code { word-break: normal; white-space: nowrap; }
+.chip { margin-right: 10px; font-size: 13px; }
 """
 
 SCRIPT = """
@@ -202,7 +209,7 @@ CONNECTION_COLUMNS = [
     ("flow", "flow_id"), ("capture", "capture"), ("frame", "first_frame"), ("start (UTC)", "ts_start"),
     ("initiator", None), ("responder", None), ("proto", None), ("packets", "packets"), ("bytes", "bytes"),
     ("TLS", "tls_version"), ("SNI", "sni"), ("cipher", "cipher"), ("client cert", "client_cert"),
-    ("server cert verified", "server_cert_verified"),
+    ("cert verified", "server_cert_verified"),
 ]
 
 
@@ -218,7 +225,7 @@ def connections_table(flows: pd.DataFrame, limit: int = MAX_CONNECTIONS) -> str:
             f'<td class="num">{esc(r["flow_id"])}</td>',
             f'<td><code>{esc(_short_capture(r.get("capture")))}</code></td>',
             f'<td class="num">{esc(r.get("first_frame"))}</td>',
-            f'<td>{utc(r.get("ts_start"))[11:]}</td>',
+            f'<td>{utc(r.get("ts_start"))[11:].removesuffix(" UTC")}</td>',
             f'<td>{esc(r.get("src_ip"))}:{esc(r.get("src_port"))} <span class="note">{esc(r.get("src_role"))}</span></td>',
             f'<td>{esc(r.get("dst_ip"))}:{esc(r.get("dst_port"))} <span class="note">{esc(r.get("dst_role"))}</span></td>',
             f'<td>{esc(r.get("transport"))}/{esc(r.get("app_protocol"))}</td>',
@@ -233,7 +240,7 @@ def connections_table(flows: pd.DataFrame, limit: int = MAX_CONNECTIONS) -> str:
         rows.append(f'<tr data-flow="{esc(r["flow_id"])}">{"".join(cells)}</tr>')
     more = (f'<p class="note">First {limit} of {len(flows)} connections shown; all of them are in '
             f'report.json and flows.parquet.</p>') if len(flows) > limit else ""
-    return f'<table class="connections">{head and "<tr>" + head + "</tr>"}{"".join(rows)}</table>{more}'
+    return f'<div class="scroll"><table class="connections"><tr>{head}</tr>{"".join(rows)}</table></div>{more}'
 
 
 def _short_capture(capture) -> str:
@@ -298,6 +305,14 @@ def overall_line(analysis, fail_on: str) -> str:
             f'color:{palette.VERDICT_COLORS["pass"]}">PASS — no finding at or above {esc(fail_on)}</span>')
 
 
+def verdict_chips(paths: pd.DataFrame) -> str:
+    """How many documented paths got each verdict, as badges beside the overall line."""
+    counts = paths["verdict"].astype(str).value_counts()
+    chips = [f'<span class="chip" data-verdict="{esc(v)}">{verdict_badge(v)} <b>{int(counts[v])}</b></span>'
+             for v in palette.VERDICT_ORDER if counts.get(v, 0)]
+    return f'<span class="chips">{" ".join(chips)}</span>'
+
+
 def build_html(analysis, title: str = "commpath path-compliance report", fail_on: str = "high") -> str:
     """The whole report as one HTML document (plots as base64 PNG, no external resources)."""
     from .._version import __version__
@@ -321,7 +336,7 @@ def build_html(analysis, title: str = "commpath path-compliance report", fail_on
         f'<div class="meta">{n_caps} capture{"s" if n_caps != 1 else ""} · {len(flows)} connections · '
         f'{len(findings)} findings · window {utc(t0, "?")} → {utc(t1, "?")}<br>'
         f'policy {esc(policy_name, "default")} · fail on {esc(fail_on)} · generated {generated} by commpath {esc(__version__)}</div>',
-        overall_line(analysis, fail_on),
+        overall_line(analysis, fail_on), verdict_chips(paths),
         "</header>",
         '<section id="verdicts"><h2>Verdict per documented path</h2>', verdict_table(analysis),
         f'<nav class="toc">Jump to: {toc}</nav></section>',
