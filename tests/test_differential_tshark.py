@@ -306,3 +306,92 @@ def test_lab_overlay_capture_agrees_with_tshark(netns, tmp_path):
 def test_tshark_oracle_needs_decode_as_for_8472(tmp_path):
     """Documents why the oracle passes ``-d udp.port==8472,vxlan``: without it tshark sees plain UDP."""
     assert "udp.port==8472,vxlan" in tshark.DEFAULT_DECODE_AS
+
+
+# ---------------------------------------------------------------- the same traffic in every container format
+
+FORMAT_SOURCES = [
+    PUBLIC / "zeek/testing/btest/Traces/tls/client-certificate.pcap",        # Ethernet
+    PUBLIC / "arkime/http2-nghttp2.pcap",                                    # BSD loopback
+    PUBLIC / "zeek/testing/btest/Traces/tls/openjdk-25.0.2-zeek.org.pcap",   # Linux cooked v2 (SLL2)
+    PUBLIC / "zeek/testing/btest/Traces/tunnels/geneve-47101.pcap",          # Geneve overlay
+]
+
+
+def _swap_pcap_byte_order(src: Path, dst: Path) -> None:
+    """Rewrite a little-endian pcap as big-endian: same records, header fields byte-swapped."""
+    import struct
+
+    d = src.read_bytes()
+    assert d[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1")
+    out = bytearray(struct.pack(">IHHiIII", *struct.unpack_from("<IHHiIII", d, 0)))
+    off = 24
+    while off + 16 <= len(d):
+        ts, frac, incl, orig = struct.unpack_from("<IIII", d, off)
+        out += struct.pack(">IIII", ts, frac, incl, orig) + d[off + 16: off + 16 + incl]
+        off += 16 + incl
+    dst.write_bytes(bytes(out))
+
+
+def _epb_to_spb(src: Path, dst: Path) -> None:
+    """Rewrite a one-interface pcapng's Enhanced Packet Blocks as Simple Packet Blocks (no timestamps)."""
+    import struct
+
+    d = src.read_bytes()
+    out, off = bytearray(), 0
+    while off + 12 <= len(d):
+        btype, blen = struct.unpack_from("<II", d, off)
+        if btype == 6:
+            _iface, _hi, _lo, caplen, origlen = struct.unpack_from("<IIIII", d, off + 8)
+            data = d[off + 28: off + 28 + caplen]
+            pad = (-len(data)) % 4
+            total = 16 + len(data) + pad
+            out += struct.pack("<III", 3, total, origlen) + data + b"\0" * pad + struct.pack("<I", total)
+        else:
+            out += d[off: off + blen]
+        off += blen
+    dst.write_bytes(bytes(out))
+
+
+def _variants(tmp: Path) -> dict[str, Path]:
+    import gzip
+
+    out: dict[str, Path] = {}
+    for i, src in enumerate(FORMAT_SOURCES):
+        base = tmp / f"s{i}"
+        subprocess.run(["editcap", "-F", "nsecpcap", str(src), f"{base}-ns.pcap"], check=True, capture_output=True)
+        subprocess.run(["editcap", "-F", "pcapng", str(src), f"{base}.pcapng"], check=True, capture_output=True)
+        _swap_pcap_byte_order(src, Path(f"{base}-be.pcap"))
+        Path(f"{base}.pcapng.gz").write_bytes(gzip.compress(Path(f"{base}.pcapng").read_bytes()))
+        _epb_to_spb(Path(f"{base}.pcapng"), Path(f"{base}-spb.pcapng"))
+        for kind, suffix in (("nsec", "-ns.pcap"), ("pcapng", ".pcapng"), ("big-endian", "-be.pcap"),
+                             ("pcapng.gz", ".pcapng.gz"), ("spb", "-spb.pcapng")):
+            out[f"{src.name}:{kind}"] = Path(f"{base}{suffix}")
+    merged = tmp / "three-interfaces.pcapng"      # Ethernet + NULL + SLL2 interfaces in one file
+    subprocess.run(["mergecap", "-F", "pcapng", "-w", str(merged), *map(str, FORMAT_SOURCES[:3])],
+                   check=True, capture_output=True)
+    out["merged:pcapng-3-interfaces"] = merged
+    return out
+
+
+@needs_tshark
+@pytest.mark.skipif(shutil.which("editcap") is None, reason="needs editcap/mergecap")
+def test_container_formats_agree_with_tshark_and_each_other(tmp_path):
+    """nanosecond pcap, big-endian pcap, pcapng (EPB and SPB), gzip, and a 3-interface pcapng."""
+    problems = []
+    for name, path in _variants(tmp_path).items():
+        cap = commpath.read(path)
+        conv = tshark.connections(path)
+        if len(conv) == 0 or len(cap.flows) == 0:
+            problems.append(f"{name}: nothing read (tshark {len(conv)}, commpath {len(cap.flows)} connections)")
+        # SPBs carry no timestamp: tshark shows 0, commpath has none to compare
+        tolerance = float("inf") if name.endswith(":spb") else 2e-6
+        problems += [f"{name}: {p}" for p in cmp.compare(cap.flows, conv, ts_tolerance=tolerance)]
+        if name.split(":")[0] != "merged":
+            src = next(p for p in FORMAT_SOURCES if p.name == name.split(":")[0])
+            original = commpath.read(src).flows
+            cols = ["src_ip", "src_port", "dst_ip", "dst_port", "first_frame", "packets", "bytes",
+                    "payload_fwd", "payload_rev", "app_protocol", "tunnel"]
+            if not cap.flows[cols].astype(str).reset_index(drop=True).equals(original[cols].astype(str).reset_index(drop=True)):
+                problems.append(f"{name}: flows differ from the original pcap's")
+    assert not problems, "\n".join(problems)
