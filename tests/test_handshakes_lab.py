@@ -174,7 +174,8 @@ def _free_base() -> int:
     raise RuntimeError("no free port range")
 
 
-#: name -> (server kind, server cert, version, client auth, client kind, client cert, sni, insecure)
+#: name -> (server kind, server cert, version, client auth, client kind, client cert, sni, insecure
+#:          [, connections, client fails])
 SCENARIOS = {
     "go13-mtls":          ("go", "server", "1.3", "require", "go", "client", "localhost", False),
     "go13-server-only":   ("go", "server", "1.3", "none", "go", None, "localhost", False),
@@ -189,6 +190,11 @@ SCENARIOS = {
     "py13-server-only":   ("go", "server", "1.3", "none", "py", None, "localhost", False),
     "ossl13-mtls":        ("openssl", "server", "1.3", "require", "go", "client", "localhost", False),
     "ossl13-server-only": ("openssl", "server", "1.3", "none", "go", None, "localhost", False),
+    # (..., connections, the client is expected to fail)
+    "go13-untrusted":     ("go", "selfsigned", "1.3", "none", "go", None, "localhost", False, 1, True),
+    "go12-untrusted":     ("go", "selfsigned", "1.2", "none", "go", None, "localhost", False, 1, True),
+    "go13-resume":        ("go", "server", "1.3", "none", "go", None, "localhost", False, 2, False),
+    "go12-resume":        ("go", "server", "1.2", "require", "go", "client", "localhost", False, 2, False),
 }
 
 
@@ -208,10 +214,13 @@ def _python_client(port, pki, version, client_cert, sni, keylog):
 
 
 def run_scenario(procs: Procs, peer: str, pki: dict, port: int, spec, keylog: str) -> None:
-    server, scert, version, auth, client, ccert, sni, insecure = spec
+    server, scert, version, auth, client, ccert, sni, insecure, *rest = spec
+    conns = rest[0] if rest else 1
+    fails = rest[1] if len(rest) > 1 else False
     if server == "go":
         cmd = [peer, "-mode", "server", "-addr", f"127.0.0.1:{port}", "-cert", pki[scert][0],
-               "-key", pki[scert][1], "-ca", pki["ca"], "-clientauth", auth, "-version", version]
+               "-key", pki[scert][1], "-ca", pki["ca"], "-clientauth", auth, "-version", version,
+               "-conns", str(conns)]
         srv = procs.start(cmd)
         _wait_line(srv, "listening")
     else:
@@ -231,7 +240,12 @@ def run_scenario(procs: Procs, peer: str, pki: dict, port: int, spec, keylog: st
             cmd += ["-insecure"]
         if ccert:
             cmd += ["-cert", pki[ccert][0], "-key", pki[ccert][1]]
-        subprocess.run(cmd, check=True, timeout=15, capture_output=True)
+        if conns > 1:
+            cmd += ["-conns", str(conns), "-resume"]
+        done = subprocess.run(cmd, timeout=15, capture_output=True, text=True)
+        assert (done.returncode != 0) == fails, done.stderr
+        if conns > 1:
+            assert "resumed=true" in done.stdout, done.stdout
     else:
         _python_client(port, pki, version, ccert, sni, keylog)
     try:
@@ -275,12 +289,14 @@ def lab_result(lab):
     cap = read_capture(lab["pcap"])
     plain = analyze_handshakes(cap, ca=lab["pki"]["ca"])
     keyed = analyze_handshakes(cap, ca=lab["pki"]["ca"], keylog=lab["keylog"])
-    by_port = {int(r.dst_port): int(r.flow_id) for r in cap.flows.itertuples()}
+    by_port: dict[int, list[int]] = {}
+    for r in cap.flows.sort_values("flow_id").itertuples():
+        by_port.setdefault(int(r.dst_port), []).append(int(r.flow_id))
     return cap, plain, keyed, by_port
 
 
-def _row(result, lab, by_port, name):
-    fid = by_port[lab["ports"][name]]
+def _row(result, lab, by_port, name, index=0):
+    fid = by_port[lab["ports"][name]][index]
     rows = result.tls[result.tls.flow_id == fid]
     assert len(rows) == 1, f"{name}: expected one TLS row"
     return rows.iloc[0]
@@ -408,7 +424,8 @@ def test_lab_matches_tshark(lab, lab_result):
                          "tls.handshake.type == 2")
     flows = cap.flows.set_index("flow_id")
     ours = {int(flows.loc[r.flow_id, "dst_port"]): r for r in plain.tls.itertuples()}
-    assert len(rows) == len(SCENARIOS) == len(ours)
+    assert len(ours) == len(SCENARIOS)
+    assert len(rows) == len(plain.tls)
     for port, suite, sv in rows:
         r = ours[int(port)]
         assert r.cipher_id == int(suite, 16)
@@ -424,7 +441,8 @@ def test_keylog_certificates_match_tshark_decryption(lab, lab_result):
                          "tls.handshake.type == 11", extra=["-o", f"tls.keylog_file:{lab['keylog']}"])
     server_ports = set(lab["ports"].values())
     flows = cap.flows.set_index("flow_id")
-    ours = {int(flows.loc[r.flow_id, "dst_port"]): r for r in keyed.tls.itertuples()}
+    ours = {int(flows.loc[r.flow_id, "dst_port"]): r for r in keyed.tls.itertuples()
+            if not r.resumed}
     seen = 0
     for sport, dport, certs in rows:
         fps = [hashlib.sha256(bytes.fromhex(c.replace(":", ""))).hexdigest() for c in certs.split(",") if c]
@@ -439,3 +457,30 @@ def test_keylog_certificates_match_tshark_decryption(lab, lab_result):
 def pd_isna(v) -> bool:
     import pandas as pd
     return v is None or bool(pd.isna(v))
+
+
+@needs_tools
+def test_untrusted_server_aborts_the_handshake(lab, lab_result):
+    """The client rejects a self-signed certificate: TLS 1.2 says so in clear, TLS 1.3 encrypted."""
+    _, plain, _, by_port = lab_result
+    t12 = _row(plain, lab, by_port, "go12-untrusted")
+    assert not t12.established and "fatal:bad_certificate" in list(t12.alerts)
+    assert bool(t12.server_cert_verified) is False
+    t13 = _row(plain, lab, by_port, "go13-untrusted")
+    assert not t13.established and "encrypted:client" in list(t13.alerts)
+    assert t13.client_cert == "unknown"
+
+
+@needs_tools
+def test_resumed_sessions(lab, lab_result):
+    _, plain, keyed, by_port = lab_result
+    for name in ("go13-resume", "go12-resume"):
+        first, second = _row(plain, lab, by_port, name, 0), _row(plain, lab, by_port, name, 1)
+        assert not first.resumed and second.resumed and second.established
+        assert second.server_cert_fingerprints == []
+    # TLS 1.3 PSK resumption: the server may not ask for a certificate (RFC 8446 4.3.2)
+    assert _row(plain, lab, by_port, "go13-resume", 1).client_cert == "not-requested"
+    # TLS 1.2 abbreviated handshake: the client authenticated in the first session only
+    assert _row(plain, lab, by_port, "go12-resume", 0).client_cert == "presented"
+    assert _row(plain, lab, by_port, "go12-resume", 1).client_cert == "unknown"
+    assert _row(keyed, lab, by_port, "go13-resume", 1).certs_visibility == "decrypted"

@@ -53,7 +53,8 @@ func main() {
 	sni := flag.String("sni", "", "client: server name")
 	insecure := flag.Bool("insecure", false, "client: skip verification")
 	keylog := flag.String("keylog", "", "append NSS key log lines here")
-	conns := flag.Int("conns", 1, "server: connections to serve before exiting")
+	conns := flag.Int("conns", 1, "server: connections to serve; client: connections to make")
+	resume := flag.Bool("resume", false, "client: keep a session cache so later connections resume")
 	flag.Parse()
 
 	cfg := &tls.Config{MinVersion: versionOf(*version), MaxVersion: versionOf(*version)}
@@ -105,14 +106,31 @@ func main() {
 	cfg.RootCAs = pool(*caFile)
 	cfg.ServerName = *sni
 	cfg.InsecureSkipVerify = *insecure
+	if *resume {
+		cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	}
+	failed := false
+	for i := 0; i < *conns; i++ {
+		if err := request(*addr, cfg); err != nil {
+			fmt.Fprintln(os.Stderr, "tlspeer:", err)
+			failed = true
+		}
+	}
+	if failed {
+		os.Exit(1)
+	}
+}
+
+func request(addr string, cfg *tls.Config) error {
 	d := &net.Dialer{Timeout: 5 * time.Second}
-	c, err := tls.DialWithDialer(d, "tcp", *addr, cfg)
+	c, err := tls.DialWithDialer(d, "tcp", addr, cfg)
 	if err != nil {
-		fail(err)
+		return err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: peer\r\n\r\n")
 	out, _ := io.ReadAll(c)
-	fmt.Printf("%s\n", out)
+	fmt.Printf("%s resumed=%v\n", out, c.ConnectionState().DidResume)
+	return nil
 }
