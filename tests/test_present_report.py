@@ -71,3 +71,23 @@ def test_unwritable_output_is_one_line_exit_2(tmp_path, capsys):
     code = cli.main(["report", *args, "-o", str(blocker / "sub" / "r.html"), "-q"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_report_from_an_analyze_folder_keeps_the_verdicts(tmp_path):
+    from commpath._pipeline import write_outputs
+    from test_present_data import lab_analysis
+    if not lab_scenarios():
+        pytest.skip("no bundled lab captures")
+    name = "broken" if "broken" in lab_scenarios() else lab_scenarios()[0]
+    original = lab_analysis(name, keylog=False)
+    write_outputs(original, tmp_path / "analysis")
+    inventory = CAPTURES / name / "inventory.yaml"
+    code = cli.main(["report", str(tmp_path / "analysis"), "--inventory", str(inventory),
+                     "--format", "md", "--format", "junit", "-o", str(tmp_path / "r"), "-q"])
+    assert code == original.exit_code("high")
+    text = (tmp_path / "r.md").read_text()
+    for _, p in original.paths.iterrows():
+        row = next(line for line in text.splitlines() if line.startswith(f"| {p['id']} | "))
+        assert row.split("|")[2].strip().endswith(str(p["verdict"]))
+    root = ET.parse(tmp_path / "r.junit.xml").getroot()
+    assert int(root.get("failures")) >= 1
