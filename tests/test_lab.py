@@ -198,3 +198,34 @@ def test_failure_in_exercise_still_tears_down_and_down_removes_strays(tmp_path, 
     subprocess.run(["ip", "netns", "add", f"{prefix}-stray"], check=True)  # e.g. left by a killed run
     removed = Lab(prefix, state_root=tmp_path / "state", log=lambda _m: None).down()
     assert removed == [f"{prefix}-stray"] and _namespaces(prefix) == []
+
+
+@pytest.mark.netns
+@needs_root
+def test_step_by_step_commands(tmp_path):
+    prefix = f"cpt-{secrets.token_hex(3)}"
+    out = tmp_path / "steps"
+
+    def lab(*args):
+        return subprocess.run([sys.executable, "-m", "commpath", "lab", *args, "--name", prefix],
+                              capture_output=True, text=True, timeout=120)
+
+    try:
+        assert lab("exercise").returncode == 2  # not up yet
+        assert lab("up", "--scenario", "legacy", "--out", str(out)).returncode == 0
+        assert len(_namespaces(prefix)) == 6
+        again = lab("up", "--scenario", "legacy")
+        assert again.returncode == 2 and "up already" in again.stderr
+        assert lab("capture").returncode == 0  # into the --out given to `up`
+        twice = lab("capture")
+        assert twice.returncode == 2 and "capturing already" in twice.stderr
+        res = lab("exercise")
+        assert res.returncode == 0, res.stderr
+    finally:
+        down = lab("down")
+    assert down.returncode == 0 and _namespaces(prefix) == []
+    truth = yaml.safe_load((out / "ground-truth.yaml").read_text())
+    assert {"ssh-tunnel", "kubelet-readonly"} <= set(truth["paths_observed"])
+    for host in ("cp1", "node1", "node2"):
+        m = json.loads((out / host / "manifest.json").read_text())
+        assert m["status"] == "complete" and m["stop_reason"] == "SIGINT" and m["packets_captured"] > 0

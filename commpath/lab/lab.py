@@ -261,6 +261,8 @@ class Lab:
     # ------------------------------------------------------------------ capture
     def start_capture(self, out: Path, duration: float = 1800.0) -> None:
         self._require_up()
+        if self.state.get("captures"):
+            raise CommpathError(f"lab: {self.name!r} is capturing already (into {self.state.get('out')})")
         out = Path(out)
         self.write_metadata(out)
         topo = self.topo
@@ -297,7 +299,9 @@ class Lab:
         from ._exercise import Exerciser
 
         self._require_up()
-        out = Path(out or self.state.get("out") or ".")
+        if not (out or self.state.get("out")):
+            raise CommpathError("lab exercise: --out DIR is required (where the ground truth goes)")
+        out = Path(out or self.state["out"])
         if self.state.get("out") != str(out.resolve()):
             self.write_metadata(out)
         t0 = time.monotonic()
