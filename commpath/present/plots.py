@@ -351,7 +351,7 @@ def _stacked(ax, table: pd.DataFrame, color_of) -> None:
         left += values
     ax.set_yticks(y, list(table.index), fontsize=9)
     ax.set_ylim(len(table) - 0.5, -0.5)
-    ax.legend(fontsize=7.5, loc="lower right", frameon=True, framealpha=0.85)
+    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
 
@@ -386,7 +386,8 @@ def cert_validity(analysis, ax=None, limit: int = 40) -> Figure:
     for _, c in shown.iterrows():
         name = _model.common_name(_model.text(c["subject"])) or _model.text(c["fingerprint"])[:16]
         where = used_paths.get(_model.text(c["fingerprint"]), [])
-        labels.append(_short(name, 30) + (f"  [{', '.join(where)}]" if where else ""))
+        shown_paths = ", ".join(where[:2]) + (f" +{len(where) - 2}" if len(where) > 2 else "")
+        labels.append(_short(name, 30) + (f"  [{shown_paths}]" if where else ""))
     ax.set_yticks(range(len(shown)), labels, fontsize=8.5)
     ax.set_ylim(len(shown) - 0.5, -0.5)
     seen = mdates.date2num(pd.to_datetime(shown["seen_start"], utc=True))
