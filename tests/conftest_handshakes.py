@@ -59,8 +59,8 @@ def start_tcpdump(pcap: Path, bpf: str, timeout: float = 10.0):
     """tcpdump on lo writing ``pcap``; returns once it says it is listening. Caller stops it."""
     import select
     import time
-    proc = subprocess.Popen([shutil.which("tcpdump") or "tcpdump", "-i", "lo", "-U", "--immediate-mode", "-n", "-s", "0",
-                             "-Z", "root", "-w", str(pcap), bpf],
+    proc = subprocess.Popen([shutil.which("tcpdump") or "tcpdump", "-i", "lo", "-U", "--immediate-mode",
+                             "-n", "-s", "0", "-Z", "root", "-w", str(pcap), bpf],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -108,7 +108,8 @@ def test_zeek_connect_with_header():
 def test_redaction_http1():
     cli = (f"GET /api/v1/pods?watch=1&access_token={SECRET}&limit=5 HTTP/1.1\r\nHost: apiserver\r\n"
            f"Authorization: Bearer {SECRET}\r\nCookie: session={SECRET}\r\n\r\n"
-           f"GET http://user:{SECRET}@proxy/x HTTP/1.1\r\nHost: proxy\r\nAuthorization: Basic {SECRET}\r\n\r\n").encode()
+           f"GET http://user:{SECRET}@proxy/x HTTP/1.1\r\nHost: proxy\r\n"
+           f"Authorization: Basic {SECRET}\r\n\r\n").encode()
     srv = f"HTTP/1.1 200 OK\r\nSet-Cookie: id={SECRET}\r\nContent-Length: 0\r\n\r\n".encode()
     res = parse_http(flow(cli, srv))
     assert SECRET not in repr(res.rows)

@@ -38,7 +38,8 @@ def client_hello(exts: bytes = b"", ciphers: bytes = b"\x13\x01\xc0\x2f", ext_le
 
 
 def server_hello(cipher: int = 0xC02F, exts: bytes = b"") -> bytes:
-    body = b"\x03\x03" + b"\x22" * 32 + b"\x00" + struct.pack(">H", cipher) + b"\x00" + struct.pack(">H", len(exts)) + exts
+    body = (b"\x03\x03" + b"\x22" * 32 + b"\x00" + struct.pack(">H", cipher) + b"\x00"
+            + struct.pack(">H", len(exts)) + exts)
     return handshake(2, body)
 
 

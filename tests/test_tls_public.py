@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import pytest
 
-from conftest_handshakes import PUBLIC, ZEEK_TRACES, open_capture, tshark_fields, zeek_log
+from conftest_handshakes import PUBLIC, open_capture, tshark_fields, zeek_log
 
 pytestmark = pytest.mark.skipif(not PUBLIC.exists(), reason="public captures not beside the checkout")
 

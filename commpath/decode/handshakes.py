@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from . import keylog as _keylog
-from ._tls_wire import HS_CERTIFICATE, HS_CERTIFICATE_REQUEST, HS_ENCRYPTED_EXTENSIONS, Reader, Truncated
-from ._tls_wire import EXT_ALPN
+from ._tls_wire import EXT_ALPN, HS_CERTIFICATE, HS_CERTIFICATE_REQUEST, HS_ENCRYPTED_EXTENSIONS, Reader, Truncated
 from .http import HTTP_COLUMNS, parse_http
 from .schema import CERT_COLUMNS, TLS_COLUMNS, conform, empty_frame
 from .ssh import parse_ssh
-from .tls import TlsHandshake, find_starttls, looks_like_tls, parse_certificate_list, parse_certificate_request, parse_tls
+from .tls import (
+    TlsHandshake, find_starttls, looks_like_tls, parse_certificate_list, parse_certificate_request, parse_tls,
+)
 from .x509 import ParsedCert, load_ca_bundle, parse_certificate, verify_chain
 
 SSH_COLUMNS: dict[str, str] = {
@@ -68,9 +69,10 @@ def analyze_handshakes(capture, ca=None, keylog=None) -> Handshakes:
     certs = _CertBook()
     warnings: list[str] = []
     if len(flows):
-        wanted = (flows["app_protocol"].astype(str).isin(HANDSHAKE_PROTOCOLS + ("unknown",)) | flows["http_connect"].astype(bool)).to_numpy()
+        apps = flows["app_protocol"].astype(str)
+        wanted = (apps.isin(HANDSHAKE_PROTOCOLS + ("unknown",)) | flows["http_connect"].astype(bool)).to_numpy()
         sel = zip(flows["flow_id"].to_numpy()[wanted].tolist(),
-                  flows["app_protocol"].astype(str).to_numpy()[wanted].tolist(),
+                  apps.to_numpy()[wanted].tolist(),
                   flows["ts_start"].to_numpy()[wanted].tolist(),
                   flows["dst_ip"].astype(object).to_numpy()[wanted].tolist())
     else:
