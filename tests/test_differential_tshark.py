@@ -144,6 +144,10 @@ _TRAFFIC = textwrap.dedent('''
         for i in range(3):
             udp(V4, [20 + i, 720 + i, 1420 + i])
         udp(V4, [4000])   # IP fragments on a 1500-byte MTU path
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:   # one 5-tuple, idle 0.4 s between uses
+            u.settimeout(2)
+            for k in range(3):
+                u.sendto(b"idle %d" % k, (V4, 5400)); u.recvfrom(2000); time.sleep(0.4)
         for addr in EXTRA:
             echo(addr, b"extra")
             udp(addr, [30, 4000])
@@ -277,6 +281,14 @@ def test_lab_loopback_capture_agrees_with_tshark(netns, tmp_path):
     assert len(early) == 1, "the connection opened before the capture"
     assert early.iloc[0]["dst_port"] == 7070, "initiator inferred from the ports"
     assert (flows["ip_version"] == 6).sum() == 3
+    # UDP idle timeout: with a 0.15 s timeout the flows start exactly where tshark's frames show > 0.15 s of silence
+    short = commpath.read(pcap, udp_timeout=0.15).flows
+    udp = short[short["transport"] == "udp"]
+    got = {(cmp.connection_key("udp", r.src_ip, r.src_port, r.dst_ip, r.dst_port), int(r.first_frame))
+           for r in udp.itertuples()}
+    expected = cmp.udp_flow_starts(tshark.frames(pcap), 0.15)
+    assert got == expected
+    assert len(udp) >= len(flows[flows["transport"] == "udp"]) + 2, "the idle 5-tuple splits into three flows"
 
 
 @needs_tshark

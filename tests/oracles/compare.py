@@ -141,3 +141,17 @@ def _compare_udp(fl: pd.DataFrame, tc: pd.DataFrame) -> list[str]:
         if t_tunnel in ("vxlan", "geneve") and c_tunnel != t_tunnel:
             problems.append(f"{where}: tunnel commpath {c_tunnel!r}, tshark {t_tunnel!r}")
     return problems
+
+
+def udp_flow_starts(frames: pd.DataFrame, timeout: float) -> set[tuple[str, int]]:
+    """(5-tuple key, first frame) of each UDP flow when a flow ends after ``timeout`` seconds of silence,
+    computed from tshark's per-frame table (``tshark.frames``)."""
+    f = frames[(frames["transport"] == "udp") & ~frames["in_icmp"] & frames["sport"].notna()].sort_values("frame")
+    starts: set[tuple[str, int]] = set()
+    last_seen: dict[str, float] = {}
+    for frame, ts, src, sport, dst, dport in zip(f["frame"], f["ts"], f["src"], f["sport"], f["dst"], f["dport"]):
+        key = connection_key("udp", src, int(sport), dst, int(dport))
+        if key not in last_seen or ts - last_seen[key] > timeout:
+            starts.add((key, int(frame)))
+        last_seen[key] = ts
+    return starts
