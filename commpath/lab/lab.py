@@ -8,10 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
@@ -29,14 +26,6 @@ KUBELET_PORT, READONLY_PORT, KONN_PORT, KONN_FRONTEND = 10250, 10255, 8132, "127
 PROXY_HTTP_PORT, PROXY_HTTPS_PORT, SERVICE_PORT, SERVICE_HTTPS_PORT = 8080, 8443, 9376, 9443
 SERVERS_SCRIPT = str(Path(__file__).with_name("_servers.py"))  # run by path: needs nothing of commpath
 SERVER_LIFETIME = "3600s"   # every lab server stops by itself after this, even if the lab is never torn down
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="microseconds")
-
-
-def _ip(endpoint: str) -> str:
-    return endpoint.rsplit(":", 1)[0].strip("[]")
 
 
 class Lab:
