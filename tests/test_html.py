@@ -46,6 +46,11 @@ def test_path_sections_show_connections_checks_and_findings(analysis, page):  # 
         mine = results[results["path"] == pid]
         cells = re.findall(r'<tr data-check="([^"]+)" data-status="([^"]+)">', section)
         assert cells == list(zip(mine["check"], mine["status"]))
+        http = analysis.http[analysis.http["flow_id"].isin(flows["flow_id"])] if len(analysis.http) else []
+        if len(http):
+            assert f"<span class='http-count'>{len(http)}</span>" in section
+            for value in http["path"].dropna().astype(str).head(html.MAX_CONNECTIONS):
+                assert escape(value, quote=True) in section
         for _, f in findings.iterrows():
             assert escape(str(f["display_filter"]), quote=True) in section
             assert escape(str(f["remediation"]), quote=True) in section

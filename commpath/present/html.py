@@ -260,9 +260,14 @@ def http_table(analysis, flow_ids) -> str:
     for _, h in sub.head(MAX_CONNECTIONS).iterrows():
         rows.append(f"<tr><td class=num>{esc(h.get('flow_id'))}</td><td class=num>{esc(h.get('frame'))}</td>"
                     f"<td>{esc(h.get('method'))}</td><td>{esc(h.get('host'))}</td>"
-                    f"<td class='http-path'><code>{esc(h.get('path'))}</code></td><td>{esc(h.get('status'))}</td></tr>")
-    return ("<h3>HTTP seen in clear text</h3><table class='http'><tr><th class=num>flow</th><th class=num>frame</th>"
-            f"<th>method</th><th>host</th><th>path</th><th>status</th></tr>{''.join(rows)}</table>")
+                    f"<td class='http-path'><code>{esc(h.get('path'))}</code></td><td>{esc(h.get('status'))}</td>"
+                    f"<td>{esc(h.get('auth'))}</td></tr>")
+    more = (f'<p class="note">First {MAX_CONNECTIONS} of {len(sub)} HTTP messages shown.</p>'
+            if len(sub) > MAX_CONNECTIONS else "")
+    return (f"<h3>HTTP seen in clear text (<span class='http-count'>{len(sub)}</span> messages)</h3>"
+            "<div class='scroll'><table class='http'><tr><th class=num>flow</th><th class=num>frame</th>"
+            "<th>method</th><th>host</th><th>path (secrets redacted)</th><th>status</th><th>credentials</th></tr>"
+            f"{''.join(rows)}</table></div>{more}")
 
 
 def path_section(analysis, path_row, results: pd.DataFrame) -> str:
