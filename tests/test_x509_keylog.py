@@ -153,3 +153,49 @@ def test_hkdf_expand_label_rfc8448():
     secret = bytes.fromhex("b67b7d690cc16c4e75e54213cb2d37b4e9c912bcded9105d42befd59d391ad38")
     assert hkdf_expand_label(secret, "key", b"", 16, hashes.SHA256).hex() == "3fce516009c21727d0f2e4e86ee403bc"
     assert hkdf_expand_label(secret, "iv", b"", 12, hashes.SHA256).hex() == "5d313eb2671276ee13000b30"
+
+
+def _der(c):
+    return c.public_bytes(serialization.Encoding.DER)
+
+
+def test_go_semantics_kubernetes_client_certificate_without_san(pki):
+    """kubelet/scheduler client certificates carry no SAN; Go (and so the apiserver) accepts them."""
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root = _issue("kubernetes", _name("kubernetes"), root_key, root_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    client = parse_certificate(_der(_issue("system:kube-scheduler", root.subject, key, root_key,
+                                           eku=[ExtendedKeyUsageOID.CLIENT_AUTH])))
+    assert verify_chain([client], [root], NOW, client=True) == (True, None)
+    ok, err = verify_chain([client], [root], NOW, server_name="x")          # not a serving cert
+    assert ok is False and "key usage" in err
+
+
+def test_go_semantics_leaf_marked_ca_and_self_signed(pki):
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root = _issue("kubernetes", _name("kubernetes"), root_key, root_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf_ca = parse_certificate(_der(_issue("node-1", root.subject, key, root_key, ca=True,
+                                            sans=[x509.DNSName("node-1")])))
+    assert verify_chain([leaf_ca], [root], NOW, server_name="node-1") == (True, None)
+    self_cert = _issue("node-1@1700000000", _name("node-1@1700000000"), key, key, ca=True,
+                       sans=[x509.DNSName("node-1")])
+    ok, err = verify_chain([parse_certificate(_der(self_cert))], [root], NOW, server_name="node-1")
+    assert ok is False and "self-signed" in err
+    assert verify_chain([parse_certificate(_der(self_cert))], [self_cert], NOW, server_name="node-1") == (True, None)
+
+
+def test_go_semantics_names(pki):
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root = _issue("kubernetes", _name("kubernetes"), root_key, root_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = parse_certificate(_der(_issue("apiserver", root.subject, key, root_key,
+                                         sans=[x509.DNSName("*.svc.cluster.local"),
+                                               x509.IPAddress(ipaddress.ip_address("10.96.0.1"))])))
+    assert verify_chain([leaf], [root], NOW, server_name="kubernetes.svc.cluster.local") == (True, None)
+    assert verify_chain([leaf], [root], NOW, server_ip="10.96.0.1") == (True, None)
+    assert verify_chain([leaf], [root], NOW, server_name="10.96.0.1") == (True, None)   # IP given as SNI
+    ok, err = verify_chain([leaf], [root], NOW, server_name="a.b.svc.cluster.local")
+    assert ok is False and "not a.b.svc.cluster.local" in err
+    ok, err = verify_chain([leaf], [root], NOW, server_ip="10.96.0.2")
+    assert ok is False and "not 10.96.0.2" in err

@@ -235,46 +235,159 @@ def load_ca_bundle(path) -> list[x509.Certificate]:
     return certs
 
 
+MAX_CHAIN_DEPTH = 8
+
+
 def verify_chain(chain: list[ParsedCert], cas: list[x509.Certificate], at: dt.datetime,
                  server_name: str | None = None, server_ip: str | None = None,
                  client: bool = False) -> tuple[bool | None, str | None]:
-    """Verify a presented chain (leaf first) against ``cas`` at time ``at``.
+    """Verify a presented chain (leaf first) against ``cas`` at time ``at``, as Go's crypto/x509 does.
 
-    Server chains are checked against the SNI (DNS name) or else the dialled IP address.
+    Kubernetes components verify with Go, so its rules decide: a path of valid signatures from
+    the leaf through presented intermediates to a bundle certificate, every certificate within
+    its validity at capture time, issuers marked as CAs, the leaf's extended key usage allowing
+    serverAuth (clientAuth for client certificates), and for servers the SNI (or else the dialled
+    IP address) among the leaf's subject alternative names (the Common Name is not used).
     Returns (verified, error); verified is None when nothing can be said.
     """
-    from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
-
     if not chain or not cas:
         return None, None
     leaf = chain[0]
     if leaf.cert is None:
         return False, "leaf certificate does not parse"
-    inters = [c.cert for c in chain[1:] if c.cert is not None]
-    builder = PolicyBuilder().store(Store(cas)).time(at)
-    try:
-        if client:
-            verifier = builder.build_client_verifier()
+    cert = leaf.cert
+    err = _validity(cert, at, "certificate")
+    if err:
+        return False, err
+    eku = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+    ekus = _ext(cert, x509.ExtendedKeyUsage)
+    if ekus is not None and eku not in ekus and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in ekus:
+        return False, f"certificate specifies an incompatible key usage (needs {EKU_NAMES[eku]})"
+    if not client:
+        if server_name:
+            err = _name_error(cert, server_name, None)
+        elif server_ip:
+            err = _name_error(cert, None, server_ip)
         else:
-            if server_name:
-                subject = x509.DNSName(server_name)
-            elif server_ip:
-                subject = x509.IPAddress(ipaddress.ip_address(server_ip))
-            else:
-                return None, "no server name or address to check"
-            verifier = builder.build_server_verifier(subject)
-        verifier.verify(leaf.cert, inters)
+            return None, "no server name or address to check"
+        if err:
+            return False, err
+    inters = [c.cert for c in chain[1:] if c.cert is not None]
+    return _build_path(cert, inters, cas, at)
+
+
+def _build_path(cert, inters, cas, at) -> tuple[bool, str | None]:
+    """Depth-first search for a signature path from ``cert`` to one of ``cas``."""
+    first_error: list[str] = []
+
+    def issued_by(child, parent) -> bool:
+        if child.issuer != parent.subject:
+            return False
+        try:
+            child.verify_directly_issued_by(parent)
+            return True
+        except Exception:        # noqa: BLE001 - wrong key or unsupported algorithm
+            return False
+
+    def search(current, depth: int, seen: set[bytes]) -> bool:
+        if depth > MAX_CHAIN_DEPTH:
+            return False
+        for root in cas:
+            if _same(current, root):                 # the certificate itself is trusted
+                return True
+            if issued_by(current, root):
+                err = _validity(root, at, "CA certificate") or _ca_error(root)
+                if err:
+                    first_error.append(err)
+                    continue
+                return True
+        for parent in inters:
+            fp = parent.fingerprint(hashes_sha256())
+            if fp in seen or not issued_by(current, parent):
+                continue
+            err = _validity(parent, at, "intermediate certificate") or _ca_error(parent)
+            if err:
+                first_error.append(err)
+                continue
+            if search(parent, depth + 1, seen | {fp}):
+                return True
+        return False
+
+    if search(cert, 0, set()):
         return True, None
-    except VerificationError as exc:
-        return False, _short_error(str(exc), leaf, at)
-    except Exception as exc:     # noqa: BLE001 - e.g. an invalid DNS name from a hostile SNI
-        return False, f"cannot verify: {exc}"
+    if first_error:
+        return False, first_error[0]
+    if cert.issuer == cert.subject:
+        return False, "certificate signed by unknown authority (self-signed, not in the CA bundle)"
+    return False, f"certificate signed by unknown authority (issuer {name_text(cert.issuer)})"
 
 
-def _short_error(message: str, leaf: ParsedCert, at: dt.datetime) -> str:
-    nb, na = leaf.row.get("not_before"), leaf.row.get("not_after")
-    if na is not None and at > na:
-        return f"certificate expired ({na:%Y-%m-%d}): {message}"
-    if nb is not None and at < nb:
-        return f"certificate not yet valid ({nb:%Y-%m-%d}): {message}"
-    return message
+def hashes_sha256():
+    from cryptography.hazmat.primitives import hashes
+    return hashes.SHA256()
+
+
+def _same(a: x509.Certificate, b: x509.Certificate) -> bool:
+    return a == b
+
+
+def _ext(cert: x509.Certificate, kind):
+    try:
+        return cert.extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        return None
+    except Exception:            # noqa: BLE001 - a malformed extension counts as absent
+        return None
+
+
+def _validity(cert: x509.Certificate, at: dt.datetime, what: str) -> str | None:
+    nb, na = cert.not_valid_before_utc, cert.not_valid_after_utc
+    if at > na:
+        return f"{what} expired ({na:%Y-%m-%d %H:%M} UTC, capture at {at:%Y-%m-%d %H:%M} UTC)"
+    if at < nb:
+        return f"{what} not yet valid (from {nb:%Y-%m-%d %H:%M} UTC, capture at {at:%Y-%m-%d %H:%M} UTC)"
+    return None
+
+
+def _ca_error(cert: x509.Certificate) -> str | None:
+    if cert.version == x509.Version.v1:
+        return None
+    bc = _ext(cert, x509.BasicConstraints)
+    if bc is None or not bc.ca:
+        return f"issuer {name_text(cert.subject)} is not a CA certificate"
+    return None
+
+
+def _name_error(cert: x509.Certificate, name: str | None, ip: str | None) -> str | None:
+    san = _ext(cert, x509.SubjectAlternativeName)
+    dns = san.get_values_for_type(x509.DNSName) if san is not None else []
+    ips = san.get_values_for_type(x509.IPAddress) if san is not None else []
+    if name:
+        try:
+            as_ip = ipaddress.ip_address(name.strip("[]"))
+        except ValueError:
+            as_ip = None
+        if as_ip is not None:
+            ip, name = str(as_ip), None
+    if name:
+        want = name.lower().rstrip(".")
+        if any(_dns_match(p.lower().rstrip("."), want) for p in dns):
+            return None
+        listed = ", ".join(dns) or "no DNS names"
+        return f"certificate is valid for {listed}, not {name}"
+    try:
+        want_ip = ipaddress.ip_address(str(ip))
+    except ValueError:
+        return f"not an IP address: {ip}"
+    if any(a == want_ip for a in ips):
+        return None
+    listed = ", ".join(map(str, ips)) or "no IP SANs"
+    return f"certificate is valid for {listed}, not {want_ip}"
+
+
+def _dns_match(pattern: str, host: str) -> bool:
+    if pattern == host:
+        return True
+    if pattern.startswith("*.") and "." in host:
+        return host.split(".", 1)[1] == pattern[2:] and host.split(".", 1)[0] != ""
+    return False
