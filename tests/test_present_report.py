@@ -17,7 +17,7 @@ def test_output_paths():
     assert output_paths("r.md", [])["md"].name == "r.md"
     several = output_paths("out/report.html", ["html", "md", "json", "junit"])
     assert {k: v.name for k, v in several.items()} == {"html": "report.html", "md": "report.md",
-                                                       "json": "report.json", "junit": "report.junit.xml"}
+                                                       "json": "report.json", "junit": "report.xml"}
     assert output_paths("x", ["json"])["json"].name == "x"
 
 
@@ -35,13 +35,13 @@ def test_all_formats_in_one_run(tmp_path, capsys):
     code = cli.main(["report", *args, "--format", "html", "--format", "md", "--format", "json",
                      "--format", "junit", "-o", str(tmp_path / "out" / "report"), "--quiet"])
     files = {p.name for p in (tmp_path / "out").iterdir()}
-    assert files == {"report.html", "report.md", "report.json", "report.junit.xml"}
+    assert files == {"report.html", "report.md", "report.json", "report.xml"}
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["schema"] == "commpath.report/v1"
     worst = max((["info", "low", "medium", "high", "critical"].index(f["severity"]) for f in report["findings"]),
                 default=-1)
     assert code == (1 if worst >= 3 else 0)
-    root = ET.parse(tmp_path / "out" / "report.junit.xml").getroot()
+    root = ET.parse(tmp_path / "out" / "report.xml").getroot()
     assert root.tag == "testsuites" and int(root.get("tests")) > 0
     html = (tmp_path / "out" / "report.html").read_text()
     for p in report["paths"]:
@@ -89,5 +89,5 @@ def test_report_from_an_analyze_folder_keeps_the_verdicts(tmp_path):
     for _, p in original.paths.iterrows():
         row = next(line for line in text.splitlines() if line.startswith(f"| {p['id']} | "))
         assert row.split("|")[2].strip().endswith(str(p["verdict"]))
-    root = ET.parse(tmp_path / "r.junit.xml").getroot()
+    root = ET.parse(tmp_path / "r.xml").getroot()
     assert int(root.get("failures")) >= 1

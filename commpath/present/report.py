@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import CommpathError, InputError
 
 #: format -> suffix used when several formats share the base name given with -o.
-SUFFIXES = {"html": ".html", "md": ".md", "json": ".json", "junit": ".junit.xml"}
+SUFFIXES = {"html": ".html", "md": ".md", "json": ".json", "junit": ".xml"}
 #: suffix of -o FILE -> the format it implies when no --format is given.
 IMPLIED = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json", ".xml": "junit"}
 
