@@ -39,7 +39,7 @@ def _handshakes_module():
         raise
 
 
-@dataclass
+@dataclass(eq=False)
 class Analysis(NotebookMixin):  # plots, check_matrix(), report(), _repr_html_ (present layer)
     """Classified flows, handshakes, findings and path verdicts of one or more captures."""
 
