@@ -160,3 +160,8 @@ def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance:
     rep = rep.sort_values("ts_start_aligned", kind="stable").reset_index(drop=True)
     rep.attrs["clock_offsets"] = offsets
     return rep
+
+
+def merge_capture(capture) -> pd.DataFrame:
+    """``merge_vantage_points`` for a ``commpath.read`` result (``.flows`` and ``.captures``)."""
+    return merge_vantage_points(capture.flows, capture.captures)
