@@ -61,7 +61,7 @@ class Record(NamedTuple):
         return struct.pack(RECORD_HEADER_FMT, self.content_type, self.version, len(self.body))
 
 
-@dataclass
+@dataclass(slots=True)
 class Message:
     """One handshake message and its range in the direction's reassembled handshake bytes."""
 
@@ -71,7 +71,7 @@ class Message:
     end: int
 
 
-@dataclass
+@dataclass(slots=True)
 class ClientHello:
     legacy_version: int = 0
     random: bytes = b""
@@ -88,7 +88,7 @@ class ClientHello:
     sslv2: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class ServerHello:
     legacy_version: int = 0
     random: bytes = b""
@@ -104,7 +104,7 @@ class ServerHello:
         return self.selected_version or self.legacy_version
 
 
-@dataclass
+@dataclass(slots=True)
 class TlsHandshake:
     """What the wire shows of one TLS handshake (fields named as in TLS_COLUMNS)."""
 
@@ -596,6 +596,8 @@ def _parse(cli: Stream, srv: Stream, hs: TlsHandshake, max_appdata: int = 4) -> 
         hs.sni = ch.sni
         hs.alpn_offered = ",".join(ch.alpn) if ch.alpn else None
         hs.ja4 = ja4(ch)
+    elif crecs and crecs[0].content_type == CONTENT_APPDATA:
+        hs.error("handshake not captured: the connection started before the capture")
     else:
         hs.error("no ClientHello")
 
