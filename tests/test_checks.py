@@ -145,7 +145,7 @@ def test_without_handshake_analysis_tls_paths_are_not_observable(tmp_path):
 def _synthetic(rows):
     base = {"capture": "s.pcap", "ts_start": 1.0, "ts_end": 2.0, "ip_version": 4, "transport": "tcp", "packets": 9,
             "bytes": 900, "payload_fwd": 100, "payload_rev": 100, "app_protocol": "tls", "tunnel": "",
-            "encrypted_underlay": False}
+            "encrypted_underlay": False, "initiator": "syn"}
     df = pd.DataFrame([{**base, "flow_id": i, "first_frame": 1 + 10 * i, "last_frame": 9 + 10 * i, **r}
                        for i, r in enumerate(rows)])
     return conform(df, FLOW_COLUMNS)
@@ -164,7 +164,12 @@ def test_konnectivity_reverse_direction_and_bypass(tmp_path):
         {"src_ip": "192.0.2.21", "src_port": 40000, "dst_ip": "192.0.2.10", "dst_port": 8132},
         {"src_ip": "192.0.2.10", "src_port": 40001, "dst_ip": "192.0.2.21", "dst_port": 8132},
         {"src_ip": "192.0.2.10", "src_port": 40002, "dst_ip": "192.0.2.21", "dst_port": 10250},
+        # already open when the capture started: its first packet came from the server
+        {"src_ip": "192.0.2.10", "src_port": 8132, "dst_ip": "192.0.2.21", "dst_port": 40003,
+         "initiator": "first-packet"},
     ]), None, inv)
+    assert list(flows["path"].astype(str)) == ["konnectivity", "konnectivity", "apiserver-to-kubelet", "konnectivity"]
+    assert flows.loc[3, "src_role"] == "konnectivity-server"
     findings, paths = evaluate(flows, None, None, "default", inv, tls_known=False)
     got = {(r.check, r.path, tuple(r.flow_ids)) for r in findings.itertuples()}
     assert ("konnectivity-direction", "konnectivity", (1,)) in got

@@ -21,6 +21,7 @@ NEEDS = {
     "ca": "--ca FILE (or ca_bundle in the inventory) with the cluster CA bundle, to verify the serving certificates",
     "certs": "the certificates: --keylog FILE with the TLS key log, because TLS 1.3 encrypts them",
     "version": "the ServerHello of these connections (not captured)",
+    "handshake": "the TCP handshake of these connections (they were already open when the capture started)",
     "payload": "a connection on this path that carries data (only empty connections were captured)",
 }
 
@@ -147,8 +148,13 @@ def _test(kind: str, f: _FlowFacts, check: Check, ctx: dict):
         if fires.any():
             detail[:] = "direct control-plane to node connection while Konnectivity is enabled"
     elif kind == "konnectivity-reversed":
-        fires = ctx["src_role"] == "konnectivity-server"
-        detail[fires] = "initiated by the Konnectivity server side"
+        reversed_ = ctx["src_role"] == "konnectivity-server"
+        # only a captured handshake proves who dialled; a connection already open when the capture
+        # started shows its first packet, not its initiator
+        fires = reversed_ & ctx["initiator_seen"]
+        detail[fires] = "initiated by the Konnectivity server side (SYN seen)"
+        unknown = reversed_ & ~fires
+        needs[unknown] = NEEDS["handshake"]
     elif kind == "certs-not-visible":
         vis = f.visibility.fillna("").to_numpy(str)
         fires = f.is_tls & f.has_tls_row & (vis == "not-visible")
@@ -224,7 +230,10 @@ def evaluate(flows: pd.DataFrame, tls: pd.DataFrame | None = None, certs: pd.Dat
                 else np.full(len(flows), ""))
     konn_enabled = bool(getattr(inventory, "konnectivity_enabled", False)) or bool(
         ((paths == "konnectivity") & (src_role == "konnectivity-agent")).any())
-    ctx = {"src_role": src_role, "konnectivity_enabled": konn_enabled}
+    initiator = (flows["initiator"].astype("string").fillna("").to_numpy(str) if "initiator" in flows
+                 else np.full(len(flows), "syn"))
+    ctx = {"src_role": src_role, "konnectivity_enabled": konn_enabled,
+           "initiator_seen": np.isin(initiator, ["syn", "synack"])}
 
     findings: list[dict] = []
     unknown_needs: dict[str, list[str]] = {}
