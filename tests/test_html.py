@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from commpath.present import _model, html, palette
-from test_present_data import analysis, analysis_ids, public_analysis, real_analyses  # noqa: F401
+from test_present_data import analysis, public_analysis  # noqa: F401
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 

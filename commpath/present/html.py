@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as _dt
 from html import escape
 
-import numpy as np
 import pandas as pd
 
 from . import _catalog, _model, palette, plots
