@@ -120,14 +120,18 @@ def _test(kind: str, f: _FlowFacts, check: Check, ctx: dict):
     elif kind == "cert-expired":
         vis = f.certs_visible()
         if f.certs is not None and "not_after" in f.certs:
-            nb = f.certs["not_before"].map(lambda x: x.timestamp() if pd.notna(x) else np.nan)
-            na = f.certs["not_after"].map(lambda x: x.timestamp() if pd.notna(x) else np.nan)
-            for i in np.flatnonzero(vis & f.is_tls):
-                for fp in f.server_fps[i] + f.client_fps[i]:
-                    if fp in nb.index and (nb[fp] > f.ts[i] or na[fp] < f.ts[i]):
-                        fires[i] = True
-                        detail[i] = f"certificate {fp[:16]}… valid {pd.Timestamp(nb[fp], unit='s')} .. {pd.Timestamp(na[fp], unit='s')}"
-                        break
+            # one row per (flow, certificate) it carried, joined to the validity of each certificate
+            pos = np.flatnonzero(vis & f.is_tls)
+            pairs = pd.DataFrame({"pos": pos, "fp": [f.server_fps[i] + f.client_fps[i] for i in pos]}).explode("fp")
+            pairs = pairs.dropna().join(f.certs[["not_before", "not_after"]], on="fp", how="inner")
+            if len(pairs):
+                at = pd.to_datetime(f.ts[pairs["pos"].to_numpy(int)], unit="s", utc=True)
+                bad = pairs[(pairs["not_before"].to_numpy() > at) | (pairs["not_after"].to_numpy() < at)]
+                bad = bad.drop_duplicates("pos")
+                bpos = bad["pos"].to_numpy(int)
+                fires[bpos] = True
+                detail[bpos] = [f"certificate {fp[:16]}… valid {a:%Y-%m-%d} .. {b:%Y-%m-%d}"
+                                for fp, a, b in zip(bad["fp"], bad["not_before"], bad["not_after"])]
         unknown = f.is_tls & ~vis
         needs[unknown] = NEEDS["certs"]
     elif kind == "tls-version-weak":
