@@ -31,6 +31,7 @@ ROUTES = {
     "/api/v1/namespaces/default/endpoints/kubernetes": "endpoints-kubernetes.json",
     "/api/v1/namespaces/default/services/kubernetes": "service-kubernetes.json",
     "/api/v1/namespaces/kube-system/pods": "kube-system-pods.json",
+    "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices": "endpointslices-kubernetes.json",
 }
 TOKEN = "commpath-test-token"
 
@@ -124,7 +125,7 @@ def api_server(tmp_path):
 def test_discover_builds_inventory_from_api(api_server):
     server, kubeconfig, seen = api_server
     inv = discover(str(kubeconfig))
-    assert {p for p, _ in seen} == set(ROUTES)
+    assert {p for p, _ in seen} == set(ROUTES) - {"/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"}
     assert all(auth == f"Bearer {TOKEN}" for _, auth in seen)
     assert inv.cluster == "lab"
     assert [h.name for h in inv.control_plane] == ["cp1"]
@@ -158,6 +159,15 @@ def test_discover_without_kube_system_access_implies_service_cidr(api_server):
     inv = discover(str(kubeconfig))
     assert inv.service_cidrs == ["10.96.0.0/12"]
     assert inv.etcd == [] and inv.konnectivity_enabled is False
+
+
+def test_discover_falls_back_to_endpointslices(api_server):
+    """Endpoints is deprecated (v1.33); without it the kubernetes service's EndpointSlices are read."""
+    server, kubeconfig, seen = api_server
+    del server.routes["/api/v1/namespaces/default/endpoints/kubernetes"]
+    inv = discover(str(kubeconfig))
+    assert "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices" in {p for p, _ in seen}
+    assert inv.apiserver_endpoints == [("192.0.2.10", 6443), ("2001:db8::10", 6443)]   # not-ready one left out
 
 
 def test_discover_unauthorized_is_one_line_exit_2(api_server, tmp_path, capsys):

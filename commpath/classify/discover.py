@@ -71,6 +71,31 @@ def _url_endpoint(url: str, default_port: int) -> tuple[str, int] | None:
         return None
 
 
+def _endpoints_addresses(endpoints) -> list[tuple[str, int]]:
+    out = []
+    for subset in endpoints.subsets or []:
+        ports = [p.port for p in (subset.ports or []) if p.name in (None, "https")] or [p.port for p in subset.ports or []]
+        for a in subset.addresses or []:
+            for port in ports:
+                if (normalize_ip(a.ip), int(port)) not in out:
+                    out.append((normalize_ip(a.ip), int(port)))
+    return out
+
+
+def _slice_addresses(slices) -> list[tuple[str, int]]:
+    out = []
+    for sl in slices.items or []:
+        ports = [p.port for p in (sl.ports or []) if p.name in (None, "https")] or [p.port for p in sl.ports or []]
+        for ep in sl.endpoints or []:
+            if ep.conditions is not None and ep.conditions.ready is False:
+                continue
+            for addr in ep.addresses or []:
+                for port in ports:
+                    if (normalize_ip(addr), int(port)) not in out:
+                        out.append((normalize_ip(addr), int(port)))
+    return out
+
+
 def implied_service_cidr(vip: str) -> str:
     """The service CIDR a ``kubernetes`` VIP implies: it is the CIDR's first address, so the network
     is VIP-1, with the widest prefix it is aligned to (no wider than Kubernetes allows: /12, /108)."""
@@ -96,7 +121,16 @@ def discover(kubeconfig: str | None = None, context: str | None = None) -> Inven
     v1 = client.CoreV1Api(api_client)
     try:
         nodes = v1.list_node(_request_timeout=REQUEST_TIMEOUT).items
-        endpoints = v1.read_namespaced_endpoints("kubernetes", "default", _request_timeout=REQUEST_TIMEOUT)
+        try:
+            endpoints = v1.read_namespaced_endpoints("kubernetes", "default", _request_timeout=REQUEST_TIMEOUT)
+            api_eps = _endpoints_addresses(endpoints)
+        except ApiException as exc:
+            if exc.status not in (403, 404):
+                raise
+            # Endpoints is deprecated (v1.33): the EndpointSlices of the kubernetes service say the same
+            slices = client.DiscoveryV1Api(api_client).list_namespaced_endpoint_slice(
+                "default", label_selector="kubernetes.io/service-name=kubernetes", _request_timeout=REQUEST_TIMEOUT)
+            api_eps = _slice_addresses(slices)
         service = v1.read_namespaced_service("kubernetes", "default", _request_timeout=REQUEST_TIMEOUT)
         try:
             pods = v1.list_namespaced_pod("kube-system", _request_timeout=REQUEST_TIMEOUT).items
@@ -136,11 +170,7 @@ def discover(kubeconfig: str | None = None, context: str | None = None) -> Inven
     if len(kubelet_ports) == 1:
         inv.kubelet_port = kubelet_ports.pop()
 
-    for subset in endpoints.subsets or []:
-        ports = [p.port for p in (subset.ports or []) if p.name in (None, "https")] or [p.port for p in subset.ports or []]
-        for a in subset.addresses or []:
-            for port in ports:
-                inv.apiserver_endpoints.append((normalize_ip(a.ip), int(port)))
+    inv.apiserver_endpoints = api_eps
 
     vips = list(_field(service.spec, "cluster_ips", "cluster_i_ps") or ([service.spec.cluster_ip] if service.spec.cluster_ip else []))
     svc_port = next((p.port for p in service.spec.ports or [] if p.name in (None, "https")), 443)
