@@ -91,3 +91,20 @@ def test_report_from_an_analyze_folder_keeps_the_verdicts(tmp_path):
         assert row.split("|")[2].strip().endswith(str(p["verdict"]))
     root = ET.parse(tmp_path / "r.xml").getroot()
     assert int(root.get("failures")) >= 1
+
+
+def test_capture_without_packets_gives_complete_reports(tmp_path):
+    import struct
+    empty = tmp_path / "empty.pcap"
+    empty.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    code = cli.main(["report", str(empty), "--format", "html", "--format", "md", "--format", "junit",
+                     "--format", "json", "-o", str(tmp_path / "r"), "-q"])
+    assert code == 0
+    page = (tmp_path / "r.html").read_text()
+    import re
+    verdicts = re.findall(r'<tr data-path="[^"]+" data-verdict="([^"]+)">', page)
+    assert len(verdicts) == 10 and set(verdicts) == {"not-observed"}
+    assert page.count("data:image/png;base64,") == 5
+    root = ET.parse(tmp_path / "r.xml").getroot()
+    assert int(root.get("failures")) == 0 and root.get("skipped") == root.get("tests")
+    assert json.loads((tmp_path / "r.json").read_text())["flows"] == []
