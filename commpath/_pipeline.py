@@ -175,7 +175,8 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
             tls_analyzed = True
 
     classified, view = classify_with_view(flows, tls, inv, certs)
-    findings, path_table = evaluate(classified, tls, certs, pol, inv, tls_known=tls_analyzed)
+    findings, path_table = evaluate(classified, tls, certs, pol, inv, tls_known=tls_analyzed,
+                                    keylog_given=keylog is not None)
     return Analysis(flows=_join_tls(classified, tls), tls=tls, certs=certs, ssh=ssh, http=http,
                     findings=findings, paths=path_table, captures=captures, inventory=inv, policy=pol,
                     tls_analyzed=tls_analyzed, warnings=warnings, cluster_view=view)

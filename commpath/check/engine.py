@@ -20,7 +20,9 @@ NEEDS = {
     "client-cert": "the client's Certificate message: a capture of the full handshake (TLS 1.2), or --keylog FILE for TLS 1.3",
     "ca": "--ca FILE (or ca_bundle in the inventory) with the cluster CA bundle, to verify the serving certificates",
     "certs": "the certificates: --keylog FILE with the TLS key log, because TLS 1.3 encrypts them",
+    "certs-keylog": "the certificates: the session keys of these connections in the key log (it has none for them)",
     "version": "the ServerHello of these connections (not captured)",
+    "no-handshake": "the TLS handshake of these connections (they started before the capture, or it was not captured)",
     "handshake": "the TCP handshake of these connections (they were already open when the capture started)",
     "payload": "a connection on this path that carries data (only empty connections were captured)",
 }
@@ -77,6 +79,12 @@ class _FlowFacts:
         return self.has_tls_row & np.isin(vis, ["visible", "decrypted"])
 
 
+def _hidden_certs_need(f: _FlowFacts) -> np.ndarray:
+    """What would show the certificates of each flow: a key log (TLS 1.3) or the handshake itself."""
+    vis = f.visibility.fillna("").to_numpy(str)
+    return np.where(vis == "not-visible", NEEDS["certs"], NEEDS["no-handshake"]).astype(object)
+
+
 # -- tests: each returns (fires, unknown, needs, detail) arrays over the flows -----------------
 
 def _test(kind: str, f: _FlowFacts, check: Check, ctx: dict):
@@ -116,7 +124,7 @@ def _test(kind: str, f: _FlowFacts, check: Check, ctx: dict):
         detail[fires] = [e or "self-signed serving certificate" for e in err[fires]]
         vis = f.certs_visible()
         unknown = f.is_tls & ~fires & verified.isna().to_numpy(bool)
-        needs[unknown] = np.where(vis[unknown], NEEDS["ca"], NEEDS["certs"])
+        needs[unknown] = np.where(vis[unknown], NEEDS["ca"], _hidden_certs_need(f)[unknown])
     elif kind == "cert-expired":
         vis = f.certs_visible()
         if f.certs is not None and "not_after" in f.certs:
@@ -133,7 +141,7 @@ def _test(kind: str, f: _FlowFacts, check: Check, ctx: dict):
                 detail[bpos] = [f"certificate {fp[:16]}… valid {a:%Y-%m-%d} .. {b:%Y-%m-%d}"
                                 for fp, a, b in zip(bad["fp"], bad["not_before"], bad["not_after"])]
         unknown = f.is_tls & ~vis
-        needs[unknown] = NEEDS["certs"]
+        needs[unknown] = _hidden_certs_need(f)[unknown]
     elif kind == "tls-version-weak":
         ver = f.version.fillna("").to_numpy(str)
         weak = WEAK_TLS
@@ -162,9 +170,12 @@ def _test(kind: str, f: _FlowFacts, check: Check, ctx: dict):
     elif kind == "certs-not-visible":
         vis = f.visibility.fillna("").to_numpy(str)
         fires = f.is_tls & f.has_tls_row & (vis == "not-visible")
-        detail[fires] = [f"{v or 'TLS'} certificates encrypted; no key log" for v in f.version.fillna("").to_numpy(str)[fires]]
+        why = "no keys for them in the key log" if ctx.get("keylog_given") else "no key log"
+        detail[fires] = [f"{v or 'TLS'} certificates encrypted; {why}" for v in f.version.fillna("").to_numpy(str)[fires]]
     else:
         raise ValueError(f"unknown test kind {kind!r} in check {check.id}")
+    if ctx.get("keylog_given"):
+        needs = np.where(needs == NEEDS["certs"], NEEDS["certs-keylog"], needs)
     if kind not in ("plaintext", "any-flow", "konnectivity-bypass", "konnectivity-reversed", "tls"):
         # without any TLS facts for a TLS flow, TLS-based checks cannot be judged
         unknown = (unknown | (tls_unknown & ~fires))
@@ -218,12 +229,13 @@ def _findings_for(check: Check, path: str, rows: pd.DataFrame, detail: np.ndarra
 
 
 def evaluate(flows: pd.DataFrame, tls: pd.DataFrame | None = None, certs: pd.DataFrame | None = None,
-             policy: Policy | str = "default", inventory=None, *, tls_known: bool = True
-             ) -> tuple[pd.DataFrame, pd.DataFrame]:
+             policy: Policy | str = "default", inventory=None, *, tls_known: bool = True,
+             keylog_given: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Findings (FINDING_COLUMNS) and one verdict per judged path (PATH_COLUMNS + ``needs``).
 
     ``tls_known=False`` says the handshakes were not analysed at all: TLS-based checks then
-    leave their paths not-observable instead of passing them.
+    leave their paths not-observable instead of passing them. ``keylog_given`` words what
+    would settle encrypted certificates (a key log, or keys for these connections in it).
     """
     policy = load_policy(policy)
     if not tls_known:
@@ -236,7 +248,7 @@ def evaluate(flows: pd.DataFrame, tls: pd.DataFrame | None = None, certs: pd.Dat
         ((paths == "konnectivity") & (src_role == "konnectivity-agent")).any())
     initiator = (flows["initiator"].astype("string").fillna("").to_numpy(str) if "initiator" in flows
                  else np.full(len(flows), "syn"))
-    ctx = {"src_role": src_role, "konnectivity_enabled": konn_enabled,
+    ctx = {"src_role": src_role, "konnectivity_enabled": konn_enabled, "keylog_given": keylog_given,
            "initiator_seen": np.isin(initiator, ["syn", "synack"])}
 
     findings: list[dict] = []
