@@ -174,7 +174,7 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
             http = getattr(hs, "http", http)
             tls_analyzed = True
 
-    classified, view = classify_with_view(flows, tls, inv, certs)
+    classified, view = classify_with_view(flows, tls, inv, certs, captures)
     findings, path_table = evaluate(classified, tls, certs, pol, inv, tls_known=tls_analyzed,
                                     keylog_given=keylog is not None)
     return Analysis(flows=_join_tls(classified, tls), tls=tls, certs=certs, ssh=ssh, http=http,

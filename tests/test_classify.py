@@ -246,3 +246,20 @@ def test_classifier_is_vectorized(inventory):
     elapsed = time.perf_counter() - t0
     assert out["path"].notna().all()
     assert elapsed < 10, f"{elapsed:.1f}s"
+
+
+def test_loopback_apiserver_and_etcd_by_the_capture_hosts_role(inventory):
+    """127.0.0.1:6443 is the apiserver on a control-plane host, a node-local apiserver proxy on a node;
+    127.0.0.1:2379 is kubeadm's default etcd client connection."""
+    flows = flows_frame([
+        row("127.0.0.1:40300", "127.0.0.1:6443", capture="cp1/lo.pcap"),
+        row("127.0.0.1:40301", "127.0.0.1:6443", capture="node1/lo.pcap"),
+        row("[::1]:40302", "[::1]:6443", capture="cp1/lo.pcap"),
+        row("127.0.0.1:40303", "127.0.0.1:2379", capture="cp1/lo.pcap"),
+        row("127.0.0.1:40304", "127.0.0.1:8080", "http", capture="cp1/lo.pcap"),
+    ])
+    captures = pd.DataFrame({"file": ["cp1/lo.pcap", "node1/lo.pcap"], "role": ["control-plane", "node"]})
+    out = classify(flows, None, inventory, captures=captures)
+    assert list(out["path"].astype(str)) == ["control-plane-to-apiserver", "node-to-apiserver",
+                                             "control-plane-to-apiserver", "etcd", "other"]
+    assert (out.loc[3, "src_role"], out.loc[3, "dst_role"]) == ("apiserver", "etcd")

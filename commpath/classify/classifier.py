@@ -29,6 +29,19 @@ def _host_of(ips: pd.Series, outer: pd.Series, tunneled: np.ndarray, view: Clust
     return host.where(~use_outer, outer)
 
 
+def _loopback(ips: pd.Series) -> np.ndarray:
+    text = ips.astype("string").fillna("")
+    return (text.str.startswith("127.") | (text == "::1")).to_numpy(bool)
+
+
+def _capture_roles(flows: pd.DataFrame, captures: pd.DataFrame | None) -> np.ndarray:
+    """The role (control-plane | node | '') of the host each flow's capture was recorded on."""
+    if captures is None or captures.empty or "role" not in captures:
+        return np.full(len(flows), "", dtype=object)
+    roles = dict(zip(captures["file"].astype(str), captures["role"].astype("string").fillna("")))
+    return flows["capture"].astype(str).map(roles).fillna("").to_numpy(object)
+
+
 def _dnat_pairs(flows: pd.DataFrame, vip: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """Flows among ``candidates`` that are the after-DNAT side of a pod → VIP flow."""
     out = np.zeros(len(flows), bool)
@@ -44,13 +57,19 @@ def _dnat_pairs(flows: pd.DataFrame, vip: np.ndarray, candidates: np.ndarray) ->
 
 
 def classify(flows: pd.DataFrame, tls: pd.DataFrame | None = None, inventory: Inventory | None = None,
-             certs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """``flows`` plus ``path``, ``src_role``, ``dst_role`` (categories) and ``roles_inferred``."""
-    return classify_with_view(flows, tls, inventory, certs)[0]
+             certs: pd.DataFrame | None = None, captures: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``flows`` plus ``path``, ``src_role``, ``dst_role`` (categories) and ``roles_inferred``.
+
+    ``certs`` (CERT_COLUMNS) lets certificate subjects and SANs name roles; ``captures``
+    (CAPTURE_COLUMNS, with each host's ``role`` from its manifest) tells whose loopback a
+    connection to ``127.0.0.1:<apiserver port>`` ran on.
+    """
+    return classify_with_view(flows, tls, inventory, certs, captures)[0]
 
 
 def classify_with_view(flows: pd.DataFrame, tls: pd.DataFrame | None = None, inventory: Inventory | None = None,
-                       certs: pd.DataFrame | None = None) -> tuple[pd.DataFrame, ClusterView]:
+                       certs: pd.DataFrame | None = None, captures: pd.DataFrame | None = None
+                       ) -> tuple[pd.DataFrame, ClusterView]:
     """:func:`classify` and the cluster view it used (inventory facts plus inferred ones)."""
     out = flows.copy()
     n = len(out)
@@ -86,6 +105,15 @@ def classify_with_view(flows: pd.DataFrame, tls: pd.DataFrame | None = None, inv
     dkey = endpoint_keys(dst_ip, out["dst_port"]).to_numpy(str)
     skey = endpoint_keys(src_ip, out["src_port"]).to_numpy(str)
     dst_api = np.isin(dkey, list(view.apiserver_eps)) & tcp
+    # host-local connections to the apiserver's port on loopback: the apiserver itself on a
+    # control-plane host, or a node-local apiserver proxy (k3s, kubespray) on a node host
+    api_ports = {int(e.rsplit("|", 1)[1]) for e in view.apiserver_eps}
+    loop = _loopback(src_ip) & _loopback(dst_ip) & tcp & np.isin(dport, list(api_ports))
+    capture_role = _capture_roles(out, captures)
+    loop_node = loop & (capture_role == "node")
+    src_cp = src_cp | (loop & ~loop_node)
+    src_node = src_node | loop_node
+    dst_api = dst_api | loop
     dst_vip = np.isin(dkey, list(view.vip_eps)) & tcp
     node_cert = _cn_match(NODE_SUBJECT, feat["client_subject"])
     cp_cert = _cn_match(CONTROL_PLANE_SUBJECT, feat["client_subject"])
@@ -102,7 +130,9 @@ def classify_with_view(flows: pd.DataFrame, tls: pd.DataFrame | None = None, inv
     konn_rev = tcp & ~konn_fwd & (np.isin(skey, list(view.konn_eps)) | (
         src_host.isin(konn_ips).to_numpy(bool) & np.isin(dport, list(konn_ports)) & ~dst_host.isin(konn_ips).to_numpy(bool)))
     etcd_ports = list(view.etcd_ports())
-    etcd = tcp & (np.isin(dkey, list(view.etcd_eps)) | (np.isin(dport, etcd_ports) & (dst_cp | (not view.has_inventory))))
+    loop_etcd = tcp & _loopback(src_ip) & _loopback(dst_ip) & np.isin(dport, etcd_ports) & (capture_role != "node")
+    etcd = tcp & (np.isin(dkey, list(view.etcd_eps)) | loop_etcd
+                  | (np.isin(dport, etcd_ports) & (dst_cp | (not view.has_inventory))))
 
     dnat = _dnat_pairs(out, dst_vip, dst_api & ~src_pod & ~node_cert & ~cp_cert)
     pod_api = dst_vip | (dst_api & (src_pod | dnat))
@@ -136,7 +166,7 @@ def classify_with_view(flows: pd.DataFrame, tls: pd.DataFrame | None = None, inv
          path == "node-to-apiserver", path == "control-plane-to-apiserver",
          np.isin(path, ["apiserver-to-kubelet", "ssh-tunnel", "apiserver-proxy"])],
         [np.where(konn_rev, "konnectivity-server", "konnectivity-agent"),
-         np.where(src_apihost & ~np.isin(dport, [2380]), "apiserver", np.where(src_cp, "etcd", src_addr_role)),
+         np.where((src_apihost | loop_etcd) & ~np.isin(dport, [2380]), "apiserver", np.where(src_cp, "etcd", src_addr_role)),
          "pod", np.where(node_cert, "kubelet", "node"), "control-plane", "apiserver"],
         default=src_addr_role)
     dst_role = np.select(
