@@ -57,7 +57,7 @@ class FlowTable:
         self.slots = np.full(self.slots.shape[0] * 2, -1, np.int64)
         _rehash(self.fa, self.fi, self.counts[0], self.slots)
 
-    def update(self, h, wirelen, ts, frame0, buf, limit, udp_timeout, pkt_flow, pkt_dir, arena, harvest):
+    def update(self, h, wirelen, caplen, ts, frame0, buf, limit, udp_timeout, pkt_flow, pkt_dir, arena, harvest):
         """Account every packet of a chunk; keep stream payload in ``arena``.
 
         ``harvest(flow_indices)`` is called whenever the arena's queue of completed flows
@@ -72,7 +72,7 @@ class FlowTable:
             start = _update(
                 h.status, h.ipver, h.src_hi, h.src_lo, h.dst_hi, h.dst_lo, h.proto, h.sport, h.dport,
                 h.flags, h.seq, h.pl_cap, h.pl_wire, h.frag, h.tunnel, h.tun_src_hi, h.tun_src_lo,
-                h.tun_dst_hi, h.tun_dst_lo, h.vni, h.vlan, wirelen, ts, frame0,
+                h.tun_dst_hi, h.tun_dst_lo, h.vni, h.vlan, wirelen, caplen, ts, frame0,
                 self.fi, self.fa, self.ft, counts, self.slots, limit, udp_timeout,
                 SERVICE_PORTS, pkt_flow, pkt_dir, start,
                 buf, h.pl_off, arena.data, arena.cov, arena.meta, arena.marks, arena.free, arena.done)
@@ -197,7 +197,7 @@ def _is_service(port, service_ports):
 
 @numba.njit(cache=True, nogil=True)
 def _update(status, ipver, src_hi, src_lo, dst_hi, dst_lo, proto, sport, dport, tflags, seq, pl_cap,
-            pl_wire, frag, tunnel, tsh, tsl, tdh, tdl, vni, vlan, wirelen, ts, frame0,
+            pl_wire, frag, tunnel, tsh, tsl, tdh, tdl, vni, vlan, wirelen, caplen, ts, frame0,
             fi, fa, ft, counts, slots, limit, udp_timeout, service_ports, pkt_flow, pkt_dir, start,
             buf, pl_off, a_data, a_cov, a_int, a_fr, a_free, done):
     n = status.shape[0]
@@ -322,7 +322,7 @@ def _update(status, ipver, src_hi, src_lo, dst_hi, dst_lo, proto, sport, dport, 
         fi[f, PL0 + d] += pl_wire[i]
         if frag[i] == 1:
             fi[f, FRAGS] += 1
-        if pl_wire[i] > pl_cap[i]:
+        if caplen[i] < wirelen[i]:
             fi[f, TRUNC] += 1
         pkt_flow[i] = f
         pkt_dir[i] = d

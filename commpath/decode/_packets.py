@@ -293,11 +293,12 @@ def parse_headers(buf, off, caplen, linktype, h_status, h_ipver, h_src_hi, h_src
                 p = l4
                 continue
             if proto == 6:
-                if l4 + 20 > l4_end:
+                # ports, sequence number and flags suffice: a snaplen may cut the options
+                if l4 + 14 > l4_end:
                     h_status[i] = 3
                     break
                 doff = (buf[l4 + 12] >> 4) * 4
-                if doff < 20:
+                if doff < 20 or l4 + doff > wire_end:
                     h_status[i] = 3
                     break
                 h_sport[i] = _be16(buf, l4)
@@ -312,7 +313,7 @@ def parse_headers(buf, off, caplen, linktype, h_status, h_ipver, h_src_hi, h_src
                 h_status[i] = 0
                 break
             if proto == 17:
-                if l4 + 8 > end:
+                if l4 + 4 > end or l4 + 8 > wire_end:
                     h_status[i] = 3
                     break
                 sp = _be16(buf, l4)
@@ -324,7 +325,7 @@ def parse_headers(buf, off, caplen, linktype, h_status, h_ipver, h_src_hi, h_src
                 cap = l4_end - po
                 h_pl_cap[i] = cap if cap > 0 else 0
                 wl = wire_end - po
-                if frag == 1:   # the first fragment carries the datagram's length for all of them
+                if frag == 1 and l4 + 6 <= end:   # the first fragment carries the datagram's length
                     wl = _be16(buf, l4 + 4) - 8
                 h_pl_wire[i] = wl if wl > 0 else 0
                 h_status[i] = 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
+import mmap
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -204,6 +204,66 @@ def index_pcapng(buf, n, state, if_lt, if_ticks, if_offset, off, caplen, wirelen
     return k, pos, 0
 
 
+class _Gunzip:
+    """gzip members decompressed with zlib: every byte before damage comes out, then the error."""
+
+    def __init__(self, path: Path):
+        self._fh = open(path, "rb", buffering=0)
+        self._z = zlib.decompressobj(31)
+        self._buf = bytearray()
+        self._off = 0
+        self._ended = False
+        self._deferred: Exception | None = None
+
+    def _avail(self) -> int:
+        return len(self._buf) - self._off
+
+    def _more(self) -> None:
+        raw = self._fh.read(1 << 20)
+        if not raw:
+            self._ended = True
+            if not self._z.eof:
+                self._buf += self._z.flush()
+                raise EOFError("compressed file ended before the end-of-stream marker was reached")
+            return
+        while raw:
+            self._buf += self._z.decompress(raw)           # may raise zlib.error on corrupt data
+            raw = b""
+            if self._z.eof:                                 # another gzip member may follow
+                raw = self._z.unused_data
+                self._z = zlib.decompressobj(31)
+
+    def _fill(self, n: int) -> None:
+        while self._avail() < n and not self._ended:
+            try:
+                self._more()
+            except (EOFError, zlib.error) as exc:
+                self._ended = True
+                self._deferred = exc
+        if self._deferred is not None and not self._avail():
+            exc, self._deferred = self._deferred, None
+            raise exc
+
+    def read(self, n: int) -> bytes:
+        self._fill(n)
+        out = bytes(self._buf[self._off:self._off + n])
+        self._off += len(out)
+        return out
+
+    def readinto(self, view) -> int:
+        self._fill(len(view))
+        n = min(len(view), self._avail())
+        view[:n] = self._buf[self._off:self._off + n]
+        self._off += n
+        if self._off > (8 << 20):
+            del self._buf[: self._off]
+            self._off = 0
+        return n
+
+    def close(self) -> None:
+        self._fh.close()
+
+
 class _Source:
     """A file's bytes, decompressed if gzip, read in chunks."""
 
@@ -212,15 +272,29 @@ class _Source:
         with open(path, "rb") as fh:
             head = fh.read(2)
         self.gzip = head == GZIP_MAGIC
-        self._fh = gzip.open(path, "rb") if self.gzip else open(path, "rb", buffering=0)
+        self._error: Exception | None = None
+        self._fh = _Gunzip(path) if self.gzip else open(path, "rb", buffering=0)
 
     def read(self, n: int) -> bytes:
         return self._fh.read(n)
 
+    def fileno(self) -> int:
+        return self._fh.fileno()
+
     def readinto(self, view) -> int:
+        """Fill ``view``; a damaged stream raises only once the bytes before the damage are out."""
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
         total = 0
-        while total < len(view):      # gzip and pipes may return short reads
-            got = self._fh.readinto(view[total:])
+        while total < len(view):      # pipes may return short reads
+            try:
+                got = self._fh.readinto(view[total:])
+            except (EOFError, zlib.error, OSError) as exc:
+                if not total:
+                    raise
+                self._error = exc
+                break
             if not got:
                 break
             total += got
@@ -261,44 +335,88 @@ def iter_records(path: Path, state: ReadState, chunk: int = CHUNK):
         src.close()
 
 
-class _Buffer:
-    """A reusable chunk buffer: the unread tail of one chunk moves to the front of the next."""
+class _Window:
+    """Chunks of the file as uint8 views; ``consume(n)`` moves past bytes the kernels used."""
 
-    def __init__(self, chunk: int, head: bytes = b""):
-        self.arr = np.empty(chunk + 65536, np.uint8)
+    def __init__(self, src: _Source, state: ReadState, chunk: int, head: bytes, skip: int):
+        self.state = state
         self.chunk = chunk
-        self.fill = 0
-        if head:
-            self.arr[: len(head)] = np.frombuffer(head, np.uint8)
-            self.fill = len(head)
+        self.want = chunk
+        self.src = src
+        self.mm = None
+        if not src.gzip:
+            try:
+                self.mm = mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):
+                self.mm = None
+        if self.mm is not None:
+            self.arr = np.frombuffer(self.mm, np.uint8)
+            self.pos = skip
+            self.size = len(self.arr)
+            state.bytes_read = skip
+        else:
+            self.arr = np.empty(chunk + 65536, np.uint8)
+            self.fill = len(head) - skip
+            self.arr[: self.fill] = np.frombuffer(head[skip:], np.uint8)
+            state.bytes_read = len(head)
+        self.offset = skip         # file offset of the window's first byte
+        self.stream_error = False  # a compressed stream ended early (said once, in one warning)
 
-    def keep_tail(self, used: int) -> None:
+    def window(self) -> tuple[np.ndarray, bool]:
+        """The next bytes to scan, and whether they reach the end of the file."""
+        if self.mm is not None:
+            stop = min(self.pos + self.want, self.size)
+            self.state.bytes_read = stop
+            return self.arr[self.pos:stop], stop >= self.size
+        if len(self.arr) < self.want + 65536:
+            bigger = np.empty(self.want + 65536, np.uint8)
+            bigger[: self.fill] = self.arr[: self.fill]
+            self.arr = bigger
+        room = self.want - self.fill if self.want > self.fill else 0
+        got = 0
+        if room:
+            try:
+                got = self.src.readinto(memoryview(self.arr)[self.fill: self.fill + room])
+            except (EOFError, zlib.error, OSError) as exc:
+                self.state.warnings.append(f"compressed stream ends early ({exc}); kept what was readable")
+                self.state.partial = True
+                got = 0
+        if self.src._error is not None:      # the bytes before the damage came out; say where it stopped
+            exc, self.src._error = self.src._error, None
+            self.state.warnings.append(f"compressed stream ends early ({exc}); kept what was readable")
+            self.state.partial = True
+            self.stream_error = True
+        self.state.bytes_read += got
+        self.fill += got
+        return self.arr[: self.fill], got < room
+
+    def consume(self, used: int) -> None:
+        """Forget ``used`` bytes; a record longer than the window widens the next one."""
+        self.offset += used
+        self.want = self.chunk if used else self.want * 2
+        if self.mm is not None:
+            old = self.pos
+            self.pos += used
+            page = mmap.PAGESIZE
+            lo, hi = (old // page) * page, (self.pos // page) * page
+            if hi > lo and hasattr(self.mm, "madvise"):
+                self.mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)    # keep the resident set bounded
+            return
         rest = self.fill - used
         if rest > 0 and used > 0:
             self.arr[:rest] = self.arr[used:self.fill].copy()
         self.fill = max(rest, 0)
 
-    def ensure(self, need: int) -> None:
-        """Room for a record larger than a chunk (pcapng blocks may be)."""
-        if need > len(self.arr):
-            bigger = np.empty(need + self.chunk, np.uint8)
-            bigger[: self.fill] = self.arr[: self.fill]
-            self.arr = bigger
+    def leftover(self) -> int:
+        return (self.size - self.pos) if self.mm is not None else self.fill
 
-
-def _fill(src: _Source, state: ReadState, buf: _Buffer) -> tuple[np.ndarray, bool]:
-    """Top ``buf`` up with the next chunk; returns the filled view and whether the source ended."""
-    room = min(buf.chunk, len(buf.arr) - buf.fill)
-    try:
-        got = src.readinto(memoryview(buf.arr)[buf.fill: buf.fill + room])
-    except (EOFError, zlib.error, OSError) as exc:
-        state.warnings.append(f"compressed stream ends early ({exc}); kept what was readable")
-        state.partial = True
-        got = 0
-    got = got or 0
-    state.bytes_read += got
-    buf.fill += got
-    return buf.arr[: buf.fill], got == 0
+    def close(self) -> None:
+        self.arr = None
+        if self.mm is not None:
+            try:
+                self.mm.close()
+            except BufferError:       # a view is still alive somewhere: the mapping goes with it
+                pass
 
 
 def _alloc(n: int):
@@ -317,35 +435,31 @@ def _iter_pcap(src: _Source, head: bytes, state: ReadState, chunk: int):
     state.linktypes.add(linktype)
     del order
     snap_max = max(MAX_RECORD, snaplen if snaplen < (1 << 30) else 0)
-    buffer = _Buffer(chunk)
-    consumed = 24
-    while True:
-        buf, eof = _fill(src, state, buffer)
-        if len(buf) == 0:
-            return
-        cap = len(buf) // 16 + 1
-        off, caplen, wirelen, ts, lt = _alloc(cap)
-        k, used, err = index_pcap(buf, len(buf), big, ticks, linktype, snap_max, off, caplen, wirelen, ts, lt)
-        if k:
-            yield Records(buf, off[:k], caplen[:k], wirelen[:k], ts[:k], lt[:k])
-        if err:
-            state.warnings.append(f"{ERROR_TEXT[err]} at byte {consumed + used}; the rest of the file was not read")
-            state.partial = True
-            return
-        consumed += used
-        buffer.keep_tail(used)
-        if eof:
-            if buffer.fill:
-                state.warnings.append(f"file ends inside a record ({buffer.fill} bytes left over); "
-                                      "the last record was dropped")
+    win = _Window(src, state, chunk, head, 24)
+    try:
+        while True:
+            buf, eof = win.window()
+            if len(buf) == 0:
+                return
+            off, caplen, wirelen, ts, lt = _alloc(len(buf) // 16 + 1)
+            k, used, err = index_pcap(buf, len(buf), big, ticks, linktype, snap_max, off, caplen, wirelen, ts, lt)
+            if k:
+                yield Records(buf, off[:k], caplen[:k], wirelen[:k], ts[:k], lt[:k])
+            if err:
+                state.warnings.append(f"{ERROR_TEXT[err]} at byte {win.offset + used}; the rest of the file was not read")
                 state.partial = True
-            return
-        if used == 0 and buffer.fill >= 16:
-            buffer.ensure(buffer.fill + 16 + int(caplen_of_next(buf, big)))
-
-
-def caplen_of_next(buf: np.ndarray, big: bool) -> int:
-    return int.from_bytes(bytes(buf[8:12]), "big" if big else "little")
+                return
+            win.consume(used)
+            if eof:
+                if win.leftover() and win.stream_error:
+                    state.warnings[-1] += f"; the record it cut ({win.leftover()} bytes) was dropped"
+                elif win.leftover():
+                    state.warnings.append(f"file ends inside a record ({win.leftover()} bytes left over); "
+                                          "the last record was dropped")
+                    state.partial = True
+                return
+    finally:
+        win.close()
 
 
 def _iter_pcapng(src: _Source, head: bytes, state: ReadState, chunk: int):
@@ -354,32 +468,31 @@ def _iter_pcapng(src: _Source, head: bytes, state: ReadState, chunk: int):
     if_lt = np.full(MAX_IFACES, -1, np.int32)
     if_ticks = np.full(MAX_IFACES, 1e6, np.float64)
     if_offset = np.zeros(MAX_IFACES, np.int64)
-    buffer = _Buffer(chunk, head)
-    consumed = 0
-    while True:
-        buf, eof = _fill(src, state, buffer)
-        if len(buf) == 0:
-            return
-        cap = len(buf) // 12 + 1
-        off, caplen, wirelen, ts, lt = _alloc(cap)
-        k, used, err = index_pcapng(buf, len(buf), pstate, if_lt, if_ticks, if_offset, off, caplen, wirelen, ts, lt)
-        for t in np.unique(if_lt[: min(int(pstate[1]), MAX_IFACES)]):
-            if t >= 0:
-                state.linktypes.add(int(t))
-        if k:
-            yield Records(buf, off[:k], caplen[:k], wirelen[:k], ts[:k], lt[:k])
-        if err:
-            state.warnings.append(f"{ERROR_TEXT[err]} at byte {consumed + used}; the rest of the file was not read")
-            state.partial = True
-            return
-        consumed += used
-        buffer.keep_tail(used)
-        if eof:
-            if buffer.fill:
-                state.warnings.append(f"file ends inside a block ({buffer.fill} bytes left over); "
-                                      "the last block was dropped")
+    win = _Window(src, state, chunk, head, 0)
+    try:
+        while True:
+            buf, eof = win.window()
+            if len(buf) == 0:
+                return
+            off, caplen, wirelen, ts, lt = _alloc(len(buf) // 12 + 1)
+            k, used, err = index_pcapng(buf, len(buf), pstate, if_lt, if_ticks, if_offset, off, caplen, wirelen, ts, lt)
+            for t in np.unique(if_lt[: min(int(pstate[1]), MAX_IFACES)]):
+                if t >= 0:
+                    state.linktypes.add(int(t))
+            if k:
+                yield Records(buf, off[:k], caplen[:k], wirelen[:k], ts[:k], lt[:k])
+            if err:
+                state.warnings.append(f"{ERROR_TEXT[err]} at byte {win.offset + used}; the rest of the file was not read")
                 state.partial = True
-            return
-        if used == 0 and buffer.fill >= 8:
-            big = bool(pstate[0])
-            buffer.ensure(int.from_bytes(bytes(buf[4:8]), "big" if big else "little") + 8)
+                return
+            win.consume(used)
+            if eof:
+                if win.leftover() and win.stream_error:
+                    state.warnings[-1] += f"; the block it cut ({win.leftover()} bytes) was dropped"
+                elif win.leftover():
+                    state.warnings.append(f"file ends inside a block ({win.leftover()} bytes left over); "
+                                          "the last block was dropped")
+                    state.partial = True
+                return
+    finally:
+        win.close()

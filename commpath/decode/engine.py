@@ -151,7 +151,7 @@ def _read_file(path: Path, manifest: dict, flow_base: int, limit: int, udp_timeo
         h = parse(rec.buf, rec.offset, rec.caplen, rec.linktype)
         pkt_flow = np.empty(n, np.int64)
         pkt_dir = np.zeros(n, np.int8)
-        table.update(h, rec.wirelen, rec.ts, frame0, rec.buf, limit, udp_timeout, pkt_flow, pkt_dir, arena, harvest)
+        table.update(h, rec.wirelen, rec.caplen, rec.ts, frame0, rec.buf, limit, udp_timeout, pkt_flow, pkt_dir, arena, harvest)
         harvest(arena.take_done())
         packets += n
         total_bytes += int(rec.wirelen.sum())
