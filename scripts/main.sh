@@ -26,7 +26,6 @@ for run in "${runs[@]}"; do
   rargs=("$dir" --inventory "$dir/inventory.yaml" -o "$out/report" --format html --format md --format json --format junit)
   [ -f "$dir/pki/ca.crt" ] && rargs+=(--ca "$dir/pki/ca.crt")
   [ -f "$dir/keylog.txt" ] && rargs+=(--keylog "$dir/keylog.txt")
-  .venv/bin/commpath report "${rargs[@]}" >/dev/null || [ $? -eq 1 ]
-  echo "   reports: $out/report.html $out/report.md $out/report.json $out/report.xml"
+  .venv/bin/commpath report "${rargs[@]}" || [ $? -eq 1 ]
 done
 exit $status
