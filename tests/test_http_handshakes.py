@@ -132,6 +132,21 @@ def test_redaction_h2c():
         ("GET", "/x?token=REDACTED", "kube-apiserver:6443", "bearer")
 
 
+def test_h2c_upgrade_from_http1():
+    """Upgrade: h2c, 101 Switching Protocols, then HTTP/2 frames both ways (RFC 7540 3.2)."""
+    hpack = pytest.importorskip("hpack")
+    req = b"GET /healthz HTTP/1.1\r\nHost: kubelet:10255\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"
+    block = hpack.Encoder().encode([(":status", "200"), ("content-type", "text/plain")])
+    frame = len(block).to_bytes(3, "big") + b"\x01\x04" + (1).to_bytes(4, "big") + block
+    settings = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    resp = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n" + settings + frame
+    res = parse_http(flow(req + b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + settings, resp))
+    kinds = [(r["direction"], r.get("version"), r.get("status")) for r in res.rows]
+    assert ("request", "HTTP/1.1", None) in kinds and ("response", "HTTP/1.1", 101) in kinds
+    assert ("response", "HTTP/2", 200) in kinds
+    assert res.rows[0]["h2c"] is True and res.rows[0]["path"] == "/healthz"
+
+
 def test_redact_path_keeps_harmless_queries():
     assert redact_path("/api/v1/namespaces?limit=500") == "/api/v1/namespaces?limit=500"
     assert redact_path("/x?sig=abc&a=1") == "/x?sig=REDACTED&a=1"
@@ -158,7 +173,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @needs_capture
 def test_real_http_exchange_never_stores_the_token(tmp_path):
-    port = random.randrange(20000, 60000)
+    port = random.randrange(20000, 32000)   # below the ephemeral range
     server = http.server.HTTPServer(("127.0.0.1", port), _Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -113,7 +113,7 @@ def sshd_capture(tmp_path_factory):
     d = tmp_path_factory.mktemp("cpt-ssh")
     subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", str(d / "host_rsa")], check=True)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_ed25519")], check=True)
-    port = random.randrange(20000, 60000)
+    port = random.randrange(20000, 32000)   # below the ephemeral range
     cfg = d / "sshd_config"
     cfg.write_text(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nHostKey {d}/host_rsa\n"
                    "PidFile none\nUsePAM no\nStrictModes no\nPasswordAuthentication no\n"
