@@ -43,8 +43,17 @@ class Reader:
         return struct.unpack(">I", self.take(4))[0]
 
     def vec(self, len_bytes: int) -> bytes:
-        n = {1: self.u8, 2: self.u16, 3: self.u24, 4: self.u32}[len_bytes]()
-        return self.take(n)
+        """A vector with a ``len_bytes``-byte big-endian length prefix."""
+        pos, data = self.pos, self.data
+        start = pos + len_bytes
+        if start > self.end:
+            raise Truncated(f"length of {len_bytes} bytes at offset {pos} runs past {self.end}")
+        n = int.from_bytes(data[pos:start], "big")
+        stop = start + n
+        if stop > self.end:
+            raise Truncated(f"field of {n} bytes at offset {start} runs past {self.end}")
+        self.pos = stop
+        return data[start:stop]
 
     def sub(self, len_bytes: int) -> "Reader":
         body = self.vec(len_bytes)
