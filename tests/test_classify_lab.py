@@ -90,6 +90,7 @@ def check_labelled_capture(folder: Path, use_inventory: bool = True) -> dict:
 @pytest.mark.parametrize("folder", LABELLED, ids=[p.name for p in LABELLED])
 def test_labelled_capture_in_repo(folder):
     check_labelled_capture(folder)
+    check_labelled_capture(folder, use_inventory=False)    # roles inferred from the traffic alone
 
 
 def _lab_scenarios() -> list[str]:
