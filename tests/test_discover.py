@@ -140,6 +140,7 @@ def test_discover_builds_inventory_from_api(api_server):
     assert inv.etcd == [("192.0.2.10", 2379)]
     assert inv.konnectivity_enabled is True
     assert inv.konnectivity_server == ("192.0.2.10", 8132)
+    assert inv.konnectivity_agents == ["node1"]
     assert inv.kubelet_port == 10250
 
 

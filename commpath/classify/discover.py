@@ -203,6 +203,8 @@ def discover(kubeconfig: str | None = None, context: str | None = None) -> Inven
             inv.konnectivity_enabled = True
         elif kind.startswith("konnectivity-agent"):
             agents += 1
+            if pod.spec.node_name and pod.spec.node_name not in inv.konnectivity_agents:
+                inv.konnectivity_agents.append(pod.spec.node_name)
             if inv.konnectivity_server is None and flags.get("proxy-server-host"):
                 try:
                     inv.konnectivity_server = (normalize_ip(flags["proxy-server-host"]),

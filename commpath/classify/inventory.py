@@ -40,6 +40,7 @@ class Inventory:
     service_cidrs: list[str] = field(default_factory=list)
     konnectivity_enabled: bool = False
     konnectivity_server: Endpoint | None = None
+    konnectivity_agents: list[str] = field(default_factory=list)   # nodes running an agent (informational)
     etcd: list[Endpoint] = field(default_factory=list)
     ca_bundle: Path | None = None
 
@@ -95,6 +96,8 @@ class Inventory:
         konn: dict = {"enabled": self.konnectivity_enabled}
         if self.konnectivity_server:
             konn["server"] = ep(self.konnectivity_server)
+        if self.konnectivity_agents:
+            konn["agents"] = list(self.konnectivity_agents)
         out["konnectivity"] = konn
         if self.etcd:
             out["etcd"] = [ep(e) for e in self.etcd]
@@ -200,6 +203,8 @@ def inventory_from_doc(doc: YamlDoc) -> Inventory:
         inv.konnectivity_enabled = expect_bool(doc, "konnectivity.enabled", konn.get("enabled", False))
         if konn.get("server") is not None:
             inv.konnectivity_server = _endpoint(doc, "konnectivity.server", konn["server"])
+        inv.konnectivity_agents = [str(expect_str(doc, f"konnectivity.agents[{i}]", a))
+                                   for i, a in enumerate(expect_list(doc, "konnectivity.agents", konn.get("agents", [])))]
         if inv.konnectivity_enabled and inv.konnectivity_server is None:
             raise doc.error("konnectivity", "enabled: true needs a 'server' endpoint")
     inv.etcd = _list(doc, "etcd", data.get("etcd", []), _endpoint)
