@@ -485,7 +485,9 @@ def test_resumed_sessions(lab, lab_result):
     _, plain, keyed, by_port = lab_result
     for name in ("go13-resume", "go12-resume"):
         first, second = _row(plain, lab, by_port, name, 0), _row(plain, lab, by_port, name, 1)
-        assert not first.resumed and second.resumed and second.established
+        info = (name, first.to_dict(), second.to_dict())
+        assert not first.resumed, info
+        assert second.resumed and second.established, info
         assert second.server_cert_fingerprints == []
     # TLS 1.3 PSK resumption: the server may not ask for a certificate (RFC 8446 4.3.2)
     assert _row(plain, lab, by_port, "go13-resume", 1).client_cert == "not-requested"

@@ -653,8 +653,11 @@ def _finish_tls12(hs, ch, sh, cmsgs, smsgs, crecs, srecs, fatal: bool) -> None:
     server_ccs = any(r.content_type == CONTENT_CCS for r in srecs)
     client_ccs = any(r.content_type == CONTENT_CCS for r in crecs)
     full = any(t in stypes for t in (HS_CERTIFICATE, HS_SERVER_KEY_EXCHANGE, HS_SERVER_HELLO_DONE))
+    # abbreviated handshake: the server's ChangeCipherSpec follows its ServerHello directly.
+    # An echoed session id alone is not proof (some servers echo it on full handshakes), so it
+    # only counts when the server's flight was cut before either shape could be seen.
     hs.resumed = server_ccs and not full
-    if not hs.resumed and ch is not None and ch.session_id and sh.session_id == ch.session_id:
+    if not server_ccs and not full and ch is not None and ch.session_id and sh.session_id == ch.session_id:
         hs.resumed = True
     for m in smsgs:
         if m.msg_type in (HS_CERTIFICATE, -HS_CERTIFICATE - 1):
