@@ -158,16 +158,19 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
         flows, tls, certs, captures, tls_analyzed = _load_analysis_dir(paths[0])
     else:
         from .decode.engine import read
-        capture = read(*paths, progress=_progress(progress))
+        hs_mod = _handshakes_module()
+        # handshakes are parsed as each connection's streams are harvested: memory stays bounded
+        analyzer = hs_mod.HandshakeAnalyzer(ca, keylog) if hs_mod is not None else None
+        capture = read(*paths, progress=_progress(progress), keep_streams=False,
+                       on_streams=analyzer.feed if analyzer is not None else None)
         flows, captures = capture.flows, capture.captures
         warnings.extend(capture.warnings)
-        hs_mod = _handshakes_module()
         if hs_mod is None:
             tls, certs, tls_analyzed = empty_frame(TLS_COLUMNS), empty_frame(CERT_COLUMNS), False
             warnings.append("TLS handshake analysis unavailable (commpath.decode.handshakes missing): "
                             "TLS-based checks are not-observable")
         else:
-            hs = hs_mod.analyze_handshakes(capture, ca=ca, keylog=keylog)
+            hs = analyzer.result()
             tls = conform(hs.tls.copy(), TLS_COLUMNS)
             certs = conform(hs.certs.copy(), CERT_COLUMNS)
             ssh = getattr(hs, "ssh", ssh)

@@ -144,7 +144,7 @@ def _read_file(path: Path, manifest: dict, flow_base: int, limit: int, udp_timeo
     size = os.path.getsize(path)
 
     def harvest(flows: np.ndarray) -> None:
-        app.add(arena.harvest(table.fi, flows, flow_base))
+        app.add(arena.harvest(table.fi, flows, flow_base), table)
 
     for rec in iter_records(path, state, chunk_size):
         n = len(rec)
@@ -323,13 +323,23 @@ class _AppProtocols:
         self.sink = sink
         self.streams: dict[int, FlowStreams] = {}
         self.rows: list[tuple[int, str, bool, bool]] = []
+        self._ips: dict[tuple[int, int], str] = {}
 
-    def add(self, harvested: list[tuple[int, FlowStreams]]) -> None:
+    def add(self, harvested: list[tuple[int, FlowStreams]], table: ft.FlowTable) -> None:
         for f, fs in harvested:
             proto, connect, swap = detect(fs)
             self.rows.append((f, proto, connect, swap))
-            fs = FlowStreams(fs.flow_id, fs.rev, fs.fwd, proto) if swap else FlowStreams(fs.flow_id, fs.fwd, fs.rev, proto)
-            self.sink_one(fs, swap)
+            fa = table.fa[f]
+            fs = FlowStreams(fs.flow_id, fs.fwd, fs.rev, proto, self._ip(fa[ft.SRC_HI], fa[ft.SRC_LO]),
+                             self._ip(fa[ft.DST_HI], fa[ft.DST_LO]), float(table.ft[f, ft.TS0]))
+            self.sink_one(fs.turned() if swap else fs, swap)
+
+    def _ip(self, hi, lo) -> str:
+        key = (int(hi), int(lo))
+        text = self._ips.get(key)
+        if text is None:
+            text = self._ips[key] = str(_addresses(np.array([hi]), np.array([lo]))[0])
+        return text
 
     def sink_one(self, fs: FlowStreams, swap: bool) -> None:
         if self.keep:
@@ -357,13 +367,13 @@ class _AppProtocols:
         guessed = ~flows["initiator"].isin(["syn", "synack"]).to_numpy()
         for fs in getattr(self, "_late", []):     # streams already turned; the row follows below
             if self.sink is not None:
-                self.sink(fs if guessed[fs.flow_id - self.base] else FlowStreams(fs.flow_id, fs.rev, fs.fwd, fs.app_protocol))
+                self.sink(fs if guessed[fs.flow_id - self.base] else fs.turned())
         undo = turn & ~guessed                      # a SYN says otherwise: keep the SYN's direction
         for f in np.flatnonzero(undo).tolist():
             fid = f + self.base
             if fid in self.streams:
                 s = self.streams[fid]
-                self.streams[fid] = FlowStreams(fid, s.rev, s.fwd, s.app_protocol)
+                self.streams[fid] = s.turned()
         turn &= guessed
         if turn.any():
             for a, b in _SWAP:

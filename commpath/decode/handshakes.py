@@ -12,6 +12,7 @@ from ._tls_wire import EXT_ALPN, HS_CERTIFICATE, HS_CERTIFICATE_REQUEST, HS_ENCR
 from .http import HTTP_COLUMNS, parse_http
 from .schema import CERT_COLUMNS, TLS_COLUMNS, conform, empty_frame
 from .ssh import parse_ssh
+from .streams import FlowStreams
 from .tls import (
     TlsHandshake, find_starttls, looks_like_tls, parse_certificate_list, parse_certificate_request, parse_tls,
 )
@@ -53,21 +54,76 @@ class Handshakes:
     warnings: list[str] = field(default_factory=list)
 
 
+class HandshakeAnalyzer:
+    """Parses each connection's handshakes as its streams arrive; keeps only the parsed rows.
+
+    Feed it from the engine (``commpath.read(..., keep_streams=False, on_streams=a.feed)``) so
+    memory does not grow with the capture, then take :meth:`result`.
+    """
+
+    def __init__(self, ca=None, keylog=None):
+        self.cas = load_ca_bundle(ca) if ca else None
+        self.keys = _keylog.load_keylog(keylog) if keylog else None
+        self.max_appdata = 32 if self.keys is not None else 4
+        self.tls_rows: list[dict] = []
+        self.ssh_rows: list[dict] = []
+        self.http_rows: list[dict] = []
+        self.certs = _CertBook()
+
+    def feed(self, fs: FlowStreams, proto: str | None = None, ts=None, dst_ip=None) -> None:
+        """Analyse one connection; protocol, start time and responder default to the stream's own."""
+        proto = proto or fs.app_protocol
+        ts = fs.ts_start if ts is None else ts
+        dst_ip = fs.dst_ip if dst_ip is None else dst_ip
+        if proto not in HANDSHAKE_PROTOCOLS and proto != "unknown":
+            return
+        cas, keys, certs, max_appdata = self.cas, self.keys, self.certs, self.max_appdata
+        if proto == "tls" or (proto not in ("ssh", "http", "http2") and looks_like_tls(fs.fwd.data)):
+            self.tls_rows.append(_tls_row(parse_tls(fs, max_appdata), ts, dst_ip, cas, keys, certs, tunneled=False))
+        elif proto == "unknown":
+            inner = find_starttls(fs)
+            if inner is not None:
+                row = _tls_row(parse_tls(inner, max_appdata), ts, dst_ip, cas, keys, certs, tunneled=False)
+                row["starttls"] = True
+                self.tls_rows.append(row)
+        elif proto == "ssh":
+            self.ssh_rows.append(vars(parse_ssh(fs)))
+        elif proto in ("http", "http2"):
+            res = parse_http(fs, h2=(proto == "http2"))
+            for row in res.rows:
+                row.setdefault("partial", res.partial)
+                row.setdefault("parse_error", res.parse_error)
+            self.http_rows.extend(res.rows)
+            if res.tunnel is not None and looks_like_tls(res.tunnel.fwd.data):
+                self.tls_rows.append(_tls_row(parse_tls(res.tunnel, max_appdata), ts,
+                                              _connect_host(res.rows) or dst_ip, cas, keys, certs, tunneled=True))
+            elif res.tunnel is not None and res.tunnel.fwd.data[:1].isalpha():
+                inner = parse_http(res.tunnel)            # plain HTTP through the tunnel
+                for row in inner.rows:
+                    row.update(tunneled=True, partial=inner.partial, parse_error=inner.parse_error)
+                self.http_rows.extend(inner.rows)
+
+    def result(self) -> Handshakes:
+        warnings: list[str] = []
+        if self.keys is not None:
+            n_dec = sum(1 for r in self.tls_rows if r.get("certs_visibility") == "decrypted")
+            n13 = sum(1 for r in self.tls_rows if r.get("tls_version") == "TLS 1.3")
+            if n13 and not n_dec:
+                warnings.append(f"key log: none of the {n13} TLS 1.3 connections matched a logged client random")
+        tls = _frame(sorted(self.tls_rows, key=lambda r: r["flow_id"]), {**TLS_COLUMNS, **TLS_EXTRA})
+        ssh = _frame(sorted(self.ssh_rows, key=lambda r: r["flow_id"]), SSH_COLUMNS)
+        http = _frame(sorted(self.http_rows, key=lambda r: r["flow_id"]), HTTP_COLUMNS)   # stable: parse order kept
+        return Handshakes(tls=tls, certs=self.certs.frame(), ssh=ssh, http=http, warnings=warnings)
+
+
 def analyze_handshakes(capture, ca=None, keylog=None) -> Handshakes:
-    """Parse the handshakes of the TLS, SSH and HTTP connections of ``capture``.
+    """Parse the handshakes of the TLS, SSH and HTTP connections of ``capture`` (its kept streams).
 
     ``ca``: path of a PEM bundle to verify certificates against (None: not verified).
     ``keylog``: path of an NSS key log that reveals TLS 1.3 certificates.
     """
-    cas = load_ca_bundle(ca) if ca else None
-    keys = _keylog.load_keylog(keylog) if keylog else None
+    analyzer = HandshakeAnalyzer(ca, keylog)
     flows = capture.flows
-    streams = capture.streams
-    tls_rows: list[dict] = []
-    ssh_rows: list[dict] = []
-    http_rows: list[dict] = []
-    certs = _CertBook()
-    warnings: list[str] = []
     if len(flows):
         apps = flows["app_protocol"].astype(str)
         wanted = (apps.isin(HANDSHAKE_PROTOCOLS + ("unknown",)) | flows["http_connect"].astype(bool)).to_numpy()
@@ -75,46 +131,11 @@ def analyze_handshakes(capture, ca=None, keylog=None) -> Handshakes:
                   apps.to_numpy()[wanted].tolist(),
                   flows["ts_start"].to_numpy()[wanted].tolist(),
                   flows["dst_ip"].astype(object).to_numpy()[wanted].tolist())
-    else:
-        sel = iter(())
-    max_appdata = 32 if keys is not None else 4
-    for flow_id, proto, ts, dst_ip in sel:
-        fs = streams.get(flow_id)
-        if fs is None:
-            continue
-        if proto == "tls" or (proto not in ("ssh", "http", "http2") and looks_like_tls(fs.fwd.data)):
-            tls_rows.append(_tls_row(parse_tls(fs, max_appdata), ts, dst_ip, cas, keys, certs, tunneled=False))
-        elif proto == "unknown":
-            inner = find_starttls(fs)
-            if inner is not None:
-                row = _tls_row(parse_tls(inner, max_appdata), ts, dst_ip, cas, keys, certs, tunneled=False)
-                row["starttls"] = True
-                tls_rows.append(row)
-        elif proto == "ssh":
-            ssh_rows.append(vars(parse_ssh(fs)))
-        elif proto in ("http", "http2"):
-            res = parse_http(fs, h2=(proto == "http2"))
-            for row in res.rows:
-                row.setdefault("partial", res.partial)
-                row.setdefault("parse_error", res.parse_error)
-            http_rows.extend(res.rows)
-            if res.tunnel is not None and looks_like_tls(res.tunnel.fwd.data):
-                tls_rows.append(_tls_row(parse_tls(res.tunnel, max_appdata), ts, _connect_host(res.rows) or dst_ip,
-                                         cas, keys, certs, tunneled=True))
-            elif res.tunnel is not None and res.tunnel.fwd.data[:1].isalpha():
-                inner = parse_http(res.tunnel)            # plain HTTP through the tunnel
-                for row in inner.rows:
-                    row.update(tunneled=True, partial=inner.partial, parse_error=inner.parse_error)
-                http_rows.extend(inner.rows)
-    if keys is not None:
-        n_dec = sum(1 for r in tls_rows if r.get("certs_visibility") == "decrypted")
-        n13 = sum(1 for r in tls_rows if r.get("tls_version") == "TLS 1.3")
-        if n13 and not n_dec:
-            warnings.append(f"key log: none of the {n13} TLS 1.3 connections matched a logged client random")
-    tls = _frame(tls_rows, {**TLS_COLUMNS, **TLS_EXTRA})
-    ssh = _frame(ssh_rows, SSH_COLUMNS)
-    http = _frame(http_rows, HTTP_COLUMNS)
-    return Handshakes(tls=tls, certs=certs.frame(), ssh=ssh, http=http, warnings=warnings)
+        for flow_id, proto, ts, dst_ip in sel:
+            fs = capture.streams.get(flow_id)
+            if fs is not None:
+                analyzer.feed(fs, proto, ts, dst_ip)
+    return analyzer.result()
 
 
 def _frame(rows: list[dict], columns: dict[str, str]) -> pd.DataFrame:
@@ -267,7 +288,7 @@ class _CertBook:
         for fp, pc in self._certs.items():
             row = {k: pc.row.get(k) for k in CERT_COLUMNS}
             row["roles"] = self._roles[fp]
-            row["flow_ids"] = list(self._flows[fp])
+            row["flow_ids"] = sorted(self._flows[fp])
             for k in ("sans", "key_usage", "extended_key_usage"):
                 row[k] = row[k] if row[k] is not None else []
             row["self_signed"] = bool(row["self_signed"])

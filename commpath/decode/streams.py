@@ -47,3 +47,10 @@ class FlowStreams:
     fwd: Stream
     rev: Stream
     app_protocol: str = ""      # as the engine detected it from the first bytes
+    src_ip: str | None = None   # initiator
+    dst_ip: str | None = None   # responder, as dialled
+    ts_start: float = float("nan")
+
+    def turned(self) -> "FlowStreams":
+        """The same connection seen from the other end (initiator and responder exchanged)."""
+        return FlowStreams(self.flow_id, self.rev, self.fwd, self.app_protocol, self.dst_ip, self.src_ip, self.ts_start)
