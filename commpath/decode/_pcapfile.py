@@ -429,37 +429,14 @@ def _iter_pcap(src: _Source, head: bytes, state: ReadState, chunk: int):
     if len(head) < 24:
         raise InputError(src.path, f"pcap file header cut short ({len(head)} of 24 bytes)")
     big, ticks = PCAP_MAGICS[head[:4]]
-    order = ">" if big else "<"
     snaplen = int.from_bytes(head[16:20], "big" if big else "little")
     linktype = int.from_bytes(head[20:24], "big" if big else "little") & 0x0FFFFFFF
     state.linktypes.add(linktype)
-    del order
     snap_max = max(MAX_RECORD, snaplen if snaplen < (1 << 30) else 0)
-    win = _Window(src, state, chunk, head, 24)
-    try:
-        while True:
-            buf, eof = win.window()
-            if len(buf) == 0:
-                return
-            off, caplen, wirelen, ts, lt = _alloc(len(buf) // 16 + 1)
-            k, used, err = index_pcap(buf, len(buf), big, ticks, linktype, snap_max, off, caplen, wirelen, ts, lt)
-            if k:
-                yield Records(buf, off[:k], caplen[:k], wirelen[:k], ts[:k], lt[:k])
-            if err:
-                state.warnings.append(f"{ERROR_TEXT[err]} at byte {win.offset + used}; the rest of the file was not read")
-                state.partial = True
-                return
-            win.consume(used)
-            if eof:
-                if win.leftover() and win.stream_error:
-                    state.warnings[-1] += f"; the record it cut ({win.leftover()} bytes) was dropped"
-                elif win.leftover():
-                    state.warnings.append(f"file ends inside a record ({win.leftover()} bytes left over); "
-                                          "the last record was dropped")
-                    state.partial = True
-                return
-    finally:
-        win.close()
+
+    def index(buf, off, caplen, wirelen, ts, lt):
+        return index_pcap(buf, len(buf), big, ticks, linktype, snap_max, off, caplen, wirelen, ts, lt)
+    yield from _scan(_Window(src, state, chunk, head, 24), state, index, 16, "record")
 
 
 def _iter_pcapng(src: _Source, head: bytes, state: ReadState, chunk: int):
@@ -468,17 +445,23 @@ def _iter_pcapng(src: _Source, head: bytes, state: ReadState, chunk: int):
     if_lt = np.full(MAX_IFACES, -1, np.int32)
     if_ticks = np.full(MAX_IFACES, 1e6, np.float64)
     if_offset = np.zeros(MAX_IFACES, np.int64)
-    win = _Window(src, state, chunk, head, 0)
+
+    def index(buf, off, caplen, wirelen, ts, lt):
+        found = index_pcapng(buf, len(buf), pstate, if_lt, if_ticks, if_offset, off, caplen, wirelen, ts, lt)
+        state.linktypes.update(int(t) for t in np.unique(if_lt[: min(int(pstate[1]), MAX_IFACES)]) if t >= 0)
+        return found
+    yield from _scan(_Window(src, state, chunk, head, 0), state, index, 12, "block")
+
+
+def _scan(win: _Window, state: ReadState, index, min_record: int, unit: str):
+    """Run an index kernel over successive windows; say where and how reading stopped early."""
     try:
         while True:
             buf, eof = win.window()
             if len(buf) == 0:
                 return
-            off, caplen, wirelen, ts, lt = _alloc(len(buf) // 12 + 1)
-            k, used, err = index_pcapng(buf, len(buf), pstate, if_lt, if_ticks, if_offset, off, caplen, wirelen, ts, lt)
-            for t in np.unique(if_lt[: min(int(pstate[1]), MAX_IFACES)]):
-                if t >= 0:
-                    state.linktypes.add(int(t))
+            off, caplen, wirelen, ts, lt = _alloc(len(buf) // min_record + 1)
+            k, used, err = index(buf, off, caplen, wirelen, ts, lt)
             if k:
                 yield Records(buf, off[:k], caplen[:k], wirelen[:k], ts[:k], lt[:k])
             if err:
@@ -488,10 +471,10 @@ def _iter_pcapng(src: _Source, head: bytes, state: ReadState, chunk: int):
             win.consume(used)
             if eof:
                 if win.leftover() and win.stream_error:
-                    state.warnings[-1] += f"; the block it cut ({win.leftover()} bytes) was dropped"
+                    state.warnings[-1] += f"; the {unit} it cut ({win.leftover()} bytes) was dropped"
                 elif win.leftover():
-                    state.warnings.append(f"file ends inside a block ({win.leftover()} bytes left over); "
-                                          "the last block was dropped")
+                    state.warnings.append(f"file ends inside a {unit} ({win.leftover()} bytes left over); "
+                                          f"the last {unit} was dropped")
                     state.partial = True
                 return
     finally:

@@ -324,6 +324,7 @@ class _AppProtocols:
         self.streams: dict[int, FlowStreams] = {}
         self.rows: list[tuple[int, str, bool, bool]] = []
         self._ips: dict[tuple[int, int], str] = {}
+        self._late: list[FlowStreams] = []     # turned by their payload: sunk once the SYN has had its say
 
     def add(self, harvested: list[tuple[int, FlowStreams]], table: ft.FlowTable) -> None:
         for f, fs in harvested:
@@ -347,7 +348,6 @@ class _AppProtocols:
         if self.sink is not None and not swap:
             self.sink(fs)
         elif self.sink is not None:
-            self._late = getattr(self, "_late", [])
             self._late.append(fs)
 
     def apply(self, flows: pd.DataFrame) -> pd.DataFrame:
@@ -365,7 +365,7 @@ class _AppProtocols:
         turn = np.zeros(len(flows), bool)
         turn[idx] = swap
         guessed = ~flows["initiator"].isin(["syn", "synack"]).to_numpy()
-        for fs in getattr(self, "_late", []):     # streams already turned; the row follows below
+        for fs in self._late:                       # streams already turned; the row follows below
             if self.sink is not None:
                 self.sink(fs if guessed[fs.flow_id - self.base] else fs.turned())
         undo = turn & ~guessed                      # a SYN says otherwise: keep the SYN's direction
