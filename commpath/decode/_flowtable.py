@@ -282,30 +282,23 @@ def _update(status, ipver, src_hi, src_lo, dst_hi, dst_lo, proto, sport, dport, 
                 fi[f, c] = 0
             fi[f, SLOT0] = -1
             fi[f, SLOT1] = -1
-            if rev:
-                fa[f, SRC_HI] = dh
-                fa[f, SRC_LO] = dl
-                fa[f, DST_HI] = sh
-                fa[f, DST_LO] = sl
-                fi[f, SPORT] = dp
-                fi[f, DPORT] = sp
+            a_hi, a_lo, b_hi, b_lo, a_port, b_port = sh, sl, dh, dl, sp, dp
+            ta_hi, ta_lo, tb_hi, tb_lo = tsh[i], tsl[i], tdh[i], tdl[i]
+            d = 0
+            if rev:       # the packet travels responder -> initiator
+                a_hi, a_lo, b_hi, b_lo, a_port, b_port = dh, dl, sh, sl, dp, sp
+                ta_hi, ta_lo, tb_hi, tb_lo = tdh[i], tdl[i], tsh[i], tsl[i]
                 d = 1
-                fa[f, TSRC_HI] = tdh[i]
-                fa[f, TSRC_LO] = tdl[i]
-                fa[f, TDST_HI] = tsh[i]
-                fa[f, TDST_LO] = tsl[i]
-            else:
-                fa[f, SRC_HI] = sh
-                fa[f, SRC_LO] = sl
-                fa[f, DST_HI] = dh
-                fa[f, DST_LO] = dl
-                fi[f, SPORT] = sp
-                fi[f, DPORT] = dp
-                d = 0
-                fa[f, TSRC_HI] = tsh[i]
-                fa[f, TSRC_LO] = tsl[i]
-                fa[f, TDST_HI] = tdh[i]
-                fa[f, TDST_LO] = tdl[i]
+            fa[f, SRC_HI] = a_hi
+            fa[f, SRC_LO] = a_lo
+            fa[f, DST_HI] = b_hi
+            fa[f, DST_LO] = b_lo
+            fi[f, SPORT] = a_port
+            fi[f, DPORT] = b_port
+            fa[f, TSRC_HI] = ta_hi
+            fa[f, TSRC_LO] = ta_lo
+            fa[f, TDST_HI] = tb_hi
+            fa[f, TDST_LO] = tb_lo
             fi[f, PROTO] = pr
             fi[f, IPVER] = ipver[i]
             fi[f, FIRST_FRAME] = frame0 + i
