@@ -106,6 +106,18 @@ def _ethertype_skip(b, p, end, vlan_out, i):
     return et, p
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _enter_tunnel(i, kind, vni, sh, sl, dh, dl, h_tunnel, h_vni, h_tsh, h_tsl, h_tdh, h_tdl):
+    """Remember the outermost overlay: its kind, VNI and underlay endpoints."""
+    if h_tunnel[i] == 0:
+        h_tunnel[i] = kind
+        h_vni[i] = vni
+        h_tsh[i] = sh
+        h_tsl[i] = sl
+        h_tdh[i] = dh
+        h_tdl[i] = dl
+
+
 @numba.njit(cache=True, nogil=True)
 def parse_headers(buf, off, caplen, linktype, h_status, h_ipver, h_src_hi, h_src_lo, h_dst_hi, h_dst_lo,
                   h_proto, h_sport, h_dport, h_flags, h_seq, h_pl_off, h_pl_cap, h_pl_wire, h_frag,
@@ -283,12 +295,8 @@ def parse_headers(buf, off, caplen, linktype, h_status, h_ipver, h_src_hi, h_src
                 h_pl_wire[i] = wire_end - l4 if wire_end > l4 else 0
                 break
             if proto == 4 or proto == 41:  # IP in IP
-                if h_tunnel[i] == 0:
-                    h_tunnel[i] = 3 if (ver == 4 and proto == 4) else (4 if ver == 4 else (5 if proto == 4 else 6))
-                    h_tsh[i] = sh
-                    h_tsl[i] = sl
-                    h_tdh[i] = dh
-                    h_tdl[i] = dl
+                kind = 3 if (ver == 4 and proto == 4) else (4 if ver == 4 else (5 if proto == 4 else 6))
+                _enter_tunnel(i, kind, -1, sh, sl, dh, dl, h_tunnel, h_vni, h_tsh, h_tsl, h_tdh, h_tdl)
                 et = 0x0800 if proto == 4 else 0x86DD
                 p = l4
                 continue
@@ -345,13 +353,7 @@ def parse_headers(buf, off, caplen, linktype, h_status, h_ipver, h_src_hi, h_src
                     o_wire = h_pl_wire[i]
                     o_vlan = h_vlan[i]
                 if (dp == 4789 or dp == 8472 or sp == 4789 or sp == 8472) and po + 8 + 14 <= end and (buf[po] & 0x08) != 0:
-                    if h_tunnel[i] == 0:
-                        h_tunnel[i] = 1
-                        h_vni[i] = _be32(buf, po + 4) >> 8
-                        h_tsh[i] = sh
-                        h_tsl[i] = sl
-                        h_tdh[i] = dh
-                        h_tdl[i] = dl
+                    _enter_tunnel(i, 1, _be32(buf, po + 4) >> 8, sh, sl, dh, dl, h_tunnel, h_vni, h_tsh, h_tsl, h_tdh, h_tdl)
                     et, p = _ethertype_skip(buf, po + 8 + 12, end, h_vlan, i)
                     continue
                 if (dp == 6081 or sp == 6081) and po + 8 <= end and (buf[po] >> 6) == 0:
@@ -359,13 +361,8 @@ def parse_headers(buf, off, caplen, linktype, h_status, h_ipver, h_src_hi, h_src
                     ptype = _be16(buf, po + 2)
                     inner = po + 8 + optlen
                     if inner <= end and (ptype == 0x6558 or ptype == 0x0800 or ptype == 0x86DD):
-                        if h_tunnel[i] == 0:
-                            h_tunnel[i] = 2
-                            h_vni[i] = _be32(buf, po + 4) >> 8
-                            h_tsh[i] = sh
-                            h_tsl[i] = sl
-                            h_tdh[i] = dh
-                            h_tdl[i] = dl
+                        _enter_tunnel(i, 2, _be32(buf, po + 4) >> 8, sh, sl, dh, dl,
+                                      h_tunnel, h_vni, h_tsh, h_tsl, h_tdh, h_tdl)
                         if ptype == 0x6558:
                             if inner + 14 > end:
                                 h_status[i] = 3
