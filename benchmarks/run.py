@@ -70,7 +70,7 @@ def measure(cmd: list[str], timeout: float) -> dict:
     proc.returncode = os.waitstatus_to_exitcode(status)
     for r in readers:
         r.join(5)
-    return {"wall_s": wall, "peak_mb": peak / 1e6, "maxrss_mb": usage.ru_maxrss * 1024 / 1e6,
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_mb": peak / 1e6, "maxrss_mb": usage.ru_maxrss * 1024 / 1e6,
             "exit": proc.returncode, "stdout": "".join(out_chunks), "stderr": "".join(err_chunks)[-2000:]}
 
 
@@ -169,21 +169,21 @@ def main(argv=None) -> int:
         if "error" in best:
             print(f"{tool:9s} failed: {best['error']}", flush=True)
         else:
-            print(f"{tool:9s} {best['wall_s']:8.2f} s  {best['pps']:12,.0f} pkt/s  peak {best['peak_mb']:8.1f} MB"
+            print(f"{tool:9s} {best['wall_s']:8.2f} s (cpu {best['cpu_s']:.2f} s) {best['pps']:12,.0f} pkt/s  peak {best['peak_mb']:8.1f} MB"
                   f"  (ru_maxrss {best['maxrss_mb']:.1f} MB; load before {best['load_before']:.2f})", flush=True)
 
     base = results.get("commpath", {})
     print()
-    print("| tool | wall s | packets/s | peak MB | commpath speed-up | memory vs commpath |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| tool | wall s | CPU s | packets/s | peak MB | commpath speed-up | memory vs commpath |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for tool, r in results.items():
         if "error" in r:
-            print(f"| {tool} | – | – | – | not run: {r['error']} | |")
+            print(f"| {tool} | – | – | – | – | not run: {r['error']} | |")
             continue
         speed = f"{base['pps'] / r['pps']:.1f}×" if "pps" in base else "–"
         mem = f"{r['peak_mb'] / base['peak_mb']:.2f}×" if "peak_mb" in base else "–"
         note = f" (first {r['packets']:,} packets, extrapolated)" if tool == "scapy" and r["packets"] < total else ""
-        print(f"| {tool}{note} | {r['wall_s']:.2f} | {r['pps']:,.0f} | {r['peak_mb']:.0f} | {speed} | {mem} |")
+        print(f"| {tool}{note} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | {r['pps']:,.0f} | {r['peak_mb']:.0f} | {speed} | {mem} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"capture": str(path), "packets": total, "size_mb": size_mb,
                                                "results": results}, indent=2, default=str) + "\n")
