@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from operator import attrgetter, itemgetter
 
 import pandas as pd
 
@@ -83,17 +84,17 @@ class HandshakeAnalyzer:
         elif proto == "unknown":
             inner = find_starttls(fs)
             if inner is not None:
-                row = _tls_row(parse_tls(inner, max_appdata), ts, dst_ip, cas, keys, certs, tunneled=False)
-                row["starttls"] = True
-                self.tls_rows.append(row)
+                self.tls_rows.append(_tls_row(parse_tls(inner, max_appdata), ts, dst_ip, cas, keys, certs,
+                                              tunneled=False, starttls=True))
         elif proto == "ssh":
-            self.ssh_rows.append(vars(parse_ssh(fs)))
+            self.ssh_rows.append(_SSH_ROW(parse_ssh(fs)))
         elif proto in ("http", "http2"):
             res = parse_http(fs, h2=(proto == "http2"))
+            rows = self.http_rows
             for row in res.rows:
                 row.setdefault("partial", res.partial)
                 row.setdefault("parse_error", res.parse_error)
-            self.http_rows.extend(res.rows)
+                rows.append(tuple(map(row.get, _HTTP_NAMES)))
             if res.tunnel is not None and looks_like_tls(res.tunnel.fwd.data):
                 self.tls_rows.append(_tls_row(parse_tls(res.tunnel, max_appdata), ts,
                                               _connect_host(res.rows) or dst_ip, cas, keys, certs, tunneled=True))
@@ -101,18 +102,20 @@ class HandshakeAnalyzer:
                 inner = parse_http(res.tunnel)            # plain HTTP through the tunnel
                 for row in inner.rows:
                     row.update(tunneled=True, partial=inner.partial, parse_error=inner.parse_error)
-                self.http_rows.extend(inner.rows)
+                    rows.append(tuple(map(row.get, _HTTP_NAMES)))
 
     def result(self) -> Handshakes:
         warnings: list[str] = []
         if self.keys is not None:
-            n_dec = sum(1 for r in self.tls_rows if r.get("certs_visibility") == "decrypted")
-            n13 = sum(1 for r in self.tls_rows if r.get("tls_version") == "TLS 1.3")
+            vis, ver = _TLS_NAMES.index("certs_visibility"), _TLS_NAMES.index("tls_version")
+            n_dec = sum(1 for r in self.tls_rows if r[vis] == "decrypted")
+            n13 = sum(1 for r in self.tls_rows if r[ver] == "TLS 1.3")
             if n13 and not n_dec:
                 warnings.append(f"key log: none of the {n13} TLS 1.3 connections matched a logged client random")
-        tls = _frame(sorted(self.tls_rows, key=lambda r: r["flow_id"]), {**TLS_COLUMNS, **TLS_EXTRA})
-        ssh = _frame(sorted(self.ssh_rows, key=lambda r: r["flow_id"]), SSH_COLUMNS)
-        http = _frame(sorted(self.http_rows, key=lambda r: r["flow_id"]), HTTP_COLUMNS)   # stable: parse order kept
+        by_flow = itemgetter(0)                       # flow_id is the first column of each table
+        tls = _frame(sorted(self.tls_rows, key=by_flow), _TLS_ALL)
+        ssh = _frame(sorted(self.ssh_rows, key=by_flow), SSH_COLUMNS)
+        http = _frame(sorted(self.http_rows, key=by_flow), HTTP_COLUMNS)   # stable: parse order kept
         return Handshakes(tls=tls, certs=self.certs.frame(), ssh=ssh, http=http, warnings=warnings)
 
 
@@ -138,15 +141,13 @@ def analyze_handshakes(capture, ca=None, keylog=None) -> Handshakes:
     return analyzer.result()
 
 
-def _frame(rows: list[dict], columns: dict[str, str]) -> pd.DataFrame:
+def _frame(rows: list[tuple], columns: dict[str, str]) -> pd.DataFrame:
+    """A DataFrame from rows given as tuples in the order of ``columns``."""
     if not rows:
         return empty_frame(columns)
     data = {}
-    for name, dtype in columns.items():
-        values = [r.get(name) for r in rows]
-        if dtype == "bool":
-            values = [bool(v) for v in values]
-        data[name] = values
+    for (name, dtype), values in zip(columns.items(), zip(*rows)):
+        data[name] = list(map(bool, values)) if dtype == "bool" else list(values)
     return conform(pd.DataFrame(data), columns)
 
 
@@ -160,35 +161,43 @@ def _connect_host(rows: list[dict]) -> str | None:
 
 # --------------------------------------------------------------------------- TLS rows
 
-def _tls_row(hs: TlsHandshake, ts, dst_ip, cas, keys, certs: "_CertBook", tunneled: bool) -> dict:
+_TLS_ALL = {**TLS_COLUMNS, **TLS_EXTRA}
+_TLS_NAMES = list(_TLS_ALL)
+#: TLS columns read straight off the handshake record, then the ones _tls_row computes.
+_HS_ATTRS = [k for k in _TLS_NAMES if k in TlsHandshake.__slots__ and k not in TLS_EXTRA]
+_ROW_EXTRA = ["server_cert_fingerprints", "client_cert_fingerprints", "server_cert_verified",
+              "client_cert_verified", "verify_error", "client_cert_inference", "tunneled", "starttls"]
+_HS_GET = attrgetter(*_HS_ATTRS)
+_TLS_ORDER = itemgetter(*[(_HS_ATTRS + _ROW_EXTRA).index(k) for k in _TLS_NAMES])
+assert sorted(_HS_ATTRS + _ROW_EXTRA) == sorted(_TLS_NAMES), "every TLS column has a source"
+_HTTP_NAMES = list(HTTP_COLUMNS)
+_SSH_ROW = attrgetter(*SSH_COLUMNS)
+
+
+def _tls_row(hs: TlsHandshake, ts, dst_ip, cas, keys, certs: "_CertBook", tunneled: bool,
+             starttls: bool = False) -> tuple:
+    """One row of the ``tls`` table, as a tuple in column order."""
     if keys is not None and hs.tls_version == "TLS 1.3" and hs.client_random in keys:
         _decrypt(hs, keys[hs.client_random])
     server = [certs.add(der, hs.flow_id, "server" if i == 0 else "intermediate")
               for i, der in enumerate(hs.server_chain)]
     client = [certs.add(der, hs.flow_id, "client" if i == 0 else "intermediate")
               for i, der in enumerate(hs.client_chain)]
-    row = {k: getattr(hs, k) for k in TLS_COLUMNS if hasattr(hs, k)}
-    row["server_cert_fingerprints"] = [c.fingerprint for c in server]
-    row["client_cert_fingerprints"] = [c.fingerprint for c in client]
-    row["client_cert_inference"] = hs.inference
-    row["tunneled"] = tunneled
-    row["server_cert_verified"] = None
-    row["client_cert_verified"] = None
+    s_ok = c_ok = verify_error = None
     if cas is not None:
         at = dt.datetime.fromtimestamp(float(ts), dt.timezone.utc)
         errors = []
         ip = None if tunneled and not _is_ip(dst_ip) else dst_ip
         name = hs.sni or (dst_ip if tunneled and not _is_ip(dst_ip) else None)
-        ok, err = verify_chain(server, cas, at, server_name=name, server_ip=ip)
-        row["server_cert_verified"] = ok
+        s_ok, err = verify_chain(server, cas, at, server_name=name, server_ip=ip)
         if err:
             errors.append(f"server: {err}")
-        ok, err = verify_chain(client, cas, at, client=True)
-        row["client_cert_verified"] = ok
+        c_ok, err = verify_chain(client, cas, at, client=True)
         if err:
             errors.append(f"client: {err}")
-        row["verify_error"] = "; ".join(errors) or None
-    return row
+        verify_error = "; ".join(errors) or None
+    return _TLS_ORDER(_HS_GET(hs) + ([c.fingerprint for c in server], [c.fingerprint for c in client], s_ok, c_ok,
+                                     verify_error, hs.inference, tunneled, starttls))
 
 
 def _is_ip(text) -> bool:
