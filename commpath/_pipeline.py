@@ -27,6 +27,8 @@ SSH_COLUMNS = ["flow_id", "client_banner", "server_banner", "hassh", "hassh_serv
 HTTP_COLUMNS = ["flow_id", "frame", "direction", "method", "path", "host", "status", "connect_target",
                 "version", "h2c"]
 OUTPUT_FILES = ("flows.parquet", "tls.parquet", "certs.parquet", "findings.parquet", "report.json")
+#: Columns a multi-host merge adds after FLOW_COLUMNS (commpath.capture.merge).
+MERGE_COLUMNS = ["vantage_points", "hosts", "ts_start_aligned", "dst_before_nat"]
 
 
 def _handshakes_module():
@@ -56,6 +58,13 @@ class Analysis(NotebookMixin):  # plots, check_matrix(), report(), _repr_html_ (
     tls_analyzed: bool = True
     warnings: list[str] = field(default_factory=list)
     cluster_view: object = None
+    #: host -> clock offset (seconds to subtract from its timestamps) when several hosts were merged
+    clock_offsets: pd.DataFrame | None = None
+
+    @property
+    def merged(self) -> bool:
+        """True when the flows of several vantage points were merged into one row per connection."""
+        return "vantage_points" in self.flows
 
     @property
     def partial(self) -> bool:
@@ -72,7 +81,20 @@ class Analysis(NotebookMixin):  # plots, check_matrix(), report(), _repr_html_ (
             "verdicts": dict(zip(self.paths["id"].astype(str), self.paths["verdict"].astype(str))),
             "findings": {s: int(sev.get(s, 0)) for s in SEVERITY_RANK if sev.get(s, 0)},
             "tls_analyzed": self.tls_analyzed,
+            **self._merge_summary(),
         }
+
+    def _merge_summary(self) -> dict:
+        if not self.merged:
+            return {}
+        seen = self.flows["vantage_points"].map(lambda v: len({p["host"] for p in v}) if isinstance(v, list) else 0)
+        out = {"flows_seen_on_several_hosts": int((seen > 1).sum())}
+        if self.clock_offsets is not None and len(self.clock_offsets):
+            out["clock_offsets"] = {
+                str(r.host): {"offset_s": None if pd.isna(r.offset_s) else float(r.offset_s),
+                              "reference": str(r.reference), "connections": int(r.connections), "method": str(r.method)}
+                for r in self.clock_offsets.itertuples()}
+        return out
 
     def exit_code(self, fail_on: str = "high") -> int:
         """1 if a finding is at or above ``fail_on``, else 0 (the CLI's exit codes)."""
@@ -110,6 +132,9 @@ def _load_analysis_dir(folder: Path):
     flows = _read_parquet(folder / "flows.parquet", None)
     flows = flows.drop(columns=[c for c in CLASSIFY_COLUMNS + FLOW_TLS_COLUMNS if c in flows])
     flows = conform(flows, FLOW_COLUMNS)
+    for col in ("vantage_points", "hosts"):
+        if col in flows:
+            flows[col] = flows[col].map(_plain_list)
     tls = _read_parquet(folder / "tls.parquet", TLS_COLUMNS)
     certs = _read_parquet(folder / "certs.parquet", CERT_COLUMNS)
     try:
@@ -119,7 +144,18 @@ def _load_analysis_dir(folder: Path):
     caps = pd.DataFrame([{**c, "partial": False} for c in report.get("captures", [])])
     captures = conform(caps if len(caps) else empty_frame(CAPTURE_COLUMNS), CAPTURE_COLUMNS)
     tls_analyzed = len(tls) > 0 or not (flows["app_protocol"].astype("string") == "tls").any()
-    return flows, tls, certs, captures, tls_analyzed
+    offsets = None
+    if report.get("clock_offsets"):
+        from .capture.merge import OFFSET_COLUMNS
+        offsets = conform(pd.DataFrame(report["clock_offsets"]), OFFSET_COLUMNS)
+    return flows, tls, certs, captures, tls_analyzed, offsets
+
+
+def _plain_list(v):
+    """Parquet's arrays (of structs) back to lists (of dicts)."""
+    if v is None or isinstance(v, float):
+        return []
+    return [dict(x) if isinstance(x, dict) else (x.item() if hasattr(x, "item") else x) for x in v]
 
 
 def _join_tls(flows: pd.DataFrame, tls: pd.DataFrame) -> pd.DataFrame:
@@ -131,12 +167,15 @@ def _join_tls(flows: pd.DataFrame, tls: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progress=False) -> Analysis:  # noqa: A001
+def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progress=False,  # noqa: A001
+         merge: bool | None = None) -> Analysis:
     """Read captures (files, folders, or an ``analyze`` output folder), classify every flow into its
     documented path, and judge the paths against ``policy``.
 
     ``inventory`` is a file or an :class:`Inventory`; ``ca`` a PEM bundle (defaults to the
     inventory's ``ca_bundle``); ``keylog`` an NSS key log for TLS 1.3 certificates.
+    ``merge``: one flow per connection seen from several vantage points, with the hosts' clock
+    offsets (``None``, the default: when the captures' manifests name more than one host).
     """
     if not inputs:
         raise InputError("(no input)", "give at least one capture file or folder")
@@ -152,10 +191,13 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
     warnings: list[str] = []
     ssh = pd.DataFrame(columns=SSH_COLUMNS)
     http = pd.DataFrame(columns=HTTP_COLUMNS)
-    if any(_is_analysis_dir(p) for p in paths):
+    offsets = None
+    reloaded = any(_is_analysis_dir(p) for p in paths)
+    if reloaded:
         if len(paths) != 1:
             raise InputError(paths[0], "an analyze output folder must be the only input")
-        flows, tls, certs, captures, tls_analyzed = _load_analysis_dir(paths[0])
+        # merged (or not) when it was analysed: the vantage points are read back as they were written
+        flows, tls, certs, captures, tls_analyzed, offsets = _load_analysis_dir(paths[0])
     else:
         from .decode.engine import read
         hs_mod = _handshakes_module()
@@ -177,12 +219,69 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
             http = getattr(hs, "http", http)
             tls_analyzed = True
 
-    classified, view = classify_with_view(flows, tls, inv, certs, captures)
+    # every vantage point is classified with a cluster view built from all of them (the pod that
+    # dialled the VIP is seen before DNAT only on its node); then one flow per connection
+    if "dst_before_nat" in flows:   # reloaded merged flows: the dialled (pre-DNAT) ends inform the view too
+        classified, view = _classify_merged(flows, tls, inv, certs, captures)
+    else:
+        classified, view = classify_with_view(flows, tls, inv, certs, captures)
+    if merge is not False and not classified.empty and "vantage_points" not in classified:
+        from .capture.merge import capture_hosts
+        if merge or (not reloaded and len(capture_hosts(captures)) > 1):
+            classified, tls, certs, ssh, http, offsets = _merge_vantage_points(classified, captures, tls, certs, ssh,
+                                                                               http, warnings)
     findings, path_table = evaluate(classified, tls, certs, pol, inv, tls_known=tls_analyzed,
                                     keylog_given=keylog is not None)
     return Analysis(flows=_join_tls(classified, tls), tls=tls, certs=certs, ssh=ssh, http=http,
                     findings=findings, paths=path_table, captures=captures, inventory=inv, policy=pol,
-                    tls_analyzed=tls_analyzed, warnings=warnings, cluster_view=view)
+                    tls_analyzed=tls_analyzed, warnings=warnings, cluster_view=view, clock_offsets=offsets)
+
+
+def _classify_merged(flows, tls, inv, certs, captures):
+    """Classify already merged flows with a cluster view that also sees each connection's pre-DNAT
+    destination (e.g. pods dialling the ``kubernetes`` service VIP), as the unmerged flows showed it."""
+    pre = flows[flows["dst_before_nat"].map(lambda v: isinstance(v, str) and ":" in v)].copy()
+    if pre.empty:
+        return classify_with_view(flows, tls, inv, certs, captures)
+    ends = pre["dst_before_nat"].str.rsplit(":", n=1)
+    pre["dst_ip"] = ends.str[0].str.strip("[]").astype("string")
+    pre["dst_port"] = ends.str[1].astype("int32")
+    both = pd.concat([flows, pre], ignore_index=True)
+    classified, view = classify_with_view(both, tls, inv, certs, captures)
+    return classified.iloc[:len(flows)].reset_index(drop=True), view
+
+
+def _merge_vantage_points(classified, captures, tls, certs, ssh, http, warnings):
+    """One flow per connection seen from several hosts, labelled as its representative vantage point
+    (or, when that one is unclassified, as the first classified one); the handshake tables keep the
+    rows of the representative flows, certificates name the representatives' flow ids."""
+    from .capture.merge import merge_run
+    merged, offsets, representative = merge_run(classified, captures, tls)
+    keep = set(merged["flow_id"].astype(int))
+    labels = classified.set_index("flow_id")[CLASSIFY_COLUMNS]
+    unknown = (merged["path"].astype("string") == "unclassified").to_numpy(bool)
+    for i in unknown.nonzero()[0]:
+        for vp in merged.at[i, "vantage_points"][1:]:
+            other = labels.loc[vp["flow_id"]]
+            if str(other["path"]) != "unclassified":
+                for col in CLASSIFY_COLUMNS:
+                    merged.at[i, col] = other[col]
+                break
+
+    def kept(df: pd.DataFrame) -> pd.DataFrame:
+        if df is None or "flow_id" not in df or df.empty:
+            return df
+        return df[df["flow_id"].astype("int64").isin(keep)].reset_index(drop=True)
+
+    certs = certs.copy()
+    if len(certs):
+        certs["flow_ids"] = certs["flow_ids"].map(
+            lambda ids: sorted({representative.get(int(i), int(i)) for i in ids}) if isinstance(ids, (list, tuple)) else ids)
+    for r in offsets.itertuples():
+        if pd.isna(r.offset_s):
+            warnings.append(f"clock offset of host {r.host} unknown: no connection was seen both there and on "
+                            f"{r.reference}; its times are not aligned")
+    return merged, kept(tls), certs, kept(ssh), kept(http), offsets
 
 
 def _progress(enabled: bool):
@@ -235,7 +334,7 @@ def analyze_main(args) -> int:
     """`commpath analyze INPUT... --out DIR`: exit 0, or 1 with findings at or above --fail-on."""
     quiet = getattr(args, "quiet", False)
     analysis = open(*args.inputs, inventory=args.inventory, policy=args.policy, ca=args.ca,
-                    keylog=args.keylog, progress=not quiet)
+                    keylog=args.keylog, progress=not quiet, merge=getattr(args, "merge", None))
     write_outputs(analysis, args.out)
     fail_on = getattr(args, "fail_on", "high") or "high"
     if not quiet:
@@ -245,6 +344,12 @@ def analyze_main(args) -> int:
             print(f"commpath: warning: {w}", file=sys.stderr)
         s = analysis.summary()
         print(f"{s['flows']} flows in {s['captures']} capture(s); policy {s['policy']}", file=sys.stderr)
+        if s.get("clock_offsets"):
+            print(f"  merged: {s['flows_seen_on_several_hosts']} connections seen on several hosts; clock offsets "
+                  + ", ".join(f"{h} {o['offset_s'] * 1e3:+.3f} ms ({o['connections']} handshakes)"
+                              if o["offset_s"] is not None else f"{h} unknown"
+                              for h, o in s["clock_offsets"].items() if o["method"] != "reference")
+                  + f" against {next(iter(s['clock_offsets'].values()))['reference']}", file=sys.stderr)
         for pid, verdict in s["verdicts"].items():
             print(f"  {pid:28s} {verdict}", file=sys.stderr)
         counts = ", ".join(f"{n} {sev}" for sev, n in s["findings"].items()) or "none"

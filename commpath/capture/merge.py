@@ -14,7 +14,11 @@ MATCH_TOLERANCE_S = 2.0
 OFFSET_COLUMNS = {"host": "string", "offset_s": "float64", "reference": "string", "connections": "int64",
                   "method": "string", "spread_s": "float64"}
 
-_KEY = ["src_ip", "src_port", "dst_ip", "dst_port", "transport"]
+#: A connection's identity across hosts; ``scope`` keeps host-local connections (loopback) apart.
+_KEY = ["src_ip", "src_port", "dst_ip", "dst_port", "transport", "scope"]
+
+#: What each vantage point records in the merged ``vantage_points`` lists.
+VANTAGE_KEYS = ("host", "capture", "flow_id", "first_frame", "ts_start")
 
 
 def host_addresses(captures: pd.DataFrame) -> dict[str, str]:
@@ -36,10 +40,25 @@ def host_addresses(captures: pd.DataFrame) -> dict[str, str]:
     return owner
 
 
+def capture_hosts(captures: pd.DataFrame) -> list[str]:
+    """The distinct hosts (from the manifests) the captures were recorded on."""
+    if captures is None or captures.empty or "host" not in captures:
+        return []
+    return sorted(set(captures["host"].dropna().astype(str)) - {""})
+
+
+def _host_local(ips: pd.Series) -> np.ndarray:
+    text = ips.astype("string").fillna("")
+    return (text.str.startswith("127.") | (text == "::1") | text.str.startswith("::ffff:127.")).to_numpy(bool)
+
+
 def _with_hosts(flows: pd.DataFrame, captures: pd.DataFrame) -> pd.DataFrame:
-    hosts = captures[["file", "host"]].astype({"file": "string", "host": "string"})
+    hosts = captures[["file", "host"]].drop_duplicates("file").astype({"file": "string", "host": "string"})
     f = flows.merge(hosts, how="left", left_on="capture", right_on="file").drop(columns=["file"])
     f["host"] = f["host"].fillna(f["capture"].map(lambda p: Path(str(p)).parent.name)).astype("string")
+    # loopback (and same-address) connections are local to their host: never the same as another host's
+    local = _host_local(f["src_ip"]) | _host_local(f["dst_ip"]) | (f["src_ip"] == f["dst_ip"]).fillna(False).to_numpy(bool)
+    f["scope"] = f["host"].where(local, "").astype(str)
     return f
 
 
@@ -93,14 +112,16 @@ def estimate_clock_offsets(flows: pd.DataFrame, captures: pd.DataFrame, referenc
     return pd.DataFrame(rows, columns=list(OFFSET_COLUMNS)).astype(OFFSET_COLUMNS)
 
 
-def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance: float = MATCH_TOLERANCE_S) -> pd.DataFrame:
+def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance: float = MATCH_TOLERANCE_S,
+                         preference: pd.Series | None = None) -> pd.DataFrame:
     """One row per connection; the same connection seen by several hosts (or interfaces) is merged.
 
     Adds ``vantage_points`` (list of dicts: host, capture, flow_id, first_frame, ts_start),
     ``hosts`` (list of host names), ``ts_start_aligned`` (start on the reference host's clock) and
     ``dst_before_nat`` (the dialled destination when one vantage point saw it before DNAT, e.g. the
-    ``kubernetes`` service VIP). The kept row is the initiator host's view after NAT. The clock
-    offset table is in ``result.attrs["clock_offsets"]``.
+    ``kubernetes`` service VIP). The kept row is the best view: highest ``preference`` (flow_id ->
+    score, e.g. how completely its handshake was captured), then after NAT, on the initiator's host,
+    earliest. The clock offset table is in ``result.attrs["clock_offsets"]``.
     """
     offsets = estimate_clock_offsets(flows, captures)
     if flows.empty:
@@ -124,7 +145,7 @@ def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance:
 
     # 2. the same initiator socket seen before and after DNAT (dst differs) -> one connection
     f["nat_side"] = ~f["dst_ip"].astype(str).isin(known).to_numpy() if known else False
-    sock = ["src_ip", "src_port", "transport"]
+    sock = ["src_ip", "src_port", "transport", "scope"]
     g = f.sort_values(sock + ["ts_start_aligned"], kind="stable")
     same_sock = (g[sock].shift() == g[sock]).all(axis=1).to_numpy()
     near = (g["ts_start_aligned"].diff().abs() <= tolerance).to_numpy()
@@ -139,8 +160,10 @@ def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance:
 
     # pick the representative row: after NAT, on the initiator's host, earliest
     f["is_initiator_host"] = f["src_ip"].astype(str).map(owner).fillna("").to_numpy() == f["host"].astype(str).to_numpy()
-    f = f.sort_values(["conn", "nat_side", "is_initiator_host", "ts_start_aligned"],
-                      ascending=[True, True, False, True], kind="stable")
+    f["preference"] = (f["flow_id"].map(preference).fillna(0).astype(float).to_numpy()
+                       if preference is not None else 0.0)
+    f = f.sort_values(["conn", "preference", "nat_side", "is_initiator_host", "ts_start_aligned"],
+                      ascending=[True, False, True, False, True], kind="stable")
     vp = f.assign(vp=[{"host": h, "capture": c, "flow_id": int(i), "first_frame": int(fr), "ts_start": float(t)}
                       for h, c, i, fr, t in zip(f["host"].astype(str), f["capture"].astype(str), f["flow_id"],
                                                 f["first_frame"], f["ts_start"])])
@@ -156,7 +179,7 @@ def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance:
         {c: f"{ip}:{port}" for c, ip, port in zip(pre_nat.index, pre_nat["dst_ip"], pre_nat["dst_port"])},
         dtype=object).reindex(rep.index)
     rep.loc[rep["nat_side"], "dst_before_nat"] = None  # no post-NAT view: the row itself is pre-NAT
-    rep = rep.drop(columns=["nat_side", "is_initiator_host"]).reset_index(drop=True)
+    rep = rep.drop(columns=["nat_side", "is_initiator_host", "preference", "scope"]).reset_index(drop=True)
     rep = rep.sort_values("ts_start_aligned", kind="stable").reset_index(drop=True)
     rep.attrs["clock_offsets"] = offsets
     return rep
@@ -165,3 +188,40 @@ def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance:
 def merge_capture(capture) -> pd.DataFrame:
     """``merge_vantage_points`` for a ``commpath.read`` result (``.flows`` and ``.captures``)."""
     return merge_vantage_points(capture.flows, capture.captures)
+
+
+def handshake_preference(flows: pd.DataFrame, tls: pd.DataFrame | None = None) -> pd.Series:
+    """flow_id -> how completely a vantage point saw the connection's start (higher is better):
+    a complete TLS handshake, any TLS handshake, the TCP handshake."""
+    score = pd.Series(flows["handshake_seen"].astype(bool).astype(float).to_numpy(), index=flows["flow_id"].to_numpy())
+    if tls is not None and len(tls):
+        t = tls.drop_duplicates("flow_id").set_index("flow_id")
+        complete = t["established"].fillna(False).astype(bool) & ~t["partial"].fillna(False).astype(bool)
+        score = score.add(2.0 + 4.0 * complete.astype(float), fill_value=0.0)
+    return score
+
+
+def merge_run(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame | None = None
+              ) -> tuple[pd.DataFrame, pd.DataFrame, dict[int, int]]:
+    """A run of several hosts' captures as one: ``(merged, clock_offsets, representative)``.
+
+    ``merged`` has one row per connection with the columns and dtypes of FLOW_COLUMNS (the row of
+    the best vantage point, so its ``flow_id``, ``capture`` and frames point into a real capture),
+    then ``vantage_points`` (host, capture, flow_id, first_frame, ts_start of every view),
+    ``hosts``, ``ts_start_aligned`` and ``dst_before_nat``. ``representative`` maps every input
+    flow_id to the flow_id of the row that now stands for its connection.
+    """
+    from ..decode.schema import FLOW_COLUMNS, conform
+
+    merged = merge_vantage_points(flows, captures, preference=handshake_preference(flows, tls))
+    offsets = merged.attrs.pop("clock_offsets")
+    merged.attrs.clear()   # DataFrames in attrs break later concat/compare of the flow table
+    merged = merged.drop(columns=[c for c in ("conn", "host") if c in merged])
+    merged = conform(merged, FLOW_COLUMNS)
+    merged["dst_before_nat"] = merged["dst_before_nat"].map(lambda v: v if isinstance(v, str) else None).astype(object)
+    for col in ("vantage_points", "hosts"):   # plain Python lists (pandas may build an Arrow list column)
+        merged[col] = pd.Series([list(v) for v in merged[col]], index=merged.index, dtype=object)
+    merged = merged.sort_values(["ts_start_aligned", "flow_id"], kind="stable").reset_index(drop=True)
+    representative = {int(vp["flow_id"]): int(fid)
+                      for fid, vps in zip(merged["flow_id"], merged["vantage_points"]) for vp in vps}
+    return merged, offsets, representative

@@ -18,6 +18,8 @@ FLOW_KEYS = ["flow_id", "capture", "first_frame", "ts_start", "ts_end", "src_ip"
              "dst_port", "transport", "app_protocol", "path", "src_role", "dst_role", "packets", "bytes",
              "tls_version", "sni", "alpn", "cipher", "server_cert_fingerprints", "client_cert",
              "server_cert_verified"]
+VANTAGE_KEYS = ["host", "capture", "flow_id", "first_frame", "ts_start"]
+OFFSET_KEYS = ["host", "offset_s", "reference", "connections", "method", "spread_s"]
 LIST_KEYS = {"warnings", "server_cert_fingerprints", "flow_ids", "frames"}
 
 
@@ -61,13 +63,23 @@ def build_report(analysis) -> dict:
             "evidence": {"capture": f["capture"], "frames": f["frames"], "display_filter": f["display_filter"]},
             "reference": f["reference"],
         })
-    return {
+    flows = _records(analysis.flows, FLOW_KEYS)
+    report = {
         "schema": SCHEMA,
         "captures": _records(analysis.captures, CAPTURE_KEYS),
         "paths": paths,
-        "flows": _records(analysis.flows, FLOW_KEYS),
+        "flows": flows,
         "findings": findings,
     }
+    # extensions of a multi-host run (several vantage points merged into one flow per connection)
+    if "vantage_points" in analysis.flows:
+        for flow, vps in zip(flows, analysis.flows["vantage_points"]):
+            flow["vantage_points"] = [{k: _value(vp.get(k)) for k in VANTAGE_KEYS} for vp in vps] \
+                if isinstance(vps, (list, tuple)) else []
+    offsets = getattr(analysis, "clock_offsets", None)
+    if offsets is not None and len(offsets):
+        report["clock_offsets"] = _records(offsets, OFFSET_KEYS)
+    return report
 
 
 def write_report_json(analysis, path: str | Path) -> Path:
