@@ -64,6 +64,10 @@ def _compare_tcp(fl: pd.DataFrame, tc: pd.DataFrame, ts_tolerance: float) -> lis
             init = _endpoint_key(row.initiator_ip, row.initiator_port)
             if init != row.src_ep:
                 problems.append(f"{where}: initiator commpath {row.src_ep} ({row.initiator}), tshark (SYN) {init}")
+        if bool(row.handshake_seen) != bool(row.handshake_seen_t):
+            problems.append(f"{where}: handshake_seen commpath {row.handshake_seen}, tshark {row.handshake_seen_t}")
+        if str(row.end_state) != row.end_state_t:
+            problems.append(f"{where}: end_state commpath {row.end_state}, tshark flags say {row.end_state_t}")
         if row.syn_seen != row.syn_seen_t or row.synack_seen != row.synack_seen_t:
             problems.append(f"{where}: syn/synack seen commpath {row.syn_seen}/{row.synack_seen}, "
                             f"tshark {row.syn_seen_t}/{row.synack_seen_t}")

@@ -140,7 +140,9 @@ def connections(path: str | Path, decode_as=DEFAULT_DECODE_AS, defragment: bool 
     count them in the connection). Columns: transport, stream, first_frame, last_frame, ts_start,
     ts_end, packets, bytes, payload, a_ip, a_port, b_ip, b_port (a = sender of the first frame), tunnel,
     packets_a, bytes_a, payload_a, packets_b, bytes_b, payload_b, initiator_ip, initiator_port
-    (from the SYN, else the SYN-ACK's destination, else <NA>), syn_seen, synack_seen, key
+    (from the SYN, else the SYN-ACK's destination, else <NA>), syn_seen, synack_seen, handshake_seen (SYN, SYN-ACK and an ACK from
+    the initiator), end_state
+    (rst if any RST, else fin if any FIN, else open; udp: open), key
     (transport + sorted endpoints, to match connections regardless of direction).
     """
     f = frames(path, decode_as, defragment) if table is None else table
@@ -169,6 +171,8 @@ def connections(path: str | Path, decode_as=DEFAULT_DECODE_AS, defragment: bool 
         conv[f"payload_{side}"] = sub["payload"].sum().reindex(conv.index, fill_value=0)
     syn = f[f["syn"] & ~f["ack"]].groupby(["transport", "stream"]).first()
     synack = f[f["syn"] & f["ack"]].groupby(["transport", "stream"]).first()
+    flags = f.groupby(["transport", "stream"])[["rst", "fin"]].any().reindex(conv.index, fill_value=False)
+    conv["end_state"] = ["rst" if r else ("fin" if fi else "open") for r, fi in zip(flags["rst"], flags["fin"])]
     conv["syn_seen"] = conv.index.isin(syn.index)
     conv["synack_seen"] = conv.index.isin(synack.index)
     init_ip = syn["src"].reindex(conv.index)
@@ -177,6 +181,10 @@ def connections(path: str | Path, decode_as=DEFAULT_DECODE_AS, defragment: bool 
     init_port = init_port.fillna(synack["dport"].reindex(conv.index))
     conv["initiator_ip"] = init_ip
     conv["initiator_port"] = init_port.astype("Int64")
+    init_ep = (init_ip.astype(str) + "|" + init_port.astype("Int64").astype(str)).rename("init_ep")
+    f = f.join(init_ep, on=["transport", "stream"])
+    acks = f[f["ack"] & ~f["syn"] & (f["ep_src"] == f["init_ep"])].groupby(["transport", "stream"]).size()
+    conv["handshake_seen"] = conv["syn_seen"] & conv["synack_seen"] & conv.index.isin(acks.index)
     conv = conv.reset_index()
     conv["key"] = [connection_key(t, a, int(ap), b, int(bp)) for t, a, ap, b, bp in
                    zip(conv["transport"], conv["a_ip"], conv["a_port"], conv["b_ip"], conv["b_port"])]
