@@ -174,16 +174,17 @@ def main(argv=None) -> int:
 
     base = results.get("commpath", {})
     print()
-    print("| tool | wall s | CPU s | packets/s | peak MB | commpath speed-up | memory vs commpath |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| tool | wall s | CPU s | in-process s | packets/s | peak MB | commpath speed-up | memory vs commpath |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for tool, r in results.items():
         if "error" in r:
-            print(f"| {tool} | – | – | – | – | not run: {r['error']} | |")
+            print(f"| {tool} | – | – | – | – | – | not run: {r['error']} | |")
             continue
         speed = f"{base['pps'] / r['pps']:.1f}×" if "pps" in base else "–"
         mem = f"{r['peak_mb'] / base['peak_mb']:.2f}×" if "peak_mb" in base else "–"
         note = f" (first {r['packets']:,} packets, extrapolated)" if tool == "scapy" and r["packets"] < total else ""
-        print(f"| {tool}{note} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | {r['pps']:,.0f} | {r['peak_mb']:.0f} | {speed} | {mem} |")
+        inproc = f"{r['info']['seconds']:.2f}" if "seconds" in r.get("info", {}) else "–"
+        print(f"| {tool}{note} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | {inproc} | {r['pps']:,.0f} | {r['peak_mb']:.0f} | {speed} | {mem} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"capture": str(path), "packets": total, "size_mb": size_mb,
                                                "results": results}, indent=2, default=str) + "\n")
