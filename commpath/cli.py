@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analysis_inputs(p)
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--fail-on", choices=["info", "low", "medium", "high", "critical"], default="high")
+    p.add_argument("--merge", action=argparse.BooleanOptionalAction, default=None,
+                   help="one flow per connection seen from several hosts, with clock offsets "
+                        "(default: when the manifests name more than one host)")
 
     p = sub.add_parser("report", help="write path-compliance reports")
     _add_analysis_inputs(p)
