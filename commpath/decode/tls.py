@@ -21,6 +21,9 @@ from ._tls_wire import (
 )
 from .streams import FlowStreams, Stream
 
+_RECORD_HEADER = struct.Struct(RECORD_HEADER_FMT).unpack_from
+_U16_PAIR = struct.Struct(">HH").unpack_from
+
 #: Work bounds per connection: hostile input stops here and is marked partial.
 MAX_RECORDS = 4096
 MAX_MESSAGES = 256
@@ -61,14 +64,11 @@ class Record(NamedTuple):
         return struct.pack(RECORD_HEADER_FMT, self.content_type, self.version, len(self.body))
 
 
-@dataclass(slots=True)
-class Message:
-    """One handshake message and its range in the direction's reassembled handshake bytes."""
+class Message(NamedTuple):
+    """One handshake message: its type (negative when cut: ``-type - 1``) and body."""
 
     msg_type: int
     body: bytes
-    start: int
-    end: int
 
 
 @dataclass(slots=True)
@@ -196,14 +196,16 @@ def read_records(data: bytes, hs: TlsHandshake | None = None, direction: str = "
     append = out.append
     pos, n = 0, len(data)
     appdata = 0
-    unpack = struct.unpack_from
+    most_appdata = (1 << 62) if max_appdata is None else max_appdata
+    unpack, new = _RECORD_HEADER, tuple.__new__
+    count = 0
     while pos + 5 <= n:
-        if len(out) >= MAX_RECORDS:
+        if count >= MAX_RECORDS:
             if hs:
                 hs.error(f"{direction}: more than {MAX_RECORDS} records")
             break
-        ctype, version, length = unpack(">BHH", data, pos)
-        if not 20 <= ctype <= 24 or (version >> 8) not in (3, 0xFE):
+        ctype, version, length = unpack(data, pos)
+        if ctype < 20 or ctype > 24 or ((version >> 8) != 3 and (version >> 8) != 0xFE):
             if hs:
                 hs.error(f"{direction}: not a TLS record at offset {pos}")
             break
@@ -214,13 +216,14 @@ def read_records(data: bytes, hs: TlsHandshake | None = None, direction: str = "
         body_end = pos + 5 + length
         if body_end > n:
             # the rest of the record was not captured (gap, limit or a lying length)
-            append(Record(pos, ctype, version, data[pos + 5:n], length))
+            append(new(Record, (pos, ctype, version, data[pos + 5:n], length)))
             break
-        append(Record(pos, ctype, version, data[pos + 5:body_end]))
+        append(new(Record, (pos, ctype, version, data[pos + 5:body_end], -1)))
+        count += 1
         pos = body_end
         if ctype == 23:
             appdata += 1
-            if max_appdata is not None and appdata >= max_appdata:
+            if appdata >= most_appdata:
                 break
     return out
 
@@ -232,33 +235,39 @@ def handshake_messages(records: list[Record], hs: TlsHandshake, direction: str,
     Returns the messages and the index of the first record that is not plaintext
     handshake (encrypted data, or anything after ChangeCipherSpec for TLS <= 1.2).
     """
-    buf = bytearray()
+    parts = []
     stop = len(records)
-    for i, rec in enumerate(records):
-        if rec.content_type == CONTENT_HANDSHAKE:
-            buf += rec.body
-        elif rec.content_type == CONTENT_CCS:
+    i = 0
+    for rec in records:
+        ctype = rec[1]
+        if ctype == CONTENT_HANDSHAKE:
+            parts.append(rec[3])
+        elif ctype == CONTENT_CCS:
             if not continue_after_ccs:
                 stop = i
                 break
-        elif rec.content_type == CONTENT_APPDATA:
+        elif ctype == CONTENT_APPDATA:
             stop = i
             break
+        i += 1
     msgs: list[Message] = []
+    append, new = msgs.append, tuple.__new__
     pos = 0
-    data = bytes(buf)
+    data = parts[0] if len(parts) == 1 else b"".join(parts)
     n = len(data)
+    count = 0
     while pos + 4 <= n:
-        if len(msgs) >= MAX_MESSAGES:
+        if count >= MAX_MESSAGES:
             hs.error(f"{direction}: more than {MAX_MESSAGES} handshake messages")
             break
         mtype = data[pos]
-        mlen = (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]
-        if pos + 4 + mlen > n:
-            msgs.append(Message(-mtype - 1, data[pos + 4:], pos, n))   # negative type: incomplete
+        end = pos + 4 + ((data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3])
+        if end > n:
+            append(new(Message, (-mtype - 1, data[pos + 4:])))   # negative type: incomplete
             break
-        msgs.append(Message(mtype, data[pos + 4:pos + 4 + mlen], pos, pos + 4 + mlen))
-        pos += 4 + mlen
+        append(new(Message, (mtype, data[pos + 4:end])))
+        count += 1
+        pos = end
     return msgs, stop
 
 
@@ -291,6 +300,57 @@ def _extensions(r: Reader, hs: TlsHandshake, who: str, wanted: frozenset[int] = 
     return types, bodies
 
 
+def _extension_block(body: bytes, pos: int, hs: TlsHandshake, who: str, wanted: frozenset[int]
+                     ) -> tuple[list[int], dict[int, bytes]]:
+    """As :func:`_extensions` over ``Reader(body, pos)``, without the reader (the hellos' hot path)."""
+    end = len(body)
+    if pos == end:
+        return [], {}
+    start = pos + 2
+    if start > end:
+        raise Truncated(f"length of 2 bytes at offset {pos} runs past {end}")
+    n = (body[pos] << 8) | body[pos + 1]
+    stop = start + n
+    if stop > end:
+        raise Truncated(f"field of {n} bytes at offset {start} runs past {end}")
+    types: list[int] = []
+    bodies: dict[int, bytes] = {}
+    append, unpack = types.append, _U16_PAIR
+    p = start
+    count = 0
+    while p + 4 <= stop:
+        etype, elen = unpack(body, p)
+        append(etype)
+        count += 1
+        nxt = p + 4 + elen
+        if etype in wanted and etype not in bodies:
+            bodies[etype] = body[p + 4:nxt if nxt < stop else stop]
+        p = nxt
+        if count >= MAX_EXTENSIONS and p < stop:
+            hs.error(f"{who}: more than {MAX_EXTENSIONS} extensions, the rest ignored")
+            return types, bodies
+    if p != stop:
+        hs.error(f"{who}: extensions run past their block ({p - start} of {n} bytes)")
+        if p > stop and types:
+            bodies.pop(types[-1], None)
+    return types, bodies
+
+
+def _u16_list(raw: bytes) -> list[int]:
+    """Big-endian 16-bit values of ``raw`` (an odd last byte ignored); lists that repeat are decoded once."""
+    values = _U16_LISTS.get(raw)
+    if values is None:
+        k = len(raw) // 2
+        values = struct.unpack(f">{k}H", raw[:k * 2])
+        if len(_U16_LISTS) >= 4096:
+            _U16_LISTS.clear()
+        _U16_LISTS[raw] = values
+    return list(values)
+
+
+_U16_LISTS: dict[bytes, tuple[int, ...]] = {}
+
+
 _CH_PARSED = frozenset((EXT_SERVER_NAME, EXT_ALPN, EXT_SUPPORTED_VERSIONS, EXT_SIGNATURE_ALGORITHMS))
 
 
@@ -310,18 +370,46 @@ def parse_client_hello(body: bytes, hs: TlsHandshake) -> ClientHello:
         pos += 2
         if pos + cs_len + 1 > n:
             raise Truncated(f"cipher suites of {cs_len} bytes run past {n}")
-        ch.ciphers = list(struct.unpack_from(f">{cs_len // 2}H", body, pos))
+        ch.ciphers = _u16_list(body[pos:pos + cs_len])
         pos += cs_len
         pos += 1 + body[pos]                       # compression methods
         if pos > n:
             raise Truncated("compression methods run past the message")
-        ch.extensions, bodies = _extensions(Reader(body, pos), hs, "ClientHello", _CH_PARSED)
+        ch.extensions, bodies = _extension_block(body, pos, hs, "ClientHello", _CH_PARSED)
     except Truncated as exc:
         hs.error(f"ClientHello: {exc}")
         return ch
     for etype, data in bodies.items():
         if not data:
             continue
+        # fast paths: the well-formed shape of each extension; anything else takes the general walk
+        n = len(data)
+        if etype == EXT_SERVER_NAME:
+            if n >= 5 and data[2] == 0 and ((data[0] << 8) | data[1]) == n - 2 \
+                    and ((data[3] << 8) | data[4]) == n - 5:
+                ch.sni = data[5:].decode("ascii", "replace")
+                continue
+        elif etype == EXT_SUPPORTED_VERSIONS:
+            if data[0] < n:
+                ch.versions = _u16_list(data[1:1 + data[0]])
+                continue
+        elif etype == EXT_SIGNATURE_ALGORITHMS:
+            if n >= 2 and ((data[0] << 8) | data[1]) <= n - 2:
+                ch.sig_algs = _u16_list(data[2:2 + ((data[0] << 8) | data[1])])
+                continue
+        elif etype == EXT_ALPN:
+            if n >= 2 and ((data[0] << 8) | data[1]) == n - 2:
+                p, raw = 2, []
+                while p < n:
+                    q = p + 1 + data[p]
+                    if q > n:
+                        break
+                    raw.append(data[p + 1:q])
+                    p = q
+                if p == n:
+                    ch.alpn_raw = raw
+                    ch.alpn = [a.decode("ascii", "replace") for a in raw]
+                    continue
         try:
             e = Reader(data)
             if etype == EXT_SERVER_NAME:
@@ -387,7 +475,7 @@ def parse_server_hello(body: bytes, hs: TlsHandshake) -> ServerHello:
             raise Truncated(f"session id of {sid_len} bytes runs past {n}")
         sh.session_id = body[35:pos]
         sh.cipher = (body[pos] << 8) | body[pos + 1]
-        types, bodies = _extensions(Reader(body, pos + 3), hs, "ServerHello", _SH_PARSED)
+        types, bodies = _extension_block(body, pos + 3, hs, "ServerHello", _SH_PARSED)
     except Truncated as exc:
         hs.error(f"ServerHello: {exc}")
         return sh
@@ -519,16 +607,38 @@ def _alerts(records: list[Record], hs: TlsHandshake, who: str, encrypted_from: i
 
 def _frames(stream: Stream, records: list[Record], types: tuple[int, ...], upto: int) -> list[int]:
     """Frames that carried the records of the given types."""
-    offs, frames = stream.offsets, stream.frames
-    if not offs:
-        return []
     out: set[int] = set()
-    for r in records[:upto]:
-        if r.content_type in types:
-            i = bisect_right(offs, r.offset) - 1
-            j = bisect_right(offs, r.offset + 4 + len(r.body))
-            out.update(frames[max(i, 0):j])
+    _add_frames(out, stream, records[:upto], types)
     return sorted(out)
+
+
+def _add_frames(out: set[int], stream: Stream, records: list[Record], types) -> None:
+    """Add to ``out`` the frames that carried the records of the given types.
+
+    Each record covers the segments ``[i, j)`` (by index); overlapping or touching index ranges
+    are merged before their frames are added, which gives the same set with fewer updates.
+    """
+    offs = stream.offsets
+    if not offs:
+        return
+    frames = stream.frames
+    lo = hi = -1
+    for r in records:
+        if r[1] in types:
+            off = r[0]
+            i = bisect_right(offs, off) - 1
+            if i < 0:
+                i = 0
+            j = bisect_right(offs, off + 4 + len(r[3]))
+            if lo <= i <= hi:
+                if j > hi:
+                    hi = j
+            else:
+                if hi > lo:
+                    out.update(frames[lo:hi])
+                lo, hi = i, j
+    if hi > lo:
+        out.update(frames[lo:hi])
 
 
 def parse_tls(flow: FlowStreams, max_appdata: int = 4) -> TlsHandshake:
@@ -582,7 +692,7 @@ def _parse(cli: Stream, srv: Stream, hs: TlsHandshake, max_appdata: int = 4) -> 
 
     # ---- ClientHello
     if ch is None:
-        first = next((m for m in cmsgs if m.msg_type in (HS_CLIENT_HELLO, -HS_CLIENT_HELLO - 1)), None)
+        first = next((m for m in cmsgs if m[0] == HS_CLIENT_HELLO or m[0] == -HS_CLIENT_HELLO - 1), None)
         if first is not None:
             if first.msg_type < 0:
                 hs.error("client: ClientHello incomplete")
@@ -590,9 +700,7 @@ def _parse(cli: Stream, srv: Stream, hs: TlsHandshake, max_appdata: int = 4) -> 
     if ch is not None:
         hs.client_hello = ch
         hs.client_random = ch.random
-        offered = [v for v in ch.versions if not is_grease(v)] or [ch.legacy_version]
-        offered = sorted(set(offered), key=version_rank, reverse=True)
-        hs.client_versions = ",".join(version_name(v) for v in offered)
+        hs.client_versions = _client_versions(tuple(ch.versions), ch.legacy_version)
         hs.sni = ch.sni
         hs.alpn_offered = ",".join(ch.alpn) if ch.alpn else None
         hs.ja4 = ja4(ch)
@@ -606,21 +714,24 @@ def _parse(cli: Stream, srv: Stream, hs: TlsHandshake, max_appdata: int = 4) -> 
         hs.version_id = sh.version
         hs.tls_version = version_name(sh.version)
         hs.cipher_id = sh.cipher
-        hs.cipher = CIPHER_SUITES.get(sh.cipher, f"0x{sh.cipher:04X}")
+        hs.cipher = CIPHER_SUITES.get(sh.cipher) or f"0x{sh.cipher:04X}"
         hs.alpn = sh.alpn
     elif hellos:                                     # HRR seen but not the real ServerHello
         hs.version_id = hellos[0].version
         hs.tls_version = version_name(hellos[0].version)
         hs.error("server: ServerHello after HelloRetryRequest not seen")
     for m in smsgs_all:
-        if m.msg_type < 0:
-            hs.error(f"server: handshake message type {-m.msg_type - 1} incomplete")
+        if m[0] < 0:
+            hs.error(f"server: handshake message type {-m[0] - 1} incomplete")
 
-    cfatal = _alerts(crecs, hs, "client", _first_encrypted(crecs, tls13))
-    sfatal = _alerts(srecs, hs, "server", _first_encrypted(srecs, tls13))
-    hs.handshake_frames = sorted(set(
-        _frames(cli, crecs, (CONTENT_HANDSHAKE, CONTENT_CCS, CONTENT_ALERT), len(crecs))
-        + _frames(srv, srecs, (CONTENT_HANDSHAKE, CONTENT_CCS, CONTENT_ALERT), len(srecs))))
+    ctypes = [r[1] for r in crecs]
+    stypes = [r[1] for r in srecs]
+    cfatal = CONTENT_ALERT in ctypes and _alerts(crecs, hs, "client", _first_encrypted(crecs, tls13))
+    sfatal = CONTENT_ALERT in stypes and _alerts(srecs, hs, "server", _first_encrypted(srecs, tls13))
+    frames: set[int] = set()
+    _add_frames(frames, cli, crecs, _FRAMED)
+    _add_frames(frames, srv, srecs, _FRAMED)
+    hs.handshake_frames = sorted(frames)
     if sh is None:
         hs.certs_visibility = None
         if ch is not None and (srv.gap or srv.limited or not srv.data):
@@ -630,11 +741,23 @@ def _parse(cli: Stream, srv: Stream, hs: TlsHandshake, max_appdata: int = 4) -> 
     if tls13:
         _finish_tls13(hs, ch, sh, crecs, srecs, cstop, sstop, cfatal or sfatal)
     else:
-        _finish_tls12(hs, ch, sh, cmsgs, smsgs_all, crecs, srecs, cfatal or sfatal)
+        _finish_tls12(hs, ch, sh, cmsgs, smsgs_all, CONTENT_CCS in ctypes, CONTENT_CCS in stypes,
+                      cfatal or sfatal)
+
+
+_FRAMED = frozenset((CONTENT_HANDSHAKE, CONTENT_CCS, CONTENT_ALERT))
+
+
+@lru_cache(maxsize=1024)
+def _client_versions(versions: tuple[int, ...], legacy_version: int) -> str:
+    """The offered versions as text, highest first (GREASE left out)."""
+    offered = [v for v in versions if not is_grease(v)] or [legacy_version]
+    offered = sorted(set(offered), key=version_rank, reverse=True)
+    return ",".join(version_name(v) for v in offered)
 
 
 def _server_hellos(msgs: list[Message], hs: TlsHandshake) -> list[ServerHello]:
-    return [parse_server_hello(m.body, hs) for m in msgs if m.msg_type == HS_SERVER_HELLO][:2]
+    return [parse_server_hello(body, hs) for mtype, body in msgs if mtype == HS_SERVER_HELLO][:2]
 
 
 def _first_encrypted(records: list[Record], tls13: bool) -> int:
@@ -647,30 +770,28 @@ def _first_encrypted(records: list[Record], tls13: bool) -> int:
     return len(records)
 
 
-def _finish_tls12(hs, ch, sh, cmsgs, smsgs, crecs, srecs, fatal: bool) -> None:
+def _finish_tls12(hs, ch, sh, cmsgs, smsgs, client_ccs: bool, server_ccs: bool, fatal: bool) -> None:
     hs.certs_visibility = "visible"
-    stypes = [m.msg_type for m in smsgs]
-    server_ccs = any(r.content_type == CONTENT_CCS for r in srecs)
-    client_ccs = any(r.content_type == CONTENT_CCS for r in crecs)
-    full = any(t in stypes for t in (HS_CERTIFICATE, HS_SERVER_KEY_EXCHANGE, HS_SERVER_HELLO_DONE))
+    stypes = [m[0] for m in smsgs]
+    full = HS_CERTIFICATE in stypes or HS_SERVER_KEY_EXCHANGE in stypes or HS_SERVER_HELLO_DONE in stypes
     # abbreviated handshake: the server's ChangeCipherSpec follows its ServerHello directly.
     # An echoed session id alone is not proof (some servers echo it on full handshakes), so it
     # only counts when the server's flight was cut before either shape could be seen.
     hs.resumed = server_ccs and not full
     if not server_ccs and not full and ch is not None and ch.session_id and sh.session_id == ch.session_id:
         hs.resumed = True
-    for m in smsgs:
-        if m.msg_type in (HS_CERTIFICATE, -HS_CERTIFICATE - 1):
-            hs.server_chain = parse_certificate_list(m.body, hs, False, "server")
-        elif m.msg_type == HS_CERTIFICATE_REQUEST:
+    for mtype, body in smsgs:
+        if mtype == HS_CERTIFICATE or mtype == -HS_CERTIFICATE - 1:
+            hs.server_chain = parse_certificate_list(body, hs, False, "server")
+        elif mtype == HS_CERTIFICATE_REQUEST:
             hs.cert_request = True
-            hs.cert_request_cas = parse_certificate_request(m.body, hs, sh.version)
+            hs.cert_request_cas = parse_certificate_request(body, hs, sh.version)
     client_cert_msg = None
     saw_cke = False
     for m in cmsgs:
-        if m.msg_type == HS_CERTIFICATE:
+        if m[0] == HS_CERTIFICATE:
             client_cert_msg = m
-        elif m.msg_type == HS_CLIENT_KEY_EXCHANGE:
+        elif m[0] == HS_CLIENT_KEY_EXCHANGE:
             saw_cke = True
     if client_cert_msg is not None:
         hs.client_chain = parse_certificate_list(client_cert_msg.body, hs, False, "client")
