@@ -82,21 +82,32 @@ def _banner(data: bytes) -> tuple[str | None, int, str | None]:
 
 def _kexinit(data: bytes, pos: int) -> tuple[dict[str, list[str]] | None, str | None]:
     """Find and parse the first KEXINIT packet after the identification line."""
+    found = _find_kexinit(data, pos)
+    if isinstance(found, str):
+        return None, found
+    return _parse_kexinit(*found)
+
+
+_KEXINIT = bytes([MSG_KEXINIT])
+
+
+def _find_kexinit(data: bytes, pos: int) -> tuple[bytes, bool] | str:
+    """The first KEXINIT payload after ``pos`` and whether it was cut, or why there is none."""
     for _ in range(MAX_PACKETS):
         if pos + 5 > len(data):
-            return None, "KEXINIT not captured" if pos >= len(data) else "binary packet truncated"
+            return "KEXINIT not captured" if pos >= len(data) else "binary packet truncated"
         plen, padlen = struct.unpack_from(">IB", data, pos)
         if plen > MAX_PACKET or plen < padlen + 1:
-            return None, f"binary packet length {plen} is not valid"
+            return f"binary packet length {plen} is not valid"
         payload = data[pos + 5:pos + 4 + plen - padlen]
         if pos + 4 + plen > len(data):
-            if payload[:1] == bytes([MSG_KEXINIT]):
-                return _parse_kexinit(payload, truncated=True)
-            return None, "binary packet truncated"
-        if payload[:1] == bytes([MSG_KEXINIT]):
-            return _parse_kexinit(payload)
+            if payload[:1] == _KEXINIT:
+                return payload, True
+            return "binary packet truncated"
+        if payload[:1] == _KEXINIT:
+            return payload, False
         pos += 4 + plen
-    return None, "no KEXINIT in the first packets"
+    return "no KEXINIT in the first packets"
 
 
 def _parse_kexinit(payload: bytes, truncated: bool = False):
@@ -144,14 +155,68 @@ def _weak(kind: str, alg: str | None) -> bool:
     return False
 
 
+def _side_key(data: bytes) -> tuple:
+    """What of one side decides the record: banner, its error, and the KEXINIT after the cookie.
+
+    The 16-byte cookie is random per connection; the name-lists after it repeat across
+    connections of the same software, so sides with equal keys parse alike.
+    """
+    banner, pos, error = _banner(data)
+    if banner is None or (banner.startswith("SSH-1.") and not banner.startswith("SSH-1.99")):
+        return banner, error, None, False, pos
+    found = _find_kexinit(data, pos)
+    if isinstance(found, str):
+        return banner, error, found, False, pos
+    payload, truncated = found
+    if len(payload) < 17:
+        return banner, error, payload, truncated, False
+    return banner, error, payload[17:], truncated, True
+
+
+def _side_from_key(key: tuple) -> SshSide:
+    banner, error, kex, truncated, extra = key
+    side = SshSide(banner=banner, error=error)
+    if banner is None or kex is None:
+        return side
+    if isinstance(kex, str):
+        side.error = side.error or kex
+        return side
+    # the cookie is never read: any 17 bytes stand in for type + cookie (a shorter payload is kept whole)
+    side.kexinit, err = _parse_kexinit((b"\0" * 17 + kex) if extra else kex, truncated)
+    side.error = side.error or err
+    return side
+
+
+_DERIVED: dict[tuple, tuple] = {}
+_DERIVED_MAX = 4096
+
+
 def parse_ssh(flow: FlowStreams) -> SshHandshake:
-    """Both sides of an SSH connection's start; never raises on hostile input."""
-    out = SshHandshake(flow_id=flow.flow_id)
+    """Both sides of an SSH connection's start; never raises on hostile input.
+
+    Connections whose sides have the same banners and KEXINIT name-lists give the same record
+    (but for the flow id): it is derived once and reused.
+    """
     try:
-        c, s = parse_side(flow.fwd.data), parse_side(flow.rev.data)
+        key = (_side_key(flow.fwd.data), _side_key(flow.rev.data))
+        values = _DERIVED.get(key)
+        if values is None:
+            out = _derive(flow.flow_id, _side_from_key(key[0]), _side_from_key(key[1]))
+            values = tuple(tuple(v) if isinstance(v, list) else v for v in map(out.__getattribute__, _FIELDS))
+            if len(_DERIVED) >= _DERIVED_MAX:
+                _DERIVED.clear()
+            _DERIVED[key] = values
     except Exception as exc:   # noqa: BLE001 - defensive: a record still comes out
+        out = SshHandshake(flow_id=flow.flow_id)
         out.partial, out.parse_error = True, f"unexpected structure: {exc}"
         return out
+    out = SshHandshake(flow.flow_id, *values)
+    out.weak_algorithms = list(out.weak_algorithms)
+    return out
+
+
+def _derive(flow_id: int, c: SshSide, s: SshSide) -> SshHandshake:
+    out = SshHandshake(flow_id=flow_id)
     out.client_banner, out.server_banner = c.banner, s.banner
     errors = [f"{who}: {side.error}" for who, side in (("client", c), ("server", s)) if side.error]
     if errors:
@@ -184,3 +249,6 @@ def parse_ssh(flow: FlowStreams) -> SshHandshake:
     if s.banner and s.banner.startswith("SSH-1.") and not s.banner.startswith("SSH-1.99"):
         out.weak_algorithms.append("protocol:SSH-1")
     return out
+
+
+_FIELDS = [f for f in SshHandshake.__dataclass_fields__ if f != "flow_id"]
