@@ -43,6 +43,8 @@ HTTP_COLUMNS: dict[str, str] = {
 
 def redact_path(path: str) -> str:
     """Drop credentials from a request target: userinfo and secret query values."""
+    if "?" not in path and "&" not in path and ";" not in path and "@" not in path:
+        return path[:MAX_PATH]                      # neither pattern can match: nothing to drop
     path = USERINFO.sub(r"\1" + REDACTED + "@", path)
     path = SECRET_PARAMS.sub(r"\1" + REDACTED, path)
     return path[:MAX_PATH]
@@ -110,13 +112,14 @@ def _headers(block: bytes) -> list[tuple[str, str]]:
     return out
 
 
-def _body_end(data: bytes, pos: int, headers: list[tuple[str, str]], is_response: bool,
+def _body_end(data: bytes, pos: int, h: dict[str, str], is_response: bool,
               status: int | None, request_method: str | None) -> int | None:
-    """Where the message body ends (None: unknown, e.g. read-until-close or cut)."""
+    """Where the message body ends (None: unknown, e.g. read-until-close or cut).
+
+    ``h``: the message's headers by lower-case name (the last of repeated ones)."""
     if is_response and (status is not None and (status < 200 or status in (204, 304))
                         or request_method == "HEAD"):
         return pos
-    h = {k.lower(): v for k, v in headers}
     if "chunked" in h.get("transfer-encoding", "").lower():
         for _ in range(10000):
             nl = data.find(b"\r\n", pos, pos + 64)
@@ -184,7 +187,7 @@ def _parse_http1(stream: Stream, flow_id: int, is_response: bool, res: HttpResul
                 return rows, body_at, "h2c"
             if method == "CONNECT" and 200 <= status < 300:
                 return rows, body_at, "connect"
-            nxt = _body_end(data, body_at, headers, True, status, method)
+            nxt = _body_end(data, body_at, headers_lower, True, status, method)
         else:
             m = REQUEST_LINE.match(first)
             if not m:
@@ -205,7 +208,7 @@ def _parse_http1(stream: Stream, flow_id: int, is_response: bool, res: HttpResul
                 return rows, body_at, "connect"
             if "h2c" in headers_lower.get("upgrade", "").lower():
                 row["h2c"] = True
-            nxt = _body_end(data, body_at, headers, False, None, None)
+            nxt = _body_end(data, body_at, headers_lower, False, None, None)
         if nxt is None or nxt > len(data):
             break
         pos = nxt
