@@ -232,3 +232,23 @@ def _analyze(folder: Path, out: Path) -> Path:
                          capture_output=True, text=True, timeout=120)
     assert res.returncode in (0, 1), res.stderr[-2000:]
     return out / "report.json"
+
+
+def test_reports_show_clock_offsets_and_vantage_points_escaped():
+    import dataclasses
+
+    from commpath.present.html import build_html
+    from commpath.present.markdown import build_markdown
+    folder = CAPTURES / "default"
+    a = commpath.open(folder, inventory=folder / "inventory.yaml")
+    html, md = build_html(a), build_markdown(a)
+    assert 'id="clock-offsets"' in html and "seen on cp1, node1" in html
+    assert "## Clock offsets between hosts" in md and "| node1 | +" in md
+    offsets = a.clock_offsets.copy()
+    offsets["host"] = offsets["host"].astype(str).str.replace("node2", "<b>n|2</b>").astype("string")
+    hostile = dataclasses.replace(a, clock_offsets=offsets)
+    html, md = build_html(hostile), build_markdown(hostile)
+    assert "<b>n|2</b>" not in html and "&lt;b&gt;n|2&lt;/b&gt;" in html
+    assert "<b>" not in md and "n\\|2" in md
+    single = commpath.open(folder, inventory=folder / "inventory.yaml", merge=False)
+    assert 'id="clock-offsets"' not in build_html(single) and "Clock offsets" not in build_markdown(single)

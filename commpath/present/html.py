@@ -212,6 +212,28 @@ CONNECTION_COLUMNS = [
 ]
 
 
+def clock_offsets_table(analysis) -> str:
+    """Per-host clock offsets of a merged multi-host run ('' for a single vantage point)."""
+    off = getattr(analysis, "clock_offsets", None)
+    if not isinstance(off, pd.DataFrame) or not len(off):
+        return ""
+
+    def ms(v, sign: str = "+") -> str:
+        return "" if v is None or pd.isna(v) else f"{float(v) * 1e3:{sign}.3f}"
+    rows = "".join(f"<tr><td>{esc(r.host)}</td><td class=num>{esc(ms(r.offset_s), 'unknown')}</td><td>{esc(r.reference)}</td>"
+                   f"<td class=num>{esc(r.connections)}</td><td>{esc(r.method)}</td><td class=num>{esc(ms(r.spread_s, ''))}</td></tr>"
+                   for r in off.itertuples())
+    return ('<h3>Clock offsets between hosts</h3><p class="note">Estimated from TCP handshakes seen on both hosts; '
+            'each connection seen from several hosts is one flow with its vantage points.</p>'
+            '<table id="clock-offsets"><tr><th>host</th><th class=num>offset (ms)</th><th>against</th>'
+            f'<th class=num>handshakes</th><th>method</th><th class=num>spread (ms)</th></tr>{rows}</table>')
+
+
+def _seen_on(r) -> str:
+    hosts = _model.as_list(r.get("hosts")) if "hosts" in r else []
+    return f' <span class="note">seen on {esc(", ".join(map(str, hosts)))}</span>' if len(hosts) > 1 else ""
+
+
 def connections_table(flows: pd.DataFrame, limit: int = MAX_CONNECTIONS) -> str:
     if not len(flows):
         return '<p class="note">No connection on this path.</p>'
@@ -222,7 +244,7 @@ def connections_table(flows: pd.DataFrame, limit: int = MAX_CONNECTIONS) -> str:
     for _, r in shown.iterrows():
         cells = [
             f'<td class="num">{esc(r["flow_id"])}</td>',
-            f'<td><code>{esc(_short_capture(r.get("capture")))}</code></td>',
+            f'<td><code>{esc(_short_capture(r.get("capture")))}</code>{_seen_on(r)}</td>',
             f'<td class="num">{esc(r.get("first_frame"))}</td>',
             f'<td>{utc(r.get("ts_start"))[11:].removesuffix(" UTC")}</td>',
             f'<td>{esc(r.get("src_ip"))}:{esc(r.get("src_port"))} <span class="note">{esc(r.get("src_role"))}</span></td>',
@@ -365,7 +387,8 @@ def build_html(analysis, title: str = "commpath path-compliance report", fail_on
         figure_html("certs", figs["certs"], f"Validity windows against the capture time; 'expiring' ends within "
                     f"{palette.EXPIRING_DAYS} days after the capture.", "certificate validity windows"),
         certs_table(analysis), "</section>",
-        '<section id="captures"><h2>Captures</h2>', captures_table(analysis), "</section>",
+        '<section id="captures"><h2>Captures</h2>', captures_table(analysis), clock_offsets_table(analysis),
+        "</section>",
     ]
     for p in judged:
         body.append(path_section(analysis, p, results))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
 from . import _catalog, _model, palette
 
 VERDICT_MARK = {"pass": "✅", "fail": "❌", "warn": "⚠️", "not-observable": "🔒", "not-observed": "➖"}
@@ -44,6 +46,7 @@ def build_markdown(analysis, fail_on: str = "high", title: str = "commpath path-
         sev = " | ".join(str(int(p[f"findings_{s}"]) or "") for s in palette.SEVERITY_ORDER[::-1])
         out.append(f"| {cell(p['id'])} | {VERDICT_MARK.get(p['verdict'], '')} {cell(p['verdict'])} | "
                    f"{'yes' if p['observed'] else 'no'} | {int(p['flows'])} | {sev} |")
+    out += clock_offsets_lines(analysis)
     out += ["", "## Checks per path", "", "| path | check | result | findings |", "|---|---|---|--:|"]
     for _, r in results.iterrows():
         if r["status"] == "not-observed":
@@ -66,6 +69,23 @@ def build_markdown(analysis, fail_on: str = "high", title: str = "commpath path-
                     f"  - reference: <{_catalog.reference_url(_model.text(f['reference']))}>"]
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def clock_offsets_lines(analysis) -> list[str]:
+    """The per-host clock offsets of a merged multi-host run (none for a single vantage point)."""
+    off = getattr(analysis, "clock_offsets", None)
+    if off is None or not len(off):
+        return []
+    flows = _model.frame(analysis, "flows")
+    several = int(flows["hosts"].map(lambda h: len(_model.as_list(h)) > 1).sum()) if "hosts" in flows else 0
+    out = ["", "## Clock offsets between hosts", "",
+           f"{several} connections were seen on several hosts (one flow each, with its vantage points); "
+           "offsets are estimated from their TCP handshakes.", "",
+           "| host | offset (ms) | against | handshakes | method |", "|---|--:|---|--:|---|"]
+    for r in off.itertuples():
+        shown = "unknown" if pd.isna(r.offset_s) else f"{float(r.offset_s) * 1e3:+.3f}"
+        out.append(f"| {cell(r.host)} | {shown} | {cell(r.reference)} | {int(r.connections)} | {cell(r.method)} |")
+    return out
 
 
 def write_markdown(analysis, path, fail_on: str = "high") -> None:
