@@ -59,8 +59,12 @@ class StreamArena:
         self.ndone = 0
         return out
 
-    def stream(self, slot: int) -> Stream:
+    def stream(self, slot: int, marks: bool = True) -> Stream:
+        """The slot's contiguous bytes; ``marks``: also which frame carried each part."""
         contig, maxend, nmarks, _ = self.meta[slot].tolist()
+        if not marks:
+            return Stream(self.data[slot, :contig].tobytes(), gap=maxend > contig and contig < self.limit,
+                          limited=contig >= self.limit)
         marks = self.marks[slot, :nmarks].tolist()
         if any(marks[k][0] > marks[k + 1][0] for k in range(len(marks) - 1)):
             marks.sort(key=lambda m: m[0])
@@ -69,15 +73,17 @@ class StreamArena:
         return Stream(self.data[slot, :contig].tobytes(), offsets, frames,
                       gap=maxend > contig and contig < self.limit, limited=contig >= self.limit)
 
-    def harvest(self, fi: np.ndarray, flows: np.ndarray, base: int = 0) -> list[tuple[int, FlowStreams]]:
+    def harvest(self, fi: np.ndarray, flows: np.ndarray, base: int = 0,
+                marks: bool = True) -> list[tuple[int, FlowStreams]]:
         """(flow index, FlowStreams) of ``flows``; their slots go back to the free list.
 
-        ``base`` is added to flow indices to give the flow ids of the run."""
+        ``base`` is added to flow indices to give the flow ids of the run; without ``marks``
+        the streams carry their bytes only (enough to tell the application protocol)."""
         out = []
         for f in flows.tolist():
             s0, s1 = int(fi[f, ft.SLOT0]), int(fi[f, ft.SLOT1])
-            fwd = self.stream(s0) if s0 >= 0 else _EMPTY
-            rev = self.stream(s1) if s1 >= 0 else _EMPTY
+            fwd = self.stream(s0, marks) if s0 >= 0 else _EMPTY
+            rev = self.stream(s1, marks) if s1 >= 0 else _EMPTY
             for slot in (s0, s1):
                 if slot >= 0:
                     self.free[self.nfree] = slot

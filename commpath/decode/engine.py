@@ -143,8 +143,10 @@ def _read_file(path: Path, manifest: dict, flow_base: int, limit: int, udp_timeo
     frag_later: list[np.ndarray] = []
     size = os.path.getsize(path)
 
+    marks = keep_streams or on_streams is not None
+
     def harvest(flows: np.ndarray) -> None:
-        app.add(arena.harvest(table.fi, flows, flow_base), table)
+        app.add(arena.harvest(table.fi, flows, flow_base, marks), table)
 
     for rec in iter_records(path, state, chunk_size):
         n = len(rec)
