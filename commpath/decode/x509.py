@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
+from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -265,15 +266,61 @@ def verify_chain(chain: list[ParsedCert], cas: list[x509.Certificate], at: dt.da
         return False, f"certificate specifies an incompatible key usage (needs {EKU_NAMES[eku]})"
     if not client:
         if server_name:
-            err = _name_error(cert, server_name, None)
+            err = _cached_name_error(cert, server_name, None)
         elif server_ip:
-            err = _name_error(cert, None, server_ip)
+            err = _cached_name_error(cert, None, server_ip)
         else:
             return None, "no server name or address to check"
         if err:
             return False, err
     inters = [c.cert for c in chain[1:] if c.cert is not None]
-    return _build_path(cert, inters, cas, at)
+    return _cached_path(cert, inters, cas, at)
+
+
+class _PathMemo:
+    """Path results of one (leaf, intermediates, bundle), by the validity state of the issuers at a time.
+
+    The search reads the time only through the validity of the intermediates and bundle
+    certificates, which is constant between consecutive validity bounds: results are kept per
+    interval between bounds (except errors that quote the time).
+    """
+
+    __slots__ = ("leaf", "inters", "cas", "bounds", "results")
+
+    def __init__(self, leaf, inters, cas):
+        self.leaf, self.inters, self.cas = leaf, tuple(inters), cas
+        tick = dt.timedelta(microseconds=1)
+        bounds = set()
+        for c in (*inters, *cas):
+            bounds.add(c.not_valid_before_utc)             # valid from here (inclusive)
+            bounds.add(c.not_valid_after_utc + tick)       # expired from here
+        self.bounds = sorted(bounds)
+        self.results: dict[int, tuple[bool, str | None]] = {}
+
+    def same(self, leaf, inters, cas) -> bool:
+        return self.leaf is leaf and self.cas is cas and len(self.inters) == len(inters) \
+            and all(a is b for a, b in zip(self.inters, inters))
+
+
+_PATHS: dict[tuple, _PathMemo] = {}
+_PATHS_MAX = 4096
+
+
+def _cached_path(cert, inters, cas, at) -> tuple[bool, str | None]:
+    """:func:`_build_path`, remembered for chains seen before (same objects, same validity state)."""
+    key = (id(cert), tuple(map(id, inters)), id(cas))
+    memo = _PATHS.get(key)
+    if memo is None or not memo.same(cert, inters, cas):
+        if len(_PATHS) >= _PATHS_MAX:
+            _PATHS.clear()
+        memo = _PATHS[key] = _PathMemo(cert, inters, cas)
+    slot = bisect_right(memo.bounds, at)
+    result = memo.results.get(slot)
+    if result is None:
+        result = _build_path(cert, inters, cas, at)
+        if result[1] is None or "capture at" not in result[1]:
+            memo.results[slot] = result
+    return result
 
 
 def _build_path(cert, inters, cas, at) -> tuple[bool, str | None]:
@@ -356,6 +403,22 @@ def _ca_error(cert: x509.Certificate) -> str | None:
     if bc is None or not bc.ca:
         return f"issuer {name_text(cert.subject)} is not a CA certificate"
     return None
+
+
+_NAMES: dict[tuple, tuple] = {}
+
+
+def _cached_name_error(cert: x509.Certificate, name: str | None, ip: str | None) -> str | None:
+    """:func:`_name_error`, remembered per (certificate object, name, address)."""
+    key = (id(cert), name, ip)
+    hit = _NAMES.get(key)
+    if hit is not None and hit[0] is cert:
+        return hit[1]
+    err = _name_error(cert, name, ip)
+    if len(_NAMES) >= _PATHS_MAX:
+        _NAMES.clear()
+    _NAMES[key] = (cert, err)
+    return err
 
 
 def _name_error(cert: x509.Certificate, name: str | None, ip: str | None) -> str | None:
