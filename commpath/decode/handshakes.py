@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
 
+import numpy as np
 import pandas as pd
 
 from . import keylog as _keylog
@@ -145,9 +146,15 @@ def _frame(rows: list[tuple], columns: dict[str, str]) -> pd.DataFrame:
     """A DataFrame from rows given as tuples in the order of ``columns``."""
     if not rows:
         return empty_frame(columns)
+    n = len(rows)
     data = {}
     for (name, dtype), values in zip(columns.items(), zip(*rows)):
-        data[name] = list(map(bool, values)) if dtype == "bool" else list(values)
+        if dtype == "bool":
+            data[name] = np.fromiter(map(bool, values), bool, n)
+        elif dtype in ("object", "category"):       # categories: conform's cast keeps their dtype as before
+            data[name] = list(values)
+        else:                                       # typed once, here, instead of inferred then cast
+            data[name] = pd.array(values, dtype=dtype)
     return conform(pd.DataFrame(data), columns)
 
 
