@@ -493,6 +493,56 @@ def parse_server_hello(body: bytes, hs: TlsHandshake) -> ServerHello:
 
 def parse_certificate_list(body: bytes, hs: TlsHandshake, tls13: bool, who: str) -> list[bytes]:
     """DER certificates of a Certificate message (TLS 1.3 form has a context and extensions)."""
+    key = (body, tls13)
+    certs = _CERT_LISTS.get(key)
+    if certs is None:
+        certs = _well_formed_certificate_list(body, tls13)
+        if certs is None:
+            return _parse_certificate_list(body, hs, tls13, who)
+        if len(_CERT_LISTS) >= 1024:
+            _CERT_LISTS.clear()
+        _CERT_LISTS[key] = certs
+    return list(certs)
+
+
+#: Well-formed Certificate messages seen before: servers send the same chain on every connection,
+#: and handing back the same DER objects makes later lookups by certificate cheap.
+_CERT_LISTS: dict[tuple[bytes, bool], tuple[bytes, ...]] = {}
+
+
+def _well_formed_certificate_list(body: bytes, tls13: bool) -> tuple[bytes, ...] | None:
+    """The certificates of a Certificate message that has nothing to report; None otherwise."""
+    n = len(body)
+    p = 0
+    if tls13:
+        if n < 1:
+            return None
+        p = 1 + body[0]
+    if p + 3 > n:
+        return None
+    stop = p + 3 + ((body[p] << 16) | (body[p + 1] << 8) | body[p + 2])
+    if stop > n:
+        return None
+    p += 3
+    certs = []
+    while p < stop:
+        if len(certs) >= MAX_CERTS or p + 3 > stop:
+            return None
+        q = p + 3 + ((body[p] << 16) | (body[p + 1] << 8) | body[p + 2])
+        if q > stop:
+            return None
+        certs.append(body[p + 3:q])
+        p = q
+        if tls13:
+            if p + 2 > stop:
+                return None
+            p += 2 + ((body[p] << 8) | body[p + 1])
+            if p > stop:
+                return None
+    return tuple(certs)
+
+
+def _parse_certificate_list(body: bytes, hs: TlsHandshake, tls13: bool, who: str) -> list[bytes]:
     r = Reader(body)
     certs: list[bytes] = []
     try:
