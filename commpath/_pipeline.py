@@ -258,15 +258,16 @@ def _merge_vantage_points(classified, captures, tls, certs, ssh, http, warnings)
     from .capture.merge import merge_run
     merged, offsets, representative = merge_run(classified, captures, tls)
     keep = set(merged["flow_id"].astype(int))
-    labels = classified.set_index("flow_id")[CLASSIFY_COLUMNS]
+    # an unclassified representative takes the labels of its first classified vantage point
     unknown = (merged["path"].astype("string") == "unclassified").to_numpy(bool)
-    for i in unknown.nonzero()[0]:
-        for vp in merged.at[i, "vantage_points"][1:]:
-            other = labels.loc[vp["flow_id"]]
-            if str(other["path"]) != "unclassified":
-                for col in CLASSIFY_COLUMNS:
-                    merged.at[i, col] = other[col]
-                break
+    if unknown.any():
+        views = pd.DataFrame([(i, vp["flow_id"]) for i in unknown.nonzero()[0]
+                              for vp in merged.at[i, "vantage_points"][1:]], columns=["row", "flow_id"])
+        labels = classified.set_index("flow_id")[CLASSIFY_COLUMNS]
+        views = views.join(labels, on="flow_id")
+        views = views[views["path"].astype("string") != "unclassified"].drop_duplicates("row")
+        for col in CLASSIFY_COLUMNS:
+            merged.loc[views["row"].to_numpy(), col] = views[col].to_numpy()
 
     def kept(df: pd.DataFrame) -> pd.DataFrame:
         if df is None or "flow_id" not in df or df.empty:

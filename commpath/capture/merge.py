@@ -55,7 +55,9 @@ def _host_local(ips: pd.Series) -> np.ndarray:
 def _with_hosts(flows: pd.DataFrame, captures: pd.DataFrame) -> pd.DataFrame:
     hosts = captures[["file", "host"]].drop_duplicates("file").astype({"file": "string", "host": "string"})
     f = flows.merge(hosts, how="left", left_on="capture", right_on="file").drop(columns=["file"])
-    f["host"] = f["host"].fillna(f["capture"].map(lambda p: Path(str(p)).parent.name)).astype("string")
+    files = f["capture"].astype(str)
+    folder_names = {c: Path(c).parent.name for c in files.unique()}   # hosts without a manifest: their folder
+    f["host"] = f["host"].fillna(files.map(folder_names)).astype("string")
     # loopback (and same-address) connections are local to their host: never the same as another host's
     local = _host_local(f["src_ip"]) | _host_local(f["dst_ip"]) | (f["src_ip"] == f["dst_ip"]).fillna(False).to_numpy(bool)
     f["scope"] = f["host"].where(local, "").astype(str)
@@ -156,7 +158,7 @@ def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance:
     prev = g["conn"].shift().loc[g["nat_link"]].to_numpy()
     remap = dict(zip(link, prev.astype(np.int64)))
     for _ in range(3):  # chains of links
-        f["conn"] = f["conn"].map(lambda c: remap.get(c, c))
+        f["conn"] = f["conn"].map(remap).fillna(f["conn"]).astype(np.int64)
 
     # pick the representative row: after NAT, on the initiator's host, earliest
     f["is_initiator_host"] = f["src_ip"].astype(str).map(owner).fillna("").to_numpy() == f["host"].astype(str).to_numpy()
@@ -164,19 +166,22 @@ def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance:
                        if preference is not None else 0.0)
     f = f.sort_values(["conn", "preference", "nat_side", "is_initiator_host", "ts_start_aligned"],
                       ascending=[True, False, True, False, True], kind="stable")
-    vp = f.assign(vp=[{"host": h, "capture": c, "flow_id": int(i), "first_frame": int(fr), "ts_start": float(t)}
-                      for h, c, i, fr, t in zip(f["host"].astype(str), f["capture"].astype(str), f["flow_id"],
-                                                f["first_frame"], f["ts_start"])])
-    agg = vp.groupby("conn", sort=False).agg(
-        vantage_points=("vp", list),
-        hosts=("host", lambda s: sorted(set(s.astype(str)))),
-    )
+    vps = [{"host": h, "capture": c, "flow_id": i, "first_frame": fr, "ts_start": t}
+           for h, c, i, fr, t in zip(f["host"].astype(object).tolist(), f["capture"].astype(object).tolist(),
+                                     f["flow_id"].tolist(), f["first_frame"].tolist(), f["ts_start"].tolist())]
+    # f is sorted by connection: each connection's vantage points are one run of rows, best first
+    conns = f["conn"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, conns[1:] != conns[:-1]])
+    ends = np.r_[starts[1:], len(conns)]
+    agg = pd.DataFrame({"vantage_points": [vps[a:b] for a, b in zip(starts, ends)]}, index=conns[starts])
+    agg["hosts"] = [sorted({p["host"] for p in v}) for v in agg["vantage_points"]]
     pre_nat = f[f["nat_side"]].groupby("conn")[["dst_ip", "dst_port"]].first()
     rep = f.drop_duplicates("conn", keep="first").set_index("conn")
     rep = rep.join(agg)
     rep["hosts"] = rep["hosts"].map(list)
     rep["dst_before_nat"] = pd.Series(
-        {c: f"{ip}:{port}" for c, ip, port in zip(pre_nat.index, pre_nat["dst_ip"], pre_nat["dst_port"])},
+        {c: f"[{ip}]:{port}" if ":" in str(ip) else f"{ip}:{port}"
+         for c, ip, port in zip(pre_nat.index, pre_nat["dst_ip"], pre_nat["dst_port"])},
         dtype=object).reindex(rep.index)
     rep.loc[rep["nat_side"], "dst_before_nat"] = None  # no post-NAT view: the row itself is pre-NAT
     rep = rep.drop(columns=["nat_side", "is_initiator_host", "preference", "scope"]).reset_index(drop=True)
