@@ -102,6 +102,19 @@ def _gzip_garbage(tmp: Path) -> Path:
     return p
 
 
+def _gzip_cut_in_header(tmp: Path) -> Path:
+    p = tmp / "cut-early.pcap.gz"
+    p.write_bytes(BIG_GZ.read_bytes()[:30])          # not even the pcap file header decompresses
+    return p
+
+
+def _empty_folder(tmp: Path) -> Path:
+    p = tmp / "no-captures-here"
+    p.mkdir()
+    (p / "readme.txt").write_text("nothing\n")
+    return p
+
+
 UNUSABLE = {
     "zero-length": (_zero_length, r"empty"),
     "garbage": (_garbage, r"not a pcap"),
@@ -111,6 +124,8 @@ UNUSABLE = {
     "unknown-linktype": (_unknown_linktype, r"link type"),
     "missing": (_missing, r"no such file"),
     "gzip-of-garbage": (_gzip_garbage, r"not a pcap"),
+    "gzip-cut-in-header": (_gzip_cut_in_header, r"compressed|ended|cut"),
+    "folder-without-captures": (_empty_folder, r"no capture"),
 }
 
 
