@@ -27,8 +27,6 @@ SSH_COLUMNS = ["flow_id", "client_banner", "server_banner", "hassh", "hassh_serv
 HTTP_COLUMNS = ["flow_id", "frame", "direction", "method", "path", "host", "status", "connect_target",
                 "version", "h2c"]
 OUTPUT_FILES = ("flows.parquet", "tls.parquet", "certs.parquet", "findings.parquet", "report.json")
-#: Columns a multi-host merge adds after FLOW_COLUMNS (commpath.capture.merge).
-MERGE_COLUMNS = ["vantage_points", "hosts", "ts_start_aligned", "dst_before_nat"]
 
 
 def _handshakes_module():
