@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import commpath
+import commpath.decode.engine
 from oracles import compare as cmp
 from oracles import tshark
 
@@ -31,10 +32,16 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("tcpdump") is 
                                 reason="needs root and tcpdump (network namespace, packet capture)")
 
 
-def assert_agree(path: Path, **oracle_args) -> tuple:
+def assert_agree(path: Path, streams: bool = True, **oracle_args) -> tuple:
+    """Connections as tshark's streams; with ``streams``, also each TCP direction's first bytes as
+    tshark's ``follow,tcp,raw`` (ordered by sequence number, retransmissions once)."""
     cap = commpath.read(path)
     conv = tshark.connections(path, **oracle_args)
     problems = cmp.compare(cap.flows, conv)
+    if streams and len(conv):
+        tcp = conv[conv["transport"] == "tcp"]
+        followed = tshark.follow_tcp(path, tcp["stream"])
+        problems += cmp.compare_streams(cap, conv, followed, limit=commpath.decode.engine.PAYLOAD_LIMIT)
     assert not problems, f"{path}: commpath and tshark disagree:\n  " + "\n  ".join(problems)
     return cap, conv
 

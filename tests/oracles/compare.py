@@ -159,3 +159,34 @@ def udp_flow_starts(frames: pd.DataFrame, timeout: float) -> set[tuple[str, int]
             starts.add((key, int(frame)))
         last_seen[key] = ts
     return starts
+
+
+def compare_streams(capture, conv: pd.DataFrame, followed: dict, limit: int) -> list[str]:
+    """commpath's reassembled stream starts (``capture.streams``) against tshark's follow,tcp,raw:
+    each direction's bytes are the start of tshark's, all of them unless cut by a gap or the limit."""
+    problems: list[str] = []
+    fl = _commpath_keys(capture.flows)
+    tcp = conv[conv["transport"] == "tcp"] if len(conv) else conv
+    m = tcp.merge(fl[fl["transport"].astype(str) == "tcp"], on=["key", "first_frame"], suffixes=("_t", ""))
+    for row in m.itertuples():
+        where = f"{row.key} first_frame {row.first_frame}"
+        if int(row.stream) not in followed:
+            continue
+        node0, data0, data1 = followed[int(row.stream)]
+        node0_ep = _endpoint_key(*node0.split("|"))
+        t_fwd, t_rev = (data0, data1) if node0_ep == row.src_ep else (data1, data0)
+        fs = capture.streams.get(int(row.flow_id))
+        if fs is None:
+            if t_fwd or t_rev:
+                problems.append(f"{where}: no commpath stream, tshark follows {len(t_fwd)}/{len(t_rev)} bytes")
+            continue
+        for name, s, t in (("fwd", fs.fwd, t_fwd), ("rev", fs.rev, t_rev)):
+            if not t.startswith(s.data):
+                at = next((i for i, (a, b) in enumerate(zip(s.data, t)) if a != b), min(len(s.data), len(t)))
+                problems.append(f"{where}: {name} bytes differ from tshark's at offset {at} "
+                                f"(commpath {len(s.data)}, tshark {len(t)} bytes)")
+            elif len(s.data) < min(len(t), limit) and not s.gap:
+                problems.append(f"{where}: {name} has {len(s.data)} bytes, tshark {len(t)} (limit {limit}), no gap marked")
+            elif s.limited and len(s.data) != limit:
+                problems.append(f"{where}: {name} marked limited at {len(s.data)} bytes, limit {limit}")
+    return problems

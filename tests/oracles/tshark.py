@@ -218,3 +218,33 @@ def _endpoint(ip: str, port: int) -> str:
     import ipaddress
 
     return f"{ipaddress.ip_address(ip).compressed}:{int(port)}"
+
+
+def follow_tcp(path: str | Path, streams, decode_as=DEFAULT_DECODE_AS) -> dict[int, tuple[str, bytes, bytes]]:
+    """tshark's ``-z follow,tcp,raw`` of the given tcp.stream numbers: stream -> (node 0 endpoint
+    as "ip|port", bytes sent by node 0, bytes sent by node 1), each in tshark's reassembled order."""
+    streams = sorted({int(s) for s in streams})
+    if not streams:
+        return {}
+    cmd = [TSHARK, "-n", "-r", str(path), "-q"]
+    for rule in decode_as:
+        cmd += ["-d", rule]
+    for s in streams:
+        cmd += ["-z", f"follow,tcp,raw,{s}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    out: dict[int, tuple[str, bytes, bytes]] = {}
+    stream, node0, data = None, "", [bytearray(), bytearray()]
+    for line in proc.stdout.splitlines():
+        if line.startswith("Filter: tcp.stream eq "):
+            stream, data = int(line.rsplit(" ", 1)[1]), [bytearray(), bytearray()]
+        elif line.startswith("Node 0: "):
+            host, _, port = line[8:].rpartition(":")
+            node0 = f"{host.strip('[]')}|{port}"
+        elif line.startswith("====="):
+            if stream is not None:
+                out[stream] = (node0, bytes(data[0]), bytes(data[1]))
+            stream = None
+        elif stream is not None and line.strip() and not line.startswith("Node 1: "):
+            side = 1 if line.startswith("\t") else 0
+            data[side] += bytes.fromhex(line.strip())
+    return out
