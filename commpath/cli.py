@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", action="append", choices=["html", "md", "json", "junit"], default=[])
     p.add_argument("-o", "--output", required=True, metavar="FILE")
     p.add_argument("--fail-on", choices=["info", "low", "medium", "high", "critical"], default="high")
+    p.add_argument("--merge", action=argparse.BooleanOptionalAction, default=None,
+                   help="one flow per connection seen from several hosts (default: when the manifests "
+                        "name more than one host)")
 
     p = sub.add_parser("paths", help="print the path catalog with its document references")
     p.add_argument("--format", choices=["text", "yaml", "json"], default="text")

@@ -262,8 +262,11 @@ def timeline(analysis, ax=None) -> Figure:
     for i, name in enumerate(rows):
         sub = flows[flows["row"] == name]
         color = palette.path_color(sub["_path"].iloc[0])
-        start = (sub["ts_start"].to_numpy(float) - origin) / scale
-        width = np.maximum((sub["ts_end"].to_numpy(float) - sub["ts_start"].to_numpy(float)) / scale, min_w)
+        raw = sub["ts_start"].to_numpy(float)
+        aligned = sub["ts_start_aligned"].to_numpy(float) if "ts_start_aligned" in sub else raw
+        aligned = np.where(np.isfinite(aligned), aligned, raw)      # merged runs: one clock for all hosts
+        start = (aligned - origin) / scale
+        width = np.maximum((sub["ts_end"].to_numpy(float) - raw) / scale, min_w)
         ax.broken_barh(list(zip(start, width)), (i - 0.32, 0.64), facecolors=color, alpha=0.55, edgecolor="none")
         ax.plot(start, np.full(len(start), i), "|", color=color, ms=11, mew=1.4)
         ax.text(left + span * 1.01, i, f"{len(sub)}", va="center", fontsize=8, color="#424242")

@@ -66,7 +66,8 @@ def main(args) -> int:
     """Handler of `commpath report`: exit 0 / 1 by findings at or above --fail-on (2 via InputError)."""
     from .._pipeline import open as open_analysis
     analysis = open_analysis(*args.inputs, inventory=args.inventory, policy=args.policy, ca=args.ca,
-                             keylog=args.keylog, progress=not getattr(args, "quiet", False))
+                             keylog=args.keylog, progress=not getattr(args, "quiet", False),
+                             merge=getattr(args, "merge", None))
     written = write_reports(analysis, args.output, list(args.format or []), args.fail_on)
     if not getattr(args, "quiet", False):
         for fmt, path in written.items():
