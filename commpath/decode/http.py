@@ -112,6 +112,10 @@ def _headers(block: bytes) -> list[tuple[str, str]]:
     return out
 
 
+#: A chunk-size line of hex digits only (same size and line end as the general parse below finds).
+_PLAIN_CHUNK = re.compile(rb"([0-9A-Fa-f]{1,16})\r\n")
+
+
 def _body_end(data: bytes, pos: int, h: dict[str, str], is_response: bool,
               status: int | None, request_method: str | None) -> int | None:
     """Where the message body ends (None: unknown, e.g. read-until-close or cut).
@@ -121,14 +125,20 @@ def _body_end(data: bytes, pos: int, h: dict[str, str], is_response: bool,
                         or request_method == "HEAD"):
         return pos
     if "chunked" in h.get("transfer-encoding", "").lower():
+        plain = _PLAIN_CHUNK.match
         for _ in range(10000):
-            nl = data.find(b"\r\n", pos, pos + 64)
-            if nl < 0:
-                return None
-            try:
-                size = int(data[pos:nl].split(b";")[0].strip(), 16)
-            except ValueError:
-                return None
+            m = plain(data, pos) if pos >= 0 else None
+            if m is not None:                       # the usual "<hex>\r\n" chunk line
+                nl = m.end() - 2
+                size = int(m.group(1), 16)
+            else:
+                nl = data.find(b"\r\n", pos, pos + 64)
+                if nl < 0:
+                    return None
+                try:
+                    size = int(data[pos:nl].split(b";")[0].strip(), 16)
+                except ValueError:
+                    return None
             pos = nl + 2 + size + 2
             if size == 0:
                 end = data.find(b"\r\n\r\n", nl - 2)   # trailers
