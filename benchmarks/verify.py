@@ -23,6 +23,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("capture", nargs="?", default=str(HERE / "data" / "bench.pcap"))
     ap.add_argument("--first", type=int, default=200_000, help="packets to compare (0: all)")
+    ap.add_argument("--streams", action="store_true",
+                    help="also compare each TCP direction's first bytes with tshark's follow,tcp,raw (slow)")
     args = ap.parse_args(argv)
 
     import commpath
@@ -40,6 +42,13 @@ def main(argv=None) -> int:
         conv = tshark.connections(path)
         t_tshark = time.perf_counter() - started
         problems = compare.compare(cap.flows, conv)
+        if args.streams:
+            from commpath.decode.engine import PAYLOAD_LIMIT
+
+            tcp = conv[conv["transport"] == "tcp"]
+            followed = tshark.follow_tcp(path, tcp["stream"])
+            problems += compare.compare_streams(cap, conv, followed, limit=PAYLOAD_LIMIT)
+            print(f"streams compared: {len(followed)}")
     print(f"{args.capture} ({'first %d packets' % args.first if args.first else 'all packets'}): "
           f"commpath {len(cap.flows)} flows in {t_commpath:.1f} s, tshark {len(conv)} streams in {t_tshark:.1f} s; "
           f"{len(problems)} differences")
