@@ -264,6 +264,7 @@ def main(argv=None) -> int:
     if os.geteuid() != 0:
         print("make_capture: needs root (network namespaces, tcpdump)", file=sys.stderr)
         return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # unwind: namespaces and processes removed
     meta = record(args)
     out = Path(args.out).resolve()
     if args.repeat > 1:
