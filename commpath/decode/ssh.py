@@ -188,7 +188,12 @@ def _side_from_key(key: tuple) -> SshSide:
 
 
 _DERIVED: dict[tuple, tuple] = {}
-_DERIVED_MAX = 4096
+_DERIVED_MAX = 1024                  # pairs of sides kept; each at most _DERIVED_ITEM_BYTES: <= 8 MiB
+_DERIVED_ITEM_BYTES = 8192
+
+
+def _key_bytes(key: tuple) -> int:
+    return sum(len(part) for side in key for part in side[:3] if isinstance(part, (str, bytes)))
 
 
 def parse_ssh(flow: FlowStreams) -> SshHandshake:
@@ -203,9 +208,10 @@ def parse_ssh(flow: FlowStreams) -> SshHandshake:
         if values is None:
             out = _derive(flow.flow_id, _side_from_key(key[0]), _side_from_key(key[1]))
             values = tuple(tuple(v) if isinstance(v, list) else v for v in map(out.__getattribute__, _FIELDS))
-            if len(_DERIVED) >= _DERIVED_MAX:
-                _DERIVED.clear()
-            _DERIVED[key] = values
+            if _key_bytes(key) <= _DERIVED_ITEM_BYTES:
+                if len(_DERIVED) >= _DERIVED_MAX:
+                    _DERIVED.clear()
+                _DERIVED[key] = values
     except Exception as exc:   # noqa: BLE001 - defensive: a record still comes out
         out = SshHandshake(flow_id=flow.flow_id)
         out.partial, out.parse_error = True, f"unexpected structure: {exc}"

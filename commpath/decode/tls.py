@@ -342,12 +342,15 @@ def _u16_list(raw: bytes) -> list[int]:
     if values is None:
         k = len(raw) // 2
         values = struct.unpack(f">{k}H", raw[:k * 2])
-        if len(_U16_LISTS) >= 4096:
-            _U16_LISTS.clear()
-        _U16_LISTS[raw] = values
+        if len(raw) <= CACHED_ITEM_BYTES:
+            if len(_U16_LISTS) >= 4096:
+                _U16_LISTS.clear()
+            _U16_LISTS[raw] = values
     return list(values)
 
 
+#: Caches across connections hold only items up to this size (hostile lists are not kept).
+CACHED_ITEM_BYTES = 512
 _U16_LISTS: dict[bytes, tuple[int, ...]] = {}
 
 
@@ -499,14 +502,17 @@ def parse_certificate_list(body: bytes, hs: TlsHandshake, tls13: bool, who: str)
         certs = _well_formed_certificate_list(body, tls13)
         if certs is None:
             return _parse_certificate_list(body, hs, tls13, who)
-        if len(_CERT_LISTS) >= 1024:
-            _CERT_LISTS.clear()
-        _CERT_LISTS[key] = certs
+        if len(body) <= CACHED_CERTIFICATE_MESSAGE:
+            if len(_CERT_LISTS) >= 256:
+                _CERT_LISTS.clear()
+            _CERT_LISTS[key] = certs
     return list(certs)
 
 
 #: Well-formed Certificate messages seen before: servers send the same chain on every connection,
 #: and handing back the same DER objects makes later lookups by certificate cheap.
+#: At most 256 messages of up to 16 KiB each are kept.
+CACHED_CERTIFICATE_MESSAGE = 16384
 _CERT_LISTS: dict[tuple[bytes, bool], tuple[bytes, ...]] = {}
 
 
@@ -605,8 +611,11 @@ def _sha12(text: str) -> str:
 
 def ja4(ch: ClientHello, transport: str = "t") -> str:
     """JA4 TLS client fingerprint (FoxIO JA4 specification)."""
-    return _ja4(tuple(ch.versions), ch.legacy_version, tuple(ch.ciphers), tuple(ch.extensions),
-                ch.alpn_raw[0] if ch.alpn_raw else b"", tuple(ch.sig_algs), transport)
+    args = (tuple(ch.versions), ch.legacy_version, tuple(ch.ciphers), tuple(ch.extensions),
+            ch.alpn_raw[0] if ch.alpn_raw else b"", tuple(ch.sig_algs), transport)
+    if len(args[2]) + len(args[3]) + len(args[5]) + len(args[0]) > CACHED_ITEM_BYTES // 2:
+        return _ja4.__wrapped__(*args)              # hostile-sized lists are not kept in the cache
+    return _ja4(*args)
 
 
 @lru_cache(maxsize=4096)

@@ -303,7 +303,7 @@ class _PathMemo:
 
 
 _PATHS: dict[tuple, _PathMemo] = {}
-_PATHS_MAX = 4096
+_PATHS_MAX = 512                     # chains remembered (their certificates are kept alive with them)
 
 
 def _cached_path(cert, inters, cas, at) -> tuple[bool, str | None]:
