@@ -36,8 +36,9 @@ def assert_agree(path: Path, streams: bool = True, **oracle_args) -> tuple:
     """Connections as tshark's streams; with ``streams``, also each TCP direction's first bytes as
     tshark's ``follow,tcp,raw`` (ordered by sequence number, retransmissions once)."""
     cap = commpath.read(path)
-    conv = tshark.connections(path, **oracle_args)
-    problems = cmp.compare(cap.flows, conv)
+    frames = tshark.frames(path, **oracle_args)
+    conv = tshark.connections(path, table=frames)
+    problems = cmp.compare(cap.flows, conv) + cmp.compare_capture(cap.captures, frames)
     if streams and len(conv):
         tcp = conv[conv["transport"] == "tcp"]
         followed = tshark.follow_tcp(path, tcp["stream"])

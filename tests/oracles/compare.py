@@ -190,3 +190,19 @@ def compare_streams(capture, conv: pd.DataFrame, followed: dict, limit: int) -> 
             elif s.limited and len(s.data) != limit:
                 problems.append(f"{where}: {name} marked limited at {len(s.data)} bytes, limit {limit}")
     return problems
+
+
+def compare_capture(captures: pd.DataFrame, frames: pd.DataFrame, ts_tolerance: float = 2e-6) -> list[str]:
+    """The capture row of one file against tshark's frames: packet count, wire bytes, first/last time."""
+    if len(captures) != 1:
+        return [f"expected one capture row, got {len(captures)}"]
+    row = captures.iloc[0]
+    problems = []
+    if int(row["packets"]) != len(frames):
+        problems.append(f"capture packets commpath {row['packets']}, tshark {len(frames)}")
+    if int(row["bytes"]) != int(frames["len"].sum()):
+        problems.append(f"capture bytes commpath {row['bytes']}, tshark {int(frames['len'].sum())}")
+    for name, value in (("first_ts", frames["ts"].min()), ("last_ts", frames["ts"].max())):
+        if len(frames) and abs(float(row[name]) - float(value)) > ts_tolerance:
+            problems.append(f"capture {name} commpath {row[name]:.6f}, tshark {value:.6f}")
+    return problems
