@@ -336,6 +336,7 @@ def test_one_unsupported_interface_of_two(tmp_path):
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert any("warning" in line and path.name in line and "link type" in line for line in proc.stderr.splitlines())
     cap = commpath.read(path)
+    assert cap.partial, "packets that could not be decoded make the read partial"
     ethernet = commpath.read(TLS12)
     assert len(cap.flows) == len(ethernet.flows) == 1
     assert cap.flows["packets"].tolist() == ethernet.flows["packets"].tolist()
