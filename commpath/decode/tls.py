@@ -664,13 +664,6 @@ def _alerts(records: list[Record], hs: TlsHandshake, who: str, encrypted_from: i
     return fatal
 
 
-def _frames(stream: Stream, records: list[Record], types: tuple[int, ...], upto: int) -> list[int]:
-    """Frames that carried the records of the given types."""
-    out: set[int] = set()
-    _add_frames(out, stream, records[:upto], types)
-    return sorted(out)
-
-
 def _add_frames(out: set[int], stream: Stream, records: list[Record], types) -> None:
     """Add to ``out`` the frames that carried the records of the given types.
 
