@@ -180,8 +180,6 @@ def _parse_http1(stream: Stream, flow_id: int, is_response: bool, res: HttpResul
         first, _, rest = head.partition(b"\n")
         first = first.rstrip(b"\r")
         headers = _headers(rest)
-        row = {"flow_id": flow_id, "frame": stream.frame_at(pos), "h2c": False,
-               "auth": _auth_kinds(headers)}
         headers_lower = {k.lower(): v for k, v in headers}
         if is_response:
             m = STATUS_LINE.match(first)
@@ -189,7 +187,8 @@ def _parse_http1(stream: Stream, flow_id: int, is_response: bool, res: HttpResul
                 res.partial, res.parse_error = True, f"response: not a status line at offset {pos}"
                 break
             status = int(m.group(2))
-            row.update(direction="response", version=m.group(1).decode(), status=status)
+            row = {"flow_id": flow_id, "frame": stream.frame_at(pos), "h2c": False, "auth": _auth_kinds(headers),
+                   "direction": "response", "version": m.group(1).decode(), "status": status}
             method = methods[len(rows)] if len(rows) < len(methods) else None
             rows.append(row)
             body_at = end + sep
@@ -203,10 +202,11 @@ def _parse_http1(stream: Stream, flow_id: int, is_response: bool, res: HttpResul
             if not m:
                 res.partial, res.parse_error = True, f"request: not a request line at offset {pos}"
                 break
-            method, target, version = (g.decode("latin-1") for g in m.groups())
+            method, target, version = m.group(1, 2, 3)
+            method, target, version = method.decode("latin-1"), target.decode("latin-1"), version.decode("latin-1")
             methods.append(method)
-            row.update(direction="request", method=method, version=version,
-                       host=headers_lower.get("host"))
+            row = {"flow_id": flow_id, "frame": stream.frame_at(pos), "h2c": False, "auth": _auth_kinds(headers),
+                   "direction": "request", "method": method, "version": version, "host": headers_lower.get("host")}
             if method == "CONNECT":
                 row["connect_target"] = target[:MAX_PATH]
                 row["path"] = None
