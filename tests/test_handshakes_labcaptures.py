@@ -95,7 +95,13 @@ def test_client_certificates_by_path(scenario):
     assert checked
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+def _direct_kubelet(scenario: str) -> bool:
+    """Whether the apiserver dials a kubelet directly (not only through SSH or Konnectivity)."""
+    truth = yaml.safe_load((CAPTURES / scenario / "ground-truth.yaml").read_text())
+    return any(c.get("path") == "apiserver-to-kubelet" for c in truth.get("connections", []))
+
+
+@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if _direct_kubelet(s)])
 def test_kubelet_serving_certificate_verdicts(scenario):
     """apiserver-to-kubelet: expected findings say whether the serving certificate is trusted."""
     cap, _, keyed, truth = analysed(scenario)
@@ -104,8 +110,7 @@ def test_kubelet_serving_certificate_verdicts(scenario):
     absent = set(truth.get("absent_findings", []))
     rows = keyed.tls.set_index("flow_id")
     kubelet = [rows.loc[fid] for fid, p in paths.items() if p == "apiserver-to-kubelet" and fid in rows.index]
-    if not kubelet:
-        pytest.skip("no apiserver-to-kubelet connection")
+    assert kubelet, "the ground truth names direct apiserver-to-kubelet connections"
     verdicts = {bool(r.server_cert_verified) for r in kubelet if r.certs_visibility in ("visible", "decrypted")}
     if ("server-cert-untrusted", "apiserver-to-kubelet") in checks:
         assert verdicts == {False}
