@@ -370,3 +370,16 @@ def test_folder_of_captures_is_one_run_with_distinct_flow_ids(tmp_path):
     assert sorted(cap.streams) == [0, 1]
     hosts = cap.captures.set_index(cap.captures.file.str.rsplit("/", n=1).str[-1])["host"]
     assert hosts["b.pcap"] == "node1" and hosts.isna()["a.pcap"]
+
+
+def test_kept_streams_have_a_memory_budget(tmp_path):
+    pkts = []
+    for k in range(20):
+        pkts += tcp_conversation(sport=30000 + k, client=HELLO + bytes(2000), t0=1_700_000_000.0 + k)
+    path = write(tmp_path / "budget.pcap", eth(pkts))
+    seen = []
+    cap = commpath.read(path, kept_streams_budget=5 * 2100, on_streams=seen.append)
+    assert len(cap.streams) == 5 and len(seen) == 20          # the sink still gets every connection
+    assert any("not kept" in w and "15 connections" in w for w in cap.warnings)
+    assert (cap.flows.app_protocol == "tls").all()            # detection does not depend on keeping
+    assert not commpath.read(path).warnings

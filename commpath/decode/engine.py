@@ -26,6 +26,8 @@ from .streams import FlowStreams
 PAYLOAD_LIMIT = 16384
 #: Memory for stream payload of connections still open (least recently active go first).
 STREAM_BUDGET = 48 * 1024 * 1024
+#: Memory for streams kept in ``Capture.streams`` (``on_streams`` consumes every one, unbounded by this).
+KEPT_STREAMS_BUDGET = 16 * 1024 * 1024
 #: A UDP flow idle for longer than this ends; the next datagram starts a new one.
 UDP_TIMEOUT = 60.0
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz", ".cap.gz", ".dmp")
@@ -58,22 +60,25 @@ StreamSink = Callable[[FlowStreams], None]
 
 def read(*inputs: str | os.PathLike, payload_limit: int = PAYLOAD_LIMIT, udp_timeout: float = UDP_TIMEOUT,
          progress: Progress | None = None, strict: bool = False, keep_streams: bool = True,
-         on_streams: StreamSink | None = None, chunk_size: int = CHUNK, stream_budget: int = STREAM_BUDGET) -> Capture:
+         on_streams: StreamSink | None = None, chunk_size: int = CHUNK, stream_budget: int = STREAM_BUDGET,
+         kept_streams_budget: int = KEPT_STREAMS_BUDGET) -> Capture:
     """Read capture files and folders of captures into a :class:`Capture`.
 
     The first ``payload_limit`` bytes of each direction of each TCP connection are
     reassembled; each connection's :class:`FlowStreams` is handed to ``on_streams`` as
     soon as the connection ends (bounded memory), and kept in ``Capture.streams`` when
-    ``keep_streams``. Files that cannot be read at all are reported as warnings of the
-    run unless every input is unusable (or ``strict``): then :class:`InputError` names the first.
+    ``keep_streams``, up to ``kept_streams_budget`` bytes (a warning says when more were
+    seen). Files that cannot be read at all are reported as warnings of the run unless
+    every input is unusable (or ``strict``): then :class:`InputError` names the first.
     """
     files = list(_expand(inputs))
+    budget = _KeepBudget(kept_streams_budget) if keep_streams else None
     flows, captures, streams, errors = [], [], {}, []
     next_id = 0
     for path, manifest in files:
         try:
             f, c, s = _read_file(path, manifest, next_id, payload_limit, udp_timeout, progress,
-                                 keep_streams, on_streams, chunk_size, stream_budget)
+                                 budget, on_streams, chunk_size, stream_budget)
         except InputError as exc:
             if strict or len(files) == 1:
                 raise
@@ -125,12 +130,12 @@ def _manifest_for(path: Path, stop: Path) -> dict:
 
 
 def _read_file(path: Path, manifest: dict, flow_base: int, limit: int, udp_timeout: float,
-               progress: Progress | None, keep_streams: bool, on_streams: StreamSink | None,
+               progress: Progress | None, budget: "_KeepBudget | None", on_streams: StreamSink | None,
                chunk_size: int, stream_budget: int):
     state = ReadState(str(path))
     table = ft.FlowTable()
     arena = StreamArena(limit, stream_budget)
-    app = _AppProtocols(flow_base, keep_streams, on_streams)
+    app = _AppProtocols(flow_base, budget, on_streams)
     frame0 = 1
     packets = 0
     total_bytes = 0
@@ -143,7 +148,7 @@ def _read_file(path: Path, manifest: dict, flow_base: int, limit: int, udp_timeo
     frag_later: list[np.ndarray] = []
     size = os.path.getsize(path)
 
-    marks = keep_streams or on_streams is not None
+    marks = budget is not None or on_streams is not None
 
     def harvest(flows: np.ndarray) -> None:
         app.add(arena.harvest(table.fi, flows, flow_base, marks), table)
@@ -200,6 +205,9 @@ def _read_file(path: Path, manifest: dict, flow_base: int, limit: int, udp_timeo
                           np.concatenate(frag_later), state)
     flows = _flow_frame(fi, fa, ftime, str(path), flow_base)
     flows = app.apply(flows)
+    if app.not_kept:
+        state.warnings.append(f"first bytes of {app.not_kept} connections not kept in Capture.streams "
+                              f"(memory budget of {budget.total >> 20} MiB); on_streams= receives every one")
     cap = _capture_row(path, state, manifest, packets, total_bytes,
                        first_ts if packets else np.nan, last_ts if packets else np.nan)
     return flows, cap, app.streams
@@ -316,12 +324,31 @@ _SWAP = [("src_ip", "dst_ip"), ("src_port", "dst_port"), ("packets_fwd", "packet
          ("bytes_fwd", "bytes_rev"), ("payload_fwd", "payload_rev"), ("tunnel_src", "tunnel_dst")]
 
 
+@dataclass
+class _KeepBudget:
+    """Bytes of streams that ``Capture.streams`` may still keep in one read."""
+
+    total: int
+    left: int = -1
+
+    def __post_init__(self):
+        self.left = self.total
+
+    def take(self, fs: FlowStreams) -> bool:
+        size = len(fs.fwd.data) + len(fs.rev.data)
+        if size > self.left:
+            return False
+        self.left -= size
+        return True
+
+
 class _AppProtocols:
     """Collects each harvested connection's application protocol; passes its streams on."""
 
-    def __init__(self, base: int, keep: bool, sink: StreamSink | None):
+    def __init__(self, base: int, budget: _KeepBudget | None, sink: StreamSink | None):
         self.base = base
-        self.keep = keep
+        self.budget = budget
+        self.not_kept = 0
         self.sink = sink
         self.streams: dict[int, FlowStreams] = {}
         self.rows: list[tuple[int, str, bool, bool]] = []
@@ -345,8 +372,11 @@ class _AppProtocols:
         return text
 
     def sink_one(self, fs: FlowStreams, swap: bool) -> None:
-        if self.keep:
-            self.streams[fs.flow_id] = fs
+        if self.budget is not None:
+            if self.budget.take(fs):
+                self.streams[fs.flow_id] = fs
+            else:
+                self.not_kept += 1
         if self.sink is not None and not swap:
             self.sink(fs)
         elif self.sink is not None:
@@ -408,7 +438,7 @@ FLOW_TABLE_COLUMNS = ["flow_id", "first_frame", "ts_start", "transport", "src_ip
 
 def flows_main(args) -> int:
     """`commpath flows INPUT...`: print the connection table."""
-    capture = read(*args.inputs, progress=None if args.quiet else _stderr_progress())
+    capture = read(*args.inputs, progress=None if args.quiet else _stderr_progress(), keep_streams=False)
     _finish_progress(args.quiet)
     for warning in capture.warnings:
         print(f"commpath: warning: {warning}", file=sys.stderr)
