@@ -6,6 +6,7 @@ import hashlib
 import struct
 from dataclasses import dataclass, field
 
+from ._memo import BoundedMemo
 from ._tls_wire import Reader, Truncated
 from .streams import FlowStreams
 
@@ -187,8 +188,8 @@ def _side_from_key(key: tuple) -> SshSide:
     return side
 
 
-_DERIVED: dict[tuple, tuple] = {}
 _DERIVED_MAX = 1024                  # pairs of sides kept; each at most _DERIVED_ITEM_BYTES: <= 8 MiB
+_DERIVED: BoundedMemo = BoundedMemo(_DERIVED_MAX)
 _DERIVED_ITEM_BYTES = 8192
 
 
@@ -209,9 +210,7 @@ def parse_ssh(flow: FlowStreams) -> SshHandshake:
             out = _derive(flow.flow_id, _side_from_key(key[0]), _side_from_key(key[1]))
             values = tuple(tuple(v) if isinstance(v, list) else v for v in map(out.__getattribute__, _FIELDS))
             if _key_bytes(key) <= _DERIVED_ITEM_BYTES:
-                if len(_DERIVED) >= _DERIVED_MAX:
-                    _DERIVED.clear()
-                _DERIVED[key] = values
+                _DERIVED.remember(key, values)
     except Exception as exc:   # noqa: BLE001 - defensive: a record still comes out
         out = SshHandshake(flow_id=flow.flow_id)
         out.partial, out.parse_error = True, f"unexpected structure: {exc}"

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
 
+from ._memo import BoundedMemo
 from ._tls_tables import ALERTS, CIPHER_SUITES
 from ._tls_wire import (
     CONTENT_ALERT, CONTENT_APPDATA, CONTENT_CCS, CONTENT_HANDSHAKE, CONTENT_TYPES,
@@ -343,15 +344,13 @@ def _u16_list(raw: bytes) -> list[int]:
         k = len(raw) // 2
         values = struct.unpack(f">{k}H", raw[:k * 2])
         if len(raw) <= CACHED_ITEM_BYTES:
-            if len(_U16_LISTS) >= 4096:
-                _U16_LISTS.clear()
-            _U16_LISTS[raw] = values
+            _U16_LISTS.remember(raw, values)
     return list(values)
 
 
 #: Caches across connections hold only items up to this size (hostile lists are not kept).
 CACHED_ITEM_BYTES = 512
-_U16_LISTS: dict[bytes, tuple[int, ...]] = {}
+_U16_LISTS: BoundedMemo = BoundedMemo(4096)
 
 
 _CH_PARSED = frozenset((EXT_SERVER_NAME, EXT_ALPN, EXT_SUPPORTED_VERSIONS, EXT_SIGNATURE_ALGORITHMS))
@@ -503,9 +502,7 @@ def parse_certificate_list(body: bytes, hs: TlsHandshake, tls13: bool, who: str)
         if certs is None:
             return _parse_certificate_list(body, hs, tls13, who)
         if len(body) <= CACHED_CERTIFICATE_MESSAGE:
-            if len(_CERT_LISTS) >= 256:
-                _CERT_LISTS.clear()
-            _CERT_LISTS[key] = certs
+            _CERT_LISTS.remember(key, certs)
     return list(certs)
 
 
@@ -513,7 +510,7 @@ def parse_certificate_list(body: bytes, hs: TlsHandshake, tls13: bool, who: str)
 #: and handing back the same DER objects makes later lookups by certificate cheap.
 #: At most 256 messages of up to 16 KiB each are kept.
 CACHED_CERTIFICATE_MESSAGE = 16384
-_CERT_LISTS: dict[tuple[bytes, bool], tuple[bytes, ...]] = {}
+_CERT_LISTS: BoundedMemo = BoundedMemo(256)
 
 
 def _well_formed_certificate_list(body: bytes, tls13: bool) -> tuple[bytes, ...] | None:

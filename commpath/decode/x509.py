@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
+from ._memo import BoundedMemo
 from ..errors import InputError
 
 #: Attribute names as OpenSSL (and Zeek) print them, where RFC 4514 has none.
@@ -302,8 +303,8 @@ class _PathMemo:
             and all(a is b for a, b in zip(self.inters, inters))
 
 
-_PATHS: dict[tuple, _PathMemo] = {}
 _PATHS_MAX = 512                     # chains remembered (their certificates are kept alive with them)
+_PATHS: BoundedMemo = BoundedMemo(_PATHS_MAX)
 
 
 def _cached_path(cert, inters, cas, at) -> tuple[bool, str | None]:
@@ -311,9 +312,7 @@ def _cached_path(cert, inters, cas, at) -> tuple[bool, str | None]:
     key = (id(cert), tuple(map(id, inters)), id(cas))
     memo = _PATHS.get(key)
     if memo is None or not memo.same(cert, inters, cas):
-        if len(_PATHS) >= _PATHS_MAX:
-            _PATHS.clear()
-        memo = _PATHS[key] = _PathMemo(cert, inters, cas)
+        memo = _PATHS.remember(key, _PathMemo(cert, inters, cas))
     slot = bisect_right(memo.bounds, at)
     result = memo.results.get(slot)
     if result is None:
@@ -405,7 +404,7 @@ def _ca_error(cert: x509.Certificate) -> str | None:
     return None
 
 
-_NAMES: dict[tuple, tuple] = {}
+_NAMES: BoundedMemo = BoundedMemo(_PATHS_MAX)
 
 
 def _cached_name_error(cert: x509.Certificate, name: str | None, ip: str | None) -> str | None:
@@ -415,9 +414,7 @@ def _cached_name_error(cert: x509.Certificate, name: str | None, ip: str | None)
     if hit is not None and hit[0] is cert:
         return hit[1]
     err = _name_error(cert, name, ip)
-    if len(_NAMES) >= _PATHS_MAX:
-        _NAMES.clear()
-    _NAMES[key] = (cert, err)
+    _NAMES.remember(key, (cert, err))
     return err
 
 
