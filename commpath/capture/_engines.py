@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import os
 import re
 import shutil
@@ -87,7 +88,9 @@ class _Process:
         return self.proc.returncode
 
 
-class Engine:
+class Engine(abc.ABC):
+    """A capture engine: starts recording on interfaces, reports readiness, stops with statistics."""
+
     name = ""
 
     def __init__(self, out: Path, stem: str, ifaces: list[str], bpf: str, ring: int | None, file_mb: float | None):
@@ -97,21 +100,24 @@ class Engine:
     def version(self) -> str:
         return "unknown"
 
+    @abc.abstractmethod
     def start(self) -> None:
-        raise NotImplementedError
+        """Implemented by each engine."""
 
+    @abc.abstractmethod
     def wait_ready(self, timeout: float) -> bool:
-        raise NotImplementedError
+        """Implemented by each engine."""
 
+    @abc.abstractmethod
     def alive(self) -> bool:
-        raise NotImplementedError
+        """Implemented by each engine."""
 
     def files(self) -> list[Path]:
         return sorted(p for p in self.out.iterdir() if p.name.startswith(self.stem) and p.suffix.startswith(".pcap"))
 
+    @abc.abstractmethod
     def stop(self) -> dict:
         """Stop and return statistics: {iface: {"captured", "received", "dropped"}} and "errors"."""
-        raise NotImplementedError
 
 
 class Tcpdump(Engine):
