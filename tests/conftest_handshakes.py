@@ -76,15 +76,20 @@ def start_tcpdump(pcap: Path, bpf: str, timeout: float = 10.0):
     raise RuntimeError(f"tcpdump did not start: {proc.stderr.read() if proc.stderr else ''}")
 
 
-def stop_tcpdump(proc, settle: float = 0.3) -> None:
-    """Let the last packets reach the file, then stop tcpdump (by its pid)."""
+def terminate(proc, timeout: float = 5) -> None:
+    """SIGTERM a process we started (by its pid); kill it if it lingers."""
     import signal
-    import time
-    time.sleep(settle)
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=5)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait(timeout=5)
+            proc.wait(timeout=timeout)
+
+
+def stop_tcpdump(proc, settle: float = 0.3) -> None:
+    """Let the last packets reach the file, then stop tcpdump."""
+    import time
+    time.sleep(settle)
+    terminate(proc)

@@ -8,7 +8,6 @@ import ipaddress
 import os
 import random
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -22,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from conftest_handshakes import read_capture, start_tcpdump, stop_tcpdump
+from conftest_handshakes import read_capture, start_tcpdump, stop_tcpdump, terminate
 
 PEERS = Path(__file__).resolve().parent / "peers"
 GO = shutil.which("go")
@@ -136,13 +135,7 @@ class Procs:
 
     def close(self):
         for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(timeout=3)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(timeout=3)
+            terminate(p, timeout=3)
 
 
 def _wait_line(p: subprocess.Popen, word: str, timeout: float = 10) -> None:

@@ -7,14 +7,13 @@ import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest_handshakes import PUBLIC, ZEEK_BASE, ZEEK_TRACES, start_tcpdump, tshark_fields, zeek_log
+from conftest_handshakes import PUBLIC, ZEEK_BASE, ZEEK_TRACES, start_tcpdump, terminate, tshark_fields, zeek_log
 
 SSH_TRACES = [
     "arkime/ssh2.pcap",
@@ -139,12 +138,7 @@ def sshd_capture(tmp_path_factory):
         time.sleep(0.4)
     finally:
         for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(timeout=3)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            terminate(p, timeout=3)
     return pcap, modern, weak, port
 
 

@@ -43,15 +43,14 @@ def h2_frames(data: bytes, max_frames: int = 32) -> bool:
     count = 0
     while pos + 9 <= len(data) and count < max_frames:
         length = int.from_bytes(data[pos:pos + 3], "big")
-        ftype, flags = data[pos + 3], data[pos + 4]
+        ftype = data[pos + 3]
         stream = int.from_bytes(data[pos + 5:pos + 9], "big")
         if ftype > 9 or length > 16_777_215 or stream & 0x80000000:
             return False
-        if ftype in (4, 6, 7, 8) and ftype != 8 and stream != 0:
+        if ftype in (4, 6, 7) and stream != 0:
             return False                     # SETTINGS, PING, GOAWAY live on stream 0
         if ftype in (0, 1, 2, 3, 5, 9) and stream == 0:
             return False                     # these need a stream
-        del flags
         pos += 9 + length
         count += 1
     return count >= 1 and pos == len(data) or (count >= 2 and pos > len(data))

@@ -29,15 +29,6 @@ class Stream:
         i = bisect.bisect_right(self.offsets, offset) - 1
         return self.frames[i] if i >= 0 else None
 
-    def frames_between(self, start: int, end: int) -> list[int]:
-        """Frames carrying bytes in ``[start, end)`` of ``data``, in order, without repeats."""
-        out: list[int] = []
-        ends = self.offsets[1:] + (len(self.data),)
-        for off, seg_end, fr in zip(self.offsets, ends, self.frames):
-            if off < end and seg_end > start and fr not in out:
-                out.append(fr)
-        return out
-
 
 @dataclass(frozen=True)
 class FlowStreams:

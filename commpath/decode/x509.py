@@ -151,14 +151,19 @@ def _sans(value: x509.SubjectAlternativeName) -> list[str]:
     return out
 
 
-def _self_signed(cert: x509.Certificate) -> bool:
-    if cert.issuer != cert.subject:
+def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
+    """``parent`` names and signs ``child``."""
+    if child.issuer != parent.subject:
         return False
     try:
-        cert.verify_directly_issued_by(cert)
+        child.verify_directly_issued_by(parent)
         return True
-    except Exception:            # noqa: BLE001 - unsupported key or bad signature
+    except Exception:            # noqa: BLE001 - wrong key, unsupported algorithm or bad signature
         return False
+
+
+def _self_signed(cert: x509.Certificate) -> bool:
+    return _issued_by(cert, cert)
 
 
 # --------------------------------------------------------------------------- names in handshakes
@@ -326,22 +331,13 @@ def _build_path(cert, inters, cas, at) -> tuple[bool, str | None]:
     """Depth-first search for a signature path from ``cert`` to one of ``cas``."""
     first_error: list[str] = []
 
-    def issued_by(child, parent) -> bool:
-        if child.issuer != parent.subject:
-            return False
-        try:
-            child.verify_directly_issued_by(parent)
-            return True
-        except Exception:        # noqa: BLE001 - wrong key or unsupported algorithm
-            return False
-
     def search(current, depth: int, seen: set[bytes]) -> bool:
         if depth > MAX_CHAIN_DEPTH:
             return False
         for root in cas:
             if _same(current, root):                 # the certificate itself is trusted
                 return True
-            if issued_by(current, root):
+            if _issued_by(current, root):
                 err = _validity(root, at, "CA certificate") or _ca_error(root)
                 if err:
                     first_error.append(err)
@@ -349,7 +345,7 @@ def _build_path(cert, inters, cas, at) -> tuple[bool, str | None]:
                 return True
         for parent in inters:
             fp = parent.fingerprint(hashes_sha256())
-            if fp in seen or not issued_by(current, parent):
+            if fp in seen or not _issued_by(current, parent):
                 continue
             err = _validity(parent, at, "intermediate certificate") or _ca_error(parent)
             if err:
