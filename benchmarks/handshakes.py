@@ -132,6 +132,26 @@ def outputs(include_bench: bool = True, cache: Path | None = None) -> dict[str, 
     return out
 
 
+def _cell(value):
+    """A comparable form of one cell: missing values alike, containers as tuples, types kept."""
+    import numpy as np
+    import pandas as pd
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return ("seq", tuple(_cell(v) for v in value))
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return ("missing", repr(value))
+    return (type(value).__name__, value)
+
+
+def _first_cell_difference(a, b) -> str | None:
+    """The first cell whose value or Python type differs (the frames' shapes and dtypes already match)."""
+    for col in a.columns:
+        for i, (x, y) in enumerate(zip(a[col].astype(object), b[col].astype(object))):
+            if _cell(x) != _cell(y):
+                return f"row {i} column {col}: {x!r} != {y!r}"
+    return None
+
+
 def compare(old: dict, new: dict) -> list[str]:
     """Differences between two ``outputs()`` results (empty: identical)."""
     import pandas as pd
@@ -148,8 +168,9 @@ def compare(old: dict, new: dict) -> list[str]:
                 except AssertionError as exc:
                     problems.append(f"{name} {key}: {str(exc)[:600]}")
                     continue
-                if pickle.dumps(a.astype(object).values.tolist()) != pickle.dumps(b.astype(object).values.tolist()):
-                    problems.append(f"{name} {key}: cell values differ (object level)")
+                diff = _first_cell_difference(a, b)
+                if diff:
+                    problems.append(f"{name} {key}: {diff}")
             elif a != b:
                 problems.append(f"{name} {key}: {a!r} != {b!r}")
     return problems

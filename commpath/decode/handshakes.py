@@ -9,7 +9,7 @@ from operator import attrgetter, itemgetter
 import numpy as np
 import pandas as pd
 
-from . import keylog as _keylog
+from . import _hs_fast, keylog as _keylog
 from ._tls_wire import EXT_ALPN, HS_CERTIFICATE, HS_CERTIFICATE_REQUEST, HS_ENCRYPTED_EXTENSIONS, Reader, Truncated
 from .http import HTTP_COLUMNS, parse_http
 from .schema import CERT_COLUMNS, TLS_COLUMNS, conform, empty_frame
@@ -71,6 +71,8 @@ class HandshakeAnalyzer:
         self.ssh_rows: list[dict] = []
         self.http_rows: list[dict] = []
         self.certs = _CertBook()
+        #: TLS connections waiting for the C walker (None: each is parsed in Python when fed)
+        self._pending: list[tuple] | None = [] if self.keys is None and _hs_fast.walker() is not None else None
 
     def feed(self, fs: FlowStreams, proto: str | None = None, ts=None, dst_ip=None) -> None:
         """Analyse one connection; protocol, start time and responder default to the stream's own."""
@@ -81,12 +83,11 @@ class HandshakeAnalyzer:
             return
         cas, keys, certs, max_appdata = self.cas, self.keys, self.certs, self.max_appdata
         if proto == "tls" or (proto not in ("ssh", "http", "http2") and looks_like_tls(fs.fwd.data)):
-            self.tls_rows.append(_tls_row(parse_tls(fs, max_appdata), ts, dst_ip, cas, keys, certs, tunneled=False))
+            self._tls(fs, ts, dst_ip, False)
         elif proto == "unknown":
             inner = find_starttls(fs)
             if inner is not None:
-                self.tls_rows.append(_tls_row(parse_tls(inner, max_appdata), ts, dst_ip, cas, keys, certs,
-                                              tunneled=False, starttls=True))
+                self._tls(inner, ts, dst_ip, False, True)
         elif proto == "ssh":
             self.ssh_rows.append(_SSH_ROW(parse_ssh(fs)))
         elif proto in ("http", "http2"):
@@ -97,15 +98,52 @@ class HandshakeAnalyzer:
                 row.setdefault("parse_error", res.parse_error)
                 rows.append(tuple(map(row.get, _HTTP_NAMES)))
             if res.tunnel is not None and looks_like_tls(res.tunnel.fwd.data):
-                self.tls_rows.append(_tls_row(parse_tls(res.tunnel, max_appdata), ts,
-                                              _connect_host(res.rows) or dst_ip, cas, keys, certs, tunneled=True))
+                self._tls(res.tunnel, ts, _connect_host(res.rows) or dst_ip, True)
             elif res.tunnel is not None and res.tunnel.fwd.data[:1].isalpha():
                 inner = parse_http(res.tunnel)            # plain HTTP through the tunnel
                 for row in inner.rows:
                     row.update(tunneled=True, partial=inner.partial, parse_error=inner.parse_error)
                     rows.append(tuple(map(row.get, _HTTP_NAMES)))
 
+    def _tls(self, fs: FlowStreams, ts, dst_ip, tunneled: bool, starttls: bool = False) -> None:
+        """One TLS connection: queued for the C walker, or parsed here and now."""
+        pending = self._pending
+        if pending is None:
+            self.tls_rows.append(_tls_row(parse_tls(fs, self.max_appdata), ts, dst_ip, self.cas, self.keys,
+                                          self.certs, tunneled, starttls))
+            return
+        pending.append((fs, ts, dst_ip, tunneled, starttls))
+        if len(pending) >= _hs_fast.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        """The queued TLS connections: the common case from the C walk, the others parsed in Python."""
+        jobs = self._pending
+        if not jobs:
+            return
+        self._pending = []
+        walked, exts = _hs_fast.walk([job[0] for job in jobs], self.max_appdata)
+        rows, cas, keys, certs, max_appdata = self.tls_rows, self.cas, self.keys, self.certs, self.max_appdata
+        fast, ext_size = _hs_fast.fast_fields, 2 * _hs_fast.MAX_EXT
+        for k, (fs, ts, dst_ip, tunneled, starttls) in enumerate(jobs):
+            v = walked[k]
+            f = fast(fs, v, exts, k * ext_size) if v[0] == 0 else None
+            if f is None:
+                rows.append(_tls_row(parse_tls(fs, max_appdata), ts, dst_ip, cas, keys, certs, tunneled, starttls))
+                continue
+            (tls_version, client_versions, sni, alpn_offered, alpn, cipher, cipher_id, ja4, resumed, established,
+             cert_request, cert_request_cas, visibility, client_cert, alerts, frames, server_chain, client_chain,
+             inference) = f
+            server_fps, client_fps, s_ok, c_ok, verify_error = _cert_columns(
+                fs.flow_id, sni, server_chain, client_chain, ts, dst_ip, cas, certs, tunneled)
+            rows.append((fs.flow_id, tls_version, client_versions, sni, alpn_offered, alpn, cipher, cipher_id, ja4,
+                         False, resumed, established, cert_request, cert_request_cas, server_fps, client_fps,
+                         visibility, client_cert, s_ok, c_ok, verify_error, alerts, False, None, frames,
+                         inference, tunneled, starttls))
+
     def result(self) -> Handshakes:
+        if self._pending:
+            self._flush()
         warnings: list[str] = []
         if self.keys is not None:
             vis, ver = _TLS_NAMES.index("certs_visibility"), _TLS_NAMES.index("tls_version")
@@ -177,6 +215,12 @@ _ROW_EXTRA = ["server_cert_fingerprints", "client_cert_fingerprints", "server_ce
 _HS_GET = attrgetter(*_HS_ATTRS)
 _TLS_ORDER = itemgetter(*[(_HS_ATTRS + _ROW_EXTRA).index(k) for k in _TLS_NAMES])
 assert sorted(_HS_ATTRS + _ROW_EXTRA) == sorted(_TLS_NAMES), "every TLS column has a source"
+assert _TLS_NAMES == [
+    "flow_id", "tls_version", "client_versions", "sni", "alpn_offered", "alpn", "cipher", "cipher_id", "ja4",
+    "hello_retry", "resumed", "established", "cert_request", "cert_request_cas", "server_cert_fingerprints",
+    "client_cert_fingerprints", "certs_visibility", "client_cert", "server_cert_verified", "client_cert_verified",
+    "verify_error", "alerts", "partial", "parse_error", "handshake_frames", "client_cert_inference", "tunneled",
+    "starttls"], "HandshakeAnalyzer._flush builds TLS rows in this order"
 _HTTP_NAMES = list(HTTP_COLUMNS)
 _SSH_ROW = attrgetter(*SSH_COLUMNS)
 
@@ -186,16 +230,21 @@ def _tls_row(hs: TlsHandshake, ts, dst_ip, cas, keys, certs: "_CertBook", tunnel
     """One row of the ``tls`` table, as a tuple in column order."""
     if keys is not None and hs.tls_version == "TLS 1.3" and hs.client_random in keys:
         _decrypt(hs, keys[hs.client_random])
-    server = [certs.add(der, hs.flow_id, "server" if i == 0 else "intermediate")
-              for i, der in enumerate(hs.server_chain)]
-    client = [certs.add(der, hs.flow_id, "client" if i == 0 else "intermediate")
-              for i, der in enumerate(hs.client_chain)]
+    return _TLS_ORDER(_HS_GET(hs) + _cert_columns(hs.flow_id, hs.sni, hs.server_chain, hs.client_chain, ts, dst_ip,
+                                                  cas, certs, tunneled) + (hs.inference, tunneled, starttls))
+
+
+def _cert_columns(flow_id: int, sni, server_chain: list[bytes], client_chain: list[bytes], ts, dst_ip, cas,
+                  certs: "_CertBook", tunneled: bool) -> tuple:
+    """Certificates into the book; (server fingerprints, client fingerprints, verified, verified, error)."""
+    server = [certs.add(der, flow_id, "server" if i == 0 else "intermediate") for i, der in enumerate(server_chain)]
+    client = [certs.add(der, flow_id, "client" if i == 0 else "intermediate") for i, der in enumerate(client_chain)]
     s_ok = c_ok = verify_error = None
     if cas is not None:
         at = dt.datetime.fromtimestamp(float(ts), dt.timezone.utc)
         errors = []
         ip = None if tunneled and not _is_ip(dst_ip) else dst_ip
-        name = hs.sni or (dst_ip if tunneled and not _is_ip(dst_ip) else None)
+        name = sni or (dst_ip if tunneled and not _is_ip(dst_ip) else None)
         s_ok, err = verify_chain(server, cas, at, server_name=name, server_ip=ip)
         if err:
             errors.append(f"server: {err}")
@@ -203,8 +252,7 @@ def _tls_row(hs: TlsHandshake, ts, dst_ip, cas, keys, certs: "_CertBook", tunnel
         if err:
             errors.append(f"client: {err}")
         verify_error = "; ".join(errors) or None
-    return _TLS_ORDER(_HS_GET(hs) + ([c.fingerprint for c in server], [c.fingerprint for c in client], s_ok, c_ok,
-                                     verify_error, hs.inference, tunneled, starttls))
+    return [c.fingerprint for c in server], [c.fingerprint for c in client], s_ok, c_ok, verify_error
 
 
 def _is_ip(text) -> bool:

@@ -885,45 +885,47 @@ def infer_client_cert(hs: TlsHandshake, ch: ClientHello | None, sh: ServerHello)
     Limits: record padding, 0-RTT early data and post-handshake authentication defeat it;
     the server's CertificateRequest itself stays invisible.
     """
-    if sh.psk:
-        hs.inference = "PSK resumption: servers must not request certificates (RFC 8446 4.3.2)"
-        return "not-requested"
-    if ch is not None and ch.early_data:
-        hs.inference = "0-RTT early data offered: the flight cannot be told apart"
-        return "unknown"
-    hash_len = TLS13_HASH_LEN.get(sh.cipher)
-    if hash_len is None or not hs.client_encrypted:
-        hs.inference = "client flight not seen" if hash_len else "unknown TLS 1.3 cipher"
-        return "unknown"
+    alps = ch is not None and any(e in ALPS_EXTENSIONS for e in ch.extensions)
+    verdict, hs.inference = client_cert_tls13(
+        sh.psk, ch is not None and ch.early_data, sh.cipher, alps,
+        tuple(len(r.body) for r in hs.client_encrypted[:3]), record_sizes_complete(hs.client_encrypted[:2]))
+    return verdict
+
+
+@lru_cache(maxsize=1024)
+def client_cert_tls13(psk: bool, early_data: bool, cipher: int, alps: bool, sizes: tuple[int, ...],
+                      complete: bool) -> tuple[str, str]:
+    """:func:`infer_client_cert` from the facts it needs: (verdict, how it was decided).
+
+    ``sizes``: body lengths of the client's first (up to 3) encrypted records; ``complete``:
+    the first two of them were captured whole."""
+    if psk:
+        return "not-requested", "PSK resumption: servers must not request certificates (RFC 8446 4.3.2)"
+    if early_data:
+        return "unknown", "0-RTT early data offered: the flight cannot be told apart"
+    hash_len = TLS13_HASH_LEN.get(cipher)
+    if hash_len is None or not sizes:
+        return "unknown", "client flight not seen" if hash_len else "unknown TLS 1.3 cipher"
     finished = hash_len + 4 + 1 + AEAD_TAG
     empty_cert = 8 + 1 + AEAD_TAG
-    alps = ch is not None and any(e in ALPS_EXTENSIONS for e in ch.extensions)
-    sizes = [len(r.body) for r in hs.client_encrypted[:3]]
-    if not record_sizes_complete(hs.client_encrypted[:2]):
-        hs.inference = "client flight truncated"
-        return "unknown"
+    if not complete:
+        return "unknown", "client flight truncated"
     first = sizes[0]
     second = sizes[1] if len(sizes) > 1 else None
     if first == 2 + 1 + AEAD_TAG:
-        hs.inference = "client answered with an encrypted alert"
-        return "unknown"
+        return "unknown", "client answered with an encrypted alert"
     if first == finished:
-        hs.inference = f"first client record = Finished alone ({finished} bytes)"
-        return "inferred-absent"
+        return "inferred-absent", f"first client record = Finished alone ({finished} bytes)"
     if first == empty_cert and second == finished:
-        hs.inference = "empty Certificate record, then Finished"
-        return "inferred-absent"
+        return "inferred-absent", "empty Certificate record, then Finished"
     if first == finished + 8:
-        hs.inference = "empty Certificate and Finished in one record"
-        return "inferred-absent"
+        return "inferred-absent", "empty Certificate and Finished in one record"
     if alps and finished < first <= finished + 8 + ALPS_MAX_EXTRA:
-        hs.inference = f"client EncryptedExtensions (ALPS) and Finished in {first} bytes"
-        return "inferred-absent"
+        return "inferred-absent", f"client EncryptedExtensions (ALPS) and Finished in {first} bytes"
     if first - 1 - AEAD_TAG >= MIN_CERTIFICATE_MESSAGE and first > finished + 8 + (ALPS_MAX_EXTRA if alps else 0):
-        hs.inference = f"first client record {first} bytes: a Certificate message (Finished alone is {finished})"
-        return "inferred-presented"
-    hs.inference = f"first client record {first} bytes fits no known flight (Finished alone is {finished})"
-    return "unknown"
+        return "inferred-presented", \
+            f"first client record {first} bytes: a Certificate message (Finished alone is {finished})"
+    return "unknown", f"first client record {first} bytes fits no known flight (Finished alone is {finished})"
 
 
 def record_sizes_complete(records: list[Record]) -> bool:
