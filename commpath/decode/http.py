@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ._memo import BoundedMemo
 from .streams import FlowStreams, Stream
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -116,6 +117,27 @@ def _headers(block: bytes) -> list[tuple[str, str]]:
 _PLAIN_CHUNK = re.compile(rb"([0-9A-Fa-f]{1,16})\r\n")
 
 
+#: Chunk lines read per message at most.
+MAX_CHUNKS = 10000
+_walker: list = []
+
+
+def _chunk_walker():
+    """cp_http_chunks of the compiled kernels (_c/http_chunks.c), or None without them."""
+    if not _walker:
+        fn = None
+        try:
+            import ctypes
+            from ._native import lib
+            fn = lib().cp_http_chunks
+            fn.argtypes = [ctypes.c_char_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
+            fn.restype = ctypes.c_int64
+        except Exception:          # noqa: BLE001 - no compiler or an older library: Python reads every line
+            fn = None
+        _walker.append(fn)
+    return _walker[0]
+
+
 def _body_end(data: bytes, pos: int, h: dict[str, str], is_response: bool,
               status: int | None, request_method: str | None) -> int | None:
     """Where the message body ends (None: unknown, e.g. read-until-close or cut).
@@ -125,8 +147,19 @@ def _body_end(data: bytes, pos: int, h: dict[str, str], is_response: bool,
                         or request_method == "HEAD"):
         return pos
     if "chunked" in h.get("transfer-encoding", "").lower():
+        budget = MAX_CHUNKS
+        walk = _chunk_walker()
+        if walk is not None:                        # plain chunk lines in C, the rest below
+            got = walk(data, len(data), pos, budget)
+            state, used, pos = got & 3, (got >> 2) & 0xFFFF, got >> 18
+            if state == 2:                          # cut: the body runs past the captured bytes
+                return None
+            if state == 1:                          # pos: the line end of the last ("0") chunk
+                end = data.find(b"\r\n\r\n", pos - 2)   # trailers
+                return end + 4 if end >= 0 else None
+            budget -= used
         plain = _PLAIN_CHUNK.match
-        for _ in range(10000):
+        for _ in range(budget):
             m = plain(data, pos) if pos >= 0 else None
             if m is not None:                       # the usual "<hex>\r\n" chunk line
                 nl = m.end() - 2
@@ -158,10 +191,13 @@ def _parse_http1(stream: Stream, flow_id: int, is_response: bool, res: HttpResul
                  methods: list[str]) -> tuple[list[dict], int | None, str | None]:
     """Messages of one direction; returns rows, the offset after a CONNECT/101 head, and its kind."""
     data = stream.data
+    n = len(data)
     rows: list[dict] = []
     pos = 0
+    heads = _HEADS_RESPONSE if is_response else _HEADS_REQUEST
+    frame_at = stream.frame_at
     for _ in range(MAX_MESSAGES):
-        if pos >= len(data):
+        if pos >= n:
             break
         end = data.find(b"\r\n\r\n", pos, pos + MAX_HEADER_BYTES)
         sep = 4
@@ -169,60 +205,84 @@ def _parse_http1(stream: Stream, flow_id: int, is_response: bool, res: HttpResul
             end = data.find(b"\n\n", pos, pos + MAX_HEADER_BYTES)
             sep = 2
         if end < 0:
-            if len(data) - pos >= MAX_HEADER_BYTES:
+            if n - pos >= MAX_HEADER_BYTES:
                 res.partial, res.parse_error = True, f"header block at offset {pos} longer than {MAX_HEADER_BYTES}"
-            elif not (stream.limited or stream.gap) and pos < len(data):
+            elif not (stream.limited or stream.gap) and pos < n:
                 res.partial, res.parse_error = True, f"header block at offset {pos} incomplete"
             else:
                 res.partial = True
             break
         head = data[pos:end]
-        first, _, rest = head.partition(b"\n")
-        first = first.rstrip(b"\r")
-        headers = _headers(rest)
-        headers_lower = {k.lower(): v for k, v in headers}
-        if is_response:
-            m = STATUS_LINE.match(first)
-            if not m:
-                res.partial, res.parse_error = True, f"response: not a status line at offset {pos}"
+        parsed = heads.get(head)
+        if parsed is None:
+            parsed = _parse_head(head, is_response)
+            if parsed is None:
+                kind = "response: not a status line" if is_response else "request: not a request line"
+                res.partial, res.parse_error = True, f"{kind} at offset {pos}"
                 break
-            status = int(m.group(2))
-            row = {"flow_id": flow_id, "frame": stream.frame_at(pos), "h2c": False, "auth": _auth_kinds(headers),
-                   "direction": "response", "version": m.group(1).decode(), "status": status}
+            if parsed[0]["auth"] is None and len(head) <= CACHED_HEAD_BYTES:
+                heads.remember(head, parsed)          # heads with credentials are never kept
+        template, method, status, upgrade_h2c, h = parsed
+        row = template.copy()
+        row["flow_id"] = flow_id
+        row["frame"] = frame_at(pos)
+        body_at = end + sep
+        if is_response:
             method = methods[len(rows)] if len(rows) < len(methods) else None
             rows.append(row)
-            body_at = end + sep
-            if status == 101 and "h2c" in headers_lower.get("upgrade", "").lower():
+            if status == 101 and upgrade_h2c:
                 return rows, body_at, "h2c"
             if method == "CONNECT" and 200 <= status < 300:
                 return rows, body_at, "connect"
-            nxt = _body_end(data, body_at, headers_lower, True, status, method)
+            nxt = _body_end(data, body_at, h, True, status, method)
         else:
-            m = REQUEST_LINE.match(first)
-            if not m:
-                res.partial, res.parse_error = True, f"request: not a request line at offset {pos}"
-                break
-            method, target, version = m.group(1, 2, 3)
-            method, target, version = method.decode("latin-1"), target.decode("latin-1"), version.decode("latin-1")
             methods.append(method)
-            row = {"flow_id": flow_id, "frame": stream.frame_at(pos), "h2c": False, "auth": _auth_kinds(headers),
-                   "direction": "request", "method": method, "version": version, "host": headers_lower.get("host")}
-            if method == "CONNECT":
-                row["connect_target"] = target[:MAX_PATH]
-                row["path"] = None
-            else:
-                row["path"] = redact_path(target)
             rows.append(row)
-            body_at = end + sep
             if method == "CONNECT":
                 return rows, body_at, "connect"
-            if "h2c" in headers_lower.get("upgrade", "").lower():
-                row["h2c"] = True
-            nxt = _body_end(data, body_at, headers_lower, False, None, None)
-        if nxt is None or nxt > len(data):
+            nxt = _body_end(data, body_at, h, False, None, None)
+        if nxt is None or nxt > n:
             break
         pos = nxt
     return rows, None, None
+
+
+def _parse_head(head: bytes, is_response: bool) -> tuple | None:
+    """One message head: (row without flow_id and frame, method, status, upgrade to h2c, the headers
+    the body's end depends on); None when the start line does not match."""
+    first, _, rest = head.partition(b"\n")
+    first = first.rstrip(b"\r")
+    m = (STATUS_LINE if is_response else REQUEST_LINE).match(first)
+    if not m:
+        return None
+    headers = _headers(rest)
+    headers_lower = {k.lower(): v for k, v in headers}
+    h2c = "h2c" in headers_lower.get("upgrade", "").lower()
+    h = {k: headers_lower[k] for k in ("transfer-encoding", "content-length") if k in headers_lower}
+    if is_response:
+        status = int(m.group(2))
+        row = {"h2c": False, "auth": _auth_kinds(headers), "direction": "response", "version": m.group(1).decode(),
+               "status": status}
+        return row, None, status, h2c, h
+    method, target, version = m.group(1, 2, 3)
+    method, target, version = method.decode("latin-1"), target.decode("latin-1"), version.decode("latin-1")
+    row = {"h2c": False, "auth": _auth_kinds(headers), "direction": "request", "method": method,
+           "version": version, "host": headers_lower.get("host")}
+    if method == "CONNECT":
+        row["connect_target"] = target[:MAX_PATH]
+        row["path"] = None
+    else:
+        row["path"] = redact_path(target)
+        if h2c:
+            row["h2c"] = True
+    return row, method, None, h2c, h
+
+
+#: Message heads seen before (clients and servers repeat theirs): parsed once. Heads that carry
+#: credentials (any ``auth`` kind) are not kept, nor heads longer than CACHED_HEAD_BYTES.
+CACHED_HEAD_BYTES = 2048
+_HEADS_REQUEST: BoundedMemo = BoundedMemo(2048)
+_HEADS_RESPONSE: BoundedMemo = BoundedMemo(2048)
 
 
 # --------------------------------------------------------------------------- HTTP/2
