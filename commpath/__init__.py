@@ -3,6 +3,13 @@
 from ._version import __version__
 from .decode.engine import Capture, read
 from .errors import CommpathError, InputError
-from ._pipeline import Analysis, open  # noqa: A004
 
 __all__ = ["__version__", "read", "Capture", "CommpathError", "InputError", "open", "Analysis"]
+
+
+def __getattr__(name: str):
+    """``open`` and ``Analysis`` load the analysis layers (pandas and all) when first asked for."""
+    if name in ("open", "Analysis"):
+        from . import _pipeline
+        return getattr(_pipeline, name)
+    raise AttributeError(f"module 'commpath' has no attribute {name!r}")

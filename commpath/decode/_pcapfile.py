@@ -1,4 +1,4 @@
-"""pcap and pcapng files read in chunks: record boundaries found by compiled kernels."""
+"""pcap and pcapng files read in chunks: record boundaries found by compiled kernels (``_c/kernels.c``)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numba
 import numpy as np
 
 from ..errors import InputError
+from ._native import kernels, ptr
 
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": (False, 1_000_000.0),   # little endian, microseconds
@@ -63,145 +63,27 @@ class ReadState:
     bytes_read: int = 0
 
 
-@numba.njit(cache=True, nogil=True)
-def _u32(buf, pos, big):
-    if big:
-        return (np.uint32(buf[pos]) << 24) | (np.uint32(buf[pos + 1]) << 16) | (np.uint32(buf[pos + 2]) << 8) | np.uint32(buf[pos + 3])
-    return (np.uint32(buf[pos + 3]) << 24) | (np.uint32(buf[pos + 2]) << 16) | (np.uint32(buf[pos + 1]) << 8) | np.uint32(buf[pos])
-
-
-@numba.njit(cache=True, nogil=True)
-def _u16(buf, pos, big):
-    if big:
-        return (np.uint32(buf[pos]) << 8) | np.uint32(buf[pos + 1])
-    return (np.uint32(buf[pos + 1]) << 8) | np.uint32(buf[pos])
-
-
-@numba.njit(cache=True, nogil=True)
 def index_pcap(buf, n, big, ticks, linktype, snap_max, off, caplen, wirelen, ts, lt):
     """Find complete pcap records in ``buf[:n]``. Returns (records, consumed, error)."""
-    pos = 0
-    k = 0
-    cap = off.shape[0]
-    while pos + 16 <= n and k < cap:
-        incl = _u32(buf, pos + 8, big)
-        orig = _u32(buf, pos + 12, big)
-        if incl > snap_max:
-            return k, pos, 1
-        if pos + 16 + incl > n:
-            break
-        sec = _u32(buf, pos, big)
-        frac = _u32(buf, pos + 4, big)
-        off[k] = pos + 16
-        caplen[k] = incl
-        wirelen[k] = orig if orig >= incl else incl
-        ts[k] = np.float64(sec) + np.float64(frac) / ticks
-        lt[k] = linktype
-        k += 1
-        pos += 16 + incl
-    return k, pos, 0
+    out = np.zeros(3, np.int64)
+    kernels().cp_index_pcap(ptr(buf, np.uint8), n, int(big), ticks, linktype, snap_max, len(off),
+                            ptr(off, np.int64), ptr(caplen, np.int32), ptr(wirelen, np.int32), ptr(ts, np.float64), ptr(lt, np.int32),
+                            ptr(out, np.int64))
+    return int(out[0]), int(out[1]), int(out[2])
 
 
-@numba.njit(cache=True, nogil=True)
 def index_pcapng(buf, n, state, if_lt, if_ticks, if_offset, off, caplen, wirelen, ts, lt):
     """Find complete pcapng packet blocks in ``buf[:n]``.
 
     ``state`` = [big_endian, n_interfaces, seen_shb]; interface tables are updated in place.
     Returns (records, consumed, error).
     """
-    pos = 0
-    k = 0
-    cap = off.shape[0]
-    while pos + 12 <= n and k < cap:
-        big = state[0] == 1
-        btype = _u32(buf, pos, big)
-        if btype == 0x0A0D0D0A:
-            bom_le = _u32(buf, pos + 8, False)
-            if bom_le == 0x1A2B3C4D:
-                state[0] = 0
-            elif bom_le == 0x4D3C2B1A:
-                state[0] = 1
-            else:
-                return k, pos, 3
-            big = state[0] == 1
-            state[1] = 0
-            state[2] = 1
-        blen = _u32(buf, pos + 4, big)
-        if blen < 12 or (blen & 3) != 0 or blen > 64 * 1024 * 1024:
-            return k, pos, 2
-        if pos + blen > n:
-            break
-        if _u32(buf, pos + blen - 4, big) != blen:
-            return k, pos, 2
-        if btype == 1:  # interface description
-            nif = state[1]
-            if nif < if_lt.shape[0]:
-                if_lt[nif] = _u16(buf, pos + 8, big)
-                if_ticks[nif] = 1_000_000.0
-                if_offset[nif] = 0
-                opt = pos + 16
-                end = pos + blen - 4
-                while opt + 4 <= end:
-                    code = _u16(buf, opt, big)
-                    olen = _u16(buf, opt + 2, big)
-                    if code == 0 or opt + 4 + olen > end:
-                        break
-                    if code == 9 and olen >= 1:
-                        v = buf[opt + 4]
-                        if v & 0x80:
-                            if_ticks[nif] = 2.0 ** (v & 0x7F)
-                        else:
-                            if_ticks[nif] = 10.0 ** v
-                    elif code == 14 and olen >= 8:
-                        hi = np.int64(_u32(buf, opt + 4, big))
-                        lo = np.int64(_u32(buf, opt + 8, big))
-                        if big:
-                            if_offset[nif] = (hi << 32) | lo
-                        else:
-                            if_offset[nif] = (lo << 32) | hi
-                    opt += 4 + ((olen + 3) & ~3)
-            state[1] = nif + 1
-        elif btype == 6 or btype == 2:  # enhanced / obsolete packet block
-            if blen < 32:
-                return k, pos, 2
-            if btype == 6:
-                ifid = _u32(buf, pos + 8, big)
-            else:
-                ifid = _u16(buf, pos + 8, big)
-            hi = np.float64(_u32(buf, pos + 12, big))
-            lo = np.float64(_u32(buf, pos + 16, big))
-            incl = _u32(buf, pos + 20, big)
-            orig = _u32(buf, pos + 24, big)
-            if incl > blen - 32:
-                return k, pos, 2
-            t = 1_000_000.0
-            ofs = 0
-            ltype = -1
-            if ifid < state[1] and ifid < if_lt.shape[0]:
-                t = if_ticks[ifid]
-                ofs = if_offset[ifid]
-                ltype = if_lt[ifid]
-            off[k] = pos + 28
-            caplen[k] = incl
-            wirelen[k] = orig if orig >= incl else incl
-            ts[k] = (hi * 4294967296.0 + lo) / t + ofs
-            lt[k] = ltype
-            k += 1
-        elif btype == 3:  # simple packet block
-            if blen < 16:
-                return k, pos, 2
-            orig = _u32(buf, pos + 8, big)
-            incl = blen - 16
-            if orig < incl:
-                incl = orig
-            off[k] = pos + 12
-            caplen[k] = incl
-            wirelen[k] = orig
-            ts[k] = np.nan
-            lt[k] = if_lt[0] if state[1] > 0 else -1
-            k += 1
-        pos += blen
-    return k, pos, 0
+    out = np.zeros(3, np.int64)
+    kernels().cp_index_pcapng(ptr(buf, np.uint8), n, ptr(state, np.int64), ptr(if_lt, np.int32),
+                              ptr(if_ticks, np.float64), ptr(if_offset, np.int64), len(if_lt), len(off),
+                              ptr(off, np.int64), ptr(caplen, np.int32), ptr(wirelen, np.int32),
+                              ptr(ts, np.float64), ptr(lt, np.int32), ptr(out, np.int64))
+    return int(out[0]), int(out[1]), int(out[2])
 
 
 class _Gunzip:

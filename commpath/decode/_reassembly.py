@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from . import _flowtable as ft
-from .streams import FlowStreams, Stream
+from ._native import kernels, ptr
+from .streams import Stream
 
 #: How many (offset, frame) marks a direction keeps: enough to place every handshake message.
 MARKS = 64
+#: Columns of a slot's meta row: contiguous bytes, highest end seen, marks used, owner flow.
+META = 4
 _EMPTY = Stream()
 
 
@@ -25,7 +28,7 @@ class StreamArena:
     def _alloc(self, slots: int) -> None:
         self.data = np.zeros((slots, self.limit), np.uint8)
         self.cov = np.zeros((slots, (self.limit + 7) // 8), np.uint8)
-        self.meta = np.zeros((slots, 4), np.int64)        # contiguous, max end, marks used, owner flow
+        self.meta = np.zeros((slots, META), np.int64)
         self.marks = np.zeros((slots, MARKS, 2), np.int64)  # (offset, frame)
         self.free = np.arange(slots - 1, -1, -1, dtype=np.int64)
         self.nfree = slots
@@ -59,41 +62,45 @@ class StreamArena:
         self.ndone = 0
         return out
 
-    def stream(self, slot: int, marks: bool = True) -> Stream:
-        """The slot's contiguous bytes; ``marks``: also which frame carried each part."""
-        contig, maxend, nmarks, _ = self.meta[slot].tolist()
-        if not marks:
-            return Stream(self.data[slot, :contig].tobytes(), gap=maxend > contig and contig < self.limit,
-                          limited=contig >= self.limit)
-        marks = self.marks[slot, :nmarks].tolist()
-        if any(marks[k][0] > marks[k + 1][0] for k in range(len(marks) - 1)):
-            marks.sort(key=lambda m: m[0])
-        offsets = tuple(m[0] for m in marks if m[0] < contig)
-        frames = tuple(m[1] for m in marks if m[0] < contig)
-        return Stream(self.data[slot, :contig].tobytes(), offsets, frames,
-                      gap=maxend > contig and contig < self.limit, limited=contig >= self.limit)
+    def harvest(self, fi: np.ndarray, flows: np.ndarray, streams: bool = True) -> list[tuple[int, Stream, Stream]]:
+        """(flow index, forward stream, reverse stream) of ``flows`` holding slots; the slots are freed.
 
-    def harvest(self, fi: np.ndarray, flows: np.ndarray, base: int = 0,
-                marks: bool = True) -> list[tuple[int, FlowStreams]]:
-        """(flow index, FlowStreams) of ``flows``; their slots go back to the free list.
+        Without ``streams`` each direction is just its contiguous bytes (enough to tell the
+        application protocol)."""
+        if not len(flows):
+            return []
+        s0, s1 = fi[flows, ft.SLOT0], fi[flows, ft.SLOT1]
+        fi[flows, ft.SLOT0] = -1
+        fi[flows, ft.SLOT1] = -1
+        fi[flows, ft.FLAGS] |= ft.F_HARVESTED
+        held = (s0 >= 0) | (s1 >= 0)
+        slots = np.concatenate([s0[s0 >= 0], s1[s1 >= 0]])
+        found = dict(zip(slots.tolist(), self._streams(slots) if streams else self._bytes(slots)))
+        self.free[self.nfree:self.nfree + len(slots)] = slots
+        self.nfree += len(slots)
+        get, empty = found.get, (_EMPTY if streams else b"")
+        return [(f, get(a, empty), get(b, empty))
+                for f, a, b in zip(flows[held].tolist(), s0[held].tolist(), s1[held].tolist())]
 
-        ``base`` is added to flow indices to give the flow ids of the run; without ``marks``
-        the streams carry their bytes only (enough to tell the application protocol)."""
-        out = []
-        for f in flows.tolist():
-            s0, s1 = int(fi[f, ft.SLOT0]), int(fi[f, ft.SLOT1])
-            fwd = self.stream(s0, marks) if s0 >= 0 else _EMPTY
-            rev = self.stream(s1, marks) if s1 >= 0 else _EMPTY
-            for slot in (s0, s1):
-                if slot >= 0:
-                    self.free[self.nfree] = slot
-                    self.nfree += 1
-            fi[f, ft.SLOT0] = -1
-            fi[f, ft.SLOT1] = -1
-            fi[f, ft.FLAGS] |= ft.F_HARVESTED
-            if s0 >= 0 or s1 >= 0:
-                out.append((f, FlowStreams(base + f, fwd, rev)))
-        return out
+    def _bytes(self, slots: np.ndarray) -> list[bytes]:
+        data = self.data
+        return [data[s, :c].tobytes() for s, c in zip(slots.tolist(), self.meta[slots, 0].tolist())]
+
+    def _streams(self, slots: np.ndarray) -> list[Stream]:
+        """Each slot's contiguous bytes, and which frame carried each part."""
+        meta = self.meta[slots]
+        contig, maxend = meta[:, 0], meta[:, 1]
+        gap = ((maxend > contig) & (contig < self.limit)).tolist()
+        limited = (contig >= self.limit).tolist()
+        blobs = self._bytes(slots)
+        counts = np.empty(len(slots), np.int64)
+        kernels().cp_sort_marks(ptr(self.marks, np.int64), self.marks.shape[1], ptr(self.meta, np.int64),
+                                ptr(slots, np.int64), len(slots), ptr(counts, np.int64))
+        width = int(counts.max()) if len(counts) else 0
+        chosen = self.marks[slots, :width]
+        offsets, frames = chosen[:, :, 0].tolist(), chosen[:, :, 1].tolist()
+        return [Stream(b, tuple(o[:k]), tuple(fr[:k]), g, li)
+                for b, o, fr, k, g, li in zip(blobs, offsets, frames, counts.tolist(), gap, limited)]
 
     def open_flows(self, fi: np.ndarray, n: int) -> np.ndarray:
         """Flows still holding slots (harvested at the end of a file)."""

@@ -60,7 +60,11 @@ def detect(streams: FlowStreams | None) -> tuple[str, bool, bool]:
     """(app_protocol, http_connect, swap): ``swap`` when the payload shows src is the server."""
     if streams is None:
         return "none", False, False
-    fwd, rev = streams.fwd.data, streams.rev.data
+    return detect_bytes(streams.fwd.data, streams.rev.data)
+
+
+def detect_bytes(fwd: bytes, rev: bytes) -> tuple[str, bool, bool]:
+    """:func:`detect` from the first bytes of each direction (initiator's first)."""
     if not fwd and not rev:
         return "none", False, False
     if fwd.startswith(b"SSH-") or rev.startswith(b"SSH-"):

@@ -8,19 +8,21 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
-import pandas as pd
 
 from ..errors import InputError
 from . import _flowtable as ft
 from ._packets import LINKTYPES, ST_FRAGMENT, ST_MALFORMED, ST_UNSUPPORTED_LINK, TUNNELS, parse
 from ._pcapfile import CHUNK, ReadState, iter_records
 from ._reassembly import StreamArena
-from .appproto import detect
+from .appproto import detect_bytes
 from .schema import CAPTURE_COLUMNS, FLOW_COLUMNS, conform, empty_frame
-from .streams import FlowStreams
+from .streams import FlowStreams, Stream
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Bytes kept from the start of each direction of each TCP connection.
 PAYLOAD_LIMIT = 16384
@@ -71,6 +73,19 @@ def read(*inputs: str | os.PathLike, payload_limit: int = PAYLOAD_LIMIT, udp_tim
     seen). Files that cannot be read at all are reported as warnings of the run unless
     every input is unusable (or ``strict``): then :class:`InputError` names the first.
     """
+    flows, captures, streams = _read_all(inputs, payload_limit, udp_timeout, progress, strict, keep_streams,
+                                         on_streams, chunk_size, stream_budget, kept_streams_budget)
+    import pandas as pd
+    flow_df = pd.concat([_frame(f) for f in flows], ignore_index=True) if flows else empty_frame(FLOW_COLUMNS)
+    cap_df = pd.DataFrame(captures) if captures else empty_frame(CAPTURE_COLUMNS)
+    return Capture(conform(flow_df, FLOW_COLUMNS), conform(cap_df, CAPTURE_COLUMNS), streams)
+
+
+def _read_all(inputs, payload_limit: int = PAYLOAD_LIMIT, udp_timeout: float = UDP_TIMEOUT,
+              progress: Progress | None = None, strict: bool = False, keep_streams: bool = True,
+              on_streams: StreamSink | None = None, chunk_size: int = CHUNK, stream_budget: int = STREAM_BUDGET,
+              kept_streams_budget: int = KEPT_STREAMS_BUDGET) -> tuple[list[dict], list[dict], dict]:
+    """What :func:`read` reads, before pandas: flow columns (numpy) per file, capture rows, kept streams."""
     files = list(_expand(inputs))
     budget = _KeepBudget(kept_streams_budget) if keep_streams else None
     flows, captures, streams, errors = [], [], {}, []
@@ -86,15 +101,13 @@ def read(*inputs: str | os.PathLike, payload_limit: int = PAYLOAD_LIMIT, udp_tim
             captures.append(_capture_row(path, ReadState(str(path), partial=True, warnings=[exc.reason]),
                                          manifest, 0, 0, np.nan, np.nan))
             continue
-        next_id += len(f)
+        next_id += len(f["flow_id"])
         flows.append(f)
         captures.append(c)
         streams.update(s)
     if errors and len(errors) == len(files):
         raise errors[0]
-    flow_df = pd.concat(flows, ignore_index=True) if flows else empty_frame(FLOW_COLUMNS)
-    cap_df = pd.DataFrame(captures) if captures else empty_frame(CAPTURE_COLUMNS)
-    return Capture(conform(flow_df, FLOW_COLUMNS), conform(cap_df, CAPTURE_COLUMNS), streams)
+    return flows, captures, streams
 
 
 def _expand(inputs: Iterable[str | os.PathLike]):
@@ -148,10 +161,11 @@ def _read_file(path: Path, manifest: dict, flow_base: int, limit: int, udp_timeo
     frag_later: list[np.ndarray] = []
     size = os.path.getsize(path)
 
-    marks = budget is not None or on_streams is not None
-
     def harvest(flows: np.ndarray) -> None:
-        app.add(arena.harvest(table.fi, flows, flow_base, marks), table)
+        if app.wants_streams:
+            app.add(arena.harvest(table.fi, flows), table)
+        else:
+            app.add_protocols(arena.harvest(table.fi, flows, streams=False))
 
     for rec in iter_records(path, state, chunk_size):
         n = len(rec)
@@ -203,8 +217,7 @@ def _read_file(path: Path, manifest: dict, flow_base: int, limit: int, udp_timeo
     if frag_later:
         _attach_fragments(fi, ftime, np.concatenate(frag_first) if frag_first else np.empty((0, 6), np.int64),
                           np.concatenate(frag_later), state)
-    flows = _flow_frame(fi, fa, ftime, str(path), flow_base)
-    flows = app.apply(flows)
+    flows = app.apply(_flow_columns(fi, fa, ftime, str(path), flow_base))
     if app.not_kept:
         state.warnings.append(f"first bytes of {app.not_kept} connections not kept in Capture.streams "
                               f"(memory budget of {budget.total >> 20} MiB); on_streams= receives every one")
@@ -215,6 +228,7 @@ def _read_file(path: Path, manifest: dict, flow_base: int, limit: int, udp_timeo
 
 def _attach_fragments(fi, ftime, first, later, state: ReadState) -> None:
     """Count later IP fragments with the flow of their first fragment (same src, dst, id, proto)."""
+    import pandas as pd
     if not len(first):
         state.warnings.append(f"{len(later)} IP fragments whose first fragment was not captured")
         return
@@ -251,7 +265,8 @@ def _addresses(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     return np.asarray(texts, dtype=object)[inverse.reshape(-1)]
 
 
-def _flow_frame(fi: np.ndarray, fa: np.ndarray, ftime: np.ndarray, capture: str, base: int) -> pd.DataFrame:
+def _flow_columns(fi: np.ndarray, fa: np.ndarray, ftime: np.ndarray, capture: str, base: int) -> dict:
+    """The flow table of one file as numpy columns (``initiator`` and ``tunnel`` as codes, -1 for no VNI/VLAN)."""
     n = len(fi)
     flags = fi[:, ft.FLAGS]
     proto = fi[:, ft.PROTO]
@@ -265,7 +280,11 @@ def _flow_frame(fi: np.ndarray, fa: np.ndarray, ftime: np.ndarray, capture: str,
     tun_dst = np.where(has_tunnel, _addresses(fa[:, ft.TDST_HI], fa[:, ft.TDST_LO]), None) if n else np.array([], object)
     sport = fi[:, ft.SPORT]
     dport = fi[:, ft.DPORT]
-    df = pd.DataFrame({
+    payload_fwd, payload_rev = fi[:, ft.PL0], fi[:, ft.PL1]
+    app = _udp_app_protocol(proto, sport, dport)
+    encrypted_underlay = (app == "wireguard") | (app == "esp")
+    app[(transport == "udp") & (payload_fwd + payload_rev > 0) & (app == "none")] = "unknown"
+    return {
         "flow_id": np.arange(base, base + n, dtype=np.int64),
         "capture": capture,
         "first_frame": fi[:, ft.FIRST_FRAME],
@@ -284,29 +303,41 @@ def _flow_frame(fi: np.ndarray, fa: np.ndarray, ftime: np.ndarray, capture: str,
         "packets_rev": fi[:, ft.PK1],
         "bytes_fwd": fi[:, ft.BY0],
         "bytes_rev": fi[:, ft.BY1],
-        "payload_fwd": fi[:, ft.PL0],
-        "payload_rev": fi[:, ft.PL1],
+        "payload_fwd": payload_fwd,
+        "payload_rev": payload_rev,
         "syn_seen": (flags & ft.F_SYN) != 0,
         "synack_seen": (flags & ft.F_SYNACK) != 0,
         "handshake_seen": (flags & ft.F_HS_DONE) != 0,
         "end_state": end_state,
-        "initiator": pd.Categorical.from_codes(fi[:, ft.INIT], [ft.INIT_NAMES[i] for i in range(len(ft.INIT_NAMES))]),
-        "app_protocol": _udp_app_protocol(proto, sport, dport),
-        "http_connect": False,
-        "tunnel": pd.Categorical.from_codes(tunnel, [TUNNELS[i] for i in range(len(TUNNELS))]),
+        "initiator": fi[:, ft.INIT].copy(),
+        "app_protocol": app,
+        "http_connect": np.zeros(n, bool),
+        "tunnel": tunnel,
         "tunnel_src": tun_src,
         "tunnel_dst": tun_dst,
-        "tunnel_vni": pd.array(np.where(fi[:, ft.VNI] >= 0, fi[:, ft.VNI], 0), dtype="Int64"),
-        "vlan": pd.array(np.where(fi[:, ft.VLAN] >= 0, fi[:, ft.VLAN], 0), dtype="Int32"),
+        "tunnel_vni": fi[:, ft.VNI],
+        "vlan": fi[:, ft.VLAN],
         "fragments": fi[:, ft.FRAGS].astype(np.int32),
         "truncated_packets": fi[:, ft.TRUNC].astype(np.int32),
-    })
-    df.loc[fi[:, ft.VNI] < 0, "tunnel_vni"] = pd.NA
-    df.loc[fi[:, ft.VLAN] < 0, "vlan"] = pd.NA
-    df["encrypted_underlay"] = df["app_protocol"].isin(["wireguard", "esp"])
-    df.loc[(df["transport"] == "udp") & (df["payload_fwd"] + df["payload_rev"] > 0) & (df["app_protocol"] == "none"),
-           "app_protocol"] = "unknown"
-    return df
+        "encrypted_underlay": encrypted_underlay,
+    }
+
+
+INIT_CATEGORIES = [ft.INIT_NAMES[i] for i in range(len(ft.INIT_NAMES))]
+INIT_SYNACK, INIT_PAYLOAD = INIT_CATEGORIES.index("synack"), INIT_CATEGORIES.index("payload")
+TUNNEL_CATEGORIES = [TUNNELS[i] for i in range(len(TUNNELS))]
+
+
+def _frame(cols: dict) -> pd.DataFrame:
+    """One file's flow columns as a DataFrame (codes become categories, -1 becomes NA)."""
+    import pandas as pd
+    data = dict(cols)
+    data["initiator"] = pd.Categorical.from_codes(cols["initiator"], INIT_CATEGORIES)
+    data["tunnel"] = pd.Categorical.from_codes(cols["tunnel"], TUNNEL_CATEGORIES)
+    for name, dtype in (("tunnel_vni", np.int64), ("vlan", np.int32)):
+        v = cols[name]
+        data[name] = pd.arrays.IntegerArray(np.where(v >= 0, v, 0).astype(dtype), v < 0)
+    return pd.DataFrame(data)
 
 
 #: UDP services recognised by port: overlays and encrypted underlays.
@@ -355,14 +386,29 @@ class _AppProtocols:
         self._ips: dict[tuple[int, int], str] = {}
         self._late: list[FlowStreams] = []     # turned by their payload: sunk once the SYN has had its say
 
-    def add(self, harvested: list[tuple[int, FlowStreams]], table: ft.FlowTable) -> None:
-        for f, fs in harvested:
-            proto, connect, swap = detect(fs)
+    @property
+    def wants_streams(self) -> bool:
+        """Whether anyone takes the streams (else only their first bytes are looked at)."""
+        return self.budget is not None or self.sink is not None
+
+    def add_protocols(self, harvested: list[tuple[int, bytes, bytes]]) -> None:
+        """The application protocol of connections whose streams nobody takes."""
+        rows = self.rows
+        for f, fwd, rev in harvested:
+            rows.append((f, *detect_bytes(fwd, rev)))
+
+    def add(self, harvested: list[tuple[int, Stream, Stream]], table: ft.FlowTable) -> None:
+        fa, times, base, ip = table.fa, table.ft, self.base, self._ip
+        for f, fwd, rev in harvested:
+            proto, connect, swap = detect_bytes(fwd.data, rev.data)
             self.rows.append((f, proto, connect, swap))
-            fa = table.fa[f]
-            fs = FlowStreams(fs.flow_id, fs.fwd, fs.rev, proto, self._ip(fa[ft.SRC_HI], fa[ft.SRC_LO]),
-                             self._ip(fa[ft.DST_HI], fa[ft.DST_LO]), float(table.ft[f, ft.TS0]))
-            self.sink_one(fs.turned() if swap else fs, swap)
+            a = fa[f]
+            src, dst = ip(a[ft.SRC_HI], a[ft.SRC_LO]), ip(a[ft.DST_HI], a[ft.DST_LO])
+            if swap:
+                fs = FlowStreams(base + f, rev, fwd, proto, dst, src, float(times[f, ft.TS0]))
+            else:
+                fs = FlowStreams(base + f, fwd, rev, proto, src, dst, float(times[f, ft.TS0]))
+            self.sink_one(fs, swap)
 
     def _ip(self, hi, lo) -> str:
         key = (int(hi), int(lo))
@@ -382,21 +428,17 @@ class _AppProtocols:
         elif self.sink is not None:
             self._late.append(fs)
 
-    def apply(self, flows: pd.DataFrame) -> pd.DataFrame:
+    def apply(self, cols: dict) -> dict:
         """Set app_protocol; turn round flows whose initiator was a guess the payload contradicts."""
         if not self.rows:
-            return flows
+            return cols
         idx, proto, connect, swap = zip(*self.rows)
         idx = np.asarray(idx, np.int64)
-        app = flows["app_protocol"].to_numpy(object).copy()
-        app[idx] = proto
-        flows["app_protocol"] = app
-        conn = flows["http_connect"].to_numpy(bool).copy()
-        conn[idx] = connect
-        flows["http_connect"] = conn
-        turn = np.zeros(len(flows), bool)
+        cols["app_protocol"][idx] = proto
+        cols["http_connect"][idx] = connect
+        turn = np.zeros(len(cols["flow_id"]), bool)
         turn[idx] = swap
-        guessed = ~flows["initiator"].isin(["syn", "synack"]).to_numpy()
+        guessed = cols["initiator"] > INIT_SYNACK
         for fs in self._late:                       # streams already turned; the row follows below
             if self.sink is not None:
                 self.sink(fs if guessed[fs.flow_id - self.base] else fs.turned())
@@ -409,10 +451,11 @@ class _AppProtocols:
         turn &= guessed
         if turn.any():
             for a, b in _SWAP:
-                av, bv = flows.loc[turn, a].to_numpy().copy(), flows.loc[turn, b].to_numpy().copy()
-                flows.loc[turn, a], flows.loc[turn, b] = bv, av
-            flows.loc[turn, "initiator"] = "payload"
-        return flows
+                av = cols[a][turn]
+                cols[a][turn] = cols[b][turn]
+                cols[b][turn] = av
+            cols["initiator"][turn] = INIT_PAYLOAD
+        return cols
 
 
 def _capture_row(path: Path, state: ReadState, manifest: dict, packets: int, nbytes: int,
@@ -437,20 +480,55 @@ FLOW_TABLE_COLUMNS = ["flow_id", "first_frame", "ts_start", "transport", "src_ip
 
 
 def flows_main(args) -> int:
-    """`commpath flows INPUT...`: print the connection table."""
-    capture = read(*args.inputs, progress=None if args.quiet else _stderr_progress(), keep_streams=False)
+    """`commpath flows INPUT...`: print the connection table (numpy to text: no pandas on this path)."""
+    flows, captures, _ = _read_all(args.inputs, progress=None if args.quiet else _stderr_progress(),
+                                   keep_streams=False)
     _finish_progress(args.quiet)
-    for warning in capture.warnings:
-        print(f"commpath: warning: {warning}", file=sys.stderr)
-    with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_columns", None):
-        for file, group in capture.flows.groupby("capture", sort=False, observed=True):
-            print(f"# {file}: {len(group)} connections")
-            table = group[FLOW_TABLE_COLUMNS]
-            if args.limit:
-                table = table.head(args.limit)
-            table = table.assign(ts_start=pd.to_datetime(table["ts_start"], unit="s", utc=True).dt.strftime("%H:%M:%S.%f"))
-            print(table.to_string(index=False))
+    for row in captures:
+        for warning in row["warnings"]:
+            print(f"commpath: warning: {row['file']}: {warning}", file=sys.stderr)
+    for cols in flows:
+        n = len(cols["flow_id"])
+        if not n:
+            continue
+        print(f"# {cols['capture']}: {n} connections")
+        print(flow_table_text(cols, args.limit or n))
     return 0
+
+
+def flow_table_text(cols: dict, limit: int) -> str:
+    """The first ``limit`` rows of one file's flow columns as an aligned text table."""
+    cells: dict[str, list[str]] = {}
+    names = {"tunnel": TUNNEL_CATEGORIES}
+    for name in FLOW_TABLE_COLUMNS:
+        values = cols[name][:limit]
+        if name == "ts_start":
+            cells[name] = clock_times(values)
+        elif name in names:
+            cells[name] = [names[name][v] for v in values.tolist()]
+        else:
+            cells[name] = [str(v) for v in values.tolist()]
+    return text_table(cells)
+
+
+def clock_times(ts: np.ndarray) -> list[str]:
+    """UTC time of day to the microsecond (``HH:MM:SS.ffffff``) of epoch seconds; ``NaT`` when unknown."""
+    known = np.isfinite(ts)
+    t = np.where(known, ts, 0.0)
+    whole = np.floor(t)
+    # nanoseconds as pandas counts them (fraction rounded to 9 places, then truncated); %f truncates those
+    micros = [int(round(f, 9) * 1e9) // 1000 for f in (t - whole).tolist()]
+    day = (whole.astype(np.int64) % 86400).tolist()
+    return [f"{d // 3600:02d}:{d // 60 % 60:02d}:{d % 60:02d}.{u:06d}" if k else "NaT"
+            for d, u, k in zip(day, micros, known.tolist())]
+
+
+def text_table(cells: dict[str, list[str]]) -> str:
+    """Columns of text, each right-aligned under its name, one space apart."""
+    widths = [max([len(name), *map(len, column)]) for name, column in cells.items()]
+    lines = [" ".join(name.rjust(w) for name, w in zip(cells, widths))]
+    lines += [" ".join(c.rjust(w) for c, w in zip(row, widths)) for row in zip(*cells.values())]
+    return "\n".join(lines)
 
 
 def _stderr_progress() -> Progress | None:

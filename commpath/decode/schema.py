@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: One row per connection (TCP: one handshake; UDP: 5-tuple until idle timeout).
 #: src = initiator, dst = responder.
@@ -62,11 +65,13 @@ CAPTURE_COLUMNS: dict[str, str] = {
 
 def empty_frame(columns: dict[str, str]) -> pd.DataFrame:
     """An empty DataFrame with the declared columns and dtypes."""
+    import pandas as pd
     return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in columns.items()})
 
 
 def conform(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
     """Reorder ``df`` to the declared columns (extra columns kept after) and cast dtypes."""
+    import pandas as pd
     for name, dtype in columns.items():
         if name not in df.columns:
             df[name] = pd.Series(dtype=dtype, index=df.index)
