@@ -63,7 +63,7 @@ def build(target_dir: Path) -> Path:
 
 #: ctypes signatures of kernels.c: p pointer, i int64, I int, d double; then the result type.
 _KERNELS = {
-    "cp_index_pcap": ("p i I d I i i p p p p p p", None),
+    "cp_index_pcap": ("p i I d I i i p p p p p p p", None),
     "cp_index_pcapng": ("p i p p p p i i p p p p p p", None),
     "cp_parse_headers": ("p i p p p p", None),
     "cp_layout": ("p", None),

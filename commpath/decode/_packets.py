@@ -73,11 +73,16 @@ FIELDS = [(name, dt) for name, dt in [
 ]]
 
 
+def alloc(n: int) -> tuple[dict[str, np.ndarray], ctypes.Array]:
+    """Header arrays for ``n`` packets, and their addresses in FIELDS order as the kernels take them."""
+    arrays = {name: np.empty(n, dt) for name, dt in FIELDS}
+    return arrays, (ctypes.c_void_p * len(FIELDS))(*[ptr(arrays[name], dt) for name, dt in FIELDS])
+
+
 def parse(buf: np.ndarray, off: np.ndarray, caplen: np.ndarray, linktype: np.ndarray) -> Headers:
     """Parse every packet of a chunk into header arrays (the kernel is ``cp_parse_headers``)."""
     n = len(off)
-    arrays = {name: np.empty(n, dt) for name, dt in FIELDS}
-    cols = (ctypes.c_void_p * len(FIELDS))(*[ptr(arrays[name], dt) for name, dt in FIELDS])
+    arrays, cols = alloc(n)
     kernels().cp_parse_headers(ptr(buf, np.uint8), n, ptr(off, np.int64), ptr(caplen, np.int32),
                                ptr(linktype, np.int32), cols)
     return Headers(**arrays, cols=cols)

@@ -12,6 +12,8 @@ import numpy as np
 
 from ..errors import InputError
 from ._native import kernels, ptr
+from ._packets import Headers
+from ._packets import alloc as alloc_headers
 
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": (False, 1_000_000.0),   # little endian, microseconds
@@ -46,6 +48,7 @@ class Records:
     wirelen: np.ndarray      # int32 original length
     ts: np.ndarray           # float64 epoch seconds
     linktype: np.ndarray     # int32
+    headers: Headers | None = None   # parsed by the index kernel where it can
 
     def __len__(self) -> int:
         return len(self.offset)
@@ -63,12 +66,15 @@ class ReadState:
     bytes_read: int = 0
 
 
-def index_pcap(buf, n, big, ticks, linktype, snap_max, off, caplen, wirelen, ts, lt):
-    """Find complete pcap records in ``buf[:n]``. Returns (records, consumed, error)."""
+def index_pcap(buf, n, big, ticks, linktype, snap_max, off, caplen, wirelen, ts, lt, cols=None):
+    """Find complete pcap records in ``buf[:n]``. Returns (records, consumed, error).
+
+    With ``cols`` (the header arrays' addresses, see :func:`_packets.alloc`), each packet's headers
+    are parsed as it is found."""
     out = np.zeros(3, np.int64)
     kernels().cp_index_pcap(ptr(buf, np.uint8), n, int(big), ticks, linktype, snap_max, len(off),
-                            ptr(off, np.int64), ptr(caplen, np.int32), ptr(wirelen, np.int32), ptr(ts, np.float64), ptr(lt, np.int32),
-                            ptr(out, np.int64))
+                            ptr(off, np.int64), ptr(caplen, np.int32), ptr(wirelen, np.int32),
+                            ptr(ts, np.float64), ptr(lt, np.int32), ptr(out, np.int64), cols)
     return int(out[0]), int(out[1]), int(out[2])
 
 
@@ -316,9 +322,9 @@ def _iter_pcap(src: _Source, head: bytes, state: ReadState, chunk: int):
     state.linktypes.add(linktype)
     snap_max = max(MAX_RECORD, snaplen if snaplen < (1 << 30) else 0)
 
-    def index(buf, off, caplen, wirelen, ts, lt):
-        return index_pcap(buf, len(buf), big, ticks, linktype, snap_max, off, caplen, wirelen, ts, lt)
-    yield from _scan(_Window(src, state, chunk, head, 24), state, index, 16, "record")
+    def index(buf, off, caplen, wirelen, ts, lt, cols):
+        return index_pcap(buf, len(buf), big, ticks, linktype, snap_max, off, caplen, wirelen, ts, lt, cols)
+    yield from _scan(_Window(src, state, chunk, head, 24), state, index, 16, "record", headers=True)
 
 
 def _iter_pcapng(src: _Source, head: bytes, state: ReadState, chunk: int):
@@ -328,24 +334,29 @@ def _iter_pcapng(src: _Source, head: bytes, state: ReadState, chunk: int):
     if_ticks = np.full(MAX_IFACES, 1e6, np.float64)
     if_offset = np.zeros(MAX_IFACES, np.int64)
 
-    def index(buf, off, caplen, wirelen, ts, lt):
+    def index(buf, off, caplen, wirelen, ts, lt, cols):
         found = index_pcapng(buf, len(buf), pstate, if_lt, if_ticks, if_offset, off, caplen, wirelen, ts, lt)
         state.linktypes.update(int(t) for t in np.unique(if_lt[: min(int(pstate[1]), MAX_IFACES)]) if t >= 0)
         return found
     yield from _scan(_Window(src, state, chunk, head, 0), state, index, 12, "block")
 
 
-def _scan(win: _Window, state: ReadState, index, min_record: int, unit: str):
-    """Run an index kernel over successive windows; say where and how reading stopped early."""
+def _scan(win: _Window, state: ReadState, index, min_record: int, unit: str, headers: bool = False):
+    """Run an index kernel over successive windows; say where and how reading stopped early.
+
+    With ``headers`` the kernel also parses each packet's headers (``Records.headers``)."""
     try:
         while True:
             buf, eof = win.window()
             if len(buf) == 0:
                 return
-            off, caplen, wirelen, ts, lt = _alloc(len(buf) // min_record + 1)
-            k, used, err = index(buf, off, caplen, wirelen, ts, lt)
+            capacity = len(buf) // min_record + 1
+            off, caplen, wirelen, ts, lt = _alloc(capacity)
+            arrays, cols = alloc_headers(capacity) if headers else (None, None)
+            k, used, err = index(buf, off, caplen, wirelen, ts, lt, cols)
             if k:
-                yield Records(buf, off[:k], caplen[:k], wirelen[:k], ts[:k], lt[:k])
+                parsed = Headers(**{name: a[:k] for name, a in arrays.items()}, cols=cols) if headers else None
+                yield Records(buf, off[:k], caplen[:k], wirelen[:k], ts[:k], lt[:k], parsed)
             if err:
                 state.warnings.append(f"{ERROR_TEXT[err]} at byte {win.offset + used}; the rest of the file was not read")
                 state.partial = True

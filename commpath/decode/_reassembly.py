@@ -97,10 +97,11 @@ class StreamArena:
         kernels().cp_sort_marks(ptr(self.marks, np.int64), self.marks.shape[1], ptr(self.meta, np.int64),
                                 ptr(slots, np.int64), len(slots), ptr(counts, np.int64))
         width = int(counts.max()) if len(counts) else 0
-        chosen = self.marks[slots, :width]
-        offsets, frames = chosen[:, :, 0].tolist(), chosen[:, :, 1].tolist()
-        return [Stream(b, tuple(o[:k]), tuple(fr[:k]), g, li)
-                for b, o, fr, k, g, li in zip(blobs, offsets, frames, counts.tolist(), gap, limited)]
+        chosen = self.marks[slots, :width][np.arange(width) < counts[:, None]]      # the marks in use, in order
+        offsets, frames = chosen[:, 0].tolist(), chosen[:, 1].tolist()
+        ends = np.cumsum(counts)
+        return [Stream(b, tuple(offsets[a:e]), tuple(frames[a:e]), g, li)
+                for b, a, e, g, li in zip(blobs, (ends - counts).tolist(), ends.tolist(), gap, limited)]
 
     def open_flows(self, fi: np.ndarray, n: int) -> np.ndarray:
         """Flows still holding slots (harvested at the end of a file)."""

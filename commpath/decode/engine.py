@@ -169,7 +169,7 @@ def _read_file(path: Path, manifest: dict, flow_base: int, limit: int, udp_timeo
 
     for rec in iter_records(path, state, chunk_size):
         n = len(rec)
-        h = parse(rec.buf, rec.offset, rec.caplen, rec.linktype)
+        h = rec.headers if rec.headers is not None else parse(rec.buf, rec.offset, rec.caplen, rec.linktype)
         pkt_flow = np.empty(n, np.int64)
         pkt_dir = np.zeros(n, np.int8)
         table.update(h, rec.wirelen, rec.caplen, rec.ts, frame0, rec.buf, limit, udp_timeout, pkt_flow, pkt_dir, arena, harvest)

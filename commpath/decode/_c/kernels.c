@@ -17,167 +17,6 @@ typedef uint8_t u8;
 #define PREFETCH_AHEAD 4096
 #endif
 
-/* ------------------------------------------------------------------ capture files */
-
-static inline u32 rd32(const u8 *b, i64 p, int big) {
-    if (big)
-        return ((u32)b[p] << 24) | ((u32)b[p + 1] << 16) | ((u32)b[p + 2] << 8) | (u32)b[p + 3];
-    return ((u32)b[p + 3] << 24) | ((u32)b[p + 2] << 16) | ((u32)b[p + 1] << 8) | (u32)b[p];
-}
-
-static inline u32 rd16(const u8 *b, i64 p, int big) {
-    if (big)
-        return ((u32)b[p] << 8) | (u32)b[p + 1];
-    return ((u32)b[p + 1] << 8) | (u32)b[p];
-}
-
-/* Complete pcap records in buf[:n]. out = (records, bytes consumed, error). */
-void cp_index_pcap(const u8 *buf, i64 n, int big, double ticks, int32_t linktype, i64 snap_max, i64 cap,
-                   i64 *off, int32_t *caplen, int32_t *wirelen, double *ts, int32_t *lt, i64 *out) {
-    i64 pos = 0, k = 0, err = 0, fetched = 0;
-    while (pos + 16 <= n && k < cap) {
-        /* each record's place depends on the one before: fetch every line ahead of it */
-        for (; fetched < pos + PREFETCH_AHEAD && fetched < n; fetched += 64)
-            __builtin_prefetch(buf + fetched);
-        u32 incl = rd32(buf, pos + 8, big);
-        u32 orig = rd32(buf, pos + 12, big);
-        if ((i64)incl > snap_max) {
-            err = 1;
-            break;
-        }
-        if (pos + 16 + (i64)incl > n)
-            break;
-        u32 sec = rd32(buf, pos, big);
-        u32 frac = rd32(buf, pos + 4, big);
-        off[k] = pos + 16;
-        caplen[k] = (int32_t)incl;
-        wirelen[k] = (int32_t)(orig >= incl ? orig : incl);
-        ts[k] = (double)sec + (double)frac / ticks;
-        lt[k] = linktype;
-        k++;
-        pos += 16 + (i64)incl;
-    }
-    out[0] = k;
-    out[1] = pos;
-    out[2] = err;
-}
-
-/* Complete pcapng packet blocks in buf[:n]. state = [big_endian, n_interfaces, seen_shb];
- * the interface tables are updated in place. out = (records, bytes consumed, error). */
-void cp_index_pcapng(const u8 *buf, i64 n, i64 *state, int32_t *if_lt, double *if_ticks, i64 *if_offset,
-                     i64 max_ifaces, i64 cap, i64 *off, int32_t *caplen, int32_t *wirelen, double *ts,
-                     int32_t *lt, i64 *out) {
-    i64 pos = 0, k = 0, err = 0;
-    while (pos + 12 <= n && k < cap) {
-        int big = state[0] == 1;
-        u32 btype = rd32(buf, pos, big);
-        if (btype == 0x0A0D0D0A) {
-            u32 bom_le = rd32(buf, pos + 8, 0);
-            if (bom_le == 0x1A2B3C4D)
-                state[0] = 0;
-            else if (bom_le == 0x4D3C2B1A)
-                state[0] = 1;
-            else {
-                err = 3;
-                break;
-            }
-            big = state[0] == 1;
-            state[1] = 0;
-            state[2] = 1;
-        }
-        u32 blen = rd32(buf, pos + 4, big);
-        if (blen < 12 || (blen & 3) != 0 || blen > 64u * 1024 * 1024) {
-            err = 2;
-            break;
-        }
-        if (pos + (i64)blen > n)
-            break;
-        if (rd32(buf, pos + blen - 4, big) != blen) {
-            err = 2;
-            break;
-        }
-        if (btype == 1) { /* interface description */
-            i64 nif = state[1];
-            if (nif < max_ifaces) {
-                if_lt[nif] = (int32_t)rd16(buf, pos + 8, big);
-                if_ticks[nif] = 1000000.0;
-                if_offset[nif] = 0;
-                i64 opt = pos + 16;
-                i64 end = pos + blen - 4;
-                while (opt + 4 <= end) {
-                    u32 code = rd16(buf, opt, big);
-                    u32 olen = rd16(buf, opt + 2, big);
-                    if (code == 0 || opt + 4 + (i64)olen > end)
-                        break;
-                    if (code == 9 && olen >= 1) {
-                        u8 v = buf[opt + 4];
-                        if (v & 0x80)
-                            if_ticks[nif] = pow(2.0, (double)(v & 0x7F));
-                        else
-                            if_ticks[nif] = pow(10.0, (double)v);
-                    } else if (code == 14 && olen >= 8) {
-                        i64 hi = (i64)rd32(buf, opt + 4, big);
-                        i64 lo = (i64)rd32(buf, opt + 8, big);
-                        if (big)
-                            if_offset[nif] = (i64)(((u64)hi << 32) | (u64)lo);
-                        else
-                            if_offset[nif] = (i64)(((u64)lo << 32) | (u64)hi);
-                    }
-                    opt += 4 + ((olen + 3) & ~3u);
-                }
-            }
-            state[1] = nif + 1;
-        } else if (btype == 6 || btype == 2) { /* enhanced / obsolete packet block */
-            if (blen < 32) {
-                err = 2;
-                break;
-            }
-            i64 ifid = btype == 6 ? (i64)rd32(buf, pos + 8, big) : (i64)rd16(buf, pos + 8, big);
-            double hi = (double)rd32(buf, pos + 12, big);
-            double lo = (double)rd32(buf, pos + 16, big);
-            u32 incl = rd32(buf, pos + 20, big);
-            u32 orig = rd32(buf, pos + 24, big);
-            if (incl > blen - 32) {
-                err = 2;
-                break;
-            }
-            double t = 1000000.0;
-            i64 ofs = 0;
-            int32_t ltype = -1;
-            if (ifid < state[1] && ifid < max_ifaces) {
-                t = if_ticks[ifid];
-                ofs = if_offset[ifid];
-                ltype = if_lt[ifid];
-            }
-            off[k] = pos + 28;
-            caplen[k] = (int32_t)incl;
-            wirelen[k] = (int32_t)(orig >= incl ? orig : incl);
-            ts[k] = (hi * 4294967296.0 + lo) / t + (double)ofs;
-            lt[k] = ltype;
-            k++;
-        } else if (btype == 3) { /* simple packet block */
-            if (blen < 16) {
-                err = 2;
-                break;
-            }
-            u32 orig = rd32(buf, pos + 8, big);
-            u32 incl = blen - 16;
-            if (orig < incl)
-                incl = orig;
-            off[k] = pos + 12;
-            caplen[k] = (int32_t)incl;
-            wirelen[k] = (int32_t)orig;
-            ts[k] = NAN;
-            lt[k] = state[1] > 0 ? if_lt[0] : -1;
-            k++;
-        }
-        pos += blen;
-    }
-    out[0] = k;
-    out[1] = pos;
-    out[2] = err;
-}
-
 /* ------------------------------------------------------------------ packet headers */
 
 /* Per-packet output columns, in the order of _packets.FIELDS. */
@@ -490,19 +329,191 @@ static void parse_one(const u8 *buf, i64 p, i64 end, int32_t lt, const Headers *
     }
 }
 
-/* Parse every packet of a chunk; cols are the output arrays in the order of _packets.FIELDS. */
-void cp_parse_headers(const u8 *buf, i64 n, const i64 *off, const int32_t *caplen, const int32_t *linktype,
-                      void **cols) {
+static inline Headers headers_of(void **cols) {
     Headers h = {
         cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8], cols[9], cols[10],
         cols[11], cols[12], cols[13], cols[14], cols[15], cols[16], cols[17], cols[18], cols[19], cols[20],
         cols[21], cols[22],
     };
+    return h;
+}
+
+/* Parse every packet of a chunk; cols are the output arrays in the order of _packets.FIELDS. */
+void cp_parse_headers(const u8 *buf, i64 n, const i64 *off, const int32_t *caplen, const int32_t *linktype,
+                      void **cols) {
+    Headers h = headers_of(cols);
     for (i64 i = 0; i < n; i++) {
         if (i + 8 < n) /* the headers of packets to come, fetched while this one is parsed */
             __builtin_prefetch(buf + off[i + 8]);
         parse_one(buf, off[i], off[i] + caplen[i], linktype[i], &h, i);
     }
+}
+
+/* ------------------------------------------------------------------ capture files */
+
+static inline u32 rd32(const u8 *b, i64 p, int big) {
+    if (big)
+        return ((u32)b[p] << 24) | ((u32)b[p + 1] << 16) | ((u32)b[p + 2] << 8) | (u32)b[p + 3];
+    return ((u32)b[p + 3] << 24) | ((u32)b[p + 2] << 16) | ((u32)b[p + 1] << 8) | (u32)b[p];
+}
+
+static inline u32 rd16(const u8 *b, i64 p, int big) {
+    if (big)
+        return ((u32)b[p] << 8) | (u32)b[p + 1];
+    return ((u32)b[p + 1] << 8) | (u32)b[p];
+}
+
+/* Complete pcap records in buf[:n]. out = (records, bytes consumed, error). With cols (not NULL),
+ * each packet's headers are parsed as soon as it is found, while its bytes are in the cache. */
+void cp_index_pcap(const u8 *buf, i64 n, int big, double ticks, int32_t linktype, i64 snap_max, i64 cap,
+                   i64 *off, int32_t *caplen, int32_t *wirelen, double *ts, int32_t *lt, i64 *out, void **cols) {
+    Headers h;
+    if (cols)
+        h = headers_of(cols);
+    i64 pos = 0, k = 0, err = 0, fetched = 0;
+    while (pos + 16 <= n && k < cap) {
+        /* each record's place depends on the one before: fetch every line ahead of it */
+        for (; fetched < pos + PREFETCH_AHEAD && fetched < n; fetched += 64)
+            __builtin_prefetch(buf + fetched);
+        u32 incl = rd32(buf, pos + 8, big);
+        u32 orig = rd32(buf, pos + 12, big);
+        if ((i64)incl > snap_max) {
+            err = 1;
+            break;
+        }
+        if (pos + 16 + (i64)incl > n)
+            break;
+        u32 sec = rd32(buf, pos, big);
+        u32 frac = rd32(buf, pos + 4, big);
+        off[k] = pos + 16;
+        caplen[k] = (int32_t)incl;
+        wirelen[k] = (int32_t)(orig >= incl ? orig : incl);
+        ts[k] = (double)sec + (double)frac / ticks;
+        lt[k] = linktype;
+        if (cols)
+            parse_one(buf, pos + 16, pos + 16 + (i64)incl, linktype, &h, k);
+        k++;
+        pos += 16 + (i64)incl;
+    }
+    out[0] = k;
+    out[1] = pos;
+    out[2] = err;
+}
+
+/* Complete pcapng packet blocks in buf[:n]. state = [big_endian, n_interfaces, seen_shb];
+ * the interface tables are updated in place. out = (records, bytes consumed, error). */
+void cp_index_pcapng(const u8 *buf, i64 n, i64 *state, int32_t *if_lt, double *if_ticks, i64 *if_offset,
+                     i64 max_ifaces, i64 cap, i64 *off, int32_t *caplen, int32_t *wirelen, double *ts,
+                     int32_t *lt, i64 *out) {
+    i64 pos = 0, k = 0, err = 0;
+    while (pos + 12 <= n && k < cap) {
+        int big = state[0] == 1;
+        u32 btype = rd32(buf, pos, big);
+        if (btype == 0x0A0D0D0A) {
+            u32 bom_le = rd32(buf, pos + 8, 0);
+            if (bom_le == 0x1A2B3C4D)
+                state[0] = 0;
+            else if (bom_le == 0x4D3C2B1A)
+                state[0] = 1;
+            else {
+                err = 3;
+                break;
+            }
+            big = state[0] == 1;
+            state[1] = 0;
+            state[2] = 1;
+        }
+        u32 blen = rd32(buf, pos + 4, big);
+        if (blen < 12 || (blen & 3) != 0 || blen > 64u * 1024 * 1024) {
+            err = 2;
+            break;
+        }
+        if (pos + (i64)blen > n)
+            break;
+        if (rd32(buf, pos + blen - 4, big) != blen) {
+            err = 2;
+            break;
+        }
+        if (btype == 1) { /* interface description */
+            i64 nif = state[1];
+            if (nif < max_ifaces) {
+                if_lt[nif] = (int32_t)rd16(buf, pos + 8, big);
+                if_ticks[nif] = 1000000.0;
+                if_offset[nif] = 0;
+                i64 opt = pos + 16;
+                i64 end = pos + blen - 4;
+                while (opt + 4 <= end) {
+                    u32 code = rd16(buf, opt, big);
+                    u32 olen = rd16(buf, opt + 2, big);
+                    if (code == 0 || opt + 4 + (i64)olen > end)
+                        break;
+                    if (code == 9 && olen >= 1) {
+                        u8 v = buf[opt + 4];
+                        if (v & 0x80)
+                            if_ticks[nif] = pow(2.0, (double)(v & 0x7F));
+                        else
+                            if_ticks[nif] = pow(10.0, (double)v);
+                    } else if (code == 14 && olen >= 8) {
+                        i64 hi = (i64)rd32(buf, opt + 4, big);
+                        i64 lo = (i64)rd32(buf, opt + 8, big);
+                        if (big)
+                            if_offset[nif] = (i64)(((u64)hi << 32) | (u64)lo);
+                        else
+                            if_offset[nif] = (i64)(((u64)lo << 32) | (u64)hi);
+                    }
+                    opt += 4 + ((olen + 3) & ~3u);
+                }
+            }
+            state[1] = nif + 1;
+        } else if (btype == 6 || btype == 2) { /* enhanced / obsolete packet block */
+            if (blen < 32) {
+                err = 2;
+                break;
+            }
+            i64 ifid = btype == 6 ? (i64)rd32(buf, pos + 8, big) : (i64)rd16(buf, pos + 8, big);
+            double hi = (double)rd32(buf, pos + 12, big);
+            double lo = (double)rd32(buf, pos + 16, big);
+            u32 incl = rd32(buf, pos + 20, big);
+            u32 orig = rd32(buf, pos + 24, big);
+            if (incl > blen - 32) {
+                err = 2;
+                break;
+            }
+            double t = 1000000.0;
+            i64 ofs = 0;
+            int32_t ltype = -1;
+            if (ifid < state[1] && ifid < max_ifaces) {
+                t = if_ticks[ifid];
+                ofs = if_offset[ifid];
+                ltype = if_lt[ifid];
+            }
+            off[k] = pos + 28;
+            caplen[k] = (int32_t)incl;
+            wirelen[k] = (int32_t)(orig >= incl ? orig : incl);
+            ts[k] = (hi * 4294967296.0 + lo) / t + (double)ofs;
+            lt[k] = ltype;
+            k++;
+        } else if (btype == 3) { /* simple packet block */
+            if (blen < 16) {
+                err = 2;
+                break;
+            }
+            u32 orig = rd32(buf, pos + 8, big);
+            u32 incl = blen - 16;
+            if (orig < incl)
+                incl = orig;
+            off[k] = pos + 12;
+            caplen[k] = (int32_t)incl;
+            wirelen[k] = (int32_t)orig;
+            ts[k] = NAN;
+            lt[k] = state[1] > 0 ? if_lt[0] : -1;
+            k++;
+        }
+        pos += blen;
+    }
+    out[0] = k;
+    out[1] = pos;
+    out[2] = err;
 }
 
 /* ------------------------------------------------------------------ connection tracking */
@@ -658,11 +669,7 @@ i64 cp_flow_update(void **cols, const int32_t *wirelen, const int32_t *caplen, c
                    int8_t *pkt_dir, i64 start, const u8 *buf, u8 *a_data, i64 a_width, u8 *a_cov,
                    i64 a_cov_width, i64 *a_meta, i64 *a_marks, i64 a_nmarks, i64 *a_free, i64 *a_done,
                    i64 a_done_cap) {
-    const Headers h = {
-        cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8], cols[9], cols[10],
-        cols[11], cols[12], cols[13], cols[14], cols[15], cols[16], cols[17], cols[18], cols[19], cols[20],
-        cols[21], cols[22],
-    };
+    const Headers h = headers_of(cols);
     const Arena a = {a_data, a_width, a_cov, a_cov_width, a_meta, a_marks, a_nmarks, a_free, a_done, a_done_cap};
     i64 nflows = counts[0], ntuples = counts[1];
     i64 mask = nslots - 1;
