@@ -23,7 +23,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ALL_TOOLS = ["commpath", "tshark", "dpkt", "scapy", "nfstream"]
+ALL_TOOLS = ["commpath", "commpath-flows", "commpath-handshakes", "tshark", "dpkt", "scapy", "nfstream"]
+#: commpath's ways to run: the Python API (DataFrames), the connection-table command, API + handshakes.
+COMMPATH_TOOLS = ("commpath", "commpath-flows", "commpath-handshakes")
 
 
 def capture_packets(path: Path) -> int:
@@ -87,6 +89,8 @@ def command(tool: str, path: Path, args) -> list[str] | None:
     peers = str(HERE / "_peers.py")
     if tool == "tshark":
         return ["tshark", "-n", "-r", str(path), "-q", "-z", "conv,tcp", "-z", "conv,udp"]
+    if tool == "commpath-flows":       # the connection-table command, as tshark's conv table is one
+        return [py, "-m", "commpath.cli", "flows", "--quiet", str(path)]
     if tool == "scapy":
         return [py, peers, "scapy", str(path), str(args.scapy_sample)]
     return [py, peers, tool, str(path)]
@@ -96,7 +100,8 @@ def available(tool: str) -> str | None:
     """None when the tool can run, else the reason it cannot."""
     if tool == "tshark":
         return None if shutil.which("tshark") else "tshark not installed (apt install tshark)"
-    module = {"commpath": "commpath", "dpkt": "dpkt", "scapy": "scapy", "nfstream": "nfstream"}[tool]
+    module = {"commpath": "commpath", "commpath-flows": "commpath", "commpath-handshakes": "commpath",
+              "dpkt": "dpkt", "scapy": "scapy", "nfstream": "nfstream"}[tool]
     probe = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
     if probe.returncode != 0:
         return f"cannot import {module}: {probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else 'failed'}"
@@ -128,8 +133,8 @@ def main(argv=None) -> int:
     print(f"capture {path} ({total} packets, {size_mb:.1f} MB); machine: {platform.machine()}, "
           f"{os.cpu_count()} CPUs, Python {platform.python_version()}", flush=True)
 
-    if "commpath" in tools and available("commpath") is None:
-        # warm-up on a small public capture so that numba's on-disk JIT cache is filled
+    if any(t in COMMPATH_TOOLS for t in tools) and available("commpath") is None:
+        # warm-up on a small public capture: the first run after installing compiles the C kernels
         warm = sorted((HERE.parents[1] / "shared/pcaps/public").rglob("*.pcap"))[:1]
         if warm:
             measure(command("commpath", warm[0], args), 600)
@@ -173,6 +178,7 @@ def main(argv=None) -> int:
                   f"  (ru_maxrss {best['maxrss_mb']:.1f} MB; load before {best['load_before']:.2f})", flush=True)
 
     base = results.get("commpath", {})
+    tshark = results.get("tshark", {})
     print()
     print("| tool | wall s | CPU s | in-process s | packets/s | peak MB | commpath speed-up | memory vs commpath |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -185,6 +191,17 @@ def main(argv=None) -> int:
         note = f" (first {r['packets']:,} packets, extrapolated)" if tool == "scapy" and r["packets"] < total else ""
         inproc = f"{r['info']['seconds']:.2f}" if "seconds" in r.get("info", {}) else "–"
         print(f"| {tool}{note} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | {inproc} | {r['pps']:,.0f} | {r['peak_mb']:.0f} | {speed} | {mem} |")
+    if "wall_s" in tshark:
+        print()
+        for tool in COMMPATH_TOOLS:
+            r = results.get(tool, {})
+            if "wall_s" in r:
+                print(f"tshark conv table / {tool}: {tshark['wall_s'] / r['wall_s']:.1f}× by wall time, "
+                      f"{tshark['cpu_s'] / r['cpu_s']:.1f}× by CPU time")
+    hs = results.get("commpath-handshakes", {})
+    if "wall_s" in hs and "wall_s" in base:
+        print(f"handshake analysis on top of commpath.read: {100 * (hs['wall_s'] / base['wall_s'] - 1):+.0f}% wall, "
+              f"{100 * (hs['cpu_s'] / base['cpu_s'] - 1):+.0f}% CPU (target ≤ +20%)")
     if args.json:
         Path(args.json).write_text(json.dumps({"capture": str(path), "packets": total, "size_mb": size_mb,
                                                "results": results}, indent=2, default=str) + "\n")
