@@ -25,6 +25,7 @@ from ._tls_wire import version_name
  C_ENC_ALERTS, S_ENC_ALERTS, N_RANGES_C, N_RANGES_S, RANGES) = range(43)
 MAX_RANGES = 8
 FIELDS = RANGES + 4 * MAX_RANGES
+_RANGES_S = RANGES + 2 * MAX_RANGES      # the server's ranges follow the client's
 MAX_EXT = 64
 CHF_EARLY_DATA, CHF_PSK, CHF_ALPS = 1, 2, 4
 F_SAW_CKE, F_FULL, F_SHD, F_SERVER_CCS, F_CLIENT_CCS, F_SID_MATCH = 1, 2, 4, 8, 16, 32
@@ -61,6 +62,16 @@ def walker():
     return _walk
 
 
+def _bytes_data_offset() -> int | None:
+    """Where CPython keeps a bytes object's bytes, from the object's address (checked on samples)."""
+    samples = [b"commpath", bytes(range(256)) * 3, b"x" * 100_000]
+    offsets = {ctypes.cast(ctypes.c_char_p(b), ctypes.c_void_p).value - id(b) for b in samples}
+    return offsets.pop() if len(offsets) == 1 else None
+
+
+_DATA_OFFSET = _bytes_data_offset()
+
+
 def walk(flows: list, max_appdata: int) -> tuple[list[list[int]], bytes]:
     """cp_tls_walk over ``flows`` (FlowStreams): one list of FIELDS ints per flow, and the extension types."""
     fn = walker()
@@ -69,12 +80,18 @@ def walk(flows: list, max_appdata: int) -> tuple[list[list[int]], bytes]:
     for fs in flows:
         datas.append(fs.fwd.data)
         datas.append(fs.rev.data)
-    ptrs = (ctypes.c_char_p * (2 * n))(*datas)
+    if _DATA_OFFSET is not None and all(type(d) is bytes for d in datas):
+        # the bytes' addresses without a ctypes object each (``datas`` keeps them alive meanwhile)
+        ptrs = np.fromiter(map(id, datas), np.int64, 2 * n)
+        ptrs += _DATA_OFFSET
+        address = ptrs.ctypes.data
+    else:
+        ptrs = (ctypes.c_char_p * (2 * n))(*datas)
+        address = ctypes.addressof(ptrs)
     lens = np.fromiter(map(len, datas), np.int64, 2 * n)
     out = np.zeros(n * FIELDS, np.int64)
     ext = ctypes.create_string_buffer(n * 2 * MAX_EXT)
-    fn(n, ctypes.addressof(ptrs), lens.ctypes.data, max_appdata, out.ctypes.data, ctypes.addressof(ext))
-    del datas
+    fn(n, address, lens.ctypes.data, max_appdata, out.ctypes.data, ctypes.addressof(ext))
     return out.reshape(n, FIELDS).tolist(), ext.raw
 
 
@@ -114,102 +131,100 @@ def _alpn(raw: bytes) -> tuple[str | None, bytes]:
 
 
 def _ja4(sv: bytes, legacy: int, cs: bytes, exts: bytes, first_alpn: bytes, sig: bytes) -> str:
-    key = (sv, legacy, cs, exts, first_alpn, sig)
-    got = _JA4.get(key)
-    if got is None:
-        ch = ClientHello(legacy_version=legacy, ciphers=_u16_list(cs), extensions=_u16_list(exts),
-                         alpn_raw=[first_alpn] if first_alpn else [], versions=_u16_list(sv),
-                         sig_algs=_u16_list(sig))
-        got = _JA4.remember(key, ja4(ch))
-    return got
+    """JA4 of a ClientHello from its raw lists (big-endian 16-bit values)."""
+    return ja4(ClientHello(legacy_version=legacy, ciphers=_u16_list(cs), extensions=_u16_list(exts),
+                           alpn_raw=[first_alpn] if first_alpn else [], versions=_u16_list(sv),
+                           sig_algs=_u16_list(sig)))
 
 
-def _frames(out: set, stream, v: list, at: int, count: int) -> None:
-    offs = stream.offsets
-    if not offs or not count:
-        return
-    frames = stream.frames
-    for k in range(at, at + 2 * count, 2):
-        i = bisect_right(offs, v[k]) - 1
-        out.update(frames[i if i > 0 else 0:bisect_right(offs, v[k + 1])])
+def rows(jobs: list[tuple], max_appdata: int, cert_columns, careful) -> list[tuple]:
+    """TLS rows of ``jobs`` = (flows, ts, dst_ip, tunneled, starttls), in the column order of the tls table.
 
-
-def fast_fields(fs, v: list, exts: bytes, ext_at: int):
-    """The TLS columns the handshake shows, from one connection's walk; None: the careful path decides.
-
-    Returns (row values from tls_version to handshake_frames in TlsHandshake terms, server chain,
-    client chain, sni, inference) — see handshakes._fast_row for the order.
+    ``cert_columns(flow_id, sni, server_chain, client_chain, ts, dst_ip, tunneled)`` gives the five
+    certificate columns; ``careful(job)`` the row of a connection that the walk hands back.
     """
+    walked, exts = walk([job[0] for job in jobs], max_appdata)
+    out = []
+    append = out.append
+    ext_size = 2 * MAX_EXT
+    for k, job in enumerate(jobs):
+        v = walked[k]
+        row = _row(job, v, exts, k * ext_size, cert_columns) if v[0] == 0 else None
+        append(careful(job) if row is None else row)
+    return out
+
+
+def _row(job: tuple, v: list, exts: bytes, ext_at: int, cert_columns) -> tuple | None:
+    """One connection's row from its walk; None: the careful parser decides."""
+    fs, ts, dst_ip, tunneled, starttls = job
+    (_, _, _, legacy, _, _, cs_off, cs_len, sni_off, sni_len, alpn_off, alpn_len, sv_off, sv_len, sig_off, sig_len,
+     ch_flags, n_ext, sh_version, sh_selected, cipher_id, sh_alpn_off, sh_alpn_len, sh_psk, tls13, cert_off,
+     cert_len, cr_off, cr_len, ccert_off, ccert_len, flags, n_app, n_server_app, app0, app1, app2, app_complete,
+     c_alerts, s_alerts, n_ranges_c, n_ranges_s) = v[:RANGES]
     cd, sd = fs.fwd.data, fs.rev.data
-    legacy = v[CH_VERSION]
-    sv = cd[v[SV_OFF]:v[SV_OFF] + v[SV_LEN]] if v[SV_OFF] >= 0 else b""
+    sv = cd[sv_off:sv_off + sv_len] if sv_off >= 0 else b""
     key = (sv, legacy)
     client_versions = _CLIENT_VERSIONS.get(key)
     if client_versions is None:
         client_versions = _CLIENT_VERSIONS.remember(key, _client_versions(tuple(_u16_list(sv)), legacy))
-    sni = cd[v[SNI_OFF]:v[SNI_OFF] + v[SNI_LEN]].decode("ascii", "replace") if v[SNI_OFF] >= 0 else None
-    if v[ALPN_OFF] >= 0:
-        alpn_offered, first_alpn = _alpn(cd[v[ALPN_OFF]:v[ALPN_OFF] + v[ALPN_LEN]])
+    sni = cd[sni_off:sni_off + sni_len].decode("ascii", "replace") if sni_off >= 0 else None
+    if alpn_off >= 0:
+        alpn_offered, first_alpn = _alpn(cd[alpn_off:alpn_off + alpn_len])
     else:
         alpn_offered, first_alpn = None, b""
-    sig = cd[v[SIG_OFF]:v[SIG_OFF] + v[SIG_LEN]] if v[SIG_OFF] >= 0 else b""
-    ja4_text = _ja4(sv, legacy, cd[v[CS_OFF]:v[CS_OFF] + v[CS_LEN]], exts[ext_at:ext_at + 2 * v[N_EXT]],
-                    first_alpn, sig)
-    version = v[SH_SELECTED] or v[SH_VERSION]
+    key = (sv, legacy, cd[cs_off:cs_off + cs_len], exts[ext_at:ext_at + 2 * n_ext], first_alpn,
+           cd[sig_off:sig_off + sig_len] if sig_off >= 0 else b"")
+    ja4_text = _JA4.get(key)
+    if ja4_text is None:
+        ja4_text = _JA4.remember(key, _ja4(*key))
+    version = sh_selected or sh_version
     tls_version = _VERSIONS.get(version)
     if tls_version is None:
         tls_version = _VERSIONS.remember(version, version_name(version))
-    cipher_id = v[SH_CIPHER]
     cipher = _CIPHERS.get(cipher_id)
     if cipher is None:
         cipher = _CIPHERS.remember(cipher_id, CIPHER_SUITES.get(cipher_id) or f"0x{cipher_id:04X}")
-    alpn = sd[v[SH_ALPN_OFF]:v[SH_ALPN_OFF] + v[SH_ALPN_LEN]].decode("ascii", "replace") \
-        if v[SH_ALPN_OFF] >= 0 else None
-    alerts = ["encrypted:client"] * min(v[C_ENC_ALERTS], 16) if v[C_ENC_ALERTS] else []
-    if v[S_ENC_ALERTS]:
-        alerts += ["encrypted:server"] * min(v[S_ENC_ALERTS], 16 - len(alerts))
-    server_chain: list = []
-    client_chain: list = []
+    alpn = sd[sh_alpn_off:sh_alpn_off + sh_alpn_len].decode("ascii", "replace") if sh_alpn_off >= 0 else None
+    alerts = ["encrypted:client"] * min(c_alerts, 16) if c_alerts else []
+    if s_alerts:
+        alerts += ["encrypted:server"] * min(s_alerts, 16 - len(alerts))
+    server_chain = client_chain = ()
     cas: list = []
     cert_request = False
-    flags = v[FLAGS]
     inference = None
-    if v[TLS13]:
+    if tls13:
         visibility = "not-visible"
-        resumed = bool(v[SH_PSK])
-        n_app = v[N_CLIENT_APP]
-        sizes = (v[APP0], v[APP1], v[APP2])[:n_app]
-        complete = v[APP_COMPLETE] == (3 if n_app >= 2 else 1) if n_app else True
-        ch_flags = v[CH_FLAGS]
+        resumed = sh_psk == 1
+        sizes = (app0, app1, app2)[:n_app]
+        complete = app_complete == (3 if n_app >= 2 else 1) if n_app else True
         client_cert, inference = client_cert_tls13(
             resumed, bool(ch_flags & CHF_EARLY_DATA), cipher_id, bool(ch_flags & CHF_ALPS), sizes, complete)
-        encrypted_alert = n_app > 0 and v[APP0] == AEAD_ALERT
+        encrypted_alert = n_app > 0 and app0 == AEAD_ALERT
         if encrypted_alert:
             alerts.append("encrypted:client")
-        established = v[N_SERVER_APP] > 0 and n_app > 0 and not encrypted_alert
+        established = n_server_app > 0 and n_app > 0 and not encrypted_alert
     else:
         visibility = "visible"
         errors = None
         server_ccs = bool(flags & F_SERVER_CCS)
         full = bool(flags & F_FULL)
         resumed = (server_ccs and not full) or (not server_ccs and not full and bool(flags & F_SID_MATCH))
-        if v[CERT_OFF] >= 0:
+        if cert_off >= 0:
             errors = _Errors()
-            server_chain = parse_certificate_list(sd[v[CERT_OFF]:v[CERT_OFF] + v[CERT_LEN]], errors, False, "server")
-        if v[CR_OFF] >= 0:
+            server_chain = parse_certificate_list(sd[cert_off:cert_off + cert_len], errors, False, "server")
+        if cr_off >= 0:
             errors = errors or _Errors()
             cert_request = True
-            cas = parse_certificate_request(sd[v[CR_OFF]:v[CR_OFF] + v[CR_LEN]], errors, version)
-        if v[CCERT_OFF] >= 0:
+            cas = parse_certificate_request(sd[cr_off:cr_off + cr_len], errors, version)
+        if ccert_off >= 0:
             errors = errors or _Errors()
-            client_chain = parse_certificate_list(cd[v[CCERT_OFF]:v[CCERT_OFF] + v[CCERT_LEN]], errors, False,
-                                                  "client")
+            client_chain = parse_certificate_list(cd[ccert_off:ccert_off + ccert_len], errors, False, "client")
         if errors is not None and errors.partial:
             return None
         if resumed:
             client_cert = "unknown"
         elif cert_request:
-            if v[CCERT_OFF] >= 0:
+            if ccert_off >= 0:
                 client_cert = "presented" if client_chain else "empty"
             elif flags & F_SAW_CKE:
                 client_cert = "empty"
@@ -220,9 +235,34 @@ def fast_fields(fs, v: list, exts: bytes, ext_at: int):
         else:
             client_cert = "unknown"
         established = server_ccs and bool(flags & F_CLIENT_CCS)
-    frames: set = set()
-    _frames(frames, fs.fwd, v, RANGES, v[N_RANGES_C])
-    _frames(frames, fs.rev, v, RANGES + 2 * MAX_RANGES, v[N_RANGES_S])
-    return (tls_version, client_versions, sni, alpn_offered, alpn, cipher, cipher_id, ja4_text, resumed,
-            established, cert_request, cas, visibility, client_cert, alerts, sorted(frames),
-            server_chain, client_chain, inference)
+    frames = ()
+    stream = fs.fwd
+    offs = stream.offsets
+    if n_ranges_c and offs:
+        i = bisect_right(offs, v[RANGES]) - 1
+        frames = stream.frames[i if i > 0 else 0:bisect_right(offs, v[RANGES + 1])]
+        if n_ranges_c > 1:
+            frames += _frames(stream, v, RANGES + 2, n_ranges_c - 1)
+    stream = fs.rev
+    offs = stream.offsets
+    if n_ranges_s and offs:
+        i = bisect_right(offs, v[_RANGES_S]) - 1
+        frames += stream.frames[i if i > 0 else 0:bisect_right(offs, v[_RANGES_S + 1])]
+        if n_ranges_s > 1:
+            frames += _frames(stream, v, _RANGES_S + 2, n_ranges_s - 1)
+    flow_id = fs.flow_id
+    s_fps, c_fps, s_ok, c_ok, verify_error = cert_columns(flow_id, sni, server_chain, client_chain, ts, dst_ip,
+                                                          tunneled)
+    return (flow_id, tls_version, client_versions, sni, alpn_offered, alpn, cipher, cipher_id, ja4_text,
+            False, resumed, established, cert_request, cas, s_fps, c_fps, visibility, client_cert, s_ok, c_ok,
+            verify_error, alerts, False, None, sorted(set(frames)), inference, tunneled, starttls)
+
+
+def _frames(stream, v: list, at: int, count: int) -> tuple:
+    """The frames that carried the byte ranges ``v[at:at + 2 * count]`` of ``stream`` (repeats possible)."""
+    offs, frames = stream.offsets, stream.frames
+    out: tuple = ()
+    for k in range(at, at + 2 * count, 2):
+        i = bisect_right(offs, v[k]) - 1
+        out += frames[i if i > 0 else 0:bisect_right(offs, v[k + 1])]
+    return out

@@ -81,7 +81,6 @@ class HandshakeAnalyzer:
         dst_ip = fs.dst_ip if dst_ip is None else dst_ip
         if proto not in HANDSHAKE_PROTOCOLS and proto != "unknown":
             return
-        cas, keys, certs, max_appdata = self.cas, self.keys, self.certs, self.max_appdata
         if proto == "tls" or (proto not in ("ssh", "http", "http2") and looks_like_tls(fs.fwd.data)):
             self._tls(fs, ts, dst_ip, False)
         elif proto == "unknown":
@@ -122,24 +121,16 @@ class HandshakeAnalyzer:
         if not jobs:
             return
         self._pending = []
-        walked, exts = _hs_fast.walk([job[0] for job in jobs], self.max_appdata)
-        rows, cas, keys, certs, max_appdata = self.tls_rows, self.cas, self.keys, self.certs, self.max_appdata
-        fast, ext_size = _hs_fast.fast_fields, 2 * _hs_fast.MAX_EXT
-        for k, (fs, ts, dst_ip, tunneled, starttls) in enumerate(jobs):
-            v = walked[k]
-            f = fast(fs, v, exts, k * ext_size) if v[0] == 0 else None
-            if f is None:
-                rows.append(_tls_row(parse_tls(fs, max_appdata), ts, dst_ip, cas, keys, certs, tunneled, starttls))
-                continue
-            (tls_version, client_versions, sni, alpn_offered, alpn, cipher, cipher_id, ja4, resumed, established,
-             cert_request, cert_request_cas, visibility, client_cert, alerts, frames, server_chain, client_chain,
-             inference) = f
-            server_fps, client_fps, s_ok, c_ok, verify_error = _cert_columns(
-                fs.flow_id, sni, server_chain, client_chain, ts, dst_ip, cas, certs, tunneled)
-            rows.append((fs.flow_id, tls_version, client_versions, sni, alpn_offered, alpn, cipher, cipher_id, ja4,
-                         False, resumed, established, cert_request, cert_request_cas, server_fps, client_fps,
-                         visibility, client_cert, s_ok, c_ok, verify_error, alerts, False, None, frames,
-                         inference, tunneled, starttls))
+        cas, keys, certs, max_appdata = self.cas, self.keys, self.certs, self.max_appdata
+
+        def cert_columns(flow_id, sni, server_chain, client_chain, ts, dst_ip, tunneled):
+            return _cert_columns(flow_id, sni, server_chain, client_chain, ts, dst_ip, cas, certs, tunneled)
+
+        def careful(job):
+            fs, ts, dst_ip, tunneled, starttls = job
+            return _tls_row(parse_tls(fs, max_appdata), ts, dst_ip, cas, keys, certs, tunneled, starttls)
+
+        self.tls_rows += _hs_fast.rows(jobs, max_appdata, cert_columns, careful)
 
     def result(self) -> Handshakes:
         if self._pending:
@@ -191,9 +182,28 @@ def _frame(rows: list[tuple], columns: dict[str, str]) -> pd.DataFrame:
             data[name] = np.fromiter(map(bool, values), bool, n)
         elif dtype in ("object", "category"):       # categories: conform's cast keeps their dtype as before
             data[name] = list(values)
+        elif dtype == "string":
+            data[name] = _strings(values)
         else:                                       # typed once, here, instead of inferred then cast
             data[name] = pd.array(values, dtype=dtype)
     return conform(pd.DataFrame(data), columns)
+
+
+_STRING_ITEMS = frozenset((str, type(None)))
+
+
+def _strings(values: tuple) -> pd.api.extensions.ExtensionArray:
+    """``pd.array(values, dtype="string")``, built by pyarrow in one go when every value is a str or None."""
+    dtype = pd.StringDtype()
+    if dtype.storage == "pyarrow" and set(map(type, values)) <= _STRING_ITEMS:
+        import pyarrow as pa
+        try:
+            out = pd.arrays.ArrowStringArray(pa.chunked_array([pa.array(values, type=pa.large_string())]))
+        except (pa.ArrowException, UnicodeError):     # e.g. lone surrogates: pandas' own way decides
+            out = None
+        if out is not None and out.dtype == dtype:
+            return out
+    return pd.array(values, dtype="string")
 
 
 def _connect_host(rows: list[dict]) -> str | None:

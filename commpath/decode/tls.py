@@ -574,6 +574,37 @@ def _dn_text(der: bytes) -> str:
 
 def parse_certificate_request(body: bytes, hs: TlsHandshake, version: int) -> list[str]:
     """CA distinguished names listed in a CertificateRequest."""
+    key = (body, version)
+    names = _CERT_REQUESTS.get(key)
+    if names is None:
+        errors = _ErrorLog()
+        names = _parse_certificate_request(body, errors, version)
+        if errors.messages:
+            for message in errors.messages:
+                hs.error(message)
+            return names
+        if len(body) <= CACHED_CERTIFICATE_MESSAGE:
+            _CERT_REQUESTS.remember(key, tuple(names))
+    return list(names)
+
+
+#: Error-free CertificateRequests seen before (servers send the same one on every connection).
+_CERT_REQUESTS: BoundedMemo = BoundedMemo(256)
+
+
+class _ErrorLog:
+    """Collects the errors a parser reports, to pass them on."""
+
+    __slots__ = ("messages",)
+
+    def __init__(self):
+        self.messages: list[str] = []
+
+    def error(self, message: str) -> None:
+        self.messages.append(message)
+
+
+def _parse_certificate_request(body: bytes, hs: TlsHandshake, version: int) -> list[str]:
     r = Reader(body)
     names: list[bytes] = []
     try:
