@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import struct
 from bisect import bisect_right
 
 import numpy as np
@@ -19,14 +18,14 @@ from ._tls_wire import version_name
 # Field indices of cp_tls_walk's output (the enum at the top of tls_walk.c).
 (STATUS, CH_OFF, CH_LEN, CH_VERSION, CH_SID_OFF, CH_SID_LEN, CS_OFF, CS_LEN,
  SNI_OFF, SNI_LEN, ALPN_OFF, ALPN_LEN, SV_OFF, SV_LEN, SIG_OFF, SIG_LEN,
- CH_FLAGS, N_EXT, SH_VERSION, SH_SELECTED, SH_CIPHER, SH_ALPN_OFF, SH_ALPN_LEN,
+ CH_FLAGS, KEY_LEN, SH_VERSION, SH_SELECTED, SH_CIPHER, SH_ALPN_OFF, SH_ALPN_LEN,
  SH_PSK, TLS13, CERT_OFF, CERT_LEN, CR_OFF, CR_LEN, CCERT_OFF, CCERT_LEN,
  FLAGS, N_CLIENT_APP, N_SERVER_APP, APP0, APP1, APP2, APP_COMPLETE,
  C_ENC_ALERTS, S_ENC_ALERTS, N_RANGES_C, N_RANGES_S, RANGES) = range(43)
 MAX_RANGES = 8
 FIELDS = RANGES + 4 * MAX_RANGES
 _RANGES_S = RANGES + 2 * MAX_RANGES      # the server's ranges follow the client's
-MAX_EXT = 64
+KEY_CAP = 1024                           # bytes of ClientHello key per connection
 CHF_EARLY_DATA, CHF_PSK, CHF_ALPS = 1, 2, 4
 F_SAW_CKE, F_FULL, F_SHD, F_SERVER_CCS, F_CLIENT_CCS, F_SID_MATCH = 1, 2, 4, 8, 16, 32
 AEAD_ALERT = 2 + 1 + 16
@@ -57,7 +56,7 @@ def walker():
     global _walk, _loaded
     if not _loaded:
         _walk, _loaded = _load(), True
-        if _walk is not None and _walk(0, None, None, 4, None, None) != FIELDS:
+        if _walk is not None and _walk(0, None, None, 4, None, None) != FIELDS * 65536 + KEY_CAP:
             _walk = None
     return _walk
 
@@ -73,7 +72,8 @@ _DATA_OFFSET = _bytes_data_offset()
 
 
 def walk(flows: list, max_appdata: int) -> tuple[list[list[int]], bytes]:
-    """cp_tls_walk over ``flows`` (FlowStreams): one list of FIELDS ints per flow, and the extension types."""
+    """cp_tls_walk over ``flows`` (FlowStreams): one list of FIELDS ints per flow, and the ClientHello keys
+    (KEY_CAP bytes per flow)."""
     fn = walker()
     n = len(flows)
     datas = []
@@ -90,9 +90,9 @@ def walk(flows: list, max_appdata: int) -> tuple[list[list[int]], bytes]:
         address = ctypes.addressof(ptrs)
     lens = np.fromiter(map(len, datas), np.int64, 2 * n)
     out = np.zeros(n * FIELDS, np.int64)
-    ext = ctypes.create_string_buffer(n * 2 * MAX_EXT)
-    fn(n, address, lens.ctypes.data, max_appdata, out.ctypes.data, ctypes.addressof(ext))
-    return out.reshape(n, FIELDS).tolist(), ext.raw
+    keys = ctypes.create_string_buffer(n * KEY_CAP)
+    fn(n, address, lens.ctypes.data, max_appdata, out.ctypes.data, ctypes.addressof(keys))
+    return out.reshape(n, FIELDS).tolist(), keys.raw
 
 
 class _Errors:
@@ -108,33 +108,38 @@ class _Errors:
         self.partial = True
 
 
-_VERSIONS = BoundedMemo(1024)
-_CLIENT_VERSIONS = BoundedMemo(1024)
-_CIPHERS = BoundedMemo(1024)
-_ALPN = BoundedMemo(1024)
-_JA4 = BoundedMemo(4096)
-_U16 = struct.Struct(">H")
+#: ClientHello key (see tls_walk.c) -> (offered versions, offered ALPN, JA4).
+_HELLOS = BoundedMemo(4096)
+#: (version, cipher) of a ServerHello -> (version name, cipher name).
+_SERVER = BoundedMemo(1024)
 
 
-def _alpn(raw: bytes) -> tuple[str | None, bytes]:
-    """Offered ALPN text and the first protocol of a well-formed ALPN extension body (checked in C)."""
-    got = _ALPN.get(raw)
-    if got is None:
-        names, p, n = [], 2, len(raw)
-        while p < n:
-            q = p + 1 + raw[p]
-            names.append(raw[p + 1:q])
-            p = q
-        text = ",".join(a.decode("ascii", "replace") for a in names) if names else None
-        got = _ALPN.remember(raw, (text, names[0] if names else b""))
-    return got
+def _hello(key: bytes) -> tuple[str, str | None, str]:
+    """(offered versions, offered ALPN, JA4) of a ClientHello key: legacy version, then length-prefixed
+    supported_versions, cipher suites, extension types, ALPN extension body and signature_algorithms."""
+    legacy = (key[0] << 8) | key[1]
+    parts = []
+    p = 2
+    for _ in range(5):
+        n = (key[p] << 8) | key[p + 1]
+        parts.append(key[p + 2:p + 2 + n])
+        p += 2 + n
+    sv, cs, exts, alpn, sig = parts
+    names = []
+    p, n = 2, len(alpn)
+    while p < n:                                   # a well-formed ALPN body (checked in C)
+        q = p + 1 + alpn[p]
+        names.append(alpn[p + 1:q])
+        p = q
+    versions = _u16_list(sv)
+    ch = ClientHello(legacy_version=legacy, ciphers=_u16_list(cs), extensions=_u16_list(exts),
+                     alpn_raw=names[:1], versions=versions, sig_algs=_u16_list(sig))
+    offered = ",".join(a.decode("ascii", "replace") for a in names) if names else None
+    return _client_versions(tuple(versions), legacy), offered, ja4(ch)
 
 
-def _ja4(sv: bytes, legacy: int, cs: bytes, exts: bytes, first_alpn: bytes, sig: bytes) -> str:
-    """JA4 of a ClientHello from its raw lists (big-endian 16-bit values)."""
-    return ja4(ClientHello(legacy_version=legacy, ciphers=_u16_list(cs), extensions=_u16_list(exts),
-                           alpn_raw=[first_alpn] if first_alpn else [], versions=_u16_list(sv),
-                           sig_algs=_u16_list(sig)))
+def _server(version: int, cipher_id: int) -> tuple[str | None, str]:
+    return version_name(version), CIPHER_SUITES.get(cipher_id) or f"0x{cipher_id:04X}"
 
 
 def rows(jobs: list[tuple], max_appdata: int, cert_columns, careful) -> list[tuple]:
@@ -143,47 +148,35 @@ def rows(jobs: list[tuple], max_appdata: int, cert_columns, careful) -> list[tup
     ``cert_columns(flow_id, sni, server_chain, client_chain, ts, dst_ip, tunneled)`` gives the five
     certificate columns; ``careful(job)`` the row of a connection that the walk hands back.
     """
-    walked, exts = walk([job[0] for job in jobs], max_appdata)
+    walked, keys = walk([job[0] for job in jobs], max_appdata)
     out = []
     append = out.append
-    ext_size = 2 * MAX_EXT
     for k, job in enumerate(jobs):
         v = walked[k]
-        row = _row(job, v, exts, k * ext_size, cert_columns) if v[0] == 0 else None
+        row = _row(job, v, keys, k * KEY_CAP, cert_columns) if v[0] == 0 else None
         append(careful(job) if row is None else row)
     return out
 
 
-def _row(job: tuple, v: list, exts: bytes, ext_at: int, cert_columns) -> tuple | None:
+def _row(job: tuple, v: list, keys: bytes, key_at: int, cert_columns) -> tuple | None:
     """One connection's row from its walk; None: the careful parser decides."""
     fs, ts, dst_ip, tunneled, starttls = job
     (_, _, _, legacy, _, _, cs_off, cs_len, sni_off, sni_len, alpn_off, alpn_len, sv_off, sv_len, sig_off, sig_len,
-     ch_flags, n_ext, sh_version, sh_selected, cipher_id, sh_alpn_off, sh_alpn_len, sh_psk, tls13, cert_off,
+     ch_flags, key_len, sh_version, sh_selected, cipher_id, sh_alpn_off, sh_alpn_len, sh_psk, tls13, cert_off,
      cert_len, cr_off, cr_len, ccert_off, ccert_len, flags, n_app, n_server_app, app0, app1, app2, app_complete,
      c_alerts, s_alerts, n_ranges_c, n_ranges_s) = v[:RANGES]
     cd, sd = fs.fwd.data, fs.rev.data
-    sv = cd[sv_off:sv_off + sv_len] if sv_off >= 0 else b""
-    key = (sv, legacy)
-    client_versions = _CLIENT_VERSIONS.get(key)
-    if client_versions is None:
-        client_versions = _CLIENT_VERSIONS.remember(key, _client_versions(tuple(_u16_list(sv)), legacy))
+    key = keys[key_at:key_at + key_len]
+    hello = _HELLOS.get(key)
+    if hello is None:
+        hello = _HELLOS.remember(key, _hello(key))
+    client_versions, alpn_offered, ja4_text = hello
     sni = cd[sni_off:sni_off + sni_len].decode("ascii", "replace") if sni_off >= 0 else None
-    if alpn_off >= 0:
-        alpn_offered, first_alpn = _alpn(cd[alpn_off:alpn_off + alpn_len])
-    else:
-        alpn_offered, first_alpn = None, b""
-    key = (sv, legacy, cd[cs_off:cs_off + cs_len], exts[ext_at:ext_at + 2 * n_ext], first_alpn,
-           cd[sig_off:sig_off + sig_len] if sig_off >= 0 else b"")
-    ja4_text = _JA4.get(key)
-    if ja4_text is None:
-        ja4_text = _JA4.remember(key, _ja4(*key))
     version = sh_selected or sh_version
-    tls_version = _VERSIONS.get(version)
-    if tls_version is None:
-        tls_version = _VERSIONS.remember(version, version_name(version))
-    cipher = _CIPHERS.get(cipher_id)
-    if cipher is None:
-        cipher = _CIPHERS.remember(cipher_id, CIPHER_SUITES.get(cipher_id) or f"0x{cipher_id:04X}")
+    server = _SERVER.get((version, cipher_id))
+    if server is None:
+        server = _SERVER.remember((version, cipher_id), _server(version, cipher_id))
+    tls_version, cipher = server
     alpn = sd[sh_alpn_off:sh_alpn_off + sh_alpn_len].decode("ascii", "replace") if sh_alpn_off >= 0 else None
     alerts = ["encrypted:client"] * min(c_alerts, 16) if c_alerts else []
     if s_alerts:

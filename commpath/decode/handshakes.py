@@ -124,6 +124,8 @@ class HandshakeAnalyzer:
         cas, keys, certs, max_appdata = self.cas, self.keys, self.certs, self.max_appdata
 
         def cert_columns(flow_id, sni, server_chain, client_chain, ts, dst_ip, tunneled):
+            if cas is None and not server_chain and not client_chain:
+                return [], [], None, None, None
             return _cert_columns(flow_id, sni, server_chain, client_chain, ts, dst_ip, cas, certs, tunneled)
 
         def careful(job):

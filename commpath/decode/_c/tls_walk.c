@@ -16,14 +16,15 @@ typedef uint8_t u8;
 enum {
     TW_STATUS, TW_CH_OFF, TW_CH_LEN, TW_CH_VERSION, TW_CH_SID_OFF, TW_CH_SID_LEN, TW_CS_OFF, TW_CS_LEN,
     TW_SNI_OFF, TW_SNI_LEN, TW_ALPN_OFF, TW_ALPN_LEN, TW_SV_OFF, TW_SV_LEN, TW_SIG_OFF, TW_SIG_LEN,
-    TW_CH_FLAGS, TW_N_EXT, TW_SH_VERSION, TW_SH_SELECTED, TW_SH_CIPHER, TW_SH_ALPN_OFF, TW_SH_ALPN_LEN,
+    TW_CH_FLAGS, TW_KEY_LEN, TW_SH_VERSION, TW_SH_SELECTED, TW_SH_CIPHER, TW_SH_ALPN_OFF, TW_SH_ALPN_LEN,
     TW_SH_PSK, TW_TLS13, TW_CERT_OFF, TW_CERT_LEN, TW_CR_OFF, TW_CR_LEN, TW_CCERT_OFF, TW_CCERT_LEN,
     TW_FLAGS, TW_N_CLIENT_APP, TW_N_SERVER_APP, TW_APP0, TW_APP1, TW_APP2, TW_APP_COMPLETE,
     TW_C_ENC_ALERTS, TW_S_ENC_ALERTS, TW_N_RANGES_C, TW_N_RANGES_S, TW_RANGES,
     TW_FIELDS = TW_RANGES + 4 * 8       /* up to 8 (start, last byte) ranges per direction */
 };
 #define TW_MAX_RANGES 8
-#define TW_MAX_EXT 64                   /* extension types written per connection (2 bytes each) */
+#define TW_MAX_EXT 64                   /* extension types of a ClientHello the walk takes */
+#define TW_KEY_CAP 1024                 /* bytes of ClientHello key per connection */
 #define TW_MAX_RECORDS 256
 #define TW_MAX_MESSAGES 64
 
@@ -176,7 +177,22 @@ static int ext_block(const u8 *d, i64 body, i64 n, i64 pos, u8 *ext, int *next, 
     return TW_OK;
 }
 
-static int client_hello(const u8 *d, i64 body, i64 n, i64 *o, u8 *ext) {
+/* Append a 2-byte length and the bytes d[off:off+len] (nothing when off < 0) to the key. */
+static int key_put(u8 *key, i64 *at, const u8 *d, i64 off, i64 len) {
+    if (off < 0) len = 0;
+    if (*at + 2 + len > TW_KEY_CAP) return TW_EXTS;
+    key[*at] = (u8)(len >> 8);
+    key[*at + 1] = (u8)len;
+    if (len) memcpy(key + *at + 2, d + off, (size_t)len);
+    *at += 2 + len;
+    return TW_OK;
+}
+
+/* The ClientHello; key receives what its JA4, offered versions and ALPN derive from:
+ * legacy version, then (2-byte length, bytes) of supported_versions, cipher suites, extension
+ * types, the ALPN extension body and signature_algorithms. */
+static int client_hello(const u8 *d, i64 body, i64 n, i64 *o, u8 *key) {
+    u8 ext[2 * TW_MAX_EXT];
     if (n < 35) return TW_CLIENT_HELLO;
     const u8 *b = d + body;
     o[TW_CH_VERSION] = u16(b);
@@ -197,7 +213,6 @@ static int client_hello(const u8 *d, i64 body, i64 n, i64 *o, u8 *ext) {
     int flags = 0, next = 0;
     int st = ext_block(d, body, n, pos, ext, &next, want, wanted, 4, &flags);
     if (st) return st;
-    o[TW_N_EXT] = next;
     o[TW_CH_FLAGS] = flags;
     o[TW_SNI_OFF] = o[TW_ALPN_OFF] = o[TW_SV_OFF] = o[TW_SIG_OFF] = -1;
     /* server_name: one host_name entry filling the extension */
@@ -234,6 +249,16 @@ static int client_hello(const u8 *d, i64 body, i64 n, i64 *o, u8 *ext) {
         o[TW_SIG_OFF] = want[3].off + 2;
         o[TW_SIG_LEN] = u16(e);
     }
+    i64 at = 2;
+    key[0] = (u8)(o[TW_CH_VERSION] >> 8);
+    key[1] = (u8)o[TW_CH_VERSION];
+    if ((st = key_put(key, &at, d, o[TW_SV_OFF], o[TW_SV_LEN]))
+            || (st = key_put(key, &at, d, o[TW_CS_OFF], o[TW_CS_LEN]))
+            || (st = key_put(key, &at, ext, 0, 2 * (i64)next))
+            || (st = key_put(key, &at, d, o[TW_ALPN_OFF], o[TW_ALPN_LEN]))
+            || (st = key_put(key, &at, d, o[TW_SIG_OFF], o[TW_SIG_LEN])))
+        return st;
+    o[TW_KEY_LEN] = at;
     return TW_OK;
 }
 
@@ -315,7 +340,7 @@ static int ranges(const rec_t *r, int n, i64 *out, i64 *count) {
     return TW_OK;
 }
 
-static int walk_one(const u8 *cd, i64 cn, const u8 *sd, i64 sn, i64 max_appdata, i64 *o, u8 *ext) {
+static int walk_one(const u8 *cd, i64 cn, const u8 *sd, i64 sn, i64 max_appdata, i64 *o, u8 *key) {
     rec_t cr[TW_MAX_RECORDS], sr[TW_MAX_RECORDS];
     msg_t cm[TW_MAX_MESSAGES], sm[TW_MAX_MESSAGES];
     int ncr = 0, nsr = 0, ncm = 0, nsm = 0, cstop = 0, sstop = 0, st, i;
@@ -355,7 +380,7 @@ static int walk_one(const u8 *cd, i64 cn, const u8 *sd, i64 sn, i64 max_appdata,
     if (ch_index < 0 || cm[ch_index].split) return TW_CLIENT_HELLO;
     o[TW_CH_OFF] = cm[ch_index].off;
     o[TW_CH_LEN] = cm[ch_index].len;
-    if ((st = client_hello(cd, cm[ch_index].off, cm[ch_index].len, o, ext))) return st;
+    if ((st = client_hello(cd, cm[ch_index].off, cm[ch_index].len, o, key))) return st;
 
     /* alerts (encrypted ones only) and frames */
     if ((st = alerts(cr, ncr, tls13, &o[TW_C_ENC_ALERTS]))) return st;
@@ -410,13 +435,13 @@ static int walk_one(const u8 *cd, i64 cn, const u8 *sd, i64 sn, i64 max_appdata,
 }
 
 /* n connections: data[2i], data[2i+1] = client and server bytes (lens alike); out: n * TW_FIELDS
- * int64 (zeroed by the caller); ext: n * 2 * TW_MAX_EXT bytes. Returns TW_FIELDS. */
-i64 cp_tls_walk(i64 n, const u8 *const *data, const i64 *lens, i64 max_appdata, i64 *out, u8 *ext) {
+ * int64 (zeroed by the caller); keys: n * TW_KEY_CAP bytes. Returns TW_FIELDS * 65536 + TW_KEY_CAP. */
+i64 cp_tls_walk(i64 n, const u8 *const *data, const i64 *lens, i64 max_appdata, i64 *out, u8 *keys) {
     for (i64 i = 0; i < n; i++) {
         i64 *o = out + i * TW_FIELDS;
         int st = walk_one(data[2 * i], lens[2 * i], data[2 * i + 1], lens[2 * i + 1], max_appdata, o,
-                          ext + i * 2 * TW_MAX_EXT);
+                          keys + i * TW_KEY_CAP);
         o[TW_STATUS] = st;
     }
-    return TW_FIELDS;
+    return TW_FIELDS * 65536 + TW_KEY_CAP;
 }
