@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -22,8 +23,8 @@ def sources() -> list[Path]:
 
 
 def digest() -> str:
-    """Names the build: the sources, their headers and the flags."""
-    h = hashlib.sha256(" ".join(CFLAGS).encode())
+    """Names the build: the sources, their headers, the flags and the machine."""
+    h = hashlib.sha256(" ".join((*CFLAGS, platform.machine(), platform.system())).encode())
     for path in sorted(SOURCE_DIR.glob("*.[ch]")):
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
