@@ -59,6 +59,10 @@ def build(target_dir: Path) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    if target_dir == SOURCE_DIR:       # builds of earlier sources of this tree are of no more use
+        for old in target_dir.glob("libcommpath-*.so"):
+            if old != target:
+                old.unlink(missing_ok=True)
     return target
 
 
