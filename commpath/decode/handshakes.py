@@ -79,6 +79,12 @@ class HandshakeAnalyzer:
         proto = proto or fs.app_protocol
         ts = fs.ts_start if ts is None else ts
         dst_ip = fs.dst_ip if dst_ip is None else dst_ip
+        pending = self._pending
+        if proto == "tls" and pending is not None:          # the common case, queued for the C walk
+            pending.append((fs, ts, dst_ip, False, False))
+            if len(pending) >= _hs_fast.BATCH:
+                self._flush()
+            return
         if proto not in HANDSHAKE_PROTOCOLS and proto != "unknown":
             return
         if proto == "tls" or (proto not in ("ssh", "http", "http2") and looks_like_tls(fs.fwd.data)):
@@ -92,10 +98,9 @@ class HandshakeAnalyzer:
         elif proto in ("http", "http2"):
             res = parse_http(fs, h2=(proto == "http2"))
             rows = self.http_rows
+            tail = (res.partial, res.parse_error)       # the parser's rows never carry these two
             for row in res.rows:
-                row.setdefault("partial", res.partial)
-                row.setdefault("parse_error", res.parse_error)
-                rows.append(tuple(map(row.get, _HTTP_NAMES)))
+                rows.append(tuple(map(row.get, _HTTP_HEAD)) + tail)
             if res.tunnel is not None and looks_like_tls(res.tunnel.fwd.data):
                 self._tls(res.tunnel, ts, _connect_host(res.rows) or dst_ip, True)
             elif res.tunnel is not None and res.tunnel.fwd.data[:1].isalpha():
@@ -182,7 +187,9 @@ def _frame(rows: list[tuple], columns: dict[str, str]) -> pd.DataFrame:
     for (name, dtype), values in zip(columns.items(), zip(*rows)):
         if dtype == "bool":
             data[name] = np.fromiter(map(bool, values), bool, n)
-        elif dtype in ("object", "category"):       # categories: conform's cast keeps their dtype as before
+        elif dtype == "category":
+            data[name] = _categorical(values)
+        elif dtype == "object":
             data[name] = list(values)
         elif dtype == "string":
             data[name] = _strings(values)
@@ -192,6 +199,19 @@ def _frame(rows: list[tuple], columns: dict[str, str]) -> pd.DataFrame:
 
 
 _STRING_ITEMS = frozenset((str, type(None)))
+
+
+def _categorical(values: tuple):
+    """``pd.Categorical(values)`` (categories: the sorted distinct values, None missing), from codes."""
+    distinct = set(values)
+    distinct.discard(None)
+    if not distinct or not set(map(type, distinct)) <= _STRING_ITEMS:
+        return list(values)                         # conform's cast decides, as before
+    categories = sorted(distinct)
+    code = {c: i for i, c in enumerate(categories)}
+    code[None] = -1
+    codes = np.fromiter(map(code.__getitem__, values), np.int64, len(values))
+    return pd.Categorical.from_codes(codes, categories=pd.Index(categories))
 
 
 def _strings(values: tuple) -> pd.api.extensions.ExtensionArray:
@@ -234,6 +254,8 @@ assert _TLS_NAMES == [
     "verify_error", "alerts", "partial", "parse_error", "handshake_frames", "client_cert_inference", "tunneled",
     "starttls"], "HandshakeAnalyzer._flush builds TLS rows in this order"
 _HTTP_NAMES = list(HTTP_COLUMNS)
+_HTTP_HEAD = _HTTP_NAMES[:-2]
+assert _HTTP_NAMES[-2:] == ["partial", "parse_error"]
 _SSH_ROW = attrgetter(*SSH_COLUMNS)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from ._memo import BoundedMemo
 from .streams import FlowStreams, Stream
@@ -195,7 +197,7 @@ def _parse_http1(stream: Stream, flow_id: int, is_response: bool, res: HttpResul
     rows: list[dict] = []
     pos = 0
     heads = _HEADS_RESPONSE if is_response else _HEADS_REQUEST
-    frame_at = stream.frame_at
+    offsets, frames = stream.offsets, stream.frames      # Stream.frame_at, inline
     for _ in range(MAX_MESSAGES):
         if pos >= n:
             break
@@ -225,7 +227,8 @@ def _parse_http1(stream: Stream, flow_id: int, is_response: bool, res: HttpResul
         template, method, status, upgrade_h2c, h = parsed
         row = template.copy()
         row["flow_id"] = flow_id
-        row["frame"] = frame_at(pos)
+        i = bisect_right(offsets, pos) - 1 if offsets else -1
+        row["frame"] = frames[i] if i >= 0 else None
         body_at = end + sep
         if is_response:
             method = methods[len(rows)] if len(rows) < len(methods) else None
@@ -502,12 +505,23 @@ def _parse(flow: FlowStreams, h2: bool, res: HttpResult) -> None:
     elif req_kind == "connect" and resp_kind == "connect":
         res.tunnel = FlowStreams(flow.flow_id, sub_stream(fwd, _skip_crlf(fwd.data, req_tail)),
                                  sub_stream(rev, _skip_crlf(rev.data, resp_tail)))
-    rows.sort(key=lambda r: (r["frame"] is None, r["frame"] or 0))
+    if resp_kind != "h2c" and _every_frame_known(fwd) and _every_frame_known(rev):
+        rows.sort(key=_FRAME)                           # the same order as below: no frame is None
+    else:
+        rows.sort(key=lambda r: (r["frame"] is None, r["frame"] or 0))
     res.rows = rows
     if not rows and res.partial:
         # nothing decodable: one marker row keeps the flow and the reason in the table
         res.rows = [{"flow_id": flow.flow_id, "frame": fwd.frame_at(0) or rev.frame_at(0),
                      "h2c": False, "direction": None}]
+
+
+_FRAME = itemgetter("frame")
+
+
+def _every_frame_known(stream: Stream) -> bool:
+    """Every offset of ``stream`` maps to a frame (Stream.frame_at never answers None)."""
+    return bool(stream.offsets) and stream.offsets[0] <= 0
 
 
 def _skip_crlf(data: bytes, pos: int) -> int:

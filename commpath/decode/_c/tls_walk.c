@@ -439,6 +439,14 @@ static int walk_one(const u8 *cd, i64 cn, const u8 *sd, i64 sn, i64 max_appdata,
 i64 cp_tls_walk(i64 n, const u8 *const *data, const i64 *lens, i64 max_appdata, i64 *out, u8 *keys) {
     for (i64 i = 0; i < n; i++) {
         i64 *o = out + i * TW_FIELDS;
+        /* the next connections' hellos are read soon: fetch their first lines meanwhile */
+        if (i + 2 < n) {
+            for (int side = 0; side < 2; side++) {
+                const u8 *next = data[2 * (i + 2) + side];
+                i64 len = lens[2 * (i + 2) + side];
+                for (i64 at = 0; at < len && at < 512; at += 64) __builtin_prefetch(next + at);
+            }
+        }
         int st = walk_one(data[2 * i], lens[2 * i], data[2 * i + 1], lens[2 * i + 1], max_appdata, o,
                           keys + i * TW_KEY_CAP);
         o[TW_STATUS] = st;
