@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from commpath.decode import _hs_fast, http
+from commpath.decode import _hs_fast, handshakes, http
 from commpath.decode.handshakes import HandshakeAnalyzer, _cert_columns, _CertBook, _tls_row, analyze_handshakes
 from commpath.decode.streams import FlowStreams, Stream
 from commpath.decode.tls import parse_tls
@@ -25,6 +25,7 @@ def careful_only(monkeypatch):
     def switch_off():
         monkeypatch.setattr(_hs_fast, "walker", lambda: None)
         monkeypatch.setattr(http, "_chunk_walker", lambda: None)
+        monkeypatch.setattr(handshakes, "http1_rows", lambda flow: None)
         monkeypatch.setattr(http, "CACHED_HEAD_BYTES", -1)
         http._HEADS_REQUEST.clear()
         http._HEADS_RESPONSE.clear()
@@ -258,24 +259,53 @@ def test_http_heads_memo_keeps_no_credentials():
     assert not any(b"s3cr3t" in head for head in http._HEADS_REQUEST)
 
 
-def test_http_rows_equal_with_and_without_memo(careful_only):
-    rng = random.Random(5)
+def _http_flows(rng: random.Random, n: int) -> list[FlowStreams]:
     heads = [b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n", b"POST /p?password=x HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc",
-             b"CONNECT h:443 HTTP/1.1\r\n\r\n", b"GET / HTTP/1.1\r\nUpgrade: h2c\r\n\r\n", b"BAD LINE\r\n\r\n"]
+             b"CONNECT h:443 HTTP/1.1\r\n\r\n", b"GET / HTTP/1.1\r\nUpgrade: h2c\r\n\r\n", b"BAD LINE\r\n\r\n",
+             b"HEAD /h HTTP/1.1\r\n\r\n", b"GET /b HTTP/1.1\nHost: b\n\n", b"GET /c HTTP/1.1\r\nCookie: a=b\r\n\r\n",
+             b"PUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"] + [b"GET /a HTTP/1.1\r\n\r\n"] * 5
     answers = [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", b"HTTP/1.1 101 Switching\r\nUpgrade: h2c\r\n\r\n",
                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", b"junk\r\n\r\n",
-               b"HTTP/1.1 304 Not Modified\r\n\r\n"]
+               b"HTTP/1.1 304 Not Modified\r\n\r\n", b"HTTP/1.0 204 No Content\r\n\r\n",
+               b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"] + [b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"] * 5
     flows = []
-    for i in range(400):
+    for i in range(n):
         req = b"".join(rng.choice(heads) for _ in range(rng.randint(1, 3)))
         resp = b"".join(rng.choice(answers) for _ in range(rng.randint(1, 3)))
-        flows.append(FlowStreams(i, Stream(req, (0,), (1,)), Stream(resp, (0,), (2,))))
+        cut = rng.random() < 0.2
+        if cut:
+            req, resp = req[:rng.randrange(len(req) + 1)], resp[:rng.randrange(len(resp) + 1)]
+        # frames of the two directions interleave; a first offset after 0 leaves some frames unknown
+        segs, frames = ((0, 7, 30), (1, 4, 8)) if rng.random() < 0.7 else ((3,), (1,))
+        flows.append(FlowStreams(i, Stream(req, segs, frames, gap=cut),
+                                 Stream(resp, (0, 15, 40), (2, 5, 9)) if resp else Stream(), app_protocol="http"))
+    return flows
+
+
+def test_http_rows_equal_with_and_without_memo(careful_only):
+    flows = _http_flows(random.Random(5), 400)
     fast = [http.parse_http(fs) for fs in flows] + [http.parse_http(fs) for fs in flows]   # second: memo warm
     careful_only()
     slow = [http.parse_http(fs) for fs in flows] * 2
     for f, s in zip(fast, slow):
         assert (f.rows, f.partial, f.parse_error) == (s.rows, s.partial, s.parse_error)
         assert (f.tunnel is None) == (s.tunnel is None)
+
+
+def test_http_table_equal_with_and_without_fast_path(careful_only):
+    flows = _http_flows(random.Random(9), 600)
+
+    def table():
+        a = HandshakeAnalyzer()
+        for fs in flows:
+            a.feed(fs)
+        return _tables(a.result())
+
+    fast = table()
+    taken = sum(http.http1_rows(fs) is not None for fs in flows)
+    careful_only()
+    _same_tables(fast, table(), "random HTTP flows")
+    assert 100 < taken < len(flows)
 
 
 def test_analyzer_batches_keep_certificate_order():

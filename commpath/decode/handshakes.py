@@ -11,7 +11,7 @@ import pandas as pd
 
 from . import _hs_fast, keylog as _keylog
 from ._tls_wire import EXT_ALPN, HS_CERTIFICATE, HS_CERTIFICATE_REQUEST, HS_ENCRYPTED_EXTENSIONS, Reader, Truncated
-from .http import HTTP_COLUMNS, parse_http
+from .http import HTTP_COLUMNS, http1_rows, parse_http
 from .schema import CERT_COLUMNS, TLS_COLUMNS, conform, empty_frame
 from .ssh import parse_ssh
 from .streams import FlowStreams
@@ -96,6 +96,10 @@ class HandshakeAnalyzer:
         elif proto == "ssh":
             self.ssh_rows.append(_SSH_ROW(parse_ssh(fs)))
         elif proto in ("http", "http2"):
+            plain = http1_rows(fs) if proto == "http" else None
+            if plain is not None:                        # plain HTTP/1: rows straight from the parsed heads
+                self.http_rows += plain
+                return
             res = parse_http(fs, h2=(proto == "http2"))
             rows = self.http_rows
             tail = (res.partial, res.parse_error)       # the parser's rows never carry these two

@@ -192,9 +192,22 @@ def _body_end(data: bytes, pos: int, h: dict[str, str], is_response: bool,
 def _parse_http1(stream: Stream, flow_id: int, is_response: bool, res: HttpResult,
                  methods: list[str]) -> tuple[list[dict], int | None, str | None]:
     """Messages of one direction; returns rows, the offset after a CONNECT/101 head, and its kind."""
+    found, tail, kind = _messages(stream, is_response, res, methods)
+    rows: list[dict] = []
+    for frame, parsed in found:
+        row = parsed[0].copy()
+        row["flow_id"] = flow_id
+        row["frame"] = frame
+        rows.append(row)
+    return rows, tail, kind
+
+
+def _messages(stream: Stream, is_response: bool, res: HttpResult,
+              methods: list[str]) -> tuple[list[tuple], int | None, str | None]:
+    """(frame, parsed head) of each message of one direction, the offset after a CONNECT/101 head, and its kind."""
     data = stream.data
     n = len(data)
-    rows: list[dict] = []
+    found: list[tuple] = []
     pos = 0
     heads = _HEADS_RESPONSE if is_response else _HEADS_REQUEST
     offsets, frames = stream.offsets, stream.frames      # Stream.frame_at, inline
@@ -224,35 +237,59 @@ def _parse_http1(stream: Stream, flow_id: int, is_response: bool, res: HttpResul
                 break
             if parsed[0]["auth"] is None and len(head) <= CACHED_HEAD_BYTES:
                 heads.remember(head, parsed)          # heads with credentials are never kept
-        template, method, status, upgrade_h2c, h = parsed
-        row = template.copy()
-        row["flow_id"] = flow_id
+        _, method, status, upgrade_h2c, h, _ = parsed
         i = bisect_right(offsets, pos) - 1 if offsets else -1
-        row["frame"] = frames[i] if i >= 0 else None
         body_at = end + sep
         if is_response:
-            method = methods[len(rows)] if len(rows) < len(methods) else None
-            rows.append(row)
+            method = methods[len(found)] if len(found) < len(methods) else None
+            found.append((frames[i] if i >= 0 else None, parsed))
             if status == 101 and upgrade_h2c:
-                return rows, body_at, "h2c"
+                return found, body_at, "h2c"
             if method == "CONNECT" and 200 <= status < 300:
-                return rows, body_at, "connect"
+                return found, body_at, "connect"
             nxt = _body_end(data, body_at, h, True, status, method)
         else:
             methods.append(method)
-            rows.append(row)
+            found.append((frames[i] if i >= 0 else None, parsed))
             if method == "CONNECT":
-                return rows, body_at, "connect"
+                return found, body_at, "connect"
             nxt = _body_end(data, body_at, h, False, None, None)
         if nxt is None or nxt > n:
             break
         pos = nxt
-    return rows, None, None
+    return found, None, None
+
+
+def http1_rows(flow: FlowStreams) -> list[tuple] | None:
+    """Rows (tuples in HTTP_COLUMNS order) of a plain HTTP/1 connection, as :func:`parse_http` gives them;
+    None for anything else (HTTP/2, CONNECT, an h2c upgrade, nothing decodable): ask parse_http."""
+    fwd, rev = flow.fwd, flow.rev
+    if fwd.data.startswith(H2_PREFACE):
+        return None
+    res = HttpResult()
+    methods: list[str] = []
+    try:
+        req, _, req_kind = _messages(fwd, False, res, methods)
+        resp, _, resp_kind = _messages(rev, True, res, methods)
+    except Exception:             # noqa: BLE001 - parse_http reports it
+        return None
+    if req_kind is not None or resp_kind is not None:
+        return None
+    found = req + resp
+    if not found:
+        return None if res.partial else []
+    if _every_frame_known(fwd) and _every_frame_known(rev):
+        found.sort(key=_FIRST)
+    else:
+        found.sort(key=lambda m: (m[0] is None, m[0] or 0))
+    flow_id, tail = flow.flow_id, (res.partial, res.parse_error)
+    return [(flow_id, frame) + parsed[5] + tail for frame, parsed in found]
 
 
 def _parse_head(head: bytes, is_response: bool) -> tuple | None:
     """One message head: (row without flow_id and frame, method, status, upgrade to h2c, the headers
-    the body's end depends on); None when the start line does not match."""
+    the body's end depends on, the row's values from direction to tunneled); None when the start line
+    does not match."""
     first, _, rest = head.partition(b"\n")
     first = first.rstrip(b"\r")
     m = (STATUS_LINE if is_response else REQUEST_LINE).match(first)
@@ -266,7 +303,7 @@ def _parse_head(head: bytes, is_response: bool) -> tuple | None:
         status = int(m.group(2))
         row = {"h2c": False, "auth": _auth_kinds(headers), "direction": "response", "version": m.group(1).decode(),
                "status": status}
-        return row, None, status, h2c, h
+        return row, None, status, h2c, h, tuple(map(row.get, _ROW_MIDDLE))
     method, target, version = m.group(1, 2, 3)
     method, target, version = method.decode("latin-1"), target.decode("latin-1"), version.decode("latin-1")
     row = {"h2c": False, "auth": _auth_kinds(headers), "direction": "request", "method": method,
@@ -278,7 +315,7 @@ def _parse_head(head: bytes, is_response: bool) -> tuple | None:
         row["path"] = redact_path(target)
         if h2c:
             row["h2c"] = True
-    return row, method, None, h2c, h
+    return row, method, None, h2c, h, tuple(map(row.get, _ROW_MIDDLE))
 
 
 #: Message heads seen before (clients and servers repeat theirs): parsed once. Heads that carry
@@ -517,6 +554,10 @@ def _parse(flow: FlowStreams, h2: bool, res: HttpResult) -> None:
 
 
 _FRAME = itemgetter("frame")
+_FIRST = itemgetter(0)
+#: HTTP_COLUMNS between (flow_id, frame) and (partial, parse_error).
+_ROW_MIDDLE = list(HTTP_COLUMNS)[2:-2]
+assert list(HTTP_COLUMNS)[:2] == ["flow_id", "frame"] and list(HTTP_COLUMNS)[-2:] == ["partial", "parse_error"]
 
 
 def _every_frame_known(stream: Stream) -> bool:
