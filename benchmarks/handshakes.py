@@ -94,27 +94,48 @@ def in_engine(args) -> None:
     import commpath
     from commpath.decode.handshakes import HandshakeAnalyzer
     commpath.read(args.pcap, keep_streams=False)                 # warm the engine (compiled kernels)
-    inside, totals = [], []
+    inside, totals, collecting = [], [], []
     clock = time.process_time
     for _ in range(args.repeat):
         a = HandshakeAnalyzer(args.ca, args.keylog)
         spent = [0.0]
+        in_feed = [False]
+        gc_time = [0.0, 0.0]          # collections inside feed/result: seconds, and when the current began
 
         def feed(fs, _feed=a.feed, _spent=spent):
             t = clock()
+            in_feed[0] = True
             _feed(fs)
+            in_feed[0] = False
             _spent[0] += clock() - t
 
+        def on_gc(phase, info):
+            if in_feed[0]:
+                if phase == "start":
+                    gc_time[1] = clock()
+                else:
+                    gc_time[0] += clock() - gc_time[1]
+
         gc.collect()
-        t0 = clock()
-        commpath.read(args.pcap, keep_streams=False, on_streams=feed)
-        t = clock()
-        a.result()
-        spent[0] += clock() - t
-        totals.append(clock() - t0)
+        gc.callbacks.append(on_gc)
+        try:
+            t0 = clock()
+            commpath.read(args.pcap, keep_streams=False, on_streams=feed)
+            t = clock()
+            in_feed[0] = True
+            a.result()
+            in_feed[0] = False
+            spent[0] += clock() - t
+            totals.append(clock() - t0)
+        finally:
+            gc.callbacks.remove(on_gc)
         inside.append(spent[0])
+        collecting.append(gc_time[0])
     print(f"{args.pcap}: engine + handshakes, process s: min {min(totals):.3f} median {statistics.median(totals):.3f}")
     print(f"  handshake work (feed + result): min {min(inside):.3f} median {statistics.median(inside):.3f}")
+    print(f"  of which garbage collection: min {min(collecting):.3f} median {statistics.median(collecting):.3f}; "
+          f"without it: min {min(i - c for i, c in zip(inside, collecting)):.3f} "
+          f"median {statistics.median(i - c for i, c in zip(inside, collecting)):.3f}")
     with open("/proc/loadavg") as fh:
         print("  load average:", " ".join(fh.read().split()[:3]))
 

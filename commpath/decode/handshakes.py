@@ -199,7 +199,10 @@ def _frame(rows: list[tuple], columns: dict[str, str]) -> pd.DataFrame:
             data[name] = _strings(values)
         else:                                       # typed once, here, instead of inferred then cast
             data[name] = pd.array(values, dtype=dtype)
-    return conform(pd.DataFrame(data), columns)
+    df = pd.DataFrame(data)
+    if list(map(str, df.dtypes)) == list(columns.values()):
+        return df                                   # conform would only copy it
+    return conform(df, columns)
 
 
 _STRING_ITEMS = frozenset((str, type(None)))
@@ -394,8 +397,5 @@ class _CertBook:
             for k in ("sans", "key_usage", "extended_key_usage"):
                 row[k] = row[k] if row[k] is not None else []
             row["self_signed"] = bool(row["self_signed"])
-            rows.append(row)
-        df = pd.DataFrame(rows)
-        for col in ("not_before", "not_after"):
-            df[col] = pd.to_datetime(df[col], utc=True)
-        return conform(df, CERT_COLUMNS)
+            rows.append(tuple(map(row.get, CERT_COLUMNS)))
+        return _frame(rows, CERT_COLUMNS)            # not_before/not_after: UTC datetimes, typed at once
