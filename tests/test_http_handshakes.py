@@ -193,3 +193,31 @@ def test_real_http_exchange_never_stores_the_token(tmp_path):
     req, resp = _reqs(h).iloc[0], _resps(h).iloc[0]
     assert req.method == "GET" and req.path == "/api/v1/nodes?access_token=REDACTED"
     assert req.auth == "bearer" and resp.auth == "set-cookie" and int(resp.status) == 200
+
+
+def _h1(req: bytes, resp: bytes = b""):
+    from commpath.decode.streams import FlowStreams, Stream
+    return parse_http(FlowStreams(1, Stream(req, (0,), (1,)), Stream(resp, (0,), (2,)) if resp else Stream()))
+
+
+@pytest.mark.parametrize("length, body, messages", [
+    (b"5", b"abcde", 2), (b"+5", b"abcde", 2), (b"1_0", b"abcdefghij", 2), (b" 3 ", b"abc", 2),
+    (b"x", b"abc", 1), (b"-3", b"", 1), (b"99", b"abc", 1),
+])
+def test_request_bodies_by_content_length(length, body, messages):
+    """Where the next message starts: int() of the Content-Length (a negative one goes back into the head)."""
+    req = b"POST /u HTTP/1.1\r\nContent-Length: " + length + b"\r\n\r\n" + body + b"GET /next HTTP/1.1\r\n\r\n"
+    res = _h1(req)
+    assert [r["path"] for r in res.rows] == ["/u", "/next"][:messages]
+    assert (res.parse_error or "").startswith("request: not a request line") == (length == b"-3")
+
+
+def test_response_bodies_that_have_no_length():
+    req = b"HEAD /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\nGET /d HTTP/1.1\r\n\r\n"
+    resp = (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"             # HEAD: no body
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 7\r\n\r\n"      # 304: no body
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 99\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n\r\n"                                       # chunked wins over the length
+            b"HTTP/1.1 200 OK\r\n\r\nread until close")
+    rows = [r for r in _h1(req, resp).rows if r["direction"] == "response"]
+    assert [r["status"] for r in rows] == [200, 304, 200, 200]

@@ -140,6 +140,42 @@ def _chunk_walker():
     return _walker[0]
 
 
+def _chunked_end(data: bytes, pos: int) -> int | None:
+    """Where a chunked body starting at ``pos`` ends (after its trailers); None when cut or malformed."""
+    budget = MAX_CHUNKS
+    walk = _chunk_walker()
+    if walk is not None:                        # plain chunk lines in C, the rest below
+        got = walk(data, len(data), pos, budget)
+        state, used, pos = got & 3, (got >> 2) & 0xFFFF, got >> 18
+        if state == 2:                          # cut: the body runs past the captured bytes
+            return None
+        if state == 1:                          # pos: the line end of the last ("0") chunk
+            end = data.find(b"\r\n\r\n", pos - 2)   # trailers
+            return end + 4 if end >= 0 else None
+        budget -= used
+    plain = _PLAIN_CHUNK.match
+    for _ in range(budget):
+        m = plain(data, pos) if pos >= 0 else None
+        if m is not None:                       # the usual "<hex>\r\n" chunk line
+            nl = m.end() - 2
+            size = int(m.group(1), 16)
+        else:
+            nl = data.find(b"\r\n", pos, pos + 64)
+            if nl < 0:
+                return None
+            try:
+                size = int(data[pos:nl].split(b";")[0].strip(), 16)
+            except ValueError:
+                return None
+        pos = nl + 2 + size + 2
+        if size == 0:
+            end = data.find(b"\r\n\r\n", nl - 2)   # trailers
+            return end + 4 if end >= 0 else None
+        if pos > len(data):
+            return None
+    return None
+
+
 def _body_end(data: bytes, pos: int, h: dict[str, str], is_response: bool,
               status: int | None, request_method: str | None) -> int | None:
     """Where the message body ends (None: unknown, e.g. read-until-close or cut).
@@ -149,38 +185,7 @@ def _body_end(data: bytes, pos: int, h: dict[str, str], is_response: bool,
                         or request_method == "HEAD"):
         return pos
     if "chunked" in h.get("transfer-encoding", "").lower():
-        budget = MAX_CHUNKS
-        walk = _chunk_walker()
-        if walk is not None:                        # plain chunk lines in C, the rest below
-            got = walk(data, len(data), pos, budget)
-            state, used, pos = got & 3, (got >> 2) & 0xFFFF, got >> 18
-            if state == 2:                          # cut: the body runs past the captured bytes
-                return None
-            if state == 1:                          # pos: the line end of the last ("0") chunk
-                end = data.find(b"\r\n\r\n", pos - 2)   # trailers
-                return end + 4 if end >= 0 else None
-            budget -= used
-        plain = _PLAIN_CHUNK.match
-        for _ in range(budget):
-            m = plain(data, pos) if pos >= 0 else None
-            if m is not None:                       # the usual "<hex>\r\n" chunk line
-                nl = m.end() - 2
-                size = int(m.group(1), 16)
-            else:
-                nl = data.find(b"\r\n", pos, pos + 64)
-                if nl < 0:
-                    return None
-                try:
-                    size = int(data[pos:nl].split(b";")[0].strip(), 16)
-                except ValueError:
-                    return None
-            pos = nl + 2 + size + 2
-            if size == 0:
-                end = data.find(b"\r\n\r\n", nl - 2)   # trailers
-                return end + 4 if end >= 0 else None
-            if pos > len(data):
-                return None
-        return None
+        return _chunked_end(data, pos)
     if "content-length" in h:
         try:
             return pos + int(h["content-length"])
@@ -237,7 +242,7 @@ def _messages(stream: Stream, is_response: bool, res: HttpResult,
                 break
             if parsed[0]["auth"] is None and len(head) <= CACHED_HEAD_BYTES:
                 heads.remember(head, parsed)          # heads with credentials are never kept
-        _, method, status, upgrade_h2c, h, _ = parsed
+        _, method, status, upgrade_h2c, (chunked, length), _ = parsed
         i = bisect_right(offsets, pos) - 1 if offsets else -1
         body_at = end + sep
         if is_response:
@@ -247,13 +252,24 @@ def _messages(stream: Stream, is_response: bool, res: HttpResult,
                 return found, body_at, "h2c"
             if method == "CONNECT" and 200 <= status < 300:
                 return found, body_at, "connect"
-            nxt = _body_end(data, body_at, h, True, status, method)
+            # _body_end, with the head's part decided once
+            if status < 200 or status == 204 or status == 304 or method == "HEAD":
+                nxt = body_at
+            elif chunked:
+                nxt = _chunked_end(data, body_at)
+            else:
+                nxt = body_at + length if type(length) is int else None
         else:
             methods.append(method)
             found.append((frames[i] if i >= 0 else None, parsed))
             if method == "CONNECT":
                 return found, body_at, "connect"
-            nxt = _body_end(data, body_at, h, False, None, None)
+            if chunked:
+                nxt = _chunked_end(data, body_at)
+            elif length is None:
+                nxt = body_at
+            else:
+                nxt = body_at + length if type(length) is int else None
         if nxt is None or nxt > n:
             break
         pos = nxt
@@ -287,9 +303,8 @@ def http1_rows(flow: FlowStreams) -> list[tuple] | None:
 
 
 def _parse_head(head: bytes, is_response: bool) -> tuple | None:
-    """One message head: (row without flow_id and frame, method, status, upgrade to h2c, the headers
-    the body's end depends on, the row's values from direction to tunneled); None when the start line
-    does not match."""
+    """One message head: (row without flow_id and frame, method, status, upgrade to h2c, (chunked body,
+    Content-Length), the row's values from direction to tunneled); None when the start line does not match."""
     first, _, rest = head.partition(b"\n")
     first = first.rstrip(b"\r")
     m = (STATUS_LINE if is_response else REQUEST_LINE).match(first)
@@ -298,7 +313,15 @@ def _parse_head(head: bytes, is_response: bool) -> tuple | None:
     headers = _headers(rest)
     headers_lower = {k.lower(): v for k, v in headers}
     h2c = "h2c" in headers_lower.get("upgrade", "").lower()
-    h = {k: headers_lower[k] for k in ("transfer-encoding", "content-length") if k in headers_lower}
+    # how _body_end reads the body: chunked, or the Content-Length (None: absent, False: not a number)
+    chunked = "chunked" in headers_lower.get("transfer-encoding", "").lower()
+    length = None
+    if not chunked and "content-length" in headers_lower:
+        try:
+            length = int(headers_lower["content-length"])
+        except ValueError:
+            length = False
+    h = (chunked, length)
     if is_response:
         status = int(m.group(2))
         row = {"h2c": False, "auth": _auth_kinds(headers), "direction": "response", "version": m.group(1).decode(),
