@@ -344,15 +344,18 @@ def _iter_pcapng(src: _Source, head: bytes, state: ReadState, chunk: int):
 def _scan(win: _Window, state: ReadState, index, min_record: int, unit: str, headers: bool = False):
     """Run an index kernel over successive windows; say where and how reading stopped early.
 
-    With ``headers`` the kernel also parses each packet's headers (``Records.headers``)."""
+    With ``headers`` the kernel also parses each packet's headers (``Records.headers``). The arrays
+    of a chunk's records are reused for the next chunk: consume each before asking for the next."""
+    capacity = 0
     try:
         while True:
             buf, eof = win.window()
             if len(buf) == 0:
                 return
-            capacity = len(buf) // min_record + 1
-            off, caplen, wirelen, ts, lt = _alloc(capacity)
-            arrays, cols = alloc_headers(capacity) if headers else (None, None)
+            if len(buf) // min_record + 1 > capacity:    # one set of arrays for all chunks: RSS stays flat
+                capacity = len(buf) // min_record + 1
+                off, caplen, wirelen, ts, lt = _alloc(capacity)
+                arrays, cols = alloc_headers(capacity) if headers else (None, None)
             k, used, err = index(buf, off, caplen, wirelen, ts, lt, cols)
             if k:
                 parsed = Headers(**{name: a[:k] for name, a in arrays.items()}, cols=cols) if headers else None
