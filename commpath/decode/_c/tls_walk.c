@@ -444,7 +444,7 @@ i64 cp_tls_walk(i64 n, const u8 *const *data, const i64 *lens, i64 max_appdata, 
             for (int side = 0; side < 2; side++) {
                 const u8 *next = data[2 * (i + 2) + side];
                 i64 len = lens[2 * (i + 2) + side];
-                for (i64 at = 0; at < len && at < 512; at += 64) __builtin_prefetch(next + at);
+                for (i64 at = 0; at < len && at < 2048; at += 64) __builtin_prefetch(next + at);
             }
         }
         int st = walk_one(data[2 * i], lens[2 * i], data[2 * i + 1], lens[2 * i + 1], max_appdata, o,
