@@ -80,8 +80,9 @@ class HandshakeAnalyzer:
         ts = fs.ts_start if ts is None else ts
         dst_ip = fs.dst_ip if dst_ip is None else dst_ip
         pending = self._pending
-        if proto == "tls" and pending is not None:          # the common case, queued for the C walk
-            pending.append((fs, ts, dst_ip, False, False))
+        if pending is not None and (proto == "tls" or proto == "http"):
+            # the common cases wait in feed order, for the C walk and for a run of HTTP parses
+            pending.append((fs, ts, dst_ip, False, False) if proto == "tls" else (fs, ts, dst_ip))
             if len(pending) >= _hs_fast.BATCH:
                 self._flush()
             return
@@ -96,22 +97,29 @@ class HandshakeAnalyzer:
         elif proto == "ssh":
             self.ssh_rows.append(_SSH_ROW(parse_ssh(fs)))
         elif proto in ("http", "http2"):
-            plain = http1_rows(fs) if proto == "http" else None
-            if plain is not None:                        # plain HTTP/1: rows straight from the parsed heads
-                self.http_rows += plain
-                return
-            res = parse_http(fs, h2=(proto == "http2"))
-            rows = self.http_rows
-            tail = (res.partial, res.parse_error)       # the parser's rows never carry these two
-            for row in res.rows:
-                rows.append(tuple(map(row.get, _HTTP_HEAD)) + tail)
-            if res.tunnel is not None and looks_like_tls(res.tunnel.fwd.data):
-                self._tls(res.tunnel, ts, _connect_host(res.rows) or dst_ip, True)
-            elif res.tunnel is not None and res.tunnel.fwd.data[:1].isalpha():
-                inner = parse_http(res.tunnel)            # plain HTTP through the tunnel
-                for row in inner.rows:
-                    row.update(tunneled=True, partial=inner.partial, parse_error=inner.parse_error)
-                    rows.append(tuple(map(row.get, _HTTP_NAMES)))
+            tunnel = self._http(fs, proto, ts, dst_ip)
+            if tunnel is not None:
+                self._tls(*tunnel)
+
+    def _http(self, fs: FlowStreams, proto: str, ts, dst_ip) -> tuple | None:
+        """HTTP rows of one connection; returns the TLS job of a CONNECT tunnel that carries TLS, if any."""
+        rows = self.http_rows
+        plain = http1_rows(fs) if proto == "http" else None
+        if plain is not None:                           # plain HTTP/1: rows straight from the parsed heads
+            rows += plain
+            return None
+        res = parse_http(fs, h2=(proto == "http2"))
+        tail = (res.partial, res.parse_error)           # the parser's rows never carry these two
+        for row in res.rows:
+            rows.append(tuple(map(row.get, _HTTP_HEAD)) + tail)
+        if res.tunnel is not None and looks_like_tls(res.tunnel.fwd.data):
+            return res.tunnel, ts, _connect_host(res.rows) or dst_ip, True, False
+        if res.tunnel is not None and res.tunnel.fwd.data[:1].isalpha():
+            inner = parse_http(res.tunnel)                # plain HTTP through the tunnel
+            for row in inner.rows:
+                row.update(tunneled=True, partial=inner.partial, parse_error=inner.parse_error)
+                rows.append(tuple(map(row.get, _HTTP_NAMES)))
+        return None
 
     def _tls(self, fs: FlowStreams, ts, dst_ip, tunneled: bool, starttls: bool = False) -> None:
         """One TLS connection: queued for the C walker, or parsed here and now."""
@@ -125,11 +133,25 @@ class HandshakeAnalyzer:
             self._flush()
 
     def _flush(self) -> None:
-        """The queued TLS connections: the common case from the C walk, the others parsed in Python."""
+        """The queued connections, in feed order: HTTP parsed, TLS from the C walk (the unusual ones in Python).
+
+        TLS connections (with the TLS tunnels of the HTTP ones in their place) keep feed order, so
+        the certificate table lists certificates in the order they were first seen."""
         jobs = self._pending
         if not jobs:
             return
         self._pending = []
+        tls_jobs = []
+        http = self._http
+        for job in jobs:
+            if len(job) == 5:
+                tls_jobs.append(job)
+            else:
+                tunnel = http(job[0], "http", job[1], job[2])
+                if tunnel is not None:
+                    tls_jobs.append(tunnel)
+        if not tls_jobs:
+            return
         cas, keys, certs, max_appdata = self.cas, self.keys, self.certs, self.max_appdata
 
         def cert_columns(flow_id, sni, server_chain, client_chain, ts, dst_ip, tunneled):
@@ -141,7 +163,7 @@ class HandshakeAnalyzer:
             fs, ts, dst_ip, tunneled, starttls = job
             return _tls_row(parse_tls(fs, max_appdata), ts, dst_ip, cas, keys, certs, tunneled, starttls)
 
-        self.tls_rows += _hs_fast.rows(jobs, max_appdata, cert_columns, careful)
+        self.tls_rows += _hs_fast.rows(tls_jobs, max_appdata, cert_columns, careful)
 
     def result(self) -> Handshakes:
         if self._pending:
