@@ -319,3 +319,44 @@ def test_analyzer_batches_keep_certificate_order():
             a.feed(fs)
     h = a.result()
     assert len(h.tls) == 3 * len(cap.streams) and h.certs["fingerprint"].is_unique
+
+
+@needs_walker
+@pytest.mark.skipif(not PUBLIC.exists(), reason="public captures not beside the checkout")
+def test_tunnels_and_queued_flows_keep_certificate_order(careful_only):
+    """TLS inside HTTP CONNECT tunnels, plain TLS and plain HTTP interleaved: same tables as fed one by one."""
+    import commpath
+    tls = []
+    for trace in ("tls/tls1.2.pcap", "tls/client-certificate.pcap"):
+        tls += [fs for fs in commpath.read(str(ZEEK_TRACES / trace)).streams.values() if fs.rev.data]
+    assert len(tls) >= 2
+
+    def tunnel(fs: FlowStreams, fid: int) -> FlowStreams:
+        head, answer = b"CONNECT h.example:443 HTTP/1.1\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\n"
+        fwd = Stream(head + fs.fwd.data, (0,) + tuple(o + len(head) for o in fs.fwd.offsets), (1,) + fs.fwd.frames)
+        rev = Stream(answer + fs.rev.data, (0,) + tuple(o + len(answer) for o in fs.rev.offsets),
+                     (2,) + fs.rev.frames)
+        return FlowStreams(fid, fwd, rev, app_protocol="http", dst_ip="192.0.2.7", ts_start=1.6e9)
+
+    plain_http = FlowStreams(0, Stream(b"GET / HTTP/1.1\r\n\r\n", (0,), (1,)),
+                             Stream(b"HTTP/1.1 204 No Content\r\n\r\n", (0,), (2,)), app_protocol="http")
+    flows = []
+    for i in range(600):                        # more than one batch
+        fs = tls[i % len(tls)]
+        if i % 3 == 0:
+            flows.append(tunnel(fs, 10_000 + i))
+        elif i % 3 == 1:
+            flows.append(FlowStreams(20_000 + i, fs.fwd, fs.rev, "tls", fs.src_ip, fs.dst_ip, fs.ts_start))
+        else:
+            flows.append(FlowStreams(30_000 + i, plain_http.fwd, plain_http.rev, "http"))
+
+    def tables():
+        a = HandshakeAnalyzer()
+        for fs in flows:
+            a.feed(fs)
+        return _tables(a.result())
+
+    fast = tables()
+    assert fast["tls"]["tunneled"].sum() == 200 and len(fast["http"]) == 200 * 2 + 200 * 2
+    careful_only()
+    _same_tables(fast, tables(), "tunnels")
