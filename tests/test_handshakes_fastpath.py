@@ -360,3 +360,15 @@ def test_tunnels_and_queued_flows_keep_certificate_order(careful_only):
     assert fast["tls"]["tunneled"].sum() == 200 and len(fast["http"]) == 200 * 2 + 200 * 2
     careful_only()
     _same_tables(fast, tables(), "tunnels")
+
+
+def test_http_streams_of_bytearrays():
+    """Stream.data that is not bytes (a bytearray) parses as its bytes do."""
+    body = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\nHTTP/1.1 204 No\r\n\r\n"
+    req = b"GET / HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n"
+    as_bytes = FlowStreams(1, Stream(req, (0,), (1,)), Stream(body, (0,), (2,)), app_protocol="http")
+    as_array = FlowStreams(1, Stream(bytearray(req), (0,), (1,)), Stream(bytearray(body), (0,), (2,)),
+                           app_protocol="http")
+    a, b = http.parse_http(as_bytes), http.parse_http(as_array)
+    assert (a.rows, a.partial, a.parse_error) == (b.rows, b.partial, b.parse_error) and len(a.rows) == 4
+    assert http.http1_rows(as_bytes) == http.http1_rows(as_array)

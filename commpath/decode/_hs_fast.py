@@ -80,7 +80,9 @@ def walk(flows: list, max_appdata: int) -> tuple[list[list[int]], bytes]:
     for fs in flows:
         datas.append(fs.fwd.data)
         datas.append(fs.rev.data)
-    if _DATA_OFFSET is not None and all(type(d) is bytes for d in datas):
+    if not all(type(d) is bytes for d in datas):
+        datas = [d if type(d) is bytes else bytes(d) for d in datas]     # bytearray, memoryview: copied
+    if _DATA_OFFSET is not None:
         # the bytes' addresses without a ctypes object each (``datas`` keeps them alive meanwhile)
         ptrs = np.fromiter(map(id, datas), np.int64, 2 * n)
         ptrs += _DATA_OFFSET

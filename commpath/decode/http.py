@@ -143,7 +143,7 @@ def _chunk_walker():
 def _chunked_end(data: bytes, pos: int) -> int | None:
     """Where a chunked body starting at ``pos`` ends (after its trailers); None when cut or malformed."""
     budget = MAX_CHUNKS
-    walk = _chunk_walker()
+    walk = _chunk_walker() if type(data) is bytes else None
     if walk is not None:                        # plain chunk lines in C, the rest below
         got = walk(data, len(data), pos, budget)
         state, used, pos = got & 3, (got >> 2) & 0xFFFF, got >> 18
@@ -211,6 +211,8 @@ def _messages(stream: Stream, is_response: bool, res: HttpResult,
               methods: list[str]) -> tuple[list[tuple], int | None, str | None]:
     """(frame, parsed head) of each message of one direction, the offset after a CONNECT/101 head, and its kind."""
     data = stream.data
+    if type(data) is not bytes:
+        data = bytes(data)                          # heads are looked up by their bytes
     n = len(data)
     found: list[tuple] = []
     pos = 0
