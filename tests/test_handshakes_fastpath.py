@@ -1,4 +1,4 @@
-"""The fast paths (C walk of common TLS handshakes, C chunk walk, memoized HTTP heads) agree with the careful parsers."""
+"""The fast paths (C walk of common TLS handshakes, C chunk walk, memoized HTTP heads) agree with the careful ones."""
 
 from __future__ import annotations
 
@@ -263,7 +263,8 @@ def _http_flows(rng: random.Random, n: int) -> list[FlowStreams]:
     heads = [b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n", b"POST /p?password=x HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc",
              b"CONNECT h:443 HTTP/1.1\r\n\r\n", b"GET / HTTP/1.1\r\nUpgrade: h2c\r\n\r\n", b"BAD LINE\r\n\r\n",
              b"HEAD /h HTTP/1.1\r\n\r\n", b"GET /b HTTP/1.1\nHost: b\n\n", b"GET /c HTTP/1.1\r\nCookie: a=b\r\n\r\n",
-             b"PUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"] + [b"GET /a HTTP/1.1\r\n\r\n"] * 5
+             b"PUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+             ] + [b"GET /a HTTP/1.1\r\n\r\n"] * 5
     answers = [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", b"HTTP/1.1 101 Switching\r\nUpgrade: h2c\r\n\r\n",
                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", b"junk\r\n\r\n",
                b"HTTP/1.1 304 Not Modified\r\n\r\n", b"HTTP/1.0 204 No Content\r\n\r\n",
