@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import json
 import os
@@ -85,7 +86,24 @@ def _read_all(inputs, payload_limit: int = PAYLOAD_LIMIT, udp_timeout: float = U
               progress: Progress | None = None, strict: bool = False, keep_streams: bool = True,
               on_streams: StreamSink | None = None, chunk_size: int = CHUNK, stream_budget: int = STREAM_BUDGET,
               kept_streams_budget: int = KEPT_STREAMS_BUDGET) -> tuple[list[dict], list[dict], dict]:
-    """What :func:`read` reads, before pandas: flow columns (numpy) per file, capture rows, kept streams."""
+    """What :func:`read` reads, before pandas: flow columns (numpy) per file, capture rows, kept streams.
+
+    Python's cyclic garbage collector is paused meanwhile: the connections' objects hold no cycles
+    (reference counting frees them), yet each collection would walk every object alive, all of
+    pandas included. It runs again, as before, when reading is over.
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _read_inputs(inputs, payload_limit, udp_timeout, progress, strict, keep_streams, on_streams,
+                            chunk_size, stream_budget, kept_streams_budget)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _read_inputs(inputs, payload_limit, udp_timeout, progress, strict, keep_streams, on_streams, chunk_size,
+                 stream_budget, kept_streams_budget):
     files = list(_expand(inputs))
     budget = _KeepBudget(kept_streams_budget) if keep_streams else None
     flows, captures, streams, errors = [], [], {}, []

@@ -9,7 +9,7 @@ from operator import attrgetter, itemgetter
 import numpy as np
 import pandas as pd
 
-from . import _hs_fast, keylog as _keylog
+from . import _hs_fast
 from ._tls_wire import EXT_ALPN, HS_CERTIFICATE, HS_CERTIFICATE_REQUEST, HS_ENCRYPTED_EXTENSIONS, Reader, Truncated
 from .http import HTTP_COLUMNS, http1_rows, parse_http
 from .schema import CERT_COLUMNS, TLS_COLUMNS, conform, empty_frame
@@ -56,6 +56,12 @@ class Handshakes:
     warnings: list[str] = field(default_factory=list)
 
 
+def _keylog():
+    """The key-log module, loaded (with cryptography's AEAD ciphers) only when a key log is given."""
+    from . import keylog
+    return keylog
+
+
 class HandshakeAnalyzer:
     """Parses each connection's handshakes as its streams arrive; keeps only the parsed rows.
 
@@ -65,7 +71,7 @@ class HandshakeAnalyzer:
 
     def __init__(self, ca=None, keylog=None):
         self.cas = load_ca_bundle(ca) if ca else None
-        self.keys = _keylog.load_keylog(keylog) if keylog else None
+        self.keys = _keylog().load_keylog(keylog) if keylog else None
         self.max_appdata = 32 if self.keys is not None else 4
         self.tls_rows: list[dict] = []
         self.ssh_rows: list[dict] = []
@@ -333,12 +339,12 @@ def _decrypt(hs: TlsHandshake, secrets: dict[str, bytes]) -> None:
     c_secret = secrets.get("CLIENT_HANDSHAKE_TRAFFIC_SECRET")
     if s_secret is None or hs.cipher_id is None:
         return
-    s_data, _, s_err = _keylog.decrypt_flight(hs.server_encrypted, s_secret, hs.cipher_id)
+    s_data, _, s_err = _keylog().decrypt_flight(hs.server_encrypted, s_secret, hs.cipher_id)
     if not s_data:
         hs.error(f"key log: server flight does not decrypt ({s_err or 'no handshake data'})")
         return
     hs.certs_visibility = "decrypted"
-    for mtype, body in _keylog.split_messages(s_data):
+    for mtype, body in _keylog().split_messages(s_data):
         if mtype == HS_ENCRYPTED_EXTENSIONS:
             hs.alpn = hs.alpn or _ee_alpn(body)
         elif mtype == HS_CERTIFICATE_REQUEST:
@@ -351,8 +357,8 @@ def _decrypt(hs: TlsHandshake, secrets: dict[str, bytes]) -> None:
     if c_secret is None:
         hs.client_cert = "unknown" if hs.cert_request else "not-requested"
         return
-    c_data, _, c_err = _keylog.decrypt_flight(hs.client_encrypted, c_secret, hs.cipher_id)
-    client_msgs = _keylog.split_messages(c_data)
+    c_data, _, c_err = _keylog().decrypt_flight(hs.client_encrypted, c_secret, hs.cipher_id)
+    client_msgs = _keylog().split_messages(c_data)
     cert_msg = next((b for t, b in client_msgs if t == HS_CERTIFICATE), None)
     if not hs.cert_request:
         hs.client_cert = "not-requested"
