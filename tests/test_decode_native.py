@@ -1,6 +1,7 @@
 """The compiled kernels: built from the bundled C sources with the system compiler, loaded with ctypes."""
 
 import ctypes
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,3 +64,23 @@ def test_kernel_arguments_are_checked():
         _native.ptr(np.zeros(4, np.int32), np.int64)
     with pytest.raises(TypeError, match="contiguous: False"):
         _native.ptr(np.zeros(8, np.int64)[::2], np.int64)
+
+
+def test_reading_pauses_the_cycle_collector_and_restores_it():
+    import gc
+
+    import commpath
+
+    capture = sorted((Path(__file__).resolve().parents[1] / "captures").glob("*/*/*.pcap"))[0]
+    seen = []
+    commpath.read(capture, on_streams=lambda fs: seen.append(gc.isenabled()))
+    assert seen and not any(seen) and gc.isenabled()
+    gc.disable()
+    try:
+        commpath.read(capture)
+        assert not gc.isenabled()          # a caller's choice is left as it was
+    finally:
+        gc.enable()
+    with pytest.raises(commpath.InputError):
+        commpath.read(capture.parent / "missing.pcap")
+    assert gc.isenabled()
