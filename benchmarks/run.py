@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -113,7 +114,8 @@ def main(argv=None) -> int:
     ap.add_argument("capture", nargs="?", default=str(HERE / "data" / "bench.pcap"))
     ap.add_argument("--tools", default=",".join(ALL_TOOLS), help="comma separated (default: all)")
     ap.add_argument("--scapy-sample", type=int, default=50_000, help="packets scapy reads (0: all)")
-    ap.add_argument("--runs", type=int, default=1, help="runs per tool; the fastest is reported")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="rounds; each runs every tool once (round robin); the fastest run and the median are reported")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--idle-load", type=float, default=0,
                     help="before each run wait (up to --idle-wait s) until the 1-min load average is below this")
@@ -143,22 +145,34 @@ def main(argv=None) -> int:
             measure(command("commpath", warm[0], args), 600)
 
     results = {}
+    runs: dict[str, list[dict]] = {}
+    runnable = []
     for tool in tools:
         reason = available(tool)
         if reason:
             results[tool] = {"error": reason}
             print(f"{tool:9s} not run: {reason}", flush=True)
-            continue
-        best = None
-        for _ in range(args.runs):
+        else:
+            runnable.append(tool)
+    # round robin: each round runs every tool once, so drifting load on a shared machine hits all alike
+    for _ in range(args.runs):
+        for tool in runnable:
+            if runs.get(tool) and runs[tool][-1]["exit"] != 0:
+                continue
             load = wait_idle(args.idle_load, args.idle_wait) if args.idle_load else os.getloadavg()[0]
             m = measure(command(tool, path, args), args.timeout)
             m["load_before"] = load
-            if m["exit"] != 0:
-                best = {"error": f"exit {m['exit']}: {m['stderr'].strip().splitlines()[-1:] or ''}", **m}
-                break
-            if best is None or m["wall_s"] < best["wall_s"]:
-                best = m
+            runs.setdefault(tool, []).append(m)
+    for tool in runnable:
+        done = runs[tool]
+        if done[-1]["exit"] != 0:
+            m = done[-1]
+            best = {"error": f"exit {m['exit']}: {m['stderr'].strip().splitlines()[-1:] or ''}", **m}
+        else:
+            best = dict(min(done, key=lambda m: m["wall_s"]))
+            best["median_wall_s"] = statistics.median(m["wall_s"] for m in done)
+            best["median_cpu_s"] = statistics.median(m["cpu_s"] for m in done)
+            best["runs"] = [{k: m[k] for k in ("wall_s", "cpu_s", "peak_mb", "load_before")} for m in done]
         if "error" not in best:
             info = {}
             for line in best["stdout"].splitlines()[::-1]:
@@ -177,23 +191,25 @@ def main(argv=None) -> int:
         if "error" in best:
             print(f"{tool:9s} failed: {best['error']}", flush=True)
         else:
-            print(f"{tool:9s} {best['wall_s']:8.2f} s (cpu {best['cpu_s']:.2f} s) {best['pps']:12,.0f} pkt/s  peak {best['peak_mb']:8.1f} MB"
+            print(f"{tool:9s} {best['wall_s']:8.2f} s (median {best['median_wall_s']:.2f} s; cpu {best['cpu_s']:.2f} s) "
+                  f"{best['pps']:12,.0f} pkt/s  peak {best['peak_mb']:8.1f} MB"
                   f"  (ru_maxrss {best['maxrss_mb']:.1f} MB; load before {best['load_before']:.2f})", flush=True)
 
     base = results.get("commpath", {})
     tshark = results.get("tshark", {})
     print()
-    print("| tool | wall s | CPU s | in-process s | packets/s | peak MB | commpath speed-up | memory vs commpath |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| tool | wall s (best) | wall s (median) | CPU s | in-process s | packets/s | peak MB | commpath speed-up "
+          "| memory vs commpath |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for tool, r in results.items():
         if "error" in r:
-            print(f"| {tool} | – | – | – | – | – | not run: {r['error']} | |")
+            print(f"| {tool} | – | – | – | – | – | – | not run: {r['error']} | |")
             continue
         speed = f"{base['pps'] / r['pps']:.1f}×" if "pps" in base else "–"
         mem = f"{r['peak_mb'] / base['peak_mb']:.2f}×" if "peak_mb" in base else "–"
         note = f" (first {r['packets']:,} packets, extrapolated)" if tool == "scapy" and r["packets"] < total else ""
         inproc = f"{r['info']['seconds']:.2f}" if "seconds" in r.get("info", {}) else "–"
-        print(f"| {tool}{note} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | {inproc} | {r['pps']:,.0f} | {r['peak_mb']:.0f} | {speed} | {mem} |")
+        print(f"| {tool}{note} | {r['wall_s']:.2f} | {r['median_wall_s']:.2f} | {r['cpu_s']:.2f} | {inproc} | {r['pps']:,.0f} | {r['peak_mb']:.0f} | {speed} | {mem} |")
     if "wall_s" in tshark:
         print()
         for tool in COMMPATH_TOOLS:
@@ -203,8 +219,12 @@ def main(argv=None) -> int:
                       f"{tshark['cpu_s'] / r['cpu_s']:.1f}× by CPU time")
     hs = results.get("commpath-handshakes", {})
     if "wall_s" in hs and "wall_s" in base:
-        print(f"handshake analysis on top of commpath.read: {100 * (hs['wall_s'] / base['wall_s'] - 1):+.0f}% wall, "
-              f"{100 * (hs['cpu_s'] / base['cpu_s'] - 1):+.0f}% CPU (target ≤ +20%)")
+        def pct(a, b):
+            return f"{100 * (a / b - 1):+.0f}%"
+        print(f"handshake analysis on top of commpath.read (target ≤ +20%): wall {pct(hs['wall_s'], base['wall_s'])} "
+              f"best / {pct(hs['median_wall_s'], base['median_wall_s'])} median, CPU "
+              f"{pct(hs['cpu_s'], base['cpu_s'])} best / {pct(hs['median_cpu_s'], base['median_cpu_s'])} median "
+              f"({len(hs['runs'])} interleaved runs each)")
     if args.json:
         Path(args.json).write_text(json.dumps({"capture": str(path), "packets": total, "size_mb": size_mb,
                                                "results": results}, indent=2, default=str) + "\n")
