@@ -7,6 +7,7 @@ import ipaddress
 import json
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
@@ -74,36 +75,36 @@ def read(*inputs: str | os.PathLike, payload_limit: int = PAYLOAD_LIMIT, udp_tim
     seen). Files that cannot be read at all are reported as warnings of the run unless
     every input is unusable (or ``strict``): then :class:`InputError` names the first.
     """
-    flows, captures, streams = _read_all(inputs, payload_limit, udp_timeout, progress, strict, keep_streams,
-                                         on_streams, chunk_size, stream_budget, kept_streams_budget)
-    import pandas as pd
-    flow_df = pd.concat([_frame(f) for f in flows], ignore_index=True) if flows else empty_frame(FLOW_COLUMNS)
-    cap_df = pd.DataFrame(captures) if captures else empty_frame(CAPTURE_COLUMNS)
-    return Capture(conform(flow_df, FLOW_COLUMNS), conform(cap_df, CAPTURE_COLUMNS), streams)
+    with collector_paused():
+        flows, captures, streams = _read_all(inputs, payload_limit, udp_timeout, progress, strict, keep_streams,
+                                             on_streams, chunk_size, stream_budget, kept_streams_budget)
+        import pandas as pd
+        flow_df = pd.concat([_frame(f) for f in flows], ignore_index=True) if flows else empty_frame(FLOW_COLUMNS)
+        cap_df = pd.DataFrame(captures) if captures else empty_frame(CAPTURE_COLUMNS)
+        return Capture(conform(flow_df, FLOW_COLUMNS), conform(cap_df, CAPTURE_COLUMNS), streams)
+
+
+@contextmanager
+def collector_paused():
+    """Python's cyclic garbage collector paused for a while, then as it was.
+
+    Reading makes many small objects that hold no cycles (reference counting frees them), yet
+    each collection would walk every object alive, all of pandas included.
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _read_all(inputs, payload_limit: int = PAYLOAD_LIMIT, udp_timeout: float = UDP_TIMEOUT,
               progress: Progress | None = None, strict: bool = False, keep_streams: bool = True,
               on_streams: StreamSink | None = None, chunk_size: int = CHUNK, stream_budget: int = STREAM_BUDGET,
               kept_streams_budget: int = KEPT_STREAMS_BUDGET) -> tuple[list[dict], list[dict], dict]:
-    """What :func:`read` reads, before pandas: flow columns (numpy) per file, capture rows, kept streams.
-
-    Python's cyclic garbage collector is paused meanwhile: the connections' objects hold no cycles
-    (reference counting frees them), yet each collection would walk every object alive, all of
-    pandas included. It runs again, as before, when reading is over.
-    """
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        return _read_inputs(inputs, payload_limit, udp_timeout, progress, strict, keep_streams, on_streams,
-                            chunk_size, stream_budget, kept_streams_budget)
-    finally:
-        if collecting:
-            gc.enable()
-
-
-def _read_inputs(inputs, payload_limit, udp_timeout, progress, strict, keep_streams, on_streams, chunk_size,
-                 stream_budget, kept_streams_budget):
+    """What :func:`read` reads, before pandas: flow columns (numpy) per file, capture rows, kept streams."""
     files = list(_expand(inputs))
     budget = _KeepBudget(kept_streams_budget) if keep_streams else None
     flows, captures, streams, errors = [], [], {}, []
@@ -499,8 +500,9 @@ FLOW_TABLE_COLUMNS = ["flow_id", "first_frame", "ts_start", "transport", "src_ip
 
 def flows_main(args) -> int:
     """`commpath flows INPUT...`: print the connection table (numpy to text: no pandas on this path)."""
-    flows, captures, _ = _read_all(args.inputs, progress=None if args.quiet else _stderr_progress(),
-                                   keep_streams=False)
+    with collector_paused():
+        flows, captures, _ = _read_all(args.inputs, progress=None if args.quiet else _stderr_progress(),
+                                       keep_streams=False)
     _finish_progress(args.quiet)
     for row in captures:
         for warning in row["warnings"]:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from . import _hs_fast
+from .engine import collector_paused
 from ._tls_wire import EXT_ALPN, HS_CERTIFICATE, HS_CERTIFICATE_REQUEST, HS_ENCRYPTED_EXTENSIONS, Reader, Truncated
 from .http import HTTP_COLUMNS, http1_rows, parse_http
 from .schema import CERT_COLUMNS, TLS_COLUMNS, conform, empty_frame
@@ -172,6 +173,11 @@ class HandshakeAnalyzer:
         self.tls_rows += _hs_fast.rows(tls_jobs, max_appdata, cert_columns, careful)
 
     def result(self) -> Handshakes:
+        """The tables of every connection fed so far (the collector paused while they are built)."""
+        with collector_paused():
+            return self._result()
+
+    def _result(self) -> Handshakes:
         if self._pending:
             self._flush()
         warnings: list[str] = []
