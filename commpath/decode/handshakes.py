@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from . import _hs_fast
 from .engine import collector_paused
@@ -20,6 +20,9 @@ from .tls import (
     TlsHandshake, find_starttls, looks_like_tls, parse_certificate_list, parse_certificate_request, parse_tls,
 )
 from .x509 import ParsedCert, load_ca_bundle, parse_certificate, verify_chain
+
+if TYPE_CHECKING:          # pandas loads when the tables are built (inside read()'s collector pause)
+    import pandas as pd
 
 SSH_COLUMNS: dict[str, str] = {
     "flow_id": "int64",
@@ -218,6 +221,7 @@ def analyze_handshakes(capture, ca=None, keylog=None) -> Handshakes:
 
 def _frame(rows: list[tuple], columns: dict[str, str]) -> pd.DataFrame:
     """A DataFrame from rows given as tuples in the order of ``columns``."""
+    import pandas as pd
     if not rows:
         return empty_frame(columns)
     n = len(rows)
@@ -244,6 +248,7 @@ _STRING_ITEMS = frozenset((str, type(None)))
 
 def _categorical(values: tuple):
     """``pd.Categorical(values)`` (categories: the sorted distinct values, None missing), from codes."""
+    import pandas as pd
     distinct = set(values)
     distinct.discard(None)
     if not distinct or not set(map(type, distinct)) <= _STRING_ITEMS:
@@ -257,6 +262,7 @@ def _categorical(values: tuple):
 
 def _strings(values: tuple) -> pd.api.extensions.ExtensionArray:
     """``pd.array(values, dtype="string")``, built by pyarrow in one go when every value is a str or None."""
+    import pandas as pd
     dtype = pd.StringDtype()
     if dtype.storage == "pyarrow" and set(map(type, values)) <= _STRING_ITEMS:
         import pyarrow as pa
