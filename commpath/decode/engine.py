@@ -74,6 +74,8 @@ def read(*inputs: str | os.PathLike, payload_limit: int = PAYLOAD_LIMIT, udp_tim
     ``keep_streams``, up to ``kept_streams_budget`` bytes (a warning says when more were
     seen). Files that cannot be read at all are reported as warnings of the run unless
     every input is unusable (or ``strict``): then :class:`InputError` names the first.
+    Python's cyclic garbage collector is paused meanwhile (``on_streams`` runs with it paused)
+    and restored as it was.
     """
     with collector_paused():
         flows, captures, streams = _read_all(inputs, payload_limit, udp_timeout, progress, strict, keep_streams,
