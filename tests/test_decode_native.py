@@ -22,6 +22,11 @@ def test_build_from_sources_gives_a_library_with_the_declared_layout(tmp_path):
     assert out.tolist() == [ft.N_INT, ft.N_ADDR, ft.N_TIME, META]
 
 
+def test_sources_compile_without_warnings(tmp_path, monkeypatch):
+    monkeypatch.setattr(_native, "CFLAGS", _native.CFLAGS + _native.STRICT)
+    assert _native.build(tmp_path).is_file()
+
+
 def test_digest_names_the_sources_and_flags(monkeypatch):
     before = _native.digest()
     monkeypatch.setattr(_native, "CFLAGS", _native.CFLAGS + ("-DCHANGED",))
