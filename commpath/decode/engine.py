@@ -521,13 +521,12 @@ def flows_main(args) -> int:
 def flow_table_text(cols: dict, limit: int) -> str:
     """The first ``limit`` rows of one file's flow columns as an aligned text table."""
     cells: dict[str, list[str]] = {}
-    names = {"tunnel": TUNNEL_CATEGORIES}
     for name in FLOW_TABLE_COLUMNS:
         values = cols[name][:limit]
         if name == "ts_start":
             cells[name] = clock_times(values)
-        elif name in names:
-            cells[name] = [names[name][v] for v in values.tolist()]
+        elif name == "tunnel":                      # codes
+            cells[name] = [TUNNEL_CATEGORIES[v] for v in values.tolist()]
         else:
             cells[name] = [str(v) for v in values.tolist()]
     return text_table(cells)

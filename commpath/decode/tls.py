@@ -274,36 +274,9 @@ def handshake_messages(records: list[Record], hs: TlsHandshake, direction: str,
 
 # --------------------------------------------------------------------------- hellos
 
-def _extensions(r: Reader, hs: TlsHandshake, who: str, wanted: frozenset[int] = frozenset()
-                ) -> tuple[list[int], dict[int, bytes]]:
-    """Extension types in order, and the bodies of the ``wanted`` ones."""
-    types: list[int] = []
-    bodies: dict[int, bytes] = {}
-    if r.remaining() == 0:
-        return types, bodies
-    block = r.vec(2)
-    pos, n = 0, len(block)
-    unpack = struct.unpack_from
-    append = types.append
-    while pos + 4 <= n:
-        etype, elen = unpack(">HH", block, pos)
-        append(etype)
-        if etype in wanted and etype not in bodies:
-            bodies[etype] = block[pos + 4:pos + 4 + elen]
-        pos += 4 + elen
-        if len(types) >= MAX_EXTENSIONS and pos < n:
-            hs.error(f"{who}: more than {MAX_EXTENSIONS} extensions, the rest ignored")
-            return types, bodies
-    if pos != n:
-        hs.error(f"{who}: extensions run past their block ({pos} of {n} bytes)")
-        if pos > n and types:
-            bodies.pop(types[-1], None)
-    return types, bodies
-
-
 def _extension_block(body: bytes, pos: int, hs: TlsHandshake, who: str, wanted: frozenset[int]
                      ) -> tuple[list[int], dict[int, bytes]]:
-    """As :func:`_extensions` over ``Reader(body, pos)``, without the reader (the hellos' hot path)."""
+    """Extension types in order, and the bodies of the ``wanted`` ones, from the block at ``body[pos:]``."""
     end = len(body)
     if pos == end:
         return [], {}
@@ -460,6 +433,7 @@ def parse_sslv2_client_hello(data: bytes, hs: TlsHandshake) -> ClientHello:
 
 
 _SH_PARSED = frozenset((EXT_SUPPORTED_VERSIONS, EXT_ALPN))
+_CR_PARSED = frozenset((EXT_CERTIFICATE_AUTHORITIES,))
 
 
 def parse_server_hello(body: bytes, hs: TlsHandshake) -> ServerHello:
@@ -610,7 +584,7 @@ def _parse_certificate_request(body: bytes, hs: TlsHandshake, version: int) -> l
     try:
         if version >= 0x0304:
             r.vec(1)                                    # context
-            _, bodies = _extensions(r, hs, "CertificateRequest", frozenset((EXT_CERTIFICATE_AUTHORITIES,)))
+            _, bodies = _extension_block(body, r.pos, hs, "CertificateRequest", _CR_PARSED)
             if EXT_CERTIFICATE_AUTHORITIES in bodies:
                 cas = Reader(bodies[EXT_CERTIFICATE_AUTHORITIES]).sub(2)
                 while cas.remaining() > 0 and len(names) < MAX_CAS:
