@@ -35,8 +35,11 @@ PCAP_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz")
 def collect(path: Path, cache: Path | None = None) -> list:
     """Every connection's FlowStreams of ``path`` (pickled to ``cache`` to skip the read next time)."""
     if cache is not None and cache.exists() and cache.stat().st_mtime >= path.stat().st_mtime:
-        with cache.open("rb") as fh:
-            return pickle.load(fh)
+        try:
+            with cache.open("rb") as fh:
+                return pickle.load(fh)
+        except (pickle.UnpicklingError, TypeError, AttributeError, EOFError):
+            pass                        # written by another version of commpath: read again
     import commpath
     streams: list = []
     commpath.read(str(path), keep_streams=False, on_streams=streams.append)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
+from typing import NamedTuple
+
+# Immutable records built once per connection on the hot path: named tuples, which are built
+# about five times faster than frozen dataclasses.
 
 
-@dataclass(frozen=True)
-class Stream:
+class Stream(NamedTuple):
     """Bytes of one direction from the start of the stream, in sequence order.
 
     ``data`` stops at the first gap (a segment that was not captured) or at the
@@ -20,7 +22,7 @@ class Stream:
     frames: tuple[int, ...] = ()
     gap: bool = False          # a hole in the sequence space cut the data short
     limited: bool = False      # the per-direction byte limit cut the data short
-    datagrams: tuple[int, ...] = field(default=())  # UDP: length of each datagram in data
+    datagrams: tuple[int, ...] = ()  # UDP: length of each datagram in data
 
     def frame_at(self, offset: int) -> int | None:
         """The frame that carried the byte at ``offset`` of ``data``."""
@@ -30,8 +32,7 @@ class Stream:
         return self.frames[i] if i >= 0 else None
 
 
-@dataclass(frozen=True)
-class FlowStreams:
+class FlowStreams(NamedTuple):
     """Both directions of one connection: ``fwd`` is initiator → responder."""
 
     flow_id: int
