@@ -75,7 +75,7 @@ _KERNELS = {
     "cp_parse_headers": ("p i p p p p", None),
     "cp_layout": ("p", None),
     "cp_rehash": ("p p i p i", None),
-    "cp_sort_marks": ("p i p p i p", None),
+    "cp_pack_marks": ("p i p i p i p p p", None),
     "cp_flow_update": ("p p p p i i p p p i p p i i d p i p p i p p i p i p p i p p i", ctypes.c_int64),
 }
 _CTYPES = {"p": ctypes.c_void_p, "i": ctypes.c_int64, "I": ctypes.c_int, "d": ctypes.c_double}

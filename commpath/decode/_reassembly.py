@@ -30,6 +30,7 @@ class StreamArena:
         self.cov = np.zeros((slots, (self.limit + 7) // 8), np.uint8)
         self.meta = np.zeros((slots, META), np.int64)
         self.marks = np.zeros((slots, MARKS, 2), np.int64)  # (offset, frame)
+        self.flat = memoryview(self.data).cast("B")          # the same bytes, for copies without numpy
         self.free = np.arange(slots - 1, -1, -1, dtype=np.int64)
         self.nfree = slots
 
@@ -83,8 +84,11 @@ class StreamArena:
                 for f, a, b in zip(flows[held].tolist(), s0[held].tolist(), s1[held].tolist())]
 
     def _bytes(self, slots: np.ndarray) -> list[bytes]:
-        data = self.data
-        return [data[s, :c].tobytes() for s, c in zip(slots.tolist(), self.meta[slots, 0].tolist())]
+        """Each slot's contiguous bytes (one copy each, straight from the arena)."""
+        flat, limit = self.flat, self.limit
+        starts = slots * limit
+        ends = starts + np.minimum(self.meta[slots, 0], limit)
+        return [flat[a:e].tobytes() for a, e in zip(starts.tolist(), ends.tolist())]
 
     def _streams(self, slots: np.ndarray) -> list[Stream]:
         """Each slot's contiguous bytes, and which frame carried each part."""
@@ -92,16 +96,16 @@ class StreamArena:
         contig, maxend = meta[:, 0], meta[:, 1]
         gap = ((maxend > contig) & (contig < self.limit)).tolist()
         limited = (contig >= self.limit).tolist()
-        blobs = self._bytes(slots)
-        counts = np.empty(len(slots), np.int64)
-        kernels().cp_sort_marks(ptr(self.marks, np.int64), self.marks.shape[1], ptr(self.meta, np.int64),
-                                ptr(slots, np.int64), len(slots), ptr(counts, np.int64))
-        width = int(counts.max()) if len(counts) else 0
-        chosen = self.marks[slots, :width][np.arange(width) < counts[:, None]]      # the marks in use, in order
-        offsets, frames = chosen[:, 0].tolist(), chosen[:, 1].tolist()
-        ends = np.cumsum(counts)
+        n = len(slots)
+        size = max(int(np.minimum(meta[:, 2], MARKS).sum()), 1)
+        offs, frames, mends = np.empty(size, np.int64), np.empty(size, np.int64), np.empty(n, np.int64)
+        kernels().cp_pack_marks(ptr(self.marks, np.int64), MARKS, ptr(self.meta, np.int64), self.limit,
+                                ptr(slots, np.int64), n, ptr(offs, np.int64), ptr(frames, np.int64),
+                                ptr(mends, np.int64))
+        used = int(mends[-1]) if n else 0
+        offsets, frames, ends = offs[:used].tolist(), frames[:used].tolist(), mends.tolist()
         return [Stream(b, tuple(offsets[a:e]), tuple(frames[a:e]), g, li)
-                for b, a, e, g, li in zip(blobs, (ends - counts).tolist(), ends.tolist(), gap, limited)]
+                for b, a, e, g, li in zip(self._bytes(slots), [0] + ends[:-1], ends, gap, limited)]
 
     def open_flows(self, fi: np.ndarray, n: int) -> np.ndarray:
         """Flows still holding slots (harvested at the end of a file)."""

@@ -854,13 +854,19 @@ i64 cp_flow_update(void **cols, const int32_t *wirelen, const int32_t *caplen, c
 
 /* ------------------------------------------------------------------ harvesting streams */
 
-/* For each slot of a harvested batch: sort its (offset, frame) marks by offset (stable) and
- * count those that start inside its contiguous bytes; out[j] = that count. */
-void cp_sort_marks(i64 *marks, i64 nmarks, const i64 *meta, const i64 *slots, i64 n, i64 *out) {
+/* The marks of a harvested batch: each slot's (offset, frame) marks sorted by offset (stable, in
+ * place), those that start inside its contiguous bytes (at most limit) copied one slot after
+ * another to offs/frames; mend[j]: where slot j's marks end there. */
+void cp_pack_marks(i64 *marks, i64 nmarks, const i64 *meta, i64 limit, const i64 *slots, i64 n, i64 *offs,
+                   i64 *frames, i64 *mend) {
+    i64 at = 0;
     for (i64 j = 0; j < n; j++) {
         i64 slot = slots[j];
+        i64 contig = meta[slot * N_META + A_CONTIG];
+        if (contig > limit) contig = limit;
         i64 *m = marks + slot * nmarks * 2;
-        i64 used = meta[slot * N_META + A_MARKS], contig = meta[slot * N_META + A_CONTIG];
+        i64 used = meta[slot * N_META + A_MARKS];
+        if (used > nmarks) used = nmarks;
         for (i64 a = 1; a < used; a++) {
             i64 o = m[a * 2], fr = m[a * 2 + 1], b = a - 1;
             while (b >= 0 && m[b * 2] > o) {
@@ -871,9 +877,11 @@ void cp_sort_marks(i64 *marks, i64 nmarks, const i64 *meta, const i64 *slots, i6
             m[(b + 1) * 2] = o;
             m[(b + 1) * 2 + 1] = fr;
         }
-        i64 k = 0;
-        while (k < used && m[k * 2] < contig)
-            k++;
-        out[j] = k;
+        for (i64 k = 0; k < used && m[k * 2] < contig; k++) {
+            offs[at] = m[k * 2];
+            frames[at] = m[k * 2 + 1];
+            at++;
+        }
+        mend[j] = at;
     }
 }
