@@ -419,23 +419,24 @@ class _AppProtocols:
             rows.append((f, *detect_bytes(fwd, rev)))
 
     def add(self, harvested: list[tuple[int, Stream, Stream]], table: ft.FlowTable) -> None:
-        fa, times, base, ip = table.fa, table.ft, self.base, self._ip
-        for f, fwd, rev in harvested:
+        if not harvested:
+            return
+        idx = np.fromiter([h[0] for h in harvested], np.int64, len(harvested))
+        a, base, rows, sink_one = table.fa[idx], self.base, self.rows, self.sink_one
+        texts, ip = self._ips, self._ip
+        for (f, fwd, rev), s, d, ts in zip(harvested, zip(a[:, ft.SRC_HI].tolist(), a[:, ft.SRC_LO].tolist()),
+                                          zip(a[:, ft.DST_HI].tolist(), a[:, ft.DST_LO].tolist()),
+                                          table.ft[idx, ft.TS0].tolist()):
             proto, connect, swap = detect_bytes(fwd.data, rev.data)
-            self.rows.append((f, proto, connect, swap))
-            a = fa[f]
-            src, dst = ip(a[ft.SRC_HI], a[ft.SRC_LO]), ip(a[ft.DST_HI], a[ft.DST_LO])
+            rows.append((f, proto, connect, swap))
+            src, dst = texts.get(s) or ip(s), texts.get(d) or ip(d)
             if swap:
-                fs = FlowStreams(base + f, rev, fwd, proto, dst, src, float(times[f, ft.TS0]))
+                sink_one(FlowStreams(base + f, rev, fwd, proto, dst, src, ts), swap)
             else:
-                fs = FlowStreams(base + f, fwd, rev, proto, src, dst, float(times[f, ft.TS0]))
-            self.sink_one(fs, swap)
+                sink_one(FlowStreams(base + f, fwd, rev, proto, src, dst, ts), swap)
 
-    def _ip(self, hi, lo) -> str:
-        key = (int(hi), int(lo))
-        text = self._ips.get(key)
-        if text is None:
-            text = self._ips[key] = str(_addresses(np.array([hi]), np.array([lo]))[0])
+    def _ip(self, key: tuple[int, int]) -> str:
+        text = self._ips[key] = str(_addresses(np.array([key[0]], np.uint64), np.array([key[1]], np.uint64))[0])
         return text
 
     def sink_one(self, fs: FlowStreams, swap: bool) -> None:
