@@ -6,13 +6,14 @@ import numpy as np
 
 from . import _flowtable as ft
 from ._native import kernels, ptr
-from .streams import Stream
+from .streams import FlowStreams, Stream
 
 #: How many (offset, frame) marks a direction keeps: enough to place every handshake message.
 MARKS = 64
 #: Columns of a slot's meta row: contiguous bytes, highest end seen, marks used, owner flow.
 META = 4
 _EMPTY = Stream()
+_SSH, _PRI = int.from_bytes(b"SSH-", "big"), int.from_bytes(b"PRI ", "big")
 
 
 class StreamArena:
@@ -70,18 +71,57 @@ class StreamArena:
         application protocol)."""
         if not len(flows):
             return []
+        s0, s1 = self.release(fi, flows)
+        held = (s0 >= 0) | (s1 >= 0)
+        slots = np.concatenate([s0[s0 >= 0], s1[s1 >= 0]])
+        found = dict(zip(slots.tolist(), self._streams(slots) if streams else self._bytes(slots)))
+        get, empty = found.get, (_EMPTY if streams else b"")
+        return [(f, get(a, empty), get(b, empty))
+                for f, a, b in zip(flows[held].tolist(), s0[held].tolist(), s1[held].tolist())]
+
+    def release(self, fi: np.ndarray, flows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Free the slots of ``flows`` (their bytes stay until the next write); returns the slots they held."""
         s0, s1 = fi[flows, ft.SLOT0], fi[flows, ft.SLOT1]
         fi[flows, ft.SLOT0] = -1
         fi[flows, ft.SLOT1] = -1
         fi[flows, ft.FLAGS] |= ft.F_HARVESTED
-        held = (s0 >= 0) | (s1 >= 0)
         slots = np.concatenate([s0[s0 >= 0], s1[s1 >= 0]])
-        found = dict(zip(slots.tolist(), self._streams(slots) if streams else self._bytes(slots)))
         self.free[self.nfree:self.nfree + len(slots)] = slots
         self.nfree += len(slots)
-        get, empty = found.get, (_EMPTY if streams else b"")
-        return [(f, get(a, empty), get(b, empty))
-                for f, a, b in zip(flows[held].tolist(), s0[held].tolist(), s1[held].tolist())]
+        return s0, s1
+
+    def client_hellos(self, fi: np.ndarray, flows: np.ndarray) -> np.ndarray:
+        """Which ``flows`` open with a TLS record carrying a ClientHello from the initiator, answered by
+        bytes that start like neither SSH nor HTTP/2 (appproto.detect_bytes says "tls", not turned)."""
+        s0, s1 = fi[flows, ft.SLOT0], fi[flows, ft.SLOT1]
+        has0, has1 = s0 >= 0, s1 >= 0
+        a, b = np.where(has0, s0, 0), np.where(has1, s1, 0)
+        head, tail = self.data[a, :6], self.data[b, :4]
+        hello = (has0 & (self.meta[a, 0] >= 6) & (head[:, 0] == 0x16) & (head[:, 1] == 3) & (head[:, 2] <= 4)
+                 & (head[:, 5] == 1))
+        word = tail.view(">u4")[:, 0]
+        other = has1 & (self.meta[b, 0] >= 4) & ((word == _SSH) | (word == _PRI))
+        return hello & ~other
+
+    def batch(self, fi: np.ndarray, flows: np.ndarray) -> "StreamBatch":
+        """Both directions of ``flows`` where they lie in the arena (valid until the slots are released)."""
+        slots = np.column_stack([fi[flows, ft.SLOT0], fi[flows, ft.SLOT1]]).ravel()
+        valid = slots >= 0
+        safe = np.where(valid, slots, 0)
+        meta = self.meta[safe]
+        contig, maxend = np.where(valid, meta[:, 0], 0), meta[:, 1]
+        lens = np.minimum(contig, self.limit)
+        starts = safe * self.limit
+        size = max(int(np.minimum(meta[valid, 2], MARKS).sum()), 1)
+        offs, frames, mends = np.empty(size, np.int64), np.empty(size, np.int64), np.empty(len(slots), np.int64)
+        kernels().cp_pack_marks(ptr(self.marks, np.int64), MARKS, ptr(self.meta, np.int64), self.limit,
+                                ptr(slots, np.int64), len(slots), ptr(offs, np.int64), ptr(frames, np.int64),
+                                ptr(mends, np.int64))
+        used = int(mends[-1]) if len(slots) else 0
+        return StreamBatch(len(flows), self.data.ctypes.data + starts, lens, self.flat, starts.tolist(),
+                           lens.tolist(), offs[:used], frames[:used], mends,
+                           (valid & (maxend > contig) & (contig < self.limit)).tolist(),
+                           (contig >= self.limit).tolist())
 
     def _bytes(self, slots: np.ndarray) -> list[bytes]:
         """Each slot's contiguous bytes (one copy each, straight from the arena)."""
@@ -110,3 +150,41 @@ class StreamArena:
     def open_flows(self, fi: np.ndarray, n: int) -> np.ndarray:
         """Flows still holding slots (harvested at the end of a file)."""
         return np.flatnonzero((fi[:n, ft.SLOT0] >= 0) | (fi[:n, ft.SLOT1] >= 0))
+
+
+class StreamBatch:
+    """Connections handed over straight from the stream arena, both directions of each interleaved
+    (initiator's, responder's): where their bytes lie and which frames carried them. A consumer reads
+    them before the slots are released; :meth:`flow_streams` builds a connection's FlowStreams on demand.
+    """
+
+    __slots__ = ("n", "addresses", "lens", "flat", "starts", "sizes", "offsets", "frames", "mark_ends", "gaps",
+                 "limited", "flow_ids", "ts", "src_ips", "dst_ips", "app_protocol")
+
+    def __init__(self, n, addresses, lens, flat, starts, sizes, offsets, frames, mark_ends, gaps, limited):
+        self.n = n
+        self.addresses = addresses      # int64 array (2n): where each direction's bytes start in memory
+        self.lens = lens                # int64 array (2n): how many bytes each has
+        self.flat = flat                # the arena's bytes (memoryview); starts/sizes as lists index into it
+        self.starts, self.sizes = starts, sizes
+        self.offsets, self.frames = offsets, frames          # every direction's marks, one after another
+        self.mark_ends = mark_ends                           # where direction j's marks end in those
+        # (all three int64 arrays)
+        self.gaps, self.limited = gaps, limited
+        self.flow_ids: list[int] = []
+        self.ts: list[float] = []
+        self.src_ips: list[str] = []
+        self.dst_ips: list[str] = []
+        self.app_protocol = ""
+
+    def stream(self, j: int) -> Stream:
+        """Direction ``j`` (2k: connection k's initiator, 2k + 1: its responder) as a Stream."""
+        a, e = (int(self.mark_ends[j - 1]) if j else 0), int(self.mark_ends[j])
+        start = self.starts[j]
+        return Stream(self.flat[start:start + self.sizes[j]].tobytes(), tuple(self.offsets[a:e].tolist()),
+                      tuple(self.frames[a:e].tolist()), self.gaps[j], self.limited[j])
+
+    def flow_streams(self, k: int) -> FlowStreams:
+        """Connection ``k`` as the engine hands it to ``on_streams`` one by one."""
+        return FlowStreams(self.flow_ids[k], self.stream(2 * k), self.stream(2 * k + 1), self.app_protocol,
+                           self.src_ips[k], self.dst_ips[k], self.ts[k])

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 PAYLOAD_LIMIT = 16384
 #: Memory for stream payload of connections still open (least recently active go first).
 STREAM_BUDGET = 48 * 1024 * 1024
+#: Completed connections wait in the arena until this many can be harvested at once (fewer, larger
+#: batches); when the arena runs short of slots they go first, before any open one is evicted.
+HARVEST_BATCH = 256
 #: Memory for streams kept in ``Capture.streams`` (``on_streams`` consumes every one, unbounded by this).
 KEPT_STREAMS_BUDGET = 16 * 1024 * 1024
 #: A UDP flow idle for longer than this ends; the next datagram starts a new one.
@@ -76,6 +79,11 @@ def read(*inputs: str | os.PathLike, payload_limit: int = PAYLOAD_LIMIT, udp_tim
     every input is unusable (or ``strict``): then :class:`InputError` names the first.
     Python's cyclic garbage collector is paused meanwhile (``on_streams`` runs with it paused)
     and restored as it was.
+
+    When nothing is kept and ``on_streams`` also has a ``tls_batch`` method (a
+    :class:`~commpath.decode.handshakes.HandshakeAnalyzer` has), the connections that open
+    with a TLS ClientHello go to ``tls_batch`` instead, as a ``StreamBatch`` that points
+    into the engine's buffers (no copy per connection); every other one to ``on_streams``.
     """
     with collector_paused():
         flows, captures, streams = _read_all(inputs, payload_limit, udp_timeout, progress, strict, keep_streams,
@@ -183,6 +191,8 @@ def _read_file(path: Path, manifest: dict, flow_base: int, limit: int, udp_timeo
     size = os.path.getsize(path)
 
     def harvest(flows: np.ndarray) -> None:
+        if app.tls_batch is not None and len(flows):
+            flows = app.add_tls_batch(arena, table, flows)
         if app.wants_streams:
             app.add(arena.harvest(table.fi, flows), table)
         else:
@@ -194,7 +204,8 @@ def _read_file(path: Path, manifest: dict, flow_base: int, limit: int, udp_timeo
         pkt_flow = np.empty(n, np.int64)
         pkt_dir = np.zeros(n, np.int8)
         table.update(h, rec.wirelen, rec.caplen, rec.ts, frame0, rec.buf, limit, udp_timeout, pkt_flow, pkt_dir, arena, harvest)
-        harvest(arena.take_done())
+        if arena.ndone >= HARVEST_BATCH:
+            harvest(arena.take_done())
         packets += n
         total_bytes += int(rec.wirelen.sum())
         if n:
@@ -220,6 +231,7 @@ def _read_file(path: Path, manifest: dict, flow_base: int, limit: int, udp_timeo
         frame0 += n
         if progress:
             progress(str(path), min(state.bytes_read, size), size)
+    harvest(arena.take_done())
     harvest(arena.open_flows(table.fi, table.n))
     if packets == 0 and state.partial:
         raise InputError(path, state.warnings[-1] if state.warnings else "no readable packet")
@@ -406,6 +418,8 @@ class _AppProtocols:
         self.rows: list[tuple[int, str, bool, bool]] = []
         self._ips: dict[tuple[int, int], str] = {}
         self._late: list[FlowStreams] = []     # turned by their payload: sunk once the SYN has had its say
+        #: the sink's door for TLS connections in batches, straight from the arena (when none are kept)
+        self.tls_batch = getattr(sink, "tls_batch", None) if budget is None else None
 
     @property
     def wants_streams(self) -> bool:
@@ -434,6 +448,26 @@ class _AppProtocols:
                 sink_one(FlowStreams(base + f, rev, fwd, proto, dst, src, ts), swap)
             else:
                 sink_one(FlowStreams(base + f, fwd, rev, proto, src, dst, ts), swap)
+
+    def add_tls_batch(self, arena: StreamArena, table: ft.FlowTable, flows: np.ndarray) -> np.ndarray:
+        """Hand the TLS connections among ``flows`` to the sink's ``tls_batch`` as one StreamBatch, then
+        release their slots; returns the other flows."""
+        tls = arena.client_hellos(table.fi, flows)
+        if not tls.any():
+            return flows
+        taken = flows[tls]
+        batch = arena.batch(table.fi, taken)
+        a = table.fa[taken]
+        texts, ip = self._ips, self._ip
+        batch.flow_ids = (taken + self.base).tolist()
+        batch.ts = table.ft[taken, ft.TS0].tolist()
+        batch.src_ips = [texts.get(k) or ip(k) for k in zip(a[:, ft.SRC_HI].tolist(), a[:, ft.SRC_LO].tolist())]
+        batch.dst_ips = [texts.get(k) or ip(k) for k in zip(a[:, ft.DST_HI].tolist(), a[:, ft.DST_LO].tolist())]
+        batch.app_protocol = "tls"
+        self.tls_batch(batch)
+        arena.release(table.fi, taken)
+        self.rows += [(f, "tls", False, False) for f in taken.tolist()]
+        return flows[~tls]
 
     def _ip(self, key: tuple[int, int]) -> str:
         text = self._ips[key] = str(_addresses(np.array([key[0]], np.uint64), np.array([key[1]], np.uint64))[0])

@@ -856,12 +856,16 @@ i64 cp_flow_update(void **cols, const int32_t *wirelen, const int32_t *caplen, c
 
 /* The marks of a harvested batch: each slot's (offset, frame) marks sorted by offset (stable, in
  * place), those that start inside its contiguous bytes (at most limit) copied one slot after
- * another to offs/frames; mend[j]: where slot j's marks end there. */
+ * another to offs/frames; mend[j]: where slot j's marks end there (a slot of -1 has none). */
 void cp_pack_marks(i64 *marks, i64 nmarks, const i64 *meta, i64 limit, const i64 *slots, i64 n, i64 *offs,
                    i64 *frames, i64 *mend) {
     i64 at = 0;
     for (i64 j = 0; j < n; j++) {
         i64 slot = slots[j];
+        if (slot < 0) {                 /* no slot: no marks */
+            mend[j] = at;
+            continue;
+        }
         i64 contig = meta[slot * N_META + A_CONTIG];
         if (contig > limit) contig = limit;
         i64 *m = marks + slot * nmarks * 2;
