@@ -21,7 +21,7 @@ def run_commpath_handshakes(path: str) -> dict:
     from commpath.decode.handshakes import HandshakeAnalyzer
 
     analyzer = HandshakeAnalyzer()
-    cap = commpath.read(path, keep_streams=False, on_streams=analyzer.feed)
+    cap = commpath.read(path, keep_streams=False, on_streams=analyzer)
     hs = analyzer.result()
     return {"packets": int(cap.captures["packets"].sum()), "flows": len(cap.flows), "tls": len(hs.tls),
             "ssh": len(hs.ssh), "http": len(hs.http), "certs": len(hs.certs), "partial": bool(cap.partial)}

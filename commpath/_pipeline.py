@@ -202,7 +202,7 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
         # handshakes are parsed as each connection's streams are harvested: memory stays bounded
         analyzer = hs_mod.HandshakeAnalyzer(ca, keylog) if hs_mod is not None else None
         capture = read(*paths, progress=_progress(progress), keep_streams=False,
-                       on_streams=analyzer.feed if analyzer is not None else None)
+                       on_streams=analyzer)
         flows, captures = capture.flows, capture.captures
         warnings.extend(capture.warnings)
         if hs_mod is None:

@@ -373,3 +373,37 @@ def test_http_streams_of_bytearrays():
     a, b = http.parse_http(as_bytes), http.parse_http(as_array)
     assert (a.rows, a.partial, a.parse_error) == (b.rows, b.partial, b.parse_error) and len(a.rows) == 4
     assert http.http1_rows(as_bytes) == http.http1_rows(as_array)
+
+
+class _CountingAnalyzer(HandshakeAnalyzer):
+    """Counts the connections that came through the engine's TLS batches."""
+
+    batched = 0
+
+    def tls_batch(self, batch) -> None:
+        type(self).batched += batch.n
+        super().tls_batch(batch)
+
+
+@needs_walker
+@pytest.mark.parametrize("chunk_size", [None, 97])
+def test_engine_tls_batches_agree_with_one_by_one(chunk_size):
+    """Fed by the engine, TLS connections come in batches read where the engine holds their bytes:
+    the tables equal those of the same connections handed over one by one (every public and lab
+    capture; lab ones with their CA bundle, and with their key log)."""
+    import commpath
+    from commpath.errors import InputError
+    extra = {"chunk_size": chunk_size} if chunk_size else {}
+    _CountingAnalyzer.batched = 0
+    compared = 0
+    for name, pcap, ca, keys in _captures():
+        try:
+            one = HandshakeAnalyzer(ca, keys)
+            commpath.read(str(pcap), keep_streams=False, on_streams=one.feed, **extra)
+        except InputError:
+            continue
+        both = _CountingAnalyzer(ca, keys)
+        commpath.read(str(pcap), keep_streams=False, on_streams=both, **extra)
+        _same_tables(_tables(both.result()), _tables(one.result()), name)
+        compared += 1
+    assert compared > 20 and _CountingAnalyzer.batched > 100

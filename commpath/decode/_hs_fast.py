@@ -49,6 +49,19 @@ def _load():
 
 _walk = None
 _loaded = False
+_frames_c = None
+
+
+def frames_fn():
+    """cp_tls_frames with its signature (the library is there: the walker loaded)."""
+    global _frames_c
+    if _frames_c is None:
+        from ._native import lib
+        fn = lib().cp_tls_frames
+        fn.argtypes = [ctypes.c_int64] + [ctypes.c_void_p] * 5 + [ctypes.c_int64, ctypes.c_void_p]
+        fn.restype = ctypes.c_int64
+        _frames_c = fn
+    return _frames_c
 
 
 def walker():
@@ -74,7 +87,6 @@ _DATA_OFFSET = _bytes_data_offset()
 def walk(flows: list, max_appdata: int) -> tuple[list[list[int]], bytes]:
     """cp_tls_walk over ``flows`` (FlowStreams): one list of FIELDS ints per flow, and the ClientHello keys
     (KEY_CAP bytes per flow)."""
-    fn = walker()
     n = len(flows)
     datas = []
     for fs in flows:
@@ -90,11 +102,18 @@ def walk(flows: list, max_appdata: int) -> tuple[list[list[int]], bytes]:
     else:
         ptrs = (ctypes.c_char_p * (2 * n))(*datas)
         address = ctypes.addressof(ptrs)
-    lens = np.fromiter(map(len, datas), np.int64, 2 * n)
+    return _walk_at(n, address, np.fromiter(map(len, datas), np.int64, 2 * n), max_appdata)
+
+
+def _walk_at(n: int, address: int, lens: np.ndarray, max_appdata: int,
+             array: bool = False) -> tuple[list[list[int]], bytes] | tuple[list[list[int]], bytes, np.ndarray]:
+    """cp_tls_walk over ``n`` connections whose 2n directions' addresses are at ``address`` (with
+    ``array``, the output as an (n, FIELDS) array too)."""
     out = np.zeros(n * FIELDS, np.int64)
     keys = ctypes.create_string_buffer(n * KEY_CAP)
-    fn(n, address, lens.ctypes.data, max_appdata, out.ctypes.data, ctypes.addressof(keys))
-    return out.reshape(n, FIELDS).tolist(), keys.raw
+    walker()(n, address, lens.ctypes.data, max_appdata, out.ctypes.data, ctypes.addressof(keys))
+    out = out.reshape(n, FIELDS)
+    return (out.tolist(), keys.raw, out) if array else (out.tolist(), keys.raw)
 
 
 class _Errors:
@@ -155,31 +174,70 @@ def rows(jobs: list[tuple], max_appdata: int, cert_columns, careful) -> list[tup
     append = out.append
     for k, job in enumerate(jobs):
         v = walked[k]
-        row = _row(job, v, keys, k * KEY_CAP, cert_columns) if v[0] == 0 else None
+        row = None
+        if v[0] == 0:
+            fs, ts, dst_ip, tunneled, starttls = job
+            row = _row(fs.flow_id, ts, dst_ip, tunneled, starttls, fs.fwd.data, fs.rev.data, _frames(fs, v), v, keys,
+                       k * KEY_CAP, cert_columns)
         append(careful(job) if row is None else row)
     return out
 
 
-def _row(job: tuple, v: list, keys: bytes, key_at: int, cert_columns) -> tuple | None:
-    """One connection's row from its walk; None: the careful parser decides."""
-    fs, ts, dst_ip, tunneled, starttls = job
+def batch_rows(batch, max_appdata: int, cert_columns, careful) -> list[tuple]:
+    """TLS rows of the connections of a StreamBatch (engine buffers, read in place), as :func:`rows`;
+    ``careful(k)`` gives the row of connection ``k`` when the walk hands it back."""
+    walked, keys, w = _walk_at(batch.n, batch.addresses.ctypes.data, batch.lens, max_appdata, array=True)
+    flat, starts, sizes = batch.flat, batch.starts, batch.sizes
+    frames_of = _batch_frames(batch, w)
+    out = []
+    append = out.append
+    for k, (v, flow_id, ts, dst_ip, frames) in enumerate(zip(walked, batch.flow_ids, batch.ts, batch.dst_ips,
+                                                             frames_of)):
+        row = None
+        if v[0] == 0:
+            c, s = starts[2 * k], starts[2 * k + 1]
+            row = _row(flow_id, ts, dst_ip, False, False, flat[c:c + sizes[2 * k]], flat[s:s + sizes[2 * k + 1]],
+                       frames, v, keys, k * KEY_CAP, cert_columns)
+        append(careful(k) if row is None else row)
+    return out
+
+
+def _batch_frames(batch, w: np.ndarray) -> list[list[int]]:
+    """Per connection of ``batch``, the sorted distinct frames that carried the byte ranges of its walk ``w``
+    (cp_tls_frames: what :func:`_frames` bisects, over the batch's marks)."""
+    n = batch.n
+    cap = MAX_RANGES * len(batch.offsets) + 16           # each range takes at most its direction's marks
+    out, ends = np.empty(cap, np.int64), np.empty(n, np.int64)
+    total = frames_fn()(n, w.ctypes.data, batch.offsets.ctypes.data, batch.frames.ctypes.data,
+                        batch.mark_ends.ctypes.data, out.ctypes.data, cap, ends.ctypes.data)
+    if total < 0:
+        raise RuntimeError("cp_tls_frames: no room (a bug)")
+    values, bounds = out[:total].tolist(), ends.tolist()
+    return [values[a:e] for a, e in zip([0] + bounds[:-1], bounds)]
+
+
+def _row(flow_id: int, ts, dst_ip, tunneled: bool, starttls: bool, cd, sd, frames: list, v: list, keys: bytes,
+         key_at: int, cert_columns) -> tuple | None:
+    """One connection's row from its walk; None: the careful parser decides.
+
+    ``cd``/``sd``: the client's and server's bytes (bytes or a memoryview); ``frames``: the sorted
+    distinct frames of the handshake."""
     (_, _, _, legacy, _, _, cs_off, cs_len, sni_off, sni_len, alpn_off, alpn_len, sv_off, sv_len, sig_off, sig_len,
      ch_flags, key_len, sh_version, sh_selected, cipher_id, sh_alpn_off, sh_alpn_len, sh_psk, tls13, cert_off,
      cert_len, cr_off, cr_len, ccert_off, ccert_len, flags, n_app, n_server_app, app0, app1, app2, app_complete,
      c_alerts, s_alerts, n_ranges_c, n_ranges_s) = v[:RANGES]
-    cd, sd = fs.fwd.data, fs.rev.data
     key = keys[key_at:key_at + key_len]
     hello = _HELLOS.get(key)
     if hello is None:
         hello = _HELLOS.remember(key, _hello(key))
     client_versions, alpn_offered, ja4_text = hello
-    sni = cd[sni_off:sni_off + sni_len].decode("ascii", "replace") if sni_off >= 0 else None
+    sni = bytes(cd[sni_off:sni_off + sni_len]).decode("ascii", "replace") if sni_off >= 0 else None
     version = sh_selected or sh_version
     server = _SERVER.get((version, cipher_id))
     if server is None:
         server = _SERVER.remember((version, cipher_id), _server(version, cipher_id))
     tls_version, cipher = server
-    alpn = sd[sh_alpn_off:sh_alpn_off + sh_alpn_len].decode("ascii", "replace") if sh_alpn_off >= 0 else None
+    alpn = bytes(sd[sh_alpn_off:sh_alpn_off + sh_alpn_len]).decode("ascii", "replace") if sh_alpn_off >= 0 else None
     alerts = ["encrypted:client"] * min(c_alerts, 16) if c_alerts else []
     if s_alerts:
         alerts += ["encrypted:server"] * min(s_alerts, 16 - len(alerts))
@@ -206,14 +264,15 @@ def _row(job: tuple, v: list, keys: bytes, key_at: int, cert_columns) -> tuple |
         resumed = (server_ccs and not full) or (not server_ccs and not full and bool(flags & F_SID_MATCH))
         if cert_off >= 0:
             errors = _Errors()
-            server_chain = parse_certificate_list(sd[cert_off:cert_off + cert_len], errors, False, "server")
+            server_chain = parse_certificate_list(bytes(sd[cert_off:cert_off + cert_len]), errors, False, "server")
         if cr_off >= 0:
             errors = errors or _Errors()
             cert_request = True
-            cas = parse_certificate_request(sd[cr_off:cr_off + cr_len], errors, version)
+            cas = parse_certificate_request(bytes(sd[cr_off:cr_off + cr_len]), errors, version)
         if ccert_off >= 0:
             errors = errors or _Errors()
-            client_chain = parse_certificate_list(cd[ccert_off:ccert_off + ccert_len], errors, False, "client")
+            client_chain = parse_certificate_list(bytes(cd[ccert_off:ccert_off + ccert_len]), errors, False,
+                                                  "client")
         if errors is not None and errors.partial:
             return None
         if resumed:
@@ -230,34 +289,21 @@ def _row(job: tuple, v: list, keys: bytes, key_at: int, cert_columns) -> tuple |
         else:
             client_cert = "unknown"
         established = server_ccs and bool(flags & F_CLIENT_CCS)
-    frames = ()
-    stream = fs.fwd
-    offs = stream.offsets
-    if n_ranges_c and offs:
-        i = bisect_right(offs, v[RANGES]) - 1
-        frames = stream.frames[i if i > 0 else 0:bisect_right(offs, v[RANGES + 1])]
-        if n_ranges_c > 1:
-            frames += _frames(stream, v, RANGES + 2, n_ranges_c - 1)
-    stream = fs.rev
-    offs = stream.offsets
-    if n_ranges_s and offs:
-        i = bisect_right(offs, v[_RANGES_S]) - 1
-        frames += stream.frames[i if i > 0 else 0:bisect_right(offs, v[_RANGES_S + 1])]
-        if n_ranges_s > 1:
-            frames += _frames(stream, v, _RANGES_S + 2, n_ranges_s - 1)
-    flow_id = fs.flow_id
     s_fps, c_fps, s_ok, c_ok, verify_error = cert_columns(flow_id, sni, server_chain, client_chain, ts, dst_ip,
                                                           tunneled)
     return (flow_id, tls_version, client_versions, sni, alpn_offered, alpn, cipher, cipher_id, ja4_text,
             False, resumed, established, cert_request, cas, s_fps, c_fps, visibility, client_cert, s_ok, c_ok,
-            verify_error, alerts, False, None, sorted(set(frames)), inference, tunneled, starttls)
+            verify_error, alerts, False, None, frames, inference, tunneled, starttls)
 
 
-def _frames(stream, v: list, at: int, count: int) -> tuple:
-    """The frames that carried the byte ranges ``v[at:at + 2 * count]`` of ``stream`` (repeats possible)."""
-    offs, frames = stream.offsets, stream.frames
-    out: tuple = ()
-    for k in range(at, at + 2 * count, 2):
-        i = bisect_right(offs, v[k]) - 1
-        out += frames[i if i > 0 else 0:bisect_right(offs, v[k + 1])]
-    return out
+def _frames(fs, v: list) -> list[int]:
+    """The sorted distinct frames that carried the byte ranges of the walk ``v`` of connection ``fs``."""
+    out: list = []
+    for stream, at, count in ((fs.fwd, RANGES, v[N_RANGES_C]), (fs.rev, _RANGES_S, v[N_RANGES_S])):
+        offs, frames = stream.offsets, stream.frames
+        if not count or not offs:
+            continue
+        for k in range(at, at + 2 * count, 2):
+            i = bisect_right(offs, v[k]) - 1
+            out += frames[i if i > 0 else 0:bisect_right(offs, v[k + 1])]
+    return sorted(set(out))

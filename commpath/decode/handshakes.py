@@ -69,8 +69,10 @@ def _keylog():
 class HandshakeAnalyzer:
     """Parses each connection's handshakes as its streams arrive; keeps only the parsed rows.
 
-    Feed it from the engine (``commpath.read(..., keep_streams=False, on_streams=a.feed)``) so
-    memory does not grow with the capture, then take :meth:`result`.
+    Feed it from the engine (``commpath.read(..., keep_streams=False, on_streams=a)``) so
+    memory does not grow with the capture, then take :meth:`result`. Given as the sink itself
+    (not ``a.feed``), it also takes TLS connections in batches where the engine holds their
+    bytes (:meth:`tls_batch`): the same rows, with no copy per connection.
     """
 
     def __init__(self, ca=None, keylog=None):
@@ -143,10 +145,7 @@ class HandshakeAnalyzer:
             self._flush()
 
     def _flush(self) -> None:
-        """The queued connections, in feed order: HTTP parsed, TLS from the C walk (the unusual ones in Python).
-
-        TLS connections (with the TLS tunnels of the HTTP ones in their place) keep feed order, so
-        the certificate table lists certificates in the order they were first seen."""
+        """The queued connections, in feed order: HTTP parsed, TLS from the C walk (the unusual ones in Python)."""
         jobs = self._pending
         if not jobs:
             return
@@ -160,20 +159,34 @@ class HandshakeAnalyzer:
                 tunnel = http(job[0], "http", job[1], job[2])
                 if tunnel is not None:
                     tls_jobs.append(tunnel)
-        if not tls_jobs:
+        if tls_jobs:
+            self.tls_rows += _hs_fast.rows(tls_jobs, self.max_appdata, self._cert_columns, self._careful)
+
+    def tls_batch(self, batch) -> None:
+        """TLS connections as a StreamBatch: walked in C where the engine holds their bytes (see engine.read)."""
+        if self._pending is None:                     # a key log, or no walker: one at a time
+            for k in range(batch.n):
+                self.feed(batch.flow_streams(k))
             return
-        cas, keys, certs, max_appdata = self.cas, self.keys, self.certs, self.max_appdata
+        careful = self._careful
 
-        def cert_columns(flow_id, sni, server_chain, client_chain, ts, dst_ip, tunneled):
-            if cas is None and not server_chain and not client_chain:
-                return [], [], None, None, None
-            return _cert_columns(flow_id, sni, server_chain, client_chain, ts, dst_ip, cas, certs, tunneled)
+        def careful_at(k: int) -> tuple:
+            return careful((batch.flow_streams(k), batch.ts[k], batch.dst_ips[k], False, False))
 
-        def careful(job):
-            fs, ts, dst_ip, tunneled, starttls = job
-            return _tls_row(parse_tls(fs, max_appdata), ts, dst_ip, cas, keys, certs, tunneled, starttls)
+        self.tls_rows += _hs_fast.batch_rows(batch, self.max_appdata, self._cert_columns, careful_at)
 
-        self.tls_rows += _hs_fast.rows(tls_jobs, max_appdata, cert_columns, careful)
+    __call__ = feed      # the analyzer itself is an on_streams sink (one with the tls_batch door)
+
+    def _cert_columns(self, flow_id, sni, server_chain, client_chain, ts, dst_ip, tunneled) -> tuple:
+        if self.cas is None and not server_chain and not client_chain:
+            return [], [], None, None, None
+        return _cert_columns(flow_id, sni, server_chain, client_chain, ts, dst_ip, self.cas, self.certs, tunneled)
+
+    def _careful(self, job: tuple) -> tuple:
+        """The row of a TLS job = (streams, ts, dst_ip, tunneled, starttls) by the careful parser."""
+        fs, ts, dst_ip, tunneled, starttls = job
+        return _tls_row(parse_tls(fs, self.max_appdata), ts, dst_ip, self.cas, self.keys, self.certs, tunneled,
+                        starttls)
 
     def result(self) -> Handshakes:
         """The tables of every connection fed so far (the collector paused while they are built)."""
@@ -430,7 +443,10 @@ class _CertBook:
         if not self._certs:
             return empty_frame(CERT_COLUMNS)
         rows = []
-        for fp, pc in self._certs.items():
+        # by the first connection each was seen in (then as added): the same order however the engine
+        # batched the connections
+        for fp in sorted(self._certs, key=lambda f: min(self._flows[f])):
+            pc = self._certs[fp]
             row = {k: pc.row.get(k) for k in CERT_COLUMNS}
             row["roles"] = self._roles[fp]
             row["flow_ids"] = sorted(self._flows[fp])

@@ -453,3 +453,56 @@ i64 cp_tls_walk(i64 n, const u8 *const *data, const i64 *lens, i64 max_appdata, 
     }
     return TW_FIELDS * 65536 + TW_KEY_CAP;
 }
+
+/* First index in offs[lo, hi) whose value is greater than x (hi if none). */
+static i64 upper_bound(const i64 *offs, i64 lo, i64 hi, i64 x) {
+    while (lo < hi) {
+        i64 mid = lo + (hi - lo) / 2;
+        if (offs[mid] <= x) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* The frames of n walked connections' handshakes. w: their walk output (n * TW_FIELDS); offs/frames:
+ * every direction's (offset, frame) marks sorted by offset, one direction after another (2k: connection
+ * k's client, 2k + 1: its server), mark_ends[j]: where direction j's end. For each byte range of the
+ * walk, the marks from the one at or before its start to the last at or before its end (the frames
+ * that carried it); each connection's frames sorted and distinct, one connection after another into
+ * out (room for cap), out_ends[k]: where connection k's end. Returns the total, or -1 without room. */
+i64 cp_tls_frames(i64 n, const i64 *w, const i64 *offs, const i64 *frames, const i64 *mark_ends, i64 *out,
+                  i64 cap, i64 *out_ends) {
+    i64 at = 0;
+    for (i64 k = 0; k < n; k++) {
+        const i64 *o = w + k * TW_FIELDS;
+        i64 first = at;
+        for (int side = 0; side < 2; side++) {
+            i64 j = 2 * k + side;
+            i64 lo = j ? mark_ends[j - 1] : 0, hi = mark_ends[j];
+            i64 count = o[side ? TW_N_RANGES_S : TW_N_RANGES_C];
+            const i64 *r = o + TW_RANGES + side * 2 * TW_MAX_RANGES;
+            if (count > TW_MAX_RANGES) count = TW_MAX_RANGES;
+            if (hi <= lo) continue;
+            for (i64 q = 0; q < count; q++) {
+                i64 a = upper_bound(offs, lo, hi, r[2 * q]) - 1, e = upper_bound(offs, lo, hi, r[2 * q + 1]);
+                if (a < lo) a = lo;
+                if (e - a > cap - at) return -1;
+                for (; a < e; a++) out[at++] = frames[a];
+            }
+        }
+        for (i64 a = first + 1; a < at; a++) {          /* insertion sort: a handful of frames */
+            i64 v = out[a], b = a - 1;
+            while (b >= first && out[b] > v) {
+                out[b + 1] = out[b];
+                b--;
+            }
+            out[b + 1] = v;
+        }
+        i64 kept = first;
+        for (i64 a = first; a < at; a++)
+            if (a == first || out[a] != out[kept - 1]) out[kept++] = out[a];
+        at = kept;
+        out_ends[k] = at;
+    }
+    return at;
+}
