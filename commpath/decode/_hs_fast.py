@@ -102,18 +102,17 @@ def walk(flows: list, max_appdata: int) -> tuple[list[list[int]], bytes]:
     else:
         ptrs = (ctypes.c_char_p * (2 * n))(*datas)
         address = ctypes.addressof(ptrs)
-    return _walk_at(n, address, np.fromiter(map(len, datas), np.int64, 2 * n), max_appdata)
+    out, keys = _walk_at(n, address, np.fromiter(map(len, datas), np.int64, 2 * n), max_appdata)
+    return out.tolist(), keys
 
 
-def _walk_at(n: int, address: int, lens: np.ndarray, max_appdata: int,
-             array: bool = False) -> tuple[list[list[int]], bytes] | tuple[list[list[int]], bytes, np.ndarray]:
-    """cp_tls_walk over ``n`` connections whose 2n directions' addresses are at ``address`` (with
-    ``array``, the output as an (n, FIELDS) array too)."""
+def _walk_at(n: int, address: int, lens: np.ndarray, max_appdata: int) -> tuple[np.ndarray, bytes]:
+    """cp_tls_walk over ``n`` connections whose 2n directions' addresses are at ``address``: its output
+    as an (n, FIELDS) array, and the ClientHello keys."""
     out = np.zeros(n * FIELDS, np.int64)
     keys = ctypes.create_string_buffer(n * KEY_CAP)
     walker()(n, address, lens.ctypes.data, max_appdata, out.ctypes.data, ctypes.addressof(keys))
-    out = out.reshape(n, FIELDS)
-    return (out.tolist(), keys.raw, out) if array else (out.tolist(), keys.raw)
+    return out.reshape(n, FIELDS), keys.raw
 
 
 class _Errors:
@@ -177,8 +176,8 @@ def rows(jobs: list[tuple], max_appdata: int, cert_columns, careful) -> list[tup
         row = None
         if v[0] == 0:
             fs, ts, dst_ip, tunneled, starttls = job
-            row = _row(fs.flow_id, ts, dst_ip, tunneled, starttls, fs.fwd.data, fs.rev.data, _frames(fs, v), v, keys,
-                       k * KEY_CAP, cert_columns)
+            row = _row(fs.flow_id, ts, dst_ip, tunneled, starttls, fs.fwd.data, fs.rev.data, _frames(fs, v),
+                       v[:RANGES], keys, k * KEY_CAP, cert_columns)
         append(careful(job) if row is None else row)
     return out
 
@@ -186,9 +185,10 @@ def rows(jobs: list[tuple], max_appdata: int, cert_columns, careful) -> list[tup
 def batch_rows(batch, max_appdata: int, cert_columns, careful) -> list[tuple]:
     """TLS rows of the connections of a StreamBatch (engine buffers, read in place), as :func:`rows`;
     ``careful(k)`` gives the row of connection ``k`` when the walk hands it back."""
-    walked, keys, w = _walk_at(batch.n, batch.addresses.ctypes.data, batch.lens, max_appdata, array=True)
+    w, keys = _walk_at(batch.n, batch.addresses.ctypes.data, batch.lens, max_appdata)
     flat, starts, sizes = batch.flat, batch.starts, batch.sizes
     frames_of = _batch_frames(batch, w)
+    walked = w[:, :RANGES].tolist()                  # the byte ranges were for the frames
     out = []
     append = out.append
     for k, (v, flow_id, ts, dst_ip, frames) in enumerate(zip(walked, batch.flow_ids, batch.ts, batch.dst_ips,
@@ -220,12 +220,12 @@ def _row(flow_id: int, ts, dst_ip, tunneled: bool, starttls: bool, cd, sd, frame
          key_at: int, cert_columns) -> tuple | None:
     """One connection's row from its walk; None: the careful parser decides.
 
-    ``cd``/``sd``: the client's and server's bytes (bytes or a memoryview); ``frames``: the sorted
-    distinct frames of the handshake."""
+    ``cd``/``sd``: the client's and server's bytes (bytes or a memoryview); ``v``: the first RANGES
+    fields of its walk; ``frames``: the sorted distinct frames of the handshake."""
     (_, _, _, legacy, _, _, cs_off, cs_len, sni_off, sni_len, alpn_off, alpn_len, sv_off, sv_len, sig_off, sig_len,
      ch_flags, key_len, sh_version, sh_selected, cipher_id, sh_alpn_off, sh_alpn_len, sh_psk, tls13, cert_off,
      cert_len, cr_off, cr_len, ccert_off, ccert_len, flags, n_app, n_server_app, app0, app1, app2, app_complete,
-     c_alerts, s_alerts, n_ranges_c, n_ranges_s) = v[:RANGES]
+     c_alerts, s_alerts, n_ranges_c, n_ranges_s) = v
     key = keys[key_at:key_at + key_len]
     hello = _HELLOS.get(key)
     if hello is None:
