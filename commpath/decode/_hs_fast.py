@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 from bisect import bisect_right
+from itertools import repeat
 
 import numpy as np
 
@@ -182,17 +183,18 @@ def rows(jobs: list[tuple], max_appdata: int, cert_columns, careful) -> list[tup
     return out
 
 
-def batch_rows(batch, max_appdata: int, cert_columns, careful) -> list[tuple]:
+def batch_rows(batch, max_appdata: int, cert_columns, careful, needs_dst: bool = True) -> list[tuple]:
     """TLS rows of the connections of a StreamBatch (engine buffers, read in place), as :func:`rows`;
-    ``careful(k)`` gives the row of connection ``k`` when the walk hands it back."""
+    ``careful(k)`` gives the row of connection ``k`` when the walk hands it back. Without ``needs_dst``
+    ``cert_columns`` is given None for the dialled address (it does not verify)."""
     w, keys = _walk_at(batch.n, batch.addresses.ctypes.data, batch.lens, max_appdata)
     flat, starts, sizes = batch.flat, batch.starts, batch.sizes
     frames_of = _batch_frames(batch, w)
     walked = w[:, :RANGES].tolist()                  # the byte ranges were for the frames
     out = []
     append = out.append
-    for k, (v, flow_id, ts, dst_ip, frames) in enumerate(zip(walked, batch.flow_ids, batch.ts, batch.dst_ips,
-                                                             frames_of)):
+    dst_ips = batch.dst_ips if needs_dst else repeat(None)
+    for k, (v, flow_id, ts, dst_ip, frames) in enumerate(zip(walked, batch.flow_ids, batch.ts, dst_ips, frames_of)):
         row = None
         if v[0] == 0:
             c, s = starts[2 * k], starts[2 * k + 1]

@@ -76,6 +76,7 @@ _KERNELS = {
     "cp_layout": ("p", None),
     "cp_rehash": ("p p i p i", None),
     "cp_pack_marks": ("p i p i p i p p p", None),
+    "cp_select_tls": ("p p i p i p p i p p p p p p p", ctypes.c_int64),
     "cp_flow_update": ("p p p p i i p p p i p p i i d p i p p i p p i p i p p i p p i", ctypes.c_int64),
 }
 _CTYPES = {"p": ctypes.c_void_p, "i": ctypes.c_int64, "I": ctypes.c_int, "d": ctypes.c_double}

@@ -13,7 +13,6 @@ MARKS = 64
 #: Columns of a slot's meta row: contiguous bytes, highest end seen, marks used, owner flow.
 META = 4
 _EMPTY = Stream()
-_SSH, _PRI = int.from_bytes(b"SSH-", "big"), int.from_bytes(b"PRI ", "big")
 
 
 class StreamArena:
@@ -90,38 +89,25 @@ class StreamArena:
         self.nfree += len(slots)
         return s0, s1
 
-    def client_hellos(self, fi: np.ndarray, flows: np.ndarray) -> np.ndarray:
-        """Which ``flows`` open with a TLS record carrying a ClientHello from the initiator, answered by
-        bytes that start like neither SSH nor HTTP/2 (appproto.detect_bytes says "tls", not turned)."""
-        s0, s1 = fi[flows, ft.SLOT0], fi[flows, ft.SLOT1]
-        has0, has1 = s0 >= 0, s1 >= 0
-        a, b = np.where(has0, s0, 0), np.where(has1, s1, 0)
-        head, tail = self.data[a, :6], self.data[b, :4]
-        hello = (has0 & (self.meta[a, 0] >= 6) & (head[:, 0] == 0x16) & (head[:, 1] == 3) & (head[:, 2] <= 4)
-                 & (head[:, 5] == 1))
-        word = tail.view(">u4")[:, 0]
-        other = has1 & (self.meta[b, 0] >= 4) & ((word == _SSH) | (word == _PRI))
-        return hello & ~other
-
-    def batch(self, fi: np.ndarray, flows: np.ndarray) -> "StreamBatch":
-        """Both directions of ``flows`` where they lie in the arena (valid until the slots are released)."""
-        slots = np.column_stack([fi[flows, ft.SLOT0], fi[flows, ft.SLOT1]]).ravel()
-        valid = slots >= 0
-        safe = np.where(valid, slots, 0)
-        meta = self.meta[safe]
-        contig, maxend = np.where(valid, meta[:, 0], 0), meta[:, 1]
-        lens = np.minimum(contig, self.limit)
-        starts = safe * self.limit
-        size = max(int(np.minimum(meta[valid, 2], MARKS).sum()), 1)
-        offs, frames, mends = np.empty(size, np.int64), np.empty(size, np.int64), np.empty(len(slots), np.int64)
-        kernels().cp_pack_marks(ptr(self.marks, np.int64), MARKS, ptr(self.meta, np.int64), self.limit,
-                                ptr(slots, np.int64), len(slots), ptr(offs, np.int64), ptr(frames, np.int64),
-                                ptr(mends, np.int64))
-        used = int(mends[-1]) if len(slots) else 0
-        return StreamBatch(len(flows), self.data.ctypes.data + starts, lens, self.flat, starts.tolist(),
-                           lens.tolist(), offs[:used], frames[:used], mends,
-                           (valid & (maxend > contig) & (contig < self.limit)).tolist(),
-                           (contig >= self.limit).tolist())
+    def tls_batch(self, fi: np.ndarray, flows: np.ndarray) -> tuple[np.ndarray, "StreamBatch"]:
+        """The ``flows`` that open with a TLS ClientHello from the initiator, answered by bytes that start
+        like neither SSH nor HTTP/2 (appproto.detect_bytes says "tls", not turned), as their positions in
+        ``flows`` and a StreamBatch of where their bytes lie (valid until the slots are released)."""
+        n = len(flows)
+        flows = np.ascontiguousarray(flows, np.int64)
+        sel = np.empty(n, np.int64)
+        start, lens, flags, mend = (np.empty(2 * n, np.int64) for _ in range(4))
+        size = 2 * n * MARKS + 1
+        offs, frames = np.empty(size, np.int64), np.empty(size, np.int64)
+        k = kernels().cp_select_tls(ptr(fi, np.int64), ptr(flows, np.int64), n, ptr(self.data, np.uint8),
+                                    self.limit, ptr(self.meta, np.int64), ptr(self.marks, np.int64), MARKS,
+                                    ptr(sel, np.int64), ptr(start, np.int64), ptr(lens, np.int64),
+                                    ptr(flags, np.int64), ptr(offs, np.int64), ptr(frames, np.int64),
+                                    ptr(mend, np.int64))
+        used = int(mend[2 * k - 1]) if k else 0
+        lens = lens[:2 * k]
+        return sel[:k], StreamBatch(k, self.data.ctypes.data + start[:2 * k], lens, self.flat, start[:2 * k].tolist(),
+                                    lens.tolist(), offs[:used], frames[:used], mend[:2 * k], flags[:2 * k])
 
     def _bytes(self, slots: np.ndarray) -> list[bytes]:
         """Each slot's contiguous bytes (one copy each, straight from the arena)."""
@@ -158,10 +144,10 @@ class StreamBatch:
     them before the slots are released; :meth:`flow_streams` builds a connection's FlowStreams on demand.
     """
 
-    __slots__ = ("n", "addresses", "lens", "flat", "starts", "sizes", "offsets", "frames", "mark_ends", "gaps",
-                 "limited", "flow_ids", "ts", "src_ips", "dst_ips", "app_protocol")
+    __slots__ = ("n", "addresses", "lens", "flat", "starts", "sizes", "offsets", "frames", "mark_ends", "flags",
+                 "flow_ids", "ts", "app_protocol", "_addr", "_texts", "_src", "_dst")
 
-    def __init__(self, n, addresses, lens, flat, starts, sizes, offsets, frames, mark_ends, gaps, limited):
+    def __init__(self, n, addresses, lens, flat, starts, sizes, offsets, frames, mark_ends, flags):
         self.n = n
         self.addresses = addresses      # int64 array (2n): where each direction's bytes start in memory
         self.lens = lens                # int64 array (2n): how many bytes each has
@@ -170,19 +156,36 @@ class StreamBatch:
         self.offsets, self.frames = offsets, frames          # every direction's marks, one after another
         self.mark_ends = mark_ends                           # where direction j's marks end in those
         # (all three int64 arrays)
-        self.gaps, self.limited = gaps, limited
+        self.flags = flags              # int64 array (2n): 1 a gap cut the bytes short, 2 the limit did
         self.flow_ids: list[int] = []
         self.ts: list[float] = []
-        self.src_ips: list[str] = []
-        self.dst_ips: list[str] = []
+        self._addr = self._texts = self._src = self._dst = None
         self.app_protocol = ""
+
+    def addresses_of(self, addr: np.ndarray, texts) -> None:
+        """The connections' addresses: the flow table's address rows, and how (hi, lo) arrays become texts."""
+        self._addr, self._texts = addr, texts
+
+    @property
+    def src_ips(self) -> list[str]:
+        """Each connection's initiator address (text, formatted on first use)."""
+        if self._src is None:
+            self._src = self._texts(self._addr[:, ft.SRC_HI], self._addr[:, ft.SRC_LO])
+        return self._src
+
+    @property
+    def dst_ips(self) -> list[str]:
+        """Each connection's responder address, as dialled (text, formatted on first use)."""
+        if self._dst is None:
+            self._dst = self._texts(self._addr[:, ft.DST_HI], self._addr[:, ft.DST_LO])
+        return self._dst
 
     def stream(self, j: int) -> Stream:
         """Direction ``j`` (2k: connection k's initiator, 2k + 1: its responder) as a Stream."""
         a, e = (int(self.mark_ends[j - 1]) if j else 0), int(self.mark_ends[j])
         start = self.starts[j]
         return Stream(self.flat[start:start + self.sizes[j]].tobytes(), tuple(self.offsets[a:e].tolist()),
-                      tuple(self.frames[a:e].tolist()), self.gaps[j], self.limited[j])
+                      tuple(self.frames[a:e].tolist()), bool(self.flags[j] & 1), bool(self.flags[j] & 2))
 
     def flow_streams(self, k: int) -> FlowStreams:
         """Connection ``k`` as the engine hands it to ``on_streams`` one by one."""

@@ -452,22 +452,22 @@ class _AppProtocols:
     def add_tls_batch(self, arena: StreamArena, table: ft.FlowTable, flows: np.ndarray) -> np.ndarray:
         """Hand the TLS connections among ``flows`` to the sink's ``tls_batch`` as one StreamBatch, then
         release their slots; returns the other flows."""
-        tls = arena.client_hellos(table.fi, flows)
-        if not tls.any():
+        sel, batch = arena.tls_batch(table.fi, flows)
+        if not len(sel):
             return flows
-        taken = flows[tls]
-        batch = arena.batch(table.fi, taken)
-        a = table.fa[taken]
-        texts, ip = self._ips, self._ip
+        taken = flows[sel]
         batch.flow_ids = (taken + self.base).tolist()
         batch.ts = table.ft[taken, ft.TS0].tolist()
-        batch.src_ips = [texts.get(k) or ip(k) for k in zip(a[:, ft.SRC_HI].tolist(), a[:, ft.SRC_LO].tolist())]
-        batch.dst_ips = [texts.get(k) or ip(k) for k in zip(a[:, ft.DST_HI].tolist(), a[:, ft.DST_LO].tolist())]
+        batch.addresses_of(table.fa[taken], self._ip_texts)
         batch.app_protocol = "tls"
         self.tls_batch(batch)
         arena.release(table.fi, taken)
         self.rows += [(f, "tls", False, False) for f in taken.tolist()]
-        return flows[~tls]
+        return np.delete(flows, sel)
+
+    def _ip_texts(self, hi: np.ndarray, lo: np.ndarray) -> list[str]:
+        texts, ip = self._ips, self._ip
+        return [texts.get(k) or ip(k) for k in zip(hi.tolist(), lo.tolist())]
 
     def _ip(self, key: tuple[int, int]) -> str:
         text = self._ips[key] = str(_addresses(np.array([key[0]], np.uint64), np.array([key[1]], np.uint64))[0])

@@ -173,7 +173,8 @@ class HandshakeAnalyzer:
         def careful_at(k: int) -> tuple:
             return careful((batch.flow_streams(k), batch.ts[k], batch.dst_ips[k], False, False))
 
-        self.tls_rows += _hs_fast.batch_rows(batch, self.max_appdata, self._cert_columns, careful_at)
+        self.tls_rows += _hs_fast.batch_rows(batch, self.max_appdata, self._cert_columns, careful_at,
+                                             needs_dst=self.cas is not None)
 
     __call__ = feed      # the analyzer itself is an on_streams sink (one with the tls_batch door)
 

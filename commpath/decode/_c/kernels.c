@@ -889,3 +889,48 @@ void cp_pack_marks(i64 *marks, i64 nmarks, const i64 *meta, i64 limit, const i64
         mend[j] = at;
     }
 }
+
+/* Of n harvested flows, those whose initiator's bytes open with a TLS record carrying a ClientHello
+ * (0x16 0x03 <=0x04 .. .. 0x01) and whose responder's do not start "SSH-" or "PRI " (the protocol
+ * detection says "tls", not turned): their positions in flows go to sel. For each selected flow k,
+ * its two directions j = 2k (initiator), 2k + 1 (responder): start[j] = slot * limit (0 without a
+ * slot), len[j] (contiguous bytes, at most limit), flags[j] (1: a gap cut them, 2: the limit did), and
+ * their marks packed as cp_pack_marks does (offs/frames, mend[j]). Returns how many were selected. */
+i64 cp_select_tls(const i64 *fi, const i64 *flows, i64 n, const u8 *data, i64 limit, const i64 *meta,
+                  i64 *marks, i64 nmarks, i64 *sel, i64 *start, i64 *len, i64 *flags, i64 *offs, i64 *frames,
+                  i64 *mend) {
+    i64 k = 0, at = 0;
+    for (i64 i = 0; i < n; i++) {
+        const i64 *r = fi + flows[i] * N_INT;
+        i64 s0 = r[SLOT0], s1 = r[SLOT1];
+        if (s0 < 0 || meta[s0 * N_META + A_CONTIG] < 6) continue;
+        const u8 *h = data + s0 * limit;
+        if (h[0] != 0x16 || h[1] != 3 || h[2] > 4 || h[5] != 1) continue;
+        if (s1 >= 0 && meta[s1 * N_META + A_CONTIG] >= 4) {
+            const u8 *t = data + s1 * limit;
+            if (memcmp(t, "SSH-", 4) == 0 || memcmp(t, "PRI ", 4) == 0) continue;
+        }
+        sel[k] = i;
+        i64 both[2] = {s0, s1};
+        for (int side = 0; side < 2; side++) {
+            i64 j = 2 * k + side, slot = both[side];
+            if (slot < 0) {
+                start[j] = 0;
+                len[j] = 0;
+                flags[j] = 0;
+            } else {
+                const i64 *m = meta + slot * N_META;
+                i64 contig = m[A_CONTIG];
+                start[j] = slot * limit;
+                len[j] = contig < limit ? contig : limit;
+                flags[j] = (m[A_MAXEND] > contig && contig < limit ? 1 : 0) | (contig >= limit ? 2 : 0);
+            }
+            cp_pack_marks(marks, nmarks, meta, limit, &slot, 1, offs + at, frames + at, mend + j);
+            mend[j] += at;
+            at = mend[j];
+        }
+        k++;
+    }
+    return k;
+}
+
