@@ -89,3 +89,40 @@ def test_reading_pauses_the_cycle_collector_and_restores_it():
     with pytest.raises(commpath.InputError):
         commpath.read(capture.parent / "missing.pcap")
     assert gc.isenabled()
+
+
+def test_objects_made_while_paused_join_the_oldest_generation():
+    """After a read no collection is pending over what it made: its objects are in the oldest generation,
+    where a full collection still finds cycles among them; a program's own frozen objects stay frozen."""
+    import gc
+
+    import commpath
+
+    capture = sorted((Path(__file__).resolve().parents[1] / "captures").glob("*/*/*.pcap"))[0]
+    gc.collect()
+    cap = commpath.read(capture)
+    assert gc.get_count()[0] < 50 and gc.get_freeze_count() == 0
+    oldest = {id(o) for o in gc.get_objects(generation=2)}
+    assert id(cap) in oldest and id(cap.streams) in oldest
+
+    class Cycle:
+        pass
+
+    from commpath.decode.engine import collector_paused
+    with collector_paused():
+        ring = Cycle()
+        ring.me = ring
+    ring_id = id(ring)
+    del ring
+    assert ring_id in {id(o) for o in gc.get_objects(generation=2)}
+    assert gc.collect() >= 1 and ring_id not in {id(o) for o in gc.get_objects()}
+
+    kept = [Cycle() for _ in range(3)]
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        commpath.read(capture)
+        assert gc.get_freeze_count() == frozen       # the program's permanent generation is left alone
+    finally:
+        gc.unfreeze()
+    assert kept
