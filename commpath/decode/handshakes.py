@@ -332,8 +332,8 @@ def _tls_row(hs: TlsHandshake, ts, dst_ip, cas, keys, certs: "_CertBook", tunnel
 def _cert_columns(flow_id: int, sni, server_chain: list[bytes], client_chain: list[bytes], ts, dst_ip, cas,
                   certs: "_CertBook", tunneled: bool) -> tuple:
     """Certificates into the book; (server fingerprints, client fingerprints, verified, verified, error)."""
-    server = [certs.add(der, flow_id, "server" if i == 0 else "intermediate") for i, der in enumerate(server_chain)]
-    client = [certs.add(der, flow_id, "client" if i == 0 else "intermediate") for i, der in enumerate(client_chain)]
+    server = certs.chain(server_chain, flow_id, "server")
+    client = certs.chain(client_chain, flow_id, "client")
     s_ok = c_ok = verify_error = None
     if cas is not None:
         at = dt.datetime.fromtimestamp(float(ts), dt.timezone.utc)
@@ -422,6 +422,25 @@ class _CertBook:
         self._certs: dict[str, ParsedCert] = {}
         self._roles: dict[str, list[str]] = {}
         self._flows: dict[str, dict[int, None]] = {}      # insertion-ordered set
+        #: (chain, leaf role) -> its certificates: servers send the same chain on every connection
+        self._chains: dict[tuple, list[ParsedCert]] = {}
+
+    def chain(self, ders: list[bytes], flow_id: int, leaf: str) -> list[ParsedCert]:
+        """:meth:`add` for each certificate of a chain (the first as ``leaf``, the rest intermediates)."""
+        if not ders:
+            return []
+        key = (tuple(ders), leaf)
+        known = self._chains.get(key)
+        if known is None:
+            known = [self.add(der, flow_id, leaf if i == 0 else "intermediate") for i, der in enumerate(ders)]
+            if len(self._chains) < 256:          # bounded: the chains keep their DER bytes alive
+                self._chains[key] = known
+            return known
+        flow_id = int(flow_id)
+        flows = self._flows
+        for pc in known:                              # roles are in place since the first time
+            flows[pc.fingerprint][flow_id] = None
+        return known
 
     def add(self, der: bytes, flow_id: int, role: str) -> ParsedCert:
         pc = self._by_der.get(der)
