@@ -407,3 +407,29 @@ def test_engine_tls_batches_agree_with_one_by_one(chunk_size):
         _same_tables(_tables(both.result()), _tables(one.result()), name)
         compared += 1
     assert compared > 20 and _CountingAnalyzer.batched > 100
+
+
+@pytest.mark.skipif(not PUBLIC.exists(), reason="public captures not beside the checkout")
+def test_cryptography_loads_only_for_certificates():
+    """TLS 1.3 hides certificates: analysing such a capture never loads cryptography; a visible
+    certificate does, for the certificate table."""
+    import subprocess
+    import sys
+    probe = (
+        "import sys, commpath\n"
+        "from commpath.decode.handshakes import HandshakeAnalyzer\n"
+        "a = HandshakeAnalyzer()\n"
+        "commpath.read(sys.argv[1], keep_streams=False, on_streams=a)\n"
+        "h = a.result()\n"
+        "print(len(h.tls), len(h.certs), 'cryptography' in sys.modules)\n")
+
+    def run(trace: str) -> list[str]:
+        out = subprocess.run([sys.executable, "-c", probe, str(ZEEK_TRACES / trace)], capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    n_tls, n_certs, loaded = run("tls/tls13_wolfssl.pcap")
+    assert int(n_tls) >= 1 and n_certs == "0" and loaded == "False"
+    n_tls, n_certs, loaded = run("tls/tls1.2.pcap")
+    assert int(n_tls) >= 1 and int(n_certs) >= 1 and loaded == "True"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from hashlib import sha256
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING
 
@@ -19,10 +20,11 @@ from .streams import FlowStreams
 from .tls import (
     TlsHandshake, find_starttls, looks_like_tls, parse_certificate_list, parse_certificate_request, parse_tls,
 )
-from .x509 import ParsedCert, load_ca_bundle, parse_certificate, verify_chain
 
 if TYPE_CHECKING:          # pandas loads when the tables are built (inside read()'s collector pause)
     import pandas as pd
+
+    from .x509 import ParsedCert
 
 SSH_COLUMNS: dict[str, str] = {
     "flow_id": "int64",
@@ -60,6 +62,12 @@ class Handshakes:
     warnings: list[str] = field(default_factory=list)
 
 
+def _x509():
+    """The certificate module (and with it cryptography), loaded when a certificate is parsed or verified."""
+    from . import x509
+    return x509
+
+
 def _keylog():
     """The key-log module, loaded (with cryptography's AEAD ciphers) only when a key log is given."""
     from . import keylog
@@ -76,7 +84,7 @@ class HandshakeAnalyzer:
     """
 
     def __init__(self, ca=None, keylog=None):
-        self.cas = load_ca_bundle(ca) if ca else None
+        self.cas = _x509().load_ca_bundle(ca) if ca else None
         self.keys = _keylog().load_keylog(keylog) if keylog else None
         self.max_appdata = 32 if self.keys is not None else 4
         self.tls_rows: list[dict] = []
@@ -336,6 +344,9 @@ def _cert_columns(flow_id: int, sni, server_chain: list[bytes], client_chain: li
     client = certs.chain(client_chain, flow_id, "client")
     s_ok = c_ok = verify_error = None
     if cas is not None:
+        verify_chain = _x509().verify_chain
+        s_fps, c_fps = server, client
+        server, client = [certs.parsed(fp) for fp in s_fps], [certs.parsed(fp) for fp in c_fps]
         at = dt.datetime.fromtimestamp(float(ts), dt.timezone.utc)
         errors = []
         ip = None if tunneled and not _is_ip(dst_ip) else dst_ip
@@ -347,7 +358,8 @@ def _cert_columns(flow_id: int, sni, server_chain: list[bytes], client_chain: li
         if err:
             errors.append(f"client: {err}")
         verify_error = "; ".join(errors) or None
-    return [c.fingerprint for c in server], [c.fingerprint for c in client], s_ok, c_ok, verify_error
+        server, client = s_fps, c_fps
+    return list(server), list(client), s_ok, c_ok, verify_error
 
 
 def _is_ip(text) -> bool:
@@ -415,17 +427,19 @@ def _ee_alpn(body: bytes) -> str | None:
 # --------------------------------------------------------------------------- certificates
 
 class _CertBook:
-    """Certificates by fingerprint, with the flows and roles they were seen in."""
+    """Certificates by fingerprint, with the flows and roles they were seen in; each parsed once, when
+    its fields are first needed (verification, or the table)."""
 
     def __init__(self):
-        self._by_der: dict[bytes, ParsedCert] = {}
-        self._certs: dict[str, ParsedCert] = {}
+        self._by_der: dict[bytes, str] = {}           # DER -> fingerprint
+        self._ders: dict[str, bytes] = {}             # fingerprint -> DER, in the order first seen
+        self._parsed: dict[str, ParsedCert] = {}
         self._roles: dict[str, list[str]] = {}
         self._flows: dict[str, dict[int, None]] = {}      # insertion-ordered set
-        #: (chain, leaf role) -> its certificates: servers send the same chain on every connection
-        self._chains: dict[tuple, list[ParsedCert]] = {}
+        #: (chain, leaf role) -> its fingerprints: servers send the same chain on every connection
+        self._chains: dict[tuple, list[str]] = {}
 
-    def chain(self, ders: list[bytes], flow_id: int, leaf: str) -> list[ParsedCert]:
+    def chain(self, ders: list[bytes], flow_id: int, leaf: str) -> list[str]:
         """:meth:`add` for each certificate of a chain (the first as ``leaf``, the rest intermediates)."""
         if not ders:
             return []
@@ -438,35 +452,40 @@ class _CertBook:
             return known
         flow_id = int(flow_id)
         flows = self._flows
-        for pc in known:                              # roles are in place since the first time
-            flows[pc.fingerprint][flow_id] = None
+        for fp in known:                              # roles are in place since the first time
+            flows[fp][flow_id] = None
         return known
 
-    def add(self, der: bytes, flow_id: int, role: str) -> ParsedCert:
-        pc = self._by_der.get(der)
-        if pc is None:
-            from .x509 import fingerprint
-            fp = fingerprint(der)
-            pc = self._certs.get(fp)
-            if pc is None:
-                pc = self._certs[fp] = parse_certificate(der)
+    def add(self, der: bytes, flow_id: int, role: str) -> str:
+        """Note that ``der`` was seen in ``flow_id`` as ``role``; returns its fingerprint."""
+        fp = self._by_der.get(der)
+        if fp is None:
+            fp = sha256(der).hexdigest()              # x509.fingerprint
+            if fp not in self._ders:
+                self._ders[fp] = der
                 self._roles[fp], self._flows[fp] = [], {}
             if len(self._by_der) < 100_000:
-                self._by_der[der] = pc
-        fp = pc.fingerprint
+                self._by_der[der] = fp
         if role not in self._roles[fp]:
             self._roles[fp].append(role)
         self._flows[fp][int(flow_id)] = None
+        return fp
+
+    def parsed(self, fp: str) -> ParsedCert:
+        """The certificate of fingerprint ``fp``, parsed (once)."""
+        pc = self._parsed.get(fp)
+        if pc is None:
+            pc = self._parsed[fp] = _x509().parse_certificate(self._ders[fp])
         return pc
 
     def frame(self) -> pd.DataFrame:
-        if not self._certs:
+        if not self._ders:
             return empty_frame(CERT_COLUMNS)
         rows = []
         # by the first connection each was seen in (then as added): the same order however the engine
         # batched the connections
-        for fp in sorted(self._certs, key=lambda f: min(self._flows[f])):
-            pc = self._certs[fp]
+        for fp in sorted(self._ders, key=lambda f: min(self._flows[f])):
+            pc = self.parsed(fp)
             row = {k: pc.row.get(k) for k in CERT_COLUMNS}
             row["roles"] = self._roles[fp]
             row["flow_ids"] = sorted(self._flows[fp])
