@@ -187,7 +187,7 @@ def batch_rows(batch, max_appdata: int, cert_columns, careful, needs_dst: bool =
     """TLS rows of the connections of a StreamBatch (engine buffers, read in place), as :func:`rows`;
     ``careful(k)`` gives the row of connection ``k`` when the walk hands it back. Without ``needs_dst``
     ``cert_columns`` is given None for the dialled address (it does not verify)."""
-    w, keys = _walk_at(batch.n, batch.addresses.ctypes.data, batch.lens, max_appdata)
+    w, keys = _walk_at(batch.n, batch.pointers.ctypes.data, batch.lens, max_appdata)
     flat, starts, sizes = batch.flat, batch.starts, batch.sizes
     frames_of = _batch_frames(batch, w)
     walked = w[:, :RANGES].tolist()                  # the byte ranges were for the frames

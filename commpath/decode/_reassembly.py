@@ -105,9 +105,9 @@ class StreamArena:
                                     ptr(flags, np.int64), ptr(offs, np.int64), ptr(frames, np.int64),
                                     ptr(mend, np.int64))
         used = int(mend[2 * k - 1]) if k else 0
-        lens = lens[:2 * k]
-        return sel[:k], StreamBatch(k, self.data.ctypes.data + start[:2 * k], lens, self.flat, start[:2 * k].tolist(),
-                                    lens.tolist(), offs[:used], frames[:used], mend[:2 * k], flags[:2 * k])
+        start, lens = start[:2 * k], lens[:2 * k]
+        return sel[:k], StreamBatch(k, self.data.ctypes.data + start, lens, self.flat, start.tolist(), lens.tolist(),
+                                    offs[:used], frames[:used], mend[:2 * k], flags[:2 * k])
 
     def _bytes(self, slots: np.ndarray) -> list[bytes]:
         """Each slot's contiguous bytes (one copy each, straight from the arena)."""
@@ -144,26 +144,25 @@ class StreamBatch:
     them before the slots are released; :meth:`flow_streams` builds a connection's FlowStreams on demand.
     """
 
-    __slots__ = ("n", "addresses", "lens", "flat", "starts", "sizes", "offsets", "frames", "mark_ends", "flags",
+    __slots__ = ("n", "pointers", "lens", "flat", "starts", "sizes", "offsets", "frames", "mark_ends", "flags",
                  "flow_ids", "ts", "app_protocol", "_addr", "_texts", "_src", "_dst")
 
-    def __init__(self, n, addresses, lens, flat, starts, sizes, offsets, frames, mark_ends, flags):
+    def __init__(self, n, pointers, lens, flat, starts, sizes, offsets, frames, mark_ends, flags):
         self.n = n
-        self.addresses = addresses      # int64 array (2n): where each direction's bytes start in memory
+        self.pointers = pointers        # int64 array (2n): where each direction's bytes lie in memory
         self.lens = lens                # int64 array (2n): how many bytes each has
-        self.flat = flat                # the arena's bytes (memoryview); starts/sizes as lists index into it
+        self.flat = flat                # the arena's bytes (memoryview); starts/sizes (lists) index into it
         self.starts, self.sizes = starts, sizes
-        self.offsets, self.frames = offsets, frames          # every direction's marks, one after another
-        self.mark_ends = mark_ends                           # where direction j's marks end in those
-        # (all three int64 arrays)
+        self.offsets, self.frames = offsets, frames    # int64 arrays: every direction's marks, one after another
+        self.mark_ends = mark_ends                     # int64 array (2n): where direction j's marks end in those
         self.flags = flags              # int64 array (2n): 1 a gap cut the bytes short, 2 the limit did
         self.flow_ids: list[int] = []
         self.ts: list[float] = []
         self._addr = self._texts = self._src = self._dst = None
         self.app_protocol = ""
 
-    def addresses_of(self, addr: np.ndarray, texts) -> None:
-        """The connections' addresses: the flow table's address rows, and how (hi, lo) arrays become texts."""
+    def ips_from(self, addr: np.ndarray, texts) -> None:
+        """The connections' IP addresses: the flow table's address rows, and how (hi, lo) arrays become texts."""
         self._addr, self._texts = addr, texts
 
     @property

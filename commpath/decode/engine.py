@@ -465,7 +465,7 @@ class _AppProtocols:
         taken = flows[sel]
         batch.flow_ids = (taken + self.base).tolist()
         batch.ts = table.ft[taken, ft.TS0].tolist()
-        batch.addresses_of(table.fa[taken], self._ip_texts)
+        batch.ips_from(table.fa[taken], self._ip_texts)
         batch.app_protocol = "tls"
         self.tls_batch(batch)
         arena.release(table.fi, taken)

@@ -340,12 +340,11 @@ def _tls_row(hs: TlsHandshake, ts, dst_ip, cas, keys, certs: "_CertBook", tunnel
 def _cert_columns(flow_id: int, sni, server_chain: list[bytes], client_chain: list[bytes], ts, dst_ip, cas,
                   certs: "_CertBook", tunneled: bool) -> tuple:
     """Certificates into the book; (server fingerprints, client fingerprints, verified, verified, error)."""
-    server = certs.chain(server_chain, flow_id, "server")
-    client = certs.chain(client_chain, flow_id, "client")
+    s_fps = certs.chain(server_chain, flow_id, "server")
+    c_fps = certs.chain(client_chain, flow_id, "client")
     s_ok = c_ok = verify_error = None
     if cas is not None:
         verify_chain = _x509().verify_chain
-        s_fps, c_fps = server, client
         server, client = [certs.parsed(fp) for fp in s_fps], [certs.parsed(fp) for fp in c_fps]
         at = dt.datetime.fromtimestamp(float(ts), dt.timezone.utc)
         errors = []
@@ -358,8 +357,7 @@ def _cert_columns(flow_id: int, sni, server_chain: list[bytes], client_chain: li
         if err:
             errors.append(f"client: {err}")
         verify_error = "; ".join(errors) or None
-        server, client = s_fps, c_fps
-    return list(server), list(client), s_ok, c_ok, verify_error
+    return list(s_fps), list(c_fps), s_ok, c_ok, verify_error
 
 
 def _is_ip(text) -> bool:
