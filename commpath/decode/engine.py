@@ -444,13 +444,11 @@ class _AppProtocols:
             return
         idx = np.fromiter([h[0] for h in harvested], np.int64, len(harvested))
         a, base, rows, sink_one = table.fa[idx], self.base, self.rows, self.sink_one
-        texts, ip = self._ips, self._ip
-        for (f, fwd, rev), s, d, ts in zip(harvested, zip(a[:, ft.SRC_HI].tolist(), a[:, ft.SRC_LO].tolist()),
-                                          zip(a[:, ft.DST_HI].tolist(), a[:, ft.DST_LO].tolist()),
-                                          table.ft[idx, ft.TS0].tolist()):
+        for (f, fwd, rev), src, dst, ts in zip(harvested, self._ip_texts(a[:, ft.SRC_HI], a[:, ft.SRC_LO]),
+                                              self._ip_texts(a[:, ft.DST_HI], a[:, ft.DST_LO]),
+                                              table.ft[idx, ft.TS0].tolist()):
             proto, connect, swap = detect_bytes(fwd.data, rev.data)
             rows.append((f, proto, connect, swap))
-            src, dst = texts.get(s) or ip(s), texts.get(d) or ip(d)
             if swap:
                 sink_one(FlowStreams(base + f, rev, fwd, proto, dst, src, ts), swap)
             else:
@@ -473,6 +471,7 @@ class _AppProtocols:
         return np.delete(flows, sel)
 
     def _ip_texts(self, hi: np.ndarray, lo: np.ndarray) -> list[str]:
+        """IPv4 or IPv6 text of each (hi, lo) address (each distinct one formatted once per file)."""
         texts, ip = self._ips, self._ip
         return [texts.get(k) or ip(k) for k in zip(hi.tolist(), lo.tolist())]
 
