@@ -8,6 +8,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -372,3 +373,77 @@ def test_damaged_packets_do_not_stop_the_read(tmp_path):
     if proc.returncode == 0:
         cap = commpath.read(path)
         assert int(cap.captures["packets"].iloc[0]) == len(recs)
+
+
+# ------------------------------------------------------------------ gzip bombs
+
+def _gzip_of_zeros(path: Path, head: bytes, total: int) -> Path:
+    """``head`` then ``total`` zero bytes, gzip-compressed (about 1000:1)."""
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = bytes(1 << 20)
+    with path.open("wb") as fh:
+        fh.write(z.compress(head))
+        for _ in range(total >> 20):
+            fh.write(z.compress(block))
+        fh.write(z.flush())
+    return path
+
+
+def _peak_rss_mib(*code: str) -> int:
+    """Peak resident memory (MiB) of a fresh interpreter that runs ``code`` (its last line prints)."""
+    prog = "\n".join(code) + "\nimport resource\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)"
+    out = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=300, check=True)
+    return int(out.stdout.split()[-1])
+
+
+def test_gzip_bomb_of_zeros_is_rejected_without_decompressing_it(tmp_path):
+    """1 MB of gzip that inflates to 1 GiB of zeros (not a capture): rejected after one bounded step.
+
+    Decompressing each 1 MiB read whole took 2 GB of memory before the first bytes were looked at."""
+    bomb = _gzip_of_zeros(tmp_path / "zeros.pcap.gz", b"", 1 << 30)
+    assert bomb.stat().st_size < 2 << 20
+    base = _peak_rss_mib("import commpath")
+    peak = _peak_rss_mib("import commpath",
+                         "from commpath.errors import InputError",
+                         "try:",
+                         f"    commpath.read({str(bomb)!r})",
+                         "except InputError as exc:",
+                         "    assert 'not a pcap or pcapng capture' in str(exc), exc",
+                         "else:",
+                         "    raise SystemExit('read a gzip of zeros as a capture')")
+    assert peak - base < 64, (base, peak)
+
+
+def test_gzip_reader_holds_at_most_one_step_beyond_what_was_asked(tmp_path):
+    """However high the ratio, the decompressed buffer grows by bounded steps (``max_length``)."""
+    from commpath.decode._pcapfile import _Gunzip
+    head = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    reader = _Gunzip(_gzip_of_zeros(tmp_path / "bomb.pcap.gz", head, 256 << 20))
+    try:
+        assert reader.read(24) == head
+        assert len(reader._buf) <= 24 + _Gunzip.OUT_STEP
+        view = memoryview(bytearray(1 << 20))
+        seen = 0
+        for _ in range(64):
+            n = reader.readinto(view)
+            assert n == len(view) and not any(view[:n])
+            seen += n
+            assert len(reader._buf) - reader._off <= _Gunzip.OUT_STEP
+            assert len(reader._buf) <= (8 << 20) + 2 * _Gunzip.OUT_STEP
+        assert seen == 64 << 20
+    finally:
+        reader.close()
+
+
+def test_gzip_of_several_members_reads_to_the_end_without_error(tmp_path):
+    """Concatenated gzip members are one file; a clean end between members is no damage."""
+    data = TLS12.read_bytes() if TLS12.exists() else None
+    if data is None:
+        pytest.skip("public captures not beside the checkout")
+    path = tmp_path / "two-members.pcap.gz"
+    half = len(data) // 2
+    path.write_bytes(gzip.compress(data[:half]) + gzip.compress(data[half:]))
+    cap = commpath.read(str(path))
+    plain = commpath.read(str(TLS12))
+    assert len(cap.flows) == len(plain.flows) and not bool(cap.captures.partial.iloc[0])
+    assert cap.captures.packets.iloc[0] == plain.captures.packets.iloc[0]

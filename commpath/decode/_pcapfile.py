@@ -93,11 +93,23 @@ def index_pcapng(buf, n, state, if_lt, if_ticks, if_offset, off, caplen, wirelen
 
 
 class _Gunzip:
-    """gzip members decompressed with zlib: every byte before damage comes out, then the error."""
+    """gzip members decompressed with zlib: every byte before damage comes out, then the error.
+
+    Decompression goes in bounded steps (``max_length``): a reader asking for ``n`` bytes holds
+    at most ``n`` plus one step of output, whatever the compression ratio (a gzip bomb of zeros
+    costs no more memory than a real capture), and rejecting a file by its first bytes costs one step.
+    """
+
+    #: compressed bytes read from the file at a time
+    READ_STEP = 1 << 16
+    #: decompressed bytes produced per zlib call
+    OUT_STEP = 1 << 20
 
     def __init__(self, path: Path):
         self._fh = open(path, "rb", buffering=0)
         self._z = zlib.decompressobj(31)
+        self._pending = b""          # compressed input not yet fed to zlib
+        self._member_started = False  # the current zlib object has been fed (a clean end lies between members)
         self._buf = bytearray()
         self._off = 0
         self._ended = False
@@ -106,25 +118,31 @@ class _Gunzip:
     def _avail(self) -> int:
         return len(self._buf) - self._off
 
-    def _more(self) -> None:
-        raw = self._fh.read(1 << 20)
-        if not raw:
-            self._ended = True
-            if not self._z.eof:
-                self._buf += self._z.flush()
-                raise EOFError("compressed file ended before the end-of-stream marker was reached")
-            return
-        while raw:
-            self._buf += self._z.decompress(raw)           # may raise zlib.error on corrupt data
-            raw = b""
+    def _more(self, want: int) -> None:
+        """Decompress at most ``want`` (rounded up to a step) more bytes into the buffer."""
+        budget = max(want, self.OUT_STEP)
+        while budget > 0:
+            if not self._pending:
+                self._pending = self._z.unconsumed_tail or self._fh.read(self.READ_STEP)
+                if not self._pending:
+                    self._ended = True
+                    if self._member_started and not self._z.eof:
+                        raise EOFError("compressed file ended before the end-of-stream marker was reached")
+                    return
+            self._member_started = True
+            out = self._z.decompress(self._pending, min(budget, self.OUT_STEP))   # may raise zlib.error
+            self._pending = b""
+            self._buf += out
+            budget -= len(out)
             if self._z.eof:                                 # another gzip member may follow
-                raw = self._z.unused_data
+                self._pending = self._z.unused_data
                 self._z = zlib.decompressobj(31)
+                self._member_started = False
 
     def _fill(self, n: int) -> None:
         while self._avail() < n and not self._ended:
             try:
-                self._more()
+                self._more(n - self._avail())
             except (EOFError, zlib.error) as exc:
                 self._ended = True
                 self._deferred = exc
