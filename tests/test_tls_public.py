@@ -313,7 +313,8 @@ def test_certificate_validity_against_capture_time():
 def test_ldap_starttls_is_found_after_the_clear_text_request():
     """ldap-ssl.pcap: an LDAP StartTLS extended operation, then TLS on the same connection."""
     cap, h = analyzed("arkime/ldap-ssl.pcap")
-    assert str(cap.flows.app_protocol.iloc[0]) == "unknown"      # the engine sees LDAP first
+    assert str(cap.flows.app_protocol.iloc[0]) == "tls"      # upgraded in band: TLS, as Zeek's "ldap,ssl"
     t = h.tls.iloc[0]
-    assert bool(t.starttls) and t.tls_version == "TLS 1.2" and t.established
+    assert bool(t.starttls) and t.starttls_from == "ldap"
+    assert t.tls_version == "TLS 1.2" and t.established
     assert h.certs.iloc[0].subject == "CN=LDAP SSL test"

@@ -164,7 +164,7 @@ def _server(version: int, cipher_id: int) -> tuple[str | None, str]:
 
 
 def rows(jobs: list[tuple], max_appdata: int, cert_columns, careful) -> list[tuple]:
-    """TLS rows of ``jobs`` = (flows, ts, dst_ip, tunneled, starttls), in the column order of the tls table.
+    """TLS rows of ``jobs`` = (flows, ts, dst_ip, tunneled, starttls_from), in the column order of the tls table.
 
     ``cert_columns(flow_id, sni, server_chain, client_chain, ts, dst_ip, tunneled)`` gives the five
     certificate columns; ``careful(job)`` the row of a connection that the walk hands back.
@@ -176,8 +176,8 @@ def rows(jobs: list[tuple], max_appdata: int, cert_columns, careful) -> list[tup
         v = walked[k]
         row = None
         if v[0] == 0:
-            fs, ts, dst_ip, tunneled, starttls = job
-            row = _row(fs.flow_id, ts, dst_ip, tunneled, starttls, fs.fwd.data, fs.rev.data, _frames(fs, v),
+            fs, ts, dst_ip, tunneled, starttls_from = job
+            row = _row(fs.flow_id, ts, dst_ip, tunneled, starttls_from, fs.fwd.data, fs.rev.data, _frames(fs, v),
                        v[:RANGES], keys, k * KEY_CAP, cert_columns)
         append(careful(job) if row is None else row)
     return out
@@ -198,7 +198,7 @@ def batch_rows(batch, max_appdata: int, cert_columns, careful, needs_dst: bool =
         row = None
         if v[0] == 0:
             c, s = starts[2 * k], starts[2 * k + 1]
-            row = _row(flow_id, ts, dst_ip, False, False, flat[c:c + sizes[2 * k]], flat[s:s + sizes[2 * k + 1]],
+            row = _row(flow_id, ts, dst_ip, False, None, flat[c:c + sizes[2 * k]], flat[s:s + sizes[2 * k + 1]],
                        frames, v, keys, k * KEY_CAP, cert_columns)
         append(careful(k) if row is None else row)
     return out
@@ -218,7 +218,7 @@ def _batch_frames(batch, w: np.ndarray) -> list[list[int]]:
     return [values[a:e] for a, e in zip([0] + bounds[:-1], bounds)]
 
 
-def _row(flow_id: int, ts, dst_ip, tunneled: bool, starttls: bool, cd, sd, frames: list, v: list, keys: bytes,
+def _row(flow_id: int, ts, dst_ip, tunneled: bool, starttls_from: str | None, cd, sd, frames: list, v: list, keys: bytes,
          key_at: int, cert_columns) -> tuple | None:
     """One connection's row from its walk; None: the careful parser decides.
 
@@ -295,7 +295,7 @@ def _row(flow_id: int, ts, dst_ip, tunneled: bool, starttls: bool, cd, sd, frame
                                                           tunneled)
     return (flow_id, tls_version, client_versions, sni, alpn_offered, alpn, cipher, cipher_id, ja4_text,
             False, resumed, established, cert_request, cas, s_fps, c_fps, visibility, client_cert, s_ok, c_ok,
-            verify_error, alerts, False, None, frames, inference, tunneled, starttls)
+            verify_error, alerts, False, None, frames, inference, tunneled, starttls_from is not None, starttls_from)
 
 
 def _frames(fs, v: list) -> list[int]:

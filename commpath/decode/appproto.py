@@ -11,6 +11,13 @@ HTTP_REQUEST = re.compile(rb"(GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH|CONNECT|TRA
 HTTP_REQUEST_START = re.compile(rb"(GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH|CONNECT|TRACE|PROPFIND) [/*a-zA-Z0-9\[]")
 HTTP_RESPONSE = re.compile(rb"HTTP/1\.[019] [1-5][0-9][0-9]")
 
+#: How far into each direction a TLS hello is looked for after a clear-text STARTTLS exchange.
+STARTTLS_SEARCH = 4096
+_HELLO_AT = {1: re.compile(rb"\x16\x03[\x00-\x04][\x00-\x40][\x00-\xff]\x01\x00"),
+             2: re.compile(rb"\x16\x03[\x00-\x04][\x00-\x40][\x00-\xff]\x02\x00")}
+_PG_SSL_REQUEST = b"\x00\x00\x00\x08\x04\xd2\x16\x2f"
+_LDAP_STARTTLS_OID = b"1.3.6.1.4.1.1466.20037"
+
 # Client-side and server-side signatures; each returns True when ``data`` starts like it.
 
 
@@ -56,6 +63,45 @@ def h2_frames(data: bytes, max_frames: int = 32) -> bool:
     return count >= 1 and pos == len(data) or (count >= 2 and pos > len(data))
 
 
+def starttls_protocol(fwd: bytes, rev: bytes) -> str | None:
+    """The clear-text protocol that asked to upgrade to TLS at the start of a connection, by its own
+    words (SMTP/FTP/POP3/IMAP/XMPP/LDAP/PostgreSQL); None if the bytes show none of them."""
+    cli, srv = fwd[:STARTTLS_SEARCH], rev[:STARTTLS_SEARCH]
+    if cli.startswith(_PG_SSL_REQUEST) and srv[:1] == b"S":
+        return "postgresql"
+    if cli[:1] == b"\x30" and _LDAP_STARTTLS_OID in cli:
+        return "ldap"
+    if srv.startswith(b"220"):
+        if re.search(rb"(?im)^STARTTLS\r?$", cli) and re.search(rb"(?im)^(EHLO|HELO) ", cli):
+            return "smtp"
+        if re.search(rb"(?im)^AUTH (TLS|SSL|TLS-C)\r?$", cli):
+            return "ftp"
+    if srv.startswith(b"+OK") and re.search(rb"(?im)^STLS\r?$", cli):
+        return "pop3"
+    if srv.startswith(b"* OK") and re.search(rb"(?im)^[!-~]+ STARTTLS\r?$", cli):
+        return "imap"
+    if (cli.startswith(b"<?xml") or cli.startswith(b"<stream:stream")) and b"<starttls" in cli:
+        return "xmpp"
+    return None
+
+
+def hello_offsets(fwd: bytes, rev: bytes) -> tuple[int, int] | None:
+    """Where a TLS ClientHello record starts in ``fwd`` and a ServerHello record in ``rev``, after
+    some clear text (within :data:`STARTTLS_SEARCH` bytes), both with plausible lengths; None if not."""
+    starts = []
+    for data, mtype in ((fwd, 1), (rev, 2)):
+        m = _HELLO_AT[mtype].search(data, 1, STARTTLS_SEARCH)
+        if m is None:
+            return None
+        pos = m.start()
+        rec_len = (data[pos + 3] << 8) | data[pos + 4]
+        hs_len = int.from_bytes(data[pos + 6:pos + 9], "big")
+        if rec_len < 38 or hs_len + 4 > rec_len or hs_len < 34:
+            return None
+        starts.append(pos)
+    return starts[0], starts[1]
+
+
 def detect(streams: FlowStreams | None) -> tuple[str, bool, bool]:
     """(app_protocol, http_connect, swap): ``swap`` when the payload shows src is the server."""
     if streams is None:
@@ -91,4 +137,6 @@ def detect_bytes(fwd: bytes, rev: bytes) -> tuple[str, bool, bool]:
         return "tls", False, False
     if (fwd and h2_frames(fwd[:16384])) or (rev and h2_frames(rev[:16384])):
         return "http2", False, False
+    if starttls_protocol(fwd, rev) is not None and hello_offsets(fwd, rev) is not None:
+        return "tls", False, False              # upgraded in band (STARTTLS): Zeek logs both services
     return "unknown", False, False

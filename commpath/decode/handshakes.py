@@ -46,7 +46,8 @@ SSH_COLUMNS: dict[str, str] = {
 }
 
 #: Extra TLS columns (after the declared ones): how the TLS 1.3 client-certificate inference decided.
-TLS_EXTRA = {"client_cert_inference": "string", "tunneled": "bool", "starttls": "bool"}
+TLS_EXTRA = {"client_cert_inference": "string", "tunneled": "bool", "starttls": "bool",
+             "starttls_from": "string"}   # clear-text protocol upgraded in band: smtp | imap | ldap | ... | unknown
 
 HANDSHAKE_PROTOCOLS = ("tls", "ssh", "http", "http2")
 
@@ -100,9 +101,16 @@ class HandshakeAnalyzer:
         ts = fs.ts_start if ts is None else ts
         dst_ip = fs.dst_ip if dst_ip is None else dst_ip
         pending = self._pending
+        if (proto == "tls" or proto == "unknown") and not looks_like_tls(fs.fwd.data):
+            found = find_starttls(fs) if fs.fwd.data else None    # upgraded in band (STARTTLS)
+            if found is not None:
+                self._tls(found[0], ts, dst_ip, False, found[1])
+                return
+            if proto == "unknown":
+                return
         if pending is not None and (proto == "tls" or proto == "http"):
             # the common cases wait in feed order, for the C walk and for a run of HTTP parses
-            pending.append((fs, ts, dst_ip, False, False) if proto == "tls" else (fs, ts, dst_ip))
+            pending.append((fs, ts, dst_ip, False, None) if proto == "tls" else (fs, ts, dst_ip))
             if len(pending) >= _hs_fast.BATCH:
                 self._flush()
             return
@@ -110,10 +118,6 @@ class HandshakeAnalyzer:
             return
         if proto == "tls" or (proto not in ("ssh", "http", "http2") and looks_like_tls(fs.fwd.data)):
             self._tls(fs, ts, dst_ip, False)
-        elif proto == "unknown":
-            inner = find_starttls(fs)
-            if inner is not None:
-                self._tls(inner, ts, dst_ip, False, True)
         elif proto == "ssh":
             self.ssh_rows.append(_SSH_ROW(parse_ssh(fs)))
         elif proto in ("http", "http2"):
@@ -133,7 +137,7 @@ class HandshakeAnalyzer:
         for row in res.rows:
             rows.append(tuple(map(row.get, _HTTP_HEAD)) + tail)
         if res.tunnel is not None and looks_like_tls(res.tunnel.fwd.data):
-            return res.tunnel, ts, _connect_host(res.rows) or dst_ip, True, False
+            return res.tunnel, ts, _connect_host(res.rows) or dst_ip, True, None
         if res.tunnel is not None and res.tunnel.fwd.data[:1].isalpha():
             inner = parse_http(res.tunnel)                # plain HTTP through the tunnel
             for row in inner.rows:
@@ -141,14 +145,15 @@ class HandshakeAnalyzer:
                 rows.append(tuple(map(row.get, _HTTP_NAMES)))
         return None
 
-    def _tls(self, fs: FlowStreams, ts, dst_ip, tunneled: bool, starttls: bool = False) -> None:
-        """One TLS connection: queued for the C walker, or parsed here and now."""
+    def _tls(self, fs: FlowStreams, ts, dst_ip, tunneled: bool, starttls_from: str | None = None) -> None:
+        """One TLS connection (``starttls_from``: the clear-text protocol it was upgraded from, if any):
+        queued for the C walker, or parsed here and now."""
         pending = self._pending
         if pending is None:
             self.tls_rows.append(_tls_row(parse_tls(fs, self.max_appdata), ts, dst_ip, self.cas, self.keys,
-                                          self.certs, tunneled, starttls))
+                                          self.certs, tunneled, starttls_from))
             return
-        pending.append((fs, ts, dst_ip, tunneled, starttls))
+        pending.append((fs, ts, dst_ip, tunneled, starttls_from))
         if len(pending) >= _hs_fast.BATCH:
             self._flush()
 
@@ -179,7 +184,7 @@ class HandshakeAnalyzer:
         careful = self._careful
 
         def careful_at(k: int) -> tuple:
-            return careful((batch.flow_streams(k), batch.ts[k], batch.dst_ips[k], False, False))
+            return careful((batch.flow_streams(k), batch.ts[k], batch.dst_ips[k], False, None))
 
         self.tls_rows += _hs_fast.batch_rows(batch, self.max_appdata, self._cert_columns, careful_at,
                                              needs_dst=self.cas is not None)
@@ -192,10 +197,10 @@ class HandshakeAnalyzer:
         return _cert_columns(flow_id, sni, server_chain, client_chain, ts, dst_ip, self.cas, self.certs, tunneled)
 
     def _careful(self, job: tuple) -> tuple:
-        """The row of a TLS job = (streams, ts, dst_ip, tunneled, starttls) by the careful parser."""
-        fs, ts, dst_ip, tunneled, starttls = job
+        """The row of a TLS job = (streams, ts, dst_ip, tunneled, starttls_from) by the careful parser."""
+        fs, ts, dst_ip, tunneled, starttls_from = job
         return _tls_row(parse_tls(fs, self.max_appdata), ts, dst_ip, self.cas, self.keys, self.certs, tunneled,
-                        starttls)
+                        starttls_from)
 
     def result(self) -> Handshakes:
         """The tables of every connection fed so far (the collector paused while they are built)."""
@@ -312,7 +317,7 @@ _TLS_NAMES = list(_TLS_ALL)
 #: TLS columns read straight off the handshake record, then the ones _tls_row computes.
 _HS_ATTRS = [k for k in _TLS_NAMES if k in TlsHandshake.__slots__ and k not in TLS_EXTRA]
 _ROW_EXTRA = ["server_cert_fingerprints", "client_cert_fingerprints", "server_cert_verified",
-              "client_cert_verified", "verify_error", "client_cert_inference", "tunneled", "starttls"]
+              "client_cert_verified", "verify_error", "client_cert_inference", "tunneled", "starttls", "starttls_from"]
 _HS_GET = attrgetter(*_HS_ATTRS)
 _TLS_ORDER = itemgetter(*[(_HS_ATTRS + _ROW_EXTRA).index(k) for k in _TLS_NAMES])
 assert sorted(_HS_ATTRS + _ROW_EXTRA) == sorted(_TLS_NAMES), "every TLS column has a source"
@@ -321,7 +326,7 @@ assert _TLS_NAMES == [
     "hello_retry", "resumed", "established", "cert_request", "cert_request_cas", "server_cert_fingerprints",
     "client_cert_fingerprints", "certs_visibility", "client_cert", "server_cert_verified", "client_cert_verified",
     "verify_error", "alerts", "partial", "parse_error", "handshake_frames", "client_cert_inference", "tunneled",
-    "starttls"], "HandshakeAnalyzer._flush builds TLS rows in this order"
+    "starttls", "starttls_from"], "HandshakeAnalyzer._flush builds TLS rows in this order"
 _HTTP_NAMES = list(HTTP_COLUMNS)
 _HTTP_HEAD = _HTTP_NAMES[:-2]
 assert _HTTP_NAMES[-2:] == ["partial", "parse_error"]
@@ -329,12 +334,12 @@ _SSH_ROW = attrgetter(*SSH_COLUMNS)
 
 
 def _tls_row(hs: TlsHandshake, ts, dst_ip, cas, keys, certs: "_CertBook", tunneled: bool,
-             starttls: bool = False) -> tuple:
+             starttls_from: str | None = None) -> tuple:
     """One row of the ``tls`` table, as a tuple in column order."""
     if keys is not None and hs.tls_version == "TLS 1.3" and hs.client_random in keys:
         _decrypt(hs, keys[hs.client_random])
     return _TLS_ORDER(_HS_GET(hs) + _cert_columns(hs.flow_id, hs.sni, hs.server_chain, hs.client_chain, ts, dst_ip,
-                                                  cas, certs, tunneled) + (hs.inference, tunneled, starttls))
+                                                  cas, certs, tunneled) + (hs.inference, tunneled, starttls_from is not None, starttls_from))
 
 
 def _cert_columns(flow_id: int, sni, server_chain: list[bytes], client_chain: list[bytes], ts, dst_ip, cas,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import struct
 from bisect import bisect_right
 from dataclasses import dataclass, field
@@ -156,30 +155,20 @@ def looks_like_tls(data: bytes) -> bool:
     return _is_sslv2_hello(data)
 
 
-_HELLO_AT = {1: re.compile(rb"\x16\x03[\x00-\x04][\x00-\x40][\x00-\xff]\x01\x00"),
-             2: re.compile(rb"\x16\x03[\x00-\x04][\x00-\x40][\x00-\xff]\x02\x00")}
-STARTTLS_SEARCH = 4096
-
-
-def find_starttls(flow: FlowStreams) -> FlowStreams | None:
-    """A TLS handshake that starts after some clear-text protocol bytes (STARTTLS in LDAP, SMTP, ...).
-
-    Looks for a ClientHello record in the client's first bytes and a ServerHello record in the
-    server's; both must be plausible (handshake length inside the record). None if not found.
+def find_starttls(flow: FlowStreams) -> tuple[FlowStreams, str] | None:
+    """A TLS handshake that starts after some clear-text protocol bytes (STARTTLS in LDAP, SMTP, ...):
+    the TLS part of the connection and the clear-text protocol's name ("unknown" when its words are
+    not recognised). A ClientHello record must lie in the client's first bytes and a ServerHello
+    record in the server's, both plausible (handshake length inside the record); None if not found.
     """
+    from .appproto import hello_offsets, starttls_protocol
     from .http import sub_stream
-    starts = []
-    for stream, mtype in ((flow.fwd, 1), (flow.rev, 2)):
-        m = _HELLO_AT[mtype].search(stream.data, 1, STARTTLS_SEARCH)
-        if m is None:
-            return None
-        pos = m.start()
-        rec_len = (stream.data[pos + 3] << 8) | stream.data[pos + 4]
-        hs_len = int.from_bytes(stream.data[pos + 6:pos + 9], "big")
-        if rec_len < 38 or hs_len + 4 > rec_len or hs_len < 34:
-            return None
-        starts.append(pos)
-    return FlowStreams(flow.flow_id, sub_stream(flow.fwd, starts[0]), sub_stream(flow.rev, starts[1]))
+    fwd, rev = flow.fwd.data, flow.rev.data
+    at = hello_offsets(fwd, rev)
+    if at is None:
+        return None
+    inner = FlowStreams(flow.flow_id, sub_stream(flow.fwd, at[0]), sub_stream(flow.rev, at[1]))
+    return inner, starttls_protocol(fwd, rev) or "unknown"
 
 
 def _is_sslv2_hello(data: bytes) -> bool:
