@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -13,10 +12,12 @@ import pandas as pd
 from .check import evaluate, load_policy
 from .check.policy import SEVERITY_RANK, Policy
 from .classify import Inventory, classify_with_view, load_inventory
+from .decode.engine import read
+from .decode.handshakes import HandshakeAnalyzer
 from .decode.schema import (CAPTURE_COLUMNS, CERT_COLUMNS, FINDING_COLUMNS, FLOW_COLUMNS, PATH_COLUMNS,
                             TLS_COLUMNS, conform, empty_frame)
 from .errors import InputError
-from .present.notebook import NotebookMixin
+from .present import notebook
 
 #: TLS columns of the spec's report.json, joined onto the classified flows.
 FLOW_TLS_COLUMNS = ["tls_version", "sni", "alpn", "cipher", "server_cert_fingerprints", "client_cert",
@@ -29,18 +30,8 @@ HTTP_COLUMNS = ["flow_id", "frame", "direction", "method", "path", "host", "stat
 OUTPUT_FILES = ("flows.parquet", "tls.parquet", "certs.parquet", "findings.parquet", "report.json")
 
 
-def _handshakes_module():
-    """commpath.decode.handshakes when it is installed, else None (TLS facts then stay unknown)."""
-    try:
-        return importlib.import_module("commpath.decode.handshakes")
-    except ModuleNotFoundError as exc:
-        if exc.name in ("commpath.decode.handshakes",):
-            return None
-        raise
-
-
 @dataclass(eq=False)
-class Analysis(NotebookMixin):  # plots, check_matrix(), report(), _repr_html_ (present layer)
+class Analysis:
     """Classified flows, handshakes, findings and path verdicts of one or more captures."""
 
     flows: pd.DataFrame
@@ -101,6 +92,16 @@ class Analysis(NotebookMixin):  # plots, check_matrix(), report(), _repr_html_ (
         ranks = self.findings["severity"].astype("string").map(SEVERITY_RANK)
         return int(bool((ranks >= SEVERITY_RANK[fail_on]).any()))
 
+    # the Jupyter face: functions of the present layer that take the analysis as their first argument
+    plot_path_map = notebook.plot_path_map
+    plot_check_matrix = notebook.plot_check_matrix
+    plot_timeline = notebook.plot_timeline
+    plot_tls = notebook.plot_tls
+    plot_certs = notebook.plot_certs
+    check_matrix = notebook.check_matrix
+    report = notebook.report
+    _repr_html_ = notebook.summary_html
+
     def __repr__(self) -> str:
         s = self.summary()
         verdicts = ", ".join(f"{k}={v}" for k, v in s["verdicts"].items() if v != "not-observed")
@@ -144,7 +145,7 @@ def _load_analysis_dir(folder: Path):
     tls_analyzed = len(tls) > 0 or not (flows["app_protocol"].astype("string") == "tls").any()
     offsets = None
     if report.get("clock_offsets"):
-        from .capture.merge import OFFSET_COLUMNS
+        from .decode.merge import OFFSET_COLUMNS
         offsets = conform(pd.DataFrame(report["clock_offsets"]), OFFSET_COLUMNS)
     return flows, tls, certs, captures, tls_analyzed, offsets
 
@@ -197,25 +198,16 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
         # merged (or not) when it was analysed: the vantage points are read back as they were written
         flows, tls, certs, captures, tls_analyzed, offsets = _load_analysis_dir(paths[0])
     else:
-        from .decode.engine import read
-        hs_mod = _handshakes_module()
         # handshakes are parsed as each connection's streams are harvested: memory stays bounded
-        analyzer = hs_mod.HandshakeAnalyzer(ca, keylog) if hs_mod is not None else None
-        capture = read(*paths, progress=_progress(progress), keep_streams=False,
-                       on_streams=analyzer)
+        analyzer = HandshakeAnalyzer(ca, keylog)
+        capture = read(*paths, progress=_progress(progress), keep_streams=False, on_streams=analyzer)
         flows, captures = capture.flows, capture.captures
         warnings.extend(capture.warnings)
-        if hs_mod is None:
-            tls, certs, tls_analyzed = empty_frame(TLS_COLUMNS), empty_frame(CERT_COLUMNS), False
-            warnings.append("TLS handshake analysis unavailable (commpath.decode.handshakes missing): "
-                            "TLS-based checks are not-observable")
-        else:
-            hs = analyzer.result()
-            tls = conform(hs.tls.copy(), TLS_COLUMNS)
-            certs = conform(hs.certs.copy(), CERT_COLUMNS)
-            ssh = getattr(hs, "ssh", ssh)
-            http = getattr(hs, "http", http)
-            tls_analyzed = True
+        hs = analyzer.result()
+        tls = conform(hs.tls.copy(), TLS_COLUMNS)
+        certs = conform(hs.certs.copy(), CERT_COLUMNS)
+        ssh, http = hs.ssh, hs.http
+        tls_analyzed = True
 
     # every vantage point is classified with a cluster view built from all of them (the pod that
     # dialled the VIP is seen before DNAT only on its node); then one flow per connection
@@ -224,7 +216,7 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
     else:
         classified, view = classify_with_view(flows, tls, inv, certs, captures)
     if merge is not False and not classified.empty and "vantage_points" not in classified:
-        from .capture.merge import capture_hosts
+        from .decode.merge import capture_hosts
         if merge or (not reloaded and len(capture_hosts(captures)) > 1):
             classified, tls, certs, ssh, http, offsets = _merge_vantage_points(classified, captures, tls, certs, ssh,
                                                                                http, warnings)
@@ -253,7 +245,7 @@ def _merge_vantage_points(classified, captures, tls, certs, ssh, http, warnings)
     """One flow per connection seen from several hosts, labelled as its representative vantage point
     (or, when that one is unclassified, as the first classified one); the handshake tables keep the
     rows of the representative flows, certificates name the representatives' flow ids."""
-    from .capture.merge import merge_run
+    from .decode.merge import merge_run
     merged, offsets, representative = merge_run(classified, captures, tls)
     keep = set(merged["flow_id"].astype(int))
     # an unclassified representative takes the labels of its first classified vantage point
@@ -356,10 +348,18 @@ def analyze_main(args) -> int:
     return analysis.exit_code(fail_on)
 
 
-def flows_main(args) -> int:
-    """`commpath flows INPUT...`: the decode layer's connection table."""
-    from .decode.engine import flows_main as decode_flows_main
-    return decode_flows_main(args)
+def report_main(args) -> int:
+    """`commpath report`: analyse the inputs once, write every --format; exit 0 / 1 by findings at or
+    above --fail-on (2 via InputError)."""
+    from .present.report import write_reports
+    quiet = getattr(args, "quiet", False)
+    analysis = open(*args.inputs, inventory=args.inventory, policy=args.policy, ca=args.ca,
+                    keylog=args.keylog, progress=not quiet, merge=getattr(args, "merge", None))
+    written = write_reports(analysis, args.output, list(args.format or []), args.fail_on)
+    if not quiet:
+        for fmt, path in written.items():
+            print(f"{fmt}: {path}", file=sys.stderr)
+    return int(analysis.exit_code(args.fail_on))
 
 
-__all__ = ["open", "Analysis", "analyze_main", "write_outputs", "PATH_COLUMNS"]
+__all__ = ["PATH_COLUMNS", "Analysis", "analyze_main", "open", "report_main", "write_outputs"]

@@ -13,9 +13,9 @@ from .errors import CommpathError
 HANDLERS = {
     "capture": "commpath.capture.agent:main",
     "analyze": "commpath._pipeline:analyze_main",
-    "report": "commpath.present.report:main",
+    "report": "commpath._pipeline:report_main",
     "paths": "commpath.classify.catalog:main",
-    "flows": "commpath.decode.engine:flows_main",
+    "flows": "commpath.present.flows_table:main",
     "lab": "commpath.lab.cli:main",
     "inventory": "commpath.classify.discover:main",
 }

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 import commpath
-from commpath.capture.merge import merge_vantage_points
+from commpath.decode.merge import merge_vantage_points
 from commpath.decode.schema import FLOW_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 import commpath
-from commpath.capture.merge import estimate_clock_offsets, merge_vantage_points
+from commpath.decode.merge import estimate_clock_offsets, merge_vantage_points
 
 CAPTURES = Path(__file__).resolve().parents[1] / "captures"
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import commpath
-from commpath.decode.engine import FLOW_TABLE_COLUMNS, clock_times
+from commpath.present.flows_table import FLOW_TABLE_COLUMNS, clock_times
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = ROOT.parent / "shared/pcaps/public"

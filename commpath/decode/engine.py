@@ -6,7 +6,6 @@ import gc
 import ipaddress
 import json
 import os
-import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +85,7 @@ def read(*inputs: str | os.PathLike, payload_limit: int = PAYLOAD_LIMIT, udp_tim
     into the engine's buffers (no copy per connection); every other one to ``on_streams``.
     """
     with collector_paused():
-        flows, captures, streams = _read_all(inputs, payload_limit, udp_timeout, progress, strict, keep_streams,
+        flows, captures, streams = read_columns(inputs, payload_limit, udp_timeout, progress, strict, keep_streams,
                                              on_streams, chunk_size, stream_budget, kept_streams_budget)
         import pandas as pd
         flow_df = pd.concat([_frame(f) for f in flows], ignore_index=True) if flows else empty_frame(FLOW_COLUMNS)
@@ -117,11 +116,12 @@ def collector_paused():
             gc.enable()
 
 
-def _read_all(inputs, payload_limit: int = PAYLOAD_LIMIT, udp_timeout: float = UDP_TIMEOUT,
+def read_columns(inputs, payload_limit: int = PAYLOAD_LIMIT, udp_timeout: float = UDP_TIMEOUT,
               progress: Progress | None = None, strict: bool = False, keep_streams: bool = True,
               on_streams: StreamSink | None = None, chunk_size: int = CHUNK, stream_budget: int = STREAM_BUDGET,
               kept_streams_budget: int = KEPT_STREAMS_BUDGET) -> tuple[list[dict], list[dict], dict]:
-    """What :func:`read` reads, before pandas: flow columns (numpy) per file, capture rows, kept streams."""
+    """What :func:`read` reads, before pandas: flow columns (numpy) per file, capture rows, kept streams
+    (`commpath flows` prints these without ever importing pandas)."""
     files = list(_expand(inputs))
     budget = _KeepBudget(kept_streams_budget) if keep_streams else None
     flows, captures, streams, errors = [], [], {}, []
@@ -535,74 +535,3 @@ def _capture_row(path: Path, state: ReadState, manifest: dict, packets: int, nby
         "host": manifest.get("host"),
         "role": manifest.get("role"),
     }
-
-
-FLOW_TABLE_COLUMNS = ["flow_id", "first_frame", "ts_start", "transport", "src_ip", "src_port", "dst_ip", "dst_port",
-                      "app_protocol", "packets_fwd", "packets_rev", "bytes_fwd", "bytes_rev", "end_state", "tunnel"]
-
-
-def flows_main(args) -> int:
-    """`commpath flows INPUT...`: print the connection table (numpy to text: no pandas on this path)."""
-    with collector_paused():
-        flows, captures, _ = _read_all(args.inputs, progress=None if args.quiet else _stderr_progress(),
-                                       keep_streams=False)
-    _finish_progress(args.quiet)
-    for row in captures:
-        for warning in row["warnings"]:
-            print(f"commpath: warning: {row['file']}: {warning}", file=sys.stderr)
-    for cols in flows:
-        n = len(cols["flow_id"])
-        if not n:
-            continue
-        print(f"# {cols['capture']}: {n} connections")
-        print(flow_table_text(cols, args.limit or n))
-    return 0
-
-
-def flow_table_text(cols: dict, limit: int) -> str:
-    """The first ``limit`` rows of one file's flow columns as an aligned text table."""
-    cells: dict[str, list[str]] = {}
-    for name in FLOW_TABLE_COLUMNS:
-        values = cols[name][:limit]
-        if name == "ts_start":
-            cells[name] = clock_times(values)
-        elif name == "tunnel":                      # codes
-            cells[name] = [TUNNEL_CATEGORIES[v] for v in values.tolist()]
-        else:
-            cells[name] = [str(v) for v in values.tolist()]
-    return text_table(cells)
-
-
-def clock_times(ts: np.ndarray) -> list[str]:
-    """UTC time of day to the microsecond (``HH:MM:SS.ffffff``) of epoch seconds; ``NaT`` when unknown."""
-    known = np.isfinite(ts)
-    t = np.where(known, ts, 0.0)
-    whole = np.floor(t)
-    # nanoseconds as pandas counts them (fraction rounded to 9 places, then truncated); %f truncates those
-    micros = [int(round(f, 9) * 1e9) // 1000 for f in (t - whole).tolist()]
-    day = (whole.astype(np.int64) % 86400).tolist()
-    return [f"{d // 3600:02d}:{d // 60 % 60:02d}:{d % 60:02d}.{u:06d}" if k else "NaT"
-            for d, u, k in zip(day, micros, known.tolist())]
-
-
-def text_table(cells: dict[str, list[str]]) -> str:
-    """Columns of text, each right-aligned under its name, one space apart."""
-    widths = [max([len(name), *map(len, column)]) for name, column in cells.items()]
-    lines = [" ".join(name.rjust(w) for name, w in zip(cells, widths))]
-    lines += [" ".join(c.rjust(w) for c, w in zip(row, widths)) for row in zip(*cells.values())]
-    return "\n".join(lines)
-
-
-def _stderr_progress() -> Progress | None:
-    if not sys.stderr.isatty():
-        return None
-
-    def show(file: str, done: int, total: int) -> None:
-        pct = 100 * done / total if total else 100
-        print(f"\rreading {os.path.basename(file)}: {pct:5.1f}%", end="", file=sys.stderr, flush=True)
-    return show
-
-
-def _finish_progress(quiet: bool) -> None:
-    if not quiet and sys.stderr.isatty():
-        print("\r\033[K", end="", file=sys.stderr, flush=True)

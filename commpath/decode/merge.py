@@ -216,7 +216,7 @@ def merge_run(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame | N
     ``hosts``, ``ts_start_aligned`` and ``dst_before_nat``. ``representative`` maps every input
     flow_id to the flow_id of the row that now stands for its connection.
     """
-    from ..decode.schema import FLOW_COLUMNS, conform
+    from .schema import FLOW_COLUMNS, conform
 
     merged = merge_vantage_points(flows, captures, preference=handshake_preference(flows, tls))
     offsets = merged.attrs.pop("clock_offsets")

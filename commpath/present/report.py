@@ -1,8 +1,7 @@
-"""`commpath report`: analyse the inputs once and write html, md, json and junit reports."""
+"""Reports of an analysis in html, md, json and junit, written where `commpath report -o` says."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from ..errors import CommpathError, InputError
@@ -61,15 +60,3 @@ def write_reports(analysis, output: str, formats: list[str], fail_on: str = "hig
             raise InputError(path, f"cannot write: {exc.strerror or exc}") from None
     return targets
 
-
-def main(args) -> int:
-    """Handler of `commpath report`: exit 0 / 1 by findings at or above --fail-on (2 via InputError)."""
-    from .._pipeline import open as open_analysis
-    analysis = open_analysis(*args.inputs, inventory=args.inventory, policy=args.policy, ca=args.ca,
-                             keylog=args.keylog, progress=not getattr(args, "quiet", False),
-                             merge=getattr(args, "merge", None))
-    written = write_reports(analysis, args.output, list(args.format or []), args.fail_on)
-    if not getattr(args, "quiet", False):
-        for fmt, path in written.items():
-            print(f"{fmt}: {path}", file=sys.stderr)
-    return int(analysis.exit_code(args.fail_on))
