@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import struct
-import time
 import tracemalloc
 
 import pytest
@@ -79,9 +78,7 @@ def test_ten_thousand_extensions_are_bounded():
     body = client_hello(exts)
     # one handshake message split over records of at most 2^14 bytes
     recs = b"".join(record(22, body[i:i + 16384]) for i in range(0, len(body), 16384))
-    t0 = time.process_time()
-    hs = parse_tls(flow(recs))
-    assert time.process_time() - t0 < 1.0
+    hs = parse_tls(flow(recs))                # bounded work: the count stops it, not the clock
     assert hs.partial and f"more than {MAX_EXTENSIONS} extensions" in hs.parse_error
     assert len(hs.client_hello.extensions) == MAX_EXTENSIONS
 
@@ -144,8 +141,7 @@ def test_every_truncation_of_real_handshakes():
 def test_random_mutations_never_raise():
     rng = random.Random(1234)
     streams = _real_streams()
-    t0 = time.process_time()
-    n = 0
+    n = damaged = 0
     for _ in range(1500):
         fs = rng.choice(streams)
         fwd, rev = bytearray(fs.fwd.data[:4096]), bytearray(fs.rev.data[:8192])
@@ -154,10 +150,10 @@ def test_random_mutations_never_raise():
                 if buf:
                     buf[rng.randrange(len(buf))] = rng.randrange(256)
         hs = parse_tls(flow(bytes(fwd), bytes(rev)))
-        assert hs.parse_error is None or isinstance(hs.parse_error, str)
+        assert hs.parse_error is None or hs.partial      # an error message always marks the record partial
+        damaged += hs.partial
         n += 1
-    assert time.process_time() - t0 < 30
-    assert n == 1500
+    assert n == 1500 and 0 < damaged < n
 
 
 def test_bounded_memory_per_connection():
@@ -183,7 +179,8 @@ def test_hostile_ssh():
     ]
     for data in cases:
         out = parse_ssh(flow(data, data))
-        assert out.partial or out.client_banner is None or out.hassh is None
+        assert out.partial and out.parse_error and out.hassh is None, (data[:40], out)
+        assert (out.client_banner or "").startswith("SSH-") == data.startswith(b"SSH-")
 
 
 def test_hostile_http():
@@ -195,4 +192,6 @@ def test_hostile_http():
     ]
     for data in cases:
         res = parse_http(flow(data, b"HTTP/1.1 200 OK\r\n\r\n"))
-        assert isinstance(res.rows, list)
+        assert res.partial, data[:40]                    # every one is cut or broken: never a clean read
+        assert all(isinstance(r, dict) for r in res.rows)
+    assert parse_http(flow(cases[0], b"")).parse_error.startswith("header block")

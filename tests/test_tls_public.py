@@ -31,6 +31,8 @@ def analyzed(path: str, limit: int = 16384):
 
 
 def _zeek_cases(kind: str):
+    if not PUBLIC.exists():                  # collected without ../shared: the module's skip says why
+        return
     manifest = json.loads((PUBLIC / "zeek/manifest.json").read_text())
     for trace, entry in manifest.items():
         for b in entry["baselines"]:
@@ -74,7 +76,7 @@ def test_fragmented_certificate_is_partial_with_the_default_limit():
     """With the default 16 KiB per direction the 340 KB Certificate message is cut: say so."""
     _, h = analyzed("zeek/testing/btest/Traces/tls/tls-fragmented-handshake.pcap.gz")
     t = h.tls.iloc[0]
-    assert t.partial and "Certificate" in t.parse_error or "incomplete" in t.parse_error
+    assert t.partial and ("Certificate" in t.parse_error or "type 11 incomplete" in t.parse_error), t.parse_error
     assert t.tls_version == "TLS 1.2" and t.sni == "104.236.167.107"
     assert t.client_cert == "unknown"
 
