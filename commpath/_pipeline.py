@@ -13,7 +13,8 @@ from .check import evaluate, load_policy
 from .check.policy import SEVERITY_RANK, Policy
 from .classify import Inventory, classify_with_view, load_inventory
 from .decode.engine import read
-from .decode.handshakes import HandshakeAnalyzer
+from .decode.handshakes import SSH_COLUMNS as SSH_TABLE, HandshakeAnalyzer
+from .decode.http import HTTP_COLUMNS as HTTP_TABLE
 from .decode.schema import (CAPTURE_COLUMNS, CERT_COLUMNS, FINDING_COLUMNS, FLOW_COLUMNS, PATH_COLUMNS,
                             TLS_COLUMNS, conform, empty_frame)
 from .errors import InputError
@@ -27,7 +28,8 @@ SSH_COLUMNS = ["flow_id", "client_banner", "server_banner", "hassh", "hassh_serv
                "cipher_c2s", "cipher_s2c", "mac_c2s", "mac_s2c", "weak_algorithms"]
 HTTP_COLUMNS = ["flow_id", "frame", "direction", "method", "path", "host", "status", "connect_target",
                 "version", "h2c"]
-OUTPUT_FILES = ("flows.parquet", "tls.parquet", "certs.parquet", "findings.parquet", "report.json")
+OUTPUT_FILES = ("flows.parquet", "tls.parquet", "certs.parquet", "findings.parquet", "report.json", "ssh.parquet",
+                "http.parquet")
 
 
 @dataclass(eq=False)
@@ -197,6 +199,10 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
             raise InputError(paths[0], "an analyze output folder must be the only input")
         # merged (or not) when it was analysed: the vantage points are read back as they were written
         flows, tls, certs, captures, tls_analyzed, offsets = _load_analysis_dir(paths[0])
+        if (paths[0] / "ssh.parquet").is_file():     # folders written before these two existed have neither
+            ssh = _read_parquet(paths[0] / "ssh.parquet", SSH_TABLE)
+        if (paths[0] / "http.parquet").is_file():
+            http = _read_parquet(paths[0] / "http.parquet", HTTP_TABLE)
     else:
         # handshakes are parsed as each connection's streams are harvested: memory stays bounded
         analyzer = HandshakeAnalyzer(ca, keylog)
@@ -302,7 +308,7 @@ def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_outputs(analysis: Analysis, out: str | Path) -> dict[str, Path]:
-    """The spec's output set: flows/tls/certs/findings parquet files and report.json."""
+    """The spec's output set: flows/tls/certs/findings parquet files and report.json, and the ssh and http tables."""
     from .present.report_json import write_report_json
     folder = Path(out)
     try:
@@ -315,6 +321,8 @@ def write_outputs(analysis: Analysis, out: str | Path) -> dict[str, Path]:
         _parquet_safe(analysis.tls).to_parquet(files["tls.parquet"], index=False)
         _parquet_safe(analysis.certs).to_parquet(files["certs.parquet"], index=False)
         _parquet_safe(conform(analysis.findings.copy(), FINDING_COLUMNS)).to_parquet(files["findings.parquet"], index=False)
+        _parquet_safe(analysis.ssh).to_parquet(files["ssh.parquet"], index=False)      # every table open() returns
+        _parquet_safe(analysis.http).to_parquet(files["http.parquet"], index=False)
     except OSError as exc:
         raise InputError(folder, f"cannot write: {exc.strerror or exc}") from None
     write_report_json(analysis, files["report.json"])

@@ -12,11 +12,14 @@ import commpath
 from commpath.cli import main as cli_main
 
 PUBLIC = Path(__file__).resolve().parents[1].parent / "shared/pcaps/public"
-OUTPUTS = {"flows.parquet", "tls.parquet", "certs.parquet", "findings.parquet", "report.json"}
+OUTPUTS = {"flows.parquet", "tls.parquet", "certs.parquet", "findings.parquet", "report.json", "ssh.parquet",
+           "http.parquet"}
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
+    if not PUBLIC.exists():
+        pytest.skip("public captures not beside the checkout")
     d = tmp_path_factory.mktemp("analyze")
     pcap = next(PUBLIC.rglob("tls-conn-with-extensions.pcap"))   # TLS 1.0 -> tls-version-weak (high)
     inv = d / "inventory.yaml"
@@ -90,3 +93,22 @@ def test_not_a_capture_exits_2(setup, capsys):
     assert cli_main(["analyze", str(junk), "--out", str(d / "junk-out"), "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "junk.pcap" in err[0]
+
+
+def test_ssh_and_http_tables_are_written_and_read_back(tmp_path):
+    """Every table open() returns is in the output folder: ssh.parquet and http.parquet too."""
+    ssh_pcap = next(PUBLIC.rglob("ssh_kex_curve25519.pcap"), None)
+    http_pcap = next(PUBLIC.rglob("connect-with-header.pcap"), None)
+    if ssh_pcap is None or http_pcap is None:
+        pytest.skip("public captures not beside the checkout")
+    for pcap, table in ((ssh_pcap, "ssh"), (http_pcap, "http")):
+        out = tmp_path / table
+        cli_main(["analyze", str(pcap), "--out", str(out), "-q"])
+        fresh = getattr(commpath.open(pcap), table)
+        written = pd.read_parquet(out / f"{table}.parquet")
+        assert len(fresh) > 0 and len(written) == len(fresh)
+        assert list(written.columns) == list(fresh.columns)
+        again = getattr(commpath.open(out), table)
+        assert again["flow_id"].tolist() == fresh["flow_id"].tolist()
+    again_ssh = commpath.open(tmp_path / "ssh").ssh
+    assert isinstance(again_ssh["weak_algorithms"].iloc[0], list)
