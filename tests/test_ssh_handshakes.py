@@ -69,6 +69,7 @@ def test_zeek_ssh_log():
     assert (s.client_banner, s.server_banner) == (z["client"], z["server"])
     assert s.kex == z["kex_alg"] and s.host_key_alg == z["host_key_alg"]
     assert s.cipher_c2s == z["cipher_alg"] and s.mac_c2s == z["mac_alg"]
+    assert s.version == int(z["version"])
     assert s.weak_algorithms == []
 
 
@@ -185,3 +186,37 @@ def test_real_sshd_negotiation_matches_the_client(sshd_capture):
         hassh = [r[1] for r in rows if r[1]]
         server = [r[2] for r in rows if r[2]]
         assert list(sessions.hassh) == hassh and list(sessions.hassh_server) == server
+
+
+def _ssh1_packet(ptype: int, data: bytes) -> bytes:
+    """An SSH-1 binary packet (length, 1-8 bytes of padding, type, data, CRC-32): no SSH-2 framing."""
+    import zlib
+    length = 1 + len(data) + 4
+    padding = bytes(8 - length % 8)
+    body = padding + bytes([ptype]) + data
+    return length.to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+
+
+@pytest.mark.parametrize("client,server,version", [
+    ("SSH-1.5-PuTTY_Release_0.53", "SSH-1.5-OpenSSH_2.9p2", 1),
+    ("SSH-1.5-1.2.27", "SSH-1.99-OpenSSH_3.9p1", 1),           # a 1.99 server falls back to the client's 1.5
+    ("SSH-2.0-OpenSSH_9.6", "SSH-1.99-OpenSSH_3.9p1", 2),
+])
+def test_ssh1_is_recognised_without_binary_packet_errors(client, server, version):
+    from commpath.decode.ssh import parse_ssh
+    from commpath.decode.streams import FlowStreams, Stream
+    cookie = bytes(range(8))
+    srv = (server + "\r\n").encode()
+    cli = (client + "\r\n").encode()
+    if version == 1:
+        srv += _ssh1_packet(2, cookie + b"\x00\x00\x04\x00" + b"\x01\x23" * 70)     # SSH_SMSG_PUBLIC_KEY
+        cli += _ssh1_packet(3, b"\x03" + cookie + b"\x04\x00" + b"\x45" * 128)    # SSH_CMSG_SESSION_KEY
+    out = parse_ssh(FlowStreams(7, Stream(cli), Stream(srv)))
+    assert out.version == version
+    assert out.client_banner == client and out.server_banner == server
+    if version == 1:
+        assert not out.partial and out.parse_error is None, out.parse_error
+        assert out.hassh is None and out.hassh_server is None and out.kex is None
+        assert out.weak_algorithms == ["protocol:SSH-1"]
+    else:
+        assert "protocol:SSH-1" not in out.weak_algorithms

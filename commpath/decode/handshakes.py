@@ -43,6 +43,7 @@ SSH_COLUMNS: dict[str, str] = {
     "hassh_server_algorithms": "string",
     "partial": "bool",
     "parse_error": "string",
+    "version": "Int8",               # protocol both banners agree on: 1 (SSH-1.x, or 1.99 falling back) | 2
 }
 
 #: Extra TLS columns (after the declared ones): how the TLS 1.3 client-certificate inference decided.

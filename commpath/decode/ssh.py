@@ -62,6 +62,7 @@ class SshHandshake:
     hassh_server_algorithms: str | None = None
     partial: bool = False
     parse_error: str | None = None
+    version: int | None = None
 
 
 def _banner(data: bytes) -> tuple[str | None, int, str | None]:
@@ -123,13 +124,25 @@ def _parse_kexinit(payload: bytes, truncated: bool = False):
     return lists, ("KEXINIT truncated" if truncated else None)
 
 
-def parse_side(data: bytes) -> SshSide:
+def protocol_version(client_banner: str | None, server_banner: str | None) -> int | None:
+    """The SSH protocol the two identification lines agree on (RFC 4253 5.1): 1 when either side
+    speaks only 1.x (a 1.99 server falls back to it), 2 when both speak 2.0 or 1.99; None if unknown."""
+    versions = [b[4:].split("-", 1)[0] for b in (client_banner, server_banner) if b and b.startswith("SSH-")]
+    if not versions:
+        return None
+    if any(v.startswith("1.") and v != "1.99" for v in versions):
+        return 1
+    return 2 if all(v in ("2.0", "1.99") for v in versions) else None
+
+
+def parse_side(data: bytes, ssh1: bool = False) -> SshSide:
+    """One side's identification line and KEXINIT (none when the connection speaks SSH-1: ``ssh1``)."""
     side = SshSide()
     side.banner, pos, side.error = _banner(data)
     if side.banner is None:
         return side
-    if side.banner.startswith("SSH-1.") and not side.banner.startswith("SSH-1.99"):
-        return side                         # SSH-1 has no KEXINIT
+    if ssh1 or (side.banner.startswith("SSH-1.") and not side.banner.startswith("SSH-1.99")):
+        return side                         # SSH-1 has no KEXINIT (its packets are framed otherwise)
     side.kexinit, err = _kexinit(data, pos)
     side.error = side.error or err
     return side
@@ -156,14 +169,15 @@ def _weak(kind: str, alg: str | None) -> bool:
     return False
 
 
-def _side_key(data: bytes) -> tuple:
-    """What of one side decides the record: banner, its error, and the KEXINIT after the cookie.
+def _side_key(data: bytes, found_banner: tuple, ssh1: bool) -> tuple:
+    """What of one side decides the record: banner, its error, and the KEXINIT after the cookie
+    (``found_banner``: :func:`_banner` of ``data``; ``ssh1``: the connection speaks SSH-1, no KEXINIT).
 
     The 16-byte cookie is random per connection; the name-lists after it repeat across
     connections of the same software, so sides with equal keys parse alike.
     """
-    banner, pos, error = _banner(data)
-    if banner is None or (banner.startswith("SSH-1.") and not banner.startswith("SSH-1.99")):
+    banner, pos, error = found_banner
+    if banner is None or ssh1:
         return banner, error, None, False, pos
     found = _find_kexinit(data, pos)
     if isinstance(found, str):
@@ -204,7 +218,9 @@ def parse_ssh(flow: FlowStreams) -> SshHandshake:
     (but for the flow id): it is derived once and reused.
     """
     try:
-        key = (_side_key(flow.fwd.data), _side_key(flow.rev.data))
+        cli, srv = _banner(flow.fwd.data), _banner(flow.rev.data)
+        ssh1 = protocol_version(cli[0], srv[0]) == 1
+        key = (_side_key(flow.fwd.data, cli, ssh1), _side_key(flow.rev.data, srv, ssh1))
         values = _DERIVED.get(key)
         if values is None:
             out = _derive(flow.flow_id, _side_from_key(key[0]), _side_from_key(key[1]))
@@ -223,6 +239,7 @@ def parse_ssh(flow: FlowStreams) -> SshHandshake:
 def _derive(flow_id: int, c: SshSide, s: SshSide) -> SshHandshake:
     out = SshHandshake(flow_id=flow_id)
     out.client_banner, out.server_banner = c.banner, s.banner
+    out.version = protocol_version(c.banner, s.banner)
     errors = [f"{who}: {side.error}" for who, side in (("client", c), ("server", s)) if side.error]
     if errors:
         out.partial, out.parse_error = True, "; ".join(errors)
@@ -251,7 +268,7 @@ def _derive(flow_id: int, c: SshSide, s: SshSide) -> SshHandshake:
             for alg in s.kexinit.get(key, []):
                 if _weak(kind, alg):
                     out.weak_algorithms.append(f"offered-{kind}:{alg}")
-    if s.banner and s.banner.startswith("SSH-1.") and not s.banner.startswith("SSH-1.99"):
+    if out.version == 1:
         out.weak_algorithms.append("protocol:SSH-1")
     return out
 
