@@ -330,44 +330,41 @@ def write_outputs(analysis: Analysis, out: str | Path) -> dict[str, Path]:
 
 
 def analyze_main(args) -> int:
-    """`commpath analyze INPUT... --out DIR`: exit 0, or 1 with findings at or above --fail-on."""
+    """`commpath analyze INPUT... --out DIR`: exit 0, 1 with findings at or above --fail-on, 3 when inconclusive."""
     quiet = getattr(args, "quiet", False)
     analysis = open(*args.inputs, inventory=args.inventory, policy=args.policy, ca=args.ca,
                     keylog=args.keylog, progress=not quiet, merge=getattr(args, "merge", None))
     write_outputs(analysis, args.out)
     fail_on = getattr(args, "fail_on", "high") or "high"
     if not quiet:
+        from .present.console import summary_lines
         if sys.stderr.isatty():
             print("\r\033[K", end="", file=sys.stderr)
-        for w in analysis.warnings:
-            print(f"commpath: warning: {w}", file=sys.stderr)
-        s = analysis.summary()
-        print(f"{s['flows']} flows in {s['captures']} capture(s); policy {s['policy']}", file=sys.stderr)
-        if s.get("clock_offsets"):
-            print(f"  merged: {s['flows_seen_on_several_hosts']} connections seen on several hosts; clock offsets "
-                  + ", ".join(f"{h} {o['offset_s'] * 1e3:+.3f} ms ({o['connections']} handshakes)"
-                              if o["offset_s"] is not None else f"{h} unknown"
-                              for h, o in s["clock_offsets"].items() if o["method"] != "reference")
-                  + f" against {next(iter(s['clock_offsets'].values()))['reference']}", file=sys.stderr)
-        for pid, verdict in s["verdicts"].items():
-            print(f"  {pid:28s} {verdict}", file=sys.stderr)
-        counts = ", ".join(f"{n} {sev}" for sev, n in s["findings"].items()) or "none"
-        print(f"findings: {counts}; written to {args.out}", file=sys.stderr)
-    return analysis.exit_code(fail_on)
+        for line in summary_lines(analysis, fail_on):
+            print(line, file=sys.stderr)
+        print(f"written to {args.out}", file=sys.stderr)
+    from .present.report import exit_code
+    return exit_code(analysis, fail_on)
 
 
 def report_main(args) -> int:
-    """`commpath report`: analyse the inputs once, write every --format; exit 0 / 1 by findings at or
-    above --fail-on (2 via InputError)."""
-    from .present.report import write_reports
+    """`commpath report`: analyse the inputs once, write every --format; exit 0, 1 (findings at or
+    above --fail-on, suppressed ones not counted), 3 (inconclusive); 2 via InputError."""
+    from .present.console import summary_lines
+    from .present.report import FOLDER_FORMATS, apply_suppressions, exit_code, write_reports
     quiet = getattr(args, "quiet", False)
     analysis = open(*args.inputs, inventory=args.inventory, policy=args.policy, ca=args.ca,
                     keylog=args.keylog, progress=not quiet, merge=getattr(args, "merge", None))
+    notes = apply_suppressions(analysis, getattr(args, "suppress", None))
     written = write_reports(analysis, args.output, list(args.format or []), args.fail_on)
     if not quiet:
+        if sys.stderr.isatty():
+            print("\r\033[K", end="", file=sys.stderr)
+        for line in [*(f"commpath: warning: {n}" for n in notes), *summary_lines(analysis, args.fail_on)]:
+            print(line, file=sys.stderr)
         for fmt, path in written.items():
-            print(f"{fmt}: {path}", file=sys.stderr)
-    return int(analysis.exit_code(args.fail_on))
+            print(f"{fmt}: {path}{'/' if fmt in FOLDER_FORMATS else ''}", file=sys.stderr)
+    return exit_code(analysis, args.fail_on)
 
 
 __all__ = ["PATH_COLUMNS", "Analysis", "analyze_main", "open", "report_main", "write_outputs"]

@@ -7,13 +7,49 @@ import gc
 import importlib
 import sys
 
+from ._version import __version__
 from .errors import CommpathError
+
+SEVERITIES = ["info", "low", "medium", "high", "critical"]
+#: `report --format` choices: the human reports, then the machine exports.
+REPORT_FORMATS = ["html", "md", "json", "junit", "sarif", "zeek", "csv"]
+
+
+#: What `commpath --help` says before the command list.
+DESCRIPTION = """\
+Prove from packet captures how a Kubernetes control plane and its nodes communicate.
+
+commpath decodes captures (pcap/pcapng, folders of them, or an earlier analyze output),
+classifies every connection into the documented paths of "Communication between Nodes and
+the Control Plane" and judges each path: pass, fail, warn, not-observed, not-observable or
+inconclusive, with the capture, frames, a Wireshark filter and the fixing flag as evidence."""
+
+EPILOG = """\
+exit codes: 0 done, nothing at or above --fail-on; 1 findings at or above --fail-on;
+2 bad usage or unreadable input (one line on stderr naming the file and the reason);
+3 (analyze, report) nothing at or above --fail-on, but the run is inconclusive: the evidence
+given (no inventory, certificates not observable ...) cannot support a pass.
+Run `commpath COMMAND --help` for the options of a command."""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's line breaks and appends each option's default to its help (when it
+    has a meaningful one that the help text does not already state)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (default in (None, False, [], argparse.SUPPRESS) or "(default" in text or "(None:" in text
+                or "([]:" in text or action.option_strings == [] or isinstance(action, argparse._VersionAction)):
+            return text
+        return f"{text} (default: %(default)s)"
 
 #: command -> "module:function" taking the parsed argparse namespace, returning an exit code.
 HANDLERS = {
     "capture": "commpath.capture.agent:main",
     "analyze": "commpath._pipeline:analyze_main",
     "report": "commpath._pipeline:report_main",
+    "diff": "commpath.present.diff:main",
     "paths": "commpath.classify.catalog:main",
     "flows": "commpath.present.flows_table:main",
     "lab": "commpath.lab.cli:main",
@@ -24,66 +60,99 @@ HANDLERS = {
 def _add_analysis_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="capture file (pcap, pcapng, optionally .gz), folder of captures, or analyze output folder")
-    p.add_argument("--inventory", metavar="FILE", help="cluster inventory (YAML)")
-    p.add_argument("--policy", metavar="NAME|FILE", default="default", help="policy name or file (default: default)")
-    p.add_argument("--ca", metavar="FILE", help="cluster CA bundle (PEM)")
-    p.add_argument("--keylog", metavar="FILE", help="TLS key log (NSS SSLKEYLOGFILE format)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    p.add_argument("--inventory", metavar="FILE",
+                   help="cluster inventory (YAML); without one, roles are inferred from ports and handshakes "
+                        "and the run can at best be inconclusive")
+    p.add_argument("--policy", metavar="NAME|FILE", default="default",
+                   help="policy name (built-in: default, untrusted-network) or a policy YAML file")
+    p.add_argument("--ca", metavar="FILE",
+                   help="cluster CA bundle (PEM) to verify serving certificates (default: the inventory's ca_bundle)")
+    p.add_argument("--keylog", metavar="FILE",
+                   help="TLS key log (NSS SSLKEYLOGFILE format) to read TLS 1.3 certificates")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary on stderr")
+    p.add_argument("--fail-on", choices=SEVERITIES, default="high",
+                   help="exit 1 when a finding is at or above this severity")
+    p.add_argument("--merge", action=argparse.BooleanOptionalAction, default=None,
+                   help="one flow per connection seen from several hosts, with clock offsets "
+                        "(None: merge when the manifests name more than one host)")
+
+
+def _sub(sub, name: str, text: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=text, description=text, formatter_class=_HelpFormatter)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="commpath", description=__doc__)
+    parser = argparse.ArgumentParser(prog="commpath", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"commpath {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("capture", help="record traffic on this host's interfaces")
-    p.add_argument("--role", choices=["control-plane", "node"], required=True)
-    p.add_argument("--host", metavar="NAME")
-    p.add_argument("--iface", action="append", metavar="IF", default=[])
-    p.add_argument("--filter", metavar="BPF")
-    p.add_argument("--inventory", metavar="FILE")
-    p.add_argument("--duration", type=float, metavar="SECONDS")
-    p.add_argument("--max-size", type=float, metavar="MB")
-    p.add_argument("--ring", type=int, metavar="FILES")
-    p.add_argument("--engine", choices=["auto", "dumpcap", "tcpdump", "scapy"], default="auto")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p = _sub(sub, "capture", "record traffic on this host's interfaces")
+    p.add_argument("--role", choices=["control-plane", "node"], required=True,
+                   help="what this host is in the cluster (written to the manifest)")
+    p.add_argument("--host", metavar="NAME", help="host name for the manifest (default: this machine's name)")
+    p.add_argument("--iface", action="append", metavar="IF", default=[],
+                   help="interface to record; repeat for several ([]: the engine's default, 'any' on Linux)")
+    p.add_argument("--filter", metavar="BPF",
+                   help="capture filter (default: the control-plane ports of the inventory, or of the catalog)")
+    p.add_argument("--inventory", metavar="FILE", help="cluster inventory (YAML) that narrows the capture filter")
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds (None: until interrupted)")
+    p.add_argument("--max-size", type=float, metavar="MB", help="rotate each file at this size in MB")
+    p.add_argument("--ring", type=int, metavar="FILES", help="keep only the newest FILES files when rotating")
+    p.add_argument("--engine", choices=["auto", "dumpcap", "tcpdump", "scapy"], default="auto",
+                   help="capture engine (auto: dumpcap, then tcpdump, then scapy)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the capture files and manifest.json")
 
-    p = sub.add_parser("analyze", help="decode, classify and check captures; write the output set")
+    p = _sub(sub, "analyze", "decode, classify and check captures; write the output set")
     _add_analysis_inputs(p)
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--fail-on", choices=["info", "low", "medium", "high", "critical"], default="high")
-    p.add_argument("--merge", action=argparse.BooleanOptionalAction, default=None,
-                   help="one flow per connection seen from several hosts, with clock offsets "
-                        "(default: when the manifests name more than one host)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="folder for flows/tls/certs/findings .parquet and report.json")
 
-    p = sub.add_parser("report", help="write path-compliance reports")
+    p = _sub(sub, "report", "write path-compliance reports and standard exports")
     _add_analysis_inputs(p)
-    p.add_argument("--format", action="append", choices=["html", "md", "json", "junit"], default=[])
-    p.add_argument("-o", "--output", required=True, metavar="FILE")
-    p.add_argument("--fail-on", choices=["info", "low", "medium", "high", "critical"], default="high")
-    p.add_argument("--merge", action=argparse.BooleanOptionalAction, default=None,
-                   help="one flow per connection seen from several hosts (default: when the manifests "
-                        "name more than one host)")
+    p.add_argument("--format", action="append", choices=REPORT_FORMATS, default=[],
+                   help="html, md, json, junit (.xml), sarif (SARIF 2.1.0), zeek (folder of Zeek-style JSON logs) "
+                        "or csv (folder, one file per table); repeat for several ([]: implied by -o's extension, "
+                        "else html)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="base name of the reports; each format's extension is added (report -> report.html, "
+                        "report.md ...) unless FILE already ends with it")
+    p.add_argument("--suppress", metavar="FILE",
+                   help="suppressions (YAML): findings by fingerprint or check+path, with a reason and an expiry "
+                        "date; suppressed findings are kept and marked, and do not count for --fail-on")
 
-    p = sub.add_parser("paths", help="print the path catalog with its document references")
-    p.add_argument("--format", choices=["text", "yaml", "json"], default="text")
+    p = _sub(sub, "diff", "compare two runs: new, fixed and unchanged findings; path verdict changes")
+    p.add_argument("old", metavar="OLD", help="the baseline: an analyze output folder or its report.json")
+    p.add_argument("new", metavar="NEW", help="the run to compare: an analyze output folder or its report.json")
+    p.add_argument("--format", choices=["text", "json", "md"], default="text", help="output format")
+    p.add_argument("-o", "--output", metavar="FILE", default="-", help="where to write the comparison (-: stdout)")
+    p.add_argument("--fail-on", choices=SEVERITIES, default="high",
+                   help="exit 1 when a new finding is at or above this severity")
+    p.add_argument("--suppress", metavar="FILE", help="suppressions (YAML) applied to NEW's findings")
 
-    p = sub.add_parser("flows", help="print the connection table of captures")
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p = _sub(sub, "paths", "print the path catalog with its document references")
+    p.add_argument("--format", choices=["text", "yaml", "json"], default="text", help="output format")
+
+    p = _sub(sub, "flows", "print the connection table of captures")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="capture file or folder of captures")
     p.add_argument("--limit", type=int, default=0, help="rows to print (0: all)")
-    p.add_argument("--quiet", "-q", action="store_true")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
 
-    p = sub.add_parser("lab", help="the emulated cluster")
-    p.add_argument("action", choices=["up", "exercise", "capture", "down", "run"])
-    p.add_argument("--scenario", default="default")
-    p.add_argument("--out", metavar="DIR")
+    p = _sub(sub, "lab", "the emulated cluster in network namespaces (root)")
+    p.add_argument("action", choices=["up", "exercise", "capture", "down", "run"],
+                   help="up, exercise, capture and down one by one, or run them all")
+    p.add_argument("--scenario", default="default", help="lab scenario name")
+    p.add_argument("--out", metavar="DIR", help="folder for the recorded captures, inventory and PKI")
     p.add_argument("--name", default="cplab", help="prefix of the lab's namespaces")
 
-    p = sub.add_parser("inventory", help="cluster inventory tools")
-    isub = p.add_subparsers(dest="inventory_command", required=True)
-    d = isub.add_parser("discover", help="write an inventory from a live cluster")
-    d.add_argument("--kubeconfig", metavar="FILE")
-    d.add_argument("--context", metavar="NAME")
-    d.add_argument("-o", "--output", metavar="FILE", default="-")
+    p = _sub(sub, "inventory", "cluster inventory tools")
+    isub = p.add_subparsers(dest="inventory_command", required=True, metavar="ACTION")
+    d = isub.add_parser("discover", help="write an inventory from a live cluster",
+                        description="write an inventory from a live cluster", formatter_class=_HelpFormatter)
+    d.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (None: $KUBECONFIG or ~/.kube/config)")
+    d.add_argument("--context", metavar="NAME", help="kubeconfig context (None: the current one)")
+    d.add_argument("-o", "--output", metavar="FILE", default="-", help="where to write the inventory (-: stdout)")
     return parser
 
 

@@ -300,7 +300,7 @@ def test_partial_input_analyze_writes_outputs(tmp_path):
     out = tmp_path / "out"
     proc = cli("analyze", str(path), "--out", str(out))
     assert "Traceback" not in proc.stderr
-    assert proc.returncode in (0, 1), proc.stderr
+    assert proc.returncode in (0, 1, 3), proc.stderr   # 3: no inventory, the run is inconclusive
     assert any("warning" in line and path.name in line for line in proc.stderr.splitlines())
     import pandas as pd
 

@@ -18,7 +18,7 @@ def test_output_paths():
     several = output_paths("out/report.html", ["html", "md", "json", "junit"])
     assert {k: v.name for k, v in several.items()} == {"html": "report.html", "md": "report.md",
                                                        "json": "report.json", "junit": "report.xml"}
-    assert output_paths("x", ["json"])["json"].name == "x"
+    assert output_paths("x", ["json"])["json"].name == "x.json"
 
 
 def _inputs(tmp_path):
@@ -99,12 +99,13 @@ def test_capture_without_packets_gives_complete_reports(tmp_path):
     empty.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
     code = cli.main(["report", str(empty), "--format", "html", "--format", "md", "--format", "junit",
                      "--format", "json", "-o", str(tmp_path / "r"), "-q"])
-    assert code == 0
+    assert code == 3        # nothing observed: inconclusive, not a pass
     page = (tmp_path / "r.html").read_text()
     import re
     verdicts = re.findall(r'<tr data-path="[^"]+" data-verdict="([^"]+)">', page)
     assert len(verdicts) == 10 and set(verdicts) == {"not-observed"}
     assert page.count("data:image/png;base64,") == 5
     root = ET.parse(tmp_path / "r.xml").getroot()
-    assert int(root.get("failures")) == 0 and root.get("skipped") == root.get("tests")
+    assert int(root.get("failures")) == 1 and int(root.get("skipped")) == int(root.get("tests")) - 1
+    assert root.find("testsuite").find("testcase").find("failure").get("type") == "inconclusive"
     assert json.loads((tmp_path / "r.json").read_text())["flows"] == []

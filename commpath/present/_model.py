@@ -187,6 +187,8 @@ def check_results(analysis, fail_on: str | None = None) -> pd.DataFrame:
     f_path = findings["path"].astype(str).to_numpy()
     f_check = findings["check"].astype(str).to_numpy()
     f_rank = np.array([palette.severity_rank(s) for s in findings["severity"].astype(str)], dtype=int)
+    # suppressed findings are listed but do not decide a cell
+    f_rank[suppressed_mask(analysis).to_numpy(bool)] = -1
     applicable = applicable_checks(analysis)
     rows = []
     for _, p in paths.iterrows():
@@ -202,7 +204,7 @@ def check_results(analysis, fail_on: str | None = None) -> pd.DataFrame:
         no_payload = "carries data" in needs
         for check in applicable.get(pid, ()):
             mask = (f_path == pid) & (f_check == check)
-            n = int(mask.sum())
+            n = int((mask & (f_rank >= 0)).sum())
             worst = int(f_rank[mask].max()) if n else -1
             if not observed:
                 status = "not-observed"
@@ -329,3 +331,146 @@ def common_name(subject: str) -> str:
         if key.upper() == "CN" and value:
             return value
     return subject
+
+
+def suppressed_mask(analysis) -> pd.Series:
+    """True for findings a suppressions file silenced (column ``suppressed``; none without one)."""
+    findings = frame(analysis, "findings")
+    if "suppressed" not in findings:
+        return pd.Series(False, index=findings.index)
+    return findings["suppressed"].fillna(False).astype(bool)
+
+
+def gating_findings(analysis, fail_on: str) -> pd.DataFrame:
+    """The findings at or above ``fail_on`` that count for the exit code (suppressed ones do not)."""
+    findings = frame(analysis, "findings")
+    ranks = findings["severity"].astype(str).map(palette.severity_rank)
+    return findings[(ranks >= palette.severity_rank(fail_on)).to_numpy(bool) & ~suppressed_mask(analysis).to_numpy(bool)]
+
+
+def coverage(analysis) -> dict:
+    """What evidence the run had: the check layer's ``coverage`` when it computed one, else what the
+    analysis itself shows (inventory given or inferred, hosts, capture files)."""
+    given = getattr(analysis, "coverage", None)
+    if isinstance(given, dict) and given:
+        return given
+    flows = frame(analysis, "flows")
+    caps = frame(analysis, "captures")
+    inferred = bool(flows["roles_inferred"].fillna(True).astype(bool).all()) if "roles_inferred" in flows and len(flows) \
+        else getattr(analysis, "inventory", None) is None
+    hosts = sorted({text(h) for h in caps.get("host", pd.Series(dtype=str)) if text(h)})
+    return {
+        "inventory": "inferred" if getattr(analysis, "inventory", None) is None else "given",
+        "roles_inferred": inferred,
+        "ca_bundle": None, "keylog": None,
+        "hosts": hosts, "interfaces": [], "capture_filter": None, "unseen_paths": [],
+    }
+
+
+def run_verdict(analysis, fail_on: str = "high") -> dict:
+    """The run's answer for a banner: ``fail`` (findings at or above ``fail_on``), ``inconclusive``
+    (the evidence cannot support a pass) or ``pass``; with the reason in words.
+
+    The check layer's run verdict (``analysis.verdict``) wins when it has one; the fallback says
+    inconclusive when no documented path was observed, every role was inferred, or most observed
+    paths were not observable."""
+    failing = len(gating_findings(analysis, fail_on))
+    paths = frame(analysis, "paths")
+    verdicts = paths["verdict"].astype(str) if len(paths) else pd.Series(dtype=str)
+    observed = verdicts[verdicts != "not-observed"]
+    blind = int(verdicts.isin(["not-observable", "inconclusive"]).sum())
+    cov = coverage(analysis)
+    if failing:
+        return {"verdict": "fail", "failing": failing,
+                "reason": f"{failing} finding{'s' if failing != 1 else ''} at or above {fail_on}"}
+    layer = getattr(analysis, "verdict", None)
+    reasons = []
+    if not len(observed):
+        reasons.append("no documented path was observed")
+    if cov.get("inventory") != "given":
+        reasons.append("no inventory: every role was inferred from ports and handshakes")
+    if len(observed) and blind * 2 > len(observed):
+        reasons.append(f"{blind} of {len(observed)} observed paths are not observable from these captures")
+    if isinstance(layer, str) and layer and layer != "inconclusive" and layer != "fail":
+        reasons = []   # the check layer judged the evidence sufficient
+    if reasons or layer == "inconclusive":
+        return {"verdict": "inconclusive", "failing": 0,
+                "reason": "; ".join(reasons) or "the evidence given cannot support a pass"}
+    warned = int(verdicts.isin(["warn", "fail"]).sum())
+    return {"verdict": "pass", "failing": 0,
+            "reason": f"no finding at or above {fail_on} on {len(observed)} observed path"
+                      f"{'s' if len(observed) != 1 else ''} with the evidence listed"
+                      + (f"; {warned} path{'s' if warned != 1 else ''} with findings below it" if warned else "")}
+
+
+def finding_fingerprints(analysis) -> list[str]:
+    """Each finding's stable fingerprint: the check layer's ``fingerprint`` column when present, else a
+    SHA-256 of check, path and the sorted connection keys (initiator, responder, responder port) of
+    its flows: never frame numbers, ephemeral ports or flow ids."""
+    findings = frame(analysis, "findings")
+    if "fingerprint" in findings and findings["fingerprint"].notna().all():
+        return [str(v) for v in findings["fingerprint"]]
+    flows = frame(analysis, "flows")
+    keys = {}
+    if len(flows):
+        keys = dict(zip(flows["flow_id"].astype("int64"),
+                        zip(flows["src_ip"].astype(str), flows["dst_ip"].astype(str), flows["dst_port"].astype(int))))
+    return [fallback_fingerprint(check, path, [keys[int(i)] for i in as_list(ids) if int(i) in keys])
+            for check, path, ids in zip(findings["check"].astype(str), findings["path"].astype(str),
+                                        findings["flow_ids"])]
+
+
+def fallback_fingerprint(check: str, path: str, connections) -> str:
+    """SHA-256 (32 hex digits) of check, path and the sorted (initiator, responder, responder port) keys."""
+    import hashlib
+    conns = sorted({f"{a}>{b}:{int(p)}" for a, b, p in connections})
+    return hashlib.sha256("|".join([str(check), str(path), *conns]).encode()).hexdigest()[:32]
+
+
+def check_catalog() -> dict[str, dict]:
+    """check id -> its entry of cfg/checks.yaml (title, reference, remediation, controls ...)."""
+    try:
+        from ..check import catalog_checks
+    except ImportError:  # the check layer is unavailable
+        return {}
+    return {str(c["id"]): c for c in catalog_checks()}
+
+
+def controls_of(check: str) -> list[dict]:
+    """The benchmark recommendations a check evidences: [{framework, id, title}] from checks.yaml."""
+    return list(check_catalog().get(str(check), {}).get("controls") or [])
+
+
+def control_label(control: dict) -> str:
+    """``CIS Kubernetes Benchmark v1.10 1.2.5: Ensure that ...`` in one line."""
+    ident = f" {control['id']}" if control.get("id") else ""
+    return f"{control.get('framework', '')}{ident}: {control.get('title', '')}".strip()
+
+
+def coverage_rows(analysis) -> list[tuple[str, str]]:
+    """The coverage as (label, text) rows for every report format, in one order."""
+    cov = coverage(analysis)
+
+    def listed(values, none: str = "none recorded") -> str:
+        values = [text(v) for v in as_list(values) if text(v)]
+        return ", ".join(values) if values else none
+
+    def given(value, what: str) -> str:
+        if value in (None, ""):
+            return "not recorded"
+        if isinstance(value, bool):
+            return "given" if value else f"not given: {what}"
+        return text(value)
+    inventory = text(cov.get("inventory"), "unknown")
+    if inventory != "given" or cov.get("roles_inferred"):
+        inventory += ": roles inferred from ports and handshakes"
+    unseen = as_list(cov.get("unseen_paths") or cov.get("paths_filtered_out"))
+    return [
+        ("inventory", inventory),
+        ("CA bundle", given(cov.get("ca_bundle"), "serving certificates cannot be verified")),
+        ("TLS key log", given(cov.get("keylog"), "TLS 1.3 certificates stay encrypted")),
+        ("hosts", listed(cov.get("hosts"))),
+        ("interfaces", listed(cov.get("interfaces"))),
+        ("capture filter", text(cov.get("capture_filter"), "none recorded")),
+        ("paths the filter could not have seen", listed(unseen, "none")),
+    ]

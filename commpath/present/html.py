@@ -57,6 +57,9 @@ table.connections td, table.connections th { white-space: nowrap; }
 table.connections td.sni { white-space: normal; word-break: break-all; max-width: 220px; }
 table.connections code { word-break: normal; white-space: nowrap; }
 .chip { margin-right: 10px; font-size: 13px; }
+table.coverage { width: auto; max-width: 100%; margin-top: 12px; }
+table.coverage caption { text-align: left; font-weight: 600; padding-bottom: 4px; }
+table.coverage th { position: static; background: none; font-weight: 500; color: var(--muted); white-space: nowrap; }
 """
 
 SCRIPT = """
@@ -320,15 +323,19 @@ def path_section(analysis, path_row, results: pd.DataFrame) -> str:
 
 
 def overall_line(analysis, fail_on: str) -> str:
-    findings = _model.frame(analysis, "findings")
-    ranks = findings["severity"].astype(str).map(palette.severity_rank) if len(findings) else pd.Series(dtype=int)
-    at_or_above = int((ranks >= palette.severity_rank(fail_on)).sum())
-    if at_or_above:
-        return (f'<span class="overall" id="overall" data-status="fail" style="background:{palette.VERDICT_BACKGROUNDS["fail"]};'
-                f'color:{palette.VERDICT_COLORS["fail"]}">FAIL — {at_or_above} finding{"s" if at_or_above != 1 else ""} '
-                f'at or above {esc(fail_on)}</span>')
-    return (f'<span class="overall" id="overall" data-status="pass" style="background:{palette.VERDICT_BACKGROUNDS["pass"]};'
-            f'color:{palette.VERDICT_COLORS["pass"]}">PASS — no finding at or above {esc(fail_on)}</span>')
+    """The run verdict banner: FAIL, INCONCLUSIVE (never green) or PASS, with its reason."""
+    verdict = _model.run_verdict(analysis, fail_on)
+    v = verdict["verdict"]
+    return (f'<span class="overall" id="overall" data-status="{esc(v)}" style="background:'
+            f'{palette.VERDICT_BACKGROUNDS.get(v, "#F5F5F5")};color:{palette.verdict_color(v)};'
+            f'border:1px solid {palette.verdict_color(v)}">{esc(v.upper())} — {esc(verdict["reason"])}</span>')
+
+
+def coverage_box(analysis) -> str:
+    """What evidence the run had, at the top of the report (a missing piece says what it costs)."""
+    rows = "".join(f'<tr><th scope="row">{esc(label)}</th><td>{esc(value)}</td></tr>'
+                   for label, value in _model.coverage_rows(analysis))
+    return f'<table id="coverage" class="coverage"><caption>Evidence of this run</caption>{rows}</table>'
 
 
 def verdict_chips(paths: pd.DataFrame) -> str:
@@ -362,7 +369,7 @@ def build_html(analysis, title: str = "commpath path-compliance report", fail_on
         f'<div class="meta">{n_caps} capture{"s" if n_caps != 1 else ""} · {len(flows)} connections · '
         f'{len(findings)} findings · window {utc(t0, "?")} → {utc(t1, "?")}<br>'
         f'policy {esc(policy_name, "default")} · fail on {esc(fail_on)} · generated {generated} by commpath {esc(__version__)}</div>',
-        overall_line(analysis, fail_on), verdict_chips(paths),
+        overall_line(analysis, fail_on), verdict_chips(paths), coverage_box(analysis),
         "</header>",
         '<section id="verdicts"><h2>Verdict per documented path</h2>', verdict_table(analysis),
         f'<nav class="toc">Jump to: {toc}</nav></section>',

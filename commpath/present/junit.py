@@ -21,6 +21,10 @@ def build_junit(analysis, fail_on: str = "high") -> str:
     root = ET.Element("testsuites", name="commpath", tests=str(len(results)),
                       failures=str(int((results["status"] == "fail").sum())), errors="0",
                       skipped=str(int(results["status"].isin(["not-observed", "not-observable"]).sum())))
+    run = _run_suite(analysis, fail_on)
+    root.insert(0, run)
+    root.set("tests", str(int(root.get("tests")) + 1))
+    root.set("failures", str(int(root.get("failures")) + int(run.get("failures"))))
     for pid in _model.sorted_paths(results["path"]):
         rows = results[results["path"] == pid]
         findings = _model.findings_of(analysis, pid)
@@ -46,13 +50,34 @@ def build_junit(analysis, fail_on: str = "high") -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
+def _run_suite(analysis, fail_on: str) -> ET.Element:
+    """The run verdict as the first test case, the run's evidence as the suite's properties: an
+    inconclusive run is a failure (never a green pass without evidence)."""
+    verdict = _model.run_verdict(analysis, fail_on)
+    failed = verdict["verdict"] in ("fail", "inconclusive")
+    suite = ET.Element("testsuite", name="run", tests="1", failures=str(int(failed)), errors="0", skipped="0")
+    props = ET.SubElement(suite, "properties")
+    for label, value in [("verdict", verdict["verdict"]), *_model.coverage_rows(analysis)]:
+        ET.SubElement(props, "property", name=label, value=value)
+    case = ET.SubElement(suite, "testcase", classname="commpath.run", name="run-verdict")
+    if failed:
+        ET.SubElement(case, "failure", type=verdict["verdict"], message=f"{verdict['verdict']}: {verdict['reason']}").text = \
+            "\n".join(f"{label}: {value}" for label, value in _model.coverage_rows(analysis))
+    else:
+        ET.SubElement(case, "system-out").text = verdict["reason"]
+    return suite
+
+
 def _finding_text(f) -> str:
     frames = ", ".join(str(int(x)) for x in _model.as_list(f["frames"])[:50])
     return (f"[{_model.text(f['severity'])}] {_model.text(f['check'])}: {_model.text(f['message'])}\n"
             f"capture: {_model.text(f['capture'])}  frames: {frames}\n"
             f"display filter: {_model.text(f['display_filter'])}\n"
             f"remediation: {_model.text(f['remediation'])}\n"
-            f"reference: {_catalog.reference_url(_model.text(f['reference']))}")
+            f"reference: {_catalog.reference_url(_model.text(f['reference']))}"
+            + "".join(f"\ncontrol: {_model.control_label(c)}" for c in _model.controls_of(f["check"]))
+            + (f"\nsuppressed until {_model.text(f.get('suppression_expires'))}: {_model.text(f.get('suppression_reason'))}"
+               if bool(f.get("suppressed", False)) else ""))
 
 
 def write_junit(analysis, path, fail_on: str = "high") -> None:

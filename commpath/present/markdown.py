@@ -6,7 +6,8 @@ import pandas as pd
 
 from . import _catalog, _model, palette
 
-VERDICT_MARK = {"pass": "✅", "fail": "❌", "warn": "⚠️", "not-observable": "🔒", "not-observed": "➖"}
+VERDICT_MARK = {"pass": "✅", "fail": "❌", "warn": "⚠️", "not-observable": "🔒", "not-observed": "➖",
+                "inconclusive": "❔"}
 
 
 def cell(value, missing: str = "") -> str:
@@ -31,14 +32,15 @@ def build_markdown(analysis, fail_on: str = "high", title: str = "commpath path-
     findings = _model.frame(analysis, "findings")
     flows = _model.frame(analysis, "flows")
     t0, t1 = _model.capture_window(analysis)
-    ranks = findings["severity"].astype(str).map(palette.severity_rank) if len(findings) else []
-    failing = int((ranks >= palette.severity_rank(fail_on)).sum()) if len(findings) else 0
+    verdict = _model.run_verdict(analysis, fail_on)
     from .html import utc
     out = [f"# {cell(title)}", "",
            f"{len(_model.frame(analysis, 'captures'))} captures · {len(flows)} connections · {len(findings)} findings · "
            f"window {utc(t0, '?')} → {utc(t1, '?')}", "",
-           (f"**FAIL** — {failing} finding{'s' if failing != 1 else ''} at or above `{fail_on}`" if failing
-            else f"**PASS** — no finding at or above `{fail_on}`"), "",
+           f"**{verdict['verdict'].upper()}** — {cell(verdict['reason'])}", "",
+           "## Evidence of this run", "",
+           "| evidence | |", "|---|---|",
+           *[f"| {cell(label)} | {cell(value)} |" for label, value in _model.coverage_rows(analysis)], "",
            "## Verdict per documented path", "",
            "| path | verdict | observed | flows | " + " | ".join(palette.SEVERITY_ORDER[::-1]) + " |",
            "|---|---|---|--:|" + "--:|" * len(palette.SEVERITY_ORDER)]
@@ -61,12 +63,16 @@ def build_markdown(analysis, fail_on: str = "high", title: str = "commpath path-
         for _, f in _model.findings_of(analysis, pid).iterrows():
             frames = _model.as_list(f["frames"])
             shown = ", ".join(str(int(x)) for x in frames[:20]) + (" …" if len(frames) > 20 else "")
-            out += [f"- **{cell(f['severity'])}** {code(f['check'])} — {cell(f['message'])}",
+            mark = (f" — *suppressed until {cell(f.get('suppression_expires'))}: {cell(f.get('suppression_reason'))}*"
+                    if bool(f.get("suppressed", False)) else "")
+            controls = "; ".join(_model.control_label(c) for c in _model.controls_of(f["check"]))
+            out += [f"- **{cell(f['severity'])}** {code(f['check'])} — {cell(f['message'])}{mark}",
                     f"  - evidence: {code(f['capture'])} frames {shown or '—'}",
                     f"  - Wireshark filter: {code(f['display_filter'])}" if _model.text(f["display_filter"]) else
                     "  - Wireshark filter: —",
                     f"  - remediation: {cell(f['remediation'])}",
-                    f"  - reference: <{_catalog.reference_url(_model.text(f['reference']))}>"]
+                    f"  - reference: <{_catalog.reference_url(_model.text(f['reference']))}>",
+                    *([f"  - controls: {cell(controls)}"] if controls else [])]
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 

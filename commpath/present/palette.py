@@ -33,7 +33,7 @@ PATH_COLORS: dict[str, str] = {
 }
 FALLBACK_PATH_COLOR = "#999999"
 
-VERDICT_ORDER: tuple[str, ...] = ("fail", "warn", "pass", "not-observable", "not-observed")
+VERDICT_ORDER: tuple[str, ...] = ("fail", "warn", "inconclusive", "pass", "not-observable", "not-observed")
 
 #: One colour per verdict (also used for the cells of the path x check matrix).
 VERDICT_COLORS: dict[str, str] = {
@@ -42,6 +42,7 @@ VERDICT_COLORS: dict[str, str] = {
     "warn": "#EF8F00",
     "not-observable": "#5C6BC0",
     "not-observed": "#9E9E9E",
+    "inconclusive": "#6D4C41",
 }
 #: Light backgrounds for table cells, same hue as VERDICT_COLORS.
 VERDICT_BACKGROUNDS: dict[str, str] = {
@@ -50,6 +51,7 @@ VERDICT_BACKGROUNDS: dict[str, str] = {
     "warn": "#FFF3E0",
     "not-observable": "#E8EAF6",
     "not-observed": "#F5F5F5",
+    "inconclusive": "#EFEBE9",
 }
 
 SEVERITY_ORDER: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
