@@ -6,6 +6,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .catalog import default_ports
 from ._yamldoc import (YamlDoc, expect_bool, expect_int, expect_list, expect_mapping, expect_str,
                        load_yaml)
 
@@ -34,8 +35,8 @@ class Inventory:
     service: Endpoint | None = None
     control_plane: list[Host] = field(default_factory=list)
     nodes: list[Host] = field(default_factory=list)
-    kubelet_port: int = 10250
-    kubelet_readonly_port: int = 10255
+    kubelet_port: int = field(default_factory=lambda: default_ports()["kubelet_port"])
+    kubelet_readonly_port: int = field(default_factory=lambda: default_ports()["kubelet_readonly_port"])
     pod_cidrs: list[str] = field(default_factory=list)
     service_cidrs: list[str] = field(default_factory=list)
     konnectivity_enabled: bool = False

@@ -1,253 +1,224 @@
-"""Who is who: the cluster view from the inventory, completed by inference from the traffic.
+"""Named role masks: which flow ends are an apiserver, a kubelet, a pod ... as boolean columns.
 
-Without an inventory (or where it is silent) roles come from responder ports (6443, 10250,
-10255, 2379/2380, 8132), handshakes (SNI ``kubernetes.default.svc``; certificate SANs and
-subjects such as ``system:node:<name>`` or ``kube-apiserver``) and traffic shape (a VIP never
-initiates); every fact found that way is marked inferred.
+The catalog's rules (cfg/catalog.yaml, ``match``) combine these masks by name; a new path needs at
+most one new mask here. Each is a column operation over all flows (numpy), never Python per flow.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from .inventory import Inventory
-
-APISERVER_PORT = 6443
-KUBELET_PORT = 10250
-KUBELET_READONLY_PORT = 10255
-ETCD_PORTS = (2379, 2380)
-KONNECTIVITY_PORT = 8132
-SSH_PORT = 22
-#: UDP/IP carriers of overlays and encrypted underlays: kept as `other`, their inner flows are judged.
-OVERLAY_UDP_PORTS = (4789, 8472, 6081, 51820, 51821)
-
-APISERVER_SNI = re.compile(r"^kubernetes(\.default(\.svc(\.[a-z0-9.-]+)?)?)?$", re.I)
-APISERVER_SAN = re.compile(r"DNS:kubernetes\.default\.svc", re.I)
-APISERVER_SUBJECT = re.compile(r"CN=kube-apiserver(,|$)", re.I)
-NODE_SUBJECT = re.compile(r"CN=system:node:([^,]+)", re.I)
-CONTROL_PLANE_SUBJECT = re.compile(
-    r"CN=(system:kube-scheduler|system:kube-controller-manager|kubernetes-admin|system:kube-proxy-x|"
-    r"kube-apiserver-kubelet-client|kube-apiserver-etcd-client|system:konnectivity-server)(,|$)", re.I)
+from .view import (CONTROL_PLANE_SUBJECT, NODE_SUBJECT, ClusterView, cn_match, endpoint_keys, ip_attributes,
+                   normalize_ips)
 
 
-def _cn_match(rx: re.Pattern, s: pd.Series) -> np.ndarray:
-    """Boolean per element: ``rx`` matches the text (evaluated per unique value)."""
-    codes, uniques = pd.factorize(s.astype("string").fillna(""))
-    hit = np.array([bool(rx.search(u)) for u in uniques], bool)
-    return hit[codes] if len(uniques) else np.zeros(len(s), bool)
-
-
-def tls_features(flows: pd.DataFrame, tls: pd.DataFrame | None, certs: pd.DataFrame | None) -> pd.DataFrame:
-    """Per flow (aligned with ``flows``): sni, server leaf subject and SANs, client leaf subject."""
-    out = pd.DataFrame(index=flows.index)
-    out["sni"] = pd.Series(pd.NA, index=flows.index, dtype="string")
-    out["server_subject"] = pd.Series(pd.NA, index=flows.index, dtype="string")
-    out["server_sans"] = pd.Series(pd.NA, index=flows.index, dtype="string")
-    out["client_subject"] = pd.Series(pd.NA, index=flows.index, dtype="string")
-    if tls is None or tls.empty:
-        return out
-    t = tls.drop_duplicates("flow_id").set_index("flow_id")
-    fid = flows["flow_id"]
-    out["sni"] = fid.map(t["sni"]).astype("string")
-    if certs is None or certs.empty:
-        return out
-    c = certs.drop_duplicates("fingerprint").set_index("fingerprint")
-
-    def leaf(col: str) -> pd.Series:
-        lists = t[col] if col in t else pd.Series(dtype=object)
-        return fid.map(lists.map(lambda v: v[0] if isinstance(v, (list, tuple, np.ndarray)) and len(v) else None))
-
-    s_leaf, c_leaf = leaf("server_cert_fingerprints"), leaf("client_cert_fingerprints")
-    out["server_subject"] = s_leaf.map(c["subject"]).astype("string")
-    out["server_sans"] = s_leaf.map(c["sans"].map(
-        lambda v: ",".join(v) if isinstance(v, (list, tuple, np.ndarray)) else None)).astype("string")
-    out["client_subject"] = c_leaf.map(c["subject"]).astype("string")
-    return out
-
-
-def ip_attributes(ips: pd.Series, networks: list) -> np.ndarray:
-    """Boolean per element: the address lies in one of ``networks`` (computed per unique value)."""
-    if not networks or ips.empty:
-        return np.zeros(len(ips), bool)
-    codes, uniques = pd.factorize(ips.astype("string").fillna(""))
-    hit = np.zeros(len(uniques), bool)
-    for i, u in enumerate(uniques):
-        try:
-            a = ipaddress.ip_address(u)
-        except ValueError:
-            continue
-        hit[i] = any(a.version == n.version and a in n for n in networks)
-    out = hit[codes]
-    out[codes < 0] = False
-    return out
-
-
-def normalize_ips(ips: pd.Series) -> pd.Series:
-    """Canonical address text (per unique value), so inventory and flows compare equal."""
-    codes, uniques = pd.factorize(ips.astype("string").fillna(""))
-    canon = []
-    for u in uniques:
-        try:
-            canon.append(str(ipaddress.ip_address(u)))
-        except ValueError:
-            canon.append(u)
-    arr = np.asarray(canon, dtype=object)[np.where(codes < 0, 0, codes)] if len(canon) else np.array([], object)
-    return pd.Series(arr, index=ips.index, dtype="string")
-
-
-def endpoint_keys(ips: pd.Series, ports: pd.Series) -> pd.Series:
-    return ips.astype("string").fillna("") + "|" + ports.astype("Int64").astype("string").fillna("")
+#: Masks a catalog rule may name. Initiator masks say what the flow's initiator is, responder
+#: masks what its responder is, flow masks something about the flow as a whole.
+INITIATOR_MASKS = ("any", "apiserver", "control-plane", "etcd", "konnectivity-server", "kubelet", "node", "pod")
+RESPONDER_MASKS = ("any", "apiserver", "etcd", "konnectivity-server", "kubelet", "kubernetes-service", "node",
+                   "pod", "service")
+FLOW_MASKS = ("between-hosts", "control-plane-neighbour", "encrypted-underlay")
 
 
 @dataclass
-class ClusterView:
-    """Sets of addresses and endpoints (``"ip|port"``) per role, and which ones were inferred."""
+class RoleMasks:
+    """Boolean arrays (one element per flow) by mask name, the ports, and each end's address role."""
 
-    apiserver_eps: set[str] = field(default_factory=set)
-    vip_eps: set[str] = field(default_factory=set)
-    cp_addrs: set[str] = field(default_factory=set)
-    node_addrs: set[str] = field(default_factory=set)
-    apiserver_hosts: set[str] = field(default_factory=set)
-    konn_eps: set[str] = field(default_factory=set)
-    etcd_eps: set[str] = field(default_factory=set)
-    pod_networks: list = field(default_factory=list)
-    service_networks: list = field(default_factory=list)
-    #: address that stands for a host inside the pod network (bridge / tunnel device) -> host address
-    host_gateways: dict[str, str] = field(default_factory=dict)
-    kubelet_port: int = KUBELET_PORT
-    readonly_port: int = KUBELET_READONLY_PORT
-    konnectivity_enabled: bool = False
-    inferred: set[str] = field(default_factory=set)   # names of the fields above that were inferred
-    has_inventory: bool = False
-
-    def etcd_ports(self) -> set[int]:
-        return {int(e.rsplit("|", 1)[1]) for e in self.etcd_eps} | set(ETCD_PORTS)
+    initiator: dict[str, np.ndarray]
+    responder: dict[str, np.ndarray]
+    flow: dict[str, np.ndarray]
+    transport: np.ndarray
+    src_port: np.ndarray
+    dst_port: np.ndarray
+    src_addr_role: np.ndarray
+    dst_addr_role: np.ndarray
+    #: where an inventory speaks, which flows rest on inferred facts
+    inferred: np.ndarray
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return False
+def _host_of(ips: pd.Series, outer: pd.Series, tunneled: np.ndarray, view: ClusterView,
+             in_pods: np.ndarray) -> pd.Series:
+    """The host address an end stands for: itself, the host owning a pod-network gateway address
+    (bridge or tunnel device), or — inside an overlay — the outer (underlay) address."""
+    host = ips.copy()
+    gw = ips.map(view.host_gateways)
+    host = host.where(gw.isna(), gw.astype("string"))
+    known = host.isin(view.cp_addrs | view.node_addrs).to_numpy(bool)
+    use_outer = tunneled & ~known & ~in_pods & outer.notna().to_numpy(bool)
+    return host.where(~use_outer, outer)
 
 
-def _ep(ip: str, port: int) -> str:
-    return f"{ip}|{port}"
+def _loopback(ips: pd.Series) -> np.ndarray:
+    text = ips.astype("string").fillna("")
+    return (text.str.startswith("127.") | (text == "::1")).to_numpy(bool)
 
 
-def _net(c: str):
-    return ipaddress.ip_network(c, strict=False)
+def _capture_roles(flows: pd.DataFrame, captures: pd.DataFrame | None) -> np.ndarray:
+    """The role (control-plane | node | '') of the host each flow's capture was recorded on."""
+    if captures is None or captures.empty or "role" not in captures:
+        return np.full(len(flows), "", dtype=object)
+    roles = dict(zip(captures["file"].astype(str), captures["role"].astype("string").fillna("")))
+    return flows["capture"].astype(str).map(roles).fillna("").to_numpy(object)
 
 
-def build_view(flows: pd.DataFrame, feat: pd.DataFrame, inventory: Inventory | None) -> ClusterView:
-    """The cluster view: the inventory's facts, with gaps filled in from the traffic."""
-    v = ClusterView(has_inventory=inventory is not None)
-    inv = inventory or Inventory()
-    v.kubelet_port, v.readonly_port = inv.kubelet_port, inv.kubelet_readonly_port
-    v.apiserver_eps = {_ep(*e) for e in inv.apiserver_endpoints}
-    if inv.service:
-        v.vip_eps = {_ep(*inv.service)}
-    v.cp_addrs = set(inv.control_plane_addresses)
-    v.node_addrs = set(inv.node_addresses)
-    v.konn_eps = {_ep(*inv.konnectivity_server)} if inv.konnectivity_server else set()
-    v.konnectivity_enabled = inv.konnectivity_enabled
-    v.etcd_eps = {_ep(*e) for e in inv.etcd}
-    v.pod_networks = [_net(c) for c in inv.all_pod_cidrs()]
-    v.service_networks = [_net(c) for c in inv.service_cidrs]
-    for h in inv.control_plane + inv.nodes:
-        if not h.addresses:
-            continue
-        for c in h.pod_cidrs:
-            n = _net(c)
-            v.host_gateways[str(n.network_address)] = h.addresses[0]
-            if n.num_addresses > 2:
-                v.host_gateways[str(n.network_address + 1)] = h.addresses[0]
+#: Two flows are one connection seen before and after DNAT when they carry the same payload
+#: bytes in each direction and start within this many seconds.
+DNAT_MATCH_SECONDS = 1.0
 
-    if flows.empty:
-        return v
-    dst_ip, dst_port = flows["dst_ip"].astype("string"), flows["dst_port"]
-    dkey = endpoint_keys(dst_ip, dst_port)
-    tcp = (flows["transport"].astype("string") == "tcp").to_numpy(bool)
 
-    # the kubernetes service VIP: the first address of each service CIDR, port 443
-    if not v.vip_eps and v.service_networks:
-        v.vip_eps = {_ep(str(n.network_address + 1), 443) for n in v.service_networks}
-        v.inferred.add("vip_eps")
+def _dnat_pairs(flows: pd.DataFrame, vip: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Flows among ``candidates`` that are the after-DNAT side of a pod → VIP flow."""
+    out = np.zeros(len(flows), bool)
+    if not vip.any() or not candidates.any():
+        return out
+    cols = ["payload_fwd", "payload_rev", "ts_start"]
+    v = flows.loc[vip, cols].reset_index(drop=True)
+    c = flows.loc[candidates, cols].assign(_pos=np.flatnonzero(candidates))
+    m = c.merge(v, on=["payload_fwd", "payload_rev"], suffixes=("", "_vip"))
+    m = m[(m["payload_fwd"] + m["payload_rev"] > 0) & ((m["ts_start"] - m["ts_start_vip"]).abs() <= DNAT_MATCH_SECONDS)]
+    out[m["_pos"].to_numpy()] = True
+    return out
 
-    if not v.apiserver_eps:
-        by_port = tcp & (dst_port.to_numpy() == APISERVER_PORT)
-        by_sni = _cn_match(APISERVER_SNI, feat["sni"])
-        by_cert = _cn_match(APISERVER_SAN, feat["server_sans"]) | _cn_match(APISERVER_SUBJECT, feat["server_subject"])
-        cand = set(dkey[tcp & (by_port | by_sni | by_cert)]) - v.vip_eps
-        if not v.vip_eps and len(cand) > 1:
-            # a VIP on 443 never initiates anything; the real apiserver host does (etcd, kubelet)
-            sources = set(flows["src_ip"].astype("string"))
-            vips = {e for e in cand if e.endswith("|443") and e.rsplit("|", 1)[0] not in sources}
-            if vips and cand - vips:
-                v.vip_eps = vips
-                v.inferred.add("vip_eps")
-                cand -= vips
-        if v.service_networks:
-            in_svc = {e for e in cand if ip_attributes(pd.Series([e.rsplit("|", 1)[0]]), v.service_networks)[0]}
-            v.vip_eps |= in_svc
-            cand -= in_svc
-        v.apiserver_eps = cand
-        v.inferred.add("apiserver_eps")
 
-    if not v.etcd_eps:
-        v.etcd_eps = set(dkey[tcp & np.isin(dst_port.to_numpy(), ETCD_PORTS)])
-        if v.etcd_eps:
-            v.inferred.add("etcd_eps")
-    if not v.konn_eps:
-        v.konn_eps = set(dkey[tcp & (dst_port.to_numpy() == KONNECTIVITY_PORT)])
-        if v.konn_eps:
-            v.inferred.add("konn_eps")
+@dataclass
+class _Ends:
+    """Address facts of both ends of every flow (numpy arrays aligned with the flows)."""
 
-    if not v.cp_addrs:
-        v.cp_addrs = {e.rsplit("|", 1)[0] for e in v.apiserver_eps | v.etcd_eps | v.konn_eps}
-        if v.cp_addrs:
-            v.inferred.add("cp_addrs")
-    # the apiserver runs on the hosts of its endpoints and (stacked control planes) on every
-    # control-plane host; its connections to kubelets, nodes and pods start there
-    v.apiserver_hosts = {e.rsplit("|", 1)[0] for e in v.apiserver_eps} | v.cp_addrs
+    src_ip: pd.Series
+    dst_ip: pd.Series
+    src_host: pd.Series
+    dst_host: pd.Series
+    src_pod: np.ndarray
+    dst_pod: np.ndarray
+    dst_svc: np.ndarray
+    src_cp: np.ndarray
+    dst_cp: np.ndarray
+    src_node: np.ndarray
+    dst_node: np.ndarray
+    skey: np.ndarray
+    dkey: np.ndarray
 
-    if not v.node_addrs:
-        kubelets = tcp & np.isin(dst_port.to_numpy(), (v.kubelet_port, v.readonly_port))
-        nodes = set(dst_ip[kubelets])
-        node_cert = _cn_match(NODE_SUBJECT, feat["client_subject"])
-        nodes |= set(flows["src_ip"].astype("string")[node_cert])
-        # Konnectivity agents dial from the nodes' network; overlays are carried between node hosts
-        nodes |= set(flows["src_ip"].astype("string")[np.isin(dkey.to_numpy(str), list(v.konn_eps))].dropna())
-        if "tunnel_src" in flows:
-            nodes |= set(flows["tunnel_src"].dropna().astype("string")) | set(flows["tunnel_dst"].dropna().astype("string"))
-        v.node_addrs = nodes - v.cp_addrs if v.cp_addrs else nodes
-        if v.node_addrs:
-            v.inferred.add("node_addrs")
-    if not v.pod_networks and v.vip_eps:
-        # pods are the clients of the kubernetes service VIP; their cluster network is taken as
-        # the /16 (IPv6: /48) around them, kube's usual cluster CIDR size, narrowed until no host
-        # address falls inside
-        vip_clients = set(flows["src_ip"].astype("string")[np.isin(dkey.to_numpy(str), list(v.vip_eps))].dropna())
-        nets = set()
-        for ip in vip_clients - v.cp_addrs - v.node_addrs:
-            try:
-                a = ipaddress.ip_address(ip)
-            except ValueError:
-                continue
-            hosts = [ipaddress.ip_address(h) for h in (v.cp_addrs | v.node_addrs) if _is_ip(h)]
-            for prefix in ((16, 24, 32) if a.version == 4 else (48, 64, 128)):
-                net = ipaddress.ip_network(f"{a}/{prefix}", strict=False)
-                if not any(h.version == net.version and h in net for h in hosts):
-                    nets.add(net)   # the widest guess that holds no host address
-                    break
-        if nets:
-            v.pod_networks = sorted(nets, key=str)
-            v.inferred.add("pod_networks")
 
-    return v
+def _ends(flows: pd.DataFrame, view: ClusterView) -> _Ends:
+    n = len(flows)
+    src_ip, dst_ip = normalize_ips(flows["src_ip"]), normalize_ips(flows["dst_ip"])
+    tunnel = flows["tunnel"].astype("string").fillna("").to_numpy(str) if "tunnel" in flows else np.full(n, "")
+    tunneled = tunnel != ""
+    outer = {}
+    for col in ("tunnel_src", "tunnel_dst"):
+        t = normalize_ips(flows[col]) if col in flows else pd.Series(pd.NA, index=flows.index, dtype="string")
+        outer[col] = t.where(t != "", pd.NA)
+    src_pod_net = ip_attributes(src_ip, view.pod_networks)
+    dst_pod_net = ip_attributes(dst_ip, view.pod_networks)
+    src_host = _host_of(src_ip, outer["tunnel_src"], tunneled, view, src_pod_net)
+    dst_host = _host_of(dst_ip, outer["tunnel_dst"], tunneled, view, dst_pod_net)
+    gateways = list(view.host_gateways)
+    return _Ends(
+        src_ip=src_ip, dst_ip=dst_ip, src_host=src_host, dst_host=dst_host,
+        src_pod=src_pod_net & ~src_ip.isin(gateways).to_numpy(bool),
+        dst_pod=dst_pod_net & ~dst_ip.isin(gateways).to_numpy(bool),
+        dst_svc=ip_attributes(dst_ip, view.service_networks),
+        src_cp=src_host.isin(view.cp_addrs).to_numpy(bool), dst_cp=dst_host.isin(view.cp_addrs).to_numpy(bool),
+        src_node=src_host.isin(view.node_addrs).to_numpy(bool),
+        dst_node=dst_host.isin(view.node_addrs).to_numpy(bool),
+        skey=endpoint_keys(src_ip, flows["src_port"]).to_numpy(str),
+        dkey=endpoint_keys(dst_ip, flows["dst_port"]).to_numpy(str))
+
+
+def role_masks(flows: pd.DataFrame, feat: pd.DataFrame, view: ClusterView,
+               captures: pd.DataFrame | None = None) -> RoleMasks:
+    """Every named mask of every flow, from the cluster view and the handshakes' features."""
+    n = len(flows)
+    e = _ends(flows, view)
+    sport, dport = flows["src_port"].to_numpy(np.int64), flows["dst_port"].to_numpy(np.int64)
+    transport = flows["transport"].astype("string").fillna("").to_numpy(str)
+    tcp = transport == "tcp"
+    src_apihost = e.src_host.isin(view.apiserver_hosts).to_numpy(bool) & ~e.src_pod
+    dst_api = np.isin(e.dkey, list(view.apiserver_eps)) & tcp
+    # host-local connections to the apiserver's port on loopback: the apiserver itself on a
+    # control-plane host, or a node-local apiserver proxy (k3s, kubespray) on a node host
+    api_ports = {int(x.rsplit("|", 1)[1]) for x in view.apiserver_eps}
+    loop = _loopback(e.src_ip) & _loopback(e.dst_ip) & tcp & np.isin(dport, list(api_ports))
+    capture_role = _capture_roles(flows, captures)
+    loop_node = loop & (capture_role == "node")
+    src_cp = e.src_cp | (loop & ~loop_node)
+    src_node = e.src_node | loop_node
+    dst_api = dst_api | loop
+    dst_vip = np.isin(e.dkey, list(view.vip_eps)) & tcp
+    node_cert = cn_match(NODE_SUBJECT, feat["client_subject"])
+    cp_cert = cn_match(CONTROL_PLANE_SUBJECT, feat["client_subject"])
+
+    konn_fwd, konn_rev = _konnectivity(e, view, tcp, dport)
+    etcd_ports = list(view.etcd_ports())
+    loop_etcd = tcp & _loopback(e.src_ip) & _loopback(e.dst_ip) & np.isin(dport, etcd_ports) & (capture_role != "node")
+    etcd = tcp & (np.isin(e.dkey, list(view.etcd_eps)) | loop_etcd
+                  | (np.isin(dport, etcd_ports) & (e.dst_cp | (not view.has_inventory))))
+    dnat = _dnat_pairs(flows, dst_vip, dst_api & ~e.src_pod & ~node_cert & ~cp_cert)
+    kubelet_dst = e.dst_node | e.dst_cp | ((not view.has_inventory) & ~e.dst_pod & ~e.dst_svc)
+    touches_cp = dst_api | dst_vip | src_cp | e.dst_cp | (
+        tcp & np.isin(dport, [view.kubelet_port, view.readonly_port]) & kubelet_dst)
+    app = flows["app_protocol"].astype("string").fillna("").to_numpy(str) if "app_protocol" in flows else np.full(n, "")
+    underlay = (flows["encrypted_underlay"].fillna(False).to_numpy(bool) if "encrypted_underlay" in flows
+                else np.zeros(n, bool))
+    everyone = np.ones(n, bool)
+    initiator = {
+        "any": everyone,
+        # the apiserver's host, or a loopback client of etcd on a control-plane host (stacked etcd)
+        "apiserver": src_apihost | loop_etcd,
+        "control-plane": src_cp | cp_cert,
+        "etcd": src_cp,
+        "konnectivity-server": konn_rev,
+        "kubelet": node_cert,
+        "node": src_node & ~src_cp & ~cp_cert,
+        "pod": e.src_pod | dnat,
+    }
+    responder = {
+        "any": everyone,
+        "apiserver": dst_api,
+        "etcd": etcd,
+        "konnectivity-server": konn_fwd,
+        "kubelet": tcp & kubelet_dst,
+        "kubernetes-service": dst_vip,
+        "node": e.dst_node | e.dst_cp,
+        "pod": e.dst_pod,
+        "service": e.dst_svc,
+    }
+    flow = {
+        "between-hosts": (e.src_host != e.dst_host).to_numpy(bool),
+        "control-plane-neighbour": touches_cp & (src_cp | src_node | e.dst_cp | e.dst_node | e.src_pod | e.dst_pod
+                                                 | dst_api | dst_vip),
+        "encrypted-underlay": underlay | (transport == "esp") | np.isin(app, ["wireguard", "esp"]),
+    }
+    if not view.has_inventory:
+        inferred = np.ones(n, bool)
+    else:   # where an inventory speaks, only facts it lacked (or handshakes/DNAT pairing) are inferred
+        inferred = dnat | (dst_api & node_cert & ~src_node) | (dst_api & cp_cert & ~src_cp)
+        for name, mask in (("apiserver_eps", dst_api), ("vip_eps", dst_vip), ("etcd_eps", etcd),
+                           ("konn_eps", konn_fwd | konn_rev), ("cp_addrs", src_cp | e.dst_cp),
+                           ("node_addrs", src_node | e.dst_node)):
+            if name in view.inferred:
+                inferred |= mask
+    return RoleMasks(initiator=initiator, responder=responder, flow=flow, transport=transport,
+                     src_port=sport, dst_port=dport,
+                     src_addr_role=_addr_role(e.src_pod, src_cp, src_node, np.zeros(n, bool)),
+                     dst_addr_role=_addr_role(e.dst_pod, e.dst_cp, e.dst_node, e.dst_svc), inferred=inferred)
+
+
+def _konnectivity(e: _Ends, view: ClusterView, tcp: np.ndarray, dport: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flows to the Konnectivity server, and flows its side initiated: from its listening endpoint,
+    or from its host to an agent host's port of the same number."""
+    konn_ips = {x.rsplit("|", 1)[0] for x in view.konn_eps}
+    konn_ports = {int(x.rsplit("|", 1)[1]) for x in view.konn_eps}
+    forward = np.isin(e.dkey, list(view.konn_eps)) & tcp
+    reverse = tcp & ~forward & (np.isin(e.skey, list(view.konn_eps)) | (
+        e.src_host.isin(konn_ips).to_numpy(bool) & np.isin(dport, list(konn_ports))
+        & ~e.dst_host.isin(konn_ips).to_numpy(bool)))
+    return forward, reverse
+
+
+def _addr_role(pod: np.ndarray, cp: np.ndarray, node: np.ndarray, svc: np.ndarray) -> np.ndarray:
+    """The role an end has by its address alone."""
+    return np.select([pod, cp, node, svc], ["pod", "control-plane", "node", "service"], default="unknown")

@@ -7,34 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..check import load_policy
 from ..decode import schema
 from . import palette
 
-#: Paths the reference document secures with TLS.
-TLS_PATHS = ("node-to-apiserver", "pod-to-apiserver", "control-plane-to-apiserver",
-             "apiserver-to-kubelet", "konnectivity", "etcd")
 CERT_CHECKS = ("client-cert-missing", "server-cert-untrusted", "cert-expired")
-
-#: Fallback of which checks judge which path, from the spec's check table (section 5);
-#: replaced by the check catalog's own "paths" lists when it provides them.
-DEFAULT_APPLICABLE: dict[str, tuple[str, ...]] = {
-    "node-to-apiserver": ("tls-required", "client-cert-missing", "server-cert-untrusted",
-                          "cert-expired", "tls-version-weak", "cert-not-observable"),
-    "pod-to-apiserver": ("tls-required", "server-cert-untrusted", "cert-expired",
-                         "tls-version-weak", "cert-not-observable"),
-    "control-plane-to-apiserver": ("tls-required", "server-cert-untrusted", "cert-expired",
-                                   "tls-version-weak", "cert-not-observable"),
-    "apiserver-to-kubelet": ("tls-required", "server-cert-untrusted", "cert-expired",
-                             "tls-version-weak", "konnectivity-bypass", "cert-not-observable"),
-    "apiserver-proxy": ("plaintext-proxy", "proxy-unverified-tls", "tls-version-weak",
-                        "konnectivity-bypass"),
-    "ssh-tunnel": ("ssh-tunnel-deprecated", "konnectivity-bypass"),
-    "konnectivity": ("tls-required", "konnectivity-direction", "server-cert-untrusted",
-                     "cert-expired", "tls-version-weak", "cert-not-observable"),
-    "kubelet-readonly": ("kubelet-readonly-port",),
-    "etcd": ("tls-required", "client-cert-missing", "server-cert-untrusted", "cert-expired",
-             "tls-version-weak", "cert-not-observable"),
-}
 
 STATUS_ORDER = ("fail", "warn", "pass", "not-observable", "not-observed")
 
@@ -123,28 +100,20 @@ def host_of_capture(analysis) -> dict[str, str]:
 
 
 def policy_of(analysis):
-    """The analysis' policy (commpath.check.Policy), else the built-in default, else None."""
+    """The analysis' policy (commpath.check.Policy), or the one it names, or the built-in default."""
     policy = getattr(analysis, "policy", None)
     if hasattr(policy, "enabled_checks"):
         return policy
-    try:
-        from ..check import load_policy
-        return load_policy(policy if isinstance(policy, str) else "default")
-    except Exception:  # the check layer is unavailable
-        return None
+    return load_policy(policy if isinstance(policy, str) else "default")
 
 
 def applicable_checks(analysis=None) -> dict[str, tuple[str, ...]]:
-    """path -> check ids that judge it (the policy's enabled checks, else the spec's table),
-    plus any check that has findings on the path."""
-    policy = policy_of(analysis)
+    """path -> check ids that judge it (the policy's enabled checks), plus any check that has
+    findings on the path."""
     table: dict[str, list[str]] = {}
-    if policy is not None:
-        for check in policy.enabled_checks():
-            for path in check.paths:
-                table.setdefault(str(path), []).append(str(check.id))
-    else:
-        table = {p: list(c) for p, c in DEFAULT_APPLICABLE.items()}
+    for check in policy_of(analysis).enabled_checks():
+        for path in check.paths:
+            table.setdefault(str(path), []).append(str(check.id))
     if analysis is not None:
         findings = frame(analysis, "findings")
         for path, check in zip(findings["path"].astype(str), findings["check"].astype(str)):
@@ -156,7 +125,7 @@ def applicable_checks(analysis=None) -> dict[str, tuple[str, ...]]:
 def thresholds(analysis, fail_on: str | None = None) -> tuple[str, str]:
     """(fail, warn) severities of the verdicts: the policy's, else ``fail_on`` and "low"."""
     policy = policy_of(analysis)
-    if policy is not None and fail_on is None:
+    if fail_on is None:
         return str(policy.fail_at), str(policy.warn_at)
     return (fail_on or "high"), "low"
 

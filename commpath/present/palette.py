@@ -2,35 +2,12 @@
 
 from __future__ import annotations
 
-#: Documented paths first (in the order of the reference document), then the neighbours.
-PATH_ORDER: tuple[str, ...] = (
-    "node-to-apiserver",
-    "pod-to-apiserver",
-    "control-plane-to-apiserver",
-    "apiserver-to-kubelet",
-    "apiserver-proxy",
-    "ssh-tunnel",
-    "konnectivity",
-    "kubelet-readonly",
-    "etcd",
-    "unclassified",
-    "other",
-)
+from ..classify.catalog import display_order, path_colors
 
-#: One colour per path (colour-blind-safe qualitative set; "other" stays grey).
-PATH_COLORS: dict[str, str] = {
-    "node-to-apiserver": "#0072B2",
-    "pod-to-apiserver": "#56B4E9",
-    "control-plane-to-apiserver": "#009E73",
-    "apiserver-to-kubelet": "#E69F00",
-    "apiserver-proxy": "#D55E00",
-    "ssh-tunnel": "#CC79A7",
-    "konnectivity": "#6A3D9A",
-    "kubelet-readonly": "#B15928",
-    "etcd": "#1B9E77",
-    "unclassified": "#7F7F7F",
-    "other": "#BDBDBD",
-}
+#: Paths in the catalog's display order (documented paths first, in the reference document's order).
+PATH_ORDER: tuple[str, ...] = tuple(display_order())
+#: One colour per path, from the catalog (colour-blind-safe qualitative set; "other" stays grey).
+PATH_COLORS: dict[str, str] = path_colors()
 FALLBACK_PATH_COLOR = "#999999"
 
 VERDICT_ORDER: tuple[str, ...] = ("fail", "warn", "inconclusive", "pass", "not-observable", "not-observed")

@@ -1,0 +1,264 @@
+"""Who is who: the cluster view from the inventory, completed by inference from the traffic.
+
+Without an inventory (or where it is silent) roles come from the catalog's named responder ports
+(apiserver, kubelet, etcd, Konnectivity), handshakes (SNI ``kubernetes.default.svc``; certificate
+SANs and subjects such as ``system:node:<name>`` or ``kube-apiserver``) and traffic shape (a VIP
+never initiates); every fact found that way is marked inferred.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .catalog import default_ports
+from .inventory import Inventory
+
+APISERVER_SNI = re.compile(r"^kubernetes(\.default(\.svc(\.[a-z0-9.-]+)?)?)?$", re.I)
+APISERVER_SAN = re.compile(r"DNS:kubernetes\.default\.svc", re.I)
+APISERVER_SUBJECT = re.compile(r"CN=kube-apiserver(,|$)", re.I)
+NODE_SUBJECT = re.compile(r"CN=system:node:([^,]+)", re.I)
+CONTROL_PLANE_SUBJECT = re.compile(
+    r"CN=(system:kube-scheduler|system:kube-controller-manager|kubernetes-admin|system:kube-proxy-x|"
+    r"kube-apiserver-kubelet-client|kube-apiserver-etcd-client|system:konnectivity-server)(,|$)", re.I)
+
+
+def cn_match(rx: re.Pattern, s: pd.Series) -> np.ndarray:
+    """Boolean per element: ``rx`` matches the text (evaluated per unique value)."""
+    codes, uniques = pd.factorize(s.astype("string").fillna(""))
+    hit = np.array([bool(rx.search(u)) for u in uniques], bool)
+    return hit[codes] if len(uniques) else np.zeros(len(s), bool)
+
+
+def tls_features(flows: pd.DataFrame, tls: pd.DataFrame | None, certs: pd.DataFrame | None) -> pd.DataFrame:
+    """Per flow (aligned with ``flows``): sni, server leaf subject and SANs, client leaf subject."""
+    out = pd.DataFrame(index=flows.index)
+    out["sni"] = pd.Series(pd.NA, index=flows.index, dtype="string")
+    out["server_subject"] = pd.Series(pd.NA, index=flows.index, dtype="string")
+    out["server_sans"] = pd.Series(pd.NA, index=flows.index, dtype="string")
+    out["client_subject"] = pd.Series(pd.NA, index=flows.index, dtype="string")
+    if tls is None or tls.empty:
+        return out
+    t = tls.drop_duplicates("flow_id").set_index("flow_id")
+    fid = flows["flow_id"]
+    out["sni"] = fid.map(t["sni"]).astype("string")
+    if certs is None or certs.empty:
+        return out
+    c = certs.drop_duplicates("fingerprint").set_index("fingerprint")
+
+    def leaf(col: str) -> pd.Series:
+        lists = t[col] if col in t else pd.Series(dtype=object)
+        return fid.map(lists.map(lambda v: v[0] if isinstance(v, (list, tuple, np.ndarray)) and len(v) else None))
+
+    s_leaf, c_leaf = leaf("server_cert_fingerprints"), leaf("client_cert_fingerprints")
+    out["server_subject"] = s_leaf.map(c["subject"]).astype("string")
+    out["server_sans"] = s_leaf.map(c["sans"].map(
+        lambda v: ",".join(v) if isinstance(v, (list, tuple, np.ndarray)) else None)).astype("string")
+    out["client_subject"] = c_leaf.map(c["subject"]).astype("string")
+    return out
+
+
+def ip_attributes(ips: pd.Series, networks: list) -> np.ndarray:
+    """Boolean per element: the address lies in one of ``networks`` (computed per unique value)."""
+    if not networks or ips.empty:
+        return np.zeros(len(ips), bool)
+    codes, uniques = pd.factorize(ips.astype("string").fillna(""))
+    hit = np.zeros(len(uniques), bool)
+    for i, u in enumerate(uniques):
+        try:
+            a = ipaddress.ip_address(u)
+        except ValueError:
+            continue
+        hit[i] = any(a.version == n.version and a in n for n in networks)
+    out = hit[codes]
+    out[codes < 0] = False
+    return out
+
+
+def normalize_ips(ips: pd.Series) -> pd.Series:
+    """Canonical address text (per unique value), so inventory and flows compare equal."""
+    codes, uniques = pd.factorize(ips.astype("string").fillna(""))
+    canon = []
+    for u in uniques:
+        try:
+            canon.append(str(ipaddress.ip_address(u)))
+        except ValueError:
+            canon.append(u)
+    arr = np.asarray(canon, dtype=object)[np.where(codes < 0, 0, codes)] if len(canon) else np.array([], object)
+    return pd.Series(arr, index=ips.index, dtype="string")
+
+
+def endpoint_keys(ips: pd.Series, ports: pd.Series) -> pd.Series:
+    return ips.astype("string").fillna("") + "|" + ports.astype("Int64").astype("string").fillna("")
+
+
+@dataclass
+class ClusterView:
+    """Sets of addresses and endpoints (``"ip|port"``) per role, and which ones were inferred."""
+
+    apiserver_eps: set[str] = field(default_factory=set)
+    vip_eps: set[str] = field(default_factory=set)
+    cp_addrs: set[str] = field(default_factory=set)
+    node_addrs: set[str] = field(default_factory=set)
+    apiserver_hosts: set[str] = field(default_factory=set)
+    konn_eps: set[str] = field(default_factory=set)
+    etcd_eps: set[str] = field(default_factory=set)
+    pod_networks: list = field(default_factory=list)
+    service_networks: list = field(default_factory=list)
+    #: address that stands for a host inside the pod network (bridge / tunnel device) -> host address
+    host_gateways: dict[str, str] = field(default_factory=dict)
+    #: port name (the catalog's ``ports``) -> number, the inventory's values where it gives them
+    ports: dict[str, int] = field(default_factory=default_ports)
+    konnectivity_enabled: bool = False
+    inferred: set[str] = field(default_factory=set)   # names of the fields above that were inferred
+    has_inventory: bool = False
+
+    @property
+    def kubelet_port(self) -> int:
+        return self.ports["kubelet_port"]
+
+    @property
+    def readonly_port(self) -> int:
+        return self.ports["kubelet_readonly_port"]
+
+    def etcd_ports(self) -> set[int]:
+        return {int(e.rsplit("|", 1)[1]) for e in self.etcd_eps} | {self.ports["etcd_client_port"],
+                                                                      self.ports["etcd_peer_port"]}
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _ep(ip: str, port: int) -> str:
+    return f"{ip}|{port}"
+
+
+def _net(c: str):
+    return ipaddress.ip_network(c, strict=False)
+
+
+def build_view(flows: pd.DataFrame, feat: pd.DataFrame, inventory: Inventory | None) -> ClusterView:
+    """The cluster view: the inventory's facts, with gaps filled in from the traffic."""
+    v = _view_of_inventory(inventory)
+    if flows.empty:
+        return v
+    dst_port = flows["dst_port"]
+    dkey = endpoint_keys(flows["dst_ip"].astype("string"), dst_port)
+    tcp = (flows["transport"].astype("string") == "tcp").to_numpy(bool)
+
+    # the kubernetes service VIP: the first address of each service CIDR, port 443
+    if not v.vip_eps and v.service_networks:
+        v.vip_eps = {_ep(str(n.network_address + 1), 443) for n in v.service_networks}
+        v.inferred.add("vip_eps")
+    if not v.apiserver_eps:
+        _infer_apiserver(v, flows, feat, dkey, tcp)
+    if not v.etcd_eps:
+        v.etcd_eps = set(dkey[tcp & np.isin(dst_port.to_numpy(), [v.ports["etcd_client_port"], v.ports["etcd_peer_port"]])])
+        if v.etcd_eps:
+            v.inferred.add("etcd_eps")
+    if not v.konn_eps:
+        v.konn_eps = set(dkey[tcp & (dst_port.to_numpy() == v.ports["konnectivity_port"])])
+        if v.konn_eps:
+            v.inferred.add("konn_eps")
+    if not v.cp_addrs:
+        v.cp_addrs = {e.rsplit("|", 1)[0] for e in v.apiserver_eps | v.etcd_eps | v.konn_eps}
+        if v.cp_addrs:
+            v.inferred.add("cp_addrs")
+    # the apiserver runs on the hosts of its endpoints and (stacked control planes) on every
+    # control-plane host; its connections to kubelets, nodes and pods start there
+    v.apiserver_hosts = {e.rsplit("|", 1)[0] for e in v.apiserver_eps} | v.cp_addrs
+    if not v.node_addrs:
+        _infer_nodes(v, flows, feat, dkey, tcp)
+    if not v.pod_networks and v.vip_eps:
+        _infer_pod_networks(v, flows, dkey)
+    return v
+
+
+def _view_of_inventory(inventory: Inventory | None) -> ClusterView:
+    v = ClusterView(has_inventory=inventory is not None)
+    inv = inventory or Inventory()
+    v.ports.update({name: int(getattr(inv, name)) for name in v.ports if hasattr(inv, name)})
+    v.apiserver_eps = {_ep(*e) for e in inv.apiserver_endpoints}
+    if inv.service:
+        v.vip_eps = {_ep(*inv.service)}
+    v.cp_addrs = set(inv.control_plane_addresses)
+    v.node_addrs = set(inv.node_addresses)
+    v.konn_eps = {_ep(*inv.konnectivity_server)} if inv.konnectivity_server else set()
+    v.konnectivity_enabled = inv.konnectivity_enabled
+    v.etcd_eps = {_ep(*e) for e in inv.etcd}
+    v.pod_networks = [_net(c) for c in inv.all_pod_cidrs()]
+    v.service_networks = [_net(c) for c in inv.service_cidrs]
+    for h in inv.control_plane + inv.nodes:
+        if not h.addresses:
+            continue
+        for c in h.pod_cidrs:
+            n = _net(c)
+            v.host_gateways[str(n.network_address)] = h.addresses[0]
+            if n.num_addresses > 2:
+                v.host_gateways[str(n.network_address + 1)] = h.addresses[0]
+    return v
+
+
+def _infer_apiserver(v: ClusterView, flows: pd.DataFrame, feat: pd.DataFrame, dkey: pd.Series, tcp: np.ndarray) -> None:
+    by_port = tcp & (flows["dst_port"].to_numpy() == v.ports["apiserver_port"])
+    by_sni = cn_match(APISERVER_SNI, feat["sni"])
+    by_cert = cn_match(APISERVER_SAN, feat["server_sans"]) | cn_match(APISERVER_SUBJECT, feat["server_subject"])
+    cand = set(dkey[tcp & (by_port | by_sni | by_cert)]) - v.vip_eps
+    if not v.vip_eps and len(cand) > 1:
+        # a VIP on 443 never initiates anything; the real apiserver host does (etcd, kubelet)
+        sources = set(flows["src_ip"].astype("string"))
+        vips = {e for e in cand if e.endswith("|443") and e.rsplit("|", 1)[0] not in sources}
+        if vips and cand - vips:
+            v.vip_eps = vips
+            v.inferred.add("vip_eps")
+            cand -= vips
+    if v.service_networks:
+        in_svc = {e for e in cand if ip_attributes(pd.Series([e.rsplit("|", 1)[0]]), v.service_networks)[0]}
+        v.vip_eps |= in_svc
+        cand -= in_svc
+    v.apiserver_eps = cand
+    v.inferred.add("apiserver_eps")
+
+
+def _infer_nodes(v: ClusterView, flows: pd.DataFrame, feat: pd.DataFrame, dkey: pd.Series, tcp: np.ndarray) -> None:
+    kubelets = tcp & np.isin(flows["dst_port"].to_numpy(), (v.kubelet_port, v.readonly_port))
+    nodes = set(flows["dst_ip"].astype("string")[kubelets])
+    node_cert = cn_match(NODE_SUBJECT, feat["client_subject"])
+    nodes |= set(flows["src_ip"].astype("string")[node_cert])
+    # Konnectivity agents dial from the nodes' network; overlays are carried between node hosts
+    nodes |= set(flows["src_ip"].astype("string")[np.isin(dkey.to_numpy(str), list(v.konn_eps))].dropna())
+    if "tunnel_src" in flows:
+        nodes |= set(flows["tunnel_src"].dropna().astype("string")) | set(flows["tunnel_dst"].dropna().astype("string"))
+    v.node_addrs = nodes - v.cp_addrs if v.cp_addrs else nodes
+    if v.node_addrs:
+        v.inferred.add("node_addrs")
+
+
+def _infer_pod_networks(v: ClusterView, flows: pd.DataFrame, dkey: pd.Series) -> None:
+    """Pods are the clients of the kubernetes service VIP; their cluster network is taken as the /16
+    (IPv6: /48) around them, kube's usual cluster CIDR size, narrowed until no host address falls inside."""
+    vip_clients = set(flows["src_ip"].astype("string")[np.isin(dkey.to_numpy(str), list(v.vip_eps))].dropna())
+    hosts = [ipaddress.ip_address(h) for h in (v.cp_addrs | v.node_addrs) if _is_ip(h)]
+    nets = set()
+    for ip in vip_clients - v.cp_addrs - v.node_addrs:
+        try:
+            a = ipaddress.ip_address(ip)
+        except ValueError:
+            continue
+        for prefix in ((16, 24, 32) if a.version == 4 else (48, 64, 128)):
+            net = ipaddress.ip_network(f"{a}/{prefix}", strict=False)
+            if not any(h.version == net.version and h in net for h in hosts):
+                nets.add(net)   # the widest guess that holds no host address
+                break
+    if nets:
+        v.pod_networks = sorted(nets, key=str)
+        v.inferred.add("pod_networks")
