@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -16,6 +19,7 @@ from commpath.decode.x509 import load_ca_bundle, name_from_der, parse_certificat
 from commpath.errors import InputError
 
 NOW = dt.datetime.now(dt.timezone.utc)
+PUBLIC = Path(__file__).resolve().parents[1].parent / "shared/pcaps/public"
 
 
 def _name(cn):
@@ -199,3 +203,134 @@ def test_go_semantics_names(pki):
     assert ok is False and "not a.b.svc.cluster.local" in err
     ok, err = verify_chain([leaf], [root], NOW, server_ip="10.96.0.2")
     assert ok is False and "not 10.96.0.2" in err
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+@pytest.mark.parametrize("digest,algorithm", [("sha1", "sha1WithRSAEncryption"), ("md5", "md5WithRSAEncryption")])
+def test_legacy_self_signed_certificates_are_self_signed(tmp_path, digest, algorithm):
+    """cryptography refuses SHA-1/MD5 signatures; they are verified explicitly and still identify the issuer."""
+    crt = tmp_path / "legacy.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tmp_path / "k.pem"),
+                    "-out", str(crt), "-days", "30", "-subj", f"/CN=legacy-{digest}", f"-{digest}"],
+                   check=True, capture_output=True)
+    der = x509.load_pem_x509_certificate(crt.read_bytes()).public_bytes(serialization.Encoding.DER)
+    row = parse_certificate(der).row
+    assert row["signature_algorithm"] == algorithm and row["self_signed"] is True
+    forged = bytearray(der)
+    forged[-5] ^= 0x01                                   # inside the signature: no longer its own
+    assert parse_certificate(bytes(forged)).row["self_signed"] is False
+
+
+def test_self_signed_unknown_when_it_cannot_be_checked():
+    """A signature algorithm nobody here knows leaves self_signed <NA>, not False."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = rsa.generate_private_key(65537, 2048)
+    der = _issue("self", _name("self"), key, key).public_bytes(serialization.Encoding.DER)
+    sha256_rsa = bytes.fromhex("06092a864886f70d01010b")            # 1.2.840.113549.1.1.11
+    assert der.count(sha256_rsa) == 2                               # in the TBS and beside the signature
+    unknown = der.replace(sha256_rsa, sha256_rsa[:-1] + b"\x7f")     # 1.2.840.113549.1.1.127
+    row = parse_certificate(unknown).row
+    assert row["subject"] == row["issuer"] and row["signature_algorithm"] == "1.2.840.113549.1.1.127"
+    assert row["self_signed"] is None
+    assert parse_certificate(der).row["self_signed"] is True
+
+
+@pytest.mark.skipif(not PUBLIC.exists(), reason="public captures not beside the checkout")
+def test_sha1_root_in_a_public_capture_is_self_signed():
+    """tls1.2.pcap sends AddTrust External CA Root, self-signed with SHA-1 (was reported False)."""
+    from conftest_handshakes import read_capture
+    from commpath.decode.handshakes import analyze_handshakes
+    certs = analyze_handshakes(read_capture(PUBLIC / "zeek/testing/btest/Traces/tls/tls1.2.pcap")).certs
+    root = certs[certs.subject.str.startswith("CN=AddTrust External CA Root")].iloc[0]
+    assert root.signature_algorithm == "sha1WithRSAEncryption" and root.self_signed == True  # noqa: E712
+    assert not certs[~certs.subject.str.startswith("CN=AddTrust")].self_signed.any()
+
+
+@pytest.mark.skipif(not PUBLIC.exists(), reason="public captures not beside the checkout")
+def test_sha1_chain_to_a_trusted_root_fails_for_its_weak_signature(tmp_path):
+    """A SHA-1 chain to a root in the bundle is refused as Go refuses it: for the algorithm, not the authority."""
+    from conftest_handshakes import read_capture
+    from commpath.decode.handshakes import analyze_handshakes
+    from commpath.decode.tls import parse_tls
+    cap = read_capture(PUBLIC / "zeek/testing/btest/Traces/tls/tls1.2.pcap")
+    (fs,) = cap.streams.values()
+    chain = parse_tls(fs).server_chain
+    root = x509.load_der_x509_certificate(chain[-1])
+    assert root.subject == root.issuer and root.signature_hash_algorithm.name == "sha1"
+    bundle = tmp_path / "addtrust.pem"
+    bundle.write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    t = analyze_handshakes(cap, ca=str(bundle)).tls.iloc[0]
+    assert t.server_cert_verified == False  # noqa: E712
+    assert "insecure algorithm (sha1WithRSAEncryption)" in t.verify_error, t.verify_error
+
+
+def _ca(subject, issuer, key, issuer_key, *, path_length=None, cert_sign=True, constraints=None, eku=None):
+    b = (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(issuer).public_key(key.public_key())
+         .serial_number(x509.random_serial_number())
+         .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=30))
+         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+         .add_extension(x509.KeyUsage(True, False, False, False, False, cert_sign, True, False, False), critical=True)
+         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False))
+    if constraints is not None:
+        b = b.add_extension(constraints, critical=True)
+    if eku:
+        b = b.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+    return b.sign(issuer_key, hashes.SHA256())
+
+
+@pytest.fixture(scope="module")
+def ca_chain():
+    """A root, a key for an intermediate and one for leaves."""
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(4)]
+    root = _ca("root", _name("root"), keys[0], keys[0])
+    return root, keys
+
+
+def _leaf(issuer, issuer_key, key, name="node-1"):
+    return parse_certificate(_der(_issue(name, issuer.subject, key, issuer_key, sans=[x509.DNSName(name)],
+                                         eku=[ExtendedKeyUsageOID.SERVER_AUTH])))
+
+
+def test_chain_is_built_first_and_every_reason_reported(ca_chain):
+    from commpath.decode.x509 import verify_chain_reasons
+    root, keys = ca_chain
+    inter = _ca("inter", root.subject, keys[1], keys[0])
+    leaf = _leaf(inter, keys[1], keys[2])
+    assert verify_chain_reasons([leaf, parse_certificate(_der(inter))], [root], NOW, server_name="node-1") == \
+        (True, None, [])
+    ok, err, reasons = verify_chain_reasons([leaf], [root], NOW + dt.timedelta(days=60), server_name="node-2")
+    assert ok is False and reasons == ["missing-intermediate", "expired", "name-mismatch"]
+    assert err.startswith("certificate signed by unknown authority")           # the chain's reason first
+    stranger_key = ec.generate_private_key(ec.SECP256R1())
+    stranger = _ca("stranger", _name("stranger"), stranger_key, stranger_key)
+    ok, err, reasons = verify_chain_reasons([leaf, parse_certificate(_der(inter))], [stranger], NOW,
+                                            server_name="node-1")
+    assert ok is False and reasons == ["missing-intermediate"]
+    presented_root = [leaf, parse_certificate(_der(inter)), parse_certificate(_der(root))]
+    ok, err, reasons = verify_chain_reasons(presented_root, [stranger], NOW, server_name="node-1")
+    assert ok is False and reasons == ["unknown-authority"] and "CN=root" in err
+
+
+@pytest.mark.parametrize("case", ["path-length", "name-constraints", "key-cert-sign", "intermediate-eku"])
+def test_ca_rules_along_the_path(ca_chain, case):
+    """basicConstraints path length, name constraints and keyCertSign (cryptography's verifier), and the
+    intermediates' extended key usage (Go's rule), each fail the chain with its own reason."""
+    from commpath.decode.x509 import verify_chain_reasons
+    root, keys = ca_chain
+    if case == "path-length":
+        top = _ca("inter-0", root.subject, keys[1], keys[0], path_length=0)
+        inter = _ca("inter-1", top.subject, keys[3], keys[1])
+        chain = [_leaf(inter, keys[3], keys[2]), parse_certificate(_der(inter)), parse_certificate(_der(top))]
+        reason, text = "ca-constraints", "path length"
+    else:
+        kw = {"name-constraints": {"constraints": x509.NameConstraints([x509.DNSName("example.org")], None)},
+              "key-cert-sign": {"cert_sign": False},
+              "intermediate-eku": {"eku": [ExtendedKeyUsageOID.CLIENT_AUTH]}}[case]
+        inter = _ca("inter", root.subject, keys[1], keys[0], **kw)
+        chain = [_leaf(inter, keys[1], keys[2]), parse_certificate(_der(inter))]
+        reason = "issuer-usage" if case == "intermediate-eku" else "ca-constraints"
+        text = {"name-constraints": "name constraint", "key-cert-sign": "keyCertSign",
+                "intermediate-eku": "does not allow serverAuth"}[case]
+    ok, err, reasons = verify_chain_reasons(chain, [root], NOW, server_name="node-1")
+    assert ok is False and reasons == [reason] and text in err, err

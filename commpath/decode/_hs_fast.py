@@ -166,7 +166,7 @@ def _server(version: int, cipher_id: int) -> tuple[str | None, str]:
 def rows(jobs: list[tuple], max_appdata: int, cert_columns, careful) -> list[tuple]:
     """TLS rows of ``jobs`` = (flows, ts, dst_ip, tunneled, starttls_from), in the column order of the tls table.
 
-    ``cert_columns(flow_id, sni, server_chain, client_chain, ts, dst_ip, tunneled)`` gives the five
+    ``cert_columns(flow_id, sni, server_chain, client_chain, ts, dst_ip, tunneled)`` gives the six
     certificate columns; ``careful(job)`` the row of a connection that the walk hands back.
     """
     walked, keys = walk([job[0] for job in jobs], max_appdata)
@@ -291,11 +291,12 @@ def _row(flow_id: int, ts, dst_ip, tunneled: bool, starttls_from: str | None, cd
         else:
             client_cert = "unknown"
         established = server_ccs and bool(flags & F_CLIENT_CCS)
-    s_fps, c_fps, s_ok, c_ok, verify_error = cert_columns(flow_id, sni, server_chain, client_chain, ts, dst_ip,
-                                                          tunneled)
+    s_fps, c_fps, s_ok, c_ok, verify_error, reasons = cert_columns(flow_id, sni, server_chain, client_chain, ts,
+                                                                   dst_ip, tunneled)
     return (flow_id, tls_version, client_versions, sni, alpn_offered, alpn, cipher, cipher_id, ja4_text,
             False, resumed, established, cert_request, cas, s_fps, c_fps, visibility, client_cert, s_ok, c_ok,
-            verify_error, alerts, False, None, frames, inference, tunneled, starttls_from is not None, starttls_from)
+            verify_error, alerts, False, None, frames, inference, tunneled, starttls_from is not None, starttls_from,
+            reasons)
 
 
 def _frames(fs, v: list) -> list[int]:

@@ -14,7 +14,7 @@ from . import _hs_fast
 from .engine import collector_paused
 from ._tls_wire import EXT_ALPN, HS_CERTIFICATE, HS_CERTIFICATE_REQUEST, HS_ENCRYPTED_EXTENSIONS, Reader, Truncated
 from .http import HTTP_COLUMNS, http1_rows, parse_http
-from .schema import CERT_COLUMNS, TLS_COLUMNS, conform, empty_frame
+from .schema import CERT_COLUMNS, TLS_COLUMNS, TLS_EXTRA, conform, empty_frame
 from .ssh import parse_ssh
 from .streams import FlowStreams
 from .tls import (
@@ -45,10 +45,6 @@ SSH_COLUMNS: dict[str, str] = {
     "parse_error": "string",
     "version": "Int8",               # protocol both banners agree on: 1 (SSH-1.x, or 1.99 falling back) | 2
 }
-
-#: Extra TLS columns (after the declared ones): how the TLS 1.3 client-certificate inference decided.
-TLS_EXTRA = {"client_cert_inference": "string", "tunneled": "bool", "starttls": "bool",
-             "starttls_from": "string"}   # clear-text protocol upgraded in band: smtp | imap | ldap | ... | unknown
 
 HANDSHAKE_PROTOCOLS = ("tls", "ssh", "http", "http2")
 
@@ -194,7 +190,7 @@ class HandshakeAnalyzer:
 
     def _cert_columns(self, flow_id, sni, server_chain, client_chain, ts, dst_ip, tunneled) -> tuple:
         if self.cas is None and not server_chain and not client_chain:
-            return [], [], None, None, None
+            return [], [], None, None, None, []
         return _cert_columns(flow_id, sni, server_chain, client_chain, ts, dst_ip, self.cas, self.certs, tunneled)
 
     def _careful(self, job: tuple) -> tuple:
@@ -318,7 +314,8 @@ _TLS_NAMES = list(_TLS_ALL)
 #: TLS columns read straight off the handshake record, then the ones _tls_row computes.
 _HS_ATTRS = [k for k in _TLS_NAMES if k in TlsHandshake.__slots__ and k not in TLS_EXTRA]
 _ROW_EXTRA = ["server_cert_fingerprints", "client_cert_fingerprints", "server_cert_verified",
-              "client_cert_verified", "verify_error", "client_cert_inference", "tunneled", "starttls", "starttls_from"]
+              "client_cert_verified", "verify_error", "verify_reasons", "client_cert_inference", "tunneled", "starttls",
+              "starttls_from"]
 _HS_GET = attrgetter(*_HS_ATTRS)
 _TLS_ORDER = itemgetter(*[(_HS_ATTRS + _ROW_EXTRA).index(k) for k in _TLS_NAMES])
 assert sorted(_HS_ATTRS + _ROW_EXTRA) == sorted(_TLS_NAMES), "every TLS column has a source"
@@ -327,7 +324,7 @@ assert _TLS_NAMES == [
     "hello_retry", "resumed", "established", "cert_request", "cert_request_cas", "server_cert_fingerprints",
     "client_cert_fingerprints", "certs_visibility", "client_cert", "server_cert_verified", "client_cert_verified",
     "verify_error", "alerts", "partial", "parse_error", "handshake_frames", "client_cert_inference", "tunneled",
-    "starttls", "starttls_from"], "HandshakeAnalyzer._flush builds TLS rows in this order"
+    "starttls", "starttls_from", "verify_reasons"], "HandshakeAnalyzer._flush builds TLS rows in this order"
 _HTTP_NAMES = list(HTTP_COLUMNS)
 _HTTP_HEAD = _HTTP_NAMES[:-2]
 assert _HTTP_NAMES[-2:] == ["partial", "parse_error"]
@@ -345,25 +342,29 @@ def _tls_row(hs: TlsHandshake, ts, dst_ip, cas, keys, certs: "_CertBook", tunnel
 
 def _cert_columns(flow_id: int, sni, server_chain: list[bytes], client_chain: list[bytes], ts, dst_ip, cas,
                   certs: "_CertBook", tunneled: bool) -> tuple:
-    """Certificates into the book; (server fingerprints, client fingerprints, verified, verified, error)."""
+    """Certificates into the book; (server fingerprints, client fingerprints, verified, verified, error,
+    reasons)."""
     s_fps = certs.chain(server_chain, flow_id, "server")
     c_fps = certs.chain(client_chain, flow_id, "client")
     s_ok = c_ok = verify_error = None
+    reasons: list[str] = []
     if cas is not None:
-        verify_chain = _x509().verify_chain
+        verify_chain = _x509().verify_chain_reasons
         server, client = [certs.parsed(fp) for fp in s_fps], [certs.parsed(fp) for fp in c_fps]
         at = dt.datetime.fromtimestamp(float(ts), dt.timezone.utc)
         errors = []
         ip = None if tunneled and not _is_ip(dst_ip) else dst_ip
         name = sni or (dst_ip if tunneled and not _is_ip(dst_ip) else None)
-        s_ok, err = verify_chain(server, cas, at, server_name=name, server_ip=ip)
+        s_ok, err, why = verify_chain(server, cas, at, server_name=name, server_ip=ip)
         if err:
             errors.append(f"server: {err}")
-        c_ok, err = verify_chain(client, cas, at, client=True)
+        reasons += [f"server:{r}" for r in why]
+        c_ok, err, why = verify_chain(client, cas, at, client=True)
         if err:
             errors.append(f"client: {err}")
+        reasons += [f"client:{r}" for r in why]
         verify_error = "; ".join(errors) or None
-    return list(s_fps), list(c_fps), s_ok, c_ok, verify_error
+    return list(s_fps), list(c_fps), s_ok, c_ok, verify_error, reasons
 
 
 def _is_ip(text) -> bool:
@@ -495,6 +496,5 @@ class _CertBook:
             row["flow_ids"] = sorted(self._flows[fp])
             for k in ("sans", "key_usage", "extended_key_usage"):
                 row[k] = row[k] if row[k] is not None else []
-            row["self_signed"] = bool(row["self_signed"])
             rows.append(tuple(map(row.get, CERT_COLUMNS)))
         return _frame(rows, CERT_COLUMNS)            # not_before/not_after: UTC datetimes, typed at once

@@ -110,6 +110,15 @@ TLS_COLUMNS: dict[str, str] = {
     "handshake_frames": "object",   # list[int], frames that carry the handshake messages
 }
 
+#: TLS columns after the declared ones (the tls table has both; the flows table joins only the above).
+TLS_EXTRA: dict[str, str] = {
+    "client_cert_inference": "string",  # how the TLS 1.3 client-certificate inference decided
+    "tunneled": "bool",             # inside an HTTP CONNECT tunnel
+    "starttls": "bool",             # upgraded in band from a clear-text protocol
+    "starttls_from": "string",      # that protocol: smtp | imap | pop3 | ftp | xmpp | ldap | postgresql | unknown
+    "verify_reasons": "object",     # list[str] "server:<reason>" / "client:<reason>", x509.REASONS codes
+}
+
 #: One row per certificate, deduplicated by SHA-256 fingerprint.
 CERT_COLUMNS: dict[str, str] = {
     "fingerprint": "string",        # sha256 hex
@@ -125,7 +134,7 @@ CERT_COLUMNS: dict[str, str] = {
     "is_ca": "boolean",
     "key_usage": "object",          # list[str]
     "extended_key_usage": "object", # list[str]: serverAuth, clientAuth, ...
-    "self_signed": "bool",
+    "self_signed": "boolean",       # issued and signed by itself (SHA-1/MD5 too); <NA>: could not be checked
     "roles": "object",              # list[str]: server | client | intermediate
     "flow_ids": "object",           # list[int] where it was seen
     "parse_error": "string",

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-import ipaddress
-from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
-from ._memo import BoundedMemo
 from ..errors import InputError
 
 #: Attribute names as OpenSSL (and Zeek) print them, where RFC 4514 has none.
@@ -152,18 +149,67 @@ def _sans(value: x509.SubjectAlternativeName) -> list[str]:
 
 
 def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
-    """``parent`` names and signs ``child``."""
+    """``parent`` names and signs ``child`` with an algorithm Go accepts (SHA-1 and MD5 do not count)."""
+    return signature_check(child, parent) == SIGNED
+
+
+#: Results of :func:`signature_check`.
+SIGNED, SIGNED_LEGACY, NOT_SIGNED, UNCHECKABLE = "signed", "signed-legacy", "not-signed", "uncheckable"
+#: Signature hashes ``verify_directly_issued_by`` refuses but that still identify the issuer.
+LEGACY_HASHES = ("sha1", "md5")
+
+
+def signature_check(child: x509.Certificate, parent: x509.Certificate) -> str:
+    """Whether ``parent`` names and signs ``child``: SIGNED, SIGNED_LEGACY (a valid SHA-1 or MD5
+    signature), NOT_SIGNED, or UNCHECKABLE (an algorithm or key nobody here can verify).
+
+    ``verify_directly_issued_by`` refuses SHA-1 and MD5 signatures outright; those are verified
+    here with the issuer's public key and the hash the signature OID names, because they still
+    tell which certificate issued which (a SHA-1 self-signed kubelet certificate is self-signed).
+    """
     if child.issuer != parent.subject:
-        return False
+        return NOT_SIGNED
     try:
         child.verify_directly_issued_by(parent)
-        return True
-    except Exception:            # noqa: BLE001 - wrong key, unsupported algorithm or bad signature
-        return False
+        return SIGNED
+    except InvalidSignature:
+        return NOT_SIGNED
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        pass                                   # refused algorithm (or key): try the legacy ones below
+    except Exception:            # noqa: BLE001 - a malformed certificate cannot be checked
+        return UNCHECKABLE
+    return _legacy_signature(child, parent)
 
 
-def _self_signed(cert: x509.Certificate) -> bool:
-    return _issued_by(cert, cert)
+def _legacy_signature(child: x509.Certificate, parent: x509.Certificate) -> str:
+    try:
+        digest = child.signature_hash_algorithm
+    except Exception:            # noqa: BLE001 - an unknown signature OID
+        return UNCHECKABLE
+    if digest is None or digest.name not in LEGACY_HASHES:
+        return UNCHECKABLE
+    try:
+        key = parent.public_key()
+        sig, tbs = child.signature, child.tbs_certificate_bytes
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(sig, tbs, padding.PKCS1v15(), digest)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(sig, tbs, ec.ECDSA(digest))
+        elif isinstance(key, dsa.DSAPublicKey):
+            key.verify(sig, tbs, digest)
+        else:
+            return UNCHECKABLE
+    except InvalidSignature:
+        return NOT_SIGNED
+    except Exception:            # noqa: BLE001 - the backend refuses the hash or the key
+        return UNCHECKABLE
+    return SIGNED_LEGACY
+
+
+def _self_signed(cert: x509.Certificate) -> bool | None:
+    """Issued and signed by itself (a legacy signature counts); None when it cannot be checked."""
+    result = signature_check(cert, cert)
+    return None if result == UNCHECKABLE else result != NOT_SIGNED
 
 
 # --------------------------------------------------------------------------- names in handshakes
@@ -242,208 +288,5 @@ def load_ca_bundle(path) -> list[x509.Certificate]:
     return certs
 
 
-MAX_CHAIN_DEPTH = 8
-
-
-def verify_chain(chain: list[ParsedCert], cas: list[x509.Certificate], at: dt.datetime,
-                 server_name: str | None = None, server_ip: str | None = None,
-                 client: bool = False) -> tuple[bool | None, str | None]:
-    """Verify a presented chain (leaf first) against ``cas`` at time ``at``, as Go's crypto/x509 does.
-
-    Kubernetes components verify with Go, so its rules decide: a path of valid signatures from
-    the leaf through presented intermediates to a bundle certificate, every certificate within
-    its validity at capture time, issuers marked as CAs, the leaf's extended key usage allowing
-    serverAuth (clientAuth for client certificates), and for servers the SNI (or else the dialled
-    IP address) among the leaf's subject alternative names (the Common Name is not used).
-    Returns (verified, error); verified is None when nothing can be said.
-    """
-    if not chain or not cas:
-        return None, None
-    leaf = chain[0]
-    if leaf.cert is None:
-        return False, "leaf certificate does not parse"
-    cert = leaf.cert
-    err = _validity(cert, at, "certificate")
-    if err:
-        return False, err
-    eku = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
-    ekus = _ext(cert, x509.ExtendedKeyUsage)
-    if ekus is not None and eku not in ekus and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in ekus:
-        return False, f"certificate specifies an incompatible key usage (needs {EKU_NAMES[eku]})"
-    if not client:
-        if server_name:
-            err = _cached_name_error(cert, server_name, None)
-        elif server_ip:
-            err = _cached_name_error(cert, None, server_ip)
-        else:
-            return None, "no server name or address to check"
-        if err:
-            return False, err
-    inters = [c.cert for c in chain[1:] if c.cert is not None]
-    return _cached_path(cert, inters, cas, at)
-
-
-class _PathMemo:
-    """Path results of one (leaf, intermediates, bundle), by the validity state of the issuers at a time.
-
-    The search reads the time only through the validity of the intermediates and bundle
-    certificates, which is constant between consecutive validity bounds: results are kept per
-    interval between bounds (except errors that quote the time).
-    """
-
-    __slots__ = ("leaf", "inters", "cas", "bounds", "results")
-
-    def __init__(self, leaf, inters, cas):
-        self.leaf, self.inters, self.cas = leaf, tuple(inters), cas
-        tick = dt.timedelta(microseconds=1)
-        bounds = set()
-        for c in (*inters, *cas):
-            bounds.add(c.not_valid_before_utc)             # valid from here (inclusive)
-            bounds.add(c.not_valid_after_utc + tick)       # expired from here
-        self.bounds = sorted(bounds)
-        self.results: dict[int, tuple[bool, str | None]] = {}
-
-    def same(self, leaf, inters, cas) -> bool:
-        return self.leaf is leaf and self.cas is cas and len(self.inters) == len(inters) \
-            and all(a is b for a, b in zip(self.inters, inters))
-
-
-_PATHS_MAX = 512                     # chains remembered (their certificates are kept alive with them)
-_PATHS: BoundedMemo = BoundedMemo(_PATHS_MAX)
-
-
-def _cached_path(cert, inters, cas, at) -> tuple[bool, str | None]:
-    """:func:`_build_path`, remembered for chains seen before (same objects, same validity state)."""
-    key = (id(cert), tuple(map(id, inters)), id(cas))
-    memo = _PATHS.get(key)
-    if memo is None or not memo.same(cert, inters, cas):
-        memo = _PATHS.remember(key, _PathMemo(cert, inters, cas))
-    slot = bisect_right(memo.bounds, at)
-    result = memo.results.get(slot)
-    if result is None:
-        result = _build_path(cert, inters, cas, at)
-        if result[1] is None or "capture at" not in result[1]:
-            memo.results[slot] = result
-    return result
-
-
-def _build_path(cert, inters, cas, at) -> tuple[bool, str | None]:
-    """Depth-first search for a signature path from ``cert`` to one of ``cas``."""
-    first_error: list[str] = []
-
-    def search(current, depth: int, seen: set[bytes]) -> bool:
-        if depth > MAX_CHAIN_DEPTH:
-            return False
-        for root in cas:
-            if _same(current, root):                 # the certificate itself is trusted
-                return True
-            if _issued_by(current, root):
-                err = _validity(root, at, "CA certificate") or _ca_error(root)
-                if err:
-                    first_error.append(err)
-                    continue
-                return True
-        for parent in inters:
-            fp = parent.fingerprint(hashes_sha256())
-            if fp in seen or not _issued_by(current, parent):
-                continue
-            err = _validity(parent, at, "intermediate certificate") or _ca_error(parent)
-            if err:
-                first_error.append(err)
-                continue
-            if search(parent, depth + 1, seen | {fp}):
-                return True
-        return False
-
-    if search(cert, 0, set()):
-        return True, None
-    if first_error:
-        return False, first_error[0]
-    if cert.issuer == cert.subject:
-        return False, "certificate signed by unknown authority (self-signed, not in the CA bundle)"
-    return False, f"certificate signed by unknown authority (issuer {name_text(cert.issuer)})"
-
-
-def hashes_sha256():
-    from cryptography.hazmat.primitives import hashes
-    return hashes.SHA256()
-
-
-def _same(a: x509.Certificate, b: x509.Certificate) -> bool:
-    return a == b
-
-
-def _ext(cert: x509.Certificate, kind):
-    try:
-        return cert.extensions.get_extension_for_class(kind).value
-    except x509.ExtensionNotFound:
-        return None
-    except Exception:            # noqa: BLE001 - a malformed extension counts as absent
-        return None
-
-
-def _validity(cert: x509.Certificate, at: dt.datetime, what: str) -> str | None:
-    nb, na = cert.not_valid_before_utc, cert.not_valid_after_utc
-    if at > na:
-        return f"{what} expired ({na:%Y-%m-%d %H:%M} UTC, capture at {at:%Y-%m-%d %H:%M} UTC)"
-    if at < nb:
-        return f"{what} not yet valid (from {nb:%Y-%m-%d %H:%M} UTC, capture at {at:%Y-%m-%d %H:%M} UTC)"
-    return None
-
-
-def _ca_error(cert: x509.Certificate) -> str | None:
-    if cert.version == x509.Version.v1:
-        return None
-    bc = _ext(cert, x509.BasicConstraints)
-    if bc is None or not bc.ca:
-        return f"issuer {name_text(cert.subject)} is not a CA certificate"
-    return None
-
-
-_NAMES: BoundedMemo = BoundedMemo(_PATHS_MAX)
-
-
-def _cached_name_error(cert: x509.Certificate, name: str | None, ip: str | None) -> str | None:
-    """:func:`_name_error`, remembered per (certificate object, name, address)."""
-    key = (id(cert), name, ip)
-    hit = _NAMES.get(key)
-    if hit is not None and hit[0] is cert:
-        return hit[1]
-    err = _name_error(cert, name, ip)
-    _NAMES.remember(key, (cert, err))
-    return err
-
-
-def _name_error(cert: x509.Certificate, name: str | None, ip: str | None) -> str | None:
-    san = _ext(cert, x509.SubjectAlternativeName)
-    dns = san.get_values_for_type(x509.DNSName) if san is not None else []
-    ips = san.get_values_for_type(x509.IPAddress) if san is not None else []
-    if name:
-        try:
-            as_ip = ipaddress.ip_address(name.strip("[]"))
-        except ValueError:
-            as_ip = None
-        if as_ip is not None:
-            ip, name = str(as_ip), None
-    if name:
-        want = name.lower().rstrip(".")
-        if any(_dns_match(p.lower().rstrip("."), want) for p in dns):
-            return None
-        listed = ", ".join(dns) or "no DNS names"
-        return f"certificate is valid for {listed}, not {name}"
-    try:
-        want_ip = ipaddress.ip_address(str(ip))
-    except ValueError:
-        return f"not an IP address: {ip}"
-    if any(a == want_ip for a in ips):
-        return None
-    listed = ", ".join(map(str, ips)) or "no IP SANs"
-    return f"certificate is valid for {listed}, not {want_ip}"
-
-
-def _dns_match(pattern: str, host: str) -> bool:
-    if pattern == host:
-        return True
-    if pattern.startswith("*.") and "." in host:
-        return host.split(".", 1)[1] == pattern[2:] and host.split(".", 1)[0] != ""
-    return False
+# verification lives in its own module; these names stay importable from here
+from ._verify import MAX_CHAIN_DEPTH, REASONS, verify_chain, verify_chain_reasons  # noqa: E402,F401
