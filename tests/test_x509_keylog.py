@@ -6,6 +6,7 @@ import datetime as dt
 import ipaddress
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -334,3 +335,35 @@ def test_ca_rules_along_the_path(ca_chain, case):
                 "intermediate-eku": "does not allow serverAuth"}[case]
     ok, err, reasons = verify_chain_reasons(chain, [root], NOW, server_name="node-1")
     assert ok is False and reasons == [reason] and text in err, err
+
+
+def _with_serial_byte(value: bytes) -> bytes:
+    """A real certificate whose one-byte serial is replaced by ``value`` (the signature no longer matches)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(_name("serial")).issuer_name(_name("serial"))
+            .public_key(key.public_key()).serial_number(0x55)
+            .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    der = _der(cert)
+    at = der.index(bytes.fromhex("a003020102020155")) + 7
+    return der[:at] + value + der[at + 1:]
+
+
+@pytest.mark.parametrize("value,serial,word", [(b"\x00", "00", "zero"), (b"\xff", "01", "negative")])
+def test_non_positive_serials_are_warnings_in_the_row_not_on_stderr(value, serial, word):
+    der = _with_serial_byte(value)
+    prog = ("import sys\nfrom commpath.decode.x509 import parse_certificate\n"
+            f"row = parse_certificate(bytes.fromhex({der.hex()!r})).row\n"
+            "print(row['serial'], row['warnings'], row.get('parse_error'))")
+    out = subprocess.run([sys.executable, "-W", "always", "-c", prog], capture_output=True, text=True, check=True)
+    assert out.stderr == ""                                   # cryptography's deprecation warning is caught
+    assert out.stdout.startswith(f"{serial} ['serial number is {word}") and out.stdout.rstrip().endswith("None")
+
+
+def test_non_positive_serial_copy_keeps_every_other_field():
+    """When cryptography refuses such certificates, the copy with a positive serial is what gets parsed."""
+    from commpath.decode.x509 import positive_serial_copy
+    der = _with_serial_byte(b"\xff")
+    copy = x509.load_der_x509_certificate(positive_serial_copy(der))
+    assert copy.serial_number == 1 and len(positive_serial_copy(der)) == len(der)
+    assert copy.subject == _name("serial") and copy.not_valid_after_utc > NOW

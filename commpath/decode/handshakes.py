@@ -494,7 +494,7 @@ class _CertBook:
             row = {k: pc.row.get(k) for k in CERT_COLUMNS}
             row["roles"] = self._roles[fp]
             row["flow_ids"] = sorted(self._flows[fp])
-            for k in ("sans", "key_usage", "extended_key_usage"):
+            for k in ("sans", "key_usage", "extended_key_usage", "warnings"):
                 row[k] = row[k] if row[k] is not None else []
             rows.append(tuple(map(row.get, CERT_COLUMNS)))
         return _frame(rows, CERT_COLUMNS)            # not_before/not_after: UTC datetimes, typed at once

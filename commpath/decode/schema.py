@@ -138,6 +138,7 @@ CERT_COLUMNS: dict[str, str] = {
     "roles": "object",              # list[str]: server | client | intermediate
     "flow_ids": "object",           # list[int] where it was seen
     "parse_error": "string",
+    "warnings": "object",           # list[str]: what the certificate breaks but parsing survived
 }
 
 #: One row per finding of the check layer.

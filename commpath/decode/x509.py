@@ -68,18 +68,27 @@ def parse_certificate(der: bytes) -> ParsedCert:
     if len(der) > MAX_DER:
         row["parse_error"] = f"certificate of {len(der)} bytes not parsed (limit {MAX_DER})"
         return ParsedCert(der, fp, None, row)
+    warned: list[str] = []
     try:
-        cert = x509.load_der_x509_certificate(der)
+        serial = _der_serial(der)
+        if serial is not None and serial <= 0:
+            warned.append(f"serial number is {'zero' if serial == 0 else 'negative'} (RFC 5280 4.1.2.2 wants "
+                          f"a positive one)")
+            cert, patched = _load_non_positive_serial(der)
+        else:
+            cert, patched = x509.load_der_x509_certificate(der), False
+            serial = cert.serial_number
         row["subject"] = name_text(cert.subject)
         row["issuer"] = name_text(cert.issuer)
-        serial = cert.serial_number
         text = format(serial if serial >= 0 else -serial, "X")
         row["serial"] = text if len(text) % 2 == 0 else "0" + text
         row["not_before"] = cert.not_valid_before_utc
         row["not_after"] = cert.not_valid_after_utc
     except Exception as exc:     # noqa: BLE001 - any malformed DER is reported, not raised
         row["parse_error"] = f"certificate does not parse: {exc}"
+        row["warnings"] = warned
         return ParsedCert(der, fp, None, row)
+    row["warnings"] = warned
     errors: list[str] = []
     try:
         key = cert.public_key()
@@ -114,10 +123,65 @@ def parse_certificate(der: bytes) -> ParsedCert:
                 row["extended_key_usage"] = [EKU_NAMES.get(o, o.dotted_string) for o in value]
     except Exception as exc:     # noqa: BLE001 - a bad extension leaves the rest
         errors.append(f"extensions: {exc}")
-    row["self_signed"] = _self_signed(cert)
+    # a patched copy no longer carries its own signature: whether it signed itself is unknown
+    row["self_signed"] = None if patched else _self_signed(cert)
     if errors:
         row["parse_error"] = "; ".join(errors)
     return ParsedCert(der, fp, cert, row)
+
+
+def _der_serial(der: bytes) -> int | None:
+    """The serial number read from the DER itself (Certificate → TBSCertificate → [version] → serial)."""
+    try:
+        (_, cert_body), = _der_items(der)
+        tbs = next(_der_items(cert_body))[1]
+        items = _der_items(tbs)
+        tag, body = next(items)
+        if tag == 0xA0:                            # explicit version
+            tag, body = next(items)
+        if tag != 0x02 or not body:
+            return None
+        return int.from_bytes(body, "big", signed=True)
+    except (ValueError, StopIteration):
+        return None
+
+
+def _load_non_positive_serial(der: bytes) -> tuple[x509.Certificate, bool]:
+    """Load a certificate whose serial is zero or negative: ``cryptography`` warns on stderr today and
+    will refuse it later, so its warning is caught (the caller records its own), and if it refuses, a
+    copy with the serial's first byte made positive (same length, so every other field is intact) is
+    loaded instead; returns the certificate and whether it is such a patched copy."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            cert = x509.load_der_x509_certificate(der)
+            cert.serial_number                       # noqa: B018 - the library warns (or raises) here too
+            return cert, False
+        except Exception:        # noqa: BLE001 - refused: parse the patched copy below
+            pass
+        return x509.load_der_x509_certificate(positive_serial_copy(der)), True
+
+
+def positive_serial_copy(der: bytes) -> bytes:
+    """``der`` with the first byte of its serial number set to 0x01: positive, same length."""
+    at = _serial_offset(der)
+    return der[:at] + b"\x01" + der[at + 1:]
+
+
+def _serial_offset(der: bytes) -> int:
+    """Offset in ``der`` of the serial number's first content byte."""
+    pos = 0
+    for _ in range(2):                               # into Certificate, then TBSCertificate
+        pos += _header_length(der, pos)
+    if der[pos] == 0xA0:                             # skip the explicit version
+        pos += _header_length(der, pos) + der[pos + 1]
+    return pos + _header_length(der, pos)
+
+
+def _header_length(der: bytes, pos: int) -> int:
+    length = der[pos + 1]
+    return 2 + (length & 0x7F if length & 0x80 else 0)
 
 
 def _key_kind(key) -> tuple[str, int | None]:
