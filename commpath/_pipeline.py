@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from .check import evaluate, load_policy
+from .check import FINDING_COLUMNS, PATH_COLUMNS, evaluate, load_policy
 from .check.policy import SEVERITY_RANK, Policy
 from .classify import Inventory, classify_with_view, load_inventory
 from .decode.engine import read
 from .decode.handshakes import SSH_COLUMNS as SSH_TABLE, HandshakeAnalyzer
 from .decode.http import HTTP_COLUMNS as HTTP_TABLE
-from .decode.schema import (CAPTURE_COLUMNS, CERT_COLUMNS, FINDING_COLUMNS, FLOW_COLUMNS, PATH_COLUMNS,
-                            TLS_COLUMNS, conform, empty_frame)
+from .decode.schema import CAPTURE_COLUMNS, CERT_COLUMNS, FLOW_COLUMNS, TLS_COLUMNS, conform, empty_frame
 from .errors import InputError
 from .present import notebook
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -103,3 +104,96 @@ def test_unknown_policy_name_and_cli_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
     assert err[0].startswith(f"commpath: error: {p}:3: checks.tls-required.severity: unknown severity")
+
+
+CHECK_ENTRY = """\
+apiVersion: commpath/v1
+kind: Checks
+version: 1
+checks:
+  - id: my-check
+    title: A check
+    severity: high
+    paths: [node-to-apiserver]
+    test: {test}
+    reference: {{anchor: node-to-control-plane, quote: q}}
+    remediation: fix it
+{extra}"""
+
+MALFORMED_CHECKS = [
+    ("kind", {"test": "plaintxt"}, 9, "checks[0].test", "unknown test kind 'plaintxt'"),
+    ("key", {"extra": "    severty: high\n"}, 12, "checks[0].severty", "unknown key"),
+    ("well-formed", {"extra": "    params: {}\n", "test": "plaintext"}, None, None, None),
+    ("param name", {"test": "tls-version-weak", "extra": "    params: {minimun: TLS 1.2}\n"}, 12,
+     "checks[0].params.minimun", "unknown key"),
+    ("param value", {"test": "tls-version-weak", "extra": "    params: {minimum: TLS 1.4}\n"}, 12,
+     "checks[0].params.minimum", "unknown value 'TLS 1.4'"),
+    ("param of a test without params", {"extra": "    params: {minimum: TLS 1.2}\n"}, 12,
+     "checks[0].params.minimum", "unknown key"),
+    ("control key", {"extra": "    controls:\n      - {framework: CIS, id: '1.2.5', name: x}\n"}, 13,
+     "checks[0].controls[0].name", "unknown key"),
+    ("control missing", {"extra": "    controls:\n      - {framework: CIS, id: '1.2.5'}\n"}, 13,
+     "checks[0].controls[0]", "missing key 'title'"),
+    ("control id as number", {"extra": "    controls:\n      - {framework: CIS, id: 1.2, title: t}\n"}, 13,
+     "checks[0].controls[0].id", "non-empty string"),
+]
+
+
+@pytest.mark.parametrize("fill,line,key,reason", [m[1:] for m in MALFORMED_CHECKS], ids=[m[0] for m in MALFORMED_CHECKS])
+def test_checks_file_is_validated_when_it_loads(tmp_path, fill, line, key, reason):
+    from commpath.check.policy import checks_from_doc
+    from commpath.classify._yamldoc import load_yaml
+    p = tmp_path / "checks.yaml"
+    p.write_text(CHECK_ENTRY.format(**{"test": "plaintext", "extra": "", **fill}))
+    if line is None:          # the well-formed variant loads
+        assert list(checks_from_doc(load_yaml(p))) == ["my-check"]
+        return
+    with pytest.raises(InputError) as err:
+        checks_from_doc(load_yaml(p))
+    msg = str(err.value)
+    assert msg.startswith(f"{p}:{line}: {key}: "), msg
+    assert reason in msg
+
+
+def test_unknown_path_in_checks_file(tmp_path):
+    from commpath.check.policy import checks_from_doc
+    from commpath.classify._yamldoc import load_yaml
+    p = tmp_path / "checks.yaml"
+    p.write_text(CHECK_ENTRY.format(test="plaintext", extra="").replace("[node-to-apiserver]", "[node-to-apiserver, kubelet]"))
+    with pytest.raises(InputError, match=r":8: checks\[0\].paths\[1\]: unknown path 'kubelet'"):
+        checks_from_doc(load_yaml(p))
+
+
+def test_controls_are_kept_and_every_shipped_check_names_a_known_test():
+    from commpath.check import TESTS, load_checks
+    p = load_checks()
+    assert all(c.test in TESTS for c in p.values())
+    from commpath.check.policy import checks_from_doc
+    from commpath.classify._yamldoc import load_yaml
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "checks.yaml"
+        f.write_text(CHECK_ENTRY.format(test="any-flow", extra="    controls:\n      - {framework: CIS Kubernetes Benchmark v1.10, id: '1.2.5', title: kubelet CA}\n"))
+        check = checks_from_doc(load_yaml(f))["my-check"]
+    assert check.controls == [{"framework": "CIS Kubernetes Benchmark v1.10", "id": "1.2.5", "title": "kubelet CA"}]
+
+
+def test_every_test_declares_known_inputs_and_check_functions_stay_short():
+    import ast
+    from commpath.check import TESTS
+    from commpath.check.kinds import INPUTS
+    for name, fn in TESTS.items():
+        assert fn.kind == name and fn.needs <= set(INPUTS)
+    for module in (Path(__file__).resolve().parents[1] / "commpath/check").glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                assert node.end_lineno - node.lineno < 80, f"{module.name}:{node.name}"
+
+
+def test_policy_params_are_validated_against_the_test(tmp_path):
+    p = tmp_path / "policy.yaml"
+    p.write_text("checks:\n  tls-version-weak:\n    params: {minimum: TLS 9}\n")
+    with pytest.raises(InputError, match=r":3: checks.tls-version-weak.params.minimum: unknown value"):
+        load_policy(str(p))
+    p.write_text("checks:\n  tls-version-weak:\n    params: {minimum: TLS 1.3}\n")
+    assert load_policy(str(p)).checks["tls-version-weak"].params == {"minimum": "TLS 1.3"}

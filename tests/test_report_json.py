@@ -58,6 +58,7 @@ def test_report_has_exactly_the_spec_layout(analysis):
         assert set(f["evidence"]) == {"capture", "frames", "display_filter"}
         assert f["severity"] in ("info", "low", "medium", "high", "critical")
         assert all(isinstance(x, int) for x in f["flow_ids"] + f["evidence"]["frames"])
+        assert f["count"] == len(f["flow_ids"]) and len(f["fingerprint"]) == 32
         checks.add(f["check"])
     assert {"tls-version-weak", "client-cert-missing", "cert-not-observable"} <= checks
 

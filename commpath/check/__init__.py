@@ -1,7 +1,11 @@
 """Check layer: each path is judged against a policy; findings carry their evidence."""
 
-from .engine import display_filter, evaluate
+from .engine import evaluate
+from .findings import MAX_EXAMPLES, display_filter, fingerprint
+from .kinds import TESTS
 from .policy import SEVERITIES, Check, Policy, builtin_policies, catalog_checks, load_checks, load_policy
+from .tables import FINDING_COLUMNS, PATH_COLUMNS
 
-__all__ = ["evaluate", "load_policy", "load_checks", "builtin_policies", "display_filter", "Policy",
-           "Check", "SEVERITIES", "catalog_checks"]
+__all__ = ["FINDING_COLUMNS", "MAX_EXAMPLES", "PATH_COLUMNS", "SEVERITIES", "TESTS", "Check", "Policy",
+           "builtin_policies", "catalog_checks", "display_filter", "evaluate", "fingerprint", "load_checks",
+           "load_policy"]

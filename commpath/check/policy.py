@@ -8,11 +8,10 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
 from ..classify._yamldoc import YamlDoc, expect_bool, expect_list, expect_mapping, expect_str, load_yaml
-from ..classify.catalog import path_ids
+from ..classify.catalog import path_ids, reference_link
 from ..errors import InputError
+from .kinds import TESTS
 
 SEVERITIES = ["info", "low", "medium", "high", "critical"]
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
@@ -34,9 +33,16 @@ class Check:
     enabled: bool = True
     params: dict = field(default_factory=dict)
     severity_by_path: dict[str, str] = field(default_factory=dict)
+    #: the audit frameworks' controls this check evidences: [{framework, id, title}]
+    controls: list[dict] = field(default_factory=list)
 
     def severity_for(self, path: str) -> str:
         return self.severity_by_path.get(path, self.severity)
+
+    @property
+    def reference_link(self) -> str:
+        """``control-plane-node-communication.md#anchor``."""
+        return reference_link(self.reference["anchor"])
 
 
 @dataclass
@@ -54,20 +60,90 @@ class Policy:
         return [c for c in self.checks.values() if c.enabled]
 
 
+CHECKS_FILE = "commpath/cfg/checks.yaml"
+CHECKS_TOP_KEYS = {"apiVersion", "kind", "version", "checks"}
+CHECK_ENTRY_KEYS = {"id", "title", "severity", "paths", "test", "scored", "reference", "remediation", "params",
+                    "controls"}
+CHECK_REQUIRED = ("id", "title", "severity", "paths", "test", "reference", "remediation")
+CONTROL_KEYS = {"framework", "id", "title"}
+
+
 @functools.cache
+def _checks_doc() -> YamlDoc:
+    return load_yaml(CHECKS_FILE, (resources.files("commpath") / "cfg" / "checks.yaml").read_text(encoding="utf-8"))
+
+
+def _params(doc: YamlDoc, key: str, value, test) -> dict:
+    """``params`` of a check: only the names its test declares, each with one of its allowed values."""
+    params = expect_mapping(doc, key, value, set(test.params))
+    for name, v in params.items():
+        if v not in test.params[name]:
+            raise doc.error(f"{key}.{name}", f"unknown value {v!r} (one of: {', '.join(map(str, test.params[name]))})")
+    return dict(params)
+
+
+def _controls(doc: YamlDoc, key: str, value) -> list[dict]:
+    """``controls``: a list of {framework, id, title}, each a non-empty string (quote ids like "1.2")."""
+    out = []
+    for i, c in enumerate(expect_list(doc, key, value)):
+        item = expect_mapping(doc, f"{key}[{i}]", c, CONTROL_KEYS)
+        for name in sorted(CONTROL_KEYS):
+            if name not in item:
+                raise doc.error(f"{key}[{i}]", f"missing key {name!r}")
+            expect_str(doc, f"{key}[{i}].{name}", item[name])
+        out.append({k: item[k] for k in ("framework", "id", "title")})
+    return out
+
+
+def check_from_entry(doc: YamlDoc, key: str, entry) -> Check:
+    """One validated entry of checks.yaml: unknown keys, test kinds, paths, params are errors."""
+    expect_mapping(doc, key, entry, CHECK_ENTRY_KEYS)
+    for name in CHECK_REQUIRED:
+        if name not in entry:
+            raise doc.error(key, f"missing key {name!r}")
+    test = expect_str(doc, f"{key}.test", entry["test"])
+    if test not in TESTS:
+        raise doc.error(f"{key}.test", f"unknown test kind {test!r} (known: {', '.join(sorted(TESTS))})")
+    reference = expect_mapping(doc, f"{key}.reference", entry["reference"], {"anchor", "quote"})
+    expect_str(doc, f"{key}.reference.anchor", reference.get("anchor"))
+    return Check(id=expect_str(doc, f"{key}.id", entry["id"]), title=expect_str(doc, f"{key}.title", entry["title"]),
+                 severity=_severity(doc, f"{key}.severity", entry["severity"]),
+                 paths=_path_list(doc, f"{key}.paths", entry["paths"]), test=test, reference=dict(reference),
+                 remediation=expect_str(doc, f"{key}.remediation", entry["remediation"]),
+                 scored=expect_bool(doc, f"{key}.scored", entry.get("scored", True)),
+                 params=_params(doc, f"{key}.params", entry.get("params") or {}, TESTS[test]),
+                 controls=_controls(doc, f"{key}.controls", entry.get("controls") or []))
+
+
+def checks_from_doc(doc: YamlDoc) -> dict[str, Check]:
+    """The validated checks of a checks.yaml document, by id."""
+    data = expect_mapping(doc, "", doc.data, CHECKS_TOP_KEYS)
+    if data.get("apiVersion") != "commpath/v1":
+        raise doc.error("apiVersion", f"expected 'commpath/v1', got {data.get('apiVersion')!r}")
+    if data.get("kind") != "Checks":
+        raise doc.error("kind", f"expected 'Checks', got {data.get('kind')!r}")
+    checks: dict[str, Check] = {}
+    for i, entry in enumerate(expect_list(doc, "checks", data.get("checks"))):
+        check = check_from_entry(doc, f"checks[{i}]", entry)
+        if check.id in checks:
+            raise doc.error(f"checks[{i}].id", f"duplicate check id {check.id!r}")
+        checks[check.id] = check
+    return checks
+
+
+@functools.cache
+def _load_checks() -> dict[str, Check]:
+    return checks_from_doc(_checks_doc())
+
+
 def load_checks() -> dict[str, Check]:
-    """The checks of cfg/checks.yaml with their default severities and paths."""
-    data = yaml.safe_load((resources.files("commpath") / "cfg" / "checks.yaml").read_text(encoding="utf-8"))
-    return {c["id"]: Check(id=c["id"], title=c["title"], severity=c["severity"], paths=list(c["paths"]),
-                           test=c["test"], reference=c["reference"], remediation=c["remediation"],
-                           scored=c.get("scored", True), params=dict(c.get("params") or {}))
-            for c in data["checks"]}
+    """The checks of cfg/checks.yaml (validated) with their default severities and paths."""
+    return copy.deepcopy(_load_checks())
 
 
 def catalog_checks() -> list[dict]:
     """The checks of cfg/checks.yaml as plain dicts (id, title, severity, paths, reference, ...)."""
-    data = yaml.safe_load((resources.files("commpath") / "cfg" / "checks.yaml").read_text(encoding="utf-8"))
-    return list(data["checks"])
+    return copy.deepcopy(list(_checks_doc().data["checks"]))
 
 
 def builtin_policies() -> list[str]:
@@ -110,7 +186,7 @@ def policy_from_doc(doc: YamlDoc, _depth: int = 0) -> Policy:
         checks = copy.deepcopy(base.checks)
         fail_at, warn_at = base.fail_at, base.warn_at
     else:
-        checks = copy.deepcopy(load_checks())
+        checks = load_checks()
         fail_at, warn_at = "high", "low"
     verdicts = expect_mapping(doc, "verdicts", data.get("verdicts", {}), {"fail", "warn"})
     if "fail" in verdicts:
@@ -140,7 +216,7 @@ def policy_from_doc(doc: YamlDoc, _depth: int = 0) -> Policy:
             sbp = expect_mapping(doc, f"{key}.severity_by_path", raw["severity_by_path"], set(path_ids()))
             c.severity_by_path = {p: _severity(doc, f"{key}.severity_by_path.{p}", s) for p, s in sbp.items()}
         if "params" in raw:
-            c.params.update(expect_mapping(doc, f"{key}.params", raw["params"]))
+            c.params.update(_params(doc, f"{key}.params", raw["params"], TESTS[c.test]))
     name = str(data.get("name") or Path(doc.file).stem)
     return Policy(name=name, checks=checks, fail_at=fail_at, warn_at=warn_at, file=doc.file,
                   description=str(data.get("description") or ""))

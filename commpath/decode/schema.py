@@ -140,25 +140,3 @@ CERT_COLUMNS: dict[str, str] = {
     "parse_error": "string",
     "warnings": "object",           # list[str]: what the certificate breaks but parsing survived
 }
-
-#: One row per finding of the check layer.
-FINDING_COLUMNS: dict[str, str] = {
-    "check": "category",
-    "severity": "category",         # info | low | medium | high | critical
-    "path": "category",
-    "flow_ids": "object",           # list[int]
-    "message": "string",
-    "remediation": "string",
-    "capture": "string",
-    "frames": "object",             # list[int]
-    "display_filter": "string",
-    "reference": "string",          # document anchor
-}
-
-#: One row per documented path of the catalog.
-PATH_COLUMNS: dict[str, str] = {
-    "id": "category",
-    "observed": "bool",
-    "flows": "int64",
-    "verdict": "category",          # pass | fail | warn | not-observed | not-observable
-}

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..check import load_policy
+from ..check import FINDING_COLUMNS, PATH_COLUMNS, load_policy
 from ..decode import schema
 from . import palette
 
@@ -22,8 +22,8 @@ def frame(analysis, name: str) -> pd.DataFrame:
     if isinstance(df, pd.DataFrame):
         return df
     declared = {"flows": schema.FLOW_COLUMNS, "tls": schema.TLS_COLUMNS,
-                "certs": schema.CERT_COLUMNS, "findings": schema.FINDING_COLUMNS,
-                "paths": schema.PATH_COLUMNS, "captures": schema.CAPTURE_COLUMNS}.get(name)
+                "certs": schema.CERT_COLUMNS, "findings": FINDING_COLUMNS,
+                "paths": PATH_COLUMNS, "captures": schema.CAPTURE_COLUMNS}.get(name)
     return schema.empty_frame(declared) if declared else pd.DataFrame()
 
 

@@ -56,12 +56,13 @@ def build_report(analysis) -> dict:
             p.pop("needs", None)
     findings = []
     for f in _records(analysis.findings, ["check", "severity", "path", "flow_ids", "message", "remediation",
-                                          "capture", "frames", "display_filter", "reference"]):
+                                          "capture", "frames", "display_filter", "reference", "fingerprint",
+                                          "count"]):
         findings.append({
             "check": f["check"], "severity": f["severity"], "path": f["path"], "flow_ids": f["flow_ids"],
             "message": f["message"], "remediation": f["remediation"],
             "evidence": {"capture": f["capture"], "frames": f["frames"], "display_filter": f["display_filter"]},
-            "reference": f["reference"],
+            "reference": f["reference"], "fingerprint": f["fingerprint"], "count": f["count"],
         })
     flows = _records(analysis.flows, FLOW_KEYS)
     report = {

@@ -1,0 +1,31 @@
+"""The tables the check layer returns, declared once: findings and path verdicts (column → dtype)."""
+
+from __future__ import annotations
+
+#: One row per check × path × connection key (initiator address, responder address, responder
+#: port) × capture: the connections that key stands for, with examples an auditor can open.
+FINDING_COLUMNS: dict[str, str] = {
+    "check": "category",            # check id (cfg/checks.yaml)
+    "severity": "category",         # info | low | medium | high | critical (after the policy)
+    "path": "category",             # path id (cfg/catalog.yaml)
+    "flow_ids": "object",           # list[int]: every connection the finding stands for, by first frame
+    "message": "string",            # one line: check title, count, connection key, what was seen
+    "remediation": "string",        # the flag or setting that fixes it
+    "capture": "string",            # capture file of these connections
+    "frames": "object",             # list[int]: first frame and handshake frames of the example connections
+    "display_filter": "string",     # Wireshark filter opening exactly the example connections' packets
+    "reference": "string",          # document anchor, control-plane-node-communication.md#...
+    "fingerprint": "string",        # stable id of check, path and connection key (no ports/frames/flow ids)
+    "count": "int64",               # connections the finding stands for (len(flow_ids))
+}
+
+#: One row per judged path of the catalog.
+PATH_COLUMNS: dict[str, str] = {
+    "id": "category",               # path id
+    "observed": "bool",             # at least one flow on the path
+    "flows": "int64",               # flows on the path
+    "verdict": "category",          # pass | fail | warn | not-observed | not-observable | inconclusive
+    "needs": "string",              # what would settle a not-observable or inconclusive verdict
+}
+
+__all__ = ["FINDING_COLUMNS", "PATH_COLUMNS"]
