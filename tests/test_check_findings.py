@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,21 +12,20 @@ import pytest
 import commpath
 from commpath.check import MAX_EXAMPLES, fingerprint
 
-from _check_truth import ROOT, TRUTH, flagged, run, runs
+from _check_truth import ROOT, flagged, per_row, run, runs
 
-TSHARK = shutil.which("tshark")
 EDITCAP = shutil.which("editcap")
-RECORDED = json.loads(TRUTH.read_text())
-#: every bundled run, and every public run on which the per-row engine flagged something
-CASES = [(name, kw) for name, kw in runs() if not name.startswith("public/") or RECORDED[name].get("flagged")]
+CASES = runs()
 
 
 @pytest.mark.parametrize("name,kwargs", CASES, ids=[c[0] for c in CASES])
 def test_findings_flag_the_same_connections_as_the_per_row_engine(name, kwargs, tmp_path):
     analysis = run(kwargs, tmp_path)
-    assert flagged(analysis.findings) == RECORDED[name]["flagged"]
+    old_findings, old_paths = per_row(analysis, kwargs)
+    assert flagged(analysis.findings) == flagged(old_findings)
+    old_verdicts = dict(zip(old_paths["id"].astype(str), old_paths["verdict"].astype(str)))
     verdicts = dict(zip(analysis.paths["id"].astype(str), analysis.paths["verdict"].astype(str)))
-    assert verdicts == RECORDED[name]["verdicts"]
+    assert verdicts == old_verdicts
     _assert_aggregated(analysis)
 
 
