@@ -168,7 +168,8 @@ def _join_tls(flows: pd.DataFrame, tls: pd.DataFrame) -> pd.DataFrame:
 
 
 def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progress=False,  # noqa: A001
-         merge: bool | None = None) -> Analysis:
+         merge: bool | None = None, client=None, workers: int | None = None, scheduler: str | None = None,
+         parts: str | None = None, storage_options: dict | None = None) -> Analysis:
     """Read captures (files, folders, or an ``analyze`` output folder), classify every flow into its
     documented path, and judge the paths against ``policy``.
 
@@ -176,6 +177,9 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
     inventory's ``ca_bundle``); ``keylog`` an NSS key log for TLS 1.3 certificates.
     ``merge``: one flow per connection seen from several vantage points, with the hosts' clock
     offsets (``None``, the default: when the captures' manifests name more than one host).
+    ``client`` (a ``distributed.Client``), ``scheduler`` (its address) or ``workers`` (local processes)
+    decode the captures on Dask, one task per capture, each writing its tables under ``parts`` (a path
+    or fsspec URL; inputs may be URLs too, ``storage_options`` for their filesystem): the same result.
     """
     if not inputs:
         raise InputError("(no input)", "give at least one capture file or folder")
@@ -202,6 +206,13 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
             ssh = _read_parquet(paths[0] / "ssh.parquet", SSH_TABLE)
         if (paths[0] / "http.parquet").is_file():
             http = _read_parquet(paths[0] / "http.parquet", HTTP_TABLE)
+    elif _on_dask(inputs, client, workers, scheduler):
+        from .distributed import decode_run
+        run = decode_run(inputs, ca, keylog, client=client, workers=workers, scheduler=scheduler, parts=parts,
+                         storage_options=storage_options, progress=progress)
+        flows, captures, tls, certs, ssh, http = run.flows, run.captures, run.tls, run.certs, run.ssh, run.http
+        warnings.extend(run.warnings)
+        tls_analyzed = True
     else:
         # handshakes are parsed as each connection's streams are harvested: memory stays bounded
         analyzer = HandshakeAnalyzer(ca, keylog)
@@ -230,6 +241,12 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
     return Analysis(flows=_join_tls(classified, tls), tls=tls, certs=certs, ssh=ssh, http=http,
                     findings=findings, paths=path_table, captures=captures, inventory=inv, policy=pol,
                     tls_analyzed=tls_analyzed, warnings=warnings, cluster_view=view, clock_offsets=offsets)
+
+
+def _on_dask(inputs, client, workers, scheduler) -> bool:
+    """Decode on Dask when asked to, or when an input is a URL (the in-process engine reads local files)."""
+    from .distributed import is_url
+    return client is not None or bool(workers) or bool(scheduler) or any(is_url(p) for p in inputs)
 
 
 def _classify_merged(flows, tls, inv, certs, captures):

@@ -1,0 +1,180 @@
+"""The driver of a run on Dask: one decode task per capture, a progress bar, then the run's tables."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..decode.handshakes import SSH_COLUMNS
+from ..decode.http import HTTP_COLUMNS
+from ..decode.schema import CAPTURE_COLUMNS, CERT_COLUMNS, FLOW_COLUMNS, TLS_COLUMNS, conform, empty_frame
+from ..errors import CommpathError, InputError
+from ._cluster import connect
+from ._decode import decode_capture
+from ._files import expand
+from ._parts import read_part
+
+
+@dataclass
+class Decoded:
+    """What the decode layer gives a run (as ``commpath.read`` plus a HandshakeAnalyzer would), and
+    the per-capture summaries of the tasks (costs, Parquet folders)."""
+
+    flows: pd.DataFrame
+    captures: pd.DataFrame
+    tls: pd.DataFrame
+    certs: pd.DataFrame
+    ssh: pd.DataFrame
+    http: pd.DataFrame
+    summaries: list[dict] = field(default_factory=list)
+    parts: str | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        return [f"{row.file}: {w}" for row in self.captures.itertuples() for w in row.warnings]
+
+
+def decode_run(inputs, ca=None, keylog=None, *, client=None, workers: int | None = None, scheduler: str | None = None,
+               parts: str | None = None, storage_options: dict | None = None, progress: bool = False,
+               strict: bool = False, processes: bool = True) -> Decoded:
+    """Decode every capture of ``inputs`` (paths or fsspec URLs) as one Dask task each.
+
+    Each task writes its capture's tables under ``parts`` (a path or URL the workers can write;
+    by default a temporary folder, removed afterwards) and returns a summary; the tables are then
+    read back in capture order with flow ids counted across the run, exactly as ``commpath.read``
+    numbers them. ``client``, ``scheduler`` or ``workers``: see :func:`connect`.
+    """
+    sources = expand(inputs, storage_options)
+    ca_pem = _read_small(ca, "--ca")
+    keylog_bytes = _read_small(keylog, "--keylog")
+    own_parts = parts is None
+    if own_parts:
+        parts = tempfile.mkdtemp(prefix="commpath-parts-")
+    try:
+        with connect(client, workers, scheduler, processes=processes, announce=progress) as c:
+            summaries = _run_tasks(c, sources, parts, ca_pem, keylog_bytes, storage_options, progress)
+        failed = [s for s in summaries if s["error"]]
+        if failed and (strict or len(failed) == len(summaries)):
+            raise InputError(failed[0]["name"], failed[0]["error"])
+        return _assemble(summaries, storage_options, None if own_parts else parts)
+    finally:
+        if own_parts:
+            shutil.rmtree(parts, ignore_errors=True)
+
+
+def _read_small(path, option: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(path, f"cannot read ({option}): {exc.strerror or exc}") from None
+
+
+def _run_tasks(client, sources, parts, ca_pem, keylog, storage_options, progress) -> list[dict]:
+    """One task per capture, largest first (the long ones start early), a bar over all of them."""
+    from distributed import as_completed
+    from distributed.client import FutureCancelledError
+    from distributed.scheduler import KilledWorker
+
+    from ..present.progress import progress as bar
+    run = uuid.uuid4().hex[:8]
+    order = sorted(range(len(sources)), key=lambda i: -sources[i].size)
+    ca_f = client.scatter(ca_pem, broadcast=True) if ca_pem else None
+    kl_f = client.scatter(keylog, broadcast=True) if keylog else None
+    futures = {client.submit(decode_capture, i, sources[i], parts, ca_f, kl_f, storage_options,
+                             key=f"commpath-decode-{run}-{i:05d}", pure=False): i for i in order}
+    summaries: list[dict | None] = [None] * len(sources)
+    with bar(total=len(futures), desc="captures", unit="capture", enabled=progress, leave=False) as shown:
+        for fut in as_completed(futures):
+            i = futures[fut]
+            try:
+                summaries[i] = fut.result()
+            except KilledWorker:
+                _cancel(client, futures)
+                raise CommpathError(f"{sources[i].name}: the Dask workers decoding it died repeatedly "
+                                    "(out of memory? see the workers' logs)") from None
+            except (FutureCancelledError, OSError) as exc:
+                _cancel(client, futures)
+                raise CommpathError(f"{sources[i].name}: the Dask task was lost: {exc}") from None
+            shown.update(1)
+    return summaries
+
+
+def _cancel(client, futures) -> None:
+    try:
+        client.cancel(list(futures))
+    except Exception:   # the cluster is going away anyway: the one line about why matters more
+        pass
+
+
+def read_parts(summaries: list[dict], storage_options: dict | None = None) -> Decoded:
+    """The run's tables from its tasks' Parquet folders (see :func:`decode_run`)."""
+    return _assemble(summaries, storage_options, None)
+
+
+def _assemble(summaries: list[dict], storage_options: dict | None, parts: str | None) -> Decoded:
+    tables: dict[str, list[pd.DataFrame]] = {k: [] for k in ("flows", "tls", "certs", "ssh", "http")}
+    base = 0
+    for s in summaries:
+        if s["error"]:
+            continue
+        folder = s["part"]
+        flows = read_part(folder, "flows", storage_options)
+        flows["flow_id"] += base
+        tables["flows"].append(flows)
+        for name in ("tls", "ssh", "http"):
+            df = read_part(folder, name, storage_options)
+            if "flow_id" in df:
+                df["flow_id"] = df["flow_id"].astype("int64") + base
+            tables[name].append(df)
+        certs = read_part(folder, "certs", storage_options)
+        certs["flow_ids"] = [[i + base for i in ids] for ids in certs["flow_ids"]]
+        tables["certs"].append(certs)
+        base += s["flows"]
+    captures = pd.DataFrame([s["capture"] for s in summaries]) if summaries else empty_frame(CAPTURE_COLUMNS)
+    return Decoded(flows=_concat(tables["flows"], FLOW_COLUMNS), captures=conform(captures, CAPTURE_COLUMNS),
+                   tls=_concat(tables["tls"], TLS_COLUMNS), certs=_merge_certs(tables["certs"]),
+                   ssh=_concat(tables["ssh"], SSH_COLUMNS), http=_concat(tables["http"], HTTP_COLUMNS),
+                   summaries=summaries, parts=parts)
+
+
+def _concat(frames: list[pd.DataFrame], columns: dict[str, str]) -> pd.DataFrame:
+    """The captures' rows of one table, typed as one read of the whole run types them: a category
+    column whose categories differ between captures gets the sorted distinct values of the run."""
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return empty_frame(columns)
+    cats = {c for f in frames for c in f.columns if isinstance(f[c].dtype, pd.CategoricalDtype)}
+    same = {c for c in cats if all(c in f and isinstance(f[c].dtype, pd.CategoricalDtype)
+                                   and list(f[c].cat.categories) == list(frames[0][c].cat.categories) for f in frames)}
+    mixed = cats - same
+    out = pd.concat([f.astype({c: object for c in mixed if c in f}) for f in frames], ignore_index=True)
+    return conform(out.astype({c: "category" for c in mixed}), columns)
+
+
+def _merge_certs(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """One row per certificate over the run, as one analyzer lists them: roles in the order first
+    seen, every flow id, ordered by the first connection that showed the certificate."""
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return empty_frame(CERT_COLUMNS)
+    allc = pd.concat(frames, ignore_index=True)
+    roles: dict[str, list[str]] = {}
+    flow_ids: dict[str, set[int]] = {}
+    for fp, r, ids in zip(allc["fingerprint"].astype(str), allc["roles"], allc["flow_ids"]):
+        seen = roles.setdefault(fp, [])
+        seen += [x for x in r if x not in seen]
+        flow_ids.setdefault(fp, set()).update(ids)
+    out = allc.drop_duplicates("fingerprint", keep="first").reset_index(drop=True)
+    fps = out["fingerprint"].astype(str)
+    out["roles"] = pd.Series([roles[f] for f in fps], dtype=object)
+    out["flow_ids"] = pd.Series([sorted(flow_ids[f]) for f in fps], dtype=object)
+    first = out["flow_ids"].map(min)
+    out = out.iloc[first.argsort(kind="stable")].reset_index(drop=True)
+    return conform(out, CERT_COLUMNS)
