@@ -345,12 +345,34 @@ def write_outputs(analysis: Analysis, out: str | Path) -> dict[str, Path]:
     return files
 
 
+def _dask_options(args, out: str | None) -> dict:
+    """--workers, --scheduler and --parts (default on Dask: ``<out>/parts``) as open()'s arguments."""
+    opts = {"workers": getattr(args, "workers", None), "scheduler": getattr(args, "scheduler", None),
+            "parts": getattr(args, "parts", None)}
+    if opts["parts"] is None and out is not None and _on_dask(args.inputs, None, opts["workers"], opts["scheduler"]):
+        opts["parts"] = f"{str(out).rstrip('/')}/parts"
+    return opts
+
+
+def _write_outputs_to(analysis: Analysis, out: str) -> None:
+    """write_outputs to a folder, or to a URL (``s3://...``) through a local folder uploaded at the end."""
+    from .distributed import is_url, upload_folder
+    if not is_url(out):
+        write_outputs(analysis, out)
+        return
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="commpath-out-") as tmp:
+        write_outputs(analysis, tmp)
+        upload_folder(tmp, out)
+
+
 def analyze_main(args) -> int:
     """`commpath analyze INPUT... --out DIR`: exit 0, 1 with findings at or above --fail-on, 3 when inconclusive."""
     quiet = getattr(args, "quiet", False)
     analysis = open(*args.inputs, inventory=args.inventory, policy=args.policy, ca=args.ca,
-                    keylog=args.keylog, progress=not quiet, merge=getattr(args, "merge", None))
-    write_outputs(analysis, args.out)
+                    keylog=args.keylog, progress=not quiet, merge=getattr(args, "merge", None),
+                    **_dask_options(args, args.out))
+    _write_outputs_to(analysis, args.out)
     fail_on = getattr(args, "fail_on", "high") or "high"
     if not quiet:
         from .present.console import summary_lines
@@ -370,7 +392,8 @@ def report_main(args) -> int:
     from .present.report import FOLDER_FORMATS, apply_suppressions, exit_code, write_reports
     quiet = getattr(args, "quiet", False)
     analysis = open(*args.inputs, inventory=args.inventory, policy=args.policy, ca=args.ca,
-                    keylog=args.keylog, progress=not quiet, merge=getattr(args, "merge", None))
+                    keylog=args.keylog, progress=not quiet, merge=getattr(args, "merge", None),
+                    **_dask_options(args, None))
     notes = apply_suppressions(analysis, getattr(args, "suppress", None))
     written = write_reports(analysis, args.output, list(args.format or []), args.fail_on)
     if not quiet:

@@ -70,6 +70,14 @@ def _add_analysis_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keylog", metavar="FILE",
                    help="TLS key log (NSS SSLKEYLOGFILE format) to read TLS 1.3 certificates")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary on stderr")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="decode on Dask with N local worker processes, one task per capture (default: in this "
+                        "process; inputs given as URLs use every core)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="decode on an existing dask.distributed cluster, e.g. tcp://HOST:8786")
+    p.add_argument("--parts", metavar="DIR|URL",
+                   help="where Dask tasks write each capture's tables as Parquet, partitioned by host (a folder "
+                        "or URL every worker can write; default: DIR/parts of analyze --out, else temporary)")
     p.add_argument("--fail-on", choices=SEVERITIES, default="high",
                    help="exit 1 when a finding is at or above this severity")
     p.add_argument("--merge", action=argparse.BooleanOptionalAction, default=None,

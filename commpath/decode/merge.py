@@ -25,11 +25,10 @@ def host_addresses(captures: pd.DataFrame) -> dict[str, str]:
     """IP address -> host, from the manifest.json beside each capture file (when there is one)."""
     owner: dict[str, str] = {}
     for file, host in zip(captures["file"].astype(str), captures["host"]):
-        manifest = Path(file).parent / "manifest.json"
-        if pd.isna(host) or not manifest.exists():
+        if pd.isna(host):
             continue
         try:
-            data = json.loads(manifest.read_text())
+            data = json.loads(_manifest_text(file))
         except (OSError, ValueError):
             continue
         for iface in data.get("interfaces", []):
@@ -38,6 +37,16 @@ def host_addresses(captures: pd.DataFrame) -> dict[str, str]:
                 if not ip.startswith("127.") and ip != "::1":
                     owner.setdefault(ip, str(host))
     return owner
+
+
+def _manifest_text(capture: str) -> str:
+    """The manifest.json beside a capture file: a local one, or beside a URL's (``s3://...``) through
+    fsspec, with the credentials and endpoint of the environment."""
+    if "://" not in capture:
+        return (Path(capture).parent / "manifest.json").read_text()
+    import fsspec
+    with fsspec.open(capture.rsplit("/", 1)[0] + "/manifest.json", "rt") as f:
+        return f.read()
 
 
 def capture_hosts(captures: pd.DataFrame) -> list[str]:

@@ -101,3 +101,16 @@ def local_copy(name: str, storage_options: dict | None = None, folder: str | Non
         yield local
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def upload_folder(local: str | Path, url: str, storage_options: dict | None = None) -> None:
+    """Copy the files of a local folder to ``url``; ``report.json`` last, since a folder reads back as
+    an analysis once it is there."""
+    fs, root = filesystem(url, storage_options)
+    fs.makedirs(root, exist_ok=True)
+    for p in sorted(Path(local).iterdir(), key=lambda p: (p.name == "report.json", p.name)):
+        if p.is_file():
+            try:
+                fs.put_file(str(p), f"{root.rstrip('/')}/{p.name}")
+            except OSError as exc:
+                raise InputError(url, f"cannot write: {exc}") from None

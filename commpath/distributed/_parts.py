@@ -62,3 +62,14 @@ def complete_parts(parts: str, storage_options: dict | None = None) -> list[str]
     protocol = parts.split("://", 1)[0] + "://" if "://" in parts else ""
     found = [p.rsplit("/", 1)[0] for p in fs.glob(f"{root.rstrip('/')}/host=*/capture=*/{MARKER}")]
     return sorted((protocol + p if protocol else p for p in found), key=lambda p: p.rsplit("capture=", 1)[1])
+
+
+def clear_parts(parts: str, storage_options: dict | None = None) -> None:
+    """Remove the capture folders an earlier run left under ``parts`` (only ``host=*`` folders: ours)."""
+    fs, root = filesystem(parts, storage_options)
+    try:
+        stale = fs.glob(f"{root.rstrip('/')}/host=*")
+    except (OSError, ValueError):
+        return
+    for p in stale:
+        fs.rm(p, recursive=True)

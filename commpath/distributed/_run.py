@@ -17,7 +17,7 @@ from ..errors import CommpathError, InputError
 from ._cluster import connect
 from ._decode import decode_capture
 from ._files import expand
-from ._parts import read_part
+from ._parts import clear_parts, read_part
 
 
 @dataclass
@@ -55,6 +55,8 @@ def decode_run(inputs, ca=None, keylog=None, *, client=None, workers: int | None
     own_parts = parts is None
     if own_parts:
         parts = tempfile.mkdtemp(prefix="commpath-parts-")
+    else:
+        clear_parts(parts, storage_options)
     try:
         with connect(client, workers, scheduler, processes=processes, announce=progress) as c:
             summaries = _run_tasks(c, sources, parts, ca_pem, keylog_bytes, storage_options, progress)

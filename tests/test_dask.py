@@ -1,0 +1,223 @@
+"""Dask runs give the single-process results: a real scheduler with two workers on loopback, local
+worker processes through the command line, captures on a real S3 server, a worker killed mid-run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from pandas.testing import assert_frame_equal
+
+import commpath
+from commpath._pipeline import write_outputs
+from commpath.cli import main as cli_main
+from commpath.distributed import decode_run
+from commpath.distributed._parts import MARKER, TABLES, complete_parts
+
+from _dask_parts import dask_cluster, s3_env, s3_server, wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+CAPTURES = REPO / "captures"
+SCENARIOS = sorted(p.parent.name for p in CAPTURES.glob("*/ground-truth.yaml"))
+PUBLIC = REPO.parent / "shared/pcaps/public"
+COMPARED = ("flows", "tls", "certs", "ssh", "http", "findings", "paths", "captures")
+#: report.json keys that say when or how long, not what (none today; a run's timing would go here)
+TIMING_KEYS = ("generated_at", "elapsed_s", "duration_s")
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    with s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, s3):
+    with dask_cluster(tmp_path_factory.mktemp("dask"), workers=2, env=s3_env(s3)) as c:
+        from distributed import Client
+        with Client(c.address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=180)
+            yield c, client
+
+
+def _options(folder: Path) -> dict:
+    opts = {"inventory": str(folder / "inventory.yaml")}
+    if (folder / "pki/ca.crt").is_file():
+        opts["ca"] = str(folder / "pki/ca.crt")
+    if (folder / "keylog.txt").is_file():
+        opts["keylog"] = str(folder / "keylog.txt")
+    return opts
+
+
+def assert_same_analysis(a, b, rename: tuple[str, str] | None = None) -> None:
+    """Every table equal, values and dtypes (``rename``: capture names of ``b`` mapped back to ``a``'s)."""
+    for name in COMPARED:
+        x, y = getattr(a, name), getattr(b, name).copy()
+        if rename:
+            for col in ("capture", "file"):
+                if col in y:
+                    y[col] = y[col].str.replace(rename[1], rename[0], regex=False).astype(y[col].dtype)
+            if "vantage_points" in y:
+                y["vantage_points"] = [[{**vp, "capture": vp["capture"].replace(rename[1], rename[0])} for vp in vps]
+                                       for vps in y["vantage_points"]]
+        assert_frame_equal(x, y, check_exact=True, obj=name)
+    assert a.warnings == ([w.replace(rename[1], rename[0]) for w in b.warnings] if rename else b.warnings)
+    assert a.summary() == b.summary()
+
+
+def report_text(folder: Path) -> str:
+    report = json.loads((folder / "report.json").read_text())
+    for key in TIMING_KEYS:
+        report.pop(key, None)
+    return json.dumps(report, indent=2, sort_keys=False)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_lab_runs_on_a_dask_cluster_equal_the_single_process(cluster, scenario, tmp_path):
+    _, client = cluster
+    folder = CAPTURES / scenario
+    single = commpath.open(folder, **_options(folder))
+    on_dask = commpath.open(folder, client=client, parts=str(tmp_path / "parts"), **_options(folder))
+    assert len(single.flows) and single.merged
+    assert_same_analysis(single, on_dask)
+    # the output set, byte for byte (report.json) and table for table (Parquet)
+    write_outputs(single, tmp_path / "single")
+    write_outputs(on_dask, tmp_path / "dask")
+    assert (tmp_path / "single/report.json").read_bytes() == (tmp_path / "dask/report.json").read_bytes()
+    for f in (tmp_path / "single").glob("*.parquet"):
+        assert_frame_equal(pd.read_parquet(f), pd.read_parquet(tmp_path / "dask" / f.name), obj=f.name)
+    # each capture's tables, partitioned by host, each folder complete
+    parts = complete_parts(str(tmp_path / "parts"))
+    assert len(parts) == len(single.captures)
+    hosts = {Path(p).parent.name for p in parts}
+    assert hosts == {f"host={h}" for h in single.captures["host"]}
+
+
+def test_public_captures_on_a_dask_cluster_equal_the_single_process(cluster):
+    _, client = cluster
+    single = commpath.open(PUBLIC)
+    on_dask = commpath.open(PUBLIC, client=client)
+    assert len(single.captures) > 20 and len(single.tls) and len(single.certs)
+    assert_same_analysis(single, on_dask)
+
+
+def test_decoded_tables_equal_one_read_of_the_run(cluster):
+    """The decode layer's tables alone (certificates listed once over the run, flow ids counted across it)."""
+    _, client = cluster
+    folder = CAPTURES / "broken"
+    opts = _options(folder)
+    from commpath.decode.handshakes import HandshakeAnalyzer
+    analyzer = HandshakeAnalyzer(opts.get("ca"), opts.get("keylog"))
+    cap = commpath.read(folder, keep_streams=False, on_streams=analyzer)
+    hs = analyzer.result()
+    run = decode_run([folder], opts.get("ca"), opts.get("keylog"), client=client)
+    assert_frame_equal(cap.flows, run.flows, check_exact=True)
+    assert_frame_equal(cap.captures, run.captures, check_exact=True)
+    from commpath.decode.schema import CERT_COLUMNS, conform
+    assert len(hs.certs) and len(run.certs)
+    assert_frame_equal(conform(hs.certs.copy(), CERT_COLUMNS), run.certs, check_exact=True)
+    assert [s["flows"] for s in run.summaries] == cap.flows.groupby("capture", sort=False).size().tolist()
+
+
+def test_analyze_command_with_local_workers_writes_the_same_output_set(tmp_path):
+    folder = CAPTURES / "default"
+    args = [str(folder), "--inventory", str(folder / "inventory.yaml"), "-q"]
+    assert cli_main(["analyze", *args, "--out", str(tmp_path / "single")]) == cli_main(
+        ["analyze", *args, "--out", str(tmp_path / "dask"), "--workers", "2"])
+    assert report_text(tmp_path / "single") == report_text(tmp_path / "dask")
+    assert len(complete_parts(str(tmp_path / "dask/parts"))) == 6
+
+
+def test_report_command_takes_a_scheduler_address(cluster, tmp_path):
+    c, _ = cluster
+    folder = CAPTURES / "hardened"
+    args = [str(folder), "--inventory", str(folder / "inventory.yaml"), "-q", "--format", "json"]
+    code = cli_main(["report", *args, "-o", str(tmp_path / "single.json")])
+    assert cli_main(["report", *args, "-o", str(tmp_path / "dask.json"), "--scheduler", c.address]) == code
+    assert (tmp_path / "single.json").read_text() == (tmp_path / "dask.json").read_text()
+
+
+def test_unreachable_scheduler_is_one_clear_line(tmp_path, capsys):
+    import socket
+    with socket.socket() as s:            # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    folder = CAPTURES / "default"
+    code = cli_main(["analyze", str(folder), "--out", str(tmp_path / "o"), "-q", "--scheduler", f"tcp://127.0.0.1:{port}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cannot reach the Dask scheduler" in err[0], err
+
+
+def _upload(fs, local: Path, prefix: str) -> None:
+    for f in sorted(p for p in local.rglob("*") if p.is_file()):
+        fs.put_file(str(f), f"{prefix}/{f.relative_to(local).as_posix()}")
+
+
+def test_captures_on_s3_give_the_local_results(cluster, s3, monkeypatch, tmp_path):
+    """Captures uploaded to a real S3 server on loopback; workers fetch them, write Parquet there too."""
+    _, client = cluster
+    for k, v in s3_env(s3).items():
+        monkeypatch.setenv(k, v)
+    import s3fs
+    fs = s3fs.S3FileSystem(anon=False)
+    fs.mkdir("commpath-test")
+    folder = CAPTURES / "broken"
+    _upload(fs, folder, "commpath-test/runs/broken")
+    url = "s3://commpath-test/runs/broken"
+    opts = _options(folder)
+    single = commpath.open(folder, **opts)
+    remote = commpath.open(url, client=client, parts="s3://commpath-test/parts/broken", **opts)
+    assert_same_analysis(single, remote, rename=(str(folder), url))
+    assert len(complete_parts("s3://commpath-test/parts/broken")) == len(single.captures)
+    # the command line: inputs and outputs on S3
+    code = cli_main(["analyze", url, "--out", "s3://commpath-test/out/broken", "-q", "--scheduler",
+                     cluster[0].address, *sum((["--" + k, v] for k, v in opts.items()), [])])
+    assert code == single.exit_code()
+    fs.get("commpath-test/out/broken/report.json", str(tmp_path / "report.json"))
+    write_outputs(single, tmp_path / "single")
+    assert (tmp_path / "report.json").read_text().replace(url, str(folder)) == (tmp_path / "single/report.json").read_text()
+    assert fs.exists("commpath-test/out/broken/parts") and fs.exists("commpath-test/out/broken/flows.parquet")
+
+
+def test_worker_killed_mid_run_the_run_finishes_with_the_same_results(tmp_path):
+    """Dask moves the dead worker's tasks to the other one; every capture folder ends complete."""
+    run_dir = tmp_path / "run"
+    for i in range(8):                   # 48 captures: the run is still going when the first task starts
+        for scenario in SCENARIOS[:3]:
+            shutil.copytree(CAPTURES / scenario, run_dir / f"{scenario}{i}", ignore=shutil.ignore_patterns("pki"))
+    single = commpath.open(run_dir)
+    from distributed import Client
+    with dask_cluster(tmp_path / "dask", workers=0) as c:
+        c.start_worker("victim")
+        with Client(c.address, timeout=60) as client:
+            client.wait_for_workers(1, timeout=180)
+            result: dict = {}
+            done = threading.Event()
+
+            def run():
+                try:
+                    result["analysis"] = commpath.open(run_dir, client=client, parts=str(tmp_path / "parts"))
+                except BaseException as exc:   # handed to the test thread
+                    result["error"] = exc
+                finally:
+                    done.set()
+
+            threading.Thread(target=run, daemon=True).start()
+            # the victim is the only worker: wait until it runs a decode task, then bring the survivor in
+            wait_until(lambda: any(client.processing().values()), "a task running on the victim")
+            c.start_worker("survivor")
+            client.wait_for_workers(2, timeout=180)
+            running_at_kill = not done.is_set()
+            c.kill_worker("victim")
+            assert done.wait(600), "the run did not finish after the worker was killed"
+    assert running_at_kill
+    assert "error" not in result, result.get("error")
+    assert_same_analysis(single, result["analysis"])
+    parts = complete_parts(str(tmp_path / "parts"))
+    assert len(parts) == len(single.captures)
+    for p in parts:
+        assert {f.name for f in Path(p).iterdir()} == {MARKER, *(f"{t}.parquet" for t in TABLES)}
