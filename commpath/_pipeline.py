@@ -11,24 +11,19 @@ import pandas as pd
 
 from .check import FINDING_COLUMNS, PATH_COLUMNS, evaluate, load_policy
 from .check.policy import SEVERITY_RANK, Policy
-from .classify import Inventory, classify_with_view, load_inventory
+from .classify import CLASSIFY_COLUMNS, Inventory, classify_with_view, load_inventory
 from .decode.engine import read
-from .decode.handshakes import SSH_COLUMNS as SSH_TABLE, HandshakeAnalyzer
-from .decode.http import HTTP_COLUMNS as HTTP_TABLE
-from .decode.schema import CAPTURE_COLUMNS, CERT_COLUMNS, FLOW_COLUMNS, TLS_COLUMNS, conform, empty_frame
+from .decode.handshakes import HandshakeAnalyzer
+from .decode.schema import (CAPTURE_COLUMNS, CERT_COLUMNS, FLOW_COLUMNS, HTTP_COLUMNS, MERGED_FLOW_COLUMNS,
+                            OFFSET_COLUMNS, SSH_COLUMNS, TLS_COLUMNS, TLS_EXTRA, conform, empty_frame)
 from .errors import InputError
 from .present import notebook
 
-#: TLS columns of the spec's report.json, joined onto the classified flows.
+#: TLS columns of the spec's report.json, joined onto the classified flows (dtypes: TLS_COLUMNS).
 FLOW_TLS_COLUMNS = ["tls_version", "sni", "alpn", "cipher", "server_cert_fingerprints", "client_cert",
                     "server_cert_verified"]
-CLASSIFY_COLUMNS = ["path", "src_role", "dst_role", "roles_inferred"]
-SSH_COLUMNS = ["flow_id", "client_banner", "server_banner", "hassh", "hassh_server", "kex", "host_key_alg",
-               "cipher_c2s", "cipher_s2c", "mac_c2s", "mac_s2c", "weak_algorithms"]
-HTTP_COLUMNS = ["flow_id", "frame", "direction", "method", "path", "host", "status", "connect_target",
-                "version", "h2c"]
 OUTPUT_FILES = ("flows.parquet", "tls.parquet", "certs.parquet", "findings.parquet", "report.json", "ssh.parquet",
-                "http.parquet")
+                "http.parquet", "captures.parquet")
 
 
 @dataclass(eq=False)
@@ -130,23 +125,25 @@ def _read_parquet(path: Path, columns: dict[str, str] | None) -> pd.DataFrame:
 def _load_analysis_dir(folder: Path):
     """flows (without classification), tls, certs and captures of an earlier `analyze --out`."""
     flows = _read_parquet(folder / "flows.parquet", None)
-    flows = flows.drop(columns=[c for c in CLASSIFY_COLUMNS + FLOW_TLS_COLUMNS if c in flows])
-    flows = conform(flows, FLOW_COLUMNS)
+    flows = flows.drop(columns=[c for c in [*CLASSIFY_COLUMNS, *FLOW_TLS_COLUMNS] if c in flows])
+    flows = conform(flows, {**FLOW_COLUMNS, **({} if "vantage_points" not in flows else MERGED_FLOW_COLUMNS)})
     for col in ("vantage_points", "hosts"):
         if col in flows:
             flows[col] = flows[col].map(_plain_list)
-    tls = _read_parquet(folder / "tls.parquet", TLS_COLUMNS)
+    tls = _read_parquet(folder / "tls.parquet", {**TLS_COLUMNS, **TLS_EXTRA})
     certs = _read_parquet(folder / "certs.parquet", CERT_COLUMNS)
     try:
         report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise InputError(folder / "report.json", f"cannot read: {exc}") from None
-    caps = pd.DataFrame([{**c, "partial": False} for c in report.get("captures", [])])
-    captures = conform(caps if len(caps) else empty_frame(CAPTURE_COLUMNS), CAPTURE_COLUMNS)
+    if (folder / "captures.parquet").is_file():
+        captures = _read_parquet(folder / "captures.parquet", CAPTURE_COLUMNS)
+    else:   # folders written before captures.parquet existed: what report.json keeps of them
+        caps = pd.DataFrame([{**c, "partial": False} for c in report.get("captures", [])])
+        captures = conform(caps if len(caps) else empty_frame(CAPTURE_COLUMNS), CAPTURE_COLUMNS)
     tls_analyzed = len(tls) > 0 or not (flows["app_protocol"].astype("string") == "tls").any()
     offsets = None
     if report.get("clock_offsets"):
-        from .decode.merge import OFFSET_COLUMNS
         offsets = conform(pd.DataFrame(report["clock_offsets"]), OFFSET_COLUMNS)
     return flows, tls, certs, captures, tls_analyzed, offsets
 
@@ -159,8 +156,11 @@ def _plain_list(v):
 
 
 def _join_tls(flows: pd.DataFrame, tls: pd.DataFrame) -> pd.DataFrame:
+    """The flow table users get: decode, classification and (multi-host) merge columns in their declared
+    order, then the report's TLS columns."""
     t = tls.drop_duplicates("flow_id").set_index("flow_id")
-    out = flows.copy()
+    merged = MERGED_FLOW_COLUMNS if "vantage_points" in flows else {}
+    out = conform(flows.copy(), {**FLOW_COLUMNS, **CLASSIFY_COLUMNS, **merged})
     for col in FLOW_TLS_COLUMNS:
         mapped = out["flow_id"].map(t[col]) if col in t else pd.Series(pd.NA, index=out.index)
         out[col] = mapped.astype(TLS_COLUMNS[col]) if TLS_COLUMNS[col] != "object" else mapped
@@ -193,8 +193,7 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
 
     paths = [Path(p) for p in inputs]
     warnings: list[str] = []
-    ssh = pd.DataFrame(columns=SSH_COLUMNS)
-    http = pd.DataFrame(columns=HTTP_COLUMNS)
+    ssh, http = empty_frame(SSH_COLUMNS), empty_frame(HTTP_COLUMNS)
     offsets = None
     reloaded = any(_is_analysis_dir(p) for p in paths)
     if reloaded:
@@ -203,9 +202,9 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
         # merged (or not) when it was analysed: the vantage points are read back as they were written
         flows, tls, certs, captures, tls_analyzed, offsets = _load_analysis_dir(paths[0])
         if (paths[0] / "ssh.parquet").is_file():     # folders written before these two existed have neither
-            ssh = _read_parquet(paths[0] / "ssh.parquet", SSH_TABLE)
+            ssh = _read_parquet(paths[0] / "ssh.parquet", SSH_COLUMNS)
         if (paths[0] / "http.parquet").is_file():
-            http = _read_parquet(paths[0] / "http.parquet", HTTP_TABLE)
+            http = _read_parquet(paths[0] / "http.parquet", HTTP_COLUMNS)
     elif _on_dask(inputs, client, workers, scheduler):
         from .distributed import decode_run
         run = decode_run(inputs, ca, keylog, client=client, workers=workers, scheduler=scheduler, parts=parts,
@@ -220,7 +219,7 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
         flows, captures = capture.flows, capture.captures
         warnings.extend(capture.warnings)
         hs = analyzer.result()
-        tls = conform(hs.tls.copy(), TLS_COLUMNS)
+        tls = conform(hs.tls.copy(), {**TLS_COLUMNS, **TLS_EXTRA})
         certs = conform(hs.certs.copy(), CERT_COLUMNS)
         ssh, http = hs.ssh, hs.http
         tls_analyzed = True
@@ -275,7 +274,7 @@ def _merge_vantage_points(classified, captures, tls, certs, ssh, http, warnings)
     if unknown.any():
         views = pd.DataFrame([(i, vp["flow_id"]) for i in unknown.nonzero()[0]
                               for vp in merged.at[i, "vantage_points"][1:]], columns=["row", "flow_id"])
-        labels = classified.set_index("flow_id")[CLASSIFY_COLUMNS]
+        labels = classified.set_index("flow_id")[list(CLASSIFY_COLUMNS)]
         views = views.join(labels, on="flow_id")
         views = views[views["path"].astype("string") != "unclassified"].drop_duplicates("row")
         for col in CLASSIFY_COLUMNS:
@@ -339,6 +338,7 @@ def write_outputs(analysis: Analysis, out: str | Path) -> dict[str, Path]:
         _parquet_safe(conform(analysis.findings.copy(), FINDING_COLUMNS)).to_parquet(files["findings.parquet"], index=False)
         _parquet_safe(analysis.ssh).to_parquet(files["ssh.parquet"], index=False)      # every table open() returns
         _parquet_safe(analysis.http).to_parquet(files["http.parquet"], index=False)
+        _parquet_safe(analysis.captures).to_parquet(files["captures.parquet"], index=False)
     except OSError as exc:
         raise InputError(folder, f"cannot write: {exc.strerror or exc}") from None
     write_report_json(analysis, files["report.json"])

@@ -17,6 +17,13 @@ from .view import ClusterView, build_view, tls_features
 
 #: Roles an end of a flow can have (the categories of ``src_role`` and ``dst_role``).
 ROLES = role_names()
+#: Columns classification adds to the flow table.
+CLASSIFY_COLUMNS: dict[str, str] = {
+    "path": "category",            # the flow's path id (categories: the catalog's ids)
+    "src_role": "category",        # role of the initiator (categories: ROLES)
+    "dst_role": "category",        # role of the responder
+    "roles_inferred": "bool",      # a role or path rests on inference, not on the inventory
+}
 
 
 def classify(flows: pd.DataFrame, tls: pd.DataFrame | None = None, inventory: Inventory | None = None,

@@ -13,8 +13,8 @@ import numpy as np
 from . import _hs_fast
 from .engine import collector_paused
 from ._tls_wire import EXT_ALPN, HS_CERTIFICATE, HS_CERTIFICATE_REQUEST, HS_ENCRYPTED_EXTENSIONS, Reader, Truncated
-from .http import HTTP_COLUMNS, http1_rows, parse_http
-from .schema import CERT_COLUMNS, TLS_COLUMNS, TLS_EXTRA, conform, empty_frame
+from .http import http1_rows, parse_http
+from .schema import CERT_COLUMNS, HTTP_COLUMNS, SSH_COLUMNS, TLS_COLUMNS, TLS_EXTRA, conform, empty_frame
 from .ssh import parse_ssh
 from .streams import FlowStreams
 from .tls import (
@@ -25,26 +25,6 @@ if TYPE_CHECKING:          # pandas loads when the tables are built (inside read
     import pandas as pd
 
     from .x509 import ParsedCert
-
-SSH_COLUMNS: dict[str, str] = {
-    "flow_id": "int64",
-    "client_banner": "string",
-    "server_banner": "string",
-    "hassh": "string",
-    "hassh_server": "string",
-    "kex": "string",
-    "host_key_alg": "string",
-    "cipher_c2s": "string",
-    "cipher_s2c": "string",
-    "mac_c2s": "string",
-    "mac_s2c": "string",
-    "weak_algorithms": "object",     # list[str] "kind:algorithm"
-    "hassh_algorithms": "string",
-    "hassh_server_algorithms": "string",
-    "partial": "bool",
-    "parse_error": "string",
-    "version": "Int8",               # protocol both banners agree on: 1 (SSH-1.x, or 1.99 falling back) | 2
-}
 
 HANDSHAKE_PROTOCOLS = ("tls", "ssh", "http", "http2")
 

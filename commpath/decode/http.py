@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 
 from ._memo import BoundedMemo
+from .schema import HTTP_COLUMNS
 from .streams import FlowStreams, Stream
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -25,24 +26,6 @@ SECRET_PARAMS = re.compile(
     r"[^&;#]*")
 USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
 REDACTED = "REDACTED"
-
-HTTP_COLUMNS: dict[str, str] = {
-    "flow_id": "int64",
-    "frame": "Int64",
-    "direction": "category",       # request | response | push (HTTP/2 PUSH_PROMISE)
-    "method": "string",
-    "path": "string",              # secrets in the query redacted
-    "host": "string",
-    "status": "Int32",
-    "connect_target": "string",
-    "version": "string",           # HTTP/1.0 | HTTP/1.1 | HTTP/2
-    "h2c": "bool",
-    "auth": "string",              # credential kinds seen, values never kept: "bearer", "basic,cookie"
-    "tunneled": "bool",            # inside an HTTP CONNECT tunnel
-    "partial": "bool",
-    "parse_error": "string",
-}
-
 
 def redact_path(path: str) -> str:
     """Drop credentials from a request target: userinfo and secret query values."""

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .schema import FLOW_COLUMNS, MERGED_FLOW_COLUMNS, OFFSET_COLUMNS, conform
+
 #: Connections whose aligned starts differ by more than this are different connections.
 MATCH_TOLERANCE_S = 2.0
 
-OFFSET_COLUMNS = {"host": "string", "offset_s": "float64", "reference": "string", "connections": "int64",
-                  "method": "string", "spread_s": "float64"}
 
 #: A connection's identity across hosts; ``scope`` keeps host-local connections (loopback) apart.
 _KEY = ["src_ip", "src_port", "dst_ip", "dst_port", "transport", "scope"]
@@ -137,9 +137,8 @@ def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance:
     offsets = estimate_clock_offsets(flows, captures)
     if flows.empty:
         out = flows.copy()
-        for col in ("vantage_points", "hosts", "dst_before_nat"):
-            out[col] = pd.Series(dtype=object)
-        out["ts_start_aligned"] = pd.Series(dtype="float64")
+        for col in ("vantage_points", "hosts", "dst_before_nat", "ts_start_aligned"):
+            out[col] = pd.Series(dtype=MERGED_FLOW_COLUMNS[col])
         out.attrs["clock_offsets"] = offsets
         return out
     f = _with_hosts(flows, captures)
@@ -225,14 +224,14 @@ def merge_run(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame | N
     ``hosts``, ``ts_start_aligned`` and ``dst_before_nat``. ``representative`` maps every input
     flow_id to the flow_id of the row that now stands for its connection.
     """
-    from .schema import FLOW_COLUMNS, conform
 
     merged = merge_vantage_points(flows, captures, preference=handshake_preference(flows, tls))
     offsets = merged.attrs.pop("clock_offsets")
     merged.attrs.clear()   # DataFrames in attrs break later concat/compare of the flow table
     merged = merged.drop(columns=[c for c in ("conn", "host") if c in merged])
     merged = conform(merged, FLOW_COLUMNS)
-    merged["dst_before_nat"] = merged["dst_before_nat"].map(lambda v: v if isinstance(v, str) else None).astype(object)
+    merged["dst_before_nat"] = merged["dst_before_nat"].map(lambda v: v if isinstance(v, str) else None).astype(
+        MERGED_FLOW_COLUMNS["dst_before_nat"])
     for col in ("vantage_points", "hosts"):   # plain Python lists (pandas may build an Arrow list column)
         merged[col] = pd.Series([list(v) for v in merged[col]], index=merged.index, dtype=object)
     merged = merged.sort_values(["ts_start_aligned", "flow_id"], kind="stable").reset_index(drop=True)

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..decode.handshakes import SSH_COLUMNS
-from ..decode.http import HTTP_COLUMNS
-from ..decode.schema import CAPTURE_COLUMNS, CERT_COLUMNS, FLOW_COLUMNS, TLS_COLUMNS, conform, empty_frame
+from ..decode.schema import (CAPTURE_COLUMNS, CERT_COLUMNS, FLOW_COLUMNS, HTTP_COLUMNS, SSH_COLUMNS, TLS_COLUMNS, conform,
+                             empty_frame)
 from ..errors import CommpathError, InputError
 from ._cluster import connect
 from ._decode import decode_capture
