@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .check import FINDING_COLUMNS, PATH_COLUMNS, evaluate, load_policy
+from .check import FINDING_COLUMNS, PATH_COLUMNS, coverage, evaluate, load_policy
 from .check.policy import SEVERITY_RANK, Policy
 from .classify import CLASSIFY_COLUMNS, Inventory, classify_with_view, load_inventory
 from .decode.engine import read
@@ -45,6 +45,14 @@ class Analysis:
     cluster_view: object = None
     #: host -> clock offset (seconds to subtract from its timestamps) when several hosts were merged
     clock_offsets: pd.DataFrame | None = None
+    #: the evidence the run had (check layer: inventory, CA bundle, key log, hosts, filters ...)
+    coverage: dict = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        """The run's verdict: fail, warn, inconclusive or pass (check layer)."""
+        from .check import run_verdict
+        return run_verdict(self.paths, self.coverage)
 
     @property
     def merged(self) -> bool:
@@ -237,9 +245,12 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
                                                                                http, warnings)
     findings, path_table = evaluate(classified, tls, certs, pol, inv, tls_known=tls_analyzed,
                                     keylog_given=keylog is not None)
+    cov = coverage(path_table, classified, captures, inventory_given=inv is not None, ca_given=ca is not None,
+                   keylog_given=keylog is not None, tls_analyzed=tls_analyzed)
     return Analysis(flows=_join_tls(classified, tls), tls=tls, certs=certs, ssh=ssh, http=http,
                     findings=findings, paths=path_table, captures=captures, inventory=inv, policy=pol,
-                    tls_analyzed=tls_analyzed, warnings=warnings, cluster_view=view, clock_offsets=offsets)
+                    tls_analyzed=tls_analyzed, warnings=warnings, cluster_view=view, clock_offsets=offsets,
+                    coverage=cov)
 
 
 def _on_dask(inputs, client, workers, scheduler) -> bool:

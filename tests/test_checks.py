@@ -234,3 +234,38 @@ def test_display_filters_separate_connections_that_reuse_a_5_tuple(tmp_path):
         flt = display_filter(4, f.src_ip, f.dst_ip, "tcp", f.src_port, f.dst_port, f.first_frame, f.last_frame)
         shown = _frames(str(pcap), flt)
         assert len(shown) == f.packets == 8 and shown[0] == f.first_frame and shown[-1] == f.last_frame
+
+
+def test_inferred_roles_never_pass_and_the_run_says_what_it_had():
+    """Without an inventory a path with no finding is inconclusive, not a pass; with it, the same
+    evidence passes. The run verdict and coverage say why."""
+    root = Path(__file__).resolve().parents[1] / "captures/hardened"
+    evidence = {"ca": root / "pki/ca.crt", "keylog": root / "keylog.txt"}
+    given = commpath.open(root, inventory=root / "inventory.yaml", **evidence)
+    inferred = commpath.open(root, **evidence)
+    v_given = dict(zip(given.paths["id"].astype(str), given.paths["verdict"].astype(str)))
+    v_inferred = dict(zip(inferred.paths["id"].astype(str), inferred.paths["verdict"].astype(str)))
+    passed = [p for p, v in v_given.items() if v == "pass"]
+    assert passed and given.verdict == "pass"
+    assert "pass" not in v_inferred.values() and inferred.verdict == "inconclusive"
+    assert any(v == "inconclusive" for v in v_inferred.values())
+    needs = inferred.paths.set_index(inferred.paths["id"].astype(str))["needs"]
+    assert all("--inventory" in needs[p] for p, v in v_inferred.items() if v == "inconclusive")
+    assert given.coverage["inventory"] == "given" and inferred.coverage["inventory"] == "inferred"
+    assert inferred.coverage["roles_inferred"] and not given.coverage["roles_inferred"]
+    assert given.coverage["ca_bundle"] and given.coverage["keylog"] and given.coverage["tls_analyzed"]
+    assert given.coverage["hosts"] == ["cp1", "node1", "node2"] and "node1:eth0" in given.coverage["interfaces"]
+    assert "port 6443" in given.coverage["capture_filter"]
+
+
+def test_run_verdict_is_inconclusive_when_most_observed_paths_are_blind():
+    from commpath.check import run_verdict
+    paths = pd.DataFrame({"id": ["a", "b", "c"], "verdict": ["pass", "not-observable", "not-observable"]})
+    assert run_verdict(paths, {"roles_inferred": False}) == "inconclusive"
+    paths["verdict"] = ["pass", "pass", "not-observable"]
+    assert run_verdict(paths, {"roles_inferred": False}) == "pass"
+    assert run_verdict(paths, {"roles_inferred": True}) == "inconclusive"
+    paths["verdict"] = ["not-observed"] * 3
+    assert run_verdict(paths, {"roles_inferred": False}) == "inconclusive"
+    paths["verdict"] = ["warn", "not-observable", "not-observable"]
+    assert run_verdict(paths, {"roles_inferred": True}) == "warn"

@@ -17,7 +17,7 @@ FLOW_KEYS = {"flow_id", "capture", "first_frame", "ts_start", "ts_end", "src_ip"
              "transport", "app_protocol", "path", "src_role", "dst_role", "packets", "bytes", "tls_version", "sni",
              "alpn", "cipher", "server_cert_fingerprints", "client_cert", "server_cert_verified"}
 FINDING_KEYS = {"check", "severity", "path", "flow_ids", "message", "remediation", "evidence"}
-VERDICTS = {"pass", "fail", "warn", "not-observed", "not-observable"}
+VERDICTS = {"pass", "fail", "warn", "not-observed", "not-observable", "inconclusive"}
 CLIENT_CERT = {"presented", "empty", "not-requested", "inferred-presented", "inferred-absent", "unknown", None}
 
 
@@ -33,7 +33,8 @@ def analysis(tmp_path_factory):
 
 def test_report_has_exactly_the_spec_layout(analysis):
     rep = build_report(analysis)
-    assert list(rep) == ["schema", "captures", "paths", "flows", "findings"]
+    assert list(rep) == ["schema", "captures", "paths", "flows", "findings", "verdict", "coverage"]
+    assert rep["verdict"] in ("fail", "warn", "inconclusive", "pass") and rep["coverage"]["inventory"] == "given"
     assert rep["schema"] == "commpath.report/v1"
     assert len(rep["captures"]) == 2 and all(set(c) == CAPTURE_KEYS for c in rep["captures"])
     assert all(isinstance(c["warnings"], list) and isinstance(c["packets"], int) for c in rep["captures"])
@@ -79,3 +80,42 @@ def test_report_command_json_format_matches_build_report(analysis, tmp_path):
     rc = cli_main(["report", str(tls10), str(tls13), "--inventory", inv, "--format", "json", "-o", str(out), "-q"])
     assert rc == analysis.exit_code("high") == 1
     assert json.loads(out.read_text()) == json.loads(json.dumps(build_report(analysis)))
+
+
+def _per_record(analysis) -> str:
+    """report.json as the json module writes it, with flows made record by record (the oracle)."""
+    from commpath.present.report_json import FLOW_KEYS, VANTAGE_KEYS, _records, _value, report_text
+    report = json.loads(report_text(analysis))
+    report["flows"] = _records(analysis.flows, FLOW_KEYS)
+    if "vantage_points" in analysis.flows:
+        for flow, vps in zip(report["flows"], analysis.flows["vantage_points"]):
+            flow["vantage_points"] = [{k: _value(vp.get(k)) for k in VANTAGE_KEYS} for vp in vps]
+    return json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+
+
+def test_column_wise_flows_are_the_json_modules_text_byte_for_byte(analysis):
+    """Escapes, floats, nulls, lists and categories written column-wise exactly as json.dumps writes them."""
+    import copy
+
+    import pandas as pd
+    from commpath.present.report_json import report_text
+    weird = copy.copy(analysis)
+    flows = analysis.flows.copy()
+    flows["sni"] = pd.array(['a"b\\c', "tab\there\x01\x1f", None][: len(flows)] + [None] * max(0, len(flows) - 3),
+                            dtype="string")
+    flows["cipher"] = pd.array(["ünïcødé ✓ \u2028", None][: len(flows)], dtype="string")
+    flows["ts_start"] = [2.0, 1e-05][: len(flows)]
+    flows["ts_end"] = [float("nan"), 1733480000.123456][: len(flows)]
+    flows["server_cert_fingerprints"] = [["x" * 64, 'q"'], None][: len(flows)]
+    weird.flows = flows
+    text = report_text(weird)
+    assert text == _per_record(weird)
+    assert json.loads(text)["flows"][0]["sni"] == 'a"b\\c'
+
+
+def test_merged_runs_keep_vantage_points_byte_for_byte():
+    root = Path(__file__).resolve().parents[1] / "captures/default"
+    a = commpath.open(root, inventory=root / "inventory.yaml")
+    from commpath.present.report_json import report_text
+    assert "vantage_points" in a.flows
+    assert report_text(a) == _per_record(a)

@@ -72,6 +72,9 @@ def _path_table(policy: Policy, f: FlowFacts, findings: list[dict], unknown_need
             verdict, needs = "not-observable", "; ".join(dict.fromkeys(unknown_needs[p]))
         elif not (f.payload[on_path] > 0).any() and p != "unclassified":
             verdict, needs = "not-observable", NEEDS["payload"]
+        elif f.roles_inferred[on_path].all():
+            # no finding, but nothing says these hosts are who the ports suggest: not a pass
+            verdict, needs = "inconclusive", NEEDS["inventory"]
         else:
             verdict = "pass"
         rows.append({"id": p, "observed": count > 0, "flows": count, "verdict": verdict, "needs": needs})

@@ -38,6 +38,8 @@ NEEDS = {
     "no-handshake": "the TLS handshake of these connections (they started before the capture, or it was not captured)",
     "handshake": "the TCP handshake of these connections (they were already open when the capture started)",
     "payload": "a connection on this path that carries data (only empty connections were captured)",
+    "inventory": ("an inventory (--inventory) naming the cluster's hosts and endpoints: every role on this path "
+                  "was inferred from ports and handshakes"),
 }
 
 

@@ -1,0 +1,89 @@
+"""What evidence a run had (``coverage``) and the run's verdict: never a pass without evidence.
+
+The capture filters come from the capture agent's ``manifest.json`` beside each capture; a
+path none of whose responder ports the filters let through could not have been seen.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+#: run-level verdicts, worst first
+RUN_VERDICTS = ("fail", "warn", "inconclusive", "pass")
+BLIND = ("not-observable", "inconclusive")
+
+
+def _manifest(capture_file: str) -> dict:
+    try:
+        data = json.loads((Path(capture_file).parent / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _capture_facts(captures) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """(hosts, host:interface names, (host, filter)) of the captures' manifests."""
+    hosts, interfaces, filters = [], [], []
+    files = [str(f) for f in captures["file"]] if captures is not None and len(captures) else []
+    for file in files:
+        m = _manifest(file)
+        host = str(m.get("host") or Path(file).stem)
+        hosts.append(host)
+        for iface in m.get("interfaces") or []:
+            name = iface.get("name") if isinstance(iface, dict) else iface
+            if name:
+                interfaces.append(f"{host}:{name}")
+        if m.get("filter"):
+            filters.append((host, str(m["filter"])))
+    return list(dict.fromkeys(hosts)), list(dict.fromkeys(interfaces)), list(dict.fromkeys(filters))
+
+
+def _filter_text(filters: list[tuple[str, str]]) -> str | None:
+    distinct = list(dict.fromkeys(f for _, f in filters))
+    if not distinct:
+        return None
+    if len(distinct) == 1:
+        return distinct[0]
+    return "; ".join(f"{h}: {f}" for h, f in filters)
+
+
+def coverage(paths, flows, captures, *, inventory_given: bool, ca_given: bool, keylog_given: bool,
+             tls_analyzed: bool, unseen_paths: list[str] | None = None) -> dict:
+    """The evidence a run had, for report.json's ``coverage`` and every report's header."""
+    hosts, interfaces, filters = _capture_facts(captures)
+    inferred = flows["roles_inferred"].fillna(True).astype(bool) if "roles_inferred" in flows else None
+    verdicts = [str(v) for v in paths["verdict"]]
+    observed = [v for v in verdicts if v != "not-observed"]
+    return {
+        "inventory": "given" if inventory_given else "inferred",
+        "roles_inferred": bool(inferred.all()) if inferred is not None and len(inferred) else not inventory_given,
+        "ca_bundle": ca_given,
+        "keylog": keylog_given,
+        "tls_analyzed": tls_analyzed,
+        "hosts": hosts,
+        "interfaces": interfaces,
+        "capture_filter": _filter_text(filters),
+        "capture_filters": [{"host": h, "filter": f} for h, f in filters],
+        "unseen_paths": list(unseen_paths or []),
+        "paths_observed": len(observed),
+        "paths_not_observable": sum(v in BLIND for v in observed),
+    }
+
+
+def run_verdict(paths, cov: dict) -> str:
+    """fail / warn when a path does; else inconclusive when the evidence cannot support a pass
+    (nothing documented observed, every role inferred, most observed paths not observable); else pass."""
+    verdicts = [str(v) for v in paths["verdict"]]
+    if "fail" in verdicts:
+        return "fail"
+    if "warn" in verdicts:
+        return "warn"
+    observed = [v for v in verdicts if v != "not-observed"]
+    blind = sum(v in BLIND for v in observed)
+    if not observed or cov.get("roles_inferred") or blind * 2 > len(observed) or "pass" not in observed:
+        return "inconclusive"
+    return "pass"
+
+
+__all__ = ["RUN_VERDICTS", "coverage", "run_verdict"]
