@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 
 from commpath.decode import _hs_fast, handshakes, http
-from commpath.decode.handshakes import HandshakeAnalyzer, _cert_columns, _CertBook, _tls_row, analyze_handshakes
+from commpath.decode.handshakes import (
+    _TLS_NAMES, HandshakeAnalyzer, _cert_columns, _CertBook, _tls_row, analyze_handshakes,
+)
 from commpath.decode.streams import FlowStreams, Stream
 from commpath.decode.tls import parse_tls
 from conftest_handshakes import PUBLIC, ZEEK_TRACES, read_capture
@@ -103,7 +105,7 @@ def _rows_both_ways(flows: list[FlowStreams], max_appdata: int = 4) -> tuple[lis
         fs, ts, dst_ip, tunneled, starttls = job
         return _tls_row(parse_tls(fs, max_appdata), ts, dst_ip, None, None, book, tunneled, starttls)
 
-    jobs = [(fs, 0.0, "192.0.2.1", False, False) for fs in flows]
+    jobs = [(fs, 0.0, "192.0.2.1", False, None) for fs in flows]
     fast = _hs_fast.rows(jobs, max_appdata, cert_columns, careful)
     slow = [careful(job, careful_book) for job in jobs]
     walked, _ = _hs_fast.walk(flows, max_appdata)
@@ -429,3 +431,31 @@ def test_cryptography_loads_only_for_certificates():
     assert int(n_tls) >= 1 and n_certs == "0" and loaded == "False"
     n_tls, n_certs, loaded = run("tls/tls1.2.pcap")
     assert int(n_tls) >= 1 and int(n_certs) >= 1 and loaded == "True"
+
+
+def test_fingerprints_of_a_crafted_hello_agree_and_match_their_definitions():
+    """JA3 (GREASE left out), JA3S, JA4S, the TLS 1.3 key-share group and the ECH flag, both ways."""
+    import hashlib
+
+    from test_tls_hostile import client_hello, record, server_hello
+    groups = struct.pack(">HHHH", 6, 0x0A0A, 0x11EC, 0x001D)                 # GREASE, X25519MLKEM768, x25519
+    exts = (struct.pack(">HH", 0x0A0A, 0)                                     # GREASE extension
+            + struct.pack(">HH", 10, len(groups)) + groups
+            + struct.pack(">HHB", 11, 2, 1) + b"\x00"                         # ec_point_formats: uncompressed
+            + struct.pack(">HHB", 43, 3, 2) + b"\x03\x04"                      # supported_versions: TLS 1.3
+            + struct.pack(">HH", 0xFE0D, 4) + b"\x00\x00\x01\x00")            # encrypted_client_hello
+    cli = record(22, client_hello(exts, ciphers=b"\x1a\x1a\x13\x01\x13\x02"))
+    share = struct.pack(">HH", 0x001D, 32) + bytes(32)
+    sh_exts = struct.pack(">HHH", 43, 2, 0x0304) + struct.pack(">HH", 51, len(share)) + share
+    srv = record(22, server_hello(0x1301, sh_exts)) + record(20, b"\x01") + record(23, bytes(60))
+    flows = [FlowStreams(1, Stream(cli + record(20, b"\x01") + record(23, bytes(53)), (0,), (1,)),
+                         Stream(srv, (0,), (2,)))]
+    fast, slow, walked = _rows_both_ways(flows)
+    assert walked == 1
+    _assert_rows_equal(fast, slow, flows)
+    row = dict(zip(_TLS_NAMES, fast[0]))
+    ja3 = "771,4865-4866,10-11-43-65037,4588-29,0"
+    assert row["ja3"] == hashlib.md5(ja3.encode()).hexdigest()
+    assert row["ja3s"] == hashlib.md5(b"771,4865,43-51").hexdigest()
+    assert row["ja4s"] == "t130200_1301_" + hashlib.sha256(b"002b,0033").hexdigest()[:12]
+    assert row["kex_group"] == "x25519" and row["ech"] is True

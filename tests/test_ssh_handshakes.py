@@ -70,6 +70,8 @@ def test_zeek_ssh_log():
     assert s.kex == z["kex_alg"] and s.host_key_alg == z["host_key_alg"]
     assert s.cipher_c2s == z["cipher_alg"] and s.mac_c2s == z["mac_alg"]
     assert s.version == int(z["version"])
+    # Zeek's baseline keeps the first 32 base64 characters of the OpenSSH-style SHA256 fingerprint
+    assert s.host_key_fingerprint.startswith(z["host_key_fingerprint"]) and len(s.host_key_fingerprint) == 50
     assert s.weak_algorithms == []
 
 
@@ -177,6 +179,8 @@ def test_real_sshd_negotiation_matches_the_client(sshd_capture):
         if truth["mac"] != "<implicit>":
             assert row.mac_c2s == truth["mac"]
         assert row.server_banner.startswith(f"SSH-2.0-{truth['banner']}")
+        # the host key's fingerprint as the OpenSSH client printed it
+        assert row.host_key_fingerprint == re.search(r"Server host key: \S+ (SHA256:\S+)", debug).group(1)
     assert first.weak_algorithms == []
     assert set(second.weak_algorithms) == {"kex:diffie-hellman-group14-sha1", "host_key:ssh-rsa",
                                            "enc:aes128-cbc", "mac:hmac-md5"}
@@ -220,3 +224,16 @@ def test_ssh1_is_recognised_without_binary_packet_errors(client, server, version
         assert out.weak_algorithms == ["protocol:SSH-1"]
     else:
         assert "protocol:SSH-1" not in out.weak_algorithms
+
+
+
+@public
+def test_host_key_fingerprint_of_arkimes_key():
+    """Arkime's expected session lists the server's host key blob: its SHA-256 is our fingerprint."""
+    import base64
+
+    from commpath.decode._fingerprints import ssh_host_key_fingerprint
+    body = json.loads((PUBLIC / "arkime/ssh2.test").read_text())["sessions3"][0]["body"]["ssh"]
+    _, h = analyzed(PUBLIC / "arkime/ssh2.pcap")
+    assert h.ssh.iloc[0].version == 2                      # a 1.99 server and a 2.0 client speak SSH-2
+    assert h.ssh.iloc[0].host_key_fingerprint == ssh_host_key_fingerprint(base64.b64decode(body["key"][0]))

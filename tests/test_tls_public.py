@@ -320,3 +320,73 @@ def test_ldap_starttls_is_found_after_the_clear_text_request():
     assert bool(t.starttls) and t.starttls_from == "ldap"
     assert t.tls_version == "TLS 1.2" and t.established
     assert h.certs.iloc[0].subject == "CN=LDAP SSL test"
+
+
+def _public_tls_captures() -> list[str]:
+    if not PUBLIC.exists():
+        return []
+    return sorted(str(p.relative_to(PUBLIC)) for p in PUBLIC.rglob("*") if p.name.endswith((".pcap", ".pcap.gz")))
+
+
+@needs_tshark
+@pytest.mark.parametrize("trace", _public_tls_captures())
+def test_fingerprints_agree_with_tshark(trace):
+    """JA3 and JA3S as tshark computes them (tls.handshake.ja3 / ja3s), and the key-exchange group it
+    decodes (the ServerHello's key_share, or the ECDHE ServerKeyExchange's named curve)."""
+    from commpath.decode._fingerprints import group_name
+    cap, h = analyzed(trace, BIG_LIMIT if "fragmented" in trace else 16384)
+    if not len(h.tls):
+        pytest.skip("no TLS")
+    ours = _by_ports(cap, h)
+    fields = ["tcp.srcport", "tcp.dstport", "tls.handshake.ja3", "tls.handshake.ja3s",
+              "tls.handshake.extensions_key_share_group", "tls.handshake.server_named_curve", "tls.handshake.random"]
+    rows = tshark_fields(PUBLIC / trace, fields, "tcp and (tls.handshake.type == 1 or tls.handshake.type == 2 or "
+                                                  "tls.handshake.type == 12)")
+    if not rows:
+        pytest.skip("tshark dissects no TLS handshake here (e.g. inside an HTTP CONNECT tunnel)")
+    groups: dict = {}
+    checked = 0
+    hrr = "cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c"
+    for sport, dport, ja3, ja3s, share, curve, random in rows:
+        t = ours.get(frozenset((int(sport), int(dport))))
+        if t is None or random.split(",")[-1] == hrr:       # ours is the real ServerHello's, not the retry's
+            continue
+        if ja3:
+            assert t.ja3 == ja3.split(",")[-1], (trace, sport, dport)
+            checked += 1
+        if ja3s:
+            groups.setdefault(t.flow_id, {})["ja3s"] = ja3s.split(",")[-1]
+        if share and not ja3:
+            groups.setdefault(t.flow_id, {})["group"] = int(share.split(",")[-1], 0)
+        if curve:
+            groups.setdefault(t.flow_id, {})["group"] = int(curve.split(",")[-1], 0)
+    tls = h.tls.set_index("flow_id")
+    for flow_id, seen in groups.items():
+        t = tls.loc[flow_id]
+        if "ja3s" in seen:
+            assert t.ja3s == seen["ja3s"], (trace, flow_id)
+            checked += 1
+        if "group" in seen:
+            assert t.kex_group == group_name(seen["group"]), (trace, flow_id)
+    assert checked
+
+
+def test_ja4s_of_the_specification_example():
+    """FoxIO's JA4S example: TLS 1.2, extensions 0005,0017,ff01,0000, no ALPN, cipher c030."""
+    from commpath.decode._fingerprints import ja4s
+    assert ja4s(0x0303, 0xC030, (0x0005, 0x0017, 0xFF01, 0x0000), b"") == "t120400_c030_4e8089b08790"
+    assert ja4s(0x0304, 0x1301, (0x002B, 0x0033), b"h2").startswith("t1302h2_1301_")   # selected TLS 1.3
+
+
+def test_key_exchange_groups_of_public_captures():
+    """TLS 1.3 key shares (x25519, the hybrid Kyber draft) and TLS 1.2 ECDHE curves by name."""
+    expected = {"zeek/testing/btest/Traces/tls/chrome-1250-tls-x25519-kyber.pcap": "X25519Kyber768Draft00",
+                "zeek/testing/btest/Traces/tls/tls13_wolfssl.pcap": None,
+                "zeek/testing/btest/Traces/tls/ecdhe.pcap": None}
+    seen = {}
+    for trace in expected:
+        _, h = analyzed(trace)
+        seen[trace] = h.tls.iloc[0].kex_group
+    assert seen["zeek/testing/btest/Traces/tls/chrome-1250-tls-x25519-kyber.pcap"] == "X25519Kyber768Draft00"
+    assert seen["zeek/testing/btest/Traces/tls/tls13_wolfssl.pcap"] in ("x25519", "secp256r1")
+    assert seen["zeek/testing/btest/Traces/tls/ecdhe.pcap"].startswith(("secp", "x25519"))

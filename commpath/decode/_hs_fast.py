@@ -8,6 +8,7 @@ from itertools import repeat
 
 import numpy as np
 
+from ._fingerprints import EXT_ECH, group_name, ja3, ja3s, ja4s, key_exchange_curve, server_extensions
 from ._memo import BoundedMemo
 from ._tls_tables import CIPHER_SUITES
 from .tls import (
@@ -22,7 +23,8 @@ from ._tls_wire import version_name
  CH_FLAGS, KEY_LEN, SH_VERSION, SH_SELECTED, SH_CIPHER, SH_ALPN_OFF, SH_ALPN_LEN,
  SH_PSK, TLS13, CERT_OFF, CERT_LEN, CR_OFF, CR_LEN, CCERT_OFF, CCERT_LEN,
  FLAGS, N_CLIENT_APP, N_SERVER_APP, APP0, APP1, APP2, APP_COMPLETE,
- C_ENC_ALERTS, S_ENC_ALERTS, N_RANGES_C, N_RANGES_S, RANGES) = range(43)
+ C_ENC_ALERTS, S_ENC_ALERTS, N_RANGES_C, N_RANGES_S,
+ SH_EXT_OFF, SH_EXT_LEN, SKX_OFF, SKX_LEN, RANGES) = range(47)
 MAX_RANGES = 8
 FIELDS = RANGES + 4 * MAX_RANGES
 _RANGES_S = RANGES + 2 * MAX_RANGES      # the server's ranges follow the client's
@@ -129,23 +131,26 @@ class _Errors:
         self.partial = True
 
 
-#: ClientHello key (see tls_walk.c) -> (offered versions, offered ALPN, JA4).
+#: ClientHello key (see tls_walk.c) -> (offered versions, offered ALPN, JA4, JA3, ECH offered).
 _HELLOS = BoundedMemo(4096)
+#: ServerHello (legacy version, selected version, cipher, extension types, ALPN) -> (JA3S, JA4S).
+_SERVER_PRINTS = BoundedMemo(1024)
 #: (version, cipher) of a ServerHello -> (version name, cipher name).
 _SERVER = BoundedMemo(1024)
 
 
-def _hello(key: bytes) -> tuple[str, str | None, str]:
-    """(offered versions, offered ALPN, JA4) of a ClientHello key: legacy version, then length-prefixed
-    supported_versions, cipher suites, extension types, ALPN extension body and signature_algorithms."""
+def _hello(key: bytes) -> tuple[str, str | None, str, str, bool]:
+    """(offered versions, offered ALPN, JA4, JA3, ECH offered) of a ClientHello key: legacy version,
+    then length-prefixed supported_versions, cipher suites, extension types, ALPN extension body,
+    signature_algorithms, supported_groups and ec_point_formats."""
     legacy = (key[0] << 8) | key[1]
     parts = []
     p = 2
-    for _ in range(5):
+    for _ in range(7):
         n = (key[p] << 8) | key[p + 1]
         parts.append(key[p + 2:p + 2 + n])
         p += 2 + n
-    sv, cs, exts, alpn, sig = parts
+    sv, cs, exts, alpn, sig, groups, formats = parts
     names = []
     p, n = 2, len(alpn)
     while p < n:                                   # a well-formed ALPN body (checked in C)
@@ -156,7 +161,13 @@ def _hello(key: bytes) -> tuple[str, str | None, str]:
     ch = ClientHello(legacy_version=legacy, ciphers=_u16_list(cs), extensions=_u16_list(exts),
                      alpn_raw=names[:1], versions=versions, sig_algs=_u16_list(sig))
     offered = ",".join(a.decode("ascii", "replace") for a in names) if names else None
-    return _client_versions(tuple(versions), legacy), offered, ja4(ch)
+    ja3_text = ja3(legacy, tuple(ch.ciphers), tuple(ch.extensions), tuple(_u16_list(groups)), tuple(formats))
+    return _client_versions(tuple(versions), legacy), offered, ja4(ch), ja3_text, EXT_ECH in ch.extensions
+
+
+def _server_prints(key: tuple) -> tuple[str, str]:
+    legacy, selected, cipher, types, alpn = key
+    return ja3s(legacy, cipher, types), ja4s(selected or legacy, cipher, types, alpn)
 
 
 def _server(version: int, cipher_id: int) -> tuple[str | None, str]:
@@ -227,19 +238,28 @@ def _row(flow_id: int, ts, dst_ip, tunneled: bool, starttls_from: str | None, cd
     (_, _, _, legacy, _, _, cs_off, cs_len, sni_off, sni_len, alpn_off, alpn_len, sv_off, sv_len, sig_off, sig_len,
      ch_flags, key_len, sh_version, sh_selected, cipher_id, sh_alpn_off, sh_alpn_len, sh_psk, tls13, cert_off,
      cert_len, cr_off, cr_len, ccert_off, ccert_len, flags, n_app, n_server_app, app0, app1, app2, app_complete,
-     c_alerts, s_alerts, n_ranges_c, n_ranges_s) = v
+     c_alerts, s_alerts, n_ranges_c, n_ranges_s, sh_ext_off, sh_ext_len, skx_off, skx_len) = v
     key = keys[key_at:key_at + key_len]
     hello = _HELLOS.get(key)
     if hello is None:
         hello = _HELLOS.remember(key, _hello(key))
-    client_versions, alpn_offered, ja4_text = hello
+    client_versions, alpn_offered, ja4_text, ja3_text, ech = hello
     sni = bytes(cd[sni_off:sni_off + sni_len]).decode("ascii", "replace") if sni_off >= 0 else None
     version = sh_selected or sh_version
     server = _SERVER.get((version, cipher_id))
     if server is None:
         server = _SERVER.remember((version, cipher_id), _server(version, cipher_id))
     tls_version, cipher = server
-    alpn = bytes(sd[sh_alpn_off:sh_alpn_off + sh_alpn_len]).decode("ascii", "replace") if sh_alpn_off >= 0 else None
+    alpn_raw = bytes(sd[sh_alpn_off:sh_alpn_off + sh_alpn_len]) if sh_alpn_off >= 0 else b""
+    alpn = alpn_raw.decode("ascii", "replace") if sh_alpn_off >= 0 else None
+    types, group = server_extensions(bytes(sd[sh_ext_off:sh_ext_off + sh_ext_len])) if sh_ext_off >= 0 else ((), None)
+    if skx_off >= 0 and group is None:
+        group = key_exchange_curve(bytes(sd[skx_off:skx_off + min(skx_len, 3)]))
+    server_key = (sh_version, sh_selected, cipher_id, types, alpn_raw)
+    prints = _SERVER_PRINTS.get(server_key)
+    if prints is None:
+        prints = _SERVER_PRINTS.remember(server_key, _server_prints(server_key))
+    ja3s_text, ja4s_text = prints
     alerts = ["encrypted:client"] * min(c_alerts, 16) if c_alerts else []
     if s_alerts:
         alerts += ["encrypted:server"] * min(s_alerts, 16 - len(alerts))
@@ -296,7 +316,7 @@ def _row(flow_id: int, ts, dst_ip, tunneled: bool, starttls_from: str | None, cd
     return (flow_id, tls_version, client_versions, sni, alpn_offered, alpn, cipher, cipher_id, ja4_text,
             False, resumed, established, cert_request, cas, s_fps, c_fps, visibility, client_cert, s_ok, c_ok,
             verify_error, alerts, False, None, frames, inference, tunneled, starttls_from is not None, starttls_from,
-            reasons)
+            reasons, ja3_text, ja3s_text, ja4s_text, group_name(group), ech)
 
 
 def _frames(fs, v: list) -> list[int]:

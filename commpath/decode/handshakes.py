@@ -295,7 +295,7 @@ _TLS_NAMES = list(_TLS_ALL)
 _HS_ATTRS = [k for k in _TLS_NAMES if k in TlsHandshake.__slots__ and k not in TLS_EXTRA]
 _ROW_EXTRA = ["server_cert_fingerprints", "client_cert_fingerprints", "server_cert_verified",
               "client_cert_verified", "verify_error", "verify_reasons", "client_cert_inference", "tunneled", "starttls",
-              "starttls_from"]
+              "starttls_from", "ja3", "ja3s", "ja4s", "kex_group", "ech"]
 _HS_GET = attrgetter(*_HS_ATTRS)
 _TLS_ORDER = itemgetter(*[(_HS_ATTRS + _ROW_EXTRA).index(k) for k in _TLS_NAMES])
 assert sorted(_HS_ATTRS + _ROW_EXTRA) == sorted(_TLS_NAMES), "every TLS column has a source"
@@ -304,7 +304,8 @@ assert _TLS_NAMES == [
     "hello_retry", "resumed", "established", "cert_request", "cert_request_cas", "server_cert_fingerprints",
     "client_cert_fingerprints", "certs_visibility", "client_cert", "server_cert_verified", "client_cert_verified",
     "verify_error", "alerts", "partial", "parse_error", "handshake_frames", "client_cert_inference", "tunneled",
-    "starttls", "starttls_from", "verify_reasons"], "HandshakeAnalyzer._flush builds TLS rows in this order"
+    "starttls", "starttls_from", "verify_reasons", "ja3", "ja3s", "ja4s", "kex_group", "ech"], \
+    "HandshakeAnalyzer._flush builds TLS rows in this order"
 _HTTP_NAMES = list(HTTP_COLUMNS)
 _HTTP_HEAD = _HTTP_NAMES[:-2]
 assert _HTTP_NAMES[-2:] == ["partial", "parse_error"]
@@ -316,8 +317,10 @@ def _tls_row(hs: TlsHandshake, ts, dst_ip, cas, keys, certs: "_CertBook", tunnel
     """One row of the ``tls`` table, as a tuple in column order."""
     if keys is not None and hs.tls_version == "TLS 1.3" and hs.client_random in keys:
         _decrypt(hs, keys[hs.client_random])
-    return _TLS_ORDER(_HS_GET(hs) + _cert_columns(hs.flow_id, hs.sni, hs.server_chain, hs.client_chain, ts, dst_ip,
-                                                  cas, certs, tunneled) + (hs.inference, tunneled, starttls_from is not None, starttls_from))
+    certificates = _cert_columns(hs.flow_id, hs.sni, hs.server_chain, hs.client_chain, ts, dst_ip, cas, certs,
+                                 tunneled)
+    return _TLS_ORDER(_HS_GET(hs) + certificates + (hs.inference, tunneled, starttls_from is not None, starttls_from,
+                                                    hs.ja3, hs.ja3s, hs.ja4s, hs.kex_group, hs.ech))
 
 
 def _cert_columns(flow_id: int, sni, server_chain: list[bytes], client_chain: list[bytes], ts, dst_ip, cas,

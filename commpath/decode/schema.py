@@ -121,6 +121,11 @@ TLS_EXTRA: dict[str, str] = {
     "starttls": "bool",             # upgraded in band from a clear-text protocol
     "starttls_from": "string",      # that protocol: smtp | imap | pop3 | ftp | xmpp | ldap | postgresql | unknown
     "verify_reasons": "object",     # list[str] "server:<reason>" / "client:<reason>", x509.REASONS codes
+    "ja3": "string",                # MD5 of the ClientHello's JA3 string (Salesforce; GREASE left out)
+    "ja3s": "string",               # MD5 of the ServerHello's JA3S string
+    "ja4s": "string",               # FoxIO JA4S of the ServerHello
+    "kex_group": "string",          # key exchange group: x25519 | secp256r1 | X25519MLKEM768 | ... (ECDHE/TLS 1.3)
+    "ech": "bool",                  # the ClientHello carries encrypted_client_hello
 }
 
 #: One row per certificate, deduplicated by SHA-256 fingerprint.
@@ -164,6 +169,7 @@ SSH_COLUMNS: dict[str, str] = {
     "partial": "bool",               # the handshake could only be read in part
     "parse_error": "string",         # what could not be parsed, when partial
     "version": "Int8",               # protocol both banners agree on: 1 (SSH-1.x, or 1.99 falling back) | 2
+    "host_key_fingerprint": "string",  # the server's host key as OpenSSH prints it: SHA256:<base64>
 }
 
 #: One row per HTTP request or response (HTTP/1.x and HTTP/2 headers, never bodies).

@@ -6,6 +6,7 @@ import hashlib
 import struct
 from dataclasses import dataclass, field
 
+from ._fingerprints import ssh_host_key_fingerprint
 from ._memo import BoundedMemo
 from ._tls_wire import Reader, Truncated
 from .streams import FlowStreams
@@ -63,6 +64,7 @@ class SshHandshake:
     partial: bool = False
     parse_error: str | None = None
     version: int | None = None
+    host_key_fingerprint: str | None = None       # per connection: never taken from the shared derivation
 
 
 def _banner(data: bytes) -> tuple[str | None, int, str | None]:
@@ -233,7 +235,37 @@ def parse_ssh(flow: FlowStreams) -> SshHandshake:
         return out
     out = SshHandshake(flow.flow_id, *values)
     out.weak_algorithms = list(out.weak_algorithms)
+    if out.version == 2:
+        blob = _host_key_blob(flow.rev.data, srv[1])
+        out.host_key_fingerprint = ssh_host_key_fingerprint(blob) if blob is not None else None
     return out
+
+
+#: Server replies that carry the host key first: KEXDH/KEX_ECDH/KEX_HYBRID reply (31), KEX_DH_GEX_REPLY (33).
+_KEX_REPLIES = (31, 33)
+
+
+def _host_key_blob(data: bytes, pos: int) -> bytes | None:
+    """The server's host key (K_S) from its key-exchange reply, among the clear-text packets after its
+    identification line; None if not captured. (Type 31 is also DH GEX's group message: a host key
+    blob is told apart by its key type name.)"""
+    for _ in range(MAX_PACKETS):
+        if pos + 6 > len(data):
+            return None
+        plen, padlen = struct.unpack_from(">IB", data, pos)
+        if plen > MAX_PACKET or plen < padlen + 1 or pos + 4 + plen > len(data):
+            return None
+        payload = data[pos + 5:pos + 4 + plen - padlen]
+        if payload[:1] and payload[0] in _KEX_REPLIES and len(payload) >= 5:
+            blob_len = int.from_bytes(payload[1:5], "big")
+            blob = payload[5:5 + blob_len]
+            if len(blob) == blob_len and len(blob) >= 4:
+                name_len = int.from_bytes(blob[:4], "big")
+                name = blob[4:4 + name_len]
+                if 0 < name_len <= 64 and name.startswith((b"ssh-", b"ecdsa-", b"sk-", b"rsa-")):
+                    return blob
+        pos += 4 + plen
+    return None
 
 
 def _derive(flow_id: int, c: SshSide, s: SshSide) -> SshHandshake:
@@ -273,4 +305,4 @@ def _derive(flow_id: int, c: SshSide, s: SshSide) -> SshHandshake:
     return out
 
 
-_FIELDS = [f for f in SshHandshake.__dataclass_fields__ if f != "flow_id"]
+_FIELDS = [f for f in SshHandshake.__dataclass_fields__ if f not in ("flow_id", "host_key_fingerprint")]

@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
 
+from ._fingerprints import EXT_ECH, JA4_VERSIONS, group_name, ja3, ja3s, ja4s, key_exchange_curve, server_extensions
 from ._memo import BoundedMemo
 from ._tls_tables import ALERTS, CIPHER_SUITES
 from ._tls_wire import (
     CONTENT_ALERT, CONTENT_APPDATA, CONTENT_CCS, CONTENT_HANDSHAKE, CONTENT_TYPES,
-    EXT_ALPN, EXT_CERTIFICATE_AUTHORITIES, EXT_EARLY_DATA, EXT_PRE_SHARED_KEY, EXT_SERVER_NAME,
-    EXT_SIGNATURE_ALGORITHMS, EXT_SUPPORTED_VERSIONS, HRR_RANDOM, HS_CERTIFICATE,
+    EXT_ALPN, EXT_CERTIFICATE_AUTHORITIES, EXT_EARLY_DATA, EXT_EC_POINT_FORMATS, EXT_KEY_SHARE,
+    EXT_PRE_SHARED_KEY, EXT_SERVER_NAME, EXT_SIGNATURE_ALGORITHMS, EXT_SUPPORTED_GROUPS, EXT_SUPPORTED_VERSIONS, HRR_RANDOM, HS_CERTIFICATE,
     HS_CERTIFICATE_REQUEST, HS_CLIENT_HELLO, HS_CLIENT_KEY_EXCHANGE,
     HS_SERVER_HELLO, HS_SERVER_HELLO_DONE, HS_SERVER_KEY_EXCHANGE, MAX_RECORD_BODY,
     RECORD_HEADER_FMT, RECORD_HEADER_LEN, Reader, Truncated, is_grease, version_name, version_rank,
@@ -83,6 +84,8 @@ class ClientHello:
     alpn_raw: list[bytes] = field(default_factory=list)
     versions: list[int] = field(default_factory=list)
     sig_algs: list[int] = field(default_factory=list)
+    groups: list[int] = field(default_factory=list)
+    point_formats: list[int] = field(default_factory=list)
     early_data: bool = False
     psk: bool = False
     sslv2: bool = False
@@ -96,8 +99,11 @@ class ServerHello:
     cipher: int = 0
     selected_version: int | None = None
     alpn: str | None = None
+    alpn_raw: bytes = b""
     psk: bool = False
     hrr: bool = False
+    extensions: tuple[int, ...] = ()
+    key_share_group: int | None = None
 
     @property
     def version(self) -> int:
@@ -128,6 +134,11 @@ class TlsHandshake:
     partial: bool = False
     parse_error: str | None = None
     handshake_frames: list[int] = field(default_factory=list)
+    ja3: str | None = None
+    ja3s: str | None = None
+    ja4s: str | None = None
+    kex_group: str | None = None
+    ech: bool = False
     # not columns: material for certificates, verification and decryption
     server_chain: list[bytes] = field(default_factory=list)
     client_chain: list[bytes] = field(default_factory=list)
@@ -315,7 +326,8 @@ CACHED_ITEM_BYTES = 512
 _U16_LISTS: BoundedMemo = BoundedMemo(4096)
 
 
-_CH_PARSED = frozenset((EXT_SERVER_NAME, EXT_ALPN, EXT_SUPPORTED_VERSIONS, EXT_SIGNATURE_ALGORITHMS))
+_CH_PARSED = frozenset((EXT_SERVER_NAME, EXT_ALPN, EXT_SUPPORTED_VERSIONS, EXT_SIGNATURE_ALGORITHMS,
+                        EXT_SUPPORTED_GROUPS, EXT_EC_POINT_FORMATS))
 
 
 def parse_client_hello(body: bytes, hs: TlsHandshake) -> ClientHello:
@@ -361,6 +373,18 @@ def parse_client_hello(body: bytes, hs: TlsHandshake) -> ClientHello:
             if n >= 2 and ((data[0] << 8) | data[1]) <= n - 2:
                 ch.sig_algs = _u16_list(data[2:2 + ((data[0] << 8) | data[1])])
                 continue
+        elif etype == EXT_SUPPORTED_GROUPS:
+            if n >= 2 and ((data[0] << 8) | data[1]) == n - 2 and n % 2 == 0:
+                ch.groups = _u16_list(data[2:])
+                continue
+            hs.error(f"ClientHello extension {etype}: malformed supported_groups")
+            continue
+        elif etype == EXT_EC_POINT_FORMATS:
+            if data[0] == n - 1:
+                ch.point_formats = list(data[1:])
+                continue
+            hs.error(f"ClientHello extension {etype}: malformed ec_point_formats")
+            continue
         elif etype == EXT_ALPN:
             if n >= 2 and ((data[0] << 8) | data[1]) == n - 2:
                 p, raw = 2, []
@@ -421,7 +445,7 @@ def parse_sslv2_client_hello(data: bytes, hs: TlsHandshake) -> ClientHello:
     return ch
 
 
-_SH_PARSED = frozenset((EXT_SUPPORTED_VERSIONS, EXT_ALPN))
+_SH_PARSED = frozenset((EXT_SUPPORTED_VERSIONS, EXT_ALPN, EXT_KEY_SHARE))
 _CR_PARSED = frozenset((EXT_CERTIFICATE_AUTHORITIES,))
 
 
@@ -449,8 +473,13 @@ def parse_server_hello(body: bytes, hs: TlsHandshake) -> ServerHello:
         sh.selected_version = (data[0] << 8) | data[1]
     data = bodies.get(EXT_ALPN, b"")
     if len(data) >= 3:
-        sh.alpn = data[3:3 + data[2]].decode("ascii", "replace")
+        sh.alpn_raw = data[3:3 + data[2]]
+        sh.alpn = sh.alpn_raw.decode("ascii", "replace")
     sh.psk = EXT_PRE_SHARED_KEY in types
+    sh.extensions = tuple(types)
+    data = bodies.get(EXT_KEY_SHARE, b"")
+    if len(data) >= 2:
+        sh.key_share_group = (data[0] << 8) | data[1]
     return sh
 
 
@@ -592,8 +621,7 @@ def _parse_certificate_request(body: bytes, hs: TlsHandshake, version: int) -> l
 
 # --------------------------------------------------------------------------- JA4
 
-_JA4_VERSIONS = {0x0304: "13", 0x0303: "12", 0x0302: "11", 0x0301: "10", 0x0300: "s3",
-                 0x0002: "s2", 0x0200: "s2", 0xFEFF: "d1", 0xFEFD: "d2", 0xFEFC: "d3"}
+_JA4_VERSIONS = JA4_VERSIONS
 
 
 def _sha12(text: str) -> str:
@@ -747,6 +775,10 @@ def _parse(cli: Stream, srv: Stream, hs: TlsHandshake, max_appdata: int = 4) -> 
         hs.sni = ch.sni
         hs.alpn_offered = ",".join(ch.alpn) if ch.alpn else None
         hs.ja4 = ja4(ch)
+        hs.ech = EXT_ECH in ch.extensions
+        if not ch.sslv2:
+            hs.ja3 = ja3(ch.legacy_version, tuple(ch.ciphers), tuple(ch.extensions), tuple(ch.groups),
+                         tuple(ch.point_formats))
     elif crecs and crecs[0].content_type == CONTENT_APPDATA:
         hs.error("handshake not captured: the connection started before the capture")
     else:
@@ -759,6 +791,9 @@ def _parse(cli: Stream, srv: Stream, hs: TlsHandshake, max_appdata: int = 4) -> 
         hs.cipher_id = sh.cipher
         hs.cipher = CIPHER_SUITES.get(sh.cipher) or f"0x{sh.cipher:04X}"
         hs.alpn = sh.alpn
+        hs.ja3s = ja3s(sh.legacy_version, sh.cipher, sh.extensions)
+        hs.ja4s = ja4s(sh.version, sh.cipher, sh.extensions, sh.alpn_raw)
+        hs.kex_group = group_name(sh.key_share_group)
     elif hellos:                                     # HRR seen but not the real ServerHello
         hs.version_id = hellos[0].version
         hs.tls_version = version_name(hellos[0].version)
@@ -829,6 +864,8 @@ def _finish_tls12(hs, ch, sh, cmsgs, smsgs, client_ccs: bool, server_ccs: bool, 
         elif mtype == HS_CERTIFICATE_REQUEST:
             hs.cert_request = True
             hs.cert_request_cas = parse_certificate_request(body, hs, sh.version)
+        elif mtype == HS_SERVER_KEY_EXCHANGE and hs.kex_group is None:
+            hs.kex_group = group_name(key_exchange_curve(body))
     client_cert_msg = None
     saw_cke = False
     for m in cmsgs:

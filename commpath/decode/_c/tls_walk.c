@@ -19,7 +19,8 @@ enum {
     TW_CH_FLAGS, TW_KEY_LEN, TW_SH_VERSION, TW_SH_SELECTED, TW_SH_CIPHER, TW_SH_ALPN_OFF, TW_SH_ALPN_LEN,
     TW_SH_PSK, TW_TLS13, TW_CERT_OFF, TW_CERT_LEN, TW_CR_OFF, TW_CR_LEN, TW_CCERT_OFF, TW_CCERT_LEN,
     TW_FLAGS, TW_N_CLIENT_APP, TW_N_SERVER_APP, TW_APP0, TW_APP1, TW_APP2, TW_APP_COMPLETE,
-    TW_C_ENC_ALERTS, TW_S_ENC_ALERTS, TW_N_RANGES_C, TW_N_RANGES_S, TW_RANGES,
+    TW_C_ENC_ALERTS, TW_S_ENC_ALERTS, TW_N_RANGES_C, TW_N_RANGES_S,
+    TW_SH_EXT_OFF, TW_SH_EXT_LEN, TW_SKX_OFF, TW_SKX_LEN, TW_RANGES,
     TW_FIELDS = TW_RANGES + 4 * 8       /* up to 8 (start, last byte) ranges per direction */
 };
 #define TW_MAX_RANGES 8
@@ -188,9 +189,9 @@ static int key_put(u8 *key, i64 *at, const u8 *d, i64 off, i64 len) {
     return TW_OK;
 }
 
-/* The ClientHello; key receives what its JA4, offered versions and ALPN derive from:
+/* The ClientHello; key receives what its JA4, JA3, offered versions and ALPN derive from:
  * legacy version, then (2-byte length, bytes) of supported_versions, cipher suites, extension
- * types, the ALPN extension body and signature_algorithms. */
+ * types, the ALPN extension body, signature_algorithms, supported_groups and ec_point_formats. */
 static int client_hello(const u8 *d, i64 body, i64 n, i64 *o, u8 *key) {
     u8 ext[2 * TW_MAX_EXT];
     if (n < 35) return TW_CLIENT_HELLO;
@@ -208,10 +209,10 @@ static int client_hello(const u8 *d, i64 body, i64 n, i64 *o, u8 *key) {
     pos += cs;
     pos += 1 + b[pos];
     if (pos > n) return TW_CLIENT_HELLO;
-    static const int wanted[4] = {0, 16, 43, 13};
-    span_t want[4] = {{-1, 0}, {-1, 0}, {-1, 0}, {-1, 0}};
+    static const int wanted[6] = {0, 16, 43, 13, 10, 11};
+    span_t want[6] = {{-1, 0}, {-1, 0}, {-1, 0}, {-1, 0}, {-1, 0}, {-1, 0}};
     int flags = 0, next = 0;
-    int st = ext_block(d, body, n, pos, ext, &next, want, wanted, 4, &flags);
+    int st = ext_block(d, body, n, pos, ext, &next, want, wanted, 6, &flags);
     if (st) return st;
     o[TW_CH_FLAGS] = flags;
     o[TW_SNI_OFF] = o[TW_ALPN_OFF] = o[TW_SV_OFF] = o[TW_SIG_OFF] = -1;
@@ -249,6 +250,22 @@ static int client_hello(const u8 *d, i64 body, i64 n, i64 *o, u8 *key) {
         o[TW_SIG_OFF] = want[3].off + 2;
         o[TW_SIG_LEN] = u16(e);
     }
+    /* supported_groups: a 2-byte length filling the extension; ec_point_formats: a 1-byte one */
+    i64 groups_off = -1, groups_len = 0, formats_off = -1, formats_len = 0;
+    if (want[4].off >= 0) {
+        const u8 *e = d + want[4].off;
+        i64 m = want[4].len;
+        if (!(m >= 2 && u16(e) == m - 2 && (m & 1) == 0)) return TW_EXTS;
+        groups_off = want[4].off + 2;
+        groups_len = m - 2;
+    }
+    if (want[5].off >= 0) {
+        const u8 *e = d + want[5].off;
+        i64 m = want[5].len;
+        if (!(m >= 1 && e[0] == m - 1)) return TW_EXTS;
+        formats_off = want[5].off + 1;
+        formats_len = m - 1;
+    }
     i64 at = 2;
     key[0] = (u8)(o[TW_CH_VERSION] >> 8);
     key[1] = (u8)o[TW_CH_VERSION];
@@ -256,7 +273,9 @@ static int client_hello(const u8 *d, i64 body, i64 n, i64 *o, u8 *key) {
             || (st = key_put(key, &at, d, o[TW_CS_OFF], o[TW_CS_LEN]))
             || (st = key_put(key, &at, ext, 0, 2 * (i64)next))
             || (st = key_put(key, &at, d, o[TW_ALPN_OFF], o[TW_ALPN_LEN]))
-            || (st = key_put(key, &at, d, o[TW_SIG_OFF], o[TW_SIG_LEN])))
+            || (st = key_put(key, &at, d, o[TW_SIG_OFF], o[TW_SIG_LEN]))
+            || (st = key_put(key, &at, d, groups_off, groups_len))
+            || (st = key_put(key, &at, d, formats_off, formats_len)))
         return st;
     o[TW_KEY_LEN] = at;
     return TW_OK;
@@ -283,6 +302,9 @@ static int server_hello(const u8 *d, i64 body, i64 n, i64 *o, i64 *sid_off, i64 
     int flags = 0, next = 0;
     int st = ext_block(d, body, n, pos + 3, types, &next, want, wanted, 2, &flags);
     if (st) return st;
+    /* the extension entries (checked whole by ext_block), for JA3S, JA4S and the key-share group */
+    o[TW_SH_EXT_OFF] = pos + 3 < n ? body + pos + 5 : -1;
+    o[TW_SH_EXT_LEN] = pos + 3 < n ? u16(b + pos + 3) : 0;
     o[TW_SH_SELECTED] = (want[0].off >= 0 && want[0].len >= 2) ? u16(d + want[0].off) : 0;
     o[TW_SH_ALPN_OFF] = -1;
     o[TW_SH_ALPN_LEN] = 0;
@@ -391,7 +413,7 @@ static int walk_one(const u8 *cd, i64 cn, const u8 *sd, i64 sn, i64 max_appdata,
     int flags = 0;
     for (i = 0; i < ncr; i++) if (cr[i].type == 20) flags |= F_CLIENT_CCS;
     for (i = 0; i < nsr; i++) if (sr[i].type == 20) flags |= F_SERVER_CCS;
-    o[TW_CERT_OFF] = o[TW_CR_OFF] = o[TW_CCERT_OFF] = -1;
+    o[TW_CERT_OFF] = o[TW_CR_OFF] = o[TW_CCERT_OFF] = o[TW_SKX_OFF] = -1;
     if (tls13) {
         int k = 0;
         for (i = cstop; i < ncr; i++) {
@@ -416,6 +438,9 @@ static int walk_one(const u8 *cd, i64 cn, const u8 *sd, i64 sn, i64 max_appdata,
             } else if (t == 13) {
                 if (ncreq++ || sm[i].split) return TW_CERTS;
                 o[TW_CR_OFF] = sm[i].off; o[TW_CR_LEN] = sm[i].len;
+            } else if (t == 12 && o[TW_SKX_OFF] < 0) {
+                if (sm[i].split) return TW_CERTS;       /* its curve is read in Python: contiguous only */
+                o[TW_SKX_OFF] = sm[i].off; o[TW_SKX_LEN] = sm[i].len;
             }
         }
         for (i = 0; i < ncm; i++) {
