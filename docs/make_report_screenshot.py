@@ -14,9 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(scenario: str = "broken", out: Path = ROOT / "docs" / "report.png") -> Path:
     folder = ROOT / "captures" / scenario
-    keylog = folder / "keylog.txt"
+    keylog, ca = folder / "keylog.txt", folder / "pki" / "ca.crt"
     analysis = commpath.open(folder, inventory=folder / "inventory.yaml",
-                             keylog=keylog if keylog.is_file() else None)
+                             keylog=keylog if keylog.is_file() else None, ca=ca if ca.is_file() else None)
     with tempfile.TemporaryDirectory(prefix="commpath-docs-") as tmp:
         page = Path(tmp) / "report.html"
         page.write_text(html.build_html(analysis, title=f"commpath report — lab scenario '{scenario}'"),

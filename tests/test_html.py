@@ -59,10 +59,11 @@ def test_path_sections_show_connections_checks_and_findings(analysis, page):  # 
 
 
 def test_self_contained_with_plots(page):
-    images = re.findall(r'<img class="plot" alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">', page)
+    images = re.findall(r'<img class="plot" alt="[^"]*" src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)">', page)
     assert len(images) == 5
-    for data in images:
-        assert base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n"
+    import xml.etree.ElementTree as ET
+    for data in images:   # vector plots: well-formed SVG documents
+        assert ET.fromstring(base64.b64decode(data)).tag == "{http://www.w3.org/2000/svg}svg"
     assert not re.search(r'<(script|img|link|iframe)[^>]+(src|href)="(https?:)?//', page)
     assert "<link " not in page and "@import" not in page
 

@@ -104,7 +104,7 @@ def test_capture_without_packets_gives_complete_reports(tmp_path):
     import re
     verdicts = re.findall(r'<tr data-path="[^"]+" data-verdict="([^"]+)">', page)
     assert len(verdicts) == 10 and set(verdicts) == {"not-observed"}
-    assert page.count("data:image/png;base64,") == 5
+    assert page.count("data:image/svg+xml;base64,") == 5
     root = ET.parse(tmp_path / "r.xml").getroot()
     assert int(root.get("failures")) == 1 and int(root.get("skipped")) == int(root.get("tests")) - 1
     assert root.find("testsuite").find("testcase").find("failure").get("type") == "inconclusive"

@@ -443,3 +443,17 @@ def coverage_rows(analysis) -> list[tuple[str, str]]:
         ("capture filter", text(cov.get("capture_filter"), "none recorded")),
         ("paths the filter could not have seen", listed(unseen, "none")),
     ]
+
+
+def client_cert_paths(analysis=None) -> tuple[str, ...]:
+    """The paths whose policy expects a client certificate (those ``client-cert-missing`` judges)."""
+    return tuple(p for p, checks in applicable_checks(analysis).items() if "client-cert-missing" in checks)
+
+
+def remediation_for(check: str, path: str, fallback: str = "") -> str:
+    """What fixes ``check`` on ``path``: the check's ``remediation_by_path`` entry for that path
+    (only the flags of that path), else its general remediation, else ``fallback``."""
+    entry = check_catalog().get(str(check), {})
+    by_path = entry.get("remediation_by_path") or {}
+    text_ = by_path.get(str(path)) or entry.get("remediation") or fallback
+    return " ".join(str(text_).split())

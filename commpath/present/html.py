@@ -49,13 +49,41 @@ button.copy { font-size: 11.5px; margin-left: 6px; padding: 1px 7px; cursor: poi
 .req { margin: 4px 0 8px 18px; padding: 0; }
 blockquote { margin: 6px 0; padding: 4px 12px; border-left: 3px solid #B0BEC5; color: #455A64; font-style: italic; }
 .note { color: var(--muted); font-size: 12.5px; }
-nav.toc a { margin-right: 12px; }
 .chips { margin-left: 14px; }
-.scroll { overflow-x: auto; }
-table.connections { font-size: 12px; }
-table.connections td, table.connections th { white-space: nowrap; }
-table.connections td.sni { white-space: normal; word-break: break-all; max-width: 220px; }
-table.connections code { word-break: normal; white-space: nowrap; }
+.scroll { max-width: 100%; }
+table { table-layout: auto; }
+td, th { overflow-wrap: anywhere; }
+table.connections { font-size: 12px; table-layout: fixed; }
+table.connections col.ep { width: 17%; }
+table.connections col.ev { width: 8.5%; }
+table.connections col.tls { width: 8%; }
+table.connections col.sni { width: 11%; }
+table.connections col.cipher { width: 14%; }
+table.connections col.when { width: 7%; }
+table.connections col.size { width: 7%; }
+table.connections col.where { width: 11.5%; }
+table.connections td { overflow-wrap: anywhere; word-break: normal; }
+table.connections code { word-break: break-all; white-space: normal; }
+td.bad { color: #C62828; font-weight: 600; }
+td.good { color: #2E7D32; }
+nav.toc { columns: 3; column-gap: 24px; margin: 8px 0 4px; font-size: 13.5px; }
+nav.toc a { display: block; margin: 1px 0; }
+nav.toc b { display: block; column-span: all; margin-bottom: 4px; }
+ul.fix { margin: 4px 0 8px 18px; padding: 0; }
+ul.fix li { margin: 3px 0; }
+.controls { font-size: 12.5px; color: #37474F; }
+figure img { width: 100%; }
+@media print {
+  body { font-size: 11px; }
+  main { max-width: none; padding: 0; }
+  nav.toc, button.copy { display: none; }
+  th { position: static; }
+  section.path, figure, .finding, table.verdicts, table.coverage { break-inside: avoid; }
+  section.path { break-before: page; }
+  a { color: inherit; text-decoration: none; }
+  tr:hover td { background: none; }
+  .overall, .badge, .sev { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+}
 .chip { margin-right: 10px; font-size: 13px; }
 table.coverage { width: auto; max-width: 100%; margin-top: 12px; }
 table.coverage caption { text-align: left; font-weight: 600; padding-bottom: 4px; }
@@ -134,8 +162,9 @@ def verdict_table(analysis) -> str:
 
 
 def figure_html(name: str, fig, caption: str, alt: str) -> str:
-    data = plots.figure_png_base64(fig)
-    return (f'<figure id="fig-{name}"><img class="plot" alt="{esc(alt)}" src="data:image/png;base64,{data}">'
+    """A figure as an embedded SVG image (sharp at any zoom and in print)."""
+    data = plots.figure_svg_base64(fig)
+    return (f'<figure id="fig-{name}"><img class="plot" alt="{esc(alt)}" src="data:image/svg+xml;base64,{data}">'
             f"<figcaption>{esc(caption)}</figcaption></figure>")
 
 
@@ -195,6 +224,12 @@ def finding_html(f) -> str:
     copy = (f'<code class="display-filter">{esc(dfilter)}</code>'
             f'<button class="copy" type="button" data-copy="{esc(dfilter)}">copy</button>') if dfilter else ""
     sev = str(f.get("severity"))
+    listed = _model.controls_of(f.get("check"))
+    controls = (f'<dt>controls</dt><dd class="controls">{"<br>".join(esc(_model.control_label(c)) for c in listed)}</dd>'
+                if listed else "")
+    suppressed = (f'<dt>suppressed</dt><dd class="suppressed">until {esc(f.get("suppression_expires"))}: '
+                  f'{esc(f.get("suppression_reason"))} (not counted for the exit code)</dd>'
+                  if bool(f.get("suppressed", False)) else "")
     return (f'<article class="finding" data-check="{esc(f.get("check"))}" data-severity="{esc(sev)}" '
             f'style="border-left:4px solid {palette.SEVERITY_COLORS.get(sev, "#757575")}">'
             f'<h4>{severity_badge(sev)} {esc(f.get("check"))}</h4>'
@@ -203,15 +238,16 @@ def finding_html(f) -> str:
             f'<dt>frames</dt><dd class="frames">{esc(shown_frames)}</dd>'
             f'<dt>flows</dt><dd class="flow-ids">{esc(shown_flows)}</dd>'
             f'<dt>Wireshark filter</dt><dd>{copy}</dd>'
-            f'<dt>remediation</dt><dd class="remediation">{esc(f.get("remediation"))}</dd>'
-            f'<dt>reference</dt><dd>{ref_html}</dd></dl></article>')
+            f'<dt>remediation</dt><dd class="remediation">'
+            f'{esc(_model.remediation_for(f.get("check"), f.get("path"), _model.text(f.get("remediation"))))}</dd>'
+            f'<dt>reference</dt><dd>{ref_html}</dd>{controls}{suppressed}</dl></article>')
 
 
+#: (header, <col> class) of the connection tables: the evidence that decides the checks comes first.
 CONNECTION_COLUMNS = [
-    ("flow", "flow_id"), ("capture", "capture"), ("frame", "first_frame"), ("start (UTC)", "ts_start"),
-    ("initiator", None), ("responder", None), ("proto", None), ("packets", "packets"), ("bytes", "bytes"),
-    ("TLS", "tls_version"), ("SNI", "sni"), ("cipher", "cipher"), ("client cert", "client_cert"),
-    ("cert verified", "server_cert_verified"),
+    ("initiator", "ep"), ("responder", "ep"), ("client cert", "ev"), ("cert verified", "ev"), ("TLS", "tls"),
+    ("SNI", "sni"), ("cipher", "cipher"), ("start (UTC)", "when"), ("packets / bytes", "size"),
+    ("flow · capture · frame", "where"),
 ]
 
 
@@ -237,34 +273,49 @@ def _seen_on(r) -> str:
     return f' <span class="note">seen on {esc(", ".join(map(str, hosts)))}</span>' if len(hosts) > 1 else ""
 
 
-def connections_table(flows: pd.DataFrame, limit: int = MAX_CONNECTIONS) -> str:
+def _evidence_cell(value, bad: bool, good: bool) -> str:
+    cls = " class=bad" if bad else " class=good" if good else ""
+    return f"<td{cls}>{esc(value, '—')}</td>"
+
+
+def connections_table(flows: pd.DataFrame, limit: int = MAX_CONNECTIONS, analysis=None) -> str:
+    """The connections of a path, evidence first, in a table that fits the page (long values wrap).
+
+    Client-certificate and verification cells are red only where that answer fails a check of
+    this path (a pod's empty client certificate is not: pods authenticate with tokens)."""
     if not len(flows):
         return '<p class="note">No connection on this path.</p>'
     shown = flows.sort_values("ts_start").head(limit)
-    head = "".join(f"<th{' class=num' if key in ('packets', 'bytes', 'flow_id', 'first_frame') else ''}>{esc(label)}</th>"
-                   for label, key in CONNECTION_COLUMNS)
+    wants_client_cert = set(_model.client_cert_paths(analysis))
+    verifies = {p for p, checks in _model.applicable_checks(analysis).items() if "server-cert-untrusted" in checks}
+    cols = "".join(f'<col class="{cls}">' for _, cls in CONNECTION_COLUMNS)
+    head = "".join(f"<th>{esc(label)}</th>" for label, _ in CONNECTION_COLUMNS)
     rows = []
     for _, r in shown.iterrows():
+        path = _model.text(r.get("path"))
+        cert = _model.text(r.get("client_cert"))
+        verified = r.get("server_cert_verified")
+        verified = None if verified is None or pd.isna(verified) else bool(verified)
+        tls = " ".join(x for x in (_model.text(r.get("tls_version")), _model.text(r.get("alpn"))) if x)
         cells = [
-            f'<td class="num">{esc(r["flow_id"])}</td>',
-            f'<td><code>{esc(_short_capture(r.get("capture")))}</code>{_seen_on(r)}</td>',
-            f'<td class="num">{esc(r.get("first_frame"))}</td>',
-            f'<td>{utc(r.get("ts_start"))[11:].removesuffix(" UTC")}</td>',
             f'<td>{esc(r.get("src_ip"))}:{esc(r.get("src_port"))} <span class="note">{esc(r.get("src_role"))}</span></td>',
             f'<td>{esc(r.get("dst_ip"))}:{esc(r.get("dst_port"))} <span class="note">{esc(r.get("dst_role"))}</span></td>',
-            f'<td>{esc(r.get("transport"))}/{esc(r.get("app_protocol"))}</td>',
-            f'<td class="num">{esc(r.get("packets"))}</td>',
-            f'<td class="num">{esc(r.get("bytes"))}</td>',
-            f'<td>{esc(r.get("tls_version"))}</td>',
+            _evidence_cell(cert, cert in ("empty", "inferred-absent") and path in wants_client_cert,
+                           cert in ("presented", "inferred-presented")),
+            _evidence_cell("" if verified is None else "yes" if verified else "no",
+                           verified is False and path in verifies, verified is True),
+            f'<td>{esc(r.get("transport"))}/{esc(r.get("app_protocol"))}{"<br>" + esc(tls) if tls else ""}</td>',
             f'<td class="sni">{esc(r.get("sni"))}</td>',
-            f'<td>{esc(r.get("cipher"))}</td>',
-            f'<td>{esc(r.get("client_cert"))}</td>',
-            f'<td>{esc(r.get("server_cert_verified"))}</td>',
+            f'<td class="cipher">{esc(r.get("cipher"))}</td>',
+            f'<td>{utc(r.get("ts_start"))[11:].removesuffix(" UTC")}</td>',
+            f'<td class="num">{esc(r.get("packets"))} / {esc(r.get("bytes"))}</td>',
+            f'<td>{esc(r["flow_id"])} · <code>{esc(_short_capture(r.get("capture")))}</code> #{esc(r.get("first_frame"))}'
+            f'{_seen_on(r)}</td>',
         ]
         rows.append(f'<tr data-flow="{esc(r["flow_id"])}">{"".join(cells)}</tr>')
     more = (f'<p class="note">First {limit} of {len(flows)} connections shown; all of them are in '
             f'report.json and flows.parquet.</p>') if len(flows) > limit else ""
-    return f'<div class="scroll"><table class="connections"><tr>{head}</tr>{"".join(rows)}</table></div>{more}'
+    return (f'<table class="connections"><colgroup>{cols}</colgroup><tr>{head}</tr>{"".join(rows)}</table>{more}')
 
 
 def _short_capture(capture) -> str:
@@ -294,6 +345,20 @@ def http_table(analysis, flow_ids) -> str:
             f"{''.join(rows)}</table></div>{more}")
 
 
+def fixes_html(path: str, findings: pd.DataFrame) -> str:
+    """What to change for this path: one remediation per check with findings here, in that path's
+    own words (only the flags that fix this path), worst first; '' when nothing needs fixing."""
+    if not len(findings):
+        return ""
+    live = findings[~findings.get("suppressed", pd.Series(False, index=findings.index)).fillna(False).astype(bool)]
+    items = []
+    for check in dict.fromkeys(live["check"].astype(str)):
+        fix = _model.remediation_for(check, path, _model.text(live.loc[live["check"].astype(str) == check,
+                                                                          "remediation"].iloc[0]))
+        items.append(f'<li data-check="{esc(check)}"><b>{esc(check)}</b>: {esc(fix)}</li>')
+    return f'<h3>How to fix this path</h3><ul class="fix">{"".join(items)}</ul>' if items else ""
+
+
 def path_section(analysis, path_row, results: pd.DataFrame) -> str:
     pid = str(path_row["id"])
     info = _catalog.path_info(pid)
@@ -314,9 +379,10 @@ def path_section(analysis, path_row, results: pd.DataFrame) -> str:
     parts.append(f'<p>Connections: <b class="flow-count">{len(flows)}</b> · findings: '
                  f'<b class="finding-count">{len(findings)}</b></p>')
     parts.append("<h3>Checks</h3>" + checks_table(results[results["path"] == pid]))
+    parts.append(fixes_html(pid, findings))
     if len(findings):
         parts.append("<h3>Findings</h3>" + "".join(finding_html(f) for _, f in findings.iterrows()))
-    parts.append("<h3>Connections</h3>" + connections_table(flows))
+    parts.append("<h3>Connections</h3>" + connections_table(flows, analysis=analysis))
     parts.append(http_table(analysis, flows["flow_id"] if len(flows) else []))
     parts.append("</section>")
     return "".join(parts)
@@ -346,6 +412,18 @@ def verdict_chips(paths: pd.DataFrame) -> str:
     return f'<span class="chips">{" ".join(chips)}</span>'
 
 
+#: The report's sections before the per-path ones: (anchor, title).
+SECTIONS = [("coverage", "Evidence of this run"), ("verdicts", "Verdict per documented path"), ("map", "Path map"),
+            ("matrix", "Checks per path"), ("timeline", "Timeline"), ("tls", "TLS per path"),
+            ("certificates", "Certificates"), ("captures", "Captures")]
+
+
+def table_of_contents(path_ids) -> str:
+    links = [f'<a href="#{a}">{esc(t)}</a>' for a, t in SECTIONS]
+    links += [f'<a href="#{slug(p)}">{path_dot(p)}{esc(p)}</a>' for p in path_ids]
+    return f'<nav class="toc" id="toc" aria-label="contents"><b>Contents</b>{"".join(links)}</nav>'
+
+
 def build_html(analysis, title: str = "commpath path-compliance report", fail_on: str = "high") -> str:
     """The whole report as one HTML document (plots as base64 PNG, no external resources)."""
     from .._version import __version__
@@ -360,7 +438,7 @@ def build_html(analysis, title: str = "commpath path-compliance report", fail_on
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     figs = plots.all_figures(analysis)
     judged = [p for _, p in paths.iterrows()]
-    toc = " ".join(f'<a href="#{slug(p["id"])}">{esc(p["id"])}</a>' for p in judged)
+    toc = table_of_contents([p["id"] for p in judged])
     extra_paths = [p for p in _model.sorted_paths(flows["path"]) if p not in set(paths["id"])] if "path" in flows else []
 
     body = [
@@ -371,8 +449,8 @@ def build_html(analysis, title: str = "commpath path-compliance report", fail_on
         f'policy {esc(policy_name, "default")} · fail on {esc(fail_on)} · generated {generated} by commpath {esc(__version__)}</div>',
         overall_line(analysis, fail_on), verdict_chips(paths), coverage_box(analysis),
         "</header>",
-        '<section id="verdicts"><h2>Verdict per documented path</h2>', verdict_table(analysis),
-        f'<nav class="toc">Jump to: {toc}</nav></section>',
+        toc,
+        '<section id="verdicts"><h2>Verdict per documented path</h2>', verdict_table(analysis), "</section>",
         '<section id="map"><h2>Path map</h2>',
         figure_html("path_map", figs["path_map"], "Roles as nodes (their addresses or host names below), "
                     "each documented path as an edge coloured by its verdict, labelled with its connection count. "

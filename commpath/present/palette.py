@@ -45,7 +45,7 @@ CERT_STATE_COLORS: dict[str, str] = {
     "valid": "#2E7D32",
     "expiring": "#EF8F00",
     "expired": "#C62828",
-    "not-yet-valid": "#6A3D9A",
+    "not-yet-valid": "#AD1457",   # outside its validity: cert-expired fails, a red
 }
 #: A certificate that ends within this many days after the capture is "expiring".
 EXPIRING_DAYS = 30
@@ -56,17 +56,20 @@ CLIENT_CERT_COLORS: dict[str, str] = {
     "inferred-presented": "#81C784",
     "not-requested": "#9E9E9E",
     "unknown": "#BDBDBD",
-    "inferred-absent": "#FFB74D",
+    "inferred-absent": "#E57373",   # client-cert-missing fails on inferred absence too
     "empty": "#C62828",
+    # on paths that authenticate otherwise (pods send tokens): neither good nor bad
+    "inferred-absent (not required)": "#CFD8DC",
+    "empty (not required)": "#B0BEC5",
 }
 
 TLS_VERSION_COLORS: dict[str, str] = {
     "TLS 1.3": "#1B5E20",
     "TLS 1.2": "#66BB6A",
-    "TLS 1.1": "#FFA726",
-    "TLS 1.0": "#EF6C00",
-    "SSL 3.0": "#C62828",
-    "SSL 2.0": "#8E0000",
+    "TLS 1.1": "#E57373",   # below 1.2: tls-version-weak fails, so red
+    "TLS 1.0": "#C62828",
+    "SSL 3.0": "#8E0000",
+    "SSL 2.0": "#4A0000",
     "unknown": "#BDBDBD",
 }
 

@@ -78,33 +78,79 @@ def _role_rank(role: str) -> tuple[int, str]:
 
 
 def _node_positions(roles: list[str]) -> dict[str, tuple[float, float]]:
+    """Control-plane roles in the left column, node-side roles in the right one, each in ROLE_ORDER
+    from the top (networkx's multipartite layout, rescaled into [-1, 1])."""
+    import networkx as nx
+    if len(roles) < 2:
+        return {r: (0.0, 0.0) for r in roles}
     left = sorted([r for r in roles if _is_control_plane(r)], key=_role_rank)
-    right = sorted([r for r in roles if not _is_control_plane(r) and r != "unknown"], key=_role_rank)
-    bottom = [r for r in roles if r == "unknown"]
-    pos = {}
-    rows = max(len(left), len(right), 1)
-    for column, x in ((left, 0.0), (right, 1.0)):
-        n = len(column)
-        # spread each column over the same height, centred, with equal gaps
-        gap = 1.0 / rows
-        top = 0.5 + gap * (n - 1) / 2
-        for i, role in enumerate(column):
-            pos[role] = (x, top - i * gap)
-    for role in bottom:
-        pos[role] = (0.5, -0.12)
-    return pos
+    right = sorted([r for r in roles if not _is_control_plane(r)], key=_role_rank)
+    layers = {i: column for i, column in enumerate(c for c in (left, right) if c)}
+    graph = nx.Graph()
+    graph.add_nodes_from(roles)
+    pos = nx.multipartite_layout(graph, subset_key=layers, align="vertical", scale=1.0)
+    # networkx spaces each column evenly and scales both axes alike; here the columns go to x = -1 / +1
+    # and one gap between neighbours becomes one unit, with the first role of ROLE_ORDER on top
+    xs = sorted({round(float(p[0]), 9) for p in pos.values()})
+    x_unit = (xs[-1] - xs[0]) / 2 if len(xs) > 1 else 1.0
+    gaps = [abs(float(pos[c[i]][1]) - float(pos[c[i + 1]][1])) for c in layers.values() for i in range(len(c) - 1)]
+    y_unit = min(gaps) if gaps else 1.0
+    centre = (xs[0] + xs[-1]) / 2
+    return {r: ((float(p[0]) - centre) / x_unit, -float(p[1]) / y_unit) for r, p in pos.items()}
+
+
+def _boxes(texts) -> list:
+    """Display-space boxes (with their padding) of text artists after a layout pass."""
+    out = []
+    for t in texts:
+        patch = t.get_bbox_patch()
+        out.append(patch.get_window_extent() if patch is not None else t.get_window_extent())
+    return out
 
 
 def path_map(analysis, ax=None) -> Figure:
-    """Hosts and roles as nodes, documented paths as edges coloured by verdict, labelled with flow counts."""
-    fig, ax = _new_axes(ax, (11, 6.5))
+    """Hosts and roles as nodes, documented paths as edges coloured by verdict, labelled with flow counts.
+
+    Nodes are placed by networkx (multipartite: control plane left, nodes right); every edge is
+    trimmed to the boxes of its two nodes, and every edge label is slid along its edge until it
+    overlaps no node and no other label."""
     edges = path_map_edges(analysis)
+    hosts = _model.role_hosts_scoped(analysis)
+    roles = sorted(set(edges["src_role"]) | set(edges["dst_role"])) if len(edges) else []
+    pos = _node_positions(roles)
+    rows = max([1] + [sum(1 for r in roles if _is_control_plane(r) == side) for side in (True, False)])
+    fig, ax = _new_axes(ax, (12, max(4.8, 1.25 * rows + 1.8)))
     if not len(edges):
         _empty(ax, "no control-plane traffic observed")
         return fig
-    hosts = _model.role_hosts_scoped(analysis)
-    roles = sorted(set(edges["src_role"]) | set(edges["dst_role"]))
-    pos = _node_positions(roles)
+    xs = [p[0] for p in pos.values()]
+    ax.set_xlim(min(xs) - 0.75, max(xs) + 0.75)
+    ax.set_ylim(-(rows - 1) / 2 - 0.75, (rows - 1) / 2 + 0.85)
+    ax.axis("off")
+    used = [v for v in palette.VERDICT_ORDER if v in set(edges["verdict"])]
+    ax.legend(handles=[Line2D([], [], color=palette.verdict_color(v), lw=3, label=v) for v in used],
+              title="path verdict", loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9, title_fontsize=9.5,
+              frameon=False)
+    ax.set_title("Path map: who talks to whom, per documented path", fontsize=12, loc="left")
+    nodes = {}
+    for role, (x, y) in pos.items():
+        members = hosts.get(role, [])
+        lines = [", ".join(members[i:i + 2]) for i in range(0, min(len(members), 4), 2)]
+        shown = "\n".join(lines) + (f" +{len(members) - 4}" if len(members) > 4 else "")
+        nodes[role] = ax.text(x, y, f"{role}\n{shown}" if shown else role, ha="center", va="center", fontsize=10,
+                              zorder=5, fontweight="bold",
+                              bbox=dict(boxstyle="round,pad=0.45", fc="#ECEFF1" if _is_control_plane(role) else "#FFF8E1",
+                                        ec="#455A64", lw=1.2))
+    top = max(p[1] for p in pos.values()) + 0.62
+    headings = []
+    if any(_is_control_plane(r) for r in roles):
+        headings.append(ax.text(min(xs), top, "control plane", ha="center", fontsize=11, color="#455A64"))
+    if any(not _is_control_plane(r) for r in roles):
+        headings.append(ax.text(max(xs), top, "nodes / pods", ha="center", fontsize=11, color="#455A64"))
+    fig.draw_without_rendering()
+    to_data = ax.transData.inverted()
+    node_box = {r: to_data.transform_bbox(b) for r, b in zip(nodes, _boxes(nodes.values()))}
+    taken = [b for b in _boxes(nodes.values())] + [h.get_window_extent() for h in headings]
     pair_count: dict[tuple[str, str], int] = {}
     total = float(edges["flows"].max())
     for _, e in edges.iterrows():
@@ -113,65 +159,86 @@ def path_map(analysis, ax=None) -> Figure:
         k = pair_count.get(key, 0)
         pair_count[key] = k + 1
         curve = _edge_curve(np.array(pos[a]), np.array(pos[b]), np.array(pos[key[0]]), np.array(pos[key[1]]), k)
+        curve = _outside(curve, node_box[a], node_box[b])
         color = palette.verdict_color(e["verdict"])
         width = 1.5 + 3.0 * math.log1p(e["flows"]) / math.log1p(total)
         ax.add_patch(FancyArrowPatch(path=MplPath(curve), arrowstyle="-|>", mutation_scale=18, color=color,
                                      lw=width, alpha=0.9, zorder=2))
-        label_at = curve[len(curve) // 2]
-        ax.annotate(f"{e['path']}\n{int(e['flows'])} flow{'s' if e['flows'] != 1 else ''}", label_at,
-                    ha="center", va="center", fontsize=8.5, zorder=4, color="#212121",
-                    bbox=dict(boxstyle="round,pad=0.25", fc="white", ec=palette.path_color(e["path"]), lw=1.8))
-    for role, (x, y) in pos.items():
-        members = hosts.get(role, [])
-        shown = ", ".join(members[:3]) + (f" +{len(members) - 3}" if len(members) > 3 else "")
-        ax.annotate(f"{role}\n{shown}" if shown else role, (x, y), ha="center", va="center", fontsize=9.5,
-                    zorder=5, fontweight="bold",
-                    bbox=dict(boxstyle="round,pad=0.45", fc="#ECEFF1" if _is_control_plane(role) else "#FFF8E1",
-                              ec="#455A64", lw=1.2))
-    ax.text(0.0, 1.08, "control plane", ha="center", fontsize=11, color="#455A64", transform=ax.transData)
-    ax.text(1.0, 1.08, "nodes / pods", ha="center", fontsize=11, color="#455A64", transform=ax.transData)
-    ax.set_xlim(-0.55, 1.45)
-    ax.set_ylim(-0.25, 1.15)
-    ax.axis("off")
-    used = [v for v in palette.VERDICT_ORDER if v in set(edges["verdict"])]
-    ax.legend(handles=[Line2D([], [], color=palette.verdict_color(v), lw=3, label=v) for v in used],
-              title="path verdict", loc="lower right", fontsize=8.5, frameon=False)
-    ax.set_title("Path map: who talks to whom, per documented path", fontsize=12, loc="left")
+        label = ax.text(*curve[len(curve) // 2], f"{e['path']}\n{int(e['flows'])} flow{'s' if e['flows'] != 1 else ''}",
+                        ha="center", va="center", fontsize=9, zorder=4, color="#212121",
+                        bbox=dict(boxstyle="round,pad=0.25", fc="white", ec=palette.path_color(e["path"]), lw=1.8))
+        taken.append(_place_label(label, curve, ax, taken))
     return fig
 
 
-def _edge_curve(p1, p2, k1, k2, k: int, samples: int = 81) -> np.ndarray:
+def _outside(curve: np.ndarray, box_a, box_b, margin: float = 0.012) -> np.ndarray:
+    """The part of the curve outside both node boxes (data coordinates), so it starts and ends at
+    their edges and its arrow head stays visible."""
+    def inside(box):
+        return ((curve[:, 0] > box.x0 - margin) & (curve[:, 0] < box.x1 + margin)
+                & (curve[:, 1] > box.y0 - margin) & (curve[:, 1] < box.y1 + margin))
+    outside = np.flatnonzero(~(inside(box_a) | inside(box_b)))
+    if len(outside) < 2:
+        return curve[len(curve) // 3: 2 * len(curve) // 3 + 1]
+    return curve[outside[0]: outside[-1] + 1]
+
+
+#: Where along its edge a label may sit (fractions of the edge), most preferred first.
+LABEL_SPOTS = (0.5, 0.4, 0.6, 0.3, 0.7, 0.22, 0.78, 0.15, 0.85)
+
+
+def _place_label(label, curve: np.ndarray, ax, taken: list):
+    """Slide ``label`` along ``curve`` (and, where the edge is crowded, to either side of it) to the
+    first spot where its box overlaps none of ``taken`` (display boxes); the least overlapping spot
+    when none is free. Returns its box."""
+    renderer = ax.figure._get_renderer()
+    to_display, to_data = ax.transData, ax.transData.inverted()
+    label.update_bbox_position_size(renderer)
+    height = label.get_bbox_patch().get_window_extent().height + 4
+    best, best_overlap = None, None
+    for shift in (0.0, 1.0, -1.0, 2.0, -2.0):
+        for spot in LABEL_SPOTS:
+            i = min(len(curve) - 1, int(spot * (len(curve) - 1)))
+            x, y = to_display.transform(curve[i])
+            label.set_position(to_data.transform((x, y + shift * height)))
+            label.update_bbox_position_size(renderer)
+            box = label.get_bbox_patch().get_window_extent()
+            overlap = sum(_overlap_area(box, other) for other in taken)
+            if best_overlap is None or overlap < best_overlap:
+                best, best_overlap = (label.get_position(), box), overlap
+            if overlap == 0:
+                label.set_position(best[0])
+                return best[1]
+    label.set_position(best[0])
+    return best[1]
+
+
+def _overlap_area(a, b) -> float:
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return w * h if w > 0 and h > 0 else 0.0
+
+
+def _edge_curve(p1, p2, k1, k2, k: int, samples: int = 121) -> np.ndarray:
     """Points of the k-th edge from p1 to p2, bent around the pair's canonical direction k1->k2."""
     if np.allclose(p1, p2):  # a role talking to itself: a loop beside the node
-        side = -1.0 if p1[0] < 0.5 else 1.0
+        side = -1.0 if p1[0] <= 0 else 1.0
         t = np.linspace(0.15, 1.85, samples) * np.pi
-        r = 0.07 + 0.03 * k
-        centre = p1 + np.array([side * (0.16 + r), 0.0])
-        return np.column_stack([centre[0] - side * r * np.cos(t) * 1.0, centre[1] + r * 1.6 * np.sin(t)])
+        r = 0.12 + 0.04 * k
+        centre = p1 + np.array([side * (0.3 + r), 0.0])
+        return np.column_stack([centre[0] - side * r * np.cos(t) * 1.6, centre[1] + r * 1.6 * np.sin(t)])
     d = k2 - k1
     normal = np.array([-d[1], d[0]]) / (np.hypot(*d) or 1.0)
     if abs(k1[0] - k2[0]) < 1e-9:  # same column: bend outwards, away from the other column
-        outward = -1.0 if k1[0] < 0.5 else 1.0
+        outward = -1.0 if k1[0] <= 0 else 1.0
         normal = np.array([outward, 0.0])
-        bend = 0.28 + 0.08 * k + 0.12 * abs(d[1])
+        bend = 0.3 + 0.1 * k + 0.08 * abs(d[1])
     else:
-        bend = 0.0 if k == 0 else (0.11 * ((k + 1) // 2)) * (1 if k % 2 else -1)
+        bend = 0.0 if k == 0 else (0.2 * ((k + 1) // 2)) * (1 if k % 2 else -1)
     ctrl = (k1 + k2) / 2 + normal * bend * 2
     t = np.linspace(0.0, 1.0, samples)[:, None]
     canonical = (1 - t) ** 2 * k1 + 2 * (1 - t) * t * ctrl + t ** 2 * k2
-    curve = canonical if np.allclose(p1, k1) else canonical[::-1]
-    return _outside_boxes(curve, p1, p2)
-
-
-def _outside_boxes(curve: np.ndarray, p1, p2, half_w: float = 0.19, half_h: float = 0.075) -> np.ndarray:
-    """The part of the curve outside the label boxes of both end nodes (so arrow heads stay visible)."""
-    def inside(p):
-        return ((curve[:, 0] - p[0]) / half_w) ** 2 + ((curve[:, 1] - p[1]) / half_h) ** 2 < 1.0
-    keep = ~(inside(p1) | inside(p2))
-    idx = np.flatnonzero(keep)
-    if len(idx) < 2:
-        return curve[len(curve) // 3: 2 * len(curve) // 3 + 1]
-    return curve[idx[0]: idx[-1] + 1]
+    return canonical if np.allclose(p1, k1) else canonical[::-1]
 
 
 # ------------------------------------------------------------------------------ path x check matrix
@@ -180,11 +247,13 @@ STATUS_MARK = {"pass": "pass", "fail": "FAIL", "warn": "warn", "not-observable":
 
 
 def check_matrix(analysis, ax=None, fail_on: str | None = None) -> Figure:
-    """Documented paths x checks, each cell pass / fail / warn / not-observable / not-observed."""
+    """Documented paths x checks, each cell pass / fail / warn / not-observable / not-observed.
+
+    Sized for the report's 12 in column so that cell text stays at 10 pt once the page shows it."""
     results = _model.check_results(analysis, fail_on)
     paths = _model.sorted_paths(results["path"]) if len(results) else []
     checks = sorted(set(results["check"]), key=lambda c: (list(results["check"]).index(c)))
-    fig, ax = _new_axes(ax, (max(7.5, 0.9 * len(checks) + 3.5), max(3.0, 0.42 * len(paths) + 2.0)))
+    fig, ax = _new_axes(ax, (12, max(3.0, 0.46 * len(paths) + 2.6)))
     if not len(results):
         _empty(ax, "no documented path")
         return fig
@@ -198,20 +267,20 @@ def check_matrix(analysis, ax=None, fail_on: str | None = None) -> Figure:
             n = int(row["findings"].iloc[0])
             ax.add_patch(_cell(j, i, palette.VERDICT_BACKGROUNDS[status], palette.verdict_color(status)))
             label = STATUS_MARK[status] + (f" {n}" if n and status in ("fail", "warn") else "")
-            ax.text(j + 0.5, i + 0.5, label, ha="center", va="center", fontsize=8,
+            ax.text(j + 0.5, i + 0.5, label, ha="center", va="center", fontsize=10,
                     color=palette.verdict_color(status), fontweight="bold" if status == "fail" else "normal")
     ax.set_xlim(0, len(checks))
     ax.set_ylim(len(paths), 0)
-    ax.set_xticks(np.arange(len(checks)) + 0.5, checks, rotation=35, ha="right", fontsize=8.5)
-    ax.set_yticks(np.arange(len(paths)) + 0.5, paths, fontsize=9)
+    ax.set_xticks(np.arange(len(checks)) + 0.5, checks, rotation=40, ha="right", rotation_mode="anchor", fontsize=10)
+    ax.set_yticks(np.arange(len(paths)) + 0.5, paths, fontsize=10.5)
     for tick, path in zip(ax.get_yticklabels(), paths):
         tick.set_color(palette.path_color(path))
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)
     ax.legend(handles=[Patch(fc=palette.VERDICT_BACKGROUNDS[s], ec=palette.verdict_color(s), label=s)
-                       for s in palette.VERDICT_ORDER],
-              loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, frameon=False)
+                       for s in palette.VERDICT_ORDER if s != "inconclusive"],
+              loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=10, frameon=False)
     fail_at, warn_at = _model.thresholds(analysis, fail_on)
     ax.set_title(f"Checks per path (fail at or above {fail_at}, warn at or above {warn_at})", fontsize=12, loc="left")
     return fig
@@ -293,7 +362,11 @@ def timeline(analysis, ax=None) -> Figure:
 # --------------------------------------------------------------------------------------------- TLS
 
 def tls_counts(analysis) -> dict[str, pd.DataFrame]:
-    """Flow counts per path of TLS version, cipher and client-certificate status (TLS flows only)."""
+    """Flow counts per path of TLS version, cipher and client-certificate status (TLS flows only).
+
+    A missing client certificate counts as ``empty`` / ``inferred-absent`` only on the paths whose
+    policy expects one (``client-cert-missing`` judges them); elsewhere, e.g. pods that authenticate
+    with tokens, it is ``… (not required)`` and drawn neutral."""
     flows = _model.frame(analysis, "flows")
     if not len(flows) or "tls_version" not in flows:
         return {}
@@ -301,9 +374,13 @@ def tls_counts(analysis) -> dict[str, pd.DataFrame]:
     if not len(tls):
         return {}
     path = tls["path"].astype(str)
+    expects = set(_model.client_cert_paths(analysis))
     out = {}
     for key, col in (("version", "tls_version"), ("cipher", "cipher"), ("client_cert", "client_cert")):
         values = tls[col].astype("string").fillna("unknown") if col in tls else pd.Series("unknown", index=tls.index)
+        if key == "client_cert":
+            missing = values.isin(["empty", "inferred-absent"]) & ~path.isin(expects)
+            values = values.where(~missing, values + " (not required)")
         table = pd.crosstab(path, values)
         table = table.loc[sorted(table.index, key=palette.path_sort_key)]
         out[key] = table
@@ -311,11 +388,12 @@ def tls_counts(analysis) -> dict[str, pd.DataFrame]:
 
 
 def tls_overview(analysis, fail_on: str | None = None) -> Figure:
-    """Three panels per path: TLS versions, ciphers, client-certificate status (flow counts)."""
+    """Three panels, one above the other: TLS versions, cipher suites and client-certificate status
+    per path (flow counts), each with its full legend beside it."""
     counts = tls_counts(analysis)
     n_paths = len(counts["version"]) if counts else 1
-    fig = Figure(figsize=(13, max(2.6, 0.45 * n_paths + 1.8)), layout="constrained")
-    axes = fig.subplots(1, 3, sharey=True)
+    fig = Figure(figsize=(12, 3 * max(1.6, 0.36 * n_paths + 1.0) + 0.6), layout="constrained")
+    axes = fig.subplots(3, 1, sharex=False)
     if not counts:
         for ax in axes:
             _empty(ax, "no TLS connections")
@@ -332,17 +410,22 @@ def tls_overview(analysis, fail_on: str | None = None) -> Figure:
     for ax, (title, table, color_of) in zip(axes, panels):
         _stacked(ax, table, color_of)
         ax.set_title(title, fontsize=11, loc="left")
-        ax.set_xlabel("TLS connections")
-    for tick, path in zip(axes[0].get_yticklabels(), counts["version"].index):
-        tick.set_color(palette.path_color(path))
+        ax.set_xlabel("TLS connections", fontsize=9.5)
+        for tick, path in zip(ax.get_yticklabels(), table.index):
+            tick.set_color(palette.path_color(path))
     fig.suptitle("TLS per path", fontsize=12, x=0.01, ha="left")
     return fig
 
 
 def _cipher_colors(ciphers: list[str]) -> dict[str, str]:
+    """Cipher suites in blues and greens (no red: a cipher suite is not a failure here)."""
     from matplotlib import colormaps
-    cmap = colormaps["tab20"]
-    return {c: ("#BDBDBD" if c == "unknown" else cmap(i % 20)) for i, c in enumerate(ciphers)}
+    cmap = colormaps["GnBu"]
+    known = [c for c in ciphers if c != "unknown"]
+    shades = np.linspace(0.9, 0.35, max(len(known), 1))
+    colours = {c: cmap(float(shades[i])) for i, c in enumerate(known)}
+    colours["unknown"] = "#BDBDBD"
+    return colours
 
 
 def _stacked(ax, table: pd.DataFrame, color_of) -> None:
@@ -350,11 +433,11 @@ def _stacked(ax, table: pd.DataFrame, color_of) -> None:
     left = np.zeros(len(table))
     for col in table.columns:
         values = table[col].to_numpy(float)
-        ax.barh(y, values, left=left, color=color_of(col), label=_short(col), edgecolor="white", height=0.7)
+        ax.barh(y, values, left=left, color=color_of(col), label=str(col), edgecolor="white", height=0.7)
         left += values
-    ax.set_yticks(y, list(table.index), fontsize=9)
+    ax.set_yticks(y, list(table.index), fontsize=10)
     ax.set_ylim(len(table) - 0.5, -0.5)
-    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
 
@@ -432,6 +515,17 @@ def figure_png(fig: Figure, dpi: int = 110) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
     return buf.getvalue()
+
+
+def figure_svg(fig: Figure) -> bytes:
+    """The figure as SVG (text drawn as paths, so it looks the same without the fonts)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="svg", facecolor="white", metadata={"Date": None})
+    return buf.getvalue()
+
+
+def figure_svg_base64(fig: Figure) -> str:
+    return base64.b64encode(figure_svg(fig)).decode("ascii")
 
 
 def figure_png_base64(fig: Figure, dpi: int = 110) -> str:
