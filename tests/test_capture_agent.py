@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -83,13 +84,35 @@ def _wait_listening(out: Path, proc: subprocess.Popen, timeout=20):
     raise AssertionError("agent did not start")
 
 
-def _tshark_ports(files: list[Path]) -> list[tuple[int, int]]:
+def _tshark_ports(files: list[Path], check=True, display_filter=None) -> list[tuple[int, int]]:
     pairs = []
     for f in files:
-        out = subprocess.run(["tshark", "-r", str(f), "-T", "fields", "-e", "tcp.srcport", "-e", "tcp.dstport"],
-                             capture_output=True, text=True, check=True).stdout
+        cmd = ["tshark", "-r", str(f), "-T", "fields", "-e", "tcp.srcport", "-e", "tcp.dstport"]
+        out = subprocess.run(cmd + (["-Y", display_filter] if display_filter else []),
+                             capture_output=True, text=True, check=check).stdout
         pairs += [tuple(map(int, line.split("\t"))) for line in out.splitlines() if line.strip()]
     return pairs
+
+
+def _capture_files(out: Path) -> list[Path]:
+    return sorted(p for p in out.iterdir() if ".pcap" in p.name) if out.exists() else []
+
+
+def _wait_until(condition, proc: subprocess.Popen, what: str, timeout: float = 30):
+    """Waits for an observable state (packets in the file, files on disk), never a fixed time."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _wait_fins(out: Path, proc: subprocess.Popen, ports: list[int], server_port: int):
+    """Until the capture holds the client FIN of every connection from ``ports`` (the engine wrote them)."""
+    def seen():
+        fins = _tshark_ports(_capture_files(out), check=False, display_filter="tcp.flags.fin == 1")
+        return set(ports) <= {src for src, dst in fins if dst == server_port}
+    _wait_until(seen, proc, f"FINs of {ports}")
 
 
 @pytest.mark.netns
@@ -104,9 +127,9 @@ def test_engine_captures_filtered_traffic_and_writes_manifest(tmp_path, engine):
         (tmp_path / "inv.yaml").write_text(INVENTORY.replace("10.98.0.2", "10.98.0.99"))
         proc = _agent(a, out, "--engine", engine, "--inventory", str(tmp_path / "inv.yaml"), "--duration", "30")
         _wait_listening(out, proc)
-        kept = tcp_send(a, ip_b, 6443, b"x" * 5000, connections=3)
         dropped = tcp_send(a, ip_b, 7777, b"y" * 100, connections=2)  # no documented port, not the cp address
-        time.sleep(0.5)
+        kept = tcp_send(a, ip_b, 6443, b"x" * 5000, connections=3)
+        _wait_fins(out, proc, kept, 6443)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=30)
         srv1.close(), srv2.close()
@@ -139,7 +162,7 @@ def test_sigterm_stops_cleanly_and_file_is_readable_by_commpath(tmp_path):
         proc = _agent(a, out, "--engine", "tcpdump", "--filter", "tcp port 10250")
         _wait_listening(out, proc)
         local = tcp_send(a, ip_b, 10250, b"GET / HTTP/1.1\r\n\r\n", connections=2)
-        time.sleep(0.3)
+        _wait_fins(out, proc, local, 10250)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
         srv.close()
@@ -163,7 +186,7 @@ def test_duration_ring_and_size_limits(tmp_path):
                       "--filter", "tcp")
         _wait_listening(ring, proc)
         tcp_send(a, ip_b, 6443, b"z" * 200_000, connections=30)  # ~6.5 MB on the wire, 1 MB files
-        time.sleep(0.3)
+        _wait_until(lambda: len(_capture_files(ring)) == 3, proc, "three ring files")  # the ring turned
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
         m = json.loads((ring / "manifest.json").read_text())
@@ -225,9 +248,8 @@ def test_container_capabilities_pick_dumpcap_and_refuse_tcpdump(tmp_path):
     assert res.returncode == 2 and "CAP_SETUID" in res.stderr
 
 
-@pytest.mark.netns
 @needs_root
-def test_full_disk_refusal_and_stop_before_disk_fills(tmp_path):
+def test_full_disk_refusal(tmp_path):
     mnt = tmp_path / "small"
     mnt.mkdir()
     script = f"""
@@ -235,38 +257,181 @@ set -e
 mount -t tmpfs -o size=4m commpath-test {mnt}
 {sys.executable} -m commpath capture --role node --iface lo --duration 5 --out {mnt}/refused
 """
-    # a private mount namespace: the tmpfs exists only for this shell
+    # a private mount namespace: the tmpfs exists only for this shell, and goes with it
     res = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "disk full" in res.stderr and res.stderr.count("\n") == 1
 
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 12 MB tmpfs mounted for the test, unmounted afterwards whatever happens."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "commpath-test", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _avail(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
+@pytest.mark.netns
+@needs_root
+@pytest.mark.parametrize("engine", ["tcpdump", "dumpcap"])
+def test_engine_keeps_the_reserve_at_any_packet_rate(tmp_path, small_tmpfs, engine):
+    """The agent is frozen (SIGSTOP) while a flood is captured: only the engine's own limit can hold the reserve."""
+    if not shutil.which(engine):
+        pytest.skip(f"{engine} not installed")
+    reserve = 4e6
+    out = small_tmpfs / "cap"
     with netns_pair() as (a, b, ip_a, ip_b):
         srv = tcp_server(b, ip_b, 6443)
-        script = f"""
-set -e
-mount -t tmpfs -o size=12m commpath-test {mnt}
-ip netns exec {a} {sys.executable} -m commpath capture --role node --iface eth0 --engine tcpdump \\
-    --duration 60 --filter tcp --out {mnt}/cap 2>{tmp_path}/err &
-agent=$!
-while [ ! -s {mnt}/cap/manifest.json ]; do sleep 0.05; done
-sleep 0.5
-ip netns exec {a} {sys.executable} -c '
-import socket, time
-for i in range(80):  # 16 MB offered at ~10 MB/s
-    s = socket.create_connection(("{ip_b}", 6443)); s.sendall(b"q" * 200000); s.close(); time.sleep(0.02)
-' || true
-wait $agent
-df -B1 --output=avail {mnt} | tail -1 > {tmp_path}/avail
-cp -r {mnt}/cap {tmp_path}/kept
-"""
-        res = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                             capture_output=True, text=True, timeout=120,
-                             env=dict(os.environ, COMMPATH_CAPTURE_RESERVE_MB="4"))
+        proc = _agent(a, out, "--engine", engine, "--duration", "120", "--filter", "tcp",
+                      env={"COMMPATH_CAPTURE_RESERVE_MB": "4"})
+        _wait_listening(out, proc)
+        limits = json.loads((out / "manifest.json").read_text())["limits"]
+        engines = [e["pid"] for e in json.loads((out / ".commpath-capture.json").read_text())["engines"]]
+
+        def engine_at_its_limit() -> bool:      # dumpcap stopped itself; tcpdump began its last file
+            files = _capture_files(out)
+            return len(files) >= limits["engine_files"] if engine == "tcpdump" else _gone(engines, 0)
+
+        def captured() -> int:
+            return sum(f.stat().st_size for f in _capture_files(out))
+
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            # 4 MB bursts as fast as the veth takes them, each once the engine wrote something of the one
+            # before (a starved engine drops what its buffer cannot hold), until it reaches its own limit
+            for _ in range(200):
+                before = captured()
+                tcp_send(a, ip_b, 6443, b"q" * 400_000, connections=10)
+                _wait_until(lambda: engine_at_its_limit() or captured() > before, proc, "the engine to write")
+                if engine_at_its_limit():
+                    break
+            tcp_send(a, ip_b, 6443, b"q" * 400_000, connections=10)   # and more after it
+            assert engine_at_its_limit(), ([(f.name, f.stat().st_size) for f in _capture_files(out)], limits)
+            flooded = _avail(small_tmpfs)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        _, stderr = proc.communicate(timeout=60)
         srv.close()
-    assert res.returncode == 0, res.stderr + (tmp_path / "err").read_text()
-    m = json.loads((tmp_path / "kept" / "manifest.json").read_text())
-    assert m["stop_reason"] == "disk-full" and m["status"] == "complete"
-    pcap = tmp_path / "kept" / m["files"][0]["name"]
-    assert 4e6 < pcap.stat().st_size < 12e6 * 0.9
-    assert int((tmp_path / "avail").read_text()) > 1e6  # stopped before the file system filled
-    subprocess.run(["tshark", "-r", str(pcap), "-c", "5"], check=True, capture_output=True)
+        kept = tmp_path / "kept"
+        shutil.copytree(out, kept)
+    assert flooded > reserve * 0.9, (flooded, limits)      # tmpfs pages: a little above the bytes written
+    assert proc.returncode == 0, stderr
+    m = json.loads((kept / "manifest.json").read_text())
+    assert m["stop_reason"] == "disk-full" and m["status"] == "complete", m
+    size = 12 * 2**20                                       # the tmpfs
+    assert m["limits"]["engine_total_mb"] * 1e6 <= size - reserve
+    total = sum(f["bytes"] for f in m["files"])
+    assert 4e6 < total <= size - reserve, total
+    for f in m["files"]:
+        subprocess.run(["tshark", "-r", str(kept / f["name"]), "-c", "5"], check=True, capture_output=True)
+
+
+def _gone(pids: list[int], timeout: float = 20) -> bool:
+    """Whether every process in ``pids`` exits within ``timeout`` (waiting on pidfds, which signal the exit)."""
+    fds = []
+    for pid in pids:
+        try:
+            fds.append(os.pidfd_open(pid))
+        except ProcessLookupError:
+            continue
+    try:
+        deadline = time.monotonic() + timeout
+        waiting = list(fds)
+        while waiting:
+            done, _, _ = select.select(waiting, [], [], max(0.0, deadline - time.monotonic()))
+            waiting = [fd for fd in waiting if fd not in done]
+            if not done:
+                break
+        return not waiting
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+@pytest.mark.netns
+@needs_root
+@pytest.mark.parametrize("engine", ["tcpdump", "dumpcap"])
+def test_sigkill_of_the_agent_takes_its_engine_and_the_next_start_cleans_up(tmp_path, engine):
+    if not shutil.which(engine):
+        pytest.skip(f"{engine} not installed")
+    out = tmp_path / "cap"
+    with netns_pair() as (a, b, ip_a, ip_b):
+        srv = tcp_server(b, ip_b, 6443)
+        proc = _agent(a, out, "--engine", engine, "--duration", "120", "--filter", "tcp")
+        _wait_listening(out, proc)
+        pid_file = json.loads((out / ".commpath-capture.json").read_text())
+        engines = [e["pid"] for e in pid_file["engines"]]
+        assert pid_file["agent"]["pid"] == proc.pid and engines
+        ports = tcp_send(a, ip_b, 6443, b"k" * 3000, connections=2)
+        _wait_fins(out, proc, ports, 6443)
+        proc.kill()
+        proc.communicate(timeout=30)
+        assert _gone(engines), f"{engine} outlived the agent killed by SIGKILL"
+
+        again = _agent(a, out, "--engine", engine, "--duration", "1", "--filter", "tcp")
+        _, stderr = again.communicate(timeout=60)
+        srv.close()
+    assert again.returncode == 0, stderr
+    assert "did not end" in stderr
+    m = json.loads((out / "manifest.json").read_text())
+    prev = m["previous_run"]
+    assert prev["agent_pid"] == proc.pid and prev["engines_stopped"] == [] and prev["files"]
+    kept = out / prev["moved_to"]
+    old = json.loads((kept / "manifest.json").read_text())
+    assert old["status"] == "interrupted" and old["stop_reason"] == "agent-killed"
+    assert set(ports) <= {src for src, dst in _tshark_ports([kept / f for f in prev["files"]], check=False)}
+    assert not (out / ".commpath-capture.json").exists()
+    assert m["files"] and all((out / f["name"]).is_file() for f in m["files"])
+
+
+@needs_root
+def test_an_engine_that_outlived_its_agent_is_stopped_at_the_next_start(tmp_path):
+    """An orphan of an older agent (no parent-death signal): the pid file names it, the next start stops it."""
+    from commpath.capture._leftovers import start_ticks
+
+    out = tmp_path / "cap"
+    out.mkdir()
+    orphan = subprocess.Popen(["tcpdump", "-i", "lo", "-w", str(out / "node1.pcap"), "-U", "-Z", "root", "tcp"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        for line in orphan.stderr:            # its ready line: the file is open
+            if "listening on" in line:
+                break
+        (out / ".commpath-capture.json").write_text(json.dumps({
+            "agent": {"pid": 1, "ticks": -1}, "stem": "node1", "started": "2026-01-02T03:04:05+00:00",
+            "engines": [{"pid": orphan.pid, "ticks": start_ticks(orphan.pid)}]}))
+        res = subprocess.run([sys.executable, "-m", "commpath", "capture", "--role", "node", "--host", "node1",
+                              "--iface", "lo", "--engine", "tcpdump", "--duration", "1", "--out", str(out)],
+                             capture_output=True, text=True, timeout=60)
+        assert orphan.wait(timeout=10) is not None
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
+            orphan.wait()
+    assert res.returncode == 0, res.stderr
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["previous_run"]["engines_stopped"] == [orphan.pid]
+    assert (out / "interrupted-20260102030405" / "node1.pcap").exists()
+    assert [f["name"] for f in m["files"]] == ["node1.pcap"]
+
+
+def test_engine_readiness_is_an_event_and_a_silent_exit_is_a_failure():
+    """An engine that ends without its ready line never counts as started, however fast the machine."""
+    from commpath.capture._engines import _Process
+
+    failed = _Process(["sh", "-c", "echo 'tcpdump: nosuch0: No such device exists' >&2; exit 1"], r"listening on")
+    assert failed.wait_ready(30) is False and failed.proc.returncode == 1
+    assert failed.stderr == ["tcpdump: nosuch0: No such device exists"]
+    ready = _Process(["sh", "-c", "echo 'listening on lo' >&2; exec tail -f /dev/null"], r"listening on")
+    try:
+        assert ready.wait_ready(30) is True
+    finally:
+        ready.stop()

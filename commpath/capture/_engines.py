@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+import ctypes
+import glob
 import os
 import re
 import shutil
@@ -11,6 +13,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 SNAPLEN = 262144
 
@@ -53,28 +56,61 @@ def _tcpdump_blocked() -> str:
     return ""
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    """A preexec_fn: the engine gets SIGTERM when the agent dies, even by SIGKILL (no orphan recording on).
+
+    Resolved before fork: the child only calls prctl, nothing that could wait on a lock another
+    thread of the agent held at fork time."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def child():
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:    # the agent died between fork and prctl
+            os.kill(os.getpid(), signal.SIGTERM)
+    return child
+
+
 class _Process:
-    """A capture process whose stderr is read in the background (ready line, final statistics)."""
+    """A capture process whose stderr is read in the background: the ready line, errors, final statistics.
+
+    Readiness is an event the engine reports on stderr (``ready_pattern``); an engine that ends its
+    stderr without reporting it has failed to start, whatever ``poll()`` says at that instant.
+    """
 
     def __init__(self, cmd: list[str], ready_pattern: str):
         self.cmd = cmd
         self.stderr: list[str] = []
-        self._ready = threading.Event()
+        self._said = threading.Event()      # ready line seen, or stderr closed
+        self.ready = False
         self._pattern = re.compile(ready_pattern)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                     stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                     preexec_fn=_die_with_parent())
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self):
         for line in self.proc.stderr:
-            self.stderr.append(line.rstrip("\n"))
-            if self._pattern.search(line):
-                self._ready.set()
-        self._ready.set()
+            # dumpcap's running count is one line of "\rPackets: N" updates
+            self.stderr.extend(part for part in line.rstrip("\n").split("\r") if part.strip())
+            if not self.ready and self._pattern.search(line):
+                self.ready = True
+                self._said.set()
+        self._said.set()
 
     def wait_ready(self, timeout: float) -> bool:
-        return self._ready.wait(timeout) and self.proc.poll() is None
+        """True once the engine reported readiness; False if it ended (or stayed silent) first."""
+        self._said.wait(timeout)
+        if not self.ready:
+            try:
+                self.proc.wait(2)             # its stderr closed: let it finish exiting, for its status
+            except subprocess.TimeoutExpired:
+                pass
+        return self.ready and self.proc.poll() is None
 
     def stop(self, timeout: float = 10) -> int:
         if self.proc.poll() is None:
@@ -88,17 +124,55 @@ class _Process:
         return self.proc.returncode
 
 
+class Limits(NamedTuple):
+    """What the engine itself enforces, so a full disk never outruns the agent's poll.
+
+    ``file_mb`` × ``files``: ring files (``wrap``: the user asked for a ring, the oldest file is
+    overwritten) or, without ``wrap``, the whole budget: dumpcap stops on its own at ``total_mb``,
+    tcpdump (which cannot stop by size) rotates over ``files`` files whose sum stays inside it.
+    """
+
+    total_mb: float
+    file_mb: float
+    files: int
+    wrap: bool
+
+
+#: the most one packet can add to a file past the engine's size check (the snap length)
+OVERSHOOT_MB = SNAPLEN / 1e6
+
+
+def limits(budget_mb: float, max_mb: float | None, ring: int | None, engine: str, n_procs: int) -> Limits:
+    """Engine limits for ``budget_mb`` of disk (free space less the reserve) shared by ``n_procs`` processes."""
+    total = min(budget_mb, max_mb) if max_mb is not None else budget_mb
+    total /= n_procs
+    if ring:
+        wanted = (max_mb / n_procs if max_mb is not None else 100.0 * ring) / ring
+        file_mb = min(wanted, total / ring - OVERSHOOT_MB)
+        if engine == "tcpdump":       # tcpdump takes whole millions of bytes per file
+            file_mb = float(max(1, int(file_mb)))
+        return Limits(total, max(file_mb, 0.001), ring, True)
+    if engine == "tcpdump":
+        file_mb = float(max(1, min(100, int(total / 8))))
+        files = max(1, int(total // (file_mb + OVERSHOOT_MB)))
+        return Limits(files * file_mb, file_mb, files, False)
+    return Limits(total - OVERSHOOT_MB, total - OVERSHOOT_MB, 1, False)
+
+
 class Engine(abc.ABC):
     """A capture engine: starts recording on interfaces, reports readiness, stops with statistics."""
 
     name = ""
 
-    def __init__(self, out: Path, stem: str, ifaces: list[str], bpf: str, ring: int | None, file_mb: float | None):
-        self.out, self.stem, self.ifaces, self.bpf = out, stem, ifaces, bpf
-        self.ring, self.file_mb = ring, file_mb
+    def __init__(self, out: Path, stem: str, ifaces: list[str], bpf: str, lim: Limits):
+        self.out, self.stem, self.ifaces, self.bpf, self.lim = out, stem, ifaces, bpf, lim
 
     def version(self) -> str:
         return "unknown"
+
+    def pids(self) -> list[int]:
+        """The engine's own processes (for the pid file a later start reads after a crash)."""
+        return []
 
     @abc.abstractmethod
     def start(self) -> None:
@@ -112,8 +186,12 @@ class Engine(abc.ABC):
     def alive(self) -> bool:
         """Implemented by each engine."""
 
+    def full(self) -> bool:
+        """The engine used its whole (non-ring) size budget: stopped by itself, or on its last file."""
+        return False
+
     def files(self) -> list[Path]:
-        return sorted(p for p in self.out.iterdir() if p.name.startswith(self.stem) and p.suffix.startswith(".pcap"))
+        return sorted(p for p in self.out.iterdir() if p.name.startswith(self.stem) and ".pcap" in p.suffix)
 
     @abc.abstractmethod
     def stop(self) -> dict:
@@ -134,15 +212,17 @@ class Tcpdump(Engine):
         self.procs = {}
         for iface in self.ifaces:
             cmd = ["tcpdump", "-i", iface, "-w", str(self._target(iface)), "-U", "-n", "-s", str(SNAPLEN),
-                   "-B", "8192", "--time-stamp-precision=micro", "--immediate-mode"]
+                   "-B", "8192", "--time-stamp-precision=micro", "--immediate-mode",
+                   # tcpdump cannot stop at a size: it rotates over files that fit the budget together
+                   "-C", str(int(self.lim.file_mb)), "-W", str(self.lim.files)]
             if os.geteuid() == 0:
                 cmd += ["-Z", "root"]  # keep root: do not switch to the tcpdump user for the output files
-            if self.ring:
-                # tcpdump takes whole millions of bytes per file
-                cmd += ["-C", str(max(1, round(self.file_mb or 1))), "-W", str(self.ring)]
             if self.bpf:
                 cmd.append(self.bpf)
             self.procs[iface] = _Process(cmd, r"listening on")
+
+    def pids(self):
+        return [p.proc.pid for p in self.procs.values()]
 
     def wait_ready(self, timeout):
         deadline = time.monotonic() + timeout
@@ -150,6 +230,15 @@ class Tcpdump(Engine):
 
     def alive(self):
         return all(p.proc.poll() is None for p in self.procs.values())
+
+    def full(self):
+        if self.lim.wrap:
+            return False
+        for iface in self.ifaces:  # the last file of the rotation begun: the next one overwrites the first
+            name = self._target(iface).name
+            if sum(1 for _ in self.out.glob(f"{glob.escape(name)}[0-9]*")) >= self.lim.files:
+                return True
+        return False
 
     def stop(self):
         stats, errors = {}, []
@@ -160,12 +249,26 @@ class Tcpdump(Engine):
             stats[iface] = {"captured": nums.get("captured"), "received": nums.get("received by filter"),
                             "dropped": nums.get("dropped by kernel")}
             if p.proc.returncode not in (0, -2, 130) or not nums:
-                errors.append(f"tcpdump on {iface}: " + (p.stderr[-1] if p.stderr else f"exit {p.proc.returncode}"))
-        if self.ring:  # tcpdump appends the ring index to the name: x.pcap0 -> x-0.pcap
-            for f in self.out.glob(f"{self.stem}*.pcap[0-9]*"):
-                base, idx = re.match(r"(.*)\.pcap(\d+)$", f.name).groups()
-                f.rename(f.with_name(f"{base}-{idx}.pcap"))
+                said = [ln for ln in p.stderr if ln.startswith("tcpdump:")] or p.stderr[-1:]
+                errors.append(f"tcpdump on {iface}: "
+                              + (said[0].removeprefix("tcpdump: ") if said else f"exit {p.proc.returncode}"))
+        rename_rotated(self.out, self.stem)
         return {"interfaces": stats, "errors": errors}
+
+
+def rename_rotated(out: Path, stem: str) -> None:
+    """tcpdump appends the rotation index to the name: x.pcap0 -> x-0.pcap (readers look at the suffix);
+    a rotation that never left its first file keeps the plain name x.pcap."""
+    groups: dict[str, list[tuple[Path, str]]] = {}
+    for f in out.glob(f"{glob.escape(stem)}*.pcap[0-9]*"):
+        base, idx = re.match(r"(.*)\.pcap(\d+)$", f.name).groups()
+        groups.setdefault(base, []).append((f, idx))
+    for base, files in groups.items():
+        if len(files) == 1 and int(files[0][1]) == 0:
+            files[0][0].rename(out / f"{base}.pcap")
+            continue
+        for f, idx in files:
+            f.rename(out / f"{base}-{idx}.pcap")
 
 
 class Dumpcap(Engine):
@@ -175,23 +278,33 @@ class Dumpcap(Engine):
         return _version(["dumpcap", "--version"])
 
     def start(self):
-        cmd = ["dumpcap", "-n", "-s", str(SNAPLEN), "-B", "8", "-t"]
+        # -q: no running packet count on stderr, which would block dumpcap once the pipe filled if the
+        # agent stopped reading (a hung agent must not stop the capture)
+        cmd = ["dumpcap", "-q", "-n", "-s", str(SNAPLEN), "-B", "8", "-t"]
         for iface in self.ifaces:
             cmd += ["-i", iface]
             if self.bpf:
                 cmd += ["-f", self.bpf]
         cmd += ["-w", str(self.out / f"{self.stem}.pcapng")]
-        if self.ring:
-            cmd += ["-b", f"filesize:{max(int((self.file_mb or 1) * 1000), 1)}", "-b", f"files:{self.ring}"]
-        self.proc = _Process(cmd, r"Capturing on")
+        kb = max(int(self.lim.file_mb * 1000), 1)   # dumpcap's kB are 1000 bytes
+        if self.lim.wrap:
+            cmd += ["-b", f"filesize:{kb}", "-b", f"files:{self.lim.files}"]
+        else:
+            cmd += ["-a", f"filesize:{kb}"]          # dumpcap stops by itself at the size budget
+        # "File: ..." comes once every interface is open and its filter set ("Capturing on" before that)
+        self.proc = _Process(cmd, r"^File: ")
+
+    def pids(self):
+        return [self.proc.proc.pid]
 
     def wait_ready(self, timeout):
-        ok = self.proc.wait_ready(timeout)
-        time.sleep(0.3)  # dumpcap prints "Capturing on" just before opening every interface
-        return ok and self.proc.proc.poll() is None
+        return self.proc.wait_ready(timeout)
 
     def alive(self):
         return self.proc.proc.poll() is None
+
+    def full(self):
+        return not self.lim.wrap and self.proc.proc.poll() == 0
 
     def stop(self):
         self.proc.stop()
@@ -200,7 +313,7 @@ class Dumpcap(Engine):
         for iface, rec, drop in re.findall(r"Packets received/dropped on interface '([^']*)': (\d+)/(\d+)", text):
             stats[iface.split(": ")[-1]] = {"captured": int(rec), "received": int(rec), "dropped": int(drop)}
         total = re.search(r"Packets captured: (\d+)", text)
-        said = [ln for ln in self.proc.stderr if ln.strip() and not ln.startswith(("Capturing on", "File:"))]
+        said = [ln for ln in self.proc.stderr if ln.strip() and not ln.startswith(("Capturing on", "File:", "Packets:"))]
         errors = [] if total else [f"dumpcap: {said[0] if said else 'no statistics'}"]
         return {"interfaces": stats, "errors": errors}
 
@@ -224,17 +337,19 @@ class Scapy(Engine):
             self.count += 1
 
         ifaces = None if self.ifaces == ["any"] else self.ifaces
-        self.sniffer = AsyncSniffer(iface=ifaces, filter=self.bpf or None, prn=keep, store=False)
+        self.listening = threading.Event()
+        self.sniffer = AsyncSniffer(iface=ifaces, filter=self.bpf or None, prn=keep, store=False,
+                                    started_callback=self.listening.set)
         self.sniffer.start()
 
     def wait_ready(self, timeout):
+        """Scapy calls back once its sockets are open and filtered: the ready event (or its thread died)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if getattr(self.sniffer, "running", False):
-                time.sleep(0.5)
-                return True
-            time.sleep(0.05)
-        return False
+        while not self.listening.wait(0.1):
+            thread = getattr(self.sniffer, "thread", None)
+            if time.monotonic() > deadline or (thread is not None and not thread.is_alive()):
+                return False
+        return self.alive()
 
     def alive(self):
         return bool(getattr(self.sniffer, "running", False))

@@ -7,17 +7,20 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import CommpathError, InputError
-from . import _engines, _host
+from . import _engines, _host, _leftovers
 from .filters import bpf_error, default_filter, read_inventory
 
 #: Capturing stops when less than this is left on the output file system (env COMMPATH_CAPTURE_RESERVE_MB).
 DISK_RESERVE_MB = float(os.environ.get("COMMPATH_CAPTURE_RESERVE_MB", "64"))
+#: The least room above the reserve a capture starts with (tcpdump rotates over at least two 1 MB files).
+MIN_BUDGET_MB = 3.0
 
 
 @dataclass
@@ -45,13 +48,15 @@ def _size_mb(files: list[Path]) -> float:
 
 
 class _Stop:
-    """Turns SIGINT/SIGTERM into a flag the capture loop polls."""
+    """Turns SIGINT/SIGTERM into a reason, and wakes the capture loop at once."""
 
     def __init__(self):
         self.reason: str | None = None
+        self.wake = threading.Event()
 
     def __call__(self, signum, _frame):
         self.reason = signal.Signals(signum).name
+        self.wake.set()
 
     def install(self):
         self.previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -76,7 +81,12 @@ def capture(opts: Options, ready=None) -> dict:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(out, exc.strerror or str(exc)) from None
-    need = opts.reserve_mb + min(opts.max_mb or 0.0, 100.0)
+    previous = _leftovers.clean(out)
+    if previous:
+        _say(f"commpath capture: a previous run into {out} did not end: "
+             + (f"its files moved to {previous['moved_to']}" if "moved_to" in previous else previous["note"]),
+             opts.progress)
+    need = opts.reserve_mb + max(MIN_BUDGET_MB, min(opts.max_mb or 0.0, 100.0))
     free = _host.free_mb(out)
     if free < need:
         raise InputError(out, f"disk full: {free:.1f} MB free, capturing needs at least {need:.0f} MB "
@@ -94,11 +104,13 @@ def capture(opts: Options, ready=None) -> dict:
     _say(f"commpath capture: engine {engine_name} ({reason})", opts.progress)
     _say(f"commpath capture: filter {bpf or '(none)'}", opts.progress)
 
-    file_mb = None
-    if opts.ring:
-        file_mb = (opts.max_mb or 100.0 * opts.ring) / opts.ring
+    budget = free - opts.reserve_mb
+    lim = _engines.limits(budget, opts.max_mb, opts.ring, engine_name,
+                          len(opts.ifaces) if engine_name == "tcpdump" else 1)
+    # which limit the engine's own stop (or last file) stands for
+    full_reason = "max-size" if opts.max_mb is not None and opts.max_mb <= budget else "disk-full"
     stem = f"{opts.host}"
-    engine = _engines.ENGINES[engine_name](out, stem, opts.ifaces, bpf, opts.ring, file_mb)
+    engine = _engines.ENGINES[engine_name](out, stem, opts.ifaces, bpf, lim)
     all_ifaces = _host.interfaces()
     manifest: dict = {
         "schema": "commpath.capture/v1", "host": opts.host, "role": opts.role,
@@ -107,14 +119,19 @@ def capture(opts: Options, ready=None) -> dict:
         "requested_interfaces": opts.ifaces,
         "filter": bpf, "filter_source": "user" if opts.bpf is not None else "default",
         "engine": engine_name, "engine_reason": reason, "engine_version": engine.version(),
-        "limits": {"duration_s": opts.duration, "max_size_mb": opts.max_mb, "ring_files": opts.ring},
+        "limits": {"duration_s": opts.duration, "max_size_mb": opts.max_mb, "ring_files": opts.ring,
+                   "reserve_mb": opts.reserve_mb, "engine_total_mb": round(lim.total_mb, 3),
+                   "engine_file_mb": round(lim.file_mb, 3), "engine_files": lim.files},
         "clock": _host.clock_source(), "status": "starting",
     }
+    if previous:
+        manifest["previous_run"] = previous
     stop = _Stop()
     stop.install()
     start = time.time()
     try:
         engine.start()
+        _leftovers.record(out, stem, _iso(start), engine.pids())
         if not engine.wait_ready(15):
             stats = engine.stop()
             raise CommpathError(f"capture engine {engine_name} did not start: " + "; ".join(stats["errors"] or ["no reason given"]))
@@ -126,15 +143,19 @@ def capture(opts: Options, ready=None) -> dict:
             ready()
         last_line = 0.0
         while stop.reason is None:
-            time.sleep(0.2)
+            stop.wake.wait(0.2)
+            if stop.reason is not None:
+                break
             now = time.time()
             elapsed = now - start
             size = _size_mb(engine.files())
             if opts.duration is not None and elapsed >= opts.duration:
                 stop.reason = "duration"
+            elif engine.full():              # the engine's own limit: it stopped, or began its last file
+                stop.reason = full_reason
             elif opts.max_mb is not None and not opts.ring and size >= opts.max_mb:
                 stop.reason = "max-size"
-            elif _host.free_mb(out) < opts.reserve_mb:
+            elif _host.free_mb(out) < opts.reserve_mb:   # someone else filled the disk
                 stop.reason = "disk-full"
             elif not engine.alive():
                 stop.reason = "engine-exited"
@@ -149,6 +170,7 @@ def capture(opts: Options, ready=None) -> dict:
         try:
             stats = engine.stop() if manifest["status"] == "running" else {"interfaces": {}, "errors": []}
         finally:
+            _leftovers.remove(out)
             signal.signal(signal.SIGINT, signal.default_int_handler)
     end = time.time()
     if opts.progress:
