@@ -14,6 +14,7 @@ import commpath
 from commpath.check import display_filter, evaluate
 from commpath.classify import classify, load_inventory
 from commpath.check import FINDING_COLUMNS, PATH_COLUMNS
+from commpath.decode.handshakes import analyze_handshakes
 from commpath.decode.schema import FLOW_COLUMNS, conform
 
 PUBLIC = Path(__file__).resolve().parents[1].parent / "shared/pcaps/public"
@@ -50,7 +51,7 @@ def _inventory(tmp_path: Path, flow, client: str = "node", **extra) -> object:
 
 def _analyze(name: str, tmp_path: Path, client: str = "node", policy: str = "default", **extra):
     cap = commpath.read(_pcap(name))
-    hs = pytest.importorskip("commpath.decode.handshakes").analyze_handshakes(cap)
+    hs = analyze_handshakes(cap)
     inv = _inventory(tmp_path, cap.flows.iloc[0], client, **extra)
     flows = classify(cap.flows, hs.tls, inv, hs.certs)
     findings, paths = evaluate(flows, hs.tls, hs.certs, policy, inv)

@@ -12,6 +12,7 @@ import pytest
 
 import commpath
 from commpath.classify import ROLES, classify, load_inventory, path_ids
+from commpath.decode.handshakes import analyze_handshakes
 from commpath.decode.schema import CERT_COLUMNS, FLOW_COLUMNS, TLS_COLUMNS, conform
 
 PUBLIC = Path(__file__).resolve().parents[1].parent / "shared/pcaps/public"
@@ -193,8 +194,7 @@ def _read(name: str):
 
 
 def _handshakes(capture):
-    hs = pytest.importorskip("commpath.decode.handshakes")
-    return hs.analyze_handshakes(capture)
+    return analyze_handshakes(capture)
 
 
 def test_real_mutual_tls_capture_with_an_inventory(tmp_path):

@@ -93,6 +93,27 @@ def test_labelled_capture_in_repo(folder):
     check_labelled_capture(folder, use_inventory=False)    # roles inferred from the traffic alone
 
 
+#: checks that no public capture can show; only a lab scenario that plants them proves they fire
+LAB_ONLY_CHECKS = ("konnectivity-direction", "tls-required")
+
+
+def test_lab_only_checks_fire_where_a_scenario_plants_them_and_nowhere_else():
+    planted = {check: [] for check in LAB_ONLY_CHECKS}
+    fired = {check: [] for check in LAB_ONLY_CHECKS}
+    for folder in LABELLED:
+        truth = yaml.safe_load((folder / "ground-truth.yaml").read_text())
+        a = commpath.open(folder, inventory=folder / "inventory.yaml")
+        produced = set(a.findings["check"].astype(str))
+        for check in LAB_ONLY_CHECKS:
+            if check in {e["check"] for e in truth["expected_findings"]}:
+                planted[check].append(folder.name)
+            if check in produced:
+                fired[check].append(folder.name)
+    for check in LAB_ONLY_CHECKS:
+        assert planted[check], f"no bundled lab scenario plants {check}"
+        assert fired[check] == planted[check], check
+
+
 def _lab_scenarios() -> list[str]:
     from commpath.lab.scenarios import SCENARIOS
     return list(SCENARIOS)

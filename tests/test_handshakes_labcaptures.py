@@ -101,6 +101,13 @@ def _direct_kubelet(scenario: str) -> bool:
     return any(c.get("path") == "apiserver-to-kubelet" for c in truth.get("connections", []))
 
 
+def test_a_bundled_scenario_has_a_ca_verified_direct_kubelet():
+    """Without one, the "trusted kubelet certificate" branch below would never run."""
+    verified = [s for s in SCENARIOS if _direct_kubelet(s) and {"server-cert-untrusted", "cert-expired"}
+                <= set(yaml.safe_load((CAPTURES / s / "ground-truth.yaml").read_text())["absent_findings"])]
+    assert verified, "no bundled scenario dials a kubelet directly with a certificate the apiserver verifies"
+
+
 @pytest.mark.parametrize("scenario", [s for s in SCENARIOS if _direct_kubelet(s)])
 def test_kubelet_serving_certificate_verdicts(scenario):
     """apiserver-to-kubelet: expected findings say whether the serving certificate is trusted."""

@@ -97,6 +97,10 @@ class Exerciser:
                 jobs.append(self._client(f"{pod.name}-serviceaccount", pod.name, pod.ns, "pod-to-apiserver",
                                          [f"https://{SERVICE_VIP}:443/api/v1/namespaces/default/pods"],
                                          "--token", lab_token(), "--server-name", "kubernetes.default.svc", *self._tls()))
+            if node.name in sc.konn_server_dials:  # the server side opening a connection to an agent
+                jobs.append(self._client(f"konnectivity-server-dials-{node.name}", cp.name, cp.ns, "konnectivity",
+                                         [f"https://{node.ip}:8132/"], *lab._pki("konnectivity-server"),
+                                         "--server-name", node.ip, *self._tls()))
         for comp in ("scheduler", "controller-manager"):
             jobs.append(self._client(comp, cp.name, cp.ns, "control-plane-to-apiserver",
                                      [f"{api}/api/v1/nodes", f"{api}/apis/coordination.k8s.io/v1/leases"],
@@ -105,6 +109,10 @@ class Exerciser:
             jobs.append(self._client("apiserver-etcd", cp.name, cp.ns, "etcd", [f"https://{cp.ip}:2379/v3/kv/put"],
                                      "--method", "POST", "--body", '{"key":"L3JlZ2lzdHJ5L2xhYg==","value":"bGFi"}',
                                      *lab._pki("apiserver-etcd-client"), "--ca", lab._ca, "--tls-min", "1.2"))
+            if sc.etcd_plaintext:   # the same write on etcd's plain-HTTP client URL
+                jobs.append(self._client("apiserver-etcd-plaintext", cp.name, cp.ns, "etcd",
+                                         ["http://127.0.0.1:2379/v3/kv/put"], "--method", "POST",
+                                         "--body", '{"key":"L3JlZ2lzdHJ5L2xhYg==","value":"bGFi"}'))
         for node in topo.nodes:
             jobs += self._kubelet_jobs(node)
             jobs += self._proxy_jobs(node)
@@ -269,3 +277,4 @@ class Exerciser:
 def lab_token() -> str:
     from .lab import SA_TOKEN
     return SA_TOKEN
+

@@ -31,7 +31,7 @@ def peer_binary() -> Path:
                    GO111MODULE="off", CGO_ENABLED="0", GOFLAGS="", GOPROXY="off")
         out = Path(tmp) / "labpeer"
         res = subprocess.run([go, "build", "-o", str(out), "main.go"], cwd=tmp, env=env,
-                             capture_output=True, text=True, timeout=300)
+                             capture_output=True, text=True, timeout=1200)
         if res.returncode != 0:
             raise CommpathError(f"{SOURCE}: go build failed: {res.stderr.strip().splitlines()[-1:]}")
         fd, partial = tempfile.mkstemp(prefix=f"{target.name}.", dir=CACHE)  # concurrent builds: rename is atomic

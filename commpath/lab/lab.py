@@ -116,7 +116,7 @@ class Lab:
         ca.issue("etcd", cp.name, server=True, client=True, sans=[cp.ip, "127.0.0.1", cp.name])
         ca.issue("scheduler", "system:kube-scheduler", client=True)
         ca.issue("controller-manager", "system:kube-controller-manager", client=True)
-        ca.issue("konnectivity-server", "konnectivity-server", server=True, sans=[cp.ip, cp.name])
+        ca.issue("konnectivity-server", "konnectivity-server", server=True, client=True, sans=[cp.ip, cp.name])
         stamp = int(time.time())
         for node in topo.nodes:
             ca.issue(f"{node.name}-kubelet-client", f"system:node:{node.name}", org="system:nodes", client=True)
@@ -126,7 +126,8 @@ class Lab:
             else:  # what a kubelet generates for itself without serverTLSBootstrap
                 ca.issue(f"{node.name}-kubelet", f"{node.name}@{stamp}", server=True, sans=[node.ip, node.name],
                          self_signed=True)
-            ca.issue(f"{node.name}-konnectivity-agent", "system:konnectivity-agent", client=True)
+            ca.issue(f"{node.name}-konnectivity-agent", "system:konnectivity-agent", client=True,
+                     server=node.name in sc.konn_server_dials, sans=[node.ip] if node.name in sc.konn_server_dials else None)
             ca.issue(f"{node.name}-https", f"{node.name}-https-target", server=True, sans=[node.ip], self_signed=True)
             for pod in node.pods:
                 ca.issue(f"{pod.name}-https", pod.name, server=True, sans=[pod.ip], self_signed=True)
@@ -148,7 +149,8 @@ class Lab:
             pki = self.dir / "pki"
             self._spawn("etcd", cp.ns, [
                 etcd, "--name", cp.name, "--data-dir", str(self.dir / "etcd"),
-                "--listen-client-urls", f"https://{cp.ip}:2379", "--advertise-client-urls", f"https://{cp.ip}:2379",
+                "--listen-client-urls", f"https://{cp.ip}:2379" + (",http://127.0.0.1:2379" if sc.etcd_plaintext else ""),
+                "--advertise-client-urls", f"https://{cp.ip}:2379",
                 "--listen-peer-urls", f"https://{cp.ip}:2380", "--initial-advertise-peer-urls", f"https://{cp.ip}:2380",
                 "--initial-cluster", f"{cp.name}=https://{cp.ip}:2380", "--listen-metrics-urls", "http://127.0.0.1:2381",
                 "--cert-file", str(pki / "etcd.crt"), "--key-file", str(pki / "etcd.key"),
@@ -189,6 +191,11 @@ class Lab:
                 self._spawn(f"{pod.name}-targets", pod.ns, cmd, "ready")
             if sc.ssh_tunnel:
                 self._start_sshd(node)
+            if node.name in sc.konn_server_dials:  # an agent that listens: the server side dials it
+                self._spawn(f"{node.name}-konnectivity-listener", node.ns, [
+                    peer, "serve", "--role", "konnectivity-agent", "--listen", f"{node.ip}:{KONN_PORT}",
+                    *self._pki(f"{node.name}-konnectivity-agent"), "--ca", self._ca, *tls, *self._keylog_args(),
+                    "--duration", SERVER_LIFETIME], "ready")
         for node in topo.nodes:  # s_server prints nothing when ready: probe its port
             self._wait_port(node.ns, node.ip, PROXY_HTTPS_PORT, f"{node.name}-https-target")
 
@@ -325,8 +332,7 @@ class Lab:
         t0 = time.monotonic()
         try:
             self.up(scenario)
-            self.start_capture(out)
-            time.sleep(0.3)
+            self.start_capture(out)   # returns once every agent's engine reported that it listens
             truth = self.exercise(out)
             time.sleep(0.5)  # let the last FINs reach every capture
             manifests = self.stop_capture()

@@ -30,6 +30,8 @@ class Scenario:
     ssh_tunnel: bool = False
     readonly_port: bool = False
     no_client_cert: tuple[str, ...] = ()    # nodes whose kubelet talks to the apiserver without a client cert
+    etcd_plaintext: bool = False            # etcd also serves clients in plain HTTP on 127.0.0.1, the apiserver uses it
+    konn_server_dials: tuple[str, ...] = ()  # nodes whose Konnectivity agent listens and the server dials it
     expected: tuple[Finding, ...] = ()
     absent: tuple[str, ...] = ()            # checks that must not fire
     notes: list[str] = field(default_factory=list)
@@ -82,6 +84,21 @@ SCENARIOS = {
             Finding("konnectivity-bypass", "apiserver-to-kubelet", why="apiserver dials node2:10250 directly"),
         ),
         absent=("ssh-tunnel-deprecated", "kubelet-readonly-port", "tls-version-weak"),
+    ),
+    "verified": Scenario(
+        "verified", "CA-signed kubelet serving certificates verified by the apiserver on direct connections "
+                    "(Konnectivity is on, so they bypass it); the Konnectivity server dials node1's agent "
+                    "(reversed), the apiserver writes to etcd over plain HTTP on the loopback; TLS 1.2",
+        kubelet_cert="ca", verify_kubelet=True, tls_max="1.2", konnectivity=True, bypass_nodes=("node1", "node2"),
+        proxy_via="konnectivity", etcd_plaintext=True, konn_server_dials=("node1",),
+        expected=(
+            Finding("konnectivity-bypass", "apiserver-to-kubelet", why="apiserver dials both kubelets directly"),
+            Finding("konnectivity-direction", "konnectivity",
+                    why="the Konnectivity server opens a connection to node1's agent"),
+            Finding("tls-required", "etcd", why="etcd --listen-client-urls http://127.0.0.1:2379, used by the apiserver"),
+        ),
+        absent=("server-cert-untrusted", "cert-expired", "client-cert-missing", "tls-version-weak",
+                "ssh-tunnel-deprecated", "kubelet-readonly-port", "plaintext-proxy", "proxy-unverified-tls"),
     ),
 }
 
