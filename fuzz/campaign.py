@@ -48,8 +48,8 @@ def build_c(target: str) -> Path:
     return out
 
 
-def seeds(target: str) -> Path:
-    corpus = HERE / "corpus"
+def seeds(target: str, corpus: Path | None = None) -> Path:
+    corpus = corpus or HERE / "corpus"
     if not corpus.exists():
         subprocess.run([sys.executable, str(HERE / "make_corpus.py"), str(corpus)], check=True,
                        capture_output=True, text=True)
@@ -66,17 +66,19 @@ class Result:
         return f"{self.target}: {self.runs} inputs, {int(self.crashed)} crashes, {self.seconds:.0f} s"
 
 
-def run(target: str, runs: int | None = None, seconds: int | None = None, jobs_dir: Path | None = None,
+def run(target: str, runs: int | None = None, seconds: int | None = None, root: Path | None = None,
         extra: tuple[str, ...] = ()) -> Result:
-    """Fuzz one target for ``runs`` inputs or ``seconds`` (whichever ends first)."""
+    """Fuzz one target for ``runs`` inputs or ``seconds`` (whichever ends first).
+
+    ``root``: where the seed corpus, new inputs and crashes go (default: ``fuzz/`` itself)."""
     if target in C_TARGETS:
         cmd = [str(build_c(target))]
     elif target in PYTHON_TARGETS:
         cmd = [sys.executable, str(HERE / "run.py"), target]
     else:
         raise ValueError(f"no fuzz target {target!r}; targets: {', '.join(TARGETS)}")
-    work = (jobs_dir or HERE / "work") / target
-    crashes = HERE / "crashes" / target
+    work = (root or HERE) / "work" / target
+    crashes = (root or HERE) / "crashes" / target
     work.mkdir(parents=True, exist_ok=True)
     crashes.mkdir(parents=True, exist_ok=True)
     cmd += [f"-dict={HERE / 'commpath.dict'}", f"-max_len={MAX_LEN}", "-timeout=30", "-rss_limit_mb=3072",
@@ -85,7 +87,7 @@ def run(target: str, runs: int | None = None, seconds: int | None = None, jobs_d
         cmd.append(f"-runs={runs}")
     if seconds is not None:
         cmd.append(f"-max_total_time={seconds}")
-    cmd += [str(work), str(seeds(target))]
+    cmd += [str(work), str(seeds(target, root / "corpus" if root else None))]
     t0 = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
     text = done.stdout + done.stderr

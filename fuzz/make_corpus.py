@@ -127,17 +127,18 @@ def main(out: Path) -> dict[str, int]:
             two = frame_two(cli, srv)
             proto = fs.app_protocol
             if proto == "tls":
-                for target in ("tls", "handshakes", "c_tls_walk"):
+                for target in ("tls", "c_tls_walk"):
                     corpus.add(target, two)
+                corpus.add("handshakes", two + b"\x01")    # options: verify against the lab's CA
                 hs = parse_tls(fs)
                 for der in hs.server_chain + hs.client_chain:
                     corpus.add("x509", der)
             elif proto == "ssh":
                 corpus.add("ssh", two)
-                corpus.add("handshakes", two)
+                corpus.add("handshakes", two + b"\x00")
             elif proto in ("http", "http2"):
                 corpus.add("http", two)
-                corpus.add("handshakes", two)
+                corpus.add("handshakes", two + b"\x00")
                 for body in (cli, srv):
                     at = body.find(b"\r\n\r\n")
                     if at > 0 and b"chunked" in body[:at].lower():

@@ -32,10 +32,10 @@ def frame_two(client: bytes, server: bytes) -> bytes:
     raise ValueError("client bytes longer than 64 KiB")
 
 
-def flow_of(data: bytes) -> FlowStreams:
+def flow_of(data: bytes, ts: float = 1.0) -> FlowStreams:
     """Both directions of a connection from one input; segments every 97 bytes, as frames would cut them."""
     if len(data) < 2:
-        return FlowStreams(0, Stream(), Stream(), "", "10.0.0.1", "10.0.0.2", 1.0)
+        return FlowStreams(0, Stream(), Stream(), "", "10.0.0.1", "10.0.0.2", ts)
     cl = int.from_bytes(data[:2], "big") % (len(data) - 1)
     cli, srv = data[2:2 + cl], data[2 + cl:]
 
@@ -44,7 +44,7 @@ def flow_of(data: bytes) -> FlowStreams:
             return Stream()
         offs = tuple(range(0, len(b), 97))
         return Stream(b, offs, tuple(first_frame + 2 * i for i in range(len(offs))))
-    return FlowStreams(0, stream(cli, 1), stream(srv, 2), "", "10.0.0.1", "10.0.0.2", 1.0)
+    return FlowStreams(0, stream(cli, 1), stream(srv, 2), "", "10.0.0.1", "10.0.0.2", ts)
 
 
 def tls(data: bytes) -> None:
@@ -85,8 +85,10 @@ class _Analyzers:
         return [_handshakes.HandshakeAnalyzer(), _handshakes.HandshakeAnalyzer(ca=str(_CA))]
 
     def __call__(self, data: bytes) -> None:
-        analyzer = self.pair[data[:1] == b"\x01"]
-        fs = flow_of(data)
+        options, data = data[-1:] or b"\x00", data[:-1]
+        analyzer = self.pair[options[0] & 1]
+        # bit 1: a connection without a time, as pcapng simple packet blocks give
+        fs = flow_of(data, float("nan") if options[0] & 2 else 1.0)
         for proto in ("tls", "unknown", "ssh", "http", "http2"):
             analyzer.feed(fs, proto)
         analyzer._flush()             # the batch the engine would hand the C walk, now
@@ -97,8 +99,8 @@ class _Analyzers:
             self.pair = self._fresh()
 
 
-#: the analyzer as the engine feeds it: TLS through the C walk, the rest by the careful parsers;
-#: the first byte's low bit picks the analyzer that verifies certificates
+#: the analyzer as the engine feeds it: TLS through the C walk, the rest by the careful parsers; the
+#: input's last byte holds options (bit 0: the analyzer that verifies certificates, bit 1: no time)
 handshakes = _Analyzers()
 
 

@@ -331,7 +331,10 @@ def _cert_columns(flow_id: int, sni, server_chain: list[bytes], client_chain: li
     c_fps = certs.chain(client_chain, flow_id, "client")
     s_ok = c_ok = verify_error = None
     reasons: list[str] = []
-    if cas is not None:
+    if cas is not None and not np.isfinite(ts):
+        # pcapng simple packet blocks carry no time: validity at capture time cannot be judged
+        verify_error = "no capture time for this connection: certificates not verified"
+    elif cas is not None:
         verify_chain = _x509().verify_chain_reasons
         server, client = [certs.parsed(fp) for fp in s_fps], [certs.parsed(fp) for fp in c_fps]
         at = dt.datetime.fromtimestamp(float(ts), dt.timezone.utc)
