@@ -15,7 +15,8 @@ from commpath.cli import main as cli_main
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared/reference/control-plane-node-communication.md"
 SPEC_PATHS = ["node-to-apiserver", "pod-to-apiserver", "control-plane-to-apiserver", "apiserver-to-kubelet",
-              "apiserver-proxy", "ssh-tunnel", "konnectivity", "kubelet-readonly", "etcd", "unclassified", "other"]
+              "apiserver-proxy", "ssh-tunnel", "konnectivity", "kubelet-readonly", "metrics-to-kubelet", "etcd",
+              "unclassified", "other"]
 SPEC_CHECKS = {"tls-required", "plaintext-proxy", "proxy-unverified-tls", "client-cert-missing",
                "server-cert-untrusted", "cert-expired", "tls-version-weak", "ssh-tunnel-deprecated",
                "konnectivity-bypass", "konnectivity-direction", "kubelet-readonly-port", "cert-not-observable"}

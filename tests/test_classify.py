@@ -100,7 +100,7 @@ CASES = [  # (name, flow row, path, src_role, dst_role)
     ("read-only port", row("10.244.1.5:40021", "192.0.2.21:10255", "http"), "kubelet-readonly", "pod", "kubelet"),
     ("apiserver->etcd", row("192.0.2.10:40022", "192.0.2.10:2379"), "etcd", "apiserver", "etcd"),
     ("node->cp other port", row("192.0.2.21:40023", "192.0.2.10:9100", "http"), "unclassified", "node", "control-plane"),
-    ("pod->kubelet (metrics)", row("10.244.1.5:40024", "192.0.2.22:10250"), "unclassified", "pod", "node"),
+    ("pod->kubelet (metrics)", row("10.244.1.5:40024", "192.0.2.22:10250"), "metrics-to-kubelet", "pod", "kubelet"),
     ("pod->pod", row("10.244.1.5:40025", "10.244.2.7:80", "http"), "other", "pod", "pod"),
     ("internet", row("198.51.100.7:40026", "93.184.216.34:443"), "other", "unknown", "unknown"),
 ]
