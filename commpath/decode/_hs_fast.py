@@ -10,6 +10,7 @@ import numpy as np
 
 from ._fingerprints import EXT_ECH, group_name, ja3, ja3s, ja4s, key_exchange_curve, server_extensions
 from ._memo import BoundedMemo
+from ._sessions import session_keys
 from ._tls_tables import CIPHER_SUITES
 from .tls import (
     ClientHello, _client_versions, _u16_list, client_cert_tls13, ja4, parse_certificate_list,
@@ -24,7 +25,8 @@ from ._tls_wire import version_name
  SH_PSK, TLS13, CERT_OFF, CERT_LEN, CR_OFF, CR_LEN, CCERT_OFF, CCERT_LEN,
  FLAGS, N_CLIENT_APP, N_SERVER_APP, APP0, APP1, APP2, APP_COMPLETE,
  C_ENC_ALERTS, S_ENC_ALERTS, N_RANGES_C, N_RANGES_S,
- SH_EXT_OFF, SH_EXT_LEN, SKX_OFF, SKX_LEN, RANGES) = range(47)
+ SH_EXT_OFF, SH_EXT_LEN, SKX_OFF, SKX_LEN,
+ SH_SID_OFF, SH_SID_LEN, CH_TICKET_OFF, CH_TICKET_LEN, NST_OFF, NST_LEN, RANGES) = range(53)
 MAX_RANGES = 8
 FIELDS = RANGES + 4 * MAX_RANGES
 _RANGES_S = RANGES + 2 * MAX_RANGES      # the server's ranges follow the client's
@@ -235,10 +237,11 @@ def _row(flow_id: int, ts, dst_ip, tunneled: bool, starttls_from: str | None, cd
 
     ``cd``/``sd``: the client's and server's bytes (bytes or a memoryview); ``v``: the first RANGES
     fields of its walk; ``frames``: the sorted distinct frames of the handshake."""
-    (_, _, _, legacy, _, _, cs_off, cs_len, sni_off, sni_len, alpn_off, alpn_len, sv_off, sv_len, sig_off, sig_len,
+    (_, _, _, legacy, ch_sid_off, ch_sid_len, cs_off, cs_len, sni_off, sni_len, alpn_off, alpn_len, sv_off, sv_len, sig_off, sig_len,
      ch_flags, key_len, sh_version, sh_selected, cipher_id, sh_alpn_off, sh_alpn_len, sh_psk, tls13, cert_off,
      cert_len, cr_off, cr_len, ccert_off, ccert_len, flags, n_app, n_server_app, app0, app1, app2, app_complete,
-     c_alerts, s_alerts, n_ranges_c, n_ranges_s, sh_ext_off, sh_ext_len, skx_off, skx_len) = v
+     c_alerts, s_alerts, n_ranges_c, n_ranges_s, sh_ext_off, sh_ext_len, skx_off, skx_len,
+     sh_sid_off, sh_sid_len, ticket_off, ticket_len, nst_off, nst_len) = v
     key = keys[key_at:key_at + key_len]
     hello = _HELLOS.get(key)
     if hello is None:
@@ -267,6 +270,7 @@ def _row(flow_id: int, ts, dst_ip, tunneled: bool, starttls_from: str | None, cd
     cas: list = []
     cert_request = False
     inference = None
+    session = None
     if tls13:
         visibility = "not-visible"
         resumed = sh_psk == 1
@@ -311,12 +315,16 @@ def _row(flow_id: int, ts, dst_ip, tunneled: bool, starttls_from: str | None, cd
         else:
             client_cert = "unknown"
         established = server_ccs and bool(flags & F_CLIENT_CCS)
+        session = session_keys(resumed, ts, bytes(cd[ch_sid_off:ch_sid_off + ch_sid_len]),
+                               bytes(cd[ticket_off:ticket_off + ticket_len]) if ticket_off >= 0 else b"",
+                               bytes(sd[sh_sid_off:sh_sid_off + sh_sid_len]),
+                               bytes(sd[nst_off:nst_off + nst_len]) if nst_off >= 0 else b"")
     s_fps, c_fps, s_ok, c_ok, verify_error, reasons = cert_columns(flow_id, sni, server_chain, client_chain, ts,
                                                                    dst_ip, tunneled)
     return (flow_id, tls_version, client_versions, sni, alpn_offered, alpn, cipher, cipher_id, ja4_text,
             False, resumed, established, cert_request, cas, s_fps, c_fps, visibility, client_cert, s_ok, c_ok,
             verify_error, alerts, False, None, frames, inference, tunneled, starttls_from is not None, starttls_from,
-            reasons, ja3_text, ja3s_text, ja4s_text, group_name(group), ech)
+            reasons, ja3_text, ja3s_text, ja4s_text, group_name(group), ech, session)
 
 
 def _frames(fs, v: list) -> list[int]:

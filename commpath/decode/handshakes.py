@@ -14,6 +14,7 @@ from . import _hs_fast
 from .engine import collector_paused
 from ._tls_wire import EXT_ALPN, HS_CERTIFICATE, HS_CERTIFICATE_REQUEST, HS_ENCRYPTED_EXTENSIONS, Reader, Truncated
 from .http import http1_rows, parse_http
+from ._sessions import resolve, session_keys
 from .schema import CERT_COLUMNS, HTTP_COLUMNS, SSH_COLUMNS, TLS_COLUMNS, TLS_EXTRA, conform, empty_frame
 from .ssh import parse_ssh
 from .streams import FlowStreams
@@ -195,7 +196,8 @@ class HandshakeAnalyzer:
             if n13 and not n_dec:
                 warnings.append(f"key log: none of the {n13} TLS 1.3 connections matched a logged client random")
         by_flow = itemgetter(0)                       # flow_id is the first column of each table
-        tls = _frame(sorted(self.tls_rows, key=by_flow), _TLS_ALL)
+        rows = resolve(self.tls_rows, 0, _TLS_NAMES.index("client_cert"))     # resumed sessions inherit
+        tls = _frame(sorted(rows, key=by_flow), _TLS_ALL)
         ssh = _frame(sorted(self.ssh_rows, key=by_flow), SSH_COLUMNS)
         http = _frame(sorted(self.http_rows, key=by_flow), HTTP_COLUMNS)   # stable: parse order kept
         return Handshakes(tls=tls, certs=self.certs.frame(), ssh=ssh, http=http, warnings=warnings)
@@ -291,21 +293,25 @@ def _connect_host(rows: list[dict]) -> str | None:
 
 _TLS_ALL = {**TLS_COLUMNS, **TLS_EXTRA}
 _TLS_NAMES = list(_TLS_ALL)
+#: Filled once every connection is in (_sessions.resolve); rows carry the session material instead.
+_RESOLVED = ("client_cert_source", "resumed_from")
+_ROW_NAMES = [k for k in _TLS_NAMES if k not in _RESOLVED]
 #: TLS columns read straight off the handshake record, then the ones _tls_row computes.
-_HS_ATTRS = [k for k in _TLS_NAMES if k in TlsHandshake.__slots__ and k not in TLS_EXTRA]
+_HS_ATTRS = [k for k in _ROW_NAMES if k in TlsHandshake.__slots__ and k not in TLS_EXTRA]
 _ROW_EXTRA = ["server_cert_fingerprints", "client_cert_fingerprints", "server_cert_verified",
               "client_cert_verified", "verify_error", "verify_reasons", "client_cert_inference", "tunneled", "starttls",
               "starttls_from", "ja3", "ja3s", "ja4s", "kex_group", "ech"]
 _HS_GET = attrgetter(*_HS_ATTRS)
-_TLS_ORDER = itemgetter(*[(_HS_ATTRS + _ROW_EXTRA).index(k) for k in _TLS_NAMES])
-assert sorted(_HS_ATTRS + _ROW_EXTRA) == sorted(_TLS_NAMES), "every TLS column has a source"
-assert _TLS_NAMES == [
+_TLS_ORDER = itemgetter(*[(_HS_ATTRS + _ROW_EXTRA).index(k) for k in _ROW_NAMES])
+assert sorted(_HS_ATTRS + _ROW_EXTRA) == sorted(_ROW_NAMES), "every TLS column has a source"
+assert _TLS_NAMES[-2:] == list(_RESOLVED)
+assert _ROW_NAMES == [
     "flow_id", "tls_version", "client_versions", "sni", "alpn_offered", "alpn", "cipher", "cipher_id", "ja4",
     "hello_retry", "resumed", "established", "cert_request", "cert_request_cas", "server_cert_fingerprints",
     "client_cert_fingerprints", "certs_visibility", "client_cert", "server_cert_verified", "client_cert_verified",
     "verify_error", "alerts", "partial", "parse_error", "handshake_frames", "client_cert_inference", "tunneled",
     "starttls", "starttls_from", "verify_reasons", "ja3", "ja3s", "ja4s", "kex_group", "ech"], \
-    "HandshakeAnalyzer._flush builds TLS rows in this order"
+    "HandshakeAnalyzer._flush builds TLS rows in this order (then the session material)"
 _HTTP_NAMES = list(HTTP_COLUMNS)
 _HTTP_HEAD = _HTTP_NAMES[:-2]
 assert _HTTP_NAMES[-2:] == ["partial", "parse_error"]
@@ -319,8 +325,9 @@ def _tls_row(hs: TlsHandshake, ts, dst_ip, cas, keys, certs: "_CertBook", tunnel
         _decrypt(hs, keys[hs.client_random])
     certificates = _cert_columns(hs.flow_id, hs.sni, hs.server_chain, hs.client_chain, ts, dst_ip, cas, certs,
                                  tunneled)
+    session = session_keys(hs.resumed, ts, *hs.session) if hs.session is not None else None
     return _TLS_ORDER(_HS_GET(hs) + certificates + (hs.inference, tunneled, starttls_from is not None, starttls_from,
-                                                    hs.ja3, hs.ja3s, hs.ja4s, hs.kex_group, hs.ech))
+                                                    hs.ja3, hs.ja3s, hs.ja4s, hs.kex_group, hs.ech)) + (session,)
 
 
 def _cert_columns(flow_id: int, sni, server_chain: list[bytes], client_chain: list[bytes], ts, dst_ip, cas,

@@ -126,6 +126,8 @@ TLS_EXTRA: dict[str, str] = {
     "ja4s": "string",               # FoxIO JA4S of the ServerHello
     "kex_group": "string",          # key exchange group: x25519 | secp256r1 | X25519MLKEM768 | ... (ECDHE/TLS 1.3)
     "ech": "bool",                  # the ClientHello carries encrypted_client_hello
+    "client_cert_source": "string",  # handshake (this one shows it) | resumed-from (inherited) | <NA>: resumed, unknown
+    "resumed_from": "Int64",        # flow that issued the resumed session id or ticket earlier in the run
 }
 
 #: One row per certificate, deduplicated by SHA-256 fingerprint.

@@ -15,8 +15,9 @@ from ._tls_tables import ALERTS, CIPHER_SUITES
 from ._tls_wire import (
     CONTENT_ALERT, CONTENT_APPDATA, CONTENT_CCS, CONTENT_HANDSHAKE, CONTENT_TYPES,
     EXT_ALPN, EXT_CERTIFICATE_AUTHORITIES, EXT_EARLY_DATA, EXT_EC_POINT_FORMATS, EXT_KEY_SHARE,
-    EXT_PRE_SHARED_KEY, EXT_SERVER_NAME, EXT_SIGNATURE_ALGORITHMS, EXT_SUPPORTED_GROUPS, EXT_SUPPORTED_VERSIONS, HRR_RANDOM, HS_CERTIFICATE,
-    HS_CERTIFICATE_REQUEST, HS_CLIENT_HELLO, HS_CLIENT_KEY_EXCHANGE,
+    EXT_PRE_SHARED_KEY, EXT_SERVER_NAME, EXT_SESSION_TICKET, EXT_SIGNATURE_ALGORITHMS, EXT_SUPPORTED_GROUPS,
+    EXT_SUPPORTED_VERSIONS, HRR_RANDOM, HS_CERTIFICATE,
+    HS_CERTIFICATE_REQUEST, HS_CLIENT_HELLO, HS_CLIENT_KEY_EXCHANGE, HS_NEW_SESSION_TICKET,
     HS_SERVER_HELLO, HS_SERVER_HELLO_DONE, HS_SERVER_KEY_EXCHANGE, MAX_RECORD_BODY,
     RECORD_HEADER_FMT, RECORD_HEADER_LEN, Reader, Truncated, is_grease, version_name, version_rank,
 )
@@ -86,6 +87,7 @@ class ClientHello:
     sig_algs: list[int] = field(default_factory=list)
     groups: list[int] = field(default_factory=list)
     point_formats: list[int] = field(default_factory=list)
+    ticket: bytes = b""
     early_data: bool = False
     psk: bool = False
     sslv2: bool = False
@@ -139,7 +141,9 @@ class TlsHandshake:
     ja4s: str | None = None
     kex_group: str | None = None
     ech: bool = False
-    # not columns: material for certificates, verification and decryption
+    # not columns: material for certificates, verification and decryption, and for linking a
+    # resumed session to the connection that issued it: (client sid, client ticket, server sid, NewSessionTicket)
+    session: tuple | None = None
     server_chain: list[bytes] = field(default_factory=list)
     client_chain: list[bytes] = field(default_factory=list)
     client_random: bytes = b""
@@ -327,7 +331,7 @@ _U16_LISTS: BoundedMemo = BoundedMemo(4096)
 
 
 _CH_PARSED = frozenset((EXT_SERVER_NAME, EXT_ALPN, EXT_SUPPORTED_VERSIONS, EXT_SIGNATURE_ALGORITHMS,
-                        EXT_SUPPORTED_GROUPS, EXT_EC_POINT_FORMATS))
+                        EXT_SUPPORTED_GROUPS, EXT_EC_POINT_FORMATS, EXT_SESSION_TICKET))
 
 
 def parse_client_hello(body: bytes, hs: TlsHandshake) -> ClientHello:
@@ -355,6 +359,7 @@ def parse_client_hello(body: bytes, hs: TlsHandshake) -> ClientHello:
     except Truncated as exc:
         hs.error(f"ClientHello: {exc}")
         return ch
+    ch.ticket = bodies.pop(EXT_SESSION_TICKET, b"")
     for etype, data in bodies.items():
         if not data:
             continue
@@ -858,6 +863,7 @@ def _finish_tls12(hs, ch, sh, cmsgs, smsgs, client_ccs: bool, server_ccs: bool, 
     hs.resumed = server_ccs and not full
     if not server_ccs and not full and ch is not None and ch.session_id and sh.session_id == ch.session_id:
         hs.resumed = True
+    ticket = b""
     for mtype, body in smsgs:
         if mtype == HS_CERTIFICATE or mtype == -HS_CERTIFICATE - 1:
             hs.server_chain = parse_certificate_list(body, hs, False, "server")
@@ -866,6 +872,8 @@ def _finish_tls12(hs, ch, sh, cmsgs, smsgs, client_ccs: bool, server_ccs: bool, 
             hs.cert_request_cas = parse_certificate_request(body, hs, sh.version)
         elif mtype == HS_SERVER_KEY_EXCHANGE and hs.kex_group is None:
             hs.kex_group = group_name(key_exchange_curve(body))
+        elif mtype == HS_NEW_SESSION_TICKET and not ticket:
+            ticket = body
     client_cert_msg = None
     saw_cke = False
     for m in cmsgs:
@@ -889,6 +897,8 @@ def _finish_tls12(hs, ch, sh, cmsgs, smsgs, client_ccs: bool, server_ccs: bool, 
     else:
         hs.client_cert = "unknown"
     hs.established = server_ccs and client_ccs and not fatal
+    if ch is not None:
+        hs.session = (ch.session_id, ch.ticket, sh.session_id, ticket)
 
 
 def _finish_tls13(hs, ch, sh, crecs, srecs, cstop, sstop, fatal: bool) -> None:

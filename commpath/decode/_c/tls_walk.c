@@ -20,7 +20,8 @@ enum {
     TW_SH_PSK, TW_TLS13, TW_CERT_OFF, TW_CERT_LEN, TW_CR_OFF, TW_CR_LEN, TW_CCERT_OFF, TW_CCERT_LEN,
     TW_FLAGS, TW_N_CLIENT_APP, TW_N_SERVER_APP, TW_APP0, TW_APP1, TW_APP2, TW_APP_COMPLETE,
     TW_C_ENC_ALERTS, TW_S_ENC_ALERTS, TW_N_RANGES_C, TW_N_RANGES_S,
-    TW_SH_EXT_OFF, TW_SH_EXT_LEN, TW_SKX_OFF, TW_SKX_LEN, TW_RANGES,
+    TW_SH_EXT_OFF, TW_SH_EXT_LEN, TW_SKX_OFF, TW_SKX_LEN,
+    TW_SH_SID_OFF, TW_SH_SID_LEN, TW_CH_TICKET_OFF, TW_CH_TICKET_LEN, TW_NST_OFF, TW_NST_LEN, TW_RANGES,
     TW_FIELDS = TW_RANGES + 4 * 8       /* up to 8 (start, last byte) ranges per direction */
 };
 #define TW_MAX_RANGES 8
@@ -209,10 +210,10 @@ static int client_hello(const u8 *d, i64 body, i64 n, i64 *o, u8 *key) {
     pos += cs;
     pos += 1 + b[pos];
     if (pos > n) return TW_CLIENT_HELLO;
-    static const int wanted[6] = {0, 16, 43, 13, 10, 11};
-    span_t want[6] = {{-1, 0}, {-1, 0}, {-1, 0}, {-1, 0}, {-1, 0}, {-1, 0}};
+    static const int wanted[7] = {0, 16, 43, 13, 10, 11, 35};
+    span_t want[7] = {{-1, 0}, {-1, 0}, {-1, 0}, {-1, 0}, {-1, 0}, {-1, 0}, {-1, 0}};
     int flags = 0, next = 0;
-    int st = ext_block(d, body, n, pos, ext, &next, want, wanted, 6, &flags);
+    int st = ext_block(d, body, n, pos, ext, &next, want, wanted, 7, &flags);
     if (st) return st;
     o[TW_CH_FLAGS] = flags;
     o[TW_SNI_OFF] = o[TW_ALPN_OFF] = o[TW_SV_OFF] = o[TW_SIG_OFF] = -1;
@@ -266,6 +267,8 @@ static int client_hello(const u8 *d, i64 body, i64 n, i64 *o, u8 *key) {
         formats_off = want[5].off + 1;
         formats_len = m - 1;
     }
+    o[TW_CH_TICKET_OFF] = want[6].off;          /* session_ticket: what a resumption offers */
+    o[TW_CH_TICKET_LEN] = want[6].len;
     i64 at = 2;
     key[0] = (u8)(o[TW_CH_VERSION] >> 8);
     key[1] = (u8)o[TW_CH_VERSION];
@@ -383,6 +386,8 @@ static int walk_one(const u8 *cd, i64 cn, const u8 *sd, i64 sn, i64 max_appdata,
     if (sh_index < 0 || sm[sh_index].split) return TW_SERVER_HELLO;
     i64 sh_sid_off = 0, sh_sid_len = 0;
     if ((st = server_hello(sd, sm[sh_index].off, sm[sh_index].len, o, &sh_sid_off, &sh_sid_len))) return st;
+    o[TW_SH_SID_OFF] = sh_sid_off;
+    o[TW_SH_SID_LEN] = sh_sid_len;
     int version = o[TW_SH_SELECTED] ? (int)o[TW_SH_SELECTED] : (int)o[TW_SH_VERSION];
     int tls13 = version_rank(version) >= 0x0304;
     o[TW_TLS13] = tls13;
@@ -413,7 +418,7 @@ static int walk_one(const u8 *cd, i64 cn, const u8 *sd, i64 sn, i64 max_appdata,
     int flags = 0;
     for (i = 0; i < ncr; i++) if (cr[i].type == 20) flags |= F_CLIENT_CCS;
     for (i = 0; i < nsr; i++) if (sr[i].type == 20) flags |= F_SERVER_CCS;
-    o[TW_CERT_OFF] = o[TW_CR_OFF] = o[TW_CCERT_OFF] = o[TW_SKX_OFF] = -1;
+    o[TW_CERT_OFF] = o[TW_CR_OFF] = o[TW_CCERT_OFF] = o[TW_SKX_OFF] = o[TW_NST_OFF] = -1;
     if (tls13) {
         int k = 0;
         for (i = cstop; i < ncr; i++) {
@@ -438,6 +443,9 @@ static int walk_one(const u8 *cd, i64 cn, const u8 *sd, i64 sn, i64 max_appdata,
             } else if (t == 13) {
                 if (ncreq++ || sm[i].split) return TW_CERTS;
                 o[TW_CR_OFF] = sm[i].off; o[TW_CR_LEN] = sm[i].len;
+            } else if (t == 4 && o[TW_NST_OFF] < 0) {      /* NewSessionTicket: what a full handshake issues */
+                if (sm[i].split) return TW_CERTS;
+                o[TW_NST_OFF] = sm[i].off; o[TW_NST_LEN] = sm[i].len;
             } else if (t == 12 && o[TW_SKX_OFF] < 0) {
                 if (sm[i].split) return TW_CERTS;       /* its curve is read in Python: contiguous only */
                 o[TW_SKX_OFF] = sm[i].off; o[TW_SKX_LEN] = sm[i].len;
