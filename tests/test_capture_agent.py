@@ -107,6 +107,21 @@ def _wait_until(condition, proc: subprocess.Popen, what: str, timeout: float = 3
         time.sleep(0.05)
 
 
+def _fill(out: Path, proc: subprocess.Popen, burst, done, bursts: int = 200):
+    """Sends bursts until ``done()``, each once the engine wrote something of the one before (a starved
+    engine drops what its buffer cannot hold, so the number of bursts needed varies; the loop is bounded)."""
+    def written() -> int:
+        return sum(f.stat().st_size for f in _capture_files(out) if f.exists())
+
+    for _ in range(bursts):
+        if done():
+            return
+        before = written()
+        burst()
+        _wait_until(lambda: done() or written() != before, proc, "the engine to write")
+    assert done(), f"not reached after {bursts} bursts"
+
+
 def _wait_fins(out: Path, proc: subprocess.Popen, ports: list[int], server_port: int):
     """Until the capture holds the client FIN of every connection from ``ports`` (the engine wrote them)."""
     def seen():
@@ -185,8 +200,8 @@ def test_duration_ring_and_size_limits(tmp_path):
         proc = _agent(a, ring, "--engine", "tcpdump", "--ring", "3", "--max-size", "3", "--duration", "60",
                       "--filter", "tcp")
         _wait_listening(ring, proc)
-        tcp_send(a, ip_b, 6443, b"z" * 200_000, connections=30)  # ~6.5 MB on the wire, 1 MB files
-        _wait_until(lambda: len(_capture_files(ring)) == 3, proc, "three ring files")  # the ring turned
+        _fill(ring, proc, lambda: tcp_send(a, ip_b, 6443, b"z" * 200_000, connections=5),
+              lambda: len(_capture_files(ring)) == 3)   # 1 MB bursts until the third 1 MB file: the ring turns
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
         m = json.loads((ring / "manifest.json").read_text())
@@ -199,7 +214,8 @@ def test_duration_ring_and_size_limits(tmp_path):
         size = tmp_path / "size"
         proc = _agent(a, size, "--engine", "dumpcap", "--max-size", "0.5", "--duration", "60", "--filter", "tcp")
         _wait_listening(size, proc)
-        tcp_send(a, ip_b, 6443, b"z" * 200_000, connections=10)
+        _fill(size, proc, lambda: tcp_send(a, ip_b, 6443, b"z" * 200_000, connections=2),
+              lambda: proc.poll() is not None)    # until dumpcap stops itself at 0.5 MB
         proc.communicate(timeout=30)
         m = json.loads((size / "manifest.json").read_text())
         assert m["stop_reason"] == "max-size" and proc.returncode == 0
@@ -300,19 +316,10 @@ def test_engine_keeps_the_reserve_at_any_packet_rate(tmp_path, small_tmpfs, engi
             files = _capture_files(out)
             return len(files) >= limits["engine_files"] if engine == "tcpdump" else _gone(engines, 0)
 
-        def captured() -> int:
-            return sum(f.stat().st_size for f in _capture_files(out))
-
         os.kill(proc.pid, signal.SIGSTOP)
         try:
-            # 4 MB bursts as fast as the veth takes them, each once the engine wrote something of the one
-            # before (a starved engine drops what its buffer cannot hold), until it reaches its own limit
-            for _ in range(200):
-                before = captured()
-                tcp_send(a, ip_b, 6443, b"q" * 400_000, connections=10)
-                _wait_until(lambda: engine_at_its_limit() or captured() > before, proc, "the engine to write")
-                if engine_at_its_limit():
-                    break
+            # 4 MB bursts as fast as the veth takes them until the engine reaches its own limit
+            _fill(out, proc, lambda: tcp_send(a, ip_b, 6443, b"q" * 400_000, connections=10), engine_at_its_limit)
             tcp_send(a, ip_b, 6443, b"q" * 400_000, connections=10)   # and more after it
             assert engine_at_its_limit(), ([(f.name, f.stat().st_size) for f in _capture_files(out)], limits)
             flooded = _avail(small_tmpfs)
@@ -421,6 +428,32 @@ def test_an_engine_that_outlived_its_agent_is_stopped_at_the_next_start(tmp_path
     assert m["previous_run"]["engines_stopped"] == [orphan.pid]
     assert (out / "interrupted-20260102030405" / "node1.pcap").exists()
     assert [f["name"] for f in m["files"]] == ["node1.pcap"]
+
+
+def test_engine_limits_fit_the_budget_with_a_packet_past_every_file():
+    """Whatever the budget, ring and engine: files x (size + one snap-length packet) fit the disk budget."""
+    from commpath.capture._engines import OVERSHOOT_MB, limits
+
+    refused = 0
+    for budget in (0.2, 3.0, 5.0, 8.3, 64.0, 1000.0, 250_000.0):
+        for max_mb in (None, 0.5, 3.0, 500.0):
+            for ring in (None, 1, 2, 3, 10, 100):
+                for engine, procs in (("tcpdump", 1), ("tcpdump", 3), ("dumpcap", 1), ("scapy", 1)):
+                    try:
+                        lim = limits(budget, max_mb, ring, engine, procs)
+                    except ValueError:
+                        refused += 1
+                        assert budget < 3 * 2 * (1 + OVERSHOOT_MB) or ring
+                        continue
+                    assert lim.files >= 1 and lim.file_mb > 0 and lim.wrap == bool(ring)
+                    worst = (lim.files * (lim.file_mb + OVERSHOOT_MB) if lim.wrap or engine == "tcpdump"
+                             else lim.total_mb + OVERSHOOT_MB)
+                    assert worst * procs <= budget + 1e-9, (budget, max_mb, ring, engine, lim)
+                    assert not ring or lim.files <= ring
+                    assert engine != "tcpdump" or lim.file_mb == int(lim.file_mb)
+                    if max_mb is not None and not ring and engine == "dumpcap" and max_mb + OVERSHOOT_MB <= budget:
+                        assert lim.reason == "max-size" and lim.total_mb == max_mb
+    assert refused
 
 
 def test_engine_readiness_is_an_event_and_a_silent_exit_is_a_failure():

@@ -130,12 +130,14 @@ class Limits(NamedTuple):
     ``file_mb`` × ``files``: ring files (``wrap``: the user asked for a ring, the oldest file is
     overwritten) or, without ``wrap``, the whole budget: dumpcap stops on its own at ``total_mb``,
     tcpdump (which cannot stop by size) rotates over ``files`` files whose sum stays inside it.
+    ``reason``: the stop reason when the engine reaches that limit (max-size or disk-full).
     """
 
     total_mb: float
     file_mb: float
     files: int
     wrap: bool
+    reason: str = "disk-full"
 
 
 #: the most one packet can add to a file past the engine's size check (the snap length)
@@ -143,20 +145,35 @@ OVERSHOOT_MB = SNAPLEN / 1e6
 
 
 def limits(budget_mb: float, max_mb: float | None, ring: int | None, engine: str, n_procs: int) -> Limits:
-    """Engine limits for ``budget_mb`` of disk (free space less the reserve) shared by ``n_procs`` processes."""
-    total = min(budget_mb, max_mb) if max_mb is not None else budget_mb
-    total /= n_procs
+    """Engine limits for ``budget_mb`` of disk (free space less the reserve) shared by ``n_procs`` processes.
+
+    Every file may end one packet past its size, so files × (size + one packet) fit the disk budget.
+    ``--max-size`` without a ring is the engine's own stop for dumpcap; for tcpdump the agent's poll
+    keeps it (tcpdump's rotation is sized from the disk alone). Raises ValueError when the engine
+    cannot keep within the budget at all.
+    """
+    disk = budget_mb / n_procs
     if ring:
-        wanted = (max_mb / n_procs if max_mb is not None else 100.0 * ring) / ring
-        file_mb = min(wanted, total / ring - OVERSHOOT_MB)
-        if engine == "tcpdump":       # tcpdump takes whole millions of bytes per file
-            file_mb = float(max(1, int(file_mb)))
-        return Limits(total, max(file_mb, 0.001), ring, True)
+        wanted = (max_mb if max_mb is not None else 100.0 * ring) / n_procs / ring
+        file_mb = min(wanted, disk / ring - OVERSHOOT_MB)
+        # tcpdump takes whole millions of bytes per file; below 0.1 MB a file is mostly overshoot
+        file_mb = float(max(1, int(file_mb))) if engine == "tcpdump" else max(file_mb, 0.1)
+        files = min(ring, int(disk // (file_mb + OVERSHOOT_MB)))   # fewer than asked when they cannot fit
+        if files < 1:
+            raise ValueError(f"{disk:.1f} MB cannot hold one ring file of {file_mb:g} MB")
+        return Limits(files * file_mb, file_mb, files, True)
     if engine == "tcpdump":
-        file_mb = float(max(1, min(100, int(total / 8))))
-        files = max(1, int(total // (file_mb + OVERSHOOT_MB)))
+        file_mb = float(max(1, min(100, int(disk / 8))))
+        files = int(disk // (file_mb + OVERSHOOT_MB))
+        if files < 2:   # one file would be truncated when it turned over
+            raise ValueError(f"{disk:.1f} MB per interface cannot hold tcpdump's two files of 1 MB")
         return Limits(files * file_mb, file_mb, files, False)
-    return Limits(total - OVERSHOOT_MB, total - OVERSHOOT_MB, 1, False)
+    total = disk - OVERSHOOT_MB
+    if max_mb is not None and max_mb / n_procs <= total:
+        return Limits(max_mb / n_procs, max_mb / n_procs, 1, False, "max-size")
+    if total < 0.1:
+        raise ValueError(f"{disk:.1f} MB is less than one packet")
+    return Limits(total, total, 1, False)
 
 
 class Engine(abc.ABC):

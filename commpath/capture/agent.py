@@ -104,11 +104,12 @@ def capture(opts: Options, ready=None) -> dict:
     _say(f"commpath capture: engine {engine_name} ({reason})", opts.progress)
     _say(f"commpath capture: filter {bpf or '(none)'}", opts.progress)
 
-    budget = free - opts.reserve_mb
-    lim = _engines.limits(budget, opts.max_mb, opts.ring, engine_name,
-                          len(opts.ifaces) if engine_name == "tcpdump" else 1)
-    # which limit the engine's own stop (or last file) stands for
-    full_reason = "max-size" if opts.max_mb is not None and opts.max_mb <= budget else "disk-full"
+    try:
+        lim = _engines.limits(free - opts.reserve_mb, opts.max_mb, opts.ring, engine_name,
+                              len(opts.ifaces) if engine_name == "tcpdump" else 1)
+    except ValueError as exc:
+        raise InputError(out, f"disk full: {free:.1f} MB free, {opts.reserve_mb:.0f} MB reserve; {engine_name}: "
+                              f"{exc}") from None
     stem = f"{opts.host}"
     engine = _engines.ENGINES[engine_name](out, stem, opts.ifaces, bpf, lim)
     all_ifaces = _host.interfaces()
@@ -152,7 +153,7 @@ def capture(opts: Options, ready=None) -> dict:
             if opts.duration is not None and elapsed >= opts.duration:
                 stop.reason = "duration"
             elif engine.full():              # the engine's own limit: it stopped, or began its last file
-                stop.reason = full_reason
+                stop.reason = lim.reason
             elif opts.max_mb is not None and not opts.ring and size >= opts.max_mb:
                 stop.reason = "max-size"
             elif _host.free_mb(out) < opts.reserve_mb:   # someone else filled the disk
