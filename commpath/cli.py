@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", default="default", help="lab scenario name")
     p.add_argument("--out", metavar="DIR", help="folder for the recorded captures, inventory and PKI")
     p.add_argument("--name", default="cplab", help="prefix of the lab's namespaces")
+    p.add_argument("--kind", choices=["emulated", "real"], default="emulated",
+                   help="emulated peers, or real Kubernetes components built from upstream (slow first build)")
 
     p = _sub(sub, "inventory", "cluster inventory tools")
     isub = p.add_subparsers(dest="inventory_command", required=True, metavar="ACTION")

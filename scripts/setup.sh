@@ -5,7 +5,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 extras=${COMMPATH_EXTRAS:-test}
 apt_packages=(tshark tcpdump openssh-server openssh-client iproute2 iptables nftables openssl procps time
-              etcd-server chromium python3-venv gcc libc6-dev clang libclang-rt-dev)
+              etcd-server chromium python3-venv gcc libc6-dev clang libclang-rt-dev
+              containerd runc containernetworking-plugins busybox-static conntrack)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,6 +10,9 @@ from .lab import Lab
 
 
 def main(args) -> int:
+    if getattr(args, "kind", "emulated") == "real":
+        from .real.cli import main as real_main
+        return real_main(args)
     lab = Lab(args.name)
     out = Path(args.out) if args.out else None
     if args.action == "up":

@@ -1,0 +1,152 @@
+"""Ground truth of a real-lab run from the apiserver's audit log, matched to the captured connections.
+
+The truth never uses commpath's classification: connections come from the decode layer (TCP flows
+with their 4-tuples and times), identities and purposes from the audit log the apiserver wrote.
+
+Matching rules (every captured TCP connection whose SYN was seen, one per 4-tuple however many
+hosts captured it):
+
+1. **To the apiserver** (``cp:6443``, or the ``kubernetes`` VIP ``10.96.0.1:443``, whose post-DNAT twin
+   -- same source address and port, destination the apiserver -- is the same connection): the audit
+   events with ``sourceIPs[0]`` equal to the connection's source address and ``requestReceivedTimestamp``
+   within its lifetime (±1 s) name who used it. From a control-plane host: ``control-plane-to-apiserver``
+   (components, the admin's kubectl, the apiserver's loopback client); a node identity
+   (``system:node:*``, ``system:bootstrap:*``, ``system:kube-proxy``) from a node:
+   ``node-to-apiserver``; a service account from a pod or node address: ``pod-to-apiserver``. The
+   credential is ``x509`` when the audit ``user.extra`` carries an ``X509SHA256=`` credential id,
+   ``token`` otherwise. A connection without any matching event is *unattributed*.
+2. **To a kubelet** (``node:10250`` from the control plane): the audit events for ``pods/log``,
+   ``pods/exec``, ``pods/attach``, ``pods/portforward`` of a pod on that node or ``nodes/proxy`` of that
+   node (kubelet port), whose request window (received .. completed, ±1 s) contains the connection's
+   start: ``apiserver-to-kubelet``.
+3. **To a pod or to a node's other ports** from the control plane: ``pods/proxy``, ``services/proxy``
+   or ``nodes/proxy`` events whose window contains the connection's start: ``apiserver-proxy``.
+4. **To etcd** (``cp:2379``): ``etcd``, from the lab's configuration (the audit log does not see it).
+
+Everything else (e.g. kubectl port-forward's local listener on the control plane's loopback) is left
+out of the truth and counted as unattributed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+from pathlib import Path
+
+import pandas as pd
+
+NODE_USERS = ("system:node:", "system:bootstrap:")
+KUBELET_SUBRESOURCES = {"log", "exec", "attach", "portforward"}
+SLACK = 1.0
+
+
+def _ts(text: str) -> float:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def load_audit(path: Path) -> pd.DataFrame:
+    rows = []
+    for line in Path(path).read_text(errors="replace").splitlines():
+        if not line.startswith("{"):
+            continue
+        ev = json.loads(line)
+        if ev.get("stage") not in ("ResponseComplete", "Panic", "ResponseStarted"):
+            continue
+        user = ev.get("user", {})
+        ref = ev.get("objectRef", {}) or {}
+        cred = ",".join(user.get("extra", {}).get("authentication.kubernetes.io/credential-id", []))
+        rows.append({"audit_id": ev.get("auditID"), "stage": ev.get("stage"), "verb": ev.get("verb"),
+                     "user": user.get("username", ""), "source": (ev.get("sourceIPs") or [""])[0],
+                     "resource": ref.get("resource", ""), "subresource": ref.get("subresource", ""),
+                     "namespace": ref.get("namespace", ""), "name": ref.get("name", ""),
+                     "uri": ev.get("requestURI", ""), "user_agent": ev.get("userAgent", ""),
+                     "credential": "x509" if "X509SHA256=" in cred else "token",
+                     "received": _ts(ev["requestReceivedTimestamp"]), "done": _ts(ev["stageTimestamp"])})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    # one row per request: its received time and the latest stage time (long-running verbs)
+    return (df.sort_values("done").groupby("audit_id", as_index=False)
+              .agg({**{c: "first" for c in df.columns if c not in ("audit_id", "done")}, "done": "max"}))
+
+
+def _ep(ip: str, port) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def build(flows: pd.DataFrame, audit: pd.DataFrame, *, cp_ips: set[str], nodes: dict[str, str], pod_cidr: str,
+          pods: dict[str, dict], apiserver: str, vip: str, etcd: str) -> dict:
+    """Truth connections (ground-truth.yaml's ``connections``) and what could not be attributed."""
+    net = ipaddress.ip_network(pod_cidr)
+    node_of_ip = {ip: name for name, ip in nodes.items()}
+    tcp = flows[(flows["transport"] == "tcp") & flows["syn_seen"]]
+    tcp = tcp.assign(src=[_ep(a, p) for a, p in zip(tcp["src_ip"], tcp["src_port"])],
+                     dst=[_ep(a, p) for a, p in zip(tcp["dst_ip"], tcp["dst_port"])])
+    conns = (tcp.groupby(["src", "dst"], as_index=False)
+                .agg(src_ip=("src_ip", "first"), dst_ip=("dst_ip", "first"), dst_port=("dst_port", "first"),
+                     start=("ts_start", "min"), end=("ts_end", "max")))
+    via_vip = conns[conns["dst"] == vip]
+    natted = set(zip(via_vip["src"], [apiserver] * len(via_vip)))
+    out, unattributed = [], []
+    for c in conns.itertuples():
+        if (c.src, c.dst) in natted:
+            continue                       # the post-DNAT twin of a VIP connection: recorded with it
+        entry = {"src": c.src, "dst": c.dst, "start": round(float(c.start), 6)}
+        path, why = _path(c, audit, cp_ips, node_of_ip, net, pods, apiserver, vip, etcd)
+        if path is None:
+            unattributed.append({**entry, "why": why})
+            continue
+        entry.update(path=path, **why)
+        if c.dst == vip:
+            entry["dst_after_nat"] = apiserver
+        entry["id"] = len(out)
+        out.append(entry)
+    return {"connections": out, "unattributed": unattributed}
+
+
+def _window(audit: pd.DataFrame, src_ip: str, start: float, end: float) -> pd.DataFrame:
+    return audit[(audit["source"] == src_ip) & (audit["received"] >= start - SLACK) & (audit["received"] <= end + SLACK)]
+
+
+def _during(audit: pd.DataFrame, t: float) -> pd.DataFrame:
+    return audit[(audit["received"] - SLACK <= t) & (audit["done"] + SLACK >= t)]
+
+
+def _path(c, audit, cp_ips, node_of_ip, net, pods, apiserver, vip, etcd):
+    src_ip, dst_ip = c.src_ip, c.dst_ip
+    in_pods = lambda ip: ":" not in ip and ipaddress.ip_address(ip) in net   # noqa: E731
+    if c.dst in (apiserver, vip):
+        ev = _window(audit, src_ip, c.start, c.end) if not audit.empty else audit
+        if ev.empty:
+            return None, "no audit event from this address while the connection was open"
+        users = sorted(set(ev["user"]))
+        creds = sorted(set(ev["credential"]))
+        facts = {"users": users[:6], "credential": creds[0] if len(creds) == 1 else "mixed",
+                 "requests": int(len(ev))}
+        if src_ip in cp_ips:
+            return "control-plane-to-apiserver", facts
+        if all(u.startswith("system:serviceaccount:") for u in users) and (in_pods(src_ip) or src_ip in node_of_ip):
+            return "pod-to-apiserver", facts
+        if src_ip in node_of_ip and all(u.startswith(NODE_USERS) or u == "system:kube-proxy" for u in users):
+            return "node-to-apiserver", facts
+        return None, f"mixed identities {users[:4]} from {src_ip}"
+    if c.dst == etcd and src_ip in cp_ips:
+        return "etcd", {"users": [], "evidence": "lab configuration (--etcd-servers)"}
+    if src_ip not in cp_ips or audit.empty:
+        return None, "not initiated by the control plane"
+    ev = _during(audit, c.start)
+    if dst_ip in node_of_ip and c.dst_port == 10250:
+        node = node_of_ip[dst_ip]
+        on_node = {p for p, w in pods.items() if w.get("node") == node}
+        hit = ev[((ev["resource"] == "pods") & ev["subresource"].isin(KUBELET_SUBRESOURCES) & ev["name"].isin(on_node))
+                 | ((ev["resource"] == "nodes") & (ev["subresource"] == "proxy") & (ev["name"] == node))]
+        if hit.empty:
+            return None, "no kubelet request (logs/exec/attach/portforward/nodes proxy) for this node then"
+        return "apiserver-to-kubelet", {"requests": hit["uri"].head(3).tolist(), "users": sorted(set(hit["user"]))[:3]}
+    if in_pods(dst_ip) or dst_ip in node_of_ip:
+        hit = ev[ev["subresource"] == "proxy"]
+        if hit.empty:
+            return None, "no proxy request then"
+        return "apiserver-proxy", {"requests": hit["uri"].head(3).tolist(), "users": sorted(set(hit["user"]))[:3]}
+    return None, "not a documented path"

@@ -1,0 +1,297 @@
+"""The real lab: upstream Kubernetes components in network namespaces, brought up and torn down.
+
+Topology (as the emulated lab's): a switch namespace with a bridge, a control-plane host ``cp1``
+(etcd, kube-apiserver, kube-controller-manager, kube-scheduler) and worker hosts ``node1``,
+``node2`` (containerd, kubelet, kube-proxy; pods behind the CNI bridge ``cni0``). node1's kubelet
+joins by TLS bootstrap (bootstrap token, CSR approved by the controller-manager, signed client
+certificate); node2's kubelet is given a client certificate. Everything the lab starts is recorded
+in its state file, and :meth:`RealLab.down` removes processes, pod namespaces, mounts and cgroups
+also after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from ...errors import CommpathError
+from .. import _procs, _topology
+from .._topology import SERVICE_VIP, Host, Topology, nsexec
+from . import _build, _config, _host, _images
+from ._config import APISERVER_PORT, CLUSTER_CIDR, SERVICE_CIDR
+
+STATE_ROOT = Path(os.environ.get("COMMPATH_REAL_STATE", "/run/commpath-real"))
+ETCD_PORT = 2379
+KUBELET_PORT = 10250
+BOOTSTRAP_NODES = ("node1",)      # these kubelets join by TLS bootstrap; the others get a client certificate
+
+
+def plan(prefix: str, nodes: int = 2) -> Topology:
+    hosts = [Host("cp1", "control-plane", f"{prefix}-cp1", "10.77.0.10")]
+    for i in range(1, nodes + 1):
+        hosts.append(Host(f"node{i}", "node", f"{prefix}-node{i}", f"10.77.0.{20 + i}", pod_cidr=f"10.244.{i}.0/24"))
+    return Topology(prefix, hosts)
+
+
+class RealLab:
+    """One real cluster, named by its namespace prefix; its state lives in STATE_ROOT/<name>."""
+
+    def __init__(self, name: str = "k8slab", state_root: Path | None = None, log=None):
+        if not name.replace("-", "").isalnum() or len(name) > 16:
+            raise CommpathError(f"real lab: --name {name!r}: use up to 16 letters, digits and dashes")
+        self.name = name
+        self.dir = Path(state_root or STATE_ROOT) / name
+        self.log = log or (lambda msg: print(f"real-lab: {msg}", file=sys.stderr, flush=True))
+        sf = self.dir / "state.json"
+        self.state = json.loads(sf.read_text()) if sf.exists() else {}
+
+    # ------------------------------------------------------------------ state and helpers
+    def _save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "state.json").write_text(json.dumps(self.state, indent=1))
+
+    @property
+    def topo(self) -> Topology:
+        return plan(self.name, self.state.get("nodes", 2))
+
+    @property
+    def pki(self) -> Path:
+        return self.dir / "pki"
+
+    @property
+    def ca(self) -> Path:
+        return self.pki / "ca.crt"
+
+    def cgroup_root(self, node: str) -> str:
+        return f"commpath-{self.name}-{node}"
+
+    def _spawn(self, key: str, ns: str, cmd: list[str], raw: list[str] | None = None) -> int:
+        log = self.dir / "logs" / f"{key}.log"
+        pid = _host.spawn_raw(raw, log) if raw else _host.spawn(ns, cmd, log)
+        self.state.setdefault("procs", {})[key] = {"pid": pid, "ns": ns, "log": str(log)}
+        self._save()
+        return pid
+
+    def _alive(self, key: str):
+        pid = self.state["procs"][key]["pid"]
+        return lambda: _procs.alive(pid)
+
+    def kubectl(self, *args: str, timeout: float = 60, check: bool = True, input: str | None = None):
+        cp = self.topo.control_plane
+        cmd = [str(self.state["bin"]["kubectl"]), "--kubeconfig", str(self.dir / "admin.kubeconfig"),
+               "--request-timeout=30s", *args]
+        return _host.run(cp.ns, cmd, timeout=timeout, check=check, input=input)
+
+    # ------------------------------------------------------------------ up
+    def up(self, scenario: str = "default", capture_out: Path | None = None, log_build=None) -> None:
+        """Bring the cluster up; with ``capture_out`` the capture starts before any component does."""
+        if scenario != "default":
+            raise CommpathError(f"real lab: scenario {scenario!r} is not available yet (only 'default')")
+        if self.state:
+            raise CommpathError(f"real lab: {self.name!r} is up already ({self.dir}); "
+                                f"run `commpath lab down --kind real --name {self.name}`")
+        if os.geteuid() != 0:
+            raise CommpathError("real lab: needs root (network namespaces, containerd, cgroups)")
+        for tool in ("ip", "nsenter", "unshare", "etcd", "containerd", "runc", "ctr", "iptables", "gcc"):
+            if not shutil.which(tool):
+                raise CommpathError(f"real lab: {tool} is not installed (scripts/setup.sh installs it)")
+        if not Path("/usr/lib/cni/bridge").exists():
+            raise CommpathError("real lab: CNI plugins missing (apt install containernetworking-plugins)")
+        if _topology.existing_namespaces(self.name):
+            raise CommpathError(f"real lab: namespaces with prefix {self.name!r} exist already; "
+                                f"run `commpath lab down --kind real --name {self.name}`")
+        bins = _build.binaries(log_build or self.log)
+        t0 = time.monotonic()
+        self.state = {"name": self.name, "scenario": scenario, "nodes": 2, "created": time.time(),
+                      "release": _build.release(), "bin": {k: str(v) for k, v in bins.items()}}
+        self._save()
+        try:
+            _host.share_mount(self.dir)
+            self.state["shared_mount"] = True
+            self._save()
+            self._network()
+            if capture_out:
+                self.start_capture(Path(capture_out))
+            self._control_plane()
+            images = _images.build_images(self.dir / "images", bins["labpod"])
+            for node in self.topo.nodes:
+                self._node(node, images)
+            want = {f"node/{n.name}" for n in self.topo.nodes}
+            _host.wait_until(lambda: want <= set(self.kubectl("get", "nodes", "-o", "name", check=False).stdout.split()),
+                             240, "node registration")
+            self.kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=240s", timeout=260)
+        except BaseException:
+            self.down()
+            raise
+        self.log(f"up: Kubernetes {self.state['release']}, {len(self.topo.nodes)} nodes ready "
+                 f"in {time.monotonic() - t0:.0f}s")
+
+    def _network(self) -> None:
+        topo = self.topo
+        for ns in topo.namespaces():
+            _topology.sh("ip", "netns", "add", ns)
+            nsexec(ns, "ip", "link", "set", "lo", "up")
+        sw = topo.switch
+        nsexec(sw, "ip", "link", "add", "br0", "type", "bridge")
+        nsexec(sw, "ip", "link", "set", "br0", "up")
+        for h in topo.hosts:
+            nsexec(sw, "ip", "link", "add", h.name, "type", "veth", "peer", "name", "eth0", "netns", h.ns)
+            nsexec(sw, "ip", "link", "set", h.name, "master", "br0", "up")
+            nsexec(h.ns, "ip", "addr", "add", f"{h.ip}/24", "dev", "eth0")
+            nsexec(h.ns, "ip", "link", "set", "eth0", "up")
+            nsexec(h.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        for h in topo.hosts:
+            for other in topo.hosts:
+                if other is not h and other.pod_cidr:
+                    nsexec(h.ns, "ip", "route", "add", other.pod_cidr, "via", other.ip)
+            # a default route keeps the service VIP routable (kube-proxy DNATs it before routing)
+            nsexec(h.ns, "ip", "route", "add", SERVICE_CIDR, "dev", "eth0")
+
+    def _control_plane(self) -> None:
+        topo, pki, b = self.topo, self.pki, self.state["bin"]
+        cp = topo.control_plane
+        _config.make_pki(pki, cp.ip, cp.name, [n.name for n in topo.nodes if n.name not in BOOTSTRAP_NODES])
+        server = f"https://{cp.ip}:{APISERVER_PORT}"
+        for stem, user in (("admin", "kubernetes-admin"), ("scheduler", "system:kube-scheduler"),
+                           ("controller-manager", "system:kube-controller-manager"), ("kube-proxy", "system:kube-proxy")):
+            _config.kubeconfig(self.dir / f"{stem}.kubeconfig", server, self.ca, user, pki / f"{stem}.crt",
+                               pki / f"{stem}.key")
+        self._spawn("etcd", cp.ns, [
+            "etcd", "--name", cp.name, "--data-dir", str(self.dir / "etcd"),
+            "--listen-client-urls", f"https://{cp.ip}:{ETCD_PORT}", "--advertise-client-urls", f"https://{cp.ip}:{ETCD_PORT}",
+            "--listen-peer-urls", f"https://{cp.ip}:2380", "--initial-advertise-peer-urls", f"https://{cp.ip}:2380",
+            "--initial-cluster", f"{cp.name}=https://{cp.ip}:2380", "--listen-metrics-urls", "http://127.0.0.1:2381",
+            "--cert-file", str(pki / "etcd.crt"), "--key-file", str(pki / "etcd.key"),
+            "--trusted-ca-file", str(self.ca), "--client-cert-auth",
+            "--peer-cert-file", str(pki / "etcd.crt"), "--peer-key-file", str(pki / "etcd.key"),
+            "--peer-trusted-ca-file", str(self.ca), "--peer-client-cert-auth", "--log-outputs", "stderr"])
+        _procs.wait_for(Path(self.state["procs"]["etcd"]["log"]), "ready to serve client requests",
+                        self.state["procs"]["etcd"]["pid"], 60, "etcd")
+        policy = self.dir / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump(_config.AUDIT_POLICY, sort_keys=False))
+        self.state["audit_log"] = str(self.dir / "audit.log")
+        self._spawn("kube-apiserver", cp.ns, [
+            b["kube-apiserver"], f"--advertise-address={cp.ip}", f"--bind-address={cp.ip}",
+            f"--secure-port={APISERVER_PORT}",
+            f"--etcd-servers=https://{cp.ip}:{ETCD_PORT}", f"--etcd-cafile={self.ca}",
+            f"--etcd-certfile={pki / 'apiserver-etcd-client.crt'}", f"--etcd-keyfile={pki / 'apiserver-etcd-client.key'}",
+            f"--client-ca-file={self.ca}", f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--requestheader-client-ca-file={self.ca}", "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki / 'sa.pub'}", f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
+            "--enable-bootstrap-token-auth", "--allow-privileged=true",
+            f"--audit-policy-file={policy}", f"--audit-log-path={self.state['audit_log']}",
+            "--audit-log-format=json", "--audit-log-maxsize=200", "--audit-log-mode=blocking"])
+        _host.wait_until(lambda: self.kubectl("get", "--raw", "/readyz", check=False, timeout=40).stdout.strip() == "ok",
+                         240, "kube-apiserver /readyz", alive=self._alive("kube-apiserver"))
+        token = _config.BootstrapToken.new()
+        self.state["bootstrap_token_id"] = token.id
+        self.kubectl("apply", "-f", "-", input=_config.bootstrap_manifests(token))
+        _config.kubeconfig(self.dir / "bootstrap.kubeconfig", server, self.ca, "kubelet-bootstrap", token=token.token)
+        self._spawn("kube-controller-manager", cp.ns, [
+            b["kube-controller-manager"], f"--kubeconfig={self.dir / 'controller-manager.kubeconfig'}",
+            f"--authentication-kubeconfig={self.dir / 'controller-manager.kubeconfig'}",
+            f"--authorization-kubeconfig={self.dir / 'controller-manager.kubeconfig'}",
+            "--bind-address=127.0.0.1", f"--cluster-signing-cert-file={self.ca}",
+            f"--cluster-signing-key-file={pki / 'ca.key'}", f"--root-ca-file={self.ca}",
+            f"--service-account-private-key-file={pki / 'sa.key'}", "--use-service-account-credentials=true",
+            "--controllers=*,bootstrapsigner,tokencleaner", f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--cluster-cidr={CLUSTER_CIDR}", "--allocate-node-cidrs=false"])
+        self._spawn("kube-scheduler", cp.ns, [
+            b["kube-scheduler"], f"--kubeconfig={self.dir / 'scheduler.kubeconfig'}",
+            f"--authentication-kubeconfig={self.dir / 'scheduler.kubeconfig'}",
+            f"--authorization-kubeconfig={self.dir / 'scheduler.kubeconfig'}", "--bind-address=127.0.0.1"])
+        self._save()
+
+    def _node(self, node: Host, images: dict[str, Path]) -> None:
+        from ._node import start_node
+
+        start_node(self, node, images)
+
+    # ------------------------------------------------------------------ down
+    def down(self) -> list[str]:
+        """Stop everything the lab started and remove its namespaces, pod namespaces, mounts and cgroups."""
+        from ._node import stop_rank
+
+        procs = self.state.get("procs", {})
+        for key in sorted(procs, key=stop_rank):
+            _procs.stop(procs[key]["pid"], signal.SIGINT if key.startswith("capture") else signal.SIGTERM, timeout=10)
+        nodes = [h.name for h in self.topo.nodes]
+        pod_pids = set().union(*(_host.pids_in_cgroup_root(self.cgroup_root(n)) for n in nodes))
+        inodes = _host.netns_inodes(pod_pids)
+        _host.kill_pids(pod_pids)
+        removed = _topology.destroy(self.name)     # SIGKILLs what is left in the hosts' namespaces (shims)
+        removed += _host.delete_pod_netns(inodes, _host.pod_netns_names(self.dir))
+        if self.dir.exists():
+            _host.unmount_under(self.dir)
+        for n in nodes:
+            _host.remove_cgroup_root(self.cgroup_root(n))
+        if self.dir.exists():
+            shutil.rmtree(self.dir, ignore_errors=True)
+        self.state = {}
+        return removed
+
+    # ------------------------------------------------------------------ metadata and capture
+    def inventory(self) -> dict:
+        topo = self.topo
+        cp = topo.control_plane
+        return {
+            "apiVersion": "commpath/v1", "kind": "Inventory", "cluster": f"{self.name}-real-{self.state['scenario']}",
+            "apiserver": {"endpoints": [f"{cp.ip}:{APISERVER_PORT}"], "service": f"{SERVICE_VIP}:443"},
+            "control_plane": [{"name": cp.name, "addresses": [cp.ip]}],
+            "nodes": [{"name": n.name, "addresses": [n.ip, n.pod_cidr.replace(".0/24", ".1")],
+                       "pod_cidrs": [n.pod_cidr]} for n in topo.nodes],
+            "kubelet_port": KUBELET_PORT, "pod_cidrs": [CLUSTER_CIDR], "service_cidrs": [SERVICE_CIDR],
+            "konnectivity": {"enabled": False}, "etcd": [f"{cp.ip}:{ETCD_PORT}"], "ca_bundle": "pki/ca.crt",
+        }
+
+    def write_metadata(self, out: Path) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "pki").mkdir(exist_ok=True)
+        shutil.copy(self.ca, out / "pki" / "ca.crt")
+        header = (f"# commpath real lab {self.name}: Kubernetes {self.state['release']} built from upstream, "
+                  f"scenario {self.state['scenario']}\n")
+        (out / "inventory.yaml").write_text(header + yaml.safe_dump(self.inventory(), sort_keys=False))
+
+    def start_capture(self, out: Path, duration: float = 3600.0) -> None:
+        """One `commpath capture` agent per host (control plane: eth0 and lo; nodes: eth0 and cni0)."""
+        out = Path(out)
+        self.write_metadata(out)
+        for h in self.topo.hosts:
+            ifaces = ["eth0", "lo"] if h.role == "control-plane" else ["eth0", "cni0"]
+            if h.role == "node":       # the CNI bridge plugin adopts an existing cni0: capture it from the start
+                nsexec(h.ns, "ip", "link", "add", "cni0", "type", "bridge")
+                nsexec(h.ns, "ip", "link", "set", "cni0", "up")
+            cmd = [sys.executable, "-m", "commpath", "capture", "--role", h.role, "--host", h.name,
+                   "--inventory", str(out / "inventory.yaml"), "--engine", "tcpdump", "--duration", str(duration),
+                   "--out", str(out / h.name)]
+            for iface in ifaces:
+                cmd += ["--iface", iface]
+            self._spawn(f"capture-{h.name}", h.ns, cmd)
+        for h in self.topo.hosts:
+            p = self.state["procs"][f"capture-{h.name}"]
+            _procs.wait_for(Path(p["log"]), "listening on", p["pid"], 60, f"capture on {h.name}")
+        self.state["out"] = str(out.resolve())
+        self._save()
+
+    def stop_capture(self) -> None:
+        for key in [k for k in self.state.get("procs", {}) if k.startswith("capture-")]:
+            _procs.stop(self.state["procs"].pop(key)["pid"], signal.SIGINT, timeout=30)
+        self._save()

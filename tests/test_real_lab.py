@@ -1,0 +1,141 @@
+"""The real lab: upstream Kubernetes components in network namespaces, captured and judged by the audit log."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from commpath.lab.real import _images, _truth
+
+REPO = Path(__file__).resolve().parents[1]
+TOOLS = ("ip", "nsenter", "unshare", "etcd", "containerd", "runc", "ctr", "iptables", "gcc", "tcpdump")
+needs_real_lab = pytest.mark.skipif(
+    os.geteuid() != 0 or any(shutil.which(t) is None for t in TOOLS) or not Path("/usr/lib/cni/bridge").exists()
+    or not (shutil.which("go") or Path("/usr/local/go/bin/go").exists()),
+    reason="the real lab needs root, Go, etcd, containerd, runc, CNI plugins and tcpdump (scripts/setup.sh)")
+
+
+def test_oci_archive_is_a_valid_image_layout(tmp_path):
+    payload = tmp_path / "hello"
+    payload.write_bytes(b"#!/bin/sh\necho hi\n")
+    archive = _images.oci_archive(tmp_path / "img.tar", "commpath.local/t:1", {"bin/hello": (payload, 0o755)},
+                                  ["/bin/hello"])
+    with tarfile.open(archive) as tar:
+        files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    assert json.loads(files["oci-layout"]) == {"imageLayoutVersion": "1.0.0"}
+    for name, data in files.items():      # content addressed: every blob's name is its digest
+        if name.startswith("blobs/sha256/"):
+            assert hashlib.sha256(data).hexdigest() == name.rsplit("/", 1)[1]
+    index = json.loads(files["index.json"])
+    desc = index["manifests"][0]
+    assert desc["annotations"]["io.containerd.image.name"] == "commpath.local/t:1"
+    manifest = json.loads(files["blobs/sha256/" + desc["digest"].split(":")[1]])
+    config = json.loads(files["blobs/sha256/" + manifest["config"]["digest"].split(":")[1]])
+    layer_digest = manifest["layers"][0]["digest"]
+    assert config["rootfs"]["diff_ids"] == [layer_digest]       # uncompressed layer: diff id = digest
+    with tarfile.open(fileobj=io.BytesIO(files["blobs/sha256/" + layer_digest.split(":")[1]])) as layer:
+        member = layer.getmember("bin/hello")
+        assert member.mode == 0o755 and layer.extractfile(member).read() == payload.read_bytes()
+
+
+def _audit_line(user, source, t0, t1, resource="", subresource="", name="", x509=True):
+    extra = {"authentication.kubernetes.io/credential-id": ["X509SHA256=ab" if x509 else "JTI=1"]}
+    stamp = lambda t: pd.Timestamp(t, unit="s", tz="UTC").isoformat().replace("+00:00", "Z")   # noqa: E731
+    return json.dumps({"auditID": secrets.token_hex(4), "stage": "ResponseComplete", "verb": "get",
+                       "user": {"username": user, "extra": extra}, "sourceIPs": [source],
+                       "objectRef": {"resource": resource, "subresource": subresource, "name": name},
+                       "requestURI": f"/x/{name}", "requestReceivedTimestamp": stamp(t0), "stageTimestamp": stamp(t1)})
+
+
+def _flow(src, sport, dst, dport, t0, t1):
+    return {"transport": "tcp", "syn_seen": True, "src_ip": src, "src_port": sport, "dst_ip": dst, "dst_port": dport,
+            "ts_start": t0, "ts_end": t1}
+
+
+def test_truth_rules_follow_the_audit_log(tmp_path):
+    """The matching rules of _truth on a small audit log: identities, DNAT twins, kubelet and proxy windows."""
+    t = 1_800_000_000.0
+    audit = tmp_path / "audit.log"
+    audit.write_text("\n".join([
+        _audit_line("system:node:node1", "10.77.0.21", t + 1, t + 1.1),
+        _audit_line("system:bootstrap:abcdef", "10.77.0.22", t + 1, t + 1.1, x509=False),
+        _audit_line("system:serviceaccount:default:default", "10.244.1.5", t + 2, t + 2.1, x509=False),
+        _audit_line("kubernetes-admin", "10.77.0.10", t + 3, t + 5, "pods", "exec", "web-1"),
+        _audit_line("kubernetes-admin", "10.77.0.10", t + 6, t + 6.2, "pods", "proxy", "web-1"),
+    ]) + "\n")
+    flows = pd.DataFrame([
+        _flow("10.77.0.21", 40000, "10.77.0.10", 6443, t, t + 10),
+        _flow("10.77.0.22", 40001, "10.77.0.10", 6443, t, t + 10),
+        _flow("10.244.1.5", 50000, "10.96.0.1", 443, t + 1.9, t + 2.2),
+        _flow("10.244.1.5", 50000, "10.77.0.10", 6443, t + 1.9, t + 2.2),     # post-DNAT twin
+        _flow("10.77.0.10", 41000, "10.77.0.21", 10250, t + 3.1, t + 4.9),
+        _flow("10.77.0.10", 41001, "10.244.1.5", 8080, t + 6.05, t + 6.1),
+        _flow("10.77.0.10", 41002, "10.77.0.22", 10250, t + 30, t + 31),      # nothing in the audit log then
+        _flow("10.77.0.10", 41003, "10.77.0.10", 2379, t, t + 10),
+    ])
+    res = _truth.build(flows, _truth.load_audit(audit), cp_ips={"10.77.0.10"},
+                       nodes={"node1": "10.77.0.21", "node2": "10.77.0.22"}, pod_cidr="10.244.0.0/16",
+                       pods={"web-1": {"node": "node1", "ip": "10.244.1.5"}}, apiserver="10.77.0.10:6443",
+                       vip="10.96.0.1:443", etcd="10.77.0.10:2379")
+    got = {(c["src"], c["dst"]): c for c in res["connections"]}
+    assert got[("10.77.0.21:40000", "10.77.0.10:6443")]["path"] == "node-to-apiserver"
+    assert got[("10.77.0.21:40000", "10.77.0.10:6443")]["credential"] == "x509"
+    assert got[("10.77.0.22:40001", "10.77.0.10:6443")]["credential"] == "token"
+    vip = got[("10.244.1.5:50000", "10.96.0.1:443")]
+    assert vip["path"] == "pod-to-apiserver" and vip["dst_after_nat"] == "10.77.0.10:6443"
+    assert ("10.244.1.5:50000", "10.77.0.10:6443") not in got
+    assert got[("10.77.0.10:41000", "10.77.0.21:10250")]["path"] == "apiserver-to-kubelet"
+    assert got[("10.77.0.10:41001", "10.244.1.5:8080")]["path"] == "apiserver-proxy"
+    assert got[("10.77.0.10:41003", "10.77.0.10:2379")]["path"] == "etcd"
+    assert [u["dst"] for u in res["unattributed"]] == ["10.77.0.22:10250"]
+
+
+def _leftovers(name: str) -> list[str]:
+    left = [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+            if n.startswith(name + "-")]
+    left += [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+             if f"/commpath-real/{name}" in line.split()[4]]
+    left += [str(p) for p in Path("/sys/fs/cgroup").glob(f"*/commpath-{name}-*")]
+    return left
+
+
+@needs_real_lab
+@pytest.mark.netns
+@pytest.mark.timeout(3600)
+def test_real_cluster_recording_scored_against_the_audit_log(tmp_path):
+    """Build (cached), bring the cluster up capturing, exercise, tear down; commpath labels every connection the
+    audit log explains as the audit log says, with the lab's inventory."""
+    from commpath.lab.real.score import score
+
+    name = f"rk{secrets.token_hex(3)}"
+    out = tmp_path / "real-default"
+    try:
+        res = subprocess.run([sys.executable, "-m", "commpath", "lab", "run", "--kind", "real", "--out", str(out),
+                              "--name", name], capture_output=True, text=True, timeout=3400)
+    finally:
+        subprocess.run([sys.executable, "-m", "commpath", "lab", "down", "--kind", "real", "--name", name],
+                       capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert _leftovers(name) == []
+    truth = yaml.safe_load((out / "ground-truth.yaml").read_text())
+    assert truth["errors"] == []
+    assert {"control-plane-to-apiserver", "node-to-apiserver", "pod-to-apiserver", "apiserver-to-kubelet",
+            "apiserver-proxy", "etcd"} <= set(truth["paths_observed"])
+    users = set(truth["audit_users"])
+    assert {"system:node:node1", "system:node:node2", "system:kube-scheduler", "system:kube-proxy"} <= users
+    assert any(u.startswith("system:bootstrap:") for u in users)          # node1 joined by TLS bootstrap
+    s = score(out, out / "inventory.yaml")
+    assert s["wrong"] == [] and s["not_seen"] == 0, s["wrong"][:10]
+    assert s["accuracy"] == 1.0
