@@ -26,7 +26,7 @@ def start_node(lab, node: Host, images: dict[str, Path]) -> None:
     b = lab.state["bin"]
     sock = d / "containerd.sock"
     cni_dir = d / "cni"
-    _config.cni_config(cni_dir, node=node.name, pod_cidr=node.pod_cidr, ipam_dir=d / "ipam")
+    cni_dir.mkdir(parents=True, exist_ok=True)     # its config is written once the node has a pod CIDR
     cfg = _config.containerd_config(d / "containerd.toml", root=d / "containerd" / "root",
                                     state=d / "containerd" / "state", sock=sock, cni_conf=cni_dir,
                                     pause_image=PAUSE_IMAGE)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
 import yaml
 
 from .._topology import SERVICE_VIP
-from . import _truth
+from . import _host, _truth
 from ._config import APISERVER_PORT, CLUSTER_CIDR
 from ._exercise import Exerciser
 from .cluster import ETCD_PORT, RealLab
@@ -28,7 +29,9 @@ def record(lab: RealLab, out: Path, scenario: str = "default") -> dict:
         lab.up(scenario, capture_out=out)
         t_up = time.monotonic() - t0
         done = Exerciser(lab).run()
+        discover(lab, out / "inventory-discovered.yaml", done)
         lab.stop_capture()
+        lab.write_metadata(out)            # the inventory again, now with the allocated pod CIDRs
         shutil.copy(lab.state["audit_log"], out / "audit.log")
         truth = ground_truth(lab, out, done)
         truth["timings"] = {"up_seconds": round(t_up, 1), "run_seconds": round(time.monotonic() - t0, 1)}
@@ -42,6 +45,15 @@ def record(lab: RealLab, out: Path, scenario: str = "default") -> dict:
         finally:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.signal(signal.SIGTERM, previous)
+
+
+def discover(lab: RealLab, target: Path, done: dict) -> None:
+    """`commpath inventory discover` against the lab's real apiserver (run from the control-plane host)."""
+    res = _host.run(lab.topo.control_plane.ns, [sys.executable, "-m", "commpath", "inventory", "discover",
+                                                "--kubeconfig", str(lab.dir / "admin.kubeconfig"), "-o", str(target)],
+                    check=False, timeout=120)
+    if res.returncode != 0:
+        done["errors"].append(f"inventory discover: exit {res.returncode}: {res.stderr.strip()[-300:]}")
 
 
 def ground_truth(lab: RealLab, out: Path, done: dict) -> dict:
@@ -60,7 +72,8 @@ def ground_truth(lab: RealLab, out: Path, done: dict) -> dict:
         "source": "kube-apiserver audit log (Metadata level) matched to captured connections; see "
                   "commpath/lab/real/_truth.py for the rules",
         "release": lab.state["release"], "paths_observed": paths,
-        "expected_findings": [], "absent_findings": [],
+        "expected_findings": _truth.expected_findings(res["connections"]),
+        "absent_findings": list(_truth.ABSENT_DEFAULT),
         "pods": done["pods"], "actions": done["actions"], "errors": done["errors"],
         "audit_events": int(len(audit)), "audit_users": sorted(set(audit["user"])) if len(audit) else [],
         "connections": res["connections"], "unattributed": res["unattributed"],

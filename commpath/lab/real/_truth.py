@@ -150,3 +150,29 @@ def _path(c, audit, cp_ips, node_of_ip, net, pods, apiserver, vip, etcd):
             return None, "no proxy request then"
         return "apiserver-proxy", {"requests": hit["uri"].head(3).tolist(), "users": sorted(set(hit["user"]))[:3]}
     return None, "not a documented path"
+
+
+#: checks the default real cluster must never trigger (no SSH, Konnectivity, read-only port, old TLS, expiry)
+ABSENT_DEFAULT = ("ssh-tunnel-deprecated", "kubelet-readonly-port", "konnectivity-bypass", "konnectivity-direction",
+                  "cert-expired", "tls-version-weak")
+
+
+def expected_findings(connections: list[dict]) -> list[dict]:
+    """The findings the truth implies: what the audit log says about credentials and proxied schemes."""
+    out = []
+    proxied = [u for c in connections if c["path"] == "apiserver-proxy" for u in c.get("requests", [])]
+    if any("/https:" not in u for u in proxied):
+        out.append({"check": "plaintext-proxy", "path": "apiserver-proxy", "when": "always",
+                    "why": "the apiserver proxied to a pod, a node port or a service over plain HTTP (audit: */proxy)"})
+    if any("/https:" in u for u in proxied):
+        out.append({"check": "proxy-unverified-tls", "path": "apiserver-proxy", "when": "always",
+                    "why": "the apiserver proxied over https, which it never verifies (audit: https:*/proxy)"})
+    if any(c["path"] == "node-to-apiserver" and c.get("credential") == "token" for c in connections):
+        out.append({"check": "client-cert-missing", "path": "node-to-apiserver", "when": "always",
+                    "why": "a kubelet authenticated with its bootstrap token, not a client certificate (audit: "
+                           "system:bootstrap:*, no X509SHA256 credential id)"})
+    if any(c["path"] == "apiserver-to-kubelet" for c in connections):
+        out.append({"check": "cert-not-observable", "path": "apiserver-to-kubelet", "when": "without-keylog",
+                    "why": "TLS 1.3 hides the kubelet's self-signed serving certificate (not verified: no "
+                           "--kubelet-certificate-authority)"})
+    return out

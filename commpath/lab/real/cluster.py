@@ -11,6 +11,7 @@ also after a crash.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -33,11 +34,17 @@ KUBELET_PORT = 10250
 BOOTSTRAP_NODES = ("node1",)      # these kubelets join by TLS bootstrap; the others get a client certificate
 
 
-def plan(prefix: str, nodes: int = 2) -> Topology:
+def plan(prefix: str, nodes: int = 2, pod_cidrs: dict[str, str] | None = None) -> Topology:
+    """Hosts and addresses; a node's pod CIDR is the one the controller-manager allocated (once known)."""
     hosts = [Host("cp1", "control-plane", f"{prefix}-cp1", "10.77.0.10")]
     for i in range(1, nodes + 1):
-        hosts.append(Host(f"node{i}", "node", f"{prefix}-node{i}", f"10.77.0.{20 + i}", pod_cidr=f"10.244.{i}.0/24"))
+        name = f"node{i}"
+        hosts.append(Host(name, "node", f"{prefix}-{name}", f"10.77.0.{20 + i}", pod_cidr=(pod_cidrs or {}).get(name)))
     return Topology(prefix, hosts)
+
+
+def _gateway(cidr: str) -> str:
+    return str(next(ipaddress.ip_network(cidr).hosts()))
 
 
 class RealLab:
@@ -59,7 +66,7 @@ class RealLab:
 
     @property
     def topo(self) -> Topology:
-        return plan(self.name, self.state.get("nodes", 2))
+        return plan(self.name, self.state.get("nodes", 2), self.state.get("pod_cidrs"))
 
     @property
     def pki(self) -> Path:
@@ -123,6 +130,7 @@ class RealLab:
             images = _images.build_images(self.dir / "images", bins["labpod"])
             for node in self.topo.nodes:
                 self._node(node, images)
+            self._pod_network()
             want = {f"node/{n.name}" for n in self.topo.nodes}
             _host.wait_until(lambda: want <= set(self.kubectl("get", "nodes", "-o", "name", check=False).stdout.split()),
                              240, "node registration")
@@ -148,11 +156,28 @@ class RealLab:
             nsexec(h.ns, "ip", "link", "set", "eth0", "up")
             nsexec(h.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         for h in topo.hosts:
-            for other in topo.hosts:
-                if other is not h and other.pod_cidr:
-                    nsexec(h.ns, "ip", "route", "add", other.pod_cidr, "via", other.ip)
-            # a default route keeps the service VIP routable (kube-proxy DNATs it before routing)
+            # the service CIDR must be routable for local clients (kube-proxy DNATs after the route lookup)
             nsexec(h.ns, "ip", "route", "add", SERVICE_CIDR, "dev", "eth0")
+
+    def _pod_network(self) -> None:
+        """Once the controller-manager has given every node its pod CIDR: CNI configs and routes (flannel's job)."""
+        def allocated():
+            got = {}
+            for n in self.topo.nodes:
+                cidr = self.kubectl("get", "node", n.name, "-o", "jsonpath={.spec.podCIDR}", check=False).stdout.strip()
+                if cidr:
+                    got[n.name] = cidr
+            return got if len(got) == len(self.topo.nodes) else None
+        self.state["pod_cidrs"] = _host.wait_until(allocated, 240, "pod CIDR allocation")
+        self._save()
+        topo = self.topo
+        for n in topo.nodes:
+            d = self.dir / n.name
+            _config.cni_config(d / "cni", node=n.name, pod_cidr=n.pod_cidr, ipam_dir=d / "ipam")
+        for h in topo.hosts:
+            for other in topo.nodes:
+                if other is not h:
+                    nsexec(h.ns, "ip", "route", "add", other.pod_cidr, "via", other.ip)
 
     def _control_plane(self) -> None:
         topo, pki, b = self.topo, self.pki, self.state["bin"]
@@ -209,15 +234,17 @@ class RealLab:
             b["kube-controller-manager"], f"--kubeconfig={self.dir / 'controller-manager.kubeconfig'}",
             f"--authentication-kubeconfig={self.dir / 'controller-manager.kubeconfig'}",
             f"--authorization-kubeconfig={self.dir / 'controller-manager.kubeconfig'}",
-            "--bind-address=127.0.0.1", f"--cluster-signing-cert-file={self.ca}",
+            "--bind-address=127.0.0.1", f"--cert-dir={self.dir / 'controller-manager-pki'}",
+            f"--cluster-signing-cert-file={self.ca}",
             f"--cluster-signing-key-file={pki / 'ca.key'}", f"--root-ca-file={self.ca}",
             f"--service-account-private-key-file={pki / 'sa.key'}", "--use-service-account-credentials=true",
             "--controllers=*,bootstrapsigner,tokencleaner", f"--service-cluster-ip-range={SERVICE_CIDR}",
-            f"--cluster-cidr={CLUSTER_CIDR}", "--allocate-node-cidrs=false"])
+            f"--cluster-cidr={CLUSTER_CIDR}", "--allocate-node-cidrs=true", "--node-cidr-mask-size=24"])
         self._spawn("kube-scheduler", cp.ns, [
             b["kube-scheduler"], f"--kubeconfig={self.dir / 'scheduler.kubeconfig'}",
             f"--authentication-kubeconfig={self.dir / 'scheduler.kubeconfig'}",
-            f"--authorization-kubeconfig={self.dir / 'scheduler.kubeconfig'}", "--bind-address=127.0.0.1"])
+            f"--authorization-kubeconfig={self.dir / 'scheduler.kubeconfig'}", "--bind-address=127.0.0.1",
+            f"--cert-dir={self.dir / 'scheduler-pki'}"])
         self._save()
 
     def _node(self, node: Host, images: dict[str, Path]) -> None:
@@ -256,8 +283,8 @@ class RealLab:
             "apiVersion": "commpath/v1", "kind": "Inventory", "cluster": f"{self.name}-real-{self.state['scenario']}",
             "apiserver": {"endpoints": [f"{cp.ip}:{APISERVER_PORT}"], "service": f"{SERVICE_VIP}:443"},
             "control_plane": [{"name": cp.name, "addresses": [cp.ip]}],
-            "nodes": [{"name": n.name, "addresses": [n.ip, n.pod_cidr.replace(".0/24", ".1")],
-                       "pod_cidrs": [n.pod_cidr]} for n in topo.nodes],
+            "nodes": [{"name": n.name, "addresses": [n.ip] + ([_gateway(n.pod_cidr)] if n.pod_cidr else []),
+                       "pod_cidrs": [n.pod_cidr or CLUSTER_CIDR]} for n in topo.nodes],
             "kubelet_port": KUBELET_PORT, "pod_cidrs": [CLUSTER_CIDR], "service_cidrs": [SERVICE_CIDR],
             "konnectivity": {"enabled": False}, "etcd": [f"{cp.ip}:{ETCD_PORT}"], "ca_bundle": "pki/ca.crt",
         }
