@@ -30,7 +30,7 @@ BUILD_TIMEOUT = 3600.0
 
 def release() -> str:
     """The Kubernetes release go.mod requires, e.g. ``v1.36.3``."""
-    m = re.search(r"^require k8s\.io/kubernetes (v\S+)", (GO_MODULE / "go.mod").read_text(), re.M)
+    m = re.search(r"^(?:require\s+)?\s*k8s\.io/kubernetes (v\S+)", (GO_MODULE / "go.mod").read_text(), re.M)
     if not m:
         raise CommpathError(f"{GO_MODULE / 'go.mod'}: no `require k8s.io/kubernetes vX.Y.Z` line")
     return m.group(1)

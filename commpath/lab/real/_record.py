@@ -39,6 +39,8 @@ def record(lab: RealLab, out: Path, scenario: str = "default") -> dict:
         return truth
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if (lab.dir / "logs").exists():    # the components' own logs go with the recording (kubelet, konnectivity)
+            shutil.copytree(lab.dir / "logs", out / "logs", dirs_exist_ok=True)
         try:
             removed = lab.down()
             lab.log(f"down: removed {len(removed)} namespaces")

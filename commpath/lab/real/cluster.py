@@ -92,8 +92,7 @@ class RealLab:
 
     def kubectl(self, *args: str, timeout: float = 60, check: bool = True, input: str | None = None):
         cp = self.topo.control_plane
-        cmd = [str(self.state["bin"]["kubectl"]), "--kubeconfig", str(self.dir / "admin.kubeconfig"),
-               "--request-timeout=30s", *args]
+        cmd = [str(self.state["bin"]["kubectl"]), "--kubeconfig", str(self.dir / "admin.kubeconfig"), *args]
         return _host.run(cp.ns, cmd, timeout=timeout, check=check, input=input)
 
     # ------------------------------------------------------------------ up
@@ -124,6 +123,9 @@ class RealLab:
             self.state["shared_mount"] = True
             self._save()
             self._network()
+            cp = self.topo.control_plane
+            _config.make_pki(self.pki, cp.ip, cp.name,
+                             [n.name for n in self.topo.nodes if n.name not in BOOTSTRAP_NODES])
             if capture_out:
                 self.start_capture(Path(capture_out))
             self._control_plane()
@@ -182,7 +184,6 @@ class RealLab:
     def _control_plane(self) -> None:
         topo, pki, b = self.topo, self.pki, self.state["bin"]
         cp = topo.control_plane
-        _config.make_pki(pki, cp.ip, cp.name, [n.name for n in topo.nodes if n.name not in BOOTSTRAP_NODES])
         server = f"https://{cp.ip}:{APISERVER_PORT}"
         for stem, user in (("admin", "kubernetes-admin"), ("scheduler", "system:kube-scheduler"),
                            ("controller-manager", "system:kube-controller-manager"), ("kube-proxy", "system:kube-proxy")):

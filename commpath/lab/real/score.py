@@ -24,7 +24,7 @@ def score(folder: Path, inventory: Path | None) -> dict:
     folder = Path(folder)
     truth = yaml.safe_load((folder / "ground-truth.yaml").read_text())
     ca = folder / "pki" / "ca.crt"
-    a = commpath.open(*[p for p in sorted(folder.iterdir()) if p.is_dir() and p.name != "pki"],
+    a = commpath.open(*[p.parent for p in sorted(folder.glob("*/manifest.json"))],
                       inventory=inventory, ca=str(ca) if ca.exists() else None)
     labels: dict[tuple[str, str], set[str]] = {}
     for f in a.flows[["src_ip", "src_port", "dst_ip", "dst_port", "path"]].itertuples(index=False):
