@@ -136,6 +136,16 @@ def test_real_cluster_recording_scored_against_the_audit_log(tmp_path):
     users = set(truth["audit_users"])
     assert {"system:node:node1", "system:node:node2", "system:kube-scheduler", "system:kube-proxy"} <= users
     assert any(u.startswith("system:bootstrap:") for u in users)          # node1 joined by TLS bootstrap
-    s = score(out, out / "inventory.yaml")
-    assert s["wrong"] == [] and s["not_seen"] == 0, s["wrong"][:10]
-    assert s["accuracy"] == 1.0
+    assert all(c["credential"] == "x509" for c in truth["connections"]
+               if c["path"] == "node-to-apiserver" and "system:node:node2" in c["users"])
+    expected = {(f["check"], f["path"]) for f in truth["expected_findings"] if f["when"] in ("always", "without-keylog")}
+    assert ("client-cert-missing", "node-to-apiserver") in expected     # the bootstrap token, then no credentials
+    for inventory in ("inventory.yaml", "inventory-discovered.yaml"):   # the lab's, and discovered from the cluster
+        s = score(out, out / inventory)
+        assert s["wrong"] == [] and s["not_seen"] == 0, (inventory, s["wrong"][:10])
+        assert s["accuracy"] == 1.0
+        produced = {(c, p) for c, p, _ in s["findings"]}
+        assert expected <= produced, (inventory, expected - produced)
+        extra = {(c, p) for c, p, sev in s["findings"] if sev != "info"} - expected
+        assert not extra, (inventory, extra)
+        assert not {c for c, _ in produced} & set(truth["absent_findings"])

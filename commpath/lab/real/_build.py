@@ -37,7 +37,7 @@ def release() -> str:
 
 
 def digest() -> str:
-    h = hashlib.sha256()
+    h = hashlib.sha256(_ldflags(release()).encode())
     for f in [GO_MODULE / "go.mod", GO_MODULE / "go.sum", *sorted((GO_MODULE / "cmd").rglob("*.go"))]:
         h.update(f.relative_to(GO_MODULE).as_posix().encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:16]
@@ -49,10 +49,11 @@ def bin_dir() -> Path:
 
 def _ldflags(rel: str) -> str:
     major, minor = rel.lstrip("v").split(".")[:2]
-    return " ".join(["-s", "-w", f"-X k8s.io/component-base/version.gitVersion={rel}",
-                     f"-X k8s.io/component-base/version.gitMajor={major}",
-                     f"-X k8s.io/component-base/version.gitMinor={minor}",
-                     "-X k8s.io/component-base/version.gitTreeState=clean"])
+    flags = ["-s", "-w"]
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):   # the user agent uses the latter
+        flags += [f"-X {pkg}.gitVersion={rel}", f"-X {pkg}.gitMajor={major}", f"-X {pkg}.gitMinor={minor}",
+                  f"-X {pkg}.gitTreeState=clean"]
+    return " ".join(flags)
 
 
 def build_env() -> dict:

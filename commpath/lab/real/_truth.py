@@ -11,8 +11,8 @@ hosts captured it):
    events with ``sourceIPs[0]`` equal to the connection's source address and ``requestReceivedTimestamp``
    within its lifetime (±1 s) name who used it. From a control-plane host: ``control-plane-to-apiserver``
    (components, the admin's kubectl, the apiserver's loopback client); a node identity
-   (``system:node:*``, ``system:bootstrap:*``, ``system:kube-proxy``) from a node:
-   ``node-to-apiserver``; a service account from a pod or node address: ``pod-to-apiserver``. The
+   (``system:node:*``, ``system:bootstrap:*``, ``system:kube-proxy``, and ``system:anonymous``: a
+   kubelet whose TLS bootstrap is pending sends no credentials) from a node: ``node-to-apiserver``; a service account from a pod or node address: ``pod-to-apiserver``. The
    credential is ``x509`` when the audit ``user.extra`` carries an ``X509SHA256=`` credential id,
    ``token`` otherwise. A connection without any matching event is *unattributed*.
 2. **To a kubelet** (``node:10250`` from the control plane): the audit events for ``pods/log``,
@@ -37,6 +37,9 @@ from pathlib import Path
 import pandas as pd
 
 NODE_USERS = ("system:node:", "system:bootstrap:")
+#: also from a node: kube-proxy, and the kubelet's own client while its TLS bootstrap is pending (it sends no
+#: credentials then and the apiserver answers 403 to system:anonymous)
+NODE_AGENT_USERS = ("system:kube-proxy", "system:anonymous")
 KUBELET_SUBRESOURCES = {"log", "exec", "attach", "portforward"}
 SLACK = 1.0
 
@@ -128,7 +131,9 @@ def _path(c, audit, cp_ips, node_of_ip, net, pods, apiserver, vip, etcd):
             return "control-plane-to-apiserver", facts
         if all(u.startswith("system:serviceaccount:") for u in users) and (in_pods(src_ip) or src_ip in node_of_ip):
             return "pod-to-apiserver", facts
-        if src_ip in node_of_ip and all(u.startswith(NODE_USERS) or u == "system:kube-proxy" for u in users):
+        if src_ip in node_of_ip and all(u.startswith(NODE_USERS) or u in NODE_AGENT_USERS for u in users):
+            if users == ["system:anonymous"]:
+                facts["credential"] = "none"     # a bootstrapping kubelet before its certificate is signed
             return "node-to-apiserver", facts
         return None, f"mixed identities {users[:4]} from {src_ip}"
     if c.dst == etcd and src_ip in cp_ips:
@@ -167,7 +172,7 @@ def expected_findings(connections: list[dict]) -> list[dict]:
     if any("/https:" in u for u in proxied):
         out.append({"check": "proxy-unverified-tls", "path": "apiserver-proxy", "when": "always",
                     "why": "the apiserver proxied over https, which it never verifies (audit: https:*/proxy)"})
-    if any(c["path"] == "node-to-apiserver" and c.get("credential") == "token" for c in connections):
+    if any(c["path"] == "node-to-apiserver" and c.get("credential") in ("token", "none") for c in connections):
         out.append({"check": "client-cert-missing", "path": "node-to-apiserver", "when": "always",
                     "why": "a kubelet authenticated with its bootstrap token, not a client certificate (audit: "
                            "system:bootstrap:*, no X509SHA256 credential id)"})
