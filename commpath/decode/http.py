@@ -216,6 +216,9 @@ def _messages(stream: Stream, is_response: bool, res: HttpResult,
                 res.partial, res.parse_error = True, f"header block at offset {pos} incomplete"
             else:
                 res.partial = True
+                res.parse_error = res.parse_error or (
+                    f"header block at offset {pos} cut by the capture window ({n} bytes kept per direction)"
+                    if stream.limited else f"header block at offset {pos} cut by a gap in the capture")
             break
         head = data[pos:end]
         parsed = heads.get(head)
@@ -442,6 +445,9 @@ def _h2_rows(stream: Stream, flow_id: int, start: int, is_response: bool, res: H
         if pos + 9 + length > len(data):
             if ftype in (1, 9):
                 res.partial = True
+                res.parse_error = res.parse_error or (
+                    f"HTTP/2 header frame at offset {pos} cut by the capture window ({len(data)} bytes kept)"
+                    if stream.limited else f"HTTP/2 header frame of {length} bytes at offset {pos} not captured whole")
             break
         payload = data[pos + 9:pos + 9 + length]
         if ftype == 1:                                   # HEADERS

@@ -235,6 +235,11 @@ def parse_ssh(flow: FlowStreams) -> SshHandshake:
         return out
     out = SshHandshake(flow.flow_id, *values)
     out.weak_algorithms = list(out.weak_algorithms)
+    if out.partial:
+        cut = [who for who, side in (("client", flow.fwd), ("server", flow.rev)) if side.limited]
+        if cut:                                    # say which bound cut it, not only what is missing
+            out.parse_error = (out.parse_error or "incomplete") + f" ({' and '.join(cut)} cut by the capture window: only the first bytes of each " \
+                               f"direction are kept)"
     if out.version == 2:
         blob = _host_key_blob(flow.rev.data, srv[1])
         out.host_key_fingerprint = ssh_host_key_fingerprint(blob) if blob is not None else None

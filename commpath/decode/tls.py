@@ -278,9 +278,10 @@ def handshake_messages(records: list[Record], hs: TlsHandshake, direction: str,
 
 # --------------------------------------------------------------------------- hellos
 
-def _extension_block(body: bytes, pos: int, hs: TlsHandshake, who: str, wanted: frozenset[int]
-                     ) -> tuple[list[int], dict[int, bytes]]:
-    """Extension types in order, and the bodies of the ``wanted`` ones, from the block at ``body[pos:]``."""
+def _extension_block(body: bytes, pos: int, hs: TlsHandshake, who: str, wanted: frozenset[int],
+                     cut: bool = False) -> tuple[list[int], dict[int, bytes]]:
+    """Extension types in order, and the bodies of the ``wanted`` ones, from the block at ``body[pos:]``
+    (``cut``: the message was cut short, so the extensions captured whole are read and the rest left)."""
     end = len(body)
     if pos == end:
         return [], {}
@@ -290,7 +291,9 @@ def _extension_block(body: bytes, pos: int, hs: TlsHandshake, who: str, wanted: 
     n = (body[pos] << 8) | body[pos + 1]
     stop = start + n
     if stop > end:
-        raise Truncated(f"field of {n} bytes at offset {start} runs past {end}")
+        if not cut:
+            raise Truncated(f"field of {n} bytes at offset {start} runs past {end}")
+        stop = end
     types: list[int] = []
     bodies: dict[int, bytes] = {}
     append, unpack = types.append, _U16_PAIR
@@ -334,7 +337,9 @@ _CH_PARSED = frozenset((EXT_SERVER_NAME, EXT_ALPN, EXT_SUPPORTED_VERSIONS, EXT_S
                         EXT_SUPPORTED_GROUPS, EXT_EC_POINT_FORMATS, EXT_SESSION_TICKET))
 
 
-def parse_client_hello(body: bytes, hs: TlsHandshake) -> ClientHello:
+def parse_client_hello(body: bytes, hs: TlsHandshake, cut: bool = False) -> ClientHello:
+    """A ClientHello's fields; of one ``cut`` short, those of the extensions captured whole (a padded
+    hello past the capture window still shows its SNI)."""
     ch = ClientHello()
     n = len(body)
     try:
@@ -355,7 +360,7 @@ def parse_client_hello(body: bytes, hs: TlsHandshake) -> ClientHello:
         pos += 1 + body[pos]                       # compression methods
         if pos > n:
             raise Truncated("compression methods run past the message")
-        ch.extensions, bodies = _extension_block(body, pos, hs, "ClientHello", _CH_PARSED)
+        ch.extensions, bodies = _extension_block(body, pos, hs, "ClientHello", _CH_PARSED, cut)
     except Truncated as exc:
         hs.error(f"ClientHello: {exc}")
         return ch
@@ -767,21 +772,24 @@ def _parse(cli: Stream, srv: Stream, hs: TlsHandshake, max_appdata: int = 4) -> 
     cmsgs, cstop = handshake_messages(crecs, hs, "client", continue_after_ccs=tls13)
 
     # ---- ClientHello
+    cut_hello = False
     if ch is None:
         first = next((m for m in cmsgs if m[0] == HS_CLIENT_HELLO or m[0] == -HS_CLIENT_HELLO - 1), None)
         if first is not None:
             if first.msg_type < 0:
-                hs.error("client: ClientHello incomplete")
-            ch = parse_client_hello(first.body, hs)
+                hs.error("client: ClientHello incomplete" + _window_note(cli))
+            ch = parse_client_hello(first.body, hs, cut=first.msg_type < 0)
+            cut_hello = first.msg_type < 0
     if ch is not None:
         hs.client_hello = ch
         hs.client_random = ch.random
         hs.client_versions = _client_versions(tuple(ch.versions), ch.legacy_version)
         hs.sni = ch.sni
         hs.alpn_offered = ",".join(ch.alpn) if ch.alpn else None
-        hs.ja4 = ja4(ch)
         hs.ech = EXT_ECH in ch.extensions
-        if not ch.sslv2:
+        if not cut_hello:                            # a fingerprint of part of the hello would mislead
+            hs.ja4 = ja4(ch)
+        if not ch.sslv2 and not cut_hello:
             hs.ja3 = ja3(ch.legacy_version, tuple(ch.ciphers), tuple(ch.extensions), tuple(ch.groups),
                          tuple(ch.point_formats))
     elif crecs and crecs[0].content_type == CONTENT_APPDATA:
@@ -805,7 +813,7 @@ def _parse(cli: Stream, srv: Stream, hs: TlsHandshake, max_appdata: int = 4) -> 
         hs.error("server: ServerHello after HelloRetryRequest not seen")
     for m in smsgs_all:
         if m[0] < 0:
-            hs.error(f"server: handshake message type {-m[0] - 1} incomplete")
+            hs.error(f"server: handshake message type {-m[0] - 1} incomplete" + _window_note(srv))
 
     ctypes = [r[1] for r in crecs]
     stypes = [r[1] for r in srecs]
@@ -829,6 +837,14 @@ def _parse(cli: Stream, srv: Stream, hs: TlsHandshake, max_appdata: int = 4) -> 
 
 
 _FRAMED = frozenset((CONTENT_HANDSHAKE, CONTENT_CCS, CONTENT_ALERT))
+
+
+def _window_note(stream: Stream) -> str:
+    """Why a message is incomplete, when the per-direction capture window (read's payload_limit) cut it."""
+    if stream.limited:
+        return f" (cut by the capture window: only the first {len(stream.data)} bytes of each direction are " \
+               f"kept; read(payload_limit=...) keeps more)"
+    return ""
 
 
 @lru_cache(maxsize=1024)
