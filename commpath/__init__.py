@@ -4,7 +4,7 @@ from ._version import __version__
 from .decode.engine import Capture, read
 from .errors import CommpathError, InputError
 
-__all__ = ["__version__", "read", "Capture", "CommpathError", "InputError", "open", "Analysis"]
+__all__ = ["Analysis", "Capture", "CommpathError", "InputError", "__version__", "open", "read"]
 
 
 def __getattr__(name: str):

@@ -19,7 +19,7 @@ from .decode.schema import (CAPTURE_COLUMNS, CERT_COLUMNS, FLOW_COLUMNS, HTTP_CO
 from .errors import InputError
 from .present import notebook
 
-#: TLS columns of the spec's report.json, joined onto the classified flows (dtypes: TLS_COLUMNS).
+#: TLS columns that report.json's flows carry, joined onto the classified flows (dtypes: TLS_COLUMNS).
 FLOW_TLS_COLUMNS = ["tls_version", "sni", "alpn", "cipher", "server_cert_fingerprints", "client_cert",
                     "server_cert_verified"]
 OUTPUT_FILES = ("flows.parquet", "tls.parquet", "certs.parquet", "findings.parquet", "report.json", "ssh.parquet",
@@ -334,7 +334,8 @@ def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_outputs(analysis: Analysis, out: str | Path) -> dict[str, Path]:
-    """The spec's output set: flows/tls/certs/findings parquet files and report.json, and the ssh and http tables."""
+    """What `analyze --out` writes: report.json and one Parquet file per table (flows, tls, certs, findings, ssh,
+    http, captures)."""
     from .present.report_json import write_report_json
     folder = Path(out)
     try:

@@ -1,4 +1,4 @@
-"""Path metrics-to-kubelet (spec section 6): a client other than the apiserver -> the kubelet's port.
+"""Path metrics-to-kubelet: a client other than the apiserver (metrics-server, a Prometheus scrape) -> the kubelet API.
 
 Added as catalog data only (cfg/catalog.yaml, the checks' ``paths`` in cfg/checks.yaml); these
 tests show it classified and judged on a synthetic flow table with the test inventory."""

@@ -165,11 +165,6 @@ def path_colors(file: str | None = None) -> dict[str, str]:
     return {p["id"]: p["display"]["color"] for p in load_catalog(file)["paths"]}
 
 
-def tls_path_ids(file: str | None = None) -> list[str]:
-    """Paths the document secures with TLS (``tls: required``)."""
-    return [p["id"] for p in load_catalog(file)["paths"] if p.get("tls") == "required"]
-
-
 def reference_link(anchor: str) -> str:
     """``control-plane-node-communication.md#anchor``."""
     return f"{load_catalog()['document']['file']}#{anchor}"

@@ -9,10 +9,12 @@ from pathlib import Path
 import yaml
 
 from ..errors import CommpathError, InputError
+from .catalog import default_ports
 from .inventory import Host, Inventory, normalize_ip
 
 CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
-KONNECTIVITY_PORT = 8132
+KONNECTIVITY_PORT = default_ports()["konnectivity_port"]
+ETCD_CLIENT_PORT = default_ports()["etcd_client_port"]
 REQUEST_TIMEOUT = 15
 
 
@@ -113,6 +115,29 @@ def discover(kubeconfig: str | None = None, context: str | None = None) -> Inven
     """Nodes, their InternalIPs and podCIDRs; the apiserver endpoints and service VIP (with the
     service CIDR); Konnectivity server and agents and etcd endpoints from kube-system."""
     client, config, ApiException, ConfigException = _client_modules()
+    nodes, api_eps, service, pods = _fetch(client, config, ApiException, ConfigException, kubeconfig, context)
+    inv = Inventory(file=None)
+    inv.cluster = _cluster_name(config, kubeconfig, context)
+    _add_nodes(inv, nodes)
+    inv.apiserver_endpoints = api_eps
+    vips = list(_field(service.spec, "cluster_ips", "cluster_i_ps") or ([service.spec.cluster_ip] if service.spec.cluster_ip else []))
+    svc_port = next((p.port for p in service.spec.ports or [] if p.name in (None, "https")), 443)
+    if vips:
+        inv.service = (normalize_ip(vips[0]), int(svc_port))
+    agents = _add_kube_system(inv, pods)
+    if agents and inv.konnectivity_server:
+        inv.konnectivity_enabled = True
+    if inv.konnectivity_enabled and inv.konnectivity_server is None:
+        inv.konnectivity_enabled = False  # the inventory needs the server endpoint to say enabled
+    if not inv.service_cidrs and inv.service:
+        inv.service_cidrs = [implied_service_cidr(inv.service[0])]
+    if not inv.pod_cidrs:
+        inv.pod_cidrs = []
+    return inv
+
+
+def _fetch(client, config, ApiException, ConfigException, kubeconfig, context):  # noqa: N803 - classes
+    """(nodes, apiserver endpoints, the kubernetes service, kube-system pods) from the API server."""
     source = kubeconfig or "~/.kube/config"
     try:
         api_client = config.new_client_from_config(config_file=kubeconfig, context=context)
@@ -147,16 +172,23 @@ def discover(kubeconfig: str | None = None, context: str | None = None) -> Inven
             api_client.close()
         except Exception:
             pass
+    return nodes, api_eps, service, pods
 
-    inv = Inventory(file=None)
+
+def _cluster_name(config, kubeconfig, context) -> str | None:
+    """The kubeconfig context's cluster name (or the context's own name)."""
     try:
         ctx = config.list_kube_config_contexts(config_file=kubeconfig)[1]
-        inv.cluster = (context or (ctx or {}).get("name")) or None
-        if ctx and ctx.get("context", {}).get("cluster"):
-            inv.cluster = ctx["context"]["cluster"]
     except Exception:
-        pass
+        return None
+    name = (context or (ctx or {}).get("name")) or None
+    if ctx and ctx.get("context", {}).get("cluster"):
+        name = ctx["context"]["cluster"]
+    return name
 
+
+def _add_nodes(inv: Inventory, nodes) -> None:
+    """Control-plane and worker hosts with their InternalIPs and podCIDRs; the kubelet port when all agree."""
     kubelet_ports = set()
     for node in nodes:
         labels = node.metadata.labels or {}
@@ -170,13 +202,9 @@ def discover(kubeconfig: str | None = None, context: str | None = None) -> Inven
     if len(kubelet_ports) == 1:
         inv.kubelet_port = kubelet_ports.pop()
 
-    inv.apiserver_endpoints = api_eps
 
-    vips = list(_field(service.spec, "cluster_ips", "cluster_i_ps") or ([service.spec.cluster_ip] if service.spec.cluster_ip else []))
-    svc_port = next((p.port for p in service.spec.ports or [] if p.name in (None, "https")), 443)
-    if vips:
-        inv.service = (normalize_ip(vips[0]), int(svc_port))
-
+def _add_kube_system(inv: Inventory, pods) -> int:
+    """Service and pod CIDRs, etcd and Konnectivity from the kube-system pods' flags; the number of agents."""
     agents = 0
     for pod in pods:
         kind, flags = _pod_kind(pod), _pod_flags(pod)
@@ -184,19 +212,13 @@ def discover(kubeconfig: str | None = None, context: str | None = None) -> Inven
         if kind == "kube-apiserver":
             if flags.get("service-cluster-ip-range"):
                 inv.service_cidrs = [c.strip() for c in flags["service-cluster-ip-range"].split(",") if c.strip()]
-            for url in filter(None, flags.get("etcd-servers", "").split(",")):
-                ep = _url_endpoint(url, 2379)
-                if ep and ep not in inv.etcd:
-                    inv.etcd.append(ep)
+            _add_etcd(inv, flags.get("etcd-servers", ""))
             if flags.get("egress-selector-config-file"):
                 inv.konnectivity_enabled = True
         elif kind == "kube-controller-manager" and flags.get("cluster-cidr"):
             inv.pod_cidrs = [c.strip() for c in flags["cluster-cidr"].split(",") if c.strip()]
         elif kind == "etcd":
-            for url in filter(None, flags.get("advertise-client-urls", "").split(",")):
-                ep = _url_endpoint(url, 2379)
-                if ep and ep not in inv.etcd:
-                    inv.etcd.append(ep)
+            _add_etcd(inv, flags.get("advertise-client-urls", ""))
         elif kind.startswith("konnectivity-server") and host_ip:
             port = int(flags.get("agent-port", KONNECTIVITY_PORT))
             inv.konnectivity_server = (normalize_ip(host_ip), port)
@@ -211,15 +233,14 @@ def discover(kubeconfig: str | None = None, context: str | None = None) -> Inven
                                                int(flags.get("proxy-server-port", KONNECTIVITY_PORT)))
                 except ValueError:
                     pass
-    if agents and inv.konnectivity_server:
-        inv.konnectivity_enabled = True
-    if inv.konnectivity_enabled and inv.konnectivity_server is None:
-        inv.konnectivity_enabled = False  # the inventory needs the server endpoint to say enabled
-    if not inv.service_cidrs and inv.service:
-        inv.service_cidrs = [implied_service_cidr(inv.service[0])]
-    if not inv.pod_cidrs:
-        inv.pod_cidrs = []
-    return inv
+    return agents
+
+
+def _add_etcd(inv: Inventory, urls: str) -> None:
+    for url in filter(None, urls.split(",")):
+        ep = _url_endpoint(url, ETCD_CLIENT_PORT)
+        if ep and ep not in inv.etcd:
+            inv.etcd.append(ep)
 
 
 def main(args) -> int:

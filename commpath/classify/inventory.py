@@ -63,7 +63,7 @@ class Inventory:
         return list(dict.fromkeys(self.pod_cidrs + [c for h in self.control_plane + self.nodes for c in h.pod_cidrs]))
 
     def to_dict(self) -> dict:
-        """The inventory as the YAML of the spec."""
+        """The inventory as inventory YAML (apiVersion commpath/v1, kind Inventory)."""
         def ep(e: Endpoint) -> str:
             return format_endpoint(*e)
         out: dict = {"apiVersion": "commpath/v1", "kind": "Inventory"}

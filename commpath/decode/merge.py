@@ -198,11 +198,6 @@ def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance:
     return rep
 
 
-def merge_capture(capture) -> pd.DataFrame:
-    """``merge_vantage_points`` for a ``commpath.read`` result (``.flows`` and ``.captures``)."""
-    return merge_vantage_points(capture.flows, capture.captures)
-
-
 def handshake_preference(flows: pd.DataFrame, tls: pd.DataFrame | None = None) -> pd.Series:
     """flow_id -> how completely a vantage point saw the connection's start (higher is better):
     a complete TLS handshake, any TLS handshake, the TCP handshake."""

@@ -1,25 +1,21 @@
-"""Path catalog text (title, requirements, reference) for reports, from the classify layer when present."""
+"""Path catalog text (title, requirements, reference) for reports, read from the classify layer's catalog."""
 
 from __future__ import annotations
 
-DOC_URL = "https://kubernetes.io/docs/concepts/architecture/control-plane-node-communication/"
+from ..classify.catalog import load_catalog, path_info as _lookup
 
 
 def path_info(path_id: str) -> dict:
-    """The catalog entry of a path ({} when the catalog is unavailable or lacks it)."""
+    """The catalog entry of a path ({} for an id outside the catalog)."""
     try:
-        from ..classify.catalog import path_info as lookup
-        return dict(lookup(path_id))
-    except Exception:  # catalog not installed, or an id outside it
+        return dict(_lookup(path_id))
+    except KeyError:
         return {}
 
 
 def document_url() -> str:
-    try:
-        from ..classify.catalog import load_catalog
-        return str(load_catalog()["document"]["url"])
-    except Exception:
-        return DOC_URL
+    """The URL of the document the catalog quotes."""
+    return str(load_catalog()["document"]["url"])
 
 
 def reference_url(reference: str) -> str:

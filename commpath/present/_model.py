@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..check import FINDING_COLUMNS, PATH_COLUMNS, load_policy
+from ..check import FINDING_COLUMNS, PATH_COLUMNS, catalog_checks, load_policy
 from ..decode import schema
 from . import palette
 
@@ -417,10 +417,6 @@ def fallback_fingerprint(check: str, path: str, connections) -> str:
 
 def check_catalog() -> dict[str, dict]:
     """check id -> its entry of cfg/checks.yaml (title, reference, remediation, controls ...)."""
-    try:
-        from ..check import catalog_checks
-    except ImportError:  # the check layer is unavailable
-        return {}
     return {str(c["id"]): c for c in catalog_checks()}
 
 
