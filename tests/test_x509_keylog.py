@@ -367,3 +367,39 @@ def test_non_positive_serial_copy_keeps_every_other_field():
     copy = x509.load_der_x509_certificate(positive_serial_copy(der))
     assert copy.serial_number == 1 and len(positive_serial_copy(der)) == len(der)
     assert copy.subject == _name("serial") and copy.not_valid_after_utc > NOW
+
+
+def test_intermediate_from_another_connection_completes_a_chain(tmp_path, ca_chain):
+    """One server sends its intermediate, another (same CA) does not: the run completes the second chain,
+    marked chain_from_run; without that intermediate anywhere it stays a missing-intermediate failure."""
+    import pandas as pd
+
+    from commpath.decode.handshakes import HandshakeAnalyzer
+    from commpath.decode.streams import FlowStreams, Stream
+    from test_tls_hostile import client_hello, handshake, record, server_hello, sni_ext
+    root, keys = ca_chain
+    inter = _ca("inter", root.subject, keys[1], keys[0])
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(root.public_bytes(serialization.Encoding.PEM))
+
+    def flow(fid: int, name: str, certs: list) -> FlowStreams:
+        ders = b"".join(len(d).to_bytes(3, "big") + d for d in certs)
+        flight = server_hello() + handshake(11, len(ders).to_bytes(3, "big") + ders) + handshake(14, b"")
+        cli = record(22, client_hello(sni_ext(name.encode())))
+        return FlowStreams(fid, Stream(cli, (0,), (1,)), Stream(record(22, flight), (0,), (2,)))
+
+    a = _der(_leaf(inter, keys[1], keys[2], "a.example").cert)
+    b = _der(_leaf(inter, keys[1], keys[3], "b.example").cert)
+    for with_inter, expected in ((True, True), (False, False)):
+        analyzer = HandshakeAnalyzer(ca=str(bundle))
+        analyzer.feed(flow(1, "b.example", [b]), "tls", NOW.timestamp(), "192.0.2.2")
+        analyzer.feed(flow(2, "a.example", [a, _der(inter)] if with_inter else [a]), "tls", NOW.timestamp(),
+                      "192.0.2.1")
+        tls = analyzer.result().tls.set_index("flow_id")
+        second = tls.loc[1]
+        assert bool(second.server_cert_verified) is expected and bool(second.chain_from_run) is expected
+        if expected:
+            assert pd.isna(second.verify_error) and list(second.verify_reasons) == []
+            assert tls.loc[2].server_cert_verified and not tls.loc[2].chain_from_run
+        else:
+            assert "server:missing-intermediate" in second.verify_reasons

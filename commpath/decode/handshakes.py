@@ -14,6 +14,7 @@ from . import _hs_fast
 from .engine import collector_paused
 from ._tls_wire import EXT_ALPN, HS_CERTIFICATE, HS_CERTIFICATE_REQUEST, HS_ENCRYPTED_EXTENSIONS, Reader, Truncated
 from .http import http1_rows, parse_http
+from ._run_chains import MAX_INCOMPLETE, complete_from_run, verify_sides
 from ._sessions import resolve, session_keys
 from .schema import CERT_COLUMNS, HTTP_COLUMNS, SSH_COLUMNS, TLS_COLUMNS, TLS_EXTRA, conform, empty_frame
 from .ssh import parse_ssh
@@ -197,6 +198,7 @@ class HandshakeAnalyzer:
                 warnings.append(f"key log: none of the {n13} TLS 1.3 connections matched a logged client random")
         by_flow = itemgetter(0)                       # flow_id is the first column of each table
         rows = resolve(self.tls_rows, 0, _TLS_NAMES.index("client_cert"))     # resumed sessions inherit
+        rows = complete_from_run(rows, self.certs, self.cas, _TLS_NAMES)        # and chains the run completes
         tls = _frame(sorted(rows, key=by_flow), _TLS_ALL)
         ssh = _frame(sorted(self.ssh_rows, key=by_flow), SSH_COLUMNS)
         http = _frame(sorted(self.http_rows, key=by_flow), HTTP_COLUMNS)   # stable: parse order kept
@@ -294,7 +296,7 @@ def _connect_host(rows: list[dict]) -> str | None:
 _TLS_ALL = {**TLS_COLUMNS, **TLS_EXTRA}
 _TLS_NAMES = list(_TLS_ALL)
 #: Filled once every connection is in (_sessions.resolve); rows carry the session material instead.
-_RESOLVED = ("client_cert_source", "resumed_from")
+_RESOLVED = ("client_cert_source", "resumed_from", "chain_from_run")
 _ROW_NAMES = [k for k in _TLS_NAMES if k not in _RESOLVED]
 #: TLS columns read straight off the handshake record, then the ones _tls_row computes.
 _HS_ATTRS = [k for k in _ROW_NAMES if k in TlsHandshake.__slots__ and k not in TLS_EXTRA]
@@ -304,7 +306,7 @@ _ROW_EXTRA = ["server_cert_fingerprints", "client_cert_fingerprints", "server_ce
 _HS_GET = attrgetter(*_HS_ATTRS)
 _TLS_ORDER = itemgetter(*[(_HS_ATTRS + _ROW_EXTRA).index(k) for k in _ROW_NAMES])
 assert sorted(_HS_ATTRS + _ROW_EXTRA) == sorted(_ROW_NAMES), "every TLS column has a source"
-assert _TLS_NAMES[-2:] == list(_RESOLVED)
+assert _TLS_NAMES[-3:] == list(_RESOLVED)
 assert _ROW_NAMES == [
     "flow_id", "tls_version", "client_versions", "sni", "alpn_offered", "alpn", "cipher", "cipher_id", "ja4",
     "hello_retry", "resumed", "established", "cert_request", "cert_request_cas", "server_cert_fingerprints",
@@ -342,21 +344,13 @@ def _cert_columns(flow_id: int, sni, server_chain: list[bytes], client_chain: li
         # pcapng simple packet blocks carry no time: validity at capture time cannot be judged
         verify_error = "no capture time for this connection: certificates not verified"
     elif cas is not None:
-        verify_chain = _x509().verify_chain_reasons
         server, client = [certs.parsed(fp) for fp in s_fps], [certs.parsed(fp) for fp in c_fps]
         at = dt.datetime.fromtimestamp(float(ts), dt.timezone.utc)
-        errors = []
         ip = None if tunneled and not _is_ip(dst_ip) else dst_ip
         name = sni or (dst_ip if tunneled and not _is_ip(dst_ip) else None)
-        s_ok, err, why = verify_chain(server, cas, at, server_name=name, server_ip=ip)
-        if err:
-            errors.append(f"server: {err}")
-        reasons += [f"server:{r}" for r in why]
-        c_ok, err, why = verify_chain(client, cas, at, client=True)
-        if err:
-            errors.append(f"client: {err}")
-        reasons += [f"client:{r}" for r in why]
-        verify_error = "; ".join(errors) or None
+        s_ok, c_ok, verify_error, reasons = verify_sides(server, client, cas, at, name, ip)
+        if any(r.endswith(":missing-intermediate") for r in reasons) and len(certs.incomplete) < MAX_INCOMPLETE:
+            certs.incomplete.append((int(flow_id), tuple(s_fps), tuple(c_fps), at, name, ip))
     return list(s_fps), list(c_fps), s_ok, c_ok, verify_error, reasons
 
 
@@ -436,6 +430,8 @@ class _CertBook:
         self._flows: dict[str, dict[int, None]] = {}      # insertion-ordered set
         #: (chain, leaf role) -> its fingerprints: servers send the same chain on every connection
         self._chains: dict[tuple, list[str]] = {}
+        #: connections whose chain lacked an intermediate (see _run_chains.complete_from_run)
+        self.incomplete: list[tuple] = []
 
     def chain(self, ders: list[bytes], flow_id: int, leaf: str) -> list[str]:
         """:meth:`add` for each certificate of a chain (the first as ``leaf``, the rest intermediates)."""
@@ -468,6 +464,10 @@ class _CertBook:
             self._roles[fp].append(role)
         self._flows[fp][int(flow_id)] = None
         return fp
+
+    def intermediates(self) -> list[ParsedCert]:
+        """Every certificate presented as an intermediate in the run (parsed), in the order first seen."""
+        return [self.parsed(fp) for fp, roles in self._roles.items() if "intermediate" in roles]
 
     def parsed(self, fp: str) -> ParsedCert:
         """The certificate of fingerprint ``fp``, parsed (once)."""

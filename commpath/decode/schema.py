@@ -128,6 +128,7 @@ TLS_EXTRA: dict[str, str] = {
     "ech": "bool",                  # the ClientHello carries encrypted_client_hello
     "client_cert_source": "string",  # handshake (this one shows it) | resumed-from (inherited) | <NA>: resumed, unknown
     "resumed_from": "Int64",        # flow that issued the resumed session id or ticket earlier in the run
+    "chain_from_run": "bool",       # verified only with intermediates other connections of the run presented
 }
 
 #: One row per certificate, deduplicated by SHA-256 fingerprint.
