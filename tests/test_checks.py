@@ -268,5 +268,8 @@ def test_run_verdict_is_inconclusive_when_most_observed_paths_are_blind():
     assert run_verdict(paths, {"roles_inferred": True}) == "inconclusive"
     paths["verdict"] = ["not-observed"] * 3
     assert run_verdict(paths, {"roles_inferred": False}) == "inconclusive"
-    paths["verdict"] = ["warn", "not-observable", "not-observable"]
-    assert run_verdict(paths, {"roles_inferred": True}) == "warn"
+    paths["verdict"] = ["warn", "pass", "not-observable"]
+    assert run_verdict(paths, {"roles_inferred": False}) == "warn"
+    assert run_verdict(paths, {"roles_inferred": True}) == "inconclusive"     # findings stay listed
+    paths["verdict"] = ["fail", "not-observable", "not-observable"]
+    assert run_verdict(paths, {"roles_inferred": True}) == "fail"

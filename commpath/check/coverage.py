@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 #: run-level verdicts, worst first
-RUN_VERDICTS = ("fail", "warn", "inconclusive", "pass")
+RUN_VERDICTS = ("fail", "inconclusive", "warn", "pass")
 BLIND = ("not-observable", "inconclusive")
 
 
@@ -72,18 +72,19 @@ def coverage(paths, flows, captures, *, inventory_given: bool, ca_given: bool, k
 
 
 def run_verdict(paths, cov: dict) -> str:
-    """fail / warn when a path does; else inconclusive when the evidence cannot support a pass
-    (nothing documented observed, every role inferred, most observed paths not observable); else pass."""
+    """fail when a path fails; else inconclusive when the evidence cannot support a pass (nothing
+    documented observed, every role inferred, most observed paths not observable); else warn when
+    a path warns; else pass."""
     verdicts = [str(v) for v in paths["verdict"]]
     if "fail" in verdicts:
         return "fail"
-    if "warn" in verdicts:
-        return "warn"
     observed = [v for v in verdicts if v != "not-observed"]
     blind = sum(v in BLIND for v in observed)
-    if not observed or cov.get("roles_inferred") or blind * 2 > len(observed) or "pass" not in observed:
+    if not observed or cov.get("roles_inferred") or blind * 2 > len(observed):
         return "inconclusive"
-    return "pass"
+    if "warn" in verdicts:
+        return "warn"
+    return "pass" if "pass" in observed else "inconclusive"
 
 
 __all__ = ["RUN_VERDICTS", "coverage", "run_verdict"]
