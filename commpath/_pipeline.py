@@ -323,14 +323,22 @@ def _progress(enabled: bool):
 
 
 def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
-    """Object columns holding lists stay lists; anything else object becomes text."""
-    out = df.copy()
-    for col in out.columns:
-        if out[col].dtype == object:
-            sample = out[col].dropna()
-            if len(sample) and not all(isinstance(v, (list, tuple)) for v in sample):
-                out[col] = out[col].map(lambda v: None if v is None or (not isinstance(v, (list, tuple)) and pd.isna(v)) else str(v))
-    return out
+    """Object columns Arrow can store (lists, text) stay; any other object column becomes text.
+
+    Arrow's own conversion decides (in C), instead of a Python look at every cell."""
+    import pyarrow as pa
+    out = None
+    for col in df.columns:
+        if df[col].dtype != object:
+            continue
+        try:
+            pa.array(df[col], from_pandas=True)
+            continue
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            pass
+        out = df.copy() if out is None else out
+        out[col] = out[col].map(lambda v: None if v is None or (not isinstance(v, (list, tuple)) and pd.isna(v)) else str(v))
+    return df if out is None else out
 
 
 def write_outputs(analysis: Analysis, out: str | Path) -> dict[str, Path]:

@@ -87,6 +87,14 @@ def _per_record(analysis) -> str:
     from commpath.present.report_json import FLOW_KEYS, VANTAGE_KEYS, _records, _value, report_text
     report = json.loads(report_text(analysis))
     report["flows"] = _records(analysis.flows, FLOW_KEYS)
+    keys = ["check", "severity", "path", "flow_ids", "message", "remediation", "capture", "frames", "display_filter",
+            "reference", "fingerprint", "count"]
+    report["findings"] = [
+        {"check": f["check"], "severity": f["severity"], "path": f["path"], "flow_ids": f["flow_ids"],
+         "message": f["message"], "remediation": f["remediation"],
+         "evidence": {"capture": f["capture"], "frames": f["frames"], "display_filter": f["display_filter"]},
+         "reference": f["reference"], "fingerprint": f["fingerprint"], "count": f["count"]}
+        for f in _records(analysis.findings, keys)]
     if "vantage_points" in analysis.flows:
         for flow, vps in zip(report["flows"], analysis.flows["vantage_points"]):
             flow["vantage_points"] = [{k: _value(vp.get(k)) for k in VANTAGE_KEYS} for vp in vps]
@@ -111,6 +119,14 @@ def test_column_wise_flows_are_the_json_modules_text_byte_for_byte(analysis):
     text = report_text(weird)
     assert text == _per_record(weird)
     assert json.loads(text)["flows"][0]["sni"] == 'a"b\\c'
+
+
+def test_batches_join_into_the_same_text(analysis, monkeypatch):
+    from commpath.present import _json_columns
+    from commpath.present.report_json import report_text
+    whole = report_text(analysis)
+    monkeypatch.setattr(_json_columns, "BATCH", 1)
+    assert report_text(analysis) == whole == _per_record(analysis)
 
 
 def test_merged_runs_keep_vantage_points_byte_for_byte():

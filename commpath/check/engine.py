@@ -27,8 +27,7 @@ def _judge(policy: Policy, f: FlowFacts, flows) -> tuple[list[dict], dict[str, l
             on_path = f.path.eq(p)
             hit = on_path & out.fires
             if hit.any():
-                findings.extend(aggregate(check, p, np.flatnonzero(hit), out.detail[hit], keys,
-                                          lambda rows: f.tls_list("handshake_frames", rows)))
+                findings.append(aggregate(check, p, np.flatnonzero(hit), out.detail[hit], keys, f.handshake_frames))
             blind = on_path & out.unknown
             if check.scored and blind.any():
                 import pandas as pd
@@ -37,16 +36,21 @@ def _judge(policy: Policy, f: FlowFacts, flows) -> tuple[list[dict], dict[str, l
 
 
 def _finding_table(findings: list[dict]):
-    """The findings as a DataFrame (FINDING_COLUMNS), worst first, then check, path, capture and
-    the first frame of each finding's first connection."""
+    """The findings (column blocks of :func:`aggregate`) as one DataFrame (FINDING_COLUMNS), worst
+    first, then check, path, capture and the first frame of each finding's first connection."""
     import pandas as pd
     if not findings:
         return empty_frame(FINDING_COLUMNS)
-    fdf = pd.DataFrame(findings)
-    fdf["_rank"] = fdf["severity"].map(SEVERITY_RANK)
-    fdf["_first"] = [frames[0] if frames else 0 for frames in fdf["frames"]]
-    fdf = fdf.sort_values(["_rank", "check", "path", "capture", "_first"], ascending=[False, True, True, True, True],
-                          kind="stable").drop(columns=["_rank", "_first"]).reset_index(drop=True)
+    columns = {}
+    for name in findings[0]:
+        parts = [block[name] for block in findings]
+        columns[name] = (np.concatenate(parts) if isinstance(parts[0], np.ndarray)
+                         else [x for part in parts for x in part])
+    fdf = pd.DataFrame(columns)
+    rank = -fdf["severity"].map(SEVERITY_RANK).to_numpy()
+    order = np.lexsort((fdf["_first"].to_numpy(), fdf["capture"].to_numpy(str), fdf["path"].to_numpy(str),
+                        fdf["check"].to_numpy(str), rank))
+    fdf = fdf.iloc[order].drop(columns=["_first"]).reset_index(drop=True)
     return conform(fdf, FINDING_COLUMNS)
 
 
@@ -54,8 +58,9 @@ def _path_table(policy: Policy, f: FlowFacts, findings: list[dict], unknown_need
     """One verdict per judged path of the catalog."""
     import pandas as pd
     worst: dict[str, int] = {}
-    for x in findings:
-        worst[x["path"]] = max(worst.get(x["path"], -1), SEVERITY_RANK[x["severity"]])
+    for block in findings:
+        for p, sev in set(zip(block["path"], block["severity"])):
+            worst[p] = max(worst.get(p, -1), SEVERITY_RANK[sev])
     rows = []
     for p in judged_path_ids():
         on_path = f.path.eq(p)

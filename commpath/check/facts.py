@@ -140,6 +140,26 @@ class FlowFacts:
         return out
 
 
+    def handshake_frames(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(index into ``rows``, frame) of the handshake frames of the flows at ``rows``."""
+        if self.tls is None or "handshake_frames" not in self.tls:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        if "handshake_frames" not in self.cache:
+            import pyarrow as pa
+            col = pa.array(self.tls["handshake_frames"], from_pandas=True, type=pa.large_list(pa.int64()))
+            self.cache["handshake_frames"] = col
+        col = self.cache["handshake_frames"]
+        tls_rows = self.tls_row[rows]
+        has = np.flatnonzero(tls_rows >= 0)
+        if not len(has):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        import pyarrow.compute as pc
+        picked = col.take(tls_rows[has])
+        parent = pc.list_parent_indices(picked).to_numpy(zero_copy_only=False)
+        frames = pc.list_flatten(picked).to_numpy(zero_copy_only=False)
+        return has[parent], frames.astype(np.int64)
+
+
 def _tls_rows(flow_ids: np.ndarray, tls) -> np.ndarray:
     """Row of the TLS table for each flow (first row of a flow id), -1 where it has none."""
     if tls is None or len(tls) == 0:

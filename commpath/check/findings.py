@@ -14,6 +14,8 @@ import hashlib
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 #: example connections per finding: the display filter stays short enough to paste
 MAX_EXAMPLES = 16
@@ -31,10 +33,6 @@ def fingerprint(check: str, path: str, initiator: str, responder: str, port: int
     """Stable id of a finding: SHA-256 (first 128 bits, hex) of check, path and connection key."""
     key = "\x1f".join((check, path, initiator, responder, str(int(port))))
     return hashlib.sha256(key.encode()).hexdigest()[:32]
-
-
-def _ep(ip: str) -> str:
-    return f"[{ip}]" if ":" in ip else ip
 
 
 @dataclass
@@ -72,63 +70,114 @@ def flow_keys(flows) -> FlowKeys:
                     transport=flows["transport"].astype("string").fillna("").to_numpy(object))
 
 
-def _details(detail: np.ndarray, group: np.ndarray, n_groups: int) -> list[list[str]]:
-    """Distinct non-empty details of each group, sorted."""
-    out: list[list[str]] = [[] for _ in range(n_groups)]
+def _text(values) -> pa.Array:
+    """An Arrow string array from numbers or text."""
+    arr = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values)
+    return pc.cast(arr, pa.large_string())
+
+
+def _join(*parts) -> pa.Array:
+    """Element-wise concatenation of Arrow arrays and plain strings (broadcast)."""
+    return pc.binary_join_element_wise(*[pa.scalar(p, pa.large_string()) if isinstance(p, str) else p for p in parts],
+                                       pa.scalar("", pa.large_string()))
+
+
+def _lists(offsets: np.ndarray, values: pa.Array) -> pa.ListArray:
+    return pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), values)
+
+
+def _clauses(keys: FlowKeys, rows: np.ndarray, src: pa.Array, dst: pa.Array) -> pa.Array:
+    """:func:`display_filter` of the connections at ``rows`` (``src``/``dst``: their address texts)."""
+    v6 = (keys.ip_version[rows] == 6) | pc.match_substring(src, ":").to_numpy(zero_copy_only=False)
+    ipf = _text(np.where(v6, "ipv6.addr", "ip.addr"))
+    tp = _text(np.where(keys.transport[rows] == "udp", "udp", "tcp"))
+    return _join(ipf, "==", src, " && ", ipf, "==", dst, " && ", tp, ".port==", _text(keys.src_port[rows]),
+                 " && ", tp, ".port==", _text(keys.dst_port[rows]), " && frame.number>=",
+                 _text(keys.first_frame[rows]), " && frame.number<=", _text(keys.last_frame[rows]))
+
+
+def _grouped_sorted_unique(group: np.ndarray, values: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, values): the sorted distinct values of each group."""
+    order = np.lexsort((values, group))
+    g, v = group[order], values[order]
+    keep = np.r_[True, (g[1:] != g[:-1]) | (v[1:] != v[:-1])] if len(g) else np.zeros(0, bool)
+    g, v = g[keep], v[keep]
+    return np.r_[0, np.cumsum(np.bincount(g, minlength=n_groups))], v
+
+
+def _frames(ex_rows, ex_group, n_groups, keys: FlowKeys, handshake_frames) -> list[list[int]]:
+    """First frame and handshake frames of each group's example connections, sorted, distinct."""
+    parent, hs = handshake_frames(ex_rows)
+    group = np.concatenate([ex_group, ex_group[parent]])
+    frames = np.concatenate([keys.first_frame[ex_rows], hs]).astype(np.int64)
+    offsets, values = _grouped_sorted_unique(group, frames, n_groups)
+    return _lists(offsets, pa.array(values)).to_pylist()
+
+
+def _details(detail: np.ndarray, group: np.ndarray, n_groups: int) -> pa.Array:
+    """The first two (sorted) distinct non-empty details of each group, joined by "; " ("" if none)."""
     import pandas as pd
-    has = pd.notna(detail) & (detail != "")
+    has = np.asarray(pd.notna(detail) & (detail != ""), bool)
     if not has.any():
-        return out
+        return pa.array([""] * n_groups, pa.large_string())
     codes, uniq = pd.factorize(detail[has])
-    pairs = np.unique(np.stack([group[has], codes]), axis=1)
-    for g, c in pairs.T:
-        out[g].append(str(uniq[c]))
-    return [sorted(d) for d in out]
+    rank = np.empty(len(uniq), np.int64)
+    rank[np.argsort(np.asarray(uniq, dtype=str), kind="stable")] = np.arange(len(uniq))
+    offsets, ranks = _grouped_sorted_unique(group[has], rank[codes], n_groups)
+    within = np.arange(len(ranks)) - np.repeat(offsets[:-1], np.diff(offsets))
+    first_two = within < 2
+    kept = np.r_[0, np.cumsum(np.bincount(np.repeat(np.arange(n_groups), np.diff(offsets))[first_two],
+                                          minlength=n_groups))]
+    by_rank = np.asarray(uniq, dtype=object)[np.argsort(rank)]
+    texts = pa.array(by_rank[ranks[first_two]], pa.large_string())
+    return pc.binary_join(_lists(kept, texts), pa.scalar("; ", pa.large_string()))
 
 
-def aggregate(check, path: str, rows: np.ndarray, detail: np.ndarray, keys: FlowKeys, frames_of) -> list[dict]:
-    """The findings of ``check`` on ``path`` for the flagged flows at positions ``rows``.
+def _endpoint(addr: pa.Array) -> pa.Array:
+    return pc.if_else(pc.match_substring(addr, ":"), _join("[", addr, "]"), addr)
 
-    ``detail``: what was seen on each flagged flow (aligned with ``rows``); ``frames_of(positions)``
-    gives each example flow's handshake frames.
+
+def aggregate(check, path: str, rows: np.ndarray, detail: np.ndarray, keys: FlowKeys, handshake_frames) -> dict:
+    """The findings (as columns) of ``check`` on ``path`` for the flagged flows at positions ``rows``.
+
+    ``detail``: what was seen on each flagged flow (aligned with ``rows``);
+    ``handshake_frames(positions)`` gives (index into positions, frame) of their handshake frames.
     """
     order = np.lexsort((keys.first_frame[rows], keys.dst_port[rows], keys.dst[rows], keys.src[rows],
                         keys.capture[rows]))
     rows, detail = rows[order], detail[order]
     k = np.stack([keys.capture[rows], keys.src[rows], keys.dst[rows], keys.dst_port[rows]])
     starts = np.flatnonzero(np.r_[True, (k[:, 1:] != k[:, :-1]).any(axis=0)])
-    ends = np.r_[starts[1:], len(rows)]
-    group = np.repeat(np.arange(len(starts)), ends - starts)
-    details = _details(detail, group, len(starts))
-    severity = check.severity_for(path)
-    remediation = " ".join(check.remediation.split())
-    out = []
-    for g, (a, b) in enumerate(zip(starts, ends)):
-        members = rows[a:b]
-        examples = members[:MAX_EXAMPLES]
-        out.append(_finding(check, path, severity, remediation, keys, members, examples, details[g],
-                            frames_of(examples)))
-    return out
-
-
-def _finding(check, path, severity, remediation, keys, members, examples, details, hs_frames) -> dict:
-    src, dst = keys.addresses[keys.src[members[0]]], keys.addresses[keys.dst[members[0]]]
-    port = int(keys.dst_port[members[0]])
-    clauses = [display_filter(int(keys.ip_version[i]), src, dst, str(keys.transport[i]), int(keys.src_port[i]),
-                              port, int(keys.first_frame[i]), int(keys.last_frame[i])) for i in examples]
-    frames = set(int(x) for x in keys.first_frame[examples])
-    for extra in hs_frames:
-        frames.update(int(x) for x in extra)
-    n = len(members)
-    msg = f"{check.title}: {n} connection{'s' if n != 1 else ''} on {path} ({_ep(src)} -> {_ep(dst)}:{port})"
-    if details:
-        msg += f": {'; '.join(details[:2])}"
+    counts = np.diff(np.r_[starts, len(rows)])
+    n_groups, group = len(starts), np.repeat(np.arange(len(starts)), counts)
+    first = rows[starts]
+    addresses = np.asarray(keys.addresses, dtype=object)
+    src, dst, port = _text(addresses[keys.src[first]]), _text(addresses[keys.dst[first]]), keys.dst_port[first]
+    example = (np.arange(len(rows)) - np.repeat(starts, counts)) < MAX_EXAMPLES
+    ex_rows, ex_group = rows[example], group[example]
+    n_ex = np.minimum(counts, MAX_EXAMPLES)
+    clauses = _clauses(keys, ex_rows, _text(addresses[keys.src[ex_rows]]), _text(addresses[keys.dst[ex_rows]]))
+    clauses = pc.if_else(pa.array(np.repeat(n_ex > 1, n_ex)), _join("(", clauses, ")"), clauses)
+    details = _details(detail, group, n_groups)
+    plural = _text(np.where(counts == 1, "", "s"))
+    message = _join(f"{check.title}: ", _text(counts), " connection", plural, f" on {path} (", _endpoint(src), " -> ",
+                    _endpoint(dst), ":", _text(port), ")")
+    message = pc.if_else(pc.equal(details, ""), message, _join(message, ": ", details))
+    fp_keys = _join(f"{check.id}\x1f{path}\x1f", src, "\x1f", dst, "\x1f", _text(port)).to_pylist()
     return {
-        "check": check.id, "severity": severity, "path": path,
-        "flow_ids": keys.flow_id[members].tolist(), "message": msg, "remediation": remediation,
-        "capture": keys.capture_names[keys.capture[members[0]]], "frames": sorted(frames),
-        "display_filter": clauses[0] if len(clauses) == 1 else " || ".join(f"({c})" for c in clauses),
-        "reference": check.reference_link, "fingerprint": fingerprint(check.id, path, src, dst, port), "count": n,
+        "check": np.full(n_groups, check.id, object), "severity": np.full(n_groups, check.severity_for(path), object),
+        "path": np.full(n_groups, path, object),
+        "flow_ids": _lists(np.r_[starts, len(rows)], pa.array(keys.flow_id[rows])).to_pylist(),
+        "message": message.to_numpy(zero_copy_only=False),
+        "remediation": np.full(n_groups, " ".join(check.remediation.split()), object),
+        "capture": np.asarray(keys.capture_names, dtype=object)[keys.capture[first]],
+        "frames": _frames(ex_rows, ex_group, n_groups, keys, handshake_frames),
+        "display_filter": pc.binary_join(_lists(np.r_[0, np.cumsum(n_ex)], clauses),
+                                          pa.scalar(" || ", pa.large_string())).to_numpy(zero_copy_only=False),
+        "reference": np.full(n_groups, check.reference_link, object),
+        "fingerprint": [hashlib.sha256(key.encode()).hexdigest()[:32] for key in fp_keys],
+        "count": counts.astype(np.int64),
+        "_first": keys.first_frame[first],
     }
 
 

@@ -110,28 +110,89 @@ def _python_column(values, indent: str) -> pa.Array:
     return pa.array(out, STR)
 
 
-def flow_records(flows, keys: list[str], vantage_keys: list[str]) -> str:
-    """The flows as JSON records at depth 2 of the report, joined by ``,\\n``."""
-    field_indent, n = " " * 6, len(flows)
-    parts = []      # text between the values, then the value, for one join over all columns
-    for k in keys:
-        col = _json_text(_arrow(flows[k]), field_indent) if k in flows else pa.array(["null"] * n, STR)
-        parts += [_s(("    {\n" if not parts else ",\n") + f'{field_indent}"{k}": '), col]
+def column(df, key: str, indent: str) -> pa.Array:
+    """``df[key]`` as JSON text (a missing column is null throughout)."""
+    if key not in df:
+        return pa.array(["null"] * len(df), STR)
+    return _json_text(_arrow(df[key]), indent)
+
+
+def records(fields: list[tuple[str, pa.Array]], n: int, depth: int, last: bool = True) -> pa.Buffer:
+    """Records of ``n`` rows at list depth ``depth`` from (key, JSON text column), joined by ``,\\n``
+    (and followed by one when more records come after them: ``last=False``)."""
+    outer, inner = "  " * depth, "  " * (depth + 1)
+    parts = []      # text between the values, then the value: one join over all columns
+    for key, text in fields:
+        parts += [_s(("{\n" if not parts else ",\n") + f'{inner}"{key}": '), text]
+    parts[0] = _s(outer + parts[0].as_py())
+    more = np.arange(n) < (n - 1 if last else n)
+    end = pc.if_else(pa.array(more), _s(f"\n{outer}}},\n"), _s(f"\n{outer}}}"))
+    return _concat(pc.binary_join_element_wise(*parts, end, _s("")))
+
+
+def obj(fields: list[tuple[str, pa.Array]], depth: int) -> pa.Array:
+    """A column of JSON objects nested in a record at ``depth`` (``{`` on the key's line)."""
+    inner = "  " * (depth + 1)
+    parts = []
+    for key, text in fields:
+        parts += [_s(("{\n" if not parts else ",\n") + f'{inner}"{key}": '), text]
+    return pc.binary_join_element_wise(*parts, _s(f"\n{'  ' * depth}}}"), _s(""))
+
+
+#: rows per batch: the text of one batch is in memory at a time
+BATCH = 65_536
+
+
+def _batches(df, make):
+    """``make(batch, last)`` over row batches of ``df``: the records' text, buffer by buffer."""
+    n = len(df)
+    for start in range(0, n, BATCH):
+        yield make(df.iloc[start:start + BATCH], start + BATCH >= n)
+
+
+def flow_records(flows, keys: list[str], vantage_keys: list[str]):
+    """The flows as JSON records at depth 2 of the report, joined by ``,\\n``: UTF-8 buffers by batch."""
+    return _batches(flows, lambda df, last: _flow_batch(df, keys, vantage_keys, last))
+
+
+def _flow_batch(flows, keys: list[str], vantage_keys: list[str], last: bool) -> pa.Buffer:
+    indent = " " * 6
+    fields = [(k, column(flows, k, indent)) for k in keys]
     if "vantage_points" in flows:
         from .report_json import _value
         vps = [[{key: _value(vp.get(key)) for key in vantage_keys} for vp in v] if isinstance(v, (list, tuple)) else []
                for v in flows["vantage_points"]]
-        parts += [_s(f',\n{field_indent}"vantage_points": '), _python_column(vps, field_indent)]
-    end = pc.if_else(pa.array(np.arange(n) < n - 1), _s("\n    },\n"), _s("\n    }"))
-    return _concat(pc.binary_join_element_wise(*parts, end, _s("")))
+        fields.append(("vantage_points", _python_column(vps, indent)))
+    return records(fields, len(flows), 2, last)
 
 
-def _concat(arr: pa.Array) -> str:
-    """All strings of ``arr`` back to back: the values buffer, decoded once."""
+def finding_records(findings):
+    """The findings as the report's records (evidence nested), joined by ``,\\n``: UTF-8 buffers by batch."""
+    return _batches(findings, _finding_batch)
+
+
+def _finding_batch(findings, last: bool) -> pa.Buffer:
+    six, eight = " " * 6, " " * 8
+    evidence = obj([("capture", column(findings, "capture", eight)), ("frames", _empty_lists(findings, "frames", eight)),
+                    ("display_filter", column(findings, "display_filter", eight))], 3)
+    fields = [(k, column(findings, k, six)) for k in ("check", "severity", "path")]
+    fields += [("flow_ids", _empty_lists(findings, "flow_ids", six)), ("message", column(findings, "message", six)),
+               ("remediation", column(findings, "remediation", six)), ("evidence", evidence)]
+    fields += [(k, column(findings, k, six)) for k in ("reference", "fingerprint", "count")]
+    return records(fields, len(findings), 2, last)
+
+
+def _empty_lists(df, key: str, indent: str) -> pa.Array:
+    """A list column whose missing cells are ``[]``."""
+    text = column(df, key, indent)
+    return pc.if_else(pc.equal(text, "null"), _s("[]"), text)
+
+
+def _concat(arr: pa.Array) -> pa.Buffer:
+    """All strings of ``arr`` back to back (UTF-8): a slice of the values buffer, no copy."""
     arr = arr.cast(STR)
     offsets = np.frombuffer(arr.buffers()[1], np.int64, len(arr) + 1, arr.offset * 8)
-    data = arr.buffers()[2]
-    return data.to_pybytes()[offsets[0]:offsets[-1]].decode("utf-8")
+    return arr.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
 
 
-__all__ = ["flow_records"]
+__all__ = ["column", "finding_records", "flow_records", "obj", "records"]

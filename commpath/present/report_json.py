@@ -1,9 +1,9 @@
 """report.json (schema ``commpath.report/v1``) exactly as the interface spec lays it out.
 
-The flow records, one per connection, are written column-wise: each column becomes JSON text in
-Arrow compute kernels and the records are joined there, so no Python object is made per
-connection or per cell (the json module took 1 s for 20,000 flows). The small sections (captures,
-paths, findings, coverage) go through the json module. The text is the same, byte for byte, as
+The flow and finding records are written column-wise, in batches: each column becomes JSON text
+in Arrow compute kernels and the records are joined there, so no Python object is made per
+connection or per cell (the json module took 1 s for 20,000 flows), and the file is written batch
+by batch. The small sections (captures, paths, coverage) go through the json module. The text is the same, byte for byte, as
 ``json.dumps(report, indent=2, ensure_ascii=False)``.
 """
 
@@ -24,14 +24,12 @@ FLOW_KEYS = ["flow_id", "capture", "first_frame", "ts_start", "ts_end", "src_ip"
              "dst_port", "transport", "app_protocol", "path", "src_role", "dst_role", "packets", "bytes",
              "tls_version", "sni", "alpn", "cipher", "server_cert_fingerprints", "client_cert",
              "server_cert_verified"]
-FINDING_KEYS = ["check", "severity", "path", "flow_ids", "message", "remediation", "capture", "frames",
-                "display_filter", "reference", "fingerprint", "count"]
 VANTAGE_KEYS = ["host", "capture", "flow_id", "first_frame", "ts_start"]
 OFFSET_KEYS = ["host", "offset_s", "reference", "connections", "method", "spread_s"]
 #: list cells written as [] when missing (server_cert_fingerprints stays null: no TLS facts)
 LIST_KEYS = {"warnings", "flow_ids", "frames"}
-#: where the flow records go in the skeleton before they are spliced in
-_FLOWS_MARK = "\x00commpath-flows\x00"
+#: where the flow and finding records go in the skeleton before they are spliced in
+_MARKS = {"flows": "\x00commpath-flows\x00", "findings": "\x00commpath-findings\x00"}
 
 
 def _value(v, key: str | None = None):
@@ -60,21 +58,13 @@ def _records(df, keys: list[str]) -> list[dict]:
     return [{k: _value(cols[k][i], k) for k in keys} for i in range(len(df))]
 
 
-def _findings(analysis) -> list[dict]:
-    return [{"check": f["check"], "severity": f["severity"], "path": f["path"], "flow_ids": f["flow_ids"],
-             "message": f["message"], "remediation": f["remediation"],
-             "evidence": {"capture": f["capture"], "frames": f["frames"], "display_filter": f["display_filter"]},
-             "reference": f["reference"], "fingerprint": f["fingerprint"], "count": f["count"]}
-            for f in _records(analysis.findings, FINDING_KEYS)]
-
-
-def _skeleton(analysis, flows) -> dict:
+def _skeleton(analysis, flows, findings) -> dict:
     paths = _records(analysis.paths, PATH_KEYS + (["needs"] if "needs" in analysis.paths else []))
     for p in paths:
         if p.get("needs") is None:
             p.pop("needs", None)
     report = {"schema": SCHEMA, "captures": _records(analysis.captures, CAPTURE_KEYS), "paths": paths,
-              "flows": flows, "findings": _findings(analysis)}
+              "flows": flows, "findings": findings}
     offsets = getattr(analysis, "clock_offsets", None)
     if offsets is not None and len(offsets):
         report["clock_offsets"] = _records(offsets, OFFSET_KEYS)
@@ -90,27 +80,38 @@ def build_report(analysis) -> dict:
     return json.loads(report_text(analysis))
 
 
+def report_chunks(analysis):
+    """report.json piece by piece (text, or UTF-8 buffers of records): memory holds one batch."""
+    from ._json_columns import finding_records, flow_records
+    made = {"flows": lambda: flow_records(analysis.flows, FLOW_KEYS, VANTAGE_KEYS),
+            "findings": lambda: finding_records(analysis.findings)}
+    sections = {k: (_MARKS[k] if len(getattr(analysis, k)) else []) for k in _MARKS}
+    text = json.dumps(_skeleton(analysis, sections["flows"], sections["findings"]), indent=2, ensure_ascii=False)
+    for key, mark in _MARKS.items():
+        if not sections[key]:
+            continue
+        head, _, text = text.partition(json.dumps(mark))
+        yield head + "[\n"
+        yield from made[key]()
+        yield "\n  ]"
+    yield text + "\n"
+
+
 def report_text(analysis) -> str:
     """report.json's text: ``json.dumps(report, indent=2, ensure_ascii=False)`` and a newline."""
-    from ._json_columns import flow_records
-    flows = analysis.flows
-    if len(flows) == 0:
-        return json.dumps(_skeleton(analysis, []), indent=2, ensure_ascii=False) + "\n"
-    text = json.dumps(_skeleton(analysis, _FLOWS_MARK), indent=2, ensure_ascii=False)
-    records = flow_records(flows, FLOW_KEYS, VANTAGE_KEYS)
-    head, _, tail = text.partition(json.dumps(_FLOWS_MARK))
-    return "".join((head, "[\n", records, "\n  ]", tail, "\n"))
+    return "".join(c if isinstance(c, str) else c.to_pybytes().decode("utf-8") for c in report_chunks(analysis))
 
 
 def write_report_json(analysis, path: str | Path) -> Path:
-    """Write :func:`report_text` to ``path``."""
+    """Write :func:`report_chunks` to ``path``, one piece at a time."""
     path = Path(path)
     try:
-        with path.open("w", encoding="utf-8") as fh:
-            fh.write(report_text(analysis))
+        with path.open("wb") as fh:
+            for chunk in report_chunks(analysis):
+                fh.write(chunk.encode("utf-8") if isinstance(chunk, str) else memoryview(chunk))
     except OSError as exc:
         raise InputError(path, f"cannot write: {exc.strerror or exc}") from None
     return path
 
 
-__all__ = ["SCHEMA", "build_report", "report_text", "write_report_json"]
+__all__ = ["SCHEMA", "build_report", "report_chunks", "report_text", "write_report_json"]
