@@ -79,16 +79,25 @@ def ip_attributes(ips: pd.Series, networks: list) -> np.ndarray:
     return out
 
 
+#: dotted IPv4 text without leading zeros: already canonical (the decoder writes every IPv4 address so)
+_CANONICAL_V4 = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"
+
+
 def normalize_ips(ips: pd.Series) -> pd.Series:
     """Canonical address text (per unique value), so inventory and flows compare equal."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     codes, uniques = pd.factorize(ips.astype("string").fillna(""))
-    canon = []
-    for u in uniques:
+    uniques = np.asarray(uniques, dtype=object)
+    # one regex pass in Arrow spares ipaddress the (usually all) addresses that are canonical already
+    plain = pc.match_substring_regex(pa.array(uniques, pa.string()), _CANONICAL_V4).to_numpy(zero_copy_only=False)
+    canon = uniques.copy()
+    for i in np.flatnonzero(~plain):
         try:
-            canon.append(str(ipaddress.ip_address(u)))
+            canon[i] = str(ipaddress.ip_address(uniques[i]))
         except ValueError:
-            canon.append(u)
-    arr = np.asarray(canon, dtype=object)[np.where(codes < 0, 0, codes)] if len(canon) else np.array([], object)
+            pass
+    arr = canon[np.where(codes < 0, 0, codes)] if len(canon) else np.array([], object)
     return pd.Series(arr, index=ips.index, dtype="string")
 
 
