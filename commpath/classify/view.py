@@ -170,6 +170,8 @@ def build_view(flows: pd.DataFrame, feat: pd.DataFrame, inventory: Inventory | N
         v.inferred.add("vip_eps")
     if not v.apiserver_eps:
         _infer_apiserver(v, flows, feat, dkey, tcp)
+    if not v.vip_eps and v.apiserver_eps:
+        _infer_vip_from_dnat_twins(v, flows, dkey, tcp)
     if not v.etcd_eps:
         v.etcd_eps = set(dkey[tcp & np.isin(dst_port.to_numpy(), [v.ports["etcd_client_port"], v.ports["etcd_peer_port"]])])
         if v.etcd_eps:
@@ -236,6 +238,22 @@ def _infer_apiserver(v: ClusterView, flows: pd.DataFrame, feat: pd.DataFrame, dk
         cand -= in_svc
     v.apiserver_eps = cand
     v.inferred.add("apiserver_eps")
+
+
+def _infer_vip_from_dnat_twins(v: ClusterView, flows: pd.DataFrame, dkey: pd.Series, tcp: np.ndarray) -> None:
+    """A pod's connection to the kubernetes service is captured before DNAT (to the VIP, on the pod's veth)
+    and after (to an apiserver endpoint), from the same address and port at the same moment: the other
+    destination of such a twin is the VIP. Real in-cluster clients dial the VIP by address, so no SNI names it."""
+    skey = endpoint_keys(flows["src_ip"].astype("string"), flows["src_port"]).to_numpy(str)
+    dk, start = dkey.to_numpy(str), flows["ts_start"].to_numpy(float)
+    to_api = tcp & np.isin(dk, list(v.apiserver_eps))
+    other = tcp & ~to_api & (flows["dst_port"].to_numpy() == 443)
+    pairs = (pd.DataFrame({"s": skey[other], "t": start[other], "d": dk[other]})
+             .merge(pd.DataFrame({"s": skey[to_api], "t_api": start[to_api]}), on="s"))
+    twins = set(pairs.loc[(pairs["t"] - pairs["t_api"]).abs() < 1.0, "d"])
+    if twins:
+        v.vip_eps = twins
+        v.inferred.add("vip_eps")
 
 
 def _infer_nodes(v: ClusterView, flows: pd.DataFrame, feat: pd.DataFrame, dkey: pd.Series, tcp: np.ndarray) -> None:

@@ -78,6 +78,8 @@ class Exerciser:
         self._act("hostweb", lambda: k("apply", "-f", "-", input=yaml.safe_dump(_hostweb(nodes[-1]))))
         self._act("hostweb-ready", lambda: k("wait", "--for=condition=Ready", f"pod/hostweb-{nodes[-1]}",
                                              "--timeout=180s", timeout=200))
+        if self.lab.state.get("out"):
+            self.lab.start_pod_capture()
         pods = json.loads(k("get", "pods", "-l", "app=web", "-o", "json"))["items"]
         placed = {p["metadata"]["name"]: {"node": p["spec"].get("nodeName"), "ip": p["status"].get("podIP")}
                   for p in pods}

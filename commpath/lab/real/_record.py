@@ -63,7 +63,7 @@ def ground_truth(lab: RealLab, out: Path, done: dict) -> dict:
 
     topo = lab.topo
     cp = topo.control_plane
-    flows = read(*[out / h.name for h in topo.hosts]).flows
+    flows = read(*[p.parent for p in sorted(out.glob("*/manifest.json"))]).flows
     audit = _truth.load_audit(out / "audit.log")
     res = _truth.build(flows, audit, cp_ips={cp.ip}, nodes={n.name: n.ip for n in topo.nodes}, pod_cidr=CLUSTER_CIDR,
                        pods=done["pods"], apiserver=f"{cp.ip}:{APISERVER_PORT}", vip=f"{SERVICE_VIP}:443",

@@ -319,6 +319,25 @@ class RealLab:
         self.state["out"] = str(out.resolve())
         self._save()
 
+    def start_pod_capture(self) -> None:
+        """Capture each node's pod veths too: with br_netfilter on (kubeadm requires it), packets are DNATed
+        at the bridge port, so only the veth shows a pod's connection to the service VIP before DNAT."""
+        out = Path(self.state["out"])
+        for n in self.topo.nodes:
+            links = nsexec(n.ns, "ip", "-o", "link", "show", "master", "cni0").stdout.splitlines()
+            veths = [line.split(":")[1].strip().split("@")[0] for line in links if line.strip()]
+            if not veths:
+                continue
+            key = f"capture-{n.name}-pods"
+            cmd = [sys.executable, "-m", "commpath", "capture", "--role", "node", "--host", n.name,
+                   "--inventory", str(out / "inventory.yaml"), "--engine", "tcpdump", "--duration", "3600",
+                   "--out", str(out / f"{n.name}-pods")]
+            for v in veths:
+                cmd += ["--iface", v]
+            self._spawn(key, n.ns, cmd)
+            p = self.state["procs"][key]
+            _procs.wait_for(Path(p["log"]), "listening on", p["pid"], 60, f"pod capture on {n.name}")
+
     def stop_capture(self) -> None:
         for key in [k for k in self.state.get("procs", {}) if k.startswith("capture-")]:
             _procs.stop(self.state["procs"].pop(key)["pid"], signal.SIGINT, timeout=30)
