@@ -149,3 +149,6 @@ def test_real_cluster_recording_scored_against_the_audit_log(tmp_path):
         extra = {(c, p) for c, p, sev in s["findings"] if sev != "info"} - expected
         assert not extra, (inventory, extra)
         assert not {c for c, _ in produced} & set(truth["absent_findings"])
+    # without any inventory: roles from the traffic alone (the VIP from its pre/post-DNAT twins)
+    s = score(out, None)
+    assert s["wrong"] == [] and s["accuracy"] == 1.0, s["wrong"][:10]
