@@ -10,11 +10,12 @@ from pathlib import Path
 import pandas as pd
 
 from .check import FINDING_COLUMNS, PATH_COLUMNS, coverage, evaluate, load_policy
-from .check.policy import SEVERITY_RANK, Policy
+from .check.policy import SEVERITIES, SEVERITY_RANK, Policy
+from .check.tables import PATH_VERDICTS
 from .classify import CLASSIFY_COLUMNS, Inventory, classify_with_view, load_inventory
 from .decode.engine import read
 from .decode.handshakes import HandshakeAnalyzer
-from .decode.schema import (CAPTURE_COLUMNS, CERT_COLUMNS, FLOW_COLUMNS, HTTP_COLUMNS, MERGED_FLOW_COLUMNS,
+from .decode.schema import (CAPTURE_COLUMNS, CLIENT_CERT_STATES, CERT_COLUMNS, FLOW_COLUMNS, HTTP_COLUMNS, MERGED_FLOW_COLUMNS,
                             OFFSET_COLUMNS, SSH_COLUMNS, TLS_COLUMNS, TLS_EXTRA, conform, empty_frame)
 from .errors import InputError
 from .present import notebook
@@ -47,6 +48,24 @@ class Analysis:
     clock_offsets: pd.DataFrame | None = None
     #: the evidence the run had (check layer: inventory, CA bundle, key log, hosts, filters ...)
     coverage: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # closed value sets as ordered categories holding every allowed value, so that sorting is by
+        # meaning and pd.concat of two analyses keeps the dtype; UTC datetimes beside epoch seconds
+        levels = {("findings", "severity"): SEVERITIES, ("paths", "verdict"): PATH_VERDICTS,
+                  ("flows", "client_cert"): CLIENT_CERT_STATES, ("tls", "client_cert"): CLIENT_CERT_STATES}
+        for (table, column), values in levels.items():
+            df = getattr(self, table)
+            if isinstance(df, pd.DataFrame) and column in df:
+                df[column] = _ordered(df[column], values)
+        for table, pairs in (("flows", {"ts_start": "time_start", "ts_end": "time_end"}),
+                             ("captures", {"first_ts": "time_first", "last_ts": "time_last"})):
+            df = getattr(self, table)
+            if isinstance(df, pd.DataFrame):
+                for seconds, when in pairs.items():
+                    if seconds in df:
+                        micros = (pd.to_numeric(df[seconds], errors="coerce") * 1e6).round()
+                        df[when] = pd.to_datetime(micros, unit="us", utc=True).astype("datetime64[ns, UTC]")
 
     @property
     def verdict(self) -> str:
@@ -90,11 +109,12 @@ class Analysis:
         return out
 
     def exit_code(self, fail_on: str = "high") -> int:
-        """1 if a finding is at or above ``fail_on``, else 0 (the CLI's exit codes)."""
+        """The CLI's exit code for this analysis: 1 with (unsuppressed) findings at or above ``fail_on``,
+        3 when there are none but the run is inconclusive, else 0."""
         if fail_on not in SEVERITY_RANK:
             raise ValueError(f"fail_on must be one of {', '.join(SEVERITY_RANK)}")
-        ranks = self.findings["severity"].astype("string").map(SEVERITY_RANK)
-        return int(bool((ranks >= SEVERITY_RANK[fail_on]).any()))
+        from .present.report import exit_code
+        return exit_code(self, fail_on)
 
     # the Jupyter face: functions of the present layer that take the analysis as their first argument
     plot_path_map = notebook.plot_path_map
@@ -111,6 +131,12 @@ class Analysis:
         verdicts = ", ".join(f"{k}={v}" for k, v in s["verdicts"].items() if v != "not-observed")
         return (f"<Analysis {s['captures']} capture(s), {s['flows']} flows, policy {s['policy']}, "
                 f"{len(self.findings)} findings; {verdicts or 'no documented path observed'}>")
+
+
+def _ordered(column: pd.Series, values) -> pd.Series:
+    """``column`` as an ordered categorical of ``values`` (any other value seen is kept, last)."""
+    seen = [v for v in pd.unique(column.dropna().astype(str)) if v not in values]
+    return column.astype("string").astype(pd.CategoricalDtype([*values, *seen], ordered=True))
 
 
 def _is_analysis_dir(p: Path) -> bool:

@@ -38,6 +38,23 @@ def test_notebooks_are_stored_without_outputs():
     for name in FIGURES:
         nb = nbformat.read(NOTEBOOKS / name, as_version=4)
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), name
+        assert all(c.get("execution_count") is None for c in nb.cells if c.cell_type == "code"), name
+        assert "widgets" not in nb.metadata, name   # no stale progress-bar widgets
+
+
+def test_notebooks_import_only_public_names():
+    """Notebooks use commpath's public API: no private module, nothing below the top package."""
+    for name in FIGURES:
+        nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type != "code":
+                continue
+            source = "\n".join(line for line in cell.source.splitlines() if not line.startswith("%"))
+            for node in ast.walk(ast.parse(source)):
+                if isinstance(node, ast.ImportFrom):
+                    assert not (node.module or "").startswith("commpath"), (name, node.module)
+                elif isinstance(node, ast.Import):
+                    assert all(a.name == "commpath" or not a.name.startswith("commpath") for a in node.names)
 
 
 @needs_captures

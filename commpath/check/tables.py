@@ -28,4 +28,8 @@ PATH_COLUMNS: dict[str, str] = {
     "needs": "string",              # what would settle a not-observable or inconclusive verdict
 }
 
-__all__ = ["FINDING_COLUMNS", "PATH_COLUMNS"]
+#: Every path verdict, from good to bad (the ordered categories of ``paths.verdict``): a pass, then
+#: what was not there or not visible, then what needs a look, then warn and fail.
+PATH_VERDICTS: tuple[str, ...] = ("pass", "not-observed", "not-observable", "inconclusive", "warn", "fail")
+
+__all__ = ["FINDING_COLUMNS", "PATH_COLUMNS", "PATH_VERDICTS"]

@@ -85,6 +85,12 @@ def conform(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
     return df[list(columns) + extra]
 
 
+#: Every value of ``client_cert``, from the best evidence of a client certificate to the worst
+#: (the ordered categories of the DataFrames users get).
+CLIENT_CERT_STATES: tuple[str, ...] = ("presented", "inferred-presented", "not-requested", "unknown",
+                                       "inferred-absent", "empty")
+
+
 #: One row per TLS connection (joined to flows on flow_id).
 TLS_COLUMNS: dict[str, str] = {
     "flow_id": "int64",             # the flow this handshake belongs to
