@@ -169,7 +169,7 @@ def aggregate(check, path: str, rows: np.ndarray, detail: np.ndarray, keys: Flow
         "path": np.full(n_groups, path, object),
         "flow_ids": _lists(np.r_[starts, len(rows)], pa.array(keys.flow_id[rows])).to_pylist(),
         "message": message.to_numpy(zero_copy_only=False),
-        "remediation": np.full(n_groups, " ".join(check.remediation.split()), object),
+        "remediation": np.full(n_groups, " ".join(check.remediation_for(path).split()), object),
         "capture": np.asarray(keys.capture_names, dtype=object)[keys.capture[first]],
         "frames": _frames(ex_rows, ex_group, n_groups, keys, handshake_frames),
         "display_filter": pc.binary_join(_lists(np.r_[0, np.cumsum(n_ex)], clauses),

@@ -35,9 +35,15 @@ class Check:
     severity_by_path: dict[str, str] = field(default_factory=dict)
     #: the audit frameworks' controls this check evidences: [{framework, id, title}]
     controls: list[dict] = field(default_factory=list)
+    #: path -> what fixes the check on that path only (its flags), where ``remediation`` covers several
+    remediation_by_path: dict[str, str] = field(default_factory=dict)
 
     def severity_for(self, path: str) -> str:
         return self.severity_by_path.get(path, self.severity)
+
+    def remediation_for(self, path: str) -> str:
+        """The remediation of this check on ``path`` (its own entry, else the general one)."""
+        return self.remediation_by_path.get(path, self.remediation)
 
     @property
     def reference_link(self) -> str:
@@ -63,7 +69,7 @@ class Policy:
 CHECKS_FILE = "commpath/cfg/checks.yaml"
 CHECKS_TOP_KEYS = {"apiVersion", "kind", "version", "checks"}
 CHECK_ENTRY_KEYS = {"id", "title", "severity", "paths", "test", "scored", "reference", "remediation", "params",
-                    "controls"}
+                    "controls", "remediation_by_path"}
 CHECK_REQUIRED = ("id", "title", "severity", "paths", "test", "reference", "remediation")
 CONTROL_KEYS = {"framework", "id", "title"}
 
@@ -80,6 +86,16 @@ def _params(doc: YamlDoc, key: str, value, test) -> dict:
         if v not in test.params[name]:
             raise doc.error(f"{key}.{name}", f"unknown value {v!r} (one of: {', '.join(map(str, test.params[name]))})")
     return dict(params)
+
+
+def _remediation_by_path(doc: YamlDoc, key: str, value, paths) -> dict[str, str]:
+    """``remediation_by_path``: path (one the check judges) -> non-empty remediation text."""
+    out = {}
+    for path, text in expect_mapping(doc, key, value).items():
+        if path not in (paths or []):
+            raise doc.error(f"{key}.{path}", f"not a path of this check ({', '.join(paths or [])})")
+        out[path] = " ".join(expect_str(doc, f"{key}.{path}", text).split())
+    return out
 
 
 def _controls(doc: YamlDoc, key: str, value) -> list[dict]:
@@ -112,7 +128,9 @@ def check_from_entry(doc: YamlDoc, key: str, entry) -> Check:
                  remediation=expect_str(doc, f"{key}.remediation", entry["remediation"]),
                  scored=expect_bool(doc, f"{key}.scored", entry.get("scored", True)),
                  params=_params(doc, f"{key}.params", entry.get("params") or {}, TESTS[test]),
-                 controls=_controls(doc, f"{key}.controls", entry.get("controls") or []))
+                 controls=_controls(doc, f"{key}.controls", entry.get("controls") or []),
+                 remediation_by_path=_remediation_by_path(doc, f"{key}.remediation_by_path",
+                                                          entry.get("remediation_by_path") or {}, entry["paths"]))
 
 
 def checks_from_doc(doc: YamlDoc) -> dict[str, Check]:
