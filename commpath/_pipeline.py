@@ -15,7 +15,7 @@ from .check.tables import PATH_VERDICTS
 from .classify import CLASSIFY_COLUMNS, Inventory, classify_with_view, load_inventory
 from .decode.engine import read
 from .decode.handshakes import HandshakeAnalyzer
-from .decode.schema import (CAPTURE_COLUMNS, CLIENT_CERT_STATES, CERT_COLUMNS, FLOW_COLUMNS, HTTP_COLUMNS, MERGED_FLOW_COLUMNS,
+from .decode.schema import (CAPTURE_COLUMNS, CAPTURE_TIME_COLUMNS, CLIENT_CERT_STATES, FLOW_TIME_COLUMNS, CERT_COLUMNS, FLOW_COLUMNS, HTTP_COLUMNS, MERGED_FLOW_COLUMNS,
                             OFFSET_COLUMNS, SSH_COLUMNS, TLS_COLUMNS, TLS_EXTRA, conform, empty_frame)
 from .errors import InputError
 from .present import notebook
@@ -58,13 +58,15 @@ class Analysis:
             df = getattr(self, table)
             if isinstance(df, pd.DataFrame) and column in df:
                 df[column] = _ordered(df[column], values)
-        for table, pairs in (("flows", {"ts_start": "time_start", "ts_end": "time_end"}),
-                             ("captures", {"first_ts": "time_first", "last_ts": "time_last"})):
+        for table, pairs in (("flows", dict(zip(("ts_start", "ts_end"), FLOW_TIME_COLUMNS))),
+                             ("captures", dict(zip(("first_ts", "last_ts"), CAPTURE_TIME_COLUMNS)))):
             df = getattr(self, table)
             if isinstance(df, pd.DataFrame):
                 for seconds, when in pairs.items():
                     if seconds in df:
                         micros = (pd.to_numeric(df[seconds], errors="coerce") * 1e6).round()
+                        if when in df:   # read back from an analyze folder: derived again, kept last
+                            df.pop(when)
                         df[when] = pd.to_datetime(micros, unit="us", utc=True).astype("datetime64[ns, UTC]")
 
     @property

@@ -37,7 +37,7 @@ def test_flow_table_columns_are_the_declared_ones_in_order():
     declared = [*schema.FLOW_COLUMNS, *CLASSIFY_COLUMNS, *schema.MERGED_FLOW_COLUMNS]
     assert list(a.flows.columns[:len(declared)]) == declared
     for name, columns in (("tls", {**schema.TLS_COLUMNS, **schema.TLS_EXTRA}), ("certs", schema.CERT_COLUMNS), ("ssh", schema.SSH_COLUMNS),
-                          ("http", schema.HTTP_COLUMNS), ("captures", schema.CAPTURE_COLUMNS)):
+                          ("http", schema.HTTP_COLUMNS), ("captures", {**schema.CAPTURE_COLUMNS, **schema.CAPTURE_TIME_COLUMNS})):
         table = getattr(a, name)
         assert list(table.columns) == list(columns), name
         assert {c: str(t) for c, t in table.dtypes.items()} == columns, name
@@ -46,7 +46,7 @@ def test_flow_table_columns_are_the_declared_ones_in_order():
 def test_every_declared_column_has_a_comment():
     """One line per column, and each says what the column holds (the declaration is the documentation)."""
     source = Path(schema.__file__).read_text(encoding="utf-8").splitlines()
-    for table in ("FLOW_COLUMNS", "CAPTURE_COLUMNS", "TLS_COLUMNS", "TLS_EXTRA", "CERT_COLUMNS", "SSH_COLUMNS", "HTTP_COLUMNS",
+    for table in ("FLOW_COLUMNS", "CAPTURE_COLUMNS", "FLOW_TIME_COLUMNS", "CAPTURE_TIME_COLUMNS", "TLS_COLUMNS", "TLS_EXTRA", "CERT_COLUMNS", "SSH_COLUMNS", "HTTP_COLUMNS",
                   "MERGED_FLOW_COLUMNS", "OFFSET_COLUMNS"):
         start = next(i for i, line in enumerate(source) if line.startswith(f"{table}: dict[str, str] = {{"))
         end = next(i for i in range(start, len(source)) if source[i] == "}")

@@ -85,6 +85,18 @@ def conform(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
     return df[list(columns) + extra]
 
 
+#: UTC datetimes the analysis adds beside the epoch seconds of flows and captures (same instants,
+#: microsecond precision); the seconds columns stay as the spec has them.
+FLOW_TIME_COLUMNS: dict[str, str] = {
+    "time_start": "datetime64[ns, UTC]",   # ts_start as a UTC datetime
+    "time_end": "datetime64[ns, UTC]",     # ts_end as a UTC datetime
+}
+CAPTURE_TIME_COLUMNS: dict[str, str] = {
+    "time_first": "datetime64[ns, UTC]",   # first_ts as a UTC datetime
+    "time_last": "datetime64[ns, UTC]",    # last_ts as a UTC datetime
+}
+
+
 #: Every value of ``client_cert``, from the best evidence of a client certificate to the worst
 #: (the ordered categories of the DataFrames users get).
 CLIENT_CERT_STATES: tuple[str, ...] = ("presented", "inferred-presented", "not-requested", "unknown",
