@@ -15,7 +15,7 @@ from pandas.testing import assert_frame_equal
 import commpath
 from commpath._pipeline import write_outputs
 from commpath.cli import main as cli_main
-from commpath.distributed import decode_run
+from commpath.distributed import decode_run, read_parts
 from commpath.distributed._parts import MARKER, TABLES, complete_parts
 
 from _dask_parts import dask_cluster, s3_env, s3_server, wait_until
@@ -105,8 +105,9 @@ def test_public_captures_on_a_dask_cluster_equal_the_single_process(cluster):
     assert_same_analysis(single, on_dask)
 
 
-def test_decoded_tables_equal_one_read_of_the_run(cluster):
-    """The decode layer's tables alone (certificates listed once over the run, flow ids counted across it)."""
+def test_decoded_tables_equal_one_read_of_the_run(cluster, tmp_path):
+    """The decode layer's tables alone (certificates listed once over the run, flow ids counted across it),
+    as the tasks return them and as their Parquet dataset reads back."""
     _, client = cluster
     folder = CAPTURES / "broken"
     opts = _options(folder)
@@ -114,7 +115,10 @@ def test_decoded_tables_equal_one_read_of_the_run(cluster):
     analyzer = HandshakeAnalyzer(opts.get("ca"), opts.get("keylog"))
     cap = commpath.read(folder, keep_streams=False, on_streams=analyzer)
     hs = analyzer.result()
-    run = decode_run([folder], opts.get("ca"), opts.get("keylog"), client=client)
+    run = decode_run([folder], opts.get("ca"), opts.get("keylog"), client=client, parts=str(tmp_path / "parts"))
+    again = read_parts(run.summaries)
+    for name in ("flows", "captures", "tls", "certs", "ssh", "http"):
+        assert_frame_equal(getattr(run, name), getattr(again, name), check_exact=True, obj=name)
     assert_frame_equal(cap.flows, run.flows, check_exact=True)
     assert_frame_equal(cap.captures, run.captures, check_exact=True)
     from commpath.decode.schema import CERT_COLUMNS, conform
@@ -221,3 +225,11 @@ def test_worker_killed_mid_run_the_run_finishes_with_the_same_results(tmp_path):
     assert len(parts) == len(single.captures)
     for p in parts:
         assert {f.name for f in Path(p).iterdir()} == {MARKER, *(f"{t}.parquet" for t in TABLES)}
+
+
+def test_local_cluster_announces_its_dashboard(capsys):
+    from commpath.distributed import connect
+    with connect(workers=1, processes=False) as client:
+        assert client.submit(sum, [1, 2]).result() == 3
+    err = capsys.readouterr().err
+    assert "commpath: Dask dashboard at http://" in err, err

@@ -29,11 +29,12 @@ def _analyzer(ca_pem: bytes | None, keylog: bytes | None, folder: str):
     return HandshakeAnalyzer(*paths)
 
 
-def decode_capture(index: int, source: Source, parts: str, ca_pem: bytes | None = None, keylog: bytes | None = None,
+def decode_capture(index: int, source: Source, parts: str | None, ca_pem: bytes | None = None, keylog: bytes | None = None,
                    storage_options: dict | None = None) -> dict:
-    """Decode capture ``index`` (``source``), write its flows/tls/certs/ssh/http under ``parts`` and
-    return its summary: the capture row, its flow count and the worker's costs. Flow ids in the
-    written tables count from 0 in this capture; the run adds the flows of the captures before it.
+    """Decode capture ``index`` (``source``), write its flows/tls/certs/ssh/http under ``parts`` (when
+    given) and return its summary: the capture row, its flow count, the worker's costs, and the
+    tables themselves under ``"tables"``. Flow ids count from 0 in this capture; the run adds the
+    flows of the captures before it.
 
     An unreadable capture is not an exception: its summary carries ``error`` (the run decides, as
     ``commpath.read`` does, whether the others make up for it)."""
@@ -58,7 +59,8 @@ def decode_capture(index: int, source: Source, parts: str, ca_pem: bytes | None 
                "tls": int(len(tables["tls"])), "seconds": time.perf_counter() - t0,
                "cpu_seconds": time.process_time() - cpu0, "bytes": source.size,
                "worker_pid": os.getpid(), "worker_peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
-    summary["part"] = write_part(parts, index, source.host, tables, summary, storage_options)
+    summary["part"] = write_part(parts, index, source.host, tables, summary, storage_options) if parts else None
+    summary["tables"] = tables     # taken off by the driver; pickled tables travel faster than Parquet reads back
     return summary
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +14,7 @@ from ..errors import CommpathError, InputError
 from ._cluster import connect
 from ._decode import decode_capture
 from ._files import expand
-from ._parts import clear_parts, read_part
+from ._parts import TABLES, clear_parts, read_part
 
 
 @dataclass
@@ -43,29 +41,23 @@ def decode_run(inputs, ca=None, keylog=None, *, client=None, workers: int | None
                strict: bool = False, processes: bool = True) -> Decoded:
     """Decode every capture of ``inputs`` (paths or fsspec URLs) as one Dask task each.
 
-    Each task writes its capture's tables under ``parts`` (a path or URL the workers can write;
-    by default a temporary folder, removed afterwards) and returns a summary; the tables are then
-    read back in capture order with flow ids counted across the run, exactly as ``commpath.read``
-    numbers them. ``client``, ``scheduler`` or ``workers``: see :func:`connect`.
+    Each task returns its capture's tables and a summary, and writes the tables under ``parts``
+    when given (a path or URL every worker can write: the run's Parquet dataset, by host); the
+    tables are put together in capture order with flow ids counted across the run, exactly as
+    ``commpath.read`` numbers them. ``client``, ``scheduler`` or ``workers``: see :func:`connect`.
     """
     sources = expand(inputs, storage_options)
     ca_pem = _read_small(ca, "--ca")
     keylog_bytes = _read_small(keylog, "--keylog")
-    own_parts = parts is None
-    if own_parts:
-        parts = tempfile.mkdtemp(prefix="commpath-parts-")
-    else:
+    if parts is not None:
         clear_parts(parts, storage_options)
-    try:
-        with connect(client, workers, scheduler, processes=processes, announce=progress) as c:
-            summaries = _run_tasks(c, sources, parts, ca_pem, keylog_bytes, storage_options, progress)
-        failed = [s for s in summaries if s["error"]]
-        if failed and (strict or len(failed) == len(summaries)):
-            raise InputError(failed[0]["name"], failed[0]["error"])
-        return _assemble(summaries, storage_options, None if own_parts else parts)
-    finally:
-        if own_parts:
-            shutil.rmtree(parts, ignore_errors=True)
+    with connect(client, workers, scheduler, processes=processes, announce=progress) as c:
+        summaries = _run_tasks(c, sources, parts, ca_pem, keylog_bytes, storage_options, progress)
+    failed = [s for s in summaries if s["error"]]
+    if failed and (strict or len(failed) == len(summaries)):
+        raise InputError(failed[0]["name"], failed[0]["error"])
+    tables = [s.pop("tables", None) for s in summaries]
+    return _assemble(summaries, tables, parts)
 
 
 def _read_small(path, option: str) -> bytes | None:
@@ -115,26 +107,28 @@ def _cancel(client, futures) -> None:
 
 
 def read_parts(summaries: list[dict], storage_options: dict | None = None) -> Decoded:
-    """The run's tables from its tasks' Parquet folders (see :func:`decode_run`)."""
-    return _assemble(summaries, storage_options, None)
+    """The run's tables read back from its tasks' Parquet folders (``summaries`` of a run that was
+    given ``parts``)."""
+    tables = [None if s["error"] else {name: read_part(s["part"], name, storage_options) for name in TABLES}
+              for s in summaries]
+    return _assemble(summaries, tables, None)
 
 
-def _assemble(summaries: list[dict], storage_options: dict | None, parts: str | None) -> Decoded:
-    tables: dict[str, list[pd.DataFrame]] = {k: [] for k in ("flows", "tls", "certs", "ssh", "http")}
+def _assemble(summaries: list[dict], per_capture: list[dict | None], parts: str | None) -> Decoded:
+    tables: dict[str, list[pd.DataFrame]] = {k: [] for k in TABLES}
     base = 0
-    for s in summaries:
+    for s, got in zip(summaries, per_capture):
         if s["error"]:
             continue
-        folder = s["part"]
-        flows = read_part(folder, "flows", storage_options)
+        flows = got["flows"]            # the task's own copy: changed in place
         flows["flow_id"] += base
         tables["flows"].append(flows)
         for name in ("tls", "ssh", "http"):
-            df = read_part(folder, name, storage_options)
+            df = got[name]
             if "flow_id" in df:
                 df["flow_id"] = df["flow_id"].astype("int64") + base
             tables[name].append(df)
-        certs = read_part(folder, "certs", storage_options)
+        certs = got["certs"]
         certs["flow_ids"] = [[i + base for i in ids] for ids in certs["flow_ids"]]
         tables["certs"].append(certs)
         base += s["flows"]
@@ -147,16 +141,23 @@ def _assemble(summaries: list[dict], storage_options: dict | None, parts: str | 
 
 def _concat(frames: list[pd.DataFrame], columns: dict[str, str]) -> pd.DataFrame:
     """The captures' rows of one table, typed as one read of the whole run types them: a category
-    column whose categories differ between captures gets the sorted distinct values of the run."""
+    column whose categories differ between captures gets the sorted distinct values of the run
+    (each capture's categories are its own sorted distinct values, so their sorted union is that)."""
     frames = [f for f in frames if len(f)]
     if not frames:
         return empty_frame(columns)
     cats = {c for f in frames for c in f.columns if isinstance(f[c].dtype, pd.CategoricalDtype)}
-    same = {c for c in cats if all(c in f and isinstance(f[c].dtype, pd.CategoricalDtype)
-                                   and list(f[c].cat.categories) == list(frames[0][c].cat.categories) for f in frames)}
-    mixed = cats - same
-    out = pd.concat([f.astype({c: object for c in mixed if c in f}) for f in frames], ignore_index=True)
-    return conform(out.astype({c: "category" for c in mixed}), columns)
+    for c in cats:
+        first = frames[0][c].dtype
+        if all(f[c].dtype == first for f in frames):
+            continue
+        values: set = set()
+        for f in frames:
+            values.update(f[c].cat.categories if isinstance(f[c].dtype, pd.CategoricalDtype) else f[c].dropna())
+        union = pd.CategoricalDtype(sorted(values))
+        for f in frames:
+            f[c] = f[c].astype(union)
+    return conform(pd.concat(frames, ignore_index=True), columns)
 
 
 def _merge_certs(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -1,0 +1,129 @@
+"""Wall time and memory of a many-host run: today's single process against Dask (local processes, threads).
+
+Makes the hosts' captures with ``dask_make_hosts.py`` (recorded lab traffic, rewritten addresses)
+unless ``--data`` already holds them, then runs the modes in interleaved rounds, each in a fresh
+interpreter (``--run MODE``), and prints medians and the ratios to the single process:
+
+- ``single``: ``commpath.open(DIR)`` as ``commpath analyze`` runs it today (one process, one core);
+- ``procs``: ``open(DIR, workers=N)``, a local cluster of N worker processes (start-up included);
+- ``threads``: a local cluster of one worker with N threads in the driver's process.
+
+Peak memory: the driver's own (``ru_maxrss``) and each worker process's (sampled with psutil
+every 50 ms). The machine may be shared: the load average before each run is printed with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MODES = ("single", "procs", "threads")
+
+
+def _sample_children(peaks: dict, cpu: dict, stop: threading.Event) -> None:
+    import psutil
+    me = psutil.Process()
+    while not stop.is_set():
+        for child in me.children(recursive=True):
+            try:
+                peaks[child.pid] = max(peaks.get(child.pid, 0), child.memory_info().rss)
+                t = child.cpu_times()
+                cpu[child.pid] = t.user + t.system
+            except psutil.Error:
+                pass
+        stop.wait(0.05)
+
+
+def run_once(mode: str, data: str, workers: int, out: str) -> dict:
+    """One measured run in this interpreter (called through ``--run``)."""
+    import commpath
+    from commpath._pipeline import write_outputs
+    peaks: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    stop = threading.Event()
+    threading.Thread(target=_sample_children, args=(peaks, cpu, stop), daemon=True).start()
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    if mode == "single":
+        a = commpath.open(data)
+    elif mode == "procs":
+        a = commpath.open(data, workers=workers)
+    else:
+        from commpath.distributed import connect
+        with connect(workers=workers, processes=False, announce=False) as client:
+            a = commpath.open(data, client=client)
+    write_outputs(a, out)
+    wall = time.perf_counter() - t0
+    driver_cpu = time.process_time() - c0
+    stop.set()
+    return {"mode": mode, "wall_s": wall, "flows": len(a.flows), "captures": len(a.captures),
+            "driver_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "worker_peak_mb": max(peaks.values()) / 2**20 if peaks else None,
+            "cpu_s": driver_cpu + sum(cpu.values()), "driver_cpu_s": driver_cpu}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(HERE / "data/dask-hosts"), help="folder of the hosts' captures")
+    ap.add_argument("--replicas", type=int, default=4, help="lab clusters (3 hosts each) to make when --data is empty")
+    ap.add_argument("--repeat", type=int, default=150, help="repetitions of each recording (made data only)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--out", default="/tmp/commpath-dask-bench")
+    ap.add_argument("--run", choices=MODES, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.run:
+        print(json.dumps(run_once(args.run, args.data, args.workers, args.out)))
+        return
+    data = Path(args.data)
+    if not any(data.glob("*/*.pcap")):
+        sys.path.insert(0, str(HERE))
+        from dask_make_hosts import make
+        n = make(HERE.parent / "captures/default", data, args.replicas, args.repeat)
+        print(f"made {args.replicas * 3} hosts, {n / 1e6:.0f} MB in {data}", flush=True)
+    size = sum(p.stat().st_size for p in data.rglob("*.pcap"))
+    hosts = len({p.parent for p in data.rglob("*.pcap")})
+    print(f"{hosts} hosts, {len(list(data.rglob('*.pcap')))} captures, {size / 1e6:.0f} MB; "
+          f"{args.workers} workers; {os.cpu_count()} cores", flush=True)
+    modes = args.modes.split(",")
+    results: dict[str, list[dict]] = {m: [] for m in modes}
+    for r in range(args.rounds):
+        for m in (modes if r % 2 == 0 else modes[::-1]):      # interleaved, alternating order
+            load = os.getloadavg()[0]
+            t0 = time.perf_counter()
+            out = subprocess.run([sys.executable, __file__, "--run", m, "--data", str(data), "--workers",
+                                  str(args.workers), "--out", f"{args.out}-{m}"], capture_output=True, text=True)
+            if out.returncode:
+                sys.exit(f"{m} failed: {out.stderr.strip().splitlines()[-1:]}")
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            res["process_s"], res["load"] = time.perf_counter() - t0, load
+            results[m].append(res)
+            print(f"round {r + 1} {m:8s} wall {res['wall_s']:6.2f} s (process {res['process_s']:6.2f} s), cpu "
+                  f"{res['cpu_s']:6.2f} s (driver {res['driver_cpu_s']:5.2f} s), driver "
+                  f"{res['driver_peak_mb']:5.0f} MB, worker {res['worker_peak_mb'] or 0:5.0f} MB, load {load:.1f}",
+                  flush=True)
+    base = statistics.median(r["wall_s"] for r in results.get("single", [])) if "single" in results else None
+    print("\nmedians:")
+    for m, rs in results.items():
+        wall = statistics.median(r["wall_s"] for r in rs)
+        proc = statistics.median(r["process_s"] for r in rs)
+        ratio = f", {base / wall:.2f}x single" if base else ""
+        cpu = statistics.median(r["cpu_s"] for r in rs)
+        dcpu = statistics.median(r["driver_cpu_s"] for r in rs)
+        print(f"  {m:8s} wall {wall:6.2f} s (process {proc:6.2f} s){ratio}; cpu {cpu:.2f} s (driver {dcpu:.2f} s); driver peak "
+              f"{statistics.median(r['driver_peak_mb'] for r in rs):.0f} MB; worker peak "
+              f"{max((r['worker_peak_mb'] or 0) for r in rs):.0f} MB; flows {rs[0]['flows']}")
+
+
+if __name__ == "__main__":
+    main()
