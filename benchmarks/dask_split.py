@@ -70,7 +70,7 @@ def main() -> None:
     for k in map(int, args.chunks.split(",")):
         # cut points off the even fractions: a made capture repeats a recording, and its repetitions
         # end exactly there (no connection open across)
-        at = [0] + [round(i * n / k) + n // (3 * k) + 1 for i in range(1, k)] + [n]
+        at = [0] + [round(i * n / k) + 307 for i in range(1, k)] + [n]
         cuts = [offs[a] for a in at]
         costs, seams = [], 0
         for i in range(k):
