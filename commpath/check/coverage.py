@@ -6,8 +6,9 @@ path none of whose responder ports the filters let through could not have been s
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from ..decode.merge import manifest_beside
 
 #: run-level verdicts, worst first
 RUN_VERDICTS = ("fail", "inconclusive", "warn", "pass")
@@ -15,11 +16,7 @@ BLIND = ("not-observable", "inconclusive")
 
 
 def _manifest(capture_file: str) -> dict:
-    try:
-        data = json.loads((Path(capture_file).parent / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return manifest_beside(capture_file)   # local, or beside a URL's capture (s3://...)
 
 
 def _capture_facts(captures) -> tuple[list[str], list[str], list[tuple[str, str]]]:

@@ -27,10 +27,7 @@ def host_addresses(captures: pd.DataFrame) -> dict[str, str]:
     for file, host in zip(captures["file"].astype(str), captures["host"]):
         if pd.isna(host):
             continue
-        try:
-            data = json.loads(_manifest_text(file))
-        except (OSError, ValueError):
-            continue
+        data = manifest_beside(file)
         for iface in data.get("interfaces", []):
             for cidr in iface.get("addresses", []):
                 ip = cidr.split("/")[0]
@@ -39,14 +36,20 @@ def host_addresses(captures: pd.DataFrame) -> dict[str, str]:
     return owner
 
 
-def _manifest_text(capture: str) -> str:
-    """The manifest.json beside a capture file: a local one, or beside a URL's (``s3://...``) through
-    fsspec, with the credentials and endpoint of the environment."""
-    if "://" not in capture:
-        return (Path(capture).parent / "manifest.json").read_text()
-    import fsspec
-    with fsspec.open(capture.rsplit("/", 1)[0] + "/manifest.json", "rt") as f:
-        return f.read()
+def manifest_beside(capture: str) -> dict:
+    """The capture agent's manifest.json beside a capture file ({} when there is none or it is unreadable):
+    a local one, or beside a URL's (``s3://...``) through fsspec, with the environment's credentials."""
+    try:
+        if "://" not in capture:
+            text = (Path(capture).parent / "manifest.json").read_text(encoding="utf-8")
+        else:
+            import fsspec
+            with fsspec.open(capture.rsplit("/", 1)[0] + "/manifest.json", "rt", encoding="utf-8") as f:
+                text = f.read()
+        data = json.loads(text)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def capture_hosts(captures: pd.DataFrame) -> list[str]:
