@@ -233,3 +233,68 @@ def test_local_cluster_announces_its_dashboard(capsys):
         assert client.submit(sum, [1, 2]).result() == 3
     err = capsys.readouterr().err
     assert "commpath: Dask dashboard at http://" in err, err
+
+
+def _split_pcap(pcap: Path, at_frame: int, first: Path, second: Path) -> None:
+    """Two valid pcaps: frames before ``at_frame`` and the rest (record boundaries, one header each)."""
+    import struct
+    data = pcap.read_bytes()
+    endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    pos, frame = 24, 1
+    while frame < at_frame:
+        pos += 16 + struct.unpack(endian + "I", data[pos + 8:pos + 12])[0]
+        frame += 1
+    first.write_bytes(data[:pos])
+    second.write_bytes(data[:24] + data[pos:])
+
+
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="needs tcpdump")
+def test_tls_session_resumed_in_another_capture_file_is_resolved_over_the_run(cluster, tmp_path):
+    """A full mutual-TLS handshake in one capture file, its ticket resumed in the next: the run (one
+    process or Dask) says the resumed connection inherited the client certificate."""
+    import socket
+    import ssl
+    from conftest_handshakes import start_tcpdump, stop_tcpdump
+    from test_starttls import _certificate
+    from test_tls_resumption import _serve
+    _, client = cluster
+    crt, key = _certificate(tmp_path)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.maximum_version = ssl.TLSVersion.TLSv1_2
+    server.load_cert_chain(crt, key)
+    server.verify_mode = ssl.CERT_REQUIRED
+    server.load_verify_locations(crt)
+    tls_client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    tls_client.maximum_version = ssl.TLSVersion.TLSv1_2
+    tls_client.load_verify_locations(crt)
+    tls_client.load_cert_chain(crt, key)
+    lsock = socket.create_server(("127.0.0.1", 0))
+    port = lsock.getsockname()[1]
+    errors: list = []
+    thread = threading.Thread(target=_serve, args=(lsock, server, 2, errors), daemon=True)
+    pcap = tmp_path / "resume.pcap"
+    dump = start_tcpdump(pcap, f"tcp port {port}")
+    try:
+        thread.start()
+        session = None
+        for _ in range(2):
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as raw, \
+                    tls_client.wrap_socket(raw, server_hostname="starttls.test", session=session) as tls:
+                assert tls.recv(5) == b"hello"
+                tls.sendall(b"x")
+                session = tls.session
+        thread.join(timeout=30)
+        assert not thread.is_alive() and not errors, errors
+    finally:
+        lsock.close()
+        stop_tcpdump(dump)
+    flows = commpath.read(pcap).flows
+    assert len(flows) == 2
+    run = tmp_path / "run"
+    run.mkdir()
+    _split_pcap(pcap, int(flows["first_frame"].max()), run / "a.pcap", run / "b.pcap")
+    single = commpath.open(run)
+    on_dask = commpath.open(run, client=client)
+    again = single.tls.sort_values("flow_id").iloc[1]
+    assert again.resumed and again.client_cert_source == "resumed-from" and again.client_cert == "presented"
+    assert_same_analysis(single, on_dask)

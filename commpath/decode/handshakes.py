@@ -186,6 +186,33 @@ class HandshakeAnalyzer:
         with collector_paused():
             return self._result()
 
+    def unresolved(self) -> dict:
+        """Every row fed so far before the run-level steps of :meth:`result` (session resumption, chains
+        completed from the run), with the certificates seen: what :meth:`absorb` takes, so the captures
+        of one run may be analysed apart (``commpath.distributed``) and resolved together."""
+        if self._pending:
+            self._flush()
+        book = self.certs
+        return {"tls": self.tls_rows, "ssh": self.ssh_rows, "http": self.http_rows, "incomplete": book.incomplete,
+                "certs": [(book._ders[fp], book._roles[fp], list(book._flows[fp])) for fp in book._ders]}
+
+    def absorb(self, part: dict, flow_base: int = 0) -> None:
+        """Add :meth:`unresolved` of the next capture of the run, its flow ids moved on by ``flow_base``:
+        :meth:`result` is then what one analyzer fed every capture in turn gives."""
+        def moved(rows):
+            return [(row[0] + flow_base,) + tuple(row[1:]) for row in rows]
+        self.tls_rows += moved(part["tls"])
+        self.ssh_rows += moved(part["ssh"])
+        self.http_rows += moved(part["http"])
+        book = self.certs
+        for der, roles, flows in part["certs"]:
+            for role in roles:
+                book.add(der, flows[0] + flow_base, role)
+            for flow in flows[1:]:
+                book.add(der, flow + flow_base, roles[0])
+        room = MAX_INCOMPLETE - len(book.incomplete)
+        book.incomplete += [(f + flow_base,) + tuple(rest) for f, *rest in part["incomplete"][:max(room, 0)]]
+
     def _result(self) -> Handshakes:
         if self._pending:
             self._flush()

@@ -44,23 +44,27 @@ def decode_capture(index: int, source: Source, parts: str | None, ca_pem: bytes 
             with local_copy(source.name, storage_options, folder=tmp) as local:
                 analyzer = _analyzer(ca_pem, keylog, tmp)
                 capture = read(local, keep_streams=False, on_streams=analyzer)
-                hs = analyzer.result()
+                handshakes = analyzer.unresolved()   # resolved over the whole run by the driver
         except InputError as exc:
             reason = exc.reason
             row = _capture_row(source, None, reason)
             return {"index": index, "name": source.name, "error": reason, "capture": row, "flows": 0, "part": None}
     flows = capture.flows
     flows["capture"] = flows["capture"].astype(object).where(flows["capture"].isna(), source.name).astype("string")
-    tables = {"flows": flows, "tls": conform(hs.tls.copy(), TLS_COLUMNS),
-              "certs": conform(hs.certs.copy(), CERT_COLUMNS) if len(hs.certs) else empty_frame(CERT_COLUMNS),
-              "ssh": hs.ssh, "http": hs.http}
     row = _capture_row(source, capture.captures.iloc[0].to_dict(), None)
     summary = {"index": index, "name": source.name, "error": None, "capture": row, "flows": int(len(flows)),
-               "tls": int(len(tables["tls"])), "seconds": time.perf_counter() - t0,
+               "tls": len(handshakes["tls"]), "seconds": time.perf_counter() - t0,
                "cpu_seconds": time.process_time() - cpu0, "bytes": source.size,
                "worker_pid": os.getpid(), "worker_peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
-    summary["part"] = write_part(parts, index, source.host, tables, summary, storage_options) if parts else None
-    summary["tables"] = tables     # taken off by the driver; pickled tables travel faster than Parquet reads back
+    summary["part"] = None
+    if parts:   # the capture's own tables (its sessions and chains resolved within the capture)
+        hs = analyzer.result()
+        tables = {"flows": flows, "tls": conform(hs.tls.copy(), TLS_COLUMNS),
+                  "certs": conform(hs.certs.copy(), CERT_COLUMNS) if len(hs.certs) else empty_frame(CERT_COLUMNS),
+                  "ssh": hs.ssh, "http": hs.http}
+        summary["part"] = write_part(parts, index, source.host, tables, summary, storage_options)
+    # taken off by the driver: pickled, they travel faster than Parquet reads back
+    summary["tables"] = {"flows": flows, "handshakes": handshakes}
     return summary
 
 

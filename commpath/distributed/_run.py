@@ -57,7 +57,7 @@ def decode_run(inputs, ca=None, keylog=None, *, client=None, workers: int | None
     if failed and (strict or len(failed) == len(summaries)):
         raise InputError(failed[0]["name"], failed[0]["error"])
     tables = [s.pop("tables", None) for s in summaries]
-    return _assemble(summaries, tables, parts)
+    return _assemble_run(summaries, tables, parts, ca, keylog)
 
 
 def _read_small(path, option: str) -> bytes | None:
@@ -106,9 +106,31 @@ def _cancel(client, futures) -> None:
         pass
 
 
+def _assemble_run(summaries: list[dict], per_capture: list[dict | None], parts: str | None, ca, keylog) -> Decoded:
+    """The run's tables from the tasks' results: flows put together, handshakes resolved over the
+    run by one analyzer (session resumption and chains across captures, as in one process)."""
+    from ..decode.handshakes import HandshakeAnalyzer
+    analyzer = HandshakeAnalyzer(ca, keylog)
+    flows, base = [], 0
+    for s, got in zip(summaries, per_capture):
+        if s["error"]:
+            continue
+        f = got["flows"]             # the task's own copy: changed in place
+        f["flow_id"] += base
+        flows.append(f)
+        analyzer.absorb(got["handshakes"], base)
+        base += s["flows"]
+    hs = analyzer.result()
+    captures = pd.DataFrame([s["capture"] for s in summaries]) if summaries else empty_frame(CAPTURE_COLUMNS)
+    return Decoded(flows=_concat(flows, FLOW_COLUMNS), captures=conform(captures, CAPTURE_COLUMNS),
+                   tls=conform(hs.tls.copy(), TLS_COLUMNS),
+                   certs=conform(hs.certs.copy(), CERT_COLUMNS), ssh=hs.ssh, http=hs.http,
+                   summaries=summaries, parts=parts)
+
+
 def read_parts(summaries: list[dict], storage_options: dict | None = None) -> Decoded:
     """The run's tables read back from its tasks' Parquet folders (``summaries`` of a run that was
-    given ``parts``)."""
+    given ``parts``); TLS sessions and chains as each capture resolved them alone."""
     tables = [None if s["error"] else {name: read_part(s["part"], name, storage_options) for name in TABLES}
               for s in summaries]
     return _assemble(summaries, tables, None)
