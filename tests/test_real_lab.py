@@ -144,6 +144,7 @@ def test_real_cluster_recording_scored_against_the_audit_log(tmp_path):
         s = score(out, out / inventory)
         assert s["wrong"] == [] and s["not_seen"] == 0, (inventory, s["wrong"][:10])
         assert s["accuracy"] == 1.0
+        assert s["client_cert"]["wrong"] == [] and s["client_cert"]["right"] > 0   # x509 vs token, from the audit log
         produced = {(c, p) for c, p, _ in s["findings"]}
         assert expected <= produced, (inventory, expected - produced)
         extra = {(c, p) for c, p, sev in s["findings"] if sev != "info"} - expected

@@ -9,6 +9,7 @@ makes a warm start a digest check.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -64,15 +65,25 @@ def build_env() -> dict:
     return dict(os.environ, PATH=path, GOTOOLCHAIN="local", CGO_ENABLED="0", GOFLAGS="-trimpath -mod=readonly")
 
 
-def binaries(log=None) -> dict[str, Path]:
-    """Name -> path of every lab binary, building them first if the cache does not hold this go.mod's."""
-    target = bin_dir()
+def _fresh(target: Path) -> bool:
     stamp = target / ".digest"
-    names = COMMANDS + LOCAL_COMMANDS
-    if stamp.exists() and stamp.read_text().strip() == digest() and all((target / n).exists() for n in names):
-        return {n: target / n for n in names}
-    build(log)
-    return {n: target / n for n in names}
+    return (stamp.exists() and stamp.read_text().strip() == digest()
+            and all((target / n).exists() for n in COMMANDS + LOCAL_COMMANDS))
+
+
+def binaries(log=None) -> dict[str, Path]:
+    """Name -> path of every lab binary, building them first if the cache does not hold this go.mod's.
+
+    A build holds a lock, so a caller arriving while another process builds (scripts/test.sh starts
+    the cold build beside the other tests) waits for it instead of building twice."""
+    target = bin_dir()
+    if not _fresh(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target.parent / "build.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not _fresh(target):
+                build(log)
+    return {n: target / n for n in COMMANDS + LOCAL_COMMANDS}
 
 
 def build(log=None) -> float:
@@ -102,3 +113,7 @@ def build(log=None) -> float:
     seconds = time.monotonic() - t0
     say(f"built {rel} in {seconds:.0f}s")
     return seconds
+
+
+if __name__ == "__main__":      # scripts/test.sh: build (or find) the binaries ahead of tests/test_real_lab.py
+    print("\n".join(str(p) for p in binaries().values()))

@@ -27,8 +27,11 @@ def score(folder: Path, inventory: Path | None) -> dict:
     a = commpath.open(*[p.parent for p in sorted(folder.glob("*/manifest.json"))],
                       inventory=inventory, ca=str(ca) if ca.exists() else None)
     labels: dict[tuple[str, str], set[str]] = {}
-    for f in a.flows[["src_ip", "src_port", "dst_ip", "dst_port", "path"]].itertuples(index=False):
-        labels.setdefault((_ep(f.src_ip, f.src_port), _ep(f.dst_ip, f.dst_port)), set()).add(str(f.path))
+    certs: dict[tuple[str, str], set[str]] = {}
+    for f in a.flows[["src_ip", "src_port", "dst_ip", "dst_port", "path", "client_cert"]].itertuples(index=False):
+        key = (_ep(f.src_ip, f.src_port), _ep(f.dst_ip, f.dst_port))
+        labels.setdefault(key, set()).add(str(f.path))
+        certs.setdefault(key, set()).add(str(f.client_cert))
     right, wrong, missing = 0, [], []
     for c in truth["connections"]:
         got = labels.get((c["src"], c["dst"]), set()) | labels.get((c["src"], c.get("dst_after_nat")), set())
@@ -38,10 +41,21 @@ def score(folder: Path, inventory: Path | None) -> dict:
             right += 1
         else:
             wrong.append({"src": c["src"], "dst": c["dst"], "truth": c["path"], "commpath": sorted(got)})
+    cert_right, cert_wrong = 0, []
+    for c in truth["connections"]:        # the client-certificate inference against the audit log's credential
+        want = {"x509": "presented", "token": "absent", "none": "absent"}.get(c.get("credential", ""))
+        if want is None:
+            continue                      # several identities with different credentials used that address then
+        got = certs.get((c["src"], c["dst"]), set()) | certs.get((c["src"], c.get("dst_after_nat")), set())
+        if got and all(g.endswith(want) for g in got):
+            cert_right += 1
+        else:
+            cert_wrong.append({"src": c["src"], "dst": c["dst"], "credential": c["credential"], "commpath": sorted(got)})
     total = len(truth["connections"])
     findings = sorted({(str(r.check), str(r.path), str(r.severity)) for r in a.findings.itertuples()})
     return {"connections": total, "right": right, "wrong": wrong, "not_seen": len(missing),
-            "accuracy": right / total if total else 0.0, "findings": findings}
+            "accuracy": right / total if total else 0.0, "findings": findings,
+            "client_cert": {"right": cert_right, "wrong": cert_wrong}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         s = score(folder, inv)
         print(f"{name}: {s['right']}/{s['connections']} connections labelled as the audit truth says "
               f"({100 * s['accuracy']:.1f} %), {len(s['wrong'])} wrong, {s['not_seen']} not seen")
+        cc = s["client_cert"]
+        print(f"  client certificate (TLS 1.3 inference) vs the audit log's credential: {cc['right']}/"
+              f"{cc['right'] + len(cc['wrong'])} right")
         for w in s["wrong"][:20]:
             print(f"  {w['src']} -> {w['dst']}: truth {w['truth']}, commpath {', '.join(w['commpath'])}")
         for f in s["findings"]:
