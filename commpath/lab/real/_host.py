@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -201,3 +202,28 @@ def delete_pod_netns(inodes: set[int], names: set[str]) -> list[str]:
             if subprocess.run(["ip", "netns", "del", entry.name], capture_output=True, timeout=30).returncode == 0:
                 removed.append(entry.name)
     return removed
+
+
+RUNC_ROOT = Path("/run/containerd/runc/k8s.io")          # the runc shim's state folder (fixed by containerd)
+DEVICE_PLUGINS = Path("/var/lib/kubelet/device-plugins")  # the kubelet's device-plugin socket (fixed path)
+
+
+def forget_containers(state_dir: Path) -> None:
+    """Drop runc's state of the lab's containers (they were killed, not deleted through the runtime)."""
+    for task in state_dir.glob("*/containerd/state/io.containerd.runtime.v2.task/k8s.io/*"):
+        if (RUNC_ROOT / task.name).is_dir():
+            res = subprocess.run(["runc", "--root", str(RUNC_ROOT), "delete", "--force", task.name],
+                                 capture_output=True, timeout=30)
+            if res.returncode != 0:
+                shutil.rmtree(RUNC_ROOT / task.name, ignore_errors=True)
+
+
+def remove_kubelet_leftovers(state_root: Path) -> None:
+    """The kubelet creates its device-plugin socket outside --root-dir; remove it when no real lab is up."""
+    if state_root.exists() and any(state_root.iterdir()):
+        return
+    for leftover in (DEVICE_PLUGINS / "kubelet.sock", DEVICE_PLUGINS, DEVICE_PLUGINS.parent):
+        try:
+            leftover.unlink() if leftover.is_socket() else leftover.rmdir()   # folders only if empty
+        except OSError:
+            pass

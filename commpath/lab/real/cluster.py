@@ -266,6 +266,7 @@ class RealLab:
         inodes = _host.netns_inodes(pod_pids)
         _host.kill_pids(pod_pids)
         removed = _topology.destroy(self.name)     # SIGKILLs what is left in the hosts' namespaces (shims)
+        _host.forget_containers(self.dir)
         removed += _host.delete_pod_netns(inodes, _host.pod_netns_names(self.dir))
         if self.dir.exists():
             _host.unmount_under(self.dir)
@@ -273,6 +274,7 @@ class RealLab:
             _host.remove_cgroup_root(self.cgroup_root(n))
         if self.dir.exists():
             shutil.rmtree(self.dir, ignore_errors=True)
+        _host.remove_kubelet_leftovers(STATE_ROOT)
         self.state = {}
         return removed
 
