@@ -95,7 +95,8 @@ def test_every_ground_truth_connection_once_with_its_path(run):
         assert str(f.path) == c["path"], c
         if c.get("dst_after_nat"):      # the pod dialled the VIP: seen before DNAT on its node, after it on cp1
             assert f.dst_before_nat == c["dst"]
-            assert "cp1" in f.hosts and len(f.hosts) == 2 and len(f.vantage_points) == 3
+            # veth (before DNAT), node uplink, cp1; a real CNI bridge (captures/real-default) adds its own views
+            assert "cp1" in f.hosts and len(f.hosts) == 2 and len(f.vantage_points) >= 3
         src, dst = c["src"].rsplit(":", 1)[0], c.get("dst_after_nat", c["dst"]).rsplit(":", 1)[0]
         if host_of(src) != host_of(dst):    # crosses the lab bridge: both ends recorded it
             assert f.hosts == sorted({host_of(src), host_of(dst)}), c

@@ -167,8 +167,15 @@ def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance:
     g = g.assign(nat_link=nat_pair)
     link = g.loc[g["nat_link"], "conn"].to_numpy()
     prev = g["conn"].shift().loc[g["nat_link"]].to_numpy()
-    remap = dict(zip(link, prev.astype(np.int64)))
-    for _ in range(3):  # chains of links
+    if len(link):
+        import networkx as nx
+
+        # links chain and can form cycles (a bridge device with br_netfilter shows a pod's requests after
+        # DNAT and the replies before un-DNAT, interleaved with the veth's and the uplink's views): every
+        # connected group of views is one connection
+        graph = nx.Graph()
+        graph.add_edges_from(zip(link.tolist(), prev.astype(np.int64).tolist()))
+        remap = {n: min(group) for group in nx.connected_components(graph) for n in group}
         f["conn"] = f["conn"].map(remap).fillna(f["conn"]).astype(np.int64)
 
     # pick the representative row: after NAT, on the initiator's host, earliest
