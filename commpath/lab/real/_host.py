@@ -122,6 +122,8 @@ def unmount_under(d: Path) -> int:
 
 # ---------------------------------------------------------------- cgroups
 def cgroup_dirs(root_name: str) -> list[Path]:
+    if (CGROUP_FS / "cgroup.controllers").exists():     # cgroup v2: one hierarchy (untested here: the machines are v1)
+        return [CGROUP_FS / root_name]
     return [c / root_name for c in CGROUP_FS.iterdir() if c.is_dir() and (c / "cgroup.procs").exists()]
 
 
