@@ -29,8 +29,8 @@ sys.path.insert(0, str(HERE))
 from run import available, capture_packets, command, measure  # noqa: E402
 
 COMMPATH = ("analyze", "analyze+inventory", "report", "report+inventory")
-#: exit 1 means findings at or above --fail-on: a finished run
-DONE = (0, 1)
+#: exit 1 (findings at or above --fail-on) and 3 (inconclusive) are finished runs too
+DONE = (0, 1, 3)
 
 
 def commpath_command(tool: str, path: Path, inventory: Path, out: Path) -> list[str]:
