@@ -92,3 +92,12 @@ def test_fingerprints_are_stable_across_captures_of_one_cluster(tmp_path):
     for key in common:
         assert first[key].fingerprint == second[key].fingerprint
         assert first[key].frames != second[key].frames
+
+
+def test_findings_made_in_batches_of_groups_are_the_same(monkeypatch):
+    from commpath.check import findings as made
+    whole = _broken().findings
+    monkeypatch.setattr(made, "GROUP_BATCH", 1)
+    batched = _broken().findings
+    assert len(whole) > 3
+    assert whole.astype(str).equals(batched.astype(str))

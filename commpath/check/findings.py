@@ -137,6 +137,10 @@ def _endpoint(addr: pa.Array) -> pa.Array:
     return pc.if_else(pc.match_substring(addr, ":"), _join("[", addr, "]"), addr)
 
 
+#: findings made at once: the intermediate text of one batch is in memory at a time
+GROUP_BATCH = 65_536
+
+
 def aggregate(check, path: str, rows: np.ndarray, detail: np.ndarray, keys: FlowKeys, handshake_frames) -> dict:
     """The findings (as columns) of ``check`` on ``path`` for the flagged flows at positions ``rows``.
 
@@ -147,8 +151,22 @@ def aggregate(check, path: str, rows: np.ndarray, detail: np.ndarray, keys: Flow
                         keys.capture[rows]))
     rows, detail = rows[order], detail[order]
     k = np.stack([keys.capture[rows], keys.src[rows], keys.dst[rows], keys.dst_port[rows]])
-    starts = np.flatnonzero(np.r_[True, (k[:, 1:] != k[:, :-1]).any(axis=0)])
-    counts = np.diff(np.r_[starts, len(rows)])
+    starts = np.r_[np.flatnonzero(np.r_[True, (k[:, 1:] != k[:, :-1]).any(axis=0)]), len(rows)]
+    blocks = []
+    for g in range(0, len(starts) - 1, GROUP_BATCH):
+        bounds = starts[g:g + GROUP_BATCH + 1]
+        a, b = bounds[0], bounds[-1]
+        blocks.append(_columns(check, path, rows[a:b], detail[a:b], bounds - a, keys, handshake_frames))
+    if len(blocks) == 1:
+        return blocks[0]
+    return {name: (np.concatenate([x[name] for x in blocks]) if isinstance(blocks[0][name], np.ndarray)
+                   else [v for x in blocks for v in x[name]]) for name in blocks[0]}
+
+
+def _columns(check, path: str, rows: np.ndarray, detail: np.ndarray, bounds: np.ndarray, keys: FlowKeys,
+             handshake_frames) -> dict:
+    """The finding columns of the groups ``rows[bounds[i]:bounds[i + 1]]``."""
+    starts, counts = bounds[:-1], np.diff(bounds)
     n_groups, group = len(starts), np.repeat(np.arange(len(starts)), counts)
     first = rows[starts]
     addresses = np.asarray(keys.addresses, dtype=object)
@@ -167,7 +185,7 @@ def aggregate(check, path: str, rows: np.ndarray, detail: np.ndarray, keys: Flow
     return {
         "check": np.full(n_groups, check.id, object), "severity": np.full(n_groups, check.severity_for(path), object),
         "path": np.full(n_groups, path, object),
-        "flow_ids": _lists(np.r_[starts, len(rows)], pa.array(keys.flow_id[rows])).to_pylist(),
+        "flow_ids": _lists(bounds, pa.array(keys.flow_id[rows])).to_pylist(),
         "message": message.to_numpy(zero_copy_only=False),
         "remediation": np.full(n_groups, " ".join(check.remediation_for(path).split()), object),
         "capture": np.asarray(keys.capture_names, dtype=object)[keys.capture[first]],
