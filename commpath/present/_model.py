@@ -461,7 +461,9 @@ def coverage_rows(analysis) -> list[tuple[str, str]]:
         ("hosts", listed(cov.get("hosts"))),
         ("interfaces", listed(cov.get("interfaces"))),
         ("capture filter", text(cov.get("capture_filter"), "none recorded")),
-        ("paths the filter could not have seen", listed(unseen, "none")),
+        ("paths the filter could not have seen",
+         listed(unseen) if unseen else "unknown: no capture filter recorded" if not cov.get("capture_filter")
+         else "not evaluated: compare the filter with the catalog's ports (commpath paths)"),
     ]
 
 
