@@ -128,7 +128,8 @@ def test_fresh_lab_recording(tmp_path, scenario):
     out = tmp_path / scenario
     try:
         res = subprocess.run([sys.executable, "-m", "commpath", "lab", "run", "--scenario", scenario, "--out", str(out),
-                              "--name", name], capture_output=True, text=True, timeout=240)
+                              "--name", name], capture_output=True, text=True,
+                             timeout=1200)   # a hang guard: the first run builds the Go peers, slow when loaded
     finally:
         subprocess.run([sys.executable, "-m", "commpath", "lab", "down", "--name", name], capture_output=True,
                        text=True, timeout=60)
