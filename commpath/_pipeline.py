@@ -27,6 +27,10 @@ OUTPUT_FILES = ("flows.parquet", "tls.parquet", "certs.parquet", "findings.parqu
                 "http.parquet", "captures.parquet")
 
 
+#: the widest span of datetime64[ns], in microseconds either side of 1970
+_MAX_DATETIME_MICROS = 9.2e15
+
+
 @dataclass(eq=False)
 class Analysis:
     """Classified flows, handshakes, findings and path verdicts of one or more captures."""
@@ -65,6 +69,9 @@ class Analysis:
                 for seconds, when in pairs.items():
                     if seconds in df:
                         micros = (pd.to_numeric(df[seconds], errors="coerce") * 1e6).round()
+                        # a hostile or damaged capture may carry any timestamp: what datetime64[ns]
+                        # cannot hold (years before 1678 or after 2261, inf) is NaT, not an error
+                        micros = micros.where(micros.abs() < _MAX_DATETIME_MICROS)
                         if when in df:   # read back from an analyze folder: derived again, kept last
                             df.pop(when)
                         df[when] = pd.to_datetime(micros, unit="us", utc=True).astype("datetime64[ns, UTC]")
