@@ -252,42 +252,9 @@ def _split_pcap(pcap: Path, at_frame: int, first: Path, second: Path) -> None:
 def test_tls_session_resumed_in_another_capture_file_is_resolved_over_the_run(cluster, tmp_path):
     """A full mutual-TLS handshake in one capture file, its ticket resumed in the next: the run (one
     process or Dask) says the resumed connection inherited the client certificate."""
-    import socket
-    import ssl
-    from conftest_handshakes import start_tcpdump, stop_tcpdump
-    from test_starttls import _certificate
-    from test_tls_resumption import _serve
+    from test_tls_resumption import record_resumed_ticket
     _, client = cluster
-    crt, key = _certificate(tmp_path)
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.maximum_version = ssl.TLSVersion.TLSv1_2
-    server.load_cert_chain(crt, key)
-    server.verify_mode = ssl.CERT_REQUIRED
-    server.load_verify_locations(crt)
-    tls_client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    tls_client.maximum_version = ssl.TLSVersion.TLSv1_2
-    tls_client.load_verify_locations(crt)
-    tls_client.load_cert_chain(crt, key)
-    lsock = socket.create_server(("127.0.0.1", 0))
-    port = lsock.getsockname()[1]
-    errors: list = []
-    thread = threading.Thread(target=_serve, args=(lsock, server, 2, errors), daemon=True)
-    pcap = tmp_path / "resume.pcap"
-    dump = start_tcpdump(pcap, f"tcp port {port}")
-    try:
-        thread.start()
-        session = None
-        for _ in range(2):
-            with socket.create_connection(("127.0.0.1", port), timeout=30) as raw, \
-                    tls_client.wrap_socket(raw, server_hostname="starttls.test", session=session) as tls:
-                assert tls.recv(5) == b"hello"
-                tls.sendall(b"x")
-                session = tls.session
-        thread.join(timeout=30)
-        assert not thread.is_alive() and not errors, errors
-    finally:
-        lsock.close()
-        stop_tcpdump(dump)
+    pcap, _ = record_resumed_ticket(tmp_path)
     flows = commpath.read(pcap).flows
     assert len(flows) == 2
     run = tmp_path / "run"

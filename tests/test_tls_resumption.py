@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -29,9 +30,9 @@ def _serve(lsock: socket.socket, ctx: ssl.SSLContext, n: int, errors: list) -> N
         errors.append(exc)
 
 
-@needs_tcpdump
-def test_resumed_ticket_inherits_the_client_certificate(tmp_path):
-    """Python's OpenSSL: a mutual-TLS full handshake issues a ticket, the second connection resumes with it."""
+def record_resumed_ticket(tmp_path) -> tuple[Path, bool]:
+    """Two TLS 1.2 connections captured on loopback: a mutual-TLS full handshake issues a ticket, the
+    second connection resumes with it (Python's OpenSSL). Returns the capture and whether it resumed."""
     crt, key = _certificate(tmp_path)
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.maximum_version = ssl.TLSVersion.TLSv1_2         # resumption visible in clear text
@@ -48,6 +49,7 @@ def test_resumed_ticket_inherits_the_client_certificate(tmp_path):
     thread = threading.Thread(target=_serve, args=(lsock, server, 2, errors), daemon=True)
     pcap = tmp_path / "resume.pcap"
     dump = start_tcpdump(pcap, f"tcp port {port}")
+    resumed = False
     try:
         thread.start()
         session = None
@@ -60,10 +62,17 @@ def test_resumed_ticket_inherits_the_client_certificate(tmp_path):
                 resumed = tls.session_reused
         thread.join(timeout=30)
         assert not thread.is_alive() and not errors, errors
-        assert resumed
     finally:
         lsock.close()
         stop_tcpdump(dump)
+    return pcap, resumed
+
+
+@needs_tcpdump
+def test_resumed_ticket_inherits_the_client_certificate(tmp_path):
+    """Python's OpenSSL: a mutual-TLS full handshake issues a ticket, the second connection resumes with it."""
+    pcap, resumed = record_resumed_ticket(tmp_path)
+    assert resumed
     _assert_inherited(pcap)
 
 
