@@ -114,17 +114,15 @@ def _dnat(node: Host, apiserver: str) -> str:
     return "iptables"
 
 
-def create(topo: Topology) -> dict:
-    """Create every namespace and link; returns facts (e.g. which NAT tool was used)."""
-    if existing_namespaces(topo.prefix):
-        raise CommpathError(f"lab: namespaces with prefix {topo.prefix!r} exist already; run `commpath lab down --name {topo.prefix}`")
+def wire_hosts(topo) -> None:
+    """Every namespace of ``topo`` with its loopback up, the switch's bridge, and each host's eth0 on it
+    (forwarding on). Shared by the emulated lab and the real-cluster lab."""
     for ns in topo.namespaces():
         sh("ip", "netns", "add", ns)
         nsexec(ns, "ip", "link", "set", "lo", "up")
     sw = topo.switch
     nsexec(sw, "ip", "link", "add", "br0", "type", "bridge")
     nsexec(sw, "ip", "link", "set", "br0", "up")
-    cp = topo.control_plane
     for h in topo.hosts:
         # both ends are created inside the switch namespace; one is moved into the host namespace
         nsexec(sw, "ip", "link", "add", h.name, "type", "veth", "peer", "name", "eth0", "netns", h.ns)
@@ -132,6 +130,14 @@ def create(topo: Topology) -> dict:
         nsexec(h.ns, "ip", "addr", "add", f"{h.ip}/24", "dev", "eth0")
         nsexec(h.ns, "ip", "link", "set", "eth0", "up")
         nsexec(h.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+
+def create(topo: Topology) -> dict:
+    """Create every namespace and link; returns facts (e.g. which NAT tool was used)."""
+    if existing_namespaces(topo.prefix):
+        raise CommpathError(f"lab: namespaces with prefix {topo.prefix!r} exist already; run `commpath lab down --name {topo.prefix}`")
+    wire_hosts(topo)
+    cp = topo.control_plane
+    for h in topo.hosts:
         for p in h.pods:
             nsexec(h.ns, "ip", "link", "add", p.node_iface, "type", "veth", "peer", "name", "eth0", "netns", p.ns)
             nsexec(h.ns, "ip", "addr", "add", f"{p.gateway}/24", "dev", p.node_iface)

@@ -145,18 +145,7 @@ class RealLab:
 
     def _network(self) -> None:
         topo = self.topo
-        for ns in topo.namespaces():
-            _topology.sh("ip", "netns", "add", ns)
-            nsexec(ns, "ip", "link", "set", "lo", "up")
-        sw = topo.switch
-        nsexec(sw, "ip", "link", "add", "br0", "type", "bridge")
-        nsexec(sw, "ip", "link", "set", "br0", "up")
-        for h in topo.hosts:
-            nsexec(sw, "ip", "link", "add", h.name, "type", "veth", "peer", "name", "eth0", "netns", h.ns)
-            nsexec(sw, "ip", "link", "set", h.name, "master", "br0", "up")
-            nsexec(h.ns, "ip", "addr", "add", f"{h.ip}/24", "dev", "eth0")
-            nsexec(h.ns, "ip", "link", "set", "eth0", "up")
-            nsexec(h.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        _topology.wire_hosts(topo)
         for h in topo.hosts:
             # the service CIDR must be routable for local clients (kube-proxy DNATs after the route lookup)
             nsexec(h.ns, "ip", "route", "add", SERVICE_CIDR, "dev", "eth0")
