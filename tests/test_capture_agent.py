@@ -43,10 +43,9 @@ def test_default_filter_covers_documented_ports_and_control_plane(tmp_path):
     inv = yaml.safe_load(INVENTORY)
     node = default_filter("node", inv, "node1")
     cp = default_filter("control-plane", inv, "cp1")
-    for port in (443, 6443, 10250, 10255, 22, 8132, 2379, 2380):
-        assert f"port {port}" in node
-    assert "host 10.98.0.2" in node and "host 10.96.0.1" in node
-    assert "net 10.244.1.0/24" in node and "net 10.244.1.0/24" not in cp
+    for term in ("port 10250", "port 10255", "host 10.98.0.2", "(host 10.96.0.1 and port 443)"):
+        assert term in node       # which flows each term keeps: tests/test_cluster_filters.py
+    assert "net 10.244.1.0/24" not in node and node == cp
     assert _compile_bpf(node) and _compile_bpf(cp) and _compile_bpf(default_filter("node"))
     assert not _compile_bpf("tcp and (port") and "syntax error" in bpf_error("tcp and (port")
 
@@ -138,13 +137,13 @@ def test_engine_captures_filtered_traffic_and_writes_manifest(tmp_path, engine):
         pytest.skip(f"{engine} not installed")
     out = tmp_path / "cap"
     with netns_pair() as (a, b, ip_a, ip_b):
-        srv1, srv2 = tcp_server(b, ip_b, 6443), tcp_server(b, ip_b, 7777)
+        srv1, srv2 = tcp_server(b, ip_b, 10250), tcp_server(b, ip_b, 7777)
         (tmp_path / "inv.yaml").write_text(INVENTORY.replace("10.98.0.2", "10.98.0.99"))
         proc = _agent(a, out, "--engine", engine, "--inventory", str(tmp_path / "inv.yaml"), "--duration", "30")
         _wait_listening(out, proc)
-        dropped = tcp_send(a, ip_b, 7777, b"y" * 100, connections=2)  # no documented port, not the cp address
-        kept = tcp_send(a, ip_b, 6443, b"x" * 5000, connections=3)
-        _wait_fins(out, proc, kept, 6443)
+        dropped = tcp_send(a, ip_b, 7777, b"y" * 100, connections=2)  # no catalog port, not the cp address
+        kept = tcp_send(a, ip_b, 10250, b"x" * 5000, connections=3)
+        _wait_fins(out, proc, kept, 10250)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=30)
         srv1.close(), srv2.close()
@@ -154,12 +153,12 @@ def test_engine_captures_filtered_traffic_and_writes_manifest(tmp_path, engine):
     assert m["status"] == "complete" and m["stop_reason"] == "SIGINT"
     assert m["host"] == "node1" and m["role"] == "node" and m["engine"] == engine and m["engine_version"]
     assert [i["name"] for i in m["interfaces"]] == ["eth0"] and "10.98.0.1/24" in m["interfaces"][0]["addresses"]
-    assert m["filter_source"] == "default" and "port 6443" in m["filter"] and "host 10.98.0.99" in m["filter"]
+    assert m["filter_source"] == "default" and "port 10250" in m["filter"] and "host 10.98.0.99" in m["filter"]
     assert m["clock"]["clock"] == "CLOCK_REALTIME" and "clocksource" in m["clock"]
     assert m["start"] < m["stop"]
     files = [out / f["name"] for f in m["files"]]
     ports = _tshark_ports(files)
-    assert {p for p, _ in ports if _ == 6443} == set(kept)
+    assert {p for p, _ in ports if _ == 10250} == set(kept)
     assert not [p for p in ports if 7777 in p] and not set(dropped) & {p for p, _ in ports}
     assert m["packets_captured"] == len(ports)
     if engine != "scapy":
