@@ -267,6 +267,18 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
         ssh, http = hs.ssh, hs.http
         tls_analyzed = True
 
+    return judge(flows, captures, tls, certs, ssh, http, inventory=inv, policy=pol, ca=ca, keylog=keylog,
+                 merge=merge, reloaded=reloaded, tls_analyzed=tls_analyzed, warnings=warnings, offsets=offsets)
+
+
+def judge(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame, certs: pd.DataFrame, ssh: pd.DataFrame,
+          http: pd.DataFrame, *, inventory: Inventory | None, policy: Policy, ca=None, keylog=None,
+          merge: bool | None = None, reloaded: bool = False, tls_analyzed: bool = True,
+          warnings: list[str] | None = None, offsets: pd.DataFrame | None = None) -> Analysis:
+    """Classify, merge and judge decoded tables (what :func:`open` does once the captures are read;
+    `commpath watch` gives it the tables of its rolling window)."""
+    inv, pol = inventory, policy
+    warnings = list(warnings or [])
     # every vantage point is classified with a cluster view built from all of them (the pod that
     # dialled the VIP is seen before DNAT only on its node); then one flow per connection
     if "dst_before_nat" in flows:   # reloaded merged flows: the dialled (pre-DNAT) ends inform the view too
@@ -461,4 +473,4 @@ def report_main(args) -> int:
     return exit_code(analysis, args.fail_on)
 
 
-__all__ = ["PATH_COLUMNS", "Analysis", "analyze_main", "open", "report_main", "write_outputs"]
+__all__ = ["PATH_COLUMNS", "Analysis", "analyze_main", "judge", "open", "report_main", "write_outputs"]
