@@ -9,6 +9,7 @@ import sys
 
 from ._version import __version__
 from .errors import CommpathError
+from .watch.cli import register as register_watch
 
 SEVERITIES = ["info", "low", "medium", "high", "critical"]
 #: `report --format` choices: the human reports, then the machine exports.
@@ -54,6 +55,7 @@ HANDLERS = {
     "flows": "commpath.present.flows_table:main",
     "lab": "commpath.lab.cli:main",
     "inventory": "commpath.classify.discover:main",
+    "watch": "commpath.watch.cli:main",
 }
 
 
@@ -163,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (None: $KUBECONFIG or ~/.kube/config)")
     d.add_argument("--context", metavar="NAME", help="kubeconfig context (None: the current one)")
     d.add_argument("-o", "--output", metavar="FILE", default="-", help="where to write the inventory (-: stdout)")
+    register_watch(sub, _HelpFormatter)
     return parser
 
 
