@@ -59,21 +59,47 @@ def test_public_capture_agrees_with_tshark(path):
     assert len(cap.flows) >= len(conv)
 
 
-#: known disagreements, each a decode bug to fix (strict: the mark must go when it is fixed)
-KNOWN_DISAGREEMENTS = {
-    "real-default/cp1/cp1-lo.pcap": "an etcd response stream (2379 -> 59986, frame 384) misses captured segments "
-                                    "at relative bytes 15252..17824; everything after the hole starts beyond the "
-                                    "16384-byte limit, so kernels.c never raises A_MAXEND (it only stores rel < "
-                                    "limit) and neither the gap nor the limit flag is set",
-}
-LAB_PARAMS = [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=KNOWN_DISAGREEMENTS[str(p.relative_to(LAB))]))
-              if str(p.relative_to(LAB)) in KNOWN_DISAGREEMENTS else p for p in LAB_CAPTURES]
+@needs_tshark
+@pytest.mark.parametrize("path", LAB_CAPTURES, ids=lambda p: str(p.relative_to(LAB)))
+def test_lab_recorded_capture_agrees_with_tshark(path):
+    assert_agree(path)
+
+
+def _hole_then_past_the_limit(path: Path, hole: tuple[int, int], size: int = 20_000) -> tuple[Path, bytes]:
+    """A TCP connection whose response lacks the segments covering ``hole`` (relative bytes) and whose
+    segments after the hole all start beyond the per-direction payload limit."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.packet import Raw
+    from scapy.utils import wrpcap
+    c, s = IP(src="10.9.0.1", dst="10.9.0.2"), IP(src="10.9.0.2", dst="10.9.0.1")
+    request, response = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", bytes(range(256)) * (size // 256 + 1)
+    response = response[:size]
+    pkts = [c / TCP(sport=45000, dport=2379, flags="S", seq=100),
+            s / TCP(sport=2379, dport=45000, flags="SA", seq=7000, ack=101),
+            c / TCP(sport=45000, dport=2379, flags="A", seq=101, ack=7001),
+            c / TCP(sport=45000, dport=2379, flags="PA", seq=101, ack=7001) / Raw(request)]
+    for off in range(0, size, 1000):
+        if hole[0] <= off < hole[1]:
+            continue
+        pkts.append(s / TCP(sport=2379, dport=45000, flags="PA", seq=7001 + off, ack=101 + len(request))
+                    / Raw(response[off:off + 1000]))
+    pkts += [c / TCP(sport=45000, dport=2379, flags="FA", seq=101 + len(request), ack=7001 + size),
+             s / TCP(sport=2379, dport=45000, flags="FA", seq=7001 + size, ack=102 + len(request))]
+    for k, p in enumerate(pkts):
+        p.time = 1_700_000_000 + k * 0.001
+    wrpcap(str(path), pkts)
+    return path, response
 
 
 @needs_tshark
-@pytest.mark.parametrize("path", LAB_PARAMS, ids=lambda p: str(p.relative_to(LAB)))
-def test_lab_recorded_capture_agrees_with_tshark(path):
-    assert_agree(path)
+@pytest.mark.parametrize("hole", [(15_000, 17_000), (0, 17_000)], ids=["hole-across-limit", "nothing-before-limit"])
+def test_hole_before_data_past_the_limit_is_a_gap(tmp_path, hole):
+    """Segments starting past the payload limit still tell that bytes before it were not captured
+    (the recorded etcd stream of real-default/cp1/cp1-lo.pcap had such a hole)."""
+    path, response = _hole_then_past_the_limit(tmp_path / "hole.pcap", hole)
+    cap, _ = assert_agree(path)
+    rev = cap.streams[int(cap.flows.flow_id.iloc[0])].rev
+    assert rev.data == response[:hole[0]] and rev.gap and not rev.limited
 
 
 # ---------------------------------------------------------------- lab-made captures (namespaces)

@@ -812,10 +812,11 @@ i64 cp_flow_update(void **cols, const int32_t *wirelen, const int32_t *caplen, c
             ff |= d == 0 ? F_FIN0 : F_FIN1;
         if (fl & TH_RST)
             ff |= F_RST;
-        /* ---- payload within the first ``limit`` bytes of this direction, written in place */
+        /* ---- payload within the first ``limit`` bytes of this direction, written in place; a segment
+         * past the limit only raises the highest end seen, so a hole before the limit is known as one */
         if (h.pl_cap[i] > 0 && (ff & bit) != 0 && limit > 0 && (ff & F_HARVESTED) == 0) {
             i64 rel = (i64)(u32)(h.seq[i] - (u32)r[BASE0 + d]);
-            if (rel < limit) {
+            if (rel < ((i64)1 << 31)) { /* at or after the direction's first byte (sequence arithmetic) */
                 i64 take = limit - rel;
                 if (take > h.pl_cap[i])
                     take = h.pl_cap[i];
@@ -831,7 +832,13 @@ i64 cp_flow_update(void **cols, const int32_t *wirelen, const int32_t *caplen, c
                     meta[A_OWNER] = f;
                     memset(a.cov + slot * a.cov_width, 0, (size_t)a.cov_width);
                 }
-                store(buf, h.pl_off[i], rel, take, frame0 + i, slot, &a);
+                if (take > 0) {
+                    store(buf, h.pl_off[i], rel, take, frame0 + i, slot, &a);
+                } else {
+                    i64 *meta = a.meta + slot * N_META;
+                    if (rel + h.pl_cap[i] > meta[A_MAXEND])
+                        meta[A_MAXEND] = rel + h.pl_cap[i];
+                }
             }
         }
         /* ---- a flow whose streams are complete is queued for harvesting */
