@@ -37,6 +37,8 @@ NEEDS = {
     "version": "the ServerHello of these connections (not captured)",
     "no-handshake": "the TLS handshake of these connections (they started before the capture, or it was not captured)",
     "handshake": "the TCP handshake of these connections (they were already open when the capture started)",
+    "stream-start": ("the first bytes of these connections (they were already open when the capture started, "
+                     "or their first segments were not captured), to tell TLS from clear text"),
     "payload": "a connection on this path that carries data (only empty connections were captured)",
     "inventory": ("an inventory (--inventory) naming the cluster's hosts and endpoints: every role on this path "
                   "was inferred from ports and handshakes"),
@@ -83,7 +85,13 @@ def _hidden_certs_need(f: FlowFacts) -> np.ndarray:
 @kind("plaintext")
 def plaintext(f: FlowFacts, params: dict) -> Outcome:
     """Payload that is neither TLS, SSH nor an encrypted underlay."""
-    out = _outcome(f, (f.payload > 0) & ~f.app.isin(ENCRYPTED) & ~f.underlay)
+    clear = (f.payload > 0) & ~f.app.isin(ENCRYPTED) & ~f.underlay
+    # Payload whose start was never read (its first segments were lost: app "none"), or unrecognized
+    # bytes of a connection joined mid-stream (they may begin inside a TLS record), shows nothing
+    # either way: clear text must be seen from the stream's start to be a finding.
+    unseen = clear & (f.app.eq("none") | (f.app.eq("unknown") & ~f.initiator_seen))
+    out = _outcome(f, clear & ~unseen, unseen)
+    out.needs[unseen] = NEEDS["stream-start"]
     out.detail[out.fires] = f.app.map(lambda a: f"{a or 'unknown'} payload in clear").text(
         "unknown payload in clear")[out.fires]
     return out
