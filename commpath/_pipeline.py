@@ -52,8 +52,13 @@ class Analysis:
     clock_offsets: pd.DataFrame | None = None
     #: the evidence the run had (check layer: inventory, CA bundle, key log, hosts, filters ...)
     coverage: dict = field(default_factory=dict)
+    #: requests decrypted with the key log on the kubelet and proxy paths (decode.requests.REQUEST_COLUMNS)
+    requests: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
+        if self.requests is None:
+            from .decode.requests import REQUEST_COLUMNS
+            self.requests = empty_frame(REQUEST_COLUMNS)
         # closed value sets as ordered categories holding every allowed value, so that sorting is by
         # meaning and pd.concat of two analyses keeps the dtype; UTC datetimes beside epoch seconds
         levels = {("findings", "severity"): SEVERITIES, ("paths", "verdict"): PATH_VERDICTS,
@@ -237,6 +242,7 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
     paths = [Path(p) for p in inputs]
     warnings: list[str] = []
     ssh, http = empty_frame(SSH_COLUMNS), empty_frame(HTTP_COLUMNS)
+    requests = None
     offsets = None
     reloaded = any(_is_analysis_dir(p) for p in paths)
     if reloaded:
@@ -248,6 +254,9 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
             ssh = _read_parquet(paths[0] / "ssh.parquet", SSH_COLUMNS)
         if (paths[0] / "http.parquet").is_file():
             http = _read_parquet(paths[0] / "http.parquet", HTTP_COLUMNS)
+        if (paths[0] / "requests.parquet").is_file():
+            from .decode.requests import REQUEST_COLUMNS
+            requests = _read_parquet(paths[0] / "requests.parquet", REQUEST_COLUMNS)
     elif _on_dask(inputs, client, workers, scheduler):
         from .distributed import decode_run
         run = decode_run(inputs, ca, keylog, client=client, workers=workers, scheduler=scheduler, parts=parts,
@@ -268,15 +277,18 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
         tls_analyzed = True
 
     return judge(flows, captures, tls, certs, ssh, http, inventory=inv, policy=pol, ca=ca, keylog=keylog,
-                 merge=merge, reloaded=reloaded, tls_analyzed=tls_analyzed, warnings=warnings, offsets=offsets)
+                 merge=merge, reloaded=reloaded, tls_analyzed=tls_analyzed, warnings=warnings, offsets=offsets,
+                 requests=requests)
 
 
 def judge(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame, certs: pd.DataFrame, ssh: pd.DataFrame,
           http: pd.DataFrame, *, inventory: Inventory | None, policy: Policy, ca=None, keylog=None,
           merge: bool | None = None, reloaded: bool = False, tls_analyzed: bool = True,
-          warnings: list[str] | None = None, offsets: pd.DataFrame | None = None) -> Analysis:
+          warnings: list[str] | None = None, offsets: pd.DataFrame | None = None,
+          requests: pd.DataFrame | None = None) -> Analysis:
     """Classify, merge and judge decoded tables (what :func:`open` does once the captures are read;
-    `commpath watch` gives it the tables of its rolling window)."""
+    `commpath watch` gives it the tables of its rolling window). ``requests``: the decrypted requests
+    of a reloaded run (otherwise read here with ``keylog``)."""
     inv, pol = inventory, policy
     warnings = list(warnings or [])
     # every vantage point is classified with a cluster view built from all of them (the pod that
@@ -290,6 +302,9 @@ def judge(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame, certs:
         if merge or (not reloaded and len(capture_hosts(captures)) > 1):
             classified, tls, certs, ssh, http, offsets = _merge_vantage_points(classified, captures, tls, certs, ssh,
                                                                                http, warnings)
+    if not reloaded:    # the kubelet and proxy connections' requests, decrypted by tshark with the key log
+        from ._requests import read_requests
+        requests, _ = read_requests(classified, tls, keylog, warnings)
     findings, path_table = evaluate(classified, tls, certs, pol, inv, tls_known=tls_analyzed,
                                     keylog_given=keylog is not None)
     cov = coverage(path_table, classified, captures, inventory_given=inv is not None, ca_given=ca is not None,
@@ -297,7 +312,7 @@ def judge(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame, certs:
     return Analysis(flows=_join_tls(classified, tls), tls=tls, certs=certs, ssh=ssh, http=http,
                     findings=findings, paths=path_table, captures=captures, inventory=inv, policy=pol,
                     tls_analyzed=tls_analyzed, warnings=warnings, cluster_view=view, clock_offsets=offsets,
-                    coverage=cov)
+                    coverage=cov, requests=requests)
 
 
 def _on_dask(inputs, client, workers, scheduler) -> bool:
@@ -406,6 +421,9 @@ def write_outputs(analysis: Analysis, out: str | Path) -> dict[str, Path]:
         _parquet_safe(analysis.ssh).to_parquet(files["ssh.parquet"], index=False)      # every table open() returns
         _parquet_safe(analysis.http).to_parquet(files["http.parquet"], index=False)
         _parquet_safe(analysis.captures).to_parquet(files["captures.parquet"], index=False)
+        if analysis.requests is not None and len(analysis.requests):
+            files["requests.parquet"] = folder / "requests.parquet"
+            _parquet_safe(analysis.requests).to_parquet(files["requests.parquet"], index=False)
     except OSError as exc:
         raise InputError(folder, f"cannot write: {exc.strerror or exc}") from None
     write_report_json(analysis, files["report.json"])

@@ -27,8 +27,9 @@ TLS13_SUITES = {
 WANTED = ("CLIENT_HANDSHAKE_TRAFFIC_SECRET", "SERVER_HANDSHAKE_TRAFFIC_SECRET")
 
 
-def load_keylog(path) -> dict[bytes, dict[str, bytes]]:
-    """client_random -> {label: secret} from an NSS key log; raises InputError naming the file."""
+def load_keylog(path, warnings: list[str] | None = None) -> dict[bytes, dict[str, bytes]]:
+    """client_random -> {label: secret} from an NSS key log; raises InputError naming the file when no
+    line is usable. Malformed lines are skipped, and said in one line appended to ``warnings``."""
     p = Path(path)
     try:
         if p.stat().st_size > MAX_KEYLOG_BYTES:
@@ -38,23 +39,28 @@ def load_keylog(path) -> dict[bytes, dict[str, bytes]]:
         raise InputError(p, f"cannot read key log: {exc.strerror or exc}") from None
     keys: dict[bytes, dict[str, bytes]] = {}
     lines = 0
+    bad: list[str] = []      # a key log appended to by several programs may hold garbage: skipped, said once
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         parts = line.split()
         if len(parts) != 3:
-            raise InputError(p, f"line {lineno}: not 'LABEL CLIENT_RANDOM SECRET'")
+            bad.append(f"line {lineno}: not 'LABEL CLIENT_RANDOM SECRET'")
+            continue
         label, rnd, secret = parts
         try:
             rnd_b, secret_b = bytes.fromhex(rnd), bytes.fromhex(secret)
         except ValueError:
-            raise InputError(p, f"line {lineno}: client random or secret is not hex") from None
+            bad.append(f"line {lineno}: client random or secret is not hex")
+            continue
         lines += 1
         if label in WANTED:
             keys.setdefault(rnd_b, {})[label] = secret_b
     if lines == 0:
-        raise InputError(p, "no key log lines (NSS SSLKEYLOGFILE format expected)")
+        raise InputError(p, bad[0] if bad else "no key log lines (NSS SSLKEYLOGFILE format expected)")
+    if bad and warnings is not None:
+        warnings.append(f"{p}: {len(bad)} key log line(s) skipped ({bad[0]}); the other {lines} were used")
     return keys
 
 

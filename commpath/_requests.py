@@ -1,0 +1,48 @@
+"""Decrypted requests of a run: the chosen connections (classify) read by tshark (decode), labelled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .classify.requests import decrypted_connections, label_requests
+from .decode.requests import REQUEST_COLUMNS, RequestRun, decrypt_requests
+from .decode.schema import conform, empty_frame
+
+#: flow columns the decryption needs
+_CONNECTION_COLUMNS = ["flow_id", "capture", "first_frame", "last_frame", "src_ip", "src_port", "dst_ip", "dst_port"]
+
+
+def decode_hints(conns: pd.DataFrame, tls: pd.DataFrame) -> dict[int, str]:
+    """Responder port -> how tshark should read it when its port does not tell: clear-text HTTP/1.x
+    (``http``) or HTTP/2 (``http2``), TLS without an ALPN naming h2 (``tls-http``). A port with TLS
+    connections is read as TLS: a clear-text hint there would hide the TLS."""
+    hints: dict[int, str] = {}
+    alpn = tls.drop_duplicates("flow_id").set_index("flow_id")["alpn"] if len(tls) and "alpn" in tls else pd.Series(dtype="string")
+    for fid, port, proto in zip(conns["flow_id"].tolist(), conns["dst_port"].astype(int).tolist(),
+                                conns["app_protocol"].astype("string").fillna("").tolist()):
+        if proto == "tls":
+            if alpn.get(fid) is pd.NA or str(alpn.get(fid, "")) != "h2":
+                hints[port] = "tls-http"
+        elif proto in ("http", "http2") and hints.get(port) != "tls-http":
+            hints[port] = proto
+    return hints
+
+
+def read_requests(flows: pd.DataFrame, tls: pd.DataFrame, keylog, warnings: list[str]) -> tuple[pd.DataFrame, RequestRun | None]:
+    """The labelled `requests` table of classified ``flows`` (empty without a key log), and the run's cost."""
+    if keylog is None or flows.empty:
+        return empty_frame(REQUEST_COLUMNS), None
+    conns = decrypted_connections(flows)
+    local = conns["capture"].astype(str).map(lambda c: Path(c).is_file()) if len(conns) else pd.Series(dtype=bool)
+    if len(conns) and not local.all():
+        warnings.append(f"requests: {int((~local).sum())} connection(s) are in captures that are not local files; "
+                        "their requests were not read")
+        conns = conns[local.to_numpy(bool)]
+    run = decrypt_requests(conns[_CONNECTION_COLUMNS], keylog, decode_as=decode_hints(conns, tls))
+    warnings.extend(run.warnings)
+    return conform(label_requests(run.requests, flows), REQUEST_COLUMNS), run
+
+
+__all__ = ["decode_hints", "read_requests"]

@@ -1,0 +1,331 @@
+"""Decrypted requests: a real Go kubelet-shaped TLS 1.3 server and client on loopback writing a key log,
+captured by tcpdump, read by commpath and compared with tshark's own fields; the recorded lab runs;
+hostile key logs and captures."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import commpath
+from commpath.classify.requests import label_requests, load_request_kinds, request_kinds
+from commpath.cli import main as cli_main
+from commpath.decode.requests import REQUEST_COLUMNS, redact_target, sanitize_keylog
+from commpath.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+CAPTURES = ROOT / "captures"
+SECRET_TOKEN = "s3cr3t-bearer-value"
+SECRET_QUERY = "hunter2-query-value"
+
+needs_tools = pytest.mark.skipif(not (shutil.which("tshark") and shutil.which("tcpdump") and shutil.which("go")),
+                                 reason="needs tshark, tcpdump and Go")
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _self_signed(tmp: Path, name: str) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.2"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    crt, pem = tmp / f"{name}.crt", tmp / f"{name}.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    return crt, pem
+
+
+def _wait_for_line(proc: subprocess.Popen, stream, needle: str, timeout: float) -> str:
+    """Read ``stream`` until a line holds ``needle`` (an event, not a sleep); the lines read so far."""
+    seen: list[str] = []
+    found = threading.Event()
+
+    def reader():
+        for line in iter(stream.readline, ""):
+            seen.append(line)
+            if needle in line:
+                found.set()
+                return
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    if not found.wait(timeout):
+        proc.kill()
+        raise AssertionError(f"{needle!r} not seen within {timeout} s: {''.join(seen)[-500:]}")
+    return "".join(seen)
+
+
+def _mark_and_wait(pcap: Path, port: int, timeout: float = 60) -> None:
+    """Open one more connection from a known port and wait until tcpdump has written its SYN: the
+    packets before it are then in the file too (written in order, unbuffered)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        marker = struct.pack(">HH", s.getsockname()[1], port)
+        s.connect(("127.0.0.2", port))
+    deadline = time.monotonic() + timeout
+    while marker not in pcap.read_bytes():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"tcpdump did not write the marker connection within {timeout} s")
+        time.sleep(0.05)     # polling for an event (the marker in the file), bounded by the deadline
+
+
+#: what the clients ask the kubelet-shaped server, by kind: (url path, client options)
+H2_PATHS = {"containerLogs": f"/containerLogs/kube-system/etcd-cp1/etcd?tailLines=5&token={SECRET_QUERY}",
+            "pods": "/pods", "metrics": "/metrics/cadvisor", "stats": "/stats/summary", "healthz": "/healthz"}
+UPGRADE_PATHS = {"exec": "/exec/default/web/app?command=cat&command=/etc/secret&output=1",
+                 "attach": "/attach/default/web/app?output=1", "portForward": "/portForward/default/web?port=8080"}
+
+
+@pytest.fixture(scope="module")
+def kubelet_run(tmp_path_factory):
+    """Loopback: apiserver-shaped clients on 127.0.0.1 → a kubelet-shaped Go server on 127.0.0.2, TLS 1.3
+    with HTTP/2 (ALPN h2) and HTTP/1.1 upgrades, every key in one NSS key log; tcpdump records it."""
+    if not (shutil.which("tshark") and shutil.which("tcpdump") and shutil.which("go")):
+        pytest.skip("needs tshark, tcpdump and Go")
+    from commpath.lab._gobuild import peer_binary
+    peer = str(peer_binary())
+    d = tmp_path_factory.mktemp("kubelet")
+    crt, key = _self_signed(d, "node1")
+    keylog, pcap = d / "keylog.txt", d / "lo.pcap"
+    port = _free_port("127.0.0.2")
+    inv = d / "inventory.yaml"
+    inv.write_text("apiVersion: commpath/v1\nkind: Inventory\napiserver: {endpoints: ['127.0.0.1:6443']}\n"
+                   "control_plane: [{name: cp1, addresses: ['127.0.0.1']}]\n"
+                   f"nodes: [{{name: node1, addresses: ['127.0.0.2']}}]\nkubelet_port: {port}\n")
+    dump = subprocess.Popen(["tcpdump", "-i", "lo", "--immediate-mode", "-U", "-n", "-s", "0", "-c", "5000", "-w", str(pcap),
+                             f"tcp and host 127.0.0.2 and port {port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen([peer, "serve", "--role", "kubelet", "--listen", f"127.0.0.2:{port}", "--cert", str(crt),
+                               "--key", str(key), "--tls-min", "1.3", "--alpn", "h2,http/1.1", "--keylog", str(keylog),
+                               "--duration", "120s"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for_line(dump, dump.stderr, "listening on", 60)
+        _wait_for_line(server, server.stdout, "ready", 60)
+        base = f"https://127.0.0.2:{port}"
+        common = [peer, "client", "--insecure", "--tls-min", "1.3", "--keylog", str(keylog), "--interval", "1ms"]
+        subprocess.run([*common, "--count", "2", "--token", SECRET_TOKEN, *(base + p for p in H2_PATHS.values())],
+                       check=True, capture_output=True, timeout=60)
+        subprocess.run([*common, "--count", "1", "--method", "POST", "--upgrade", "SPDY/3.1", "--new-conn",
+                        *(base + p for p in UPGRADE_PATHS.values())], check=True, capture_output=True, timeout=60)
+        subprocess.run([*common, "--count", "1", "--h2=false", base + "/pods"], check=True, capture_output=True,
+                       timeout=60)
+        _mark_and_wait(pcap, port)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        dump.send_signal(signal.SIGINT)
+        dump.wait(timeout=30)
+    return {"pcap": pcap, "keylog": keylog, "inventory": inv, "port": port, "dir": d}
+
+
+def _tshark_requests(pcap: Path, keylog: Path) -> set[tuple[int, str, str]]:
+    """(frame, method, path) of every request as tshark itself reads the whole capture."""
+    out = subprocess.run(["tshark", "-n", "-r", str(pcap), "-o", f"tls.keylog_file:{keylog}",
+                          "-Y", "http.request || http2.headers.method", "-T", "fields", "-E", "aggregator=\x1f",
+                          "-e", "frame.number", "-e", "http2.headers.method", "-e", "http2.headers.path",
+                          "-e", "http.request.method", "-e", "http.request.uri"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    rows = set()
+    for line in out.split("\n"):
+        if not line:
+            continue
+        frame, h2m, h2p, h1m, h1u = line.split("\t")
+        for methods, paths in ((h2m, h2p), (h1m, h1u)):
+            for m, p in zip(methods.split("\x1f") if methods else [], paths.split("\x1f") if paths else []):
+                rows.add((int(frame), m, redact_target(p)))
+    return rows
+
+
+@needs_tools
+def test_loopback_requests_match_tshark_and_are_labelled(kubelet_run):
+    a = commpath.open(kubelet_run["pcap"], inventory=kubelet_run["inventory"], keylog=kubelet_run["keylog"])
+    r = a.requests
+    assert list(r.columns) == list(REQUEST_COLUMNS)
+    assert len(r) > 0
+    # the differential: every request tshark reads in the whole capture, and no other, at the same frame
+    ours = {(int(f), m, p) for f, m, p in zip(r["frame"], r["method"], r["path"])}
+    assert ours == _tshark_requests(kubelet_run["pcap"], kubelet_run["keylog"])
+    # each row is on an apiserver-to-kubelet connection, inside that connection's frames
+    flows = a.flows.set_index("flow_id")
+    assert set(r["flow_path"].astype(str)) == {"apiserver-to-kubelet"}
+    for fid, frame in zip(r["flow_id"], r["frame"]):
+        assert flows.at[fid, "first_frame"] <= frame <= flows.at[fid, "last_frame"]
+    # labels follow the URL (a request lost on a loaded machine is missing, never mislabelled)
+    sent = {**H2_PATHS, **UPGRADE_PATHS}
+    for kind, path in zip(r["request_kind"].astype(str), r["path"]):
+        assert kind in sent and path.split("?")[0] == sent[kind].split("?")[0]
+    assert set(r["request_kind"].astype(str)) <= set(sent)
+    by_kind = r.groupby(r["request_kind"].astype(str))
+    if "containerLogs" in by_kind.groups:
+        logs = by_kind.get_group("containerLogs")
+        assert set(logs["version"]) == {"HTTP/2"} and logs["stream_id"].notna().all()
+        assert set(logs["target"]) == {"kube-system/etcd-cp1/etcd"}
+        assert set(logs["auth"]) == {"bearer"}
+    for kind in ("exec", "attach", "portForward"):
+        if kind in by_kind.groups:
+            g = by_kind.get_group(kind)
+            assert set(g["version"]) == {"HTTP/1.1"} and set(g["upgrade"]) == {"SPDY/3.1"}
+            assert g["stream_id"].isna().all()
+            assert set(g["status"].dropna()) <= {101}
+    assert r["encrypted"].all()
+    # responses pair with their requests: a later frame of the same connection
+    answered = r[r["status"].notna()]
+    assert len(answered) > 0 and (answered["response_frame"] > answered["frame"]).all()
+
+
+@needs_tools
+def test_secrets_never_reach_the_table_or_the_output(kubelet_run, tmp_path):
+    out = tmp_path / "out"
+    code = cli_main(["analyze", str(kubelet_run["pcap"]), "--inventory", str(kubelet_run["inventory"]),
+                     "--keylog", str(kubelet_run["keylog"]), "--out", str(out), "-q"])
+    assert code in (0, 1, 3)
+    written = pd.read_parquet(out / "requests.parquet")
+    assert len(written) > 0
+    text = written.to_csv()
+    for secret in (SECRET_TOKEN, SECRET_QUERY, "/etc/secret"):
+        assert secret not in text
+    assert "token=REDACTED" in text or "containerLogs" not in text
+    # read back: the same table with its declared dtypes
+    again = commpath.open(out).requests
+    assert list(again.columns) == list(REQUEST_COLUMNS)
+    assert again["frame"].tolist() == written["frame"].tolist()
+
+
+def test_recorded_lab_run_labels_every_kubelet_and_proxy_request():
+    """captures/default (the emulated lab, Go peers writing a key log): what its ground truth sent."""
+    if shutil.which("tshark") is None:
+        pytest.skip("needs tshark")
+    run = CAPTURES / "default"
+    a = commpath.open(run, inventory=run / "inventory.yaml", keylog=run / "keylog.txt")
+    r = a.requests
+    kubelet = r[r["flow_path"].astype(str) == "apiserver-to-kubelet"]
+    assert set(kubelet["request_kind"].astype(str)) == {"containerLogs", "exec", "portForward"}
+    assert kubelet["encrypted"].all()
+    proxy = r[r["flow_path"].astype(str) == "apiserver-proxy"]
+    assert set(proxy["request_kind"].astype(str)) == {"proxy-node", "proxy-pod"}
+    # the documented default: the proxy's requests in clear beside the https: ones
+    assert set(proxy["encrypted"]) == {True, False}
+    f = a.flows.set_index("flow_id")
+    ends = f["dst_ip"].astype(str) + ":" + f["dst_port"].astype(str)
+    assert (proxy["target"].astype(str) == proxy["flow_id"].map(ends)).all()
+    assert not any("command=ls" in p for p in r["path"])
+
+
+def test_no_keylog_no_requests_and_real_cluster_stays_undecrypted():
+    run = CAPTURES / "real-default"
+    if not run.exists():
+        pytest.skip("no real-cluster recording")
+    a = commpath.open(run, inventory=run / "inventory.yaml")
+    assert a.requests.empty and list(a.requests.columns) == list(REQUEST_COLUMNS)
+
+
+def test_keylog_with_garbage_lines_one_line_rest_kept(tmp_path, capsys):
+    if shutil.which("tshark") is None:
+        pytest.skip("needs tshark")
+    run = CAPTURES / "default"
+    keylog = tmp_path / "keylog.txt"
+    good = (run / "keylog.txt").read_text().splitlines()
+    keylog.write_text("\n".join([good[0], "garbage that is no key log line", *good[1:5], "CLIENT_RANDOM zz 00",
+                                 *good[5:]]) + "\n")
+    out = tmp_path / "out"
+    code = cli_main(["analyze", str(run), "--inventory", str(run / "inventory.yaml"), "--keylog", str(keylog),
+                     "--out", str(out), "--quiet"])
+    assert code in (0, 1, 3)
+    r = pd.read_parquet(out / "requests.parquet")
+    assert {"containerLogs", "exec", "portForward"} <= set(r["request_kind"].astype(str))
+    a = commpath.open(run, inventory=run / "inventory.yaml", keylog=keylog)
+    said = [w for w in a.warnings if str(keylog) in w]
+    assert len(said) == 1 and "2 line(s)" in said[0] and "line 2" in said[0]
+
+
+def test_capture_cut_mid_record_keeps_the_requests_before_the_cut(tmp_path, capsys):
+    if shutil.which("tshark") is None:
+        pytest.skip("needs tshark")
+    run = CAPTURES / "default"
+    whole = commpath.open(run / "cp1" / "cp1-eth0.pcap", inventory=run / "inventory.yaml",
+                          keylog=run / "keylog.txt").requests
+    data = (run / "cp1" / "cp1-eth0.pcap").read_bytes()
+    cut = tmp_path / "cp1-eth0.pcap"
+    cut.write_bytes(data[: len(data) * 2 // 3 + 7])      # inside a record
+    code = cli_main(["analyze", str(cut), "--inventory", str(run / "inventory.yaml"), "--keylog",
+                     str(run / "keylog.txt"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code in (0, 1, 3) and "Traceback" not in err
+    assert sum(1 for line in err.splitlines() if str(cut) in line and "warning" in line) == 1
+    part = pd.read_parquet(tmp_path / "out" / "requests.parquet")
+    assert 0 < len(part) < len(whole)
+    # what was read before the cut is what the whole capture gives for those frames
+    head = whole[whole["frame"] <= part["frame"].max()]
+    assert part["frame"].tolist() == head["frame"].tolist()
+    assert part["path"].tolist() == head["path"].tolist()
+
+
+def test_without_tshark_the_run_says_so_and_goes_on(tmp_path, monkeypatch):
+    run = CAPTURES / "default"
+    monkeypatch.setenv("PATH", str(tmp_path))          # no tshark on PATH: a real missing tool
+    a = commpath.open(run, inventory=run / "inventory.yaml", keylog=run / "keylog.txt")
+    assert a.requests.empty
+    assert any("tshark not found" in w for w in a.warnings)
+
+
+def test_sanitize_keylog_counts_and_keeps(tmp_path):
+    src = tmp_path / "k.txt"
+    src.write_text("# c\nCLIENT_RANDOM " + "ab" * 32 + " " + "cd" * 48 + "\nnope\n\nX y z\n")
+    kept, skipped, first = sanitize_keylog(src, tmp_path / "o.txt")
+    assert (kept, skipped, first) == (1, 2, 3)
+    assert (tmp_path / "o.txt").read_text().startswith("CLIENT_RANDOM ")
+
+
+def test_redaction_of_targets():
+    assert redact_target("/exec/ns/p/c?command=sh&command=-c&command=echo%20$PW&stdin=1") == \
+        "/exec/ns/p/c?command=REDACTED&command=REDACTED&command=REDACTED&stdin=1"
+    assert redact_target("/containerLogs/ns/p/c?token=abc&follow=1") == "/containerLogs/ns/p/c?token=REDACTED&follow=1"
+
+
+def test_labels_follow_the_rules():
+    flows = pd.DataFrame({"flow_id": [1, 2, 3, 4], "path": ["apiserver-to-kubelet", "metrics-to-kubelet",
+                                                            "apiserver-proxy", "apiserver-proxy"],
+                          "dst_role": ["kubelet", "kubelet", "service", "unknown"],
+                          "dst_ip": ["10.0.0.2"] * 4, "dst_port": [10250, 10250, 80, 81]})
+    req = pd.DataFrame({"flow_id": [1, 1, 2, 2, 3, 4, 1], "path": [
+        "/attach/ns/pod/c?stdin=1", "/runningpods/", "/metrics/resource", "/stats/summary", "/x", "/y", "/api/v1/x"]})
+    out = label_requests(req, flows)
+    assert out["request_kind"].astype(str).tolist() == ["attach", "pods", "metrics", "stats", "proxy-service",
+                                                         "proxy", "other"]
+    assert out["target"].tolist()[:1] == ["ns/pod/c"] and out["target"].iloc[4] == "10.0.0.2:80"
+    assert list(out["request_kind"].cat.categories) == request_kinds()
+
+
+def test_request_kinds_yaml_is_validated(tmp_path):
+    bad = tmp_path / "r.yaml"
+    bad.write_text("paths: [apiserver-to-kubelet]\nkinds:\n  - kind: x\n    paths: [apiserver-to-kubelet]\n"
+                   "    url: '(['\n    title: t\n    reference: {anchor: a, quote: q}\n")
+    with pytest.raises(InputError, match=r"r.yaml:5: kinds\[0\].url: not a regular expression"):
+        load_request_kinds(str(bad))
+    bad.write_text("paths: [no-such-path]\nkinds: []\n")
+    with pytest.raises(InputError, match="no-such-path"):
+        load_request_kinds(str(bad))
