@@ -7,6 +7,7 @@ import gc
 import importlib
 import sys
 
+from . import cluster_cli
 from ._version import __version__
 from .errors import CommpathError
 from .watch.cli import register as register_watch
@@ -56,6 +57,7 @@ HANDLERS = {
     "lab": "commpath.lab.cli:main",
     "inventory": "commpath.classify.discover:main",
     "watch": "commpath.watch.cli:main",
+    "cluster": "commpath.cluster_cli:main",
 }
 
 
@@ -166,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--context", metavar="NAME", help="kubeconfig context (None: the current one)")
     d.add_argument("-o", "--output", metavar="FILE", default="-", help="where to write the inventory (-: stdout)")
     register_watch(sub, _HelpFormatter)
+    cluster_cli.register(sub)
     return parser
 
 

@@ -242,6 +242,14 @@ class RealLab:
 
         start_node(self, node, images)
 
+    def import_image(self, archive: Path) -> None:
+        """Import an OCI archive (e.g. the capture agent's, commpath.capture.cluster_image) into every node's
+        containerd, as the lab's own images are: pods then run it with imagePullPolicy Never."""
+        for node in self.topo.nodes:
+            sock = self.dir / node.name / "containerd.sock"
+            _host.run(node.ns, ["ctr", "--address", str(sock), "--namespace", "k8s.io", "images", "import",
+                                str(archive)], timeout=300)
+
     # ------------------------------------------------------------------ down
     def down(self) -> list[str]:
         """Stop everything the lab started and remove its namespaces, pod namespaces, mounts and cgroups."""
