@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ring", type=int, metavar="FILES", help="keep only the newest FILES files when rotating")
     p.add_argument("--engine", choices=["auto", "dumpcap", "tcpdump", "scapy"], default="auto",
                    help="capture engine (auto: dumpcap, then tcpdump, then scapy)")
+    p.add_argument("--buffer-mb", type=int, metavar="MB", help="kernel capture buffer per interface (default 8)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the capture files and manifest.json")
 
     p = _sub(sub, "analyze", "decode, classify and check captures; write the output set")

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 SNAPLEN = 262144
+#: the kernel's capture buffer per interface: tcpdump's immediate mode uses fixed frames as large as the
+#: interface's biggest packet (64 KiB with segmentation offload), so 8 MB holds only about 120 packets
+BUFFER_MB = 8
 
 
 def _version(cmd: list[str]) -> str:
@@ -181,8 +184,9 @@ class Engine(abc.ABC):
 
     name = ""
 
-    def __init__(self, out: Path, stem: str, ifaces: list[str], bpf: str, lim: Limits):
+    def __init__(self, out: Path, stem: str, ifaces: list[str], bpf: str, lim: Limits, buffer_mb: int = BUFFER_MB):
         self.out, self.stem, self.ifaces, self.bpf, self.lim = out, stem, ifaces, bpf, lim
+        self.buffer_mb = buffer_mb
 
     def version(self) -> str:
         return "unknown"
@@ -229,7 +233,7 @@ class Tcpdump(Engine):
         self.procs = {}
         for iface in self.ifaces:
             cmd = ["tcpdump", "-i", iface, "-w", str(self._target(iface)), "-U", "-n", "-s", str(SNAPLEN),
-                   "-B", "8192", "--time-stamp-precision=micro", "--immediate-mode",
+                   "-B", str(self.buffer_mb * 1024), "--time-stamp-precision=micro", "--immediate-mode",
                    # tcpdump cannot stop at a size: it rotates over files that fit the budget together
                    "-C", str(int(self.lim.file_mb)), "-W", str(self.lim.files)]
             if os.geteuid() == 0:
@@ -297,7 +301,7 @@ class Dumpcap(Engine):
     def start(self):
         # -q: no running packet count on stderr, which would block dumpcap once the pipe filled if the
         # agent stopped reading (a hung agent must not stop the capture)
-        cmd = ["dumpcap", "-q", "-n", "-s", str(SNAPLEN), "-B", "8", "-t"]
+        cmd = ["dumpcap", "-q", "-n", "-s", str(SNAPLEN), "-B", str(self.buffer_mb), "-t"]
         for iface in self.ifaces:
             cmd += ["-i", iface]
             if self.bpf:

@@ -37,6 +37,7 @@ class Options:
     engine: str = "auto"
     progress: bool = True
     reserve_mb: float = DISK_RESERVE_MB
+    buffer_mb: int = _engines.BUFFER_MB
 
 
 def _iso(ts: float) -> str:
@@ -111,7 +112,7 @@ def capture(opts: Options, ready=None) -> dict:
         raise InputError(out, f"disk full: {free:.1f} MB free, {opts.reserve_mb:.0f} MB reserve; {engine_name}: "
                               f"{exc}") from None
     stem = f"{opts.host}"
-    engine = _engines.ENGINES[engine_name](out, stem, opts.ifaces, bpf, lim)
+    engine = _engines.ENGINES[engine_name](out, stem, opts.ifaces, bpf, lim, opts.buffer_mb)
     all_ifaces = _host.interfaces()
     manifest: dict = {
         "schema": "commpath.capture/v1", "host": opts.host, "role": opts.role,
@@ -121,7 +122,7 @@ def capture(opts: Options, ready=None) -> dict:
         "filter": bpf, "filter_source": "user" if opts.bpf is not None else "default",
         "engine": engine_name, "engine_reason": reason, "engine_version": engine.version(),
         "limits": {"duration_s": opts.duration, "max_size_mb": opts.max_mb, "ring_files": opts.ring,
-                   "reserve_mb": opts.reserve_mb, "engine_total_mb": round(lim.total_mb, 3),
+                   "reserve_mb": opts.reserve_mb, "buffer_mb": opts.buffer_mb, "engine_total_mb": round(lim.total_mb, 3),
                    "engine_file_mb": round(lim.file_mb, 3), "engine_files": lim.files},
         "clock": _host.clock_source(), "status": "starting",
     }
@@ -198,9 +199,12 @@ def main(args) -> int:
     opts = Options(role=args.role, out=Path(args.out), host=args.host or socket.gethostname(),
                    ifaces=list(args.iface) or ["any"], bpf=args.filter, inventory=getattr(args, "inventory", None),
                    duration=args.duration, max_mb=args.max_size, ring=args.ring,
-                   engine=getattr(args, "engine", "auto") or "auto")
+                   engine=getattr(args, "engine", "auto") or "auto",
+                   buffer_mb=getattr(args, "buffer_mb", None) or _engines.BUFFER_MB)
     if opts.ring is not None and opts.ring < 1:
         raise CommpathError("--ring must be at least 1")
+    if opts.buffer_mb < 1:
+        raise CommpathError("--buffer-mb must be at least 1")
     for name, value in (("--duration", opts.duration), ("--max-size", opts.max_mb)):
         if value is not None and value <= 0:
             raise CommpathError(f"{name} must be positive")

@@ -30,10 +30,11 @@ def record(lab: RealLab, out: Path, scenario: str = "default") -> dict:
         t_up = time.monotonic() - t0
         done = Exerciser(lab).run()
         discover(lab, out / "inventory-discovered.yaml", done)
-        lab.stop_capture()
+        packets = lab.stop_capture()
         lab.write_metadata(out)            # the inventory again, now with the allocated pod CIDRs
         shutil.copy(lab.state["audit_log"], out / "audit.log")
         truth = ground_truth(lab, out, done)
+        truth["capture"] = packets      # kernel drops, if any, explain a connection seen only in part
         truth["timings"] = {"up_seconds": round(t_up, 1), "run_seconds": round(time.monotonic() - t0, 1)}
         (out / "ground-truth.yaml").write_text(yaml.safe_dump(truth, sort_keys=False, width=120))
         return truth

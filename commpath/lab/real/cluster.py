@@ -32,6 +32,11 @@ STATE_ROOT = Path(os.environ.get("COMMPATH_REAL_STATE", "/run/commpath-real"))
 ETCD_PORT = 2379
 KUBELET_PORT = 10250
 BOOTSTRAP_NODES = ("node1",)      # these kubelets join by TLS bootstrap; the others get a client certificate
+#: kernel capture buffer per interface (MB): the control plane's loopback carries etcd and every local client
+CAPTURE_BUFFER_MB = {"control-plane": 64, "node": 16}
+CAPTURE_DURATION = 3600.0         # a bound: the lab stops its captures itself
+CAPTURE_START_TIMEOUT = 180.0     # a loaded machine takes long to start Python and tcpdump
+CAPTURE_STOP_TIMEOUT = 120.0      # the agent writes its manifest after tcpdump has flushed
 
 
 def plan(prefix: str, nodes: int = 2, pod_cidrs: dict[str, str] | None = None) -> Topology:
@@ -297,25 +302,24 @@ class RealLab:
                   f"scenario {self.state['scenario']}\n")
         (out / "inventory.yaml").write_text(header + yaml.safe_dump(self.inventory(), sort_keys=False))
 
-    def start_capture(self, out: Path, duration: float = 3600.0) -> None:
+    def start_capture(self, out: Path) -> None:
         """One `commpath capture` agent per host (control plane: eth0 and lo; nodes: eth0 and cni0)."""
         out = Path(out)
         self.write_metadata(out)
+        self.state["out"] = str(out.resolve())
         for h in self.topo.hosts:
             ifaces = ["eth0", "lo"] if h.role == "control-plane" else ["eth0", "cni0"]
             if h.role == "node":       # the CNI bridge plugin adopts an existing cni0: capture it from the start
                 nsexec(h.ns, "ip", "link", "add", "cni0", "type", "bridge")
                 nsexec(h.ns, "ip", "link", "set", "cni0", "up")
-            cmd = [sys.executable, "-m", "commpath", "capture", "--role", h.role, "--host", h.name,
-                   "--inventory", str(out / "inventory.yaml"), "--engine", "tcpdump", "--duration", str(duration),
-                   "--out", str(out / h.name)]
-            for iface in ifaces:
-                cmd += ["--iface", iface]
-            self._spawn(f"capture-{h.name}", h.ns, cmd)
+            # MTU-sized capture frames on the busy interfaces (see _offload); cni0 and the pods' veths keep their
+            # offloads, since pods (whose side the lab does not change) may hand them segments larger than a frame
+            nsexec(h.ns, "ip", "link", "set", "lo", "mtu", "1500")
+            _host.run(h.ns, [sys.executable, "-m", "commpath.lab.real._offload", "lo", "eth0"], timeout=120)
+            self._spawn(f"capture-{h.name}", h.ns, self._capture_cmd(h, out / h.name, ifaces))
         for h in self.topo.hosts:
             p = self.state["procs"][f"capture-{h.name}"]
-            _procs.wait_for(Path(p["log"]), "listening on", p["pid"], 60, f"capture on {h.name}")
-        self.state["out"] = str(out.resolve())
+            _procs.wait_for(Path(p["log"]), "listening on", p["pid"], CAPTURE_START_TIMEOUT, f"capture on {h.name}")
         self._save()
 
     def start_pod_capture(self) -> None:
@@ -328,16 +332,27 @@ class RealLab:
             if not veths:
                 continue
             key = f"capture-{n.name}-pods"
-            cmd = [sys.executable, "-m", "commpath", "capture", "--role", "node", "--host", n.name,
-                   "--inventory", str(out / "inventory.yaml"), "--engine", "tcpdump", "--duration", "3600",
-                   "--out", str(out / f"{n.name}-pods")]
-            for v in veths:
-                cmd += ["--iface", v]
-            self._spawn(key, n.ns, cmd)
+            self._spawn(key, n.ns, self._capture_cmd(n, out / f"{n.name}-pods", veths))
             p = self.state["procs"][key]
-            _procs.wait_for(Path(p["log"]), "listening on", p["pid"], 60, f"pod capture on {n.name}")
+            _procs.wait_for(Path(p["log"]), "listening on", p["pid"], CAPTURE_START_TIMEOUT, f"pod capture on {n.name}")
 
-    def stop_capture(self) -> None:
+    def _capture_cmd(self, h: Host, out: Path, ifaces: list[str]) -> list[str]:
+        cmd = [sys.executable, "-m", "commpath", "capture", "--role", h.role, "--host", h.name,
+               "--inventory", str(Path(self.state["out"]) / "inventory.yaml"),
+               "--engine", "tcpdump", "--duration", str(CAPTURE_DURATION), "--out", str(out),
+               "--buffer-mb", str(CAPTURE_BUFFER_MB[h.role])]
+        for iface in ifaces:
+            cmd += ["--iface", iface]
+        return cmd
+
+    def stop_capture(self) -> dict:
+        """Stop every capture agent; returns each capture folder's packet counts (captured, dropped by the kernel)."""
         for key in [k for k in self.state.get("procs", {}) if k.startswith("capture-")]:
-            _procs.stop(self.state["procs"].pop(key)["pid"], signal.SIGINT, timeout=30)
+            _procs.stop(self.state["procs"].pop(key)["pid"], signal.SIGINT, timeout=CAPTURE_STOP_TIMEOUT)
         self._save()
+        counts = {}
+        for m in sorted(Path(self.state.get("out", "/nonexistent")).glob("*/manifest.json")):
+            man = json.loads(m.read_text())
+            counts[m.parent.name] = {"status": man.get("status"), "captured": man.get("packets_captured"),
+                                     "dropped": man.get("packets_dropped")}
+        return counts
