@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .check import FINDING_COLUMNS, PATH_COLUMNS, coverage, evaluate, load_policy
+from .check import FINDING_COLUMNS, PATH_COLUMNS, coverage, evaluate, load_policy, note_unseen
 from .check.policy import SEVERITIES, SEVERITY_RANK, Policy
 from .check.tables import PATH_VERDICTS
 from .classify import CLASSIFY_COLUMNS, Inventory, classify_with_view, load_inventory
@@ -308,7 +308,9 @@ def judge(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame, certs:
     findings, path_table = evaluate(classified, tls, certs, pol, inv, tls_known=tls_analyzed,
                                     keylog_given=keylog is not None)
     cov = coverage(path_table, classified, captures, inventory_given=inv is not None, ca_given=ca is not None,
-                   keylog_given=keylog is not None, tls_analyzed=tls_analyzed)
+                   keylog_given=keylog is not None, tls_analyzed=tls_analyzed,
+                   inventory=inv.to_dict() if inv is not None else None)
+    path_table = note_unseen(path_table, cov)
     return Analysis(flows=_join_tls(classified, tls), tls=tls, certs=certs, ssh=ssh, http=http,
                     findings=findings, paths=path_table, captures=captures, inventory=inv, policy=pol,
                     tls_analyzed=tls_analyzed, warnings=warnings, cluster_view=view, clock_offsets=offsets,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..decode.merge import manifest_beside
+from .reach import unseen_paths as _unseen_paths
 
 #: run-level verdicts, worst first
 RUN_VERDICTS = ("fail", "inconclusive", "warn", "pass")
@@ -19,9 +20,11 @@ def _manifest(capture_file: str) -> dict:
     return manifest_beside(capture_file)   # local, or beside a URL's capture (s3://...)
 
 
-def _capture_facts(captures) -> tuple[list[str], list[str], list[tuple[str, str]]]:
-    """(hosts, host:interface names, (host, filter)) of the captures' manifests."""
+def _capture_facts(captures) -> tuple[list[str], list[str], list[tuple[str, str]], bool]:
+    """(hosts, host:interface names, (host, filter), whether every capture recorded its filter) of the
+    captures' manifests."""
     hosts, interfaces, filters = [], [], []
+    unfiltered = 0
     files = [str(f) for f in captures["file"]] if captures is not None and len(captures) else []
     for file in files:
         m = _manifest(file)
@@ -33,7 +36,10 @@ def _capture_facts(captures) -> tuple[list[str], list[str], list[tuple[str, str]
                 interfaces.append(f"{host}:{name}")
         if m.get("filter"):
             filters.append((host, str(m["filter"])))
-    return list(dict.fromkeys(hosts)), list(dict.fromkeys(interfaces)), list(dict.fromkeys(filters))
+        else:
+            unfiltered += 1
+    every = bool(files) and not unfiltered
+    return list(dict.fromkeys(hosts)), list(dict.fromkeys(interfaces)), list(dict.fromkeys(filters)), every
 
 
 def _filter_text(filters: list[tuple[str, str]]) -> str | None:
@@ -46,9 +52,17 @@ def _filter_text(filters: list[tuple[str, str]]) -> str | None:
 
 
 def coverage(paths, flows, captures, *, inventory_given: bool, ca_given: bool, keylog_given: bool,
-             tls_analyzed: bool, unseen_paths: list[str] | None = None) -> dict:
-    """The evidence a run had, for report.json's ``coverage`` and every report's header."""
-    hosts, interfaces, filters = _capture_facts(captures)
+             tls_analyzed: bool, inventory: dict | None = None) -> dict:
+    """The evidence a run had, for report.json's ``coverage`` and every report's header.
+
+    ``unseen_paths`` lists the catalog paths that no capture's recorded filter could have kept (with
+    ``inventory``, the dict form, for the ends' addresses); it is evaluated only when every capture
+    recorded its filter (``unseen_paths_evaluated``)."""
+    hosts, interfaces, filters, every_filtered = _capture_facts(captures)
+    unseen = _unseen_paths([f for _, f in filters], inventory, flows) if every_filtered else None
+    if unseen:          # what was captured in spite of the recorded filter was seen
+        seen = set(paths.loc[paths["observed"].astype(bool), "id"].astype(str)) if "observed" in paths else set()
+        unseen = [p for p in unseen if p not in seen]
     inferred = flows["roles_inferred"].fillna(True).astype(bool) if "roles_inferred" in flows else None
     verdicts = [str(v) for v in paths["verdict"]]
     observed = [v for v in verdicts if v != "not-observed"]
@@ -62,10 +76,24 @@ def coverage(paths, flows, captures, *, inventory_given: bool, ca_given: bool, k
         "interfaces": interfaces,
         "capture_filter": _filter_text(filters),
         "capture_filters": [{"host": h, "filter": f} for h, f in filters],
-        "unseen_paths": list(unseen_paths or []),
+        "unseen_paths": list(unseen or []),
+        "unseen_paths_evaluated": unseen is not None,
         "paths_observed": len(observed),
         "paths_not_observable": sum(v in BLIND for v in observed),
     }
+
+
+def note_unseen(paths, cov: dict):
+    """``paths`` with what would settle each path the filters could not have seen (still not-observed:
+    nothing was seen; the filter, not the cluster, may be why)."""
+    unseen = set(cov.get("unseen_paths") or [])
+    if not unseen or paths is None or not len(paths):
+        return paths
+    paths = paths.copy()
+    hit = paths["id"].astype(str).isin(unseen) & paths["verdict"].astype(str).eq("not-observed")
+    paths.loc[hit, "needs"] = ("a capture whose filter keeps this path: the recorded filter drops every packet "
+                               "it can have (its ports and its ends' addresses)")
+    return paths
 
 
 def run_verdict(paths, cov: dict) -> str:
@@ -84,4 +112,4 @@ def run_verdict(paths, cov: dict) -> str:
     return "pass" if "pass" in observed else "inconclusive"
 
 
-__all__ = ["RUN_VERDICTS", "coverage", "run_verdict"]
+__all__ = ["RUN_VERDICTS", "coverage", "note_unseen", "run_verdict"]

@@ -462,8 +462,9 @@ def coverage_rows(analysis) -> list[tuple[str, str]]:
         ("interfaces", listed(cov.get("interfaces"))),
         ("capture filter", text(cov.get("capture_filter"), "none recorded")),
         ("paths the filter could not have seen",
-         listed(unseen) if unseen else "unknown: no capture filter recorded" if not cov.get("capture_filter")
-         else "not evaluated: compare the filter with the catalog's ports (commpath paths)"),
+         listed(unseen) if unseen else "none: every catalog path passes the recorded filters"
+         if cov.get("unseen_paths_evaluated") else "unknown: no capture filter recorded" if not cov.get("capture_filter")
+         else "not evaluated: a capture without a recorded filter, or one libpcap cannot compile"),
     ]
 
 
