@@ -40,11 +40,15 @@ def _is_capture(name: str) -> bool:
 
 
 def read_manifest(folder: Path) -> dict | None:
-    """The agent's manifest.json in ``folder`` (None: there is none, or it is being rewritten)."""
+    """The agent's manifest.json in ``folder``: None when there is none; caught while the agent rewrites
+    it (not JSON yet), a manifest whose agent still runs."""
+    path = folder / "manifest.json"
     try:
-        return json.loads((folder / "manifest.json").read_text())
-    except (OSError, ValueError):
+        return json.loads(path.read_text())
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError):
+        return {"status": "unknown"} if path.exists() else None
 
 
 def identity(path: Path, size: int) -> str:

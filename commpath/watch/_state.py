@@ -11,7 +11,7 @@ from pathlib import Path
 from ..errors import InputError
 
 SCHEMA = "commpath.watch-state/v1"
-#: Files remembered (the newest); ring files long deleted fall out, so the file stays small over days.
+#: Files remembered at most (the newest), whatever the folders hold.
 MAX_FILES = 20000
 #: High findings remembered by fingerprint, for "new" to mean new since the watch began.
 MAX_FINGERPRINTS = 20000
@@ -75,6 +75,13 @@ class State:
         self.files_total[outcome] = self.files_total.get(outcome, 0) + 1
         for p, n in flows_per_path.items():
             self.flows_total[p] = self.flows_total.get(p, 0) + int(n)
+
+    def forget_absent(self, present: set[str]) -> None:
+        """Forget the files no longer in the watched folders (a ring deleted them): they cannot come back to be
+        counted twice, and the state stays the size of the ring over days. A renamed file keeps its key."""
+        gone = [k for k in self.files if k not in present]
+        for k in gone:
+            del self.files[k]
 
     def new_fingerprint(self, fp: str) -> bool:
         """True the first time ``fp`` is seen (it is remembered from then on)."""

@@ -110,12 +110,14 @@ class Watcher:
     def step(self, stop: threading.Event | None = None, final: bool = False) -> int:
         """Take every closed file not yet counted, oldest first; judge; write. Returns files taken."""
         taken = 0
-        for c in self.scanner.closed(final=final):
+        closed = self.scanner.closed(final=final)
+        for c in closed:
             if stop is not None and stop.is_set():
                 break
             if self.state.seen(c.key):
                 continue
             taken += self._take(c)
+        self.state.forget_absent({c.key for c in closed})
         if self._unjudged:
             self._judge(self._unjudged)
         self.metrics.collector.update(drops=agent_stats(self.opts.inputs))
