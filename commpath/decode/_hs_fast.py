@@ -12,10 +12,10 @@ from ._fingerprints import EXT_ECH, group_name, ja3, ja3s, ja4s, key_exchange_cu
 from ._memo import BoundedMemo
 from ._sessions import session_keys
 from ._tls_tables import CIPHER_SUITES
-from .tls import (
-    ClientHello, _client_versions, _u16_list, client_cert_tls13, ja4, parse_certificate_list,
-    parse_certificate_request,
-)
+from ._tls13_client_cert import client_cert_tls13
+from ._tls_certmsg import parse_certificate_list, parse_certificate_request
+from ._tls_hello import client_versions, ja4, u16_list
+from ._tls_model import ClientHello
 from ._tls_wire import version_name
 
 # Field indices of cp_tls_walk's output (the enum at the top of tls_walk.c).
@@ -159,12 +159,12 @@ def _hello(key: bytes) -> tuple[str, str | None, str, str, bool]:
         q = p + 1 + alpn[p]
         names.append(alpn[p + 1:q])
         p = q
-    versions = _u16_list(sv)
-    ch = ClientHello(legacy_version=legacy, ciphers=_u16_list(cs), extensions=_u16_list(exts),
-                     alpn_raw=names[:1], versions=versions, sig_algs=_u16_list(sig))
+    versions = u16_list(sv)
+    ch = ClientHello(legacy_version=legacy, ciphers=u16_list(cs), extensions=u16_list(exts),
+                     alpn_raw=names[:1], versions=versions, sig_algs=u16_list(sig))
     offered = ",".join(a.decode("ascii", "replace") for a in names) if names else None
-    ja3_text = ja3(legacy, tuple(ch.ciphers), tuple(ch.extensions), tuple(_u16_list(groups)), tuple(formats))
-    return _client_versions(tuple(versions), legacy), offered, ja4(ch), ja3_text, EXT_ECH in ch.extensions
+    ja3_text = ja3(legacy, tuple(ch.ciphers), tuple(ch.extensions), tuple(u16_list(groups)), tuple(formats))
+    return client_versions(tuple(versions), legacy), offered, ja4(ch), ja3_text, EXT_ECH in ch.extensions
 
 
 def _server_prints(key: tuple) -> tuple[str, str]:
