@@ -4,84 +4,28 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from dataclasses import dataclass, field
 from operator import itemgetter
 
+from ._http2 import MAX_H2_FRAMES, TolerantHpack, h2_rows
+from ._http_common import (
+    MAX_PATH, REDACTED, SECRET_PARAMS, USERINFO, HttpResult, auth_kinds, redact_path, sub_stream,
+)
 from ._memo import BoundedMemo
 from .schema import HTTP_COLUMNS
 from .streams import FlowStreams, Stream
 
+__all__ = [
+    "H2_PREFACE", "MAX_CHUNKS", "MAX_H2_FRAMES", "MAX_HEADER_BYTES", "MAX_MESSAGES", "MAX_PATH", "REDACTED",
+    "REQUEST_LINE", "SECRET_PARAMS", "STATUS_LINE", "USERINFO", "HttpResult", "TolerantHpack", "http1_rows",
+    "parse_http", "redact_path", "sub_stream",
+]
+
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 MAX_MESSAGES = 64           # per direction
 MAX_HEADER_BYTES = 16384
-MAX_H2_FRAMES = 512
-MAX_PATH = 2048
 
 REQUEST_LINE = re.compile(rb"([A-Z][A-Z0-9_-]{0,19}) ([^ \r\n]{1,8192}) (HTTP/\d\.\d)$")
 STATUS_LINE = re.compile(rb"(HTTP/\d\.\d) (\d{3})(?: [^\r\n]*)?$")
-#: Query parameters whose values are secrets.
-SECRET_PARAMS = re.compile(
-    r"(?i)([?&;](?:access_token|token|id_token|refresh_token|password|passwd|secret|api_key|apikey|"
-    r"key|sig|signature|auth|authorization|code|x-amz-signature|x-amz-credential|x-amz-security-token)=)"
-    r"[^&;#]*")
-USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
-REDACTED = "REDACTED"
-
-def redact_path(path: str) -> str:
-    """Drop credentials from a request target: userinfo and secret query values."""
-    if "?" not in path and "&" not in path and ";" not in path and "@" not in path:
-        return path[:MAX_PATH]                      # neither pattern can match: nothing to drop
-    path = USERINFO.sub(r"\1" + REDACTED + "@", path)
-    path = SECRET_PARAMS.sub(r"\1" + REDACTED, path)
-    return path[:MAX_PATH]
-
-
-def _auth_kinds(headers: list[tuple[str, str]]) -> str | None:
-    """Which credentials a message carried (names only; the values are dropped here)."""
-    kinds: list[str] = []
-    for name, value in headers:
-        n = name.lower()
-        if n in ("authorization", "proxy-authorization"):
-            scheme = value.split(" ", 1)[0].lower() if value else "unknown"
-            kind = scheme if scheme in ("bearer", "basic", "digest", "negotiate", "ntlm", "aws4-hmac-sha256") \
-                else "other"
-            if n == "proxy-authorization":
-                kind = "proxy-" + kind
-        elif n == "cookie":
-            kind = "cookie"
-        elif n == "set-cookie":
-            kind = "set-cookie"
-        elif n in ("x-auth-token", "x-api-key", "x-csrf-token", "x-amz-security-token"):
-            kind = n
-        else:
-            continue
-        if kind not in kinds:
-            kinds.append(kind)
-    return ",".join(kinds) or None
-
-
-@dataclass
-class HttpResult:
-    rows: list[dict] = field(default_factory=list)
-    tunnel: FlowStreams | None = None           # bytes inside a CONNECT tunnel (or after 101 h2c)
-    partial: bool = False
-    parse_error: str | None = None
-
-
-def sub_stream(stream: Stream, start: int) -> Stream:
-    """The part of ``stream`` from ``start`` on, with offsets rebased to 0."""
-    if start <= 0:
-        return stream
-    offs: list[int] = []
-    frs: list[int] = []
-    for off, fr in zip(stream.offsets, stream.frames):
-        if off <= start:
-            offs, frs = [0], [fr]
-        else:
-            offs.append(off - start)
-            frs.append(fr)
-    return Stream(stream.data[start:], tuple(offs), tuple(frs), stream.gap, stream.limited)
-
 
 #: Only these headers are looked at; all others (and their values) are never decoded.
 _WANTED_HEADERS = re.compile(
@@ -312,12 +256,12 @@ def _parse_head(head: bytes, is_response: bool) -> tuple | None:
     h = (chunked, length)
     if is_response:
         status = int(m.group(2))
-        row = {"h2c": False, "auth": _auth_kinds(headers), "direction": "response", "version": m.group(1).decode(),
+        row = {"h2c": False, "auth": auth_kinds(headers), "direction": "response", "version": m.group(1).decode(),
                "status": status}
         return row, None, status, h2c, h, tuple(map(row.get, _ROW_MIDDLE))
     method, target, version = m.group(1, 2, 3)
     method, target, version = method.decode("latin-1"), target.decode("latin-1"), version.decode("latin-1")
-    row = {"h2c": False, "auth": _auth_kinds(headers), "direction": "request", "method": method,
+    row = {"h2c": False, "auth": auth_kinds(headers), "direction": "request", "method": method,
            "version": version, "host": headers_lower.get("host")}
     if method == "CONNECT":
         row["connect_target"] = target[:MAX_PATH]
@@ -336,193 +280,6 @@ _HEADS_REQUEST: BoundedMemo = BoundedMemo(2048)
 _HEADS_RESPONSE: BoundedMemo = BoundedMemo(2048)
 
 
-# --------------------------------------------------------------------------- HTTP/2
-
-class TolerantHpack:
-    """HPACK (RFC 7541) decoding that survives a capture starting mid-connection.
-
-    References to dynamic-table entries added before the capture began decode as unknown
-    (None) instead of failing the whole block; the dynamic table is tracked from there on.
-    """
-
-    UNKNOWN = None
-
-    def __init__(self, max_size: int = 4096):
-        from hpack.table import HeaderTable
-        self.static = HeaderTable.STATIC_TABLE
-        self.dynamic: list[tuple[str, str] | None] = []
-        self.max_size = max_size
-        self.size = 0
-        self.desynced = False
-
-    @staticmethod
-    def _int(data: bytes, pos: int, prefix: int) -> tuple[int, int]:
-        mask = (1 << prefix) - 1
-        value = data[pos] & mask
-        pos += 1
-        if value < mask:
-            return value, pos
-        shift = 0
-        while True:
-            if pos >= len(data) or shift > 28:
-                raise ValueError("HPACK integer runs past the block")
-            b = data[pos]
-            pos += 1
-            value += (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                return value, pos
-
-    def _str(self, data: bytes, pos: int) -> tuple[str, int]:
-        from hpack.huffman_table import decode_huffman
-        huff = data[pos] & 0x80
-        n, pos = self._int(data, pos, 7)
-        if pos + n > len(data):
-            raise ValueError("HPACK string runs past the block")
-        raw = data[pos:pos + n]
-        return (decode_huffman(raw) if huff else raw).decode("latin-1"), pos + n
-
-    def _get(self, index: int) -> tuple[str, str] | None:
-        if 1 <= index <= len(self.static):
-            k, v = self.static[index - 1]
-            return k.decode(), v.decode()
-        i = index - len(self.static) - 1
-        if 0 <= i < len(self.dynamic):
-            return self.dynamic[i]
-        self.desynced = True
-        return None
-
-    def _add(self, entry: tuple[str, str] | None) -> None:
-        size = 32 + (len(entry[0]) + len(entry[1]) if entry else 0)
-        self.dynamic.insert(0, entry)
-        self.size += size
-        while self.size > self.max_size and self.dynamic:
-            old = self.dynamic.pop()
-            self.size -= 32 + (len(old[0]) + len(old[1]) if old else 0)
-
-    def decode(self, block: bytes) -> list[tuple[str, str | None]]:
-        out: list[tuple[str, str | None]] = []
-        pos = 0
-        while pos < len(block) and len(out) < 256:
-            b = block[pos]
-            if b & 0x80:                                  # indexed field
-                idx, pos = self._int(block, pos, 7)
-                entry = self._get(idx)
-                if entry:
-                    out.append(entry)
-            elif b & 0xE0 == 0x20:                        # dynamic table size update
-                self.max_size, pos = self._int(block, pos, 5)
-            else:
-                prefix, index_it = (6, True) if b & 0x40 else (4, False)
-                idx, pos = self._int(block, pos, prefix)
-                if idx:
-                    entry = self._get(idx)
-                    name = entry[0] if entry else None
-                else:
-                    name, pos = self._str(block, pos)
-                value, pos = self._str(block, pos)
-                if index_it:
-                    self._add((name, value) if name is not None else None)
-                if name is not None:
-                    out.append((name, value))
-        return out
-
-
-def _h2_rows(stream: Stream, flow_id: int, start: int, is_response: bool, res: HttpResult) -> list[dict]:
-    """Request/response heads from HEADERS (+CONTINUATION) frames of one direction."""
-    decoder = TolerantHpack()
-    data = stream.data
-    rows: list[dict] = []
-    pos = start
-    block = b""
-    block_at = None
-    pushed = False
-    for _ in range(MAX_H2_FRAMES):
-        if pos + 9 > len(data):
-            break
-        length = int.from_bytes(data[pos:pos + 3], "big")
-        ftype, flags = data[pos + 3], data[pos + 4]
-        if pos + 9 + length > len(data):
-            if ftype in (1, 9):
-                res.partial = True
-                res.parse_error = res.parse_error or (
-                    f"HTTP/2 header frame at offset {pos} cut by the capture window ({len(data)} bytes kept)"
-                    if stream.limited else f"HTTP/2 header frame of {length} bytes at offset {pos} not captured whole")
-            break
-        payload = data[pos + 9:pos + 9 + length]
-        if ftype == 1:                                   # HEADERS
-            pushed = False
-            p = 0
-            pad = 0
-            if flags & 0x08:
-                pad = payload[0] if payload else 0
-                p = 1
-            if flags & 0x20:
-                p += 5
-            block = payload[p:len(payload) - pad if pad else None]
-            block_at = pos
-            if not flags & 0x04:                         # END_HEADERS not set
-                pos += 9 + length
-                continue
-        elif ftype == 5 and is_response:                 # PUSH_PROMISE: a request the server makes up
-            p = 0
-            pad = 0
-            if flags & 0x08:
-                pad = payload[0] if payload else 0
-                p = 1
-            p += 4                                        # promised stream id
-            block = payload[p:len(payload) - pad if pad else None]
-            block_at = pos
-            pushed = True
-            if not flags & 0x04:
-                pos += 9 + length
-                continue
-        elif ftype == 9 and block_at is not None:        # CONTINUATION
-            block += payload
-            if not flags & 0x04:
-                pos += 9 + length
-                continue
-        else:
-            pos += 9 + length
-            continue
-        try:
-            headers = decoder.decode(block)
-        except Exception as exc:     # noqa: BLE001 - a malformed block ends this direction
-            res.partial = True
-            res.parse_error = res.parse_error or f"HPACK: {type(exc).__name__}: {exc}"[:200]
-            break
-        if decoder.desynced and not res.parse_error:
-            res.partial = True
-            res.parse_error = "HPACK: capture starts mid-connection, some header fields unknown"
-        h = dict(headers)
-        row = {"flow_id": flow_id, "frame": stream.frame_at(block_at), "version": "HTTP/2", "h2c": True,
-               "auth": _auth_kinds(headers)}
-        if pushed:
-            row.update(direction="push", method=h.get(":method"), host=h.get(":authority") or h.get("host"),
-                       path=redact_path(h.get(":path", "")) or None)
-        elif is_response:
-            try:
-                row.update(direction="response", status=int(h.get(":status", "")))
-            except ValueError:
-                row.update(direction="response")     # trailers: no :status
-                if ":status" not in h:
-                    pos += 9 + length
-                    block, block_at = b"", None
-                    continue
-        else:
-            method = h.get(":method")
-            row.update(direction="request", method=method, host=h.get(":authority") or h.get("host"))
-            if method == "CONNECT":
-                row["connect_target"] = h.get(":authority")
-            else:
-                row["path"] = redact_path(h.get(":path", "")) or None
-        del headers, h                               # no header value outlives this point
-        rows.append(row)
-        block, block_at = b"", None
-        pos += 9 + length
-    return rows
-
-
 def parse_http(flow: FlowStreams, h2: bool = False) -> HttpResult:
     """Requests and responses in clear at the start of a connection; never raises."""
     res = HttpResult()
@@ -537,7 +294,7 @@ def _parse(flow: FlowStreams, h2: bool, res: HttpResult) -> None:
     fwd, rev = flow.fwd, flow.rev
     if fwd.data.startswith(H2_PREFACE) or h2:
         start = len(H2_PREFACE) if fwd.data.startswith(H2_PREFACE) else 0
-        res.rows = _h2_rows(fwd, flow.flow_id, start, False, res) + _h2_rows(rev, flow.flow_id, 0, True, res)
+        res.rows = h2_rows(fwd, flow.flow_id, start, False, res) + h2_rows(rev, flow.flow_id, 0, True, res)
         res.rows.sort(key=lambda r: (r["frame"] is None, r["frame"] or 0))
         if not res.rows and res.partial:
             res.rows = [{"flow_id": flow.flow_id, "frame": fwd.frame_at(0) or rev.frame_at(0),
@@ -552,7 +309,7 @@ def _parse(flow: FlowStreams, h2: bool, res: HttpResult) -> None:
         cli = sub_stream(fwd, _after_request(fwd.data))
         srv = sub_stream(rev, resp_tail)
         start = len(H2_PREFACE) if cli.data.startswith(H2_PREFACE) else 0
-        rows += _h2_rows(cli, flow.flow_id, start, False, res) + _h2_rows(srv, flow.flow_id, 0, True, res)
+        rows += h2_rows(cli, flow.flow_id, start, False, res) + h2_rows(srv, flow.flow_id, 0, True, res)
     elif req_kind == "connect" and resp_kind == "connect":
         res.tunnel = FlowStreams(flow.flow_id, sub_stream(fwd, _skip_crlf(fwd.data, req_tail)),
                                  sub_stream(rev, _skip_crlf(rev.data, resp_tail)))
