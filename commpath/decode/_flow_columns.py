@@ -1,0 +1,116 @@
+"""One file's flow table as columns: addresses as text, transports, end states, UDP services by port."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import _flowtable as ft
+from ._packets import TUNNELS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def addresses(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """IPv4 or IPv6 text for each (hi, lo) pair, formatted once per distinct address."""
+    if hi.size == 0:
+        return np.array([], dtype=object)
+    pairs = np.stack([hi, lo], axis=1)
+    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    texts = []
+    for h, l in uniq.tolist():
+        if h == 0 and (l >> 32) == 0xFFFF:
+            texts.append(str(ipaddress.IPv4Address(l & 0xFFFFFFFF)))
+        else:
+            texts.append(str(ipaddress.IPv6Address((h << 64) | l)))
+    return np.asarray(texts, dtype=object)[inverse.reshape(-1)]
+
+
+def flow_columns(fi: np.ndarray, fa: np.ndarray, ftime: np.ndarray, capture: str, base: int) -> dict:
+    """The flow table of one file as numpy columns (``initiator`` and ``tunnel`` as codes, -1 for no VNI/VLAN)."""
+    n = len(fi)
+    flags = fi[:, ft.FLAGS]
+    proto = fi[:, ft.PROTO]
+    transport = np.where(proto == 6, "tcp", np.where(proto == 17, "udp", np.where(proto == 50, "esp", "other")))
+    rst = (flags & ft.F_RST) != 0
+    fin = (flags & (ft.F_FIN0 | ft.F_FIN1)) != 0
+    end_state = np.where(proto != 6, "open", np.where(rst, "rst", np.where(fin, "fin", "open")))
+    tunnel = fi[:, ft.TUNNEL]
+    has_tunnel = tunnel != 0
+    tun_src = np.where(has_tunnel, addresses(fa[:, ft.TSRC_HI], fa[:, ft.TSRC_LO]), None) if n else np.array([], object)
+    tun_dst = np.where(has_tunnel, addresses(fa[:, ft.TDST_HI], fa[:, ft.TDST_LO]), None) if n else np.array([], object)
+    sport = fi[:, ft.SPORT]
+    dport = fi[:, ft.DPORT]
+    payload_fwd, payload_rev = fi[:, ft.PL0], fi[:, ft.PL1]
+    app = _udp_app_protocol(proto, sport, dport)
+    encrypted_underlay = (app == "wireguard") | (app == "esp")
+    app[(transport == "udp") & (payload_fwd + payload_rev > 0) & (app == "none")] = "unknown"
+    return {
+        "flow_id": np.arange(base, base + n, dtype=np.int64),
+        "capture": capture,
+        "first_frame": fi[:, ft.FIRST_FRAME],
+        "last_frame": fi[:, ft.LAST_FRAME],
+        "ts_start": ftime[:, ft.TS0],
+        "ts_end": ftime[:, ft.TS1],
+        "ip_version": fi[:, ft.IPVER].astype(np.int8),
+        "src_ip": addresses(fa[:, ft.SRC_HI], fa[:, ft.SRC_LO]),
+        "src_port": sport.astype(np.int32),
+        "dst_ip": addresses(fa[:, ft.DST_HI], fa[:, ft.DST_LO]),
+        "dst_port": dport.astype(np.int32),
+        "transport": transport,
+        "packets": fi[:, ft.PK0] + fi[:, ft.PK1],
+        "bytes": fi[:, ft.BY0] + fi[:, ft.BY1],
+        "packets_fwd": fi[:, ft.PK0],
+        "packets_rev": fi[:, ft.PK1],
+        "bytes_fwd": fi[:, ft.BY0],
+        "bytes_rev": fi[:, ft.BY1],
+        "payload_fwd": payload_fwd,
+        "payload_rev": payload_rev,
+        "syn_seen": (flags & ft.F_SYN) != 0,
+        "synack_seen": (flags & ft.F_SYNACK) != 0,
+        "handshake_seen": (flags & ft.F_HS_DONE) != 0,
+        "end_state": end_state,
+        "initiator": fi[:, ft.INIT].copy(),
+        "app_protocol": app,
+        "http_connect": np.zeros(n, bool),
+        "tunnel": tunnel,
+        "tunnel_src": tun_src,
+        "tunnel_dst": tun_dst,
+        "tunnel_vni": fi[:, ft.VNI],
+        "vlan": fi[:, ft.VLAN],
+        "fragments": fi[:, ft.FRAGS].astype(np.int32),
+        "truncated_packets": fi[:, ft.TRUNC].astype(np.int32),
+        "encrypted_underlay": encrypted_underlay,
+    }
+
+
+INIT_CATEGORIES = [ft.INIT_NAMES[i] for i in range(len(ft.INIT_NAMES))]
+INIT_SYNACK, INIT_PAYLOAD = INIT_CATEGORIES.index("synack"), INIT_CATEGORIES.index("payload")
+TUNNEL_CATEGORIES = [TUNNELS[i] for i in range(len(TUNNELS))]
+
+
+def flow_frame(cols: dict) -> pd.DataFrame:
+    """One file's flow columns as a DataFrame (codes become categories, -1 becomes NA)."""
+    import pandas as pd
+    data = dict(cols)
+    data["initiator"] = pd.Categorical.from_codes(cols["initiator"], INIT_CATEGORIES)
+    data["tunnel"] = pd.Categorical.from_codes(cols["tunnel"], TUNNEL_CATEGORIES)
+    for name, dtype in (("tunnel_vni", np.int64), ("vlan", np.int32)):
+        v = cols[name]
+        data[name] = pd.arrays.IntegerArray(np.where(v >= 0, v, 0).astype(dtype), v < 0)
+    return pd.DataFrame(data)
+
+
+#: UDP services recognised by port: overlays and encrypted underlays.
+UDP_PORT_PROTOCOLS = {51820: "wireguard", 4789: "vxlan", 8472: "vxlan", 6081: "geneve"}
+
+
+def _udp_app_protocol(proto: np.ndarray, sport: np.ndarray, dport: np.ndarray) -> np.ndarray:
+    app = np.where(proto == 50, "esp", "none").astype(object)
+    for port, name in UDP_PORT_PROTOCOLS.items():
+        app[(proto == 17) & ((sport == port) | (dport == port))] = name
+    return app
+
