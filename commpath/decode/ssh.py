@@ -137,19 +137,6 @@ def protocol_version(client_banner: str | None, server_banner: str | None) -> in
     return 2 if all(v in ("2.0", "1.99") for v in versions) else None
 
 
-def parse_side(data: bytes, ssh1: bool = False) -> SshSide:
-    """One side's identification line and KEXINIT (none when the connection speaks SSH-1: ``ssh1``)."""
-    side = SshSide()
-    side.banner, pos, side.error = _banner(data)
-    if side.banner is None:
-        return side
-    if ssh1 or (side.banner.startswith("SSH-1.") and not side.banner.startswith("SSH-1.99")):
-        return side                         # SSH-1 has no KEXINIT (its packets are framed otherwise)
-    side.kexinit, err = _kexinit(data, pos)
-    side.error = side.error or err
-    return side
-
-
 def _hassh(lists: dict[str, list[str]], suffix: str) -> tuple[str, str]:
     text = ";".join(",".join(lists.get(k, [])) for k in ("kex", f"enc_{suffix}", f"mac_{suffix}",
                                                           f"comp_{suffix}"))

@@ -212,11 +212,6 @@ def _sans(value: x509.SubjectAlternativeName) -> list[str]:
     return out
 
 
-def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
-    """``parent`` names and signs ``child`` with an algorithm Go accepts (SHA-1 and MD5 do not count)."""
-    return signature_check(child, parent) == SIGNED
-
-
 #: Results of :func:`signature_check`.
 SIGNED, SIGNED_LEGACY, NOT_SIGNED, UNCHECKABLE = "signed", "signed-legacy", "not-signed", "uncheckable"
 #: Signature hashes ``verify_directly_issued_by`` refuses but that still identify the issuer.

@@ -349,8 +349,3 @@ class Lab:
             finally:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 signal.signal(signal.SIGTERM, previous)
-
-
-def down_by_prefix(name: str, state_root: Path | None = None) -> list[str]:
-    """Tear down a lab by name even without its state (stale namespaces of a crashed run)."""
-    return Lab(name, state_root).down()
