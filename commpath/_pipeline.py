@@ -136,6 +136,7 @@ class Analysis:
     plot_timeline = notebook.plot_timeline
     plot_tls = notebook.plot_tls
     plot_certs = notebook.plot_certs
+    plot_requests = notebook.plot_requests
     check_matrix = notebook.check_matrix
     report = notebook.report
     _repr_html_ = notebook.summary_html

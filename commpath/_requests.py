@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .check.decrypted import CONNECTIONS_ATTR, KEYLOG_ATTR
 from .classify.requests import decrypted_connections, label_requests
 from .decode.requests import REQUEST_COLUMNS, RequestRun, decrypt_requests
 from .decode.schema import conform, empty_frame
@@ -32,9 +33,10 @@ def decode_hints(conns: pd.DataFrame, tls: pd.DataFrame) -> dict[int, str]:
 
 def read_requests(flows: pd.DataFrame, tls: pd.DataFrame, keylog, warnings: list[str]) -> tuple[pd.DataFrame, RequestRun | None]:
     """The labelled `requests` table of classified ``flows`` (empty without a key log), and the run's cost."""
-    if keylog is None or flows.empty:
-        return empty_frame(REQUEST_COLUMNS), None
     conns = decrypted_connections(flows)
+    counts = _connection_counts(conns)
+    if keylog is None or conns.empty:
+        return _with_attrs(empty_frame(REQUEST_COLUMNS), keylog, counts), None
     local = conns["capture"].astype(str).map(lambda c: Path(c).is_file()) if len(conns) else pd.Series(dtype=bool)
     if len(conns) and not local.all():
         warnings.append(f"requests: {int((~local).sum())} connection(s) are in captures that are not local files; "
@@ -42,7 +44,23 @@ def read_requests(flows: pd.DataFrame, tls: pd.DataFrame, keylog, warnings: list
         conns = conns[local.to_numpy(bool)]
     run = decrypt_requests(conns[_CONNECTION_COLUMNS], keylog, decode_as=decode_hints(conns, tls))
     warnings.extend(run.warnings)
-    return conform(label_requests(run.requests, flows), REQUEST_COLUMNS), run
+    return _with_attrs(conform(label_requests(run.requests, flows), REQUEST_COLUMNS), keylog, counts), run
+
+
+def _connection_counts(conns: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Per chosen path, how many of its connections were TLS and how many clear text."""
+    if conns.empty:
+        return {}
+    tls = conns["app_protocol"].astype("string").eq("tls").fillna(False).rename("tls")
+    table = pd.crosstab(conns["path"].astype(str), tls)
+    return {str(p): {"tls": int(r.get(True, 0)), "plain": int(r.get(False, 0))} for p, r in table.iterrows()}
+
+
+def _with_attrs(requests: pd.DataFrame, keylog, counts: dict) -> pd.DataFrame:
+    """The table with what check/decrypted.py needs to say what was not read, and why."""
+    requests.attrs[KEYLOG_ATTR] = keylog is not None
+    requests.attrs[CONNECTIONS_ATTR] = counts
+    return requests
 
 
 __all__ = ["decode_hints", "read_requests"]

@@ -329,3 +329,38 @@ def test_request_kinds_yaml_is_validated(tmp_path):
     bad.write_text("paths: [no-such-path]\nkinds: []\n")
     with pytest.raises(InputError, match="no-such-path"):
         load_request_kinds(str(bad))
+
+
+def test_per_path_tables_plot_and_evidence(tmp_path):
+    """The default lab run with its key log: the per-path request table in HTML and Markdown, the plot,
+    and the `decrypted` evidence of the kubelet and proxy paths; without the key log, evidence that says
+    what a key log would settle."""
+    if shutil.which("tshark") is None:
+        pytest.skip("needs tshark")
+    from commpath.check.decrypted import decrypted_path_entries
+    from commpath.present.requests_view import plot_requests, request_counts, request_summary
+    run = CAPTURES / "default"
+    a = commpath.open(run, inventory=run / "inventory.yaml", keylog=run / "keylog.txt")
+    s = request_summary(a, "apiserver-to-kubelet")
+    assert int(s["requests"].sum()) == int((a.requests["flow_path"] == "apiserver-to-kubelet").sum())
+    assert set(s["request_kind"]) == {"containerLogs", "exec", "portForward"}
+    counts = request_counts(a)
+    assert int(counts[["tls", "plain"]].to_numpy().sum()) == len(a.requests)
+    fig = plot_requests(a)
+    assert len(fig.axes[0].patches) == 2 * len(counts)
+    a.report(tmp_path / "r", formats=("html", "md"))
+    page = (tmp_path / "r.html").read_text()
+    assert '<section id="requests">' in page and "<code>/containerLogs/default/pod1/app</code>" in page
+    assert "command=" not in page
+    md = (tmp_path / "r.md").read_text()
+    assert "## Requests per path" in md and "| apiserver-proxy | proxy-node | GET | `/` | HTTP/1.1 | **plain HTTP**" in md
+    kubelet = decrypted_path_entries(a.requests, "apiserver-to-kubelet")
+    assert [e["source"] for e in kubelet] == ["decrypted"]
+    assert "/containerLogs, /exec, /portForward" in kubelet[0]["said"] and "frames 81" in kubelet[0]["where"]
+    proxy = decrypted_path_entries(a.requests, "apiserver-proxy")
+    assert any("plain HTTP" in e["said"] for e in proxy)
+    # without the key log: not decrypted, and which source would settle it
+    b = commpath.open(run, inventory=run / "inventory.yaml")
+    said = decrypted_path_entries(b.requests, "apiserver-to-kubelet")
+    assert len(said) == 1 and said[0]["said"].startswith("not decrypted") and "key log" in said[0]["said"]
+    assert decrypted_path_entries(b.requests, "metrics-to-kubelet") == []

@@ -7,7 +7,7 @@ from html import escape
 
 import pandas as pd
 
-from . import _catalog, _model, palette, plots
+from . import _catalog, _model, palette, plots, requests_view
 
 #: Connections listed per path section; the rest are counted and left to flows.parquet / report.json.
 MAX_CONNECTIONS = 300
@@ -384,8 +384,22 @@ def path_section(analysis, path_row, results: pd.DataFrame) -> str:
         parts.append("<h3>Findings</h3>" + "".join(finding_html(f) for _, f in findings.iterrows()))
     parts.append("<h3>Connections</h3>" + connections_table(flows, analysis=analysis))
     parts.append(http_table(analysis, flows["flow_id"] if len(flows) else []))
+    parts.append(requests_view.requests_html(analysis, pid))
     parts.append("</section>")
     return "".join(parts)
+
+
+def _requests_section(analysis) -> list[str]:
+    """The plot of decrypted requests per kind and path (nothing when no request was read)."""
+    if not len(requests_view.request_counts(analysis)):
+        return []
+    fig = requests_view.plot_requests(analysis)
+    out = ['<section id="requests"><h2>Requests per path</h2>',
+           figure_html("requests", fig, "Requests read on the kubelet and proxy paths, per kind: decrypted with "
+                       "the key log, hatched where they crossed the network as plain HTTP.", "requests per kind and path"),
+           "</section>"]
+    fig.clear()
+    return out
 
 
 def overall_line(analysis, fail_on: str) -> str:
@@ -474,6 +488,7 @@ def build_html(analysis, title: str = "commpath path-compliance report", fail_on
         certs_table(analysis), "</section>",
         '<section id="captures"><h2>Captures</h2>', captures_table(analysis), clock_offsets_table(analysis),
         "</section>",
+        *_requests_section(analysis),
     ]
     for p in judged:
         body.append(path_section(analysis, p, results))

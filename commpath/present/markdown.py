@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from . import _catalog, _model, palette
+from . import _catalog, _model, palette, requests_view
 
 VERDICT_MARK = {"pass": "✅", "fail": "❌", "warn": "⚠️", "not-observable": "🔒", "not-observed": "➖",
                 "inconclusive": "❔"}
@@ -55,6 +55,7 @@ def build_markdown(analysis, fail_on: str = "high", title: str = "commpath path-
             continue
         out.append(f"| {cell(r['path'])} | {cell(r['check'])} | {VERDICT_MARK.get(r['status'], '')} {cell(r['status'])} | "
                    f"{int(r['findings']) or ''} |")
+    out += requests_view.requests_markdown(analysis)
     out += ["", "## Findings", ""]
     if not len(findings):
         out.append("No finding.")

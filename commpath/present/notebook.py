@@ -30,6 +30,12 @@ def plot_tls(analysis):
     return tls_overview(analysis)
 
 
+def plot_requests(analysis, ax=None):
+    """Decrypted requests per kind and path (present/requests_view.py)."""
+    from .requests_view import plot_requests as draw
+    return draw(analysis, ax)
+
+
 def plot_certs(analysis, ax=None):
     """Certificate validity windows against the capture time; expired and expiring marked."""
     from .plots import cert_validity
