@@ -55,7 +55,6 @@ def build_markdown(analysis, fail_on: str = "high", title: str = "commpath path-
             continue
         out.append(f"| {cell(r['path'])} | {cell(r['check'])} | {VERDICT_MARK.get(r['status'], '')} {cell(r['status'])} | "
                    f"{int(r['findings']) or ''} |")
-    out += requests_view.requests_markdown(analysis)
     out += ["", "## Findings", ""]
     if not len(findings):
         out.append("No finding.")
@@ -75,6 +74,7 @@ def build_markdown(analysis, fail_on: str = "high", title: str = "commpath path-
                     f"  - reference: <{_catalog.reference_url(_model.text(f['reference']))}>",
                     *([f"  - controls: {cell(controls)}"] if controls else [])]
         out.append("")
+    out += requests_view.requests_markdown(analysis)
     return "\n".join(out).rstrip() + "\n"
 
 
