@@ -18,7 +18,7 @@ from ..check.policy import SEVERITY_RANK
 from ..classify import load_inventory
 from ..errors import InputError
 from ..present.report_json import write_report_json
-from ._files import Candidate, Scanner, agent_stats, identity, unchanged
+from ._files import Candidate, Scanner, agent_stats, unchanged
 from ._metrics import Metrics, snapshot_of
 from ._state import State
 from ._window import Part, Window, decode_file
@@ -87,19 +87,24 @@ class Watcher:
 
     # -- start-up ---------------------------------------------------------------------------------
     def restore(self) -> int:
-        """Decode again the files the window held when the last watch stopped (they are not counted
-        again); a file since rotated away or rewritten is left out. Returns the files restored."""
+        """Decode again the files the window held when the last watch stopped, found by content (a file
+        renamed since is found; one rotated away or rewritten is left out); they are not counted again.
+        Returns the files restored."""
+        wanted = {entry["key"] for entry in self.state.window}
+        if not wanted:
+            return 0
+        found = {c.key: c for c in self.scanner.closed(final=self.opts.once) if c.key in wanted}
         restored = 0
         for entry in self.state.window:
-            path = Path(entry["path"])
-            try:
-                st = path.stat()
-                if identity(path, st.st_size) != entry["key"]:
-                    continue
-                self.window.add(decode_file(path, entry["key"], self.opts.ca, self.opts.keylog))
-                restored += 1
-            except (OSError, InputError):
+            c = found.get(entry["key"])
+            if c is None:
                 continue
+            try:
+                self.window.add(decode_file(c.path, c.key, self.opts.ca, self.opts.keylog))
+            except InputError:
+                continue
+            restored += 1
+            self.window.trim()
         if restored:
             self._judge([])
             if not self.opts.quiet:
@@ -149,8 +154,8 @@ class Watcher:
         return 1
 
     def _would_evict_unjudged(self, part: Part) -> bool:
-        """Whether adding ``part`` could push a file not yet judged out of the window (its flows would
-        then never be counted): judge before that."""
+        """Whether the window with ``part`` would go over its bounds while files not yet judged are in it:
+        judge (and trim) those first, so the window never holds more than its bounds and one file."""
         if not self._unjudged:
             return False
         if self.window.flows + len(part.flows) > self.opts.max_flows:
@@ -159,10 +164,12 @@ class Watcher:
         return part.last_ts - self.opts.window_seconds > oldest
 
     def _judge(self, new: list[Part]) -> None:
+        """Judge the window; count the flows of the ``new`` files by path; then keep the bounds (judging
+        again only when a file was larger than the whole window); write the outputs."""
         t0 = time.perf_counter()
+        self.window.trim(protect={p.key for p in new})
         analysis, ranges = self.window.judge(self.inventory, self.policy, self.opts.ca, self.opts.keylog,
                                              self.opts.merge)
-        self.metrics.judge_seconds.observe(time.perf_counter() - t0)
         flows = analysis.flows if analysis is not None else None
         for part in new:
             per_path: dict[str, int] = {}
@@ -173,6 +180,10 @@ class Watcher:
                 per_path = {str(k): int(v) for k, v in mine.value_counts().items()}
             self.state.count_file(part.key, part.path, ANALYSED, per_path)
         self._unjudged = []
+        if self.window.trim():
+            analysis, _ = self.window.judge(self.inventory, self.policy, self.opts.ca, self.opts.keylog,
+                                            self.opts.merge)
+        self.metrics.judge_seconds.observe(time.perf_counter() - t0)
         self.analysis = analysis
         if analysis is not None:
             self._announce(analysis)

@@ -82,20 +82,27 @@ class Window:
         return [{"key": p.key, "path": p.path} for p in self.parts]
 
     def add(self, part: Part) -> None:
-        if len(part.flows) > self.max_flows:
-            latest = part.flows.nlargest(self.max_flows, "ts_start", keep="first")["flow_id"]
-            part = _keep_flows(part, set(int(i) for i in latest))
+        """Append a file; the bounds are kept by :meth:`trim` (after its flows were counted)."""
         self.parts.append(part)
-        self._trim()
 
-    def _trim(self) -> None:
+    def trim(self, protect: frozenset[str] | set[str] = frozenset()) -> bool:
+        """Keep the bounds, dropping the oldest files first but none of ``protect`` (files not yet judged);
+        with nothing protected, a lone file above ``max_flows`` keeps its latest flows. True when
+        anything went."""
+        before = (len(self.parts), self.flows)
         newest = max((p.last_ts for p in self.parts if not math.isnan(p.last_ts)), default=math.nan)
         if not math.isnan(newest):
-            while len(self.parts) > 1 and not self.parts[0].last_ts >= newest - self.seconds:
+            while (len(self.parts) > 1 and self.parts[0].key not in protect
+                   and not self.parts[0].last_ts >= newest - self.seconds):
                 self.parts.popleft()
         total = self.flows
-        while len(self.parts) > 1 and total > self.max_flows:
+        while len(self.parts) > 1 and total > self.max_flows and self.parts[0].key not in protect:
             total -= len(self.parts.popleft().flows)
+        if len(self.parts) == 1 and total > self.max_flows and not protect:
+            part = self.parts[0]
+            latest = part.flows.nlargest(self.max_flows, "ts_start", keep="first")["flow_id"]
+            self.parts[0] = _keep_flows(part, set(int(i) for i in latest))
+        return (len(self.parts), self.flows) != before
 
     def judge(self, inventory: Inventory | None, policy: Policy, ca: str | None, keylog: str | None,
               merge: bool | None) -> tuple[Analysis | None, dict[str, tuple[int, int]]]:
