@@ -11,6 +11,7 @@ from . import cluster_cli
 from ._version import __version__
 from .errors import CommpathError
 from .watch.cli import register as register_watch
+from .present import config_table
 
 SEVERITIES = ["info", "low", "medium", "high", "critical"]
 #: `report --format` choices: the human reports, then the machine exports.
@@ -58,6 +59,7 @@ HANDLERS = {
     "inventory": "commpath.classify.discover:main",
     "watch": "commpath.watch.cli:main",
     "cluster": "commpath.cluster_cli:main",
+    "config": "commpath.present.config_table:main",
 }
 
 
@@ -170,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", metavar="FILE", default="-", help="where to write the inventory (-: stdout)")
     register_watch(sub, _HelpFormatter)
     cluster_cli.register(sub)
+    config_table.register(sub)
     return parser
 
 

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import CommpathError, InputError
-from . import _engines, _host, _leftovers
+from . import _engines, _host, _leftovers, hostconfig
 from .filters import bpf_error, default_filter, read_inventory
 
 #: Capturing stops when less than this is left on the output file system (env COMMPATH_CAPTURE_RESERVE_MB).
@@ -125,6 +125,7 @@ def capture(opts: Options, ready=None) -> dict:
                    "reserve_mb": opts.reserve_mb, "buffer_mb": opts.buffer_mb, "engine_total_mb": round(lim.total_mb, 3),
                    "engine_file_mb": round(lim.file_mb, 3), "engine_files": lim.files},
         "clock": _host.clock_source(), "status": "starting",
+        "host_config": hostconfig.for_manifest(opts.host),
     }
     if previous:
         manifest["previous_run"] = previous
@@ -188,6 +189,7 @@ def capture(opts: Options, ready=None) -> dict:
         packets_captured=sum(c for c in captured if c is not None) if any(c is not None for c in captured) else None,
         packets_dropped=sum(d for d in dropped if d is not None) if any(d is not None for d in dropped) else None,
         interface_stats=ifstats, errors=stats["errors"],
+        host_config=hostconfig.for_manifest(opts.host, manifest["host_config"]),   # components started meanwhile
     )
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     _say(f"commpath capture: stopped ({stop.reason}); {manifest['packets_captured']} packets captured, "
