@@ -10,8 +10,8 @@ import sys
 from . import cluster_cli
 from ._version import __version__
 from .errors import CommpathError
-from .watch.cli import register as register_watch
 from .present import config_table
+from .watch.cli import register as register_watch
 
 SEVERITIES = ["info", "low", "medium", "high", "critical"]
 #: `report --format` choices: the human reports, then the machine exports.
