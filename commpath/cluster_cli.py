@@ -142,7 +142,7 @@ def main(args) -> int:
             run.wait_capturing()
             run.wait_done()
             hosts = run.collect(out)
-            timings = dict(run.timings)
+        timings = dict(run.timings)          # with the removal's
     except KeyboardInterrupt:
         say("interrupted: removed what it had created; nothing to analyse")
         return 130

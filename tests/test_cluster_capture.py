@@ -252,12 +252,20 @@ def test_cluster_capture_on_the_real_lab_scored_against_the_audit_log(agent_imag
     unseen = set(record["unseen_paths"])
     window = [c for c in truth["connections"] if t0 + 1 <= c["start"] <= t1 - 1]
     visible = [c for c in window if c["path"] not in unseen]
-    assert {c["path"] for c in visible} >= {"node-to-apiserver", "pod-to-apiserver", "apiserver-to-kubelet",
-                                            "apiserver-proxy"}, {c["path"] for c in window}
+    assert {c["path"] for c in visible} >= {"pod-to-apiserver", "apiserver-to-kubelet", "apiserver-proxy"}, \
+        {c["path"] for c in window}
     (run_out / "ground-truth.yaml").write_text(yaml.safe_dump({**truth, "connections": visible}, sort_keys=False))
     s = score(run_out, run_out / "inventory.yaml")
     assert s["wrong"] == [] and s["not_seen"] == 0, (s["wrong"][:10], s["not_seen"])
-    assert s["accuracy"] == 1.0 and s["connections"] == len(visible) > 20
+    assert s["accuracy"] == 1.0 and s["connections"] == len(visible) > 10
+    # connections opened before the agents started (the kubelets' and kube-proxy's watches) are seen from their
+    # middle, if still open: those seen are labelled right too
+    earlier = [c for c in truth["connections"] if c["start"] < t0 and c["path"] not in unseen]
+    (run_out / "ground-truth.yaml").write_text(yaml.safe_dump({**truth, "connections": earlier}, sort_keys=False))
+    e = score(run_out, run_out / "inventory.yaml")
+    assert e["wrong"] == [] and e["right"] > 0, e["wrong"][:10]
+    assert {p["id"]: p["observed"] for p in report["paths"]}["node-to-apiserver"]
     timings = record["timings"]
-    print(f"\ncluster capture: {len(visible)} audit-attributed node connections labelled right; timings {timings}; "
+    print(f"\ncluster capture: {len(visible)} audit-attributed node connections of the window labelled right, "
+          f"{e['right']} of {len(earlier)} opened before it seen and right; timings {timings}; "
           f"image {agent_image['archive_bytes'] / 1e6:.1f} MB ({agent_image['layer_bytes'] / 1e6:.1f} MB unpacked)")
