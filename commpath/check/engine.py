@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
 from ..classify.catalog import judged_path_ids
 from ..decode.schema import conform, empty_frame
 from .facts import FlowFacts, flow_facts
-from .findings import aggregate, display_filter, flow_keys
+from .findings import aggregate, concat_column, display_filter, flow_keys
 from .kinds import NEEDS, TESTS, run_test
 from .policy import SEVERITY_RANK, Policy, load_policy
 from .tables import FINDING_COLUMNS, PATH_COLUMNS
@@ -41,17 +42,23 @@ def _finding_table(findings: list[dict]):
     import pandas as pd
     if not findings:
         return empty_frame(FINDING_COLUMNS)
-    columns = {}
-    for name in findings[0]:
-        parts = [block[name] for block in findings]
-        columns[name] = (np.concatenate(parts) if isinstance(parts[0], np.ndarray)
-                         else [x for part in parts for x in part])
+    columns = {name: concat_column([block[name] for block in findings]) for name in findings[0]}
+    for name, values in columns.items():
+        if isinstance(values, pa.Array):         # text made in Arrow stays there (no object per finding)
+            columns[name] = pd.array(values, dtype=FINDING_COLUMNS.get(name, "string"))
     fdf = pd.DataFrame(columns)
     rank = -fdf["severity"].map(SEVERITY_RANK).to_numpy()
-    order = np.lexsort((fdf["_first"].to_numpy(), fdf["capture"].to_numpy(str), fdf["path"].to_numpy(str),
-                        fdf["check"].to_numpy(str), rank))
+    order = np.lexsort((fdf["_first"].to_numpy(), _sort_codes(fdf["capture"]), _sort_codes(fdf["path"]),
+                        _sort_codes(fdf["check"]), rank))
     fdf = fdf.iloc[order].drop(columns=["_first"]).reset_index(drop=True)
     return conform(fdf, FINDING_COLUMNS)
+
+
+def _sort_codes(column) -> np.ndarray:
+    """Integer codes of a text column that sort as its texts do."""
+    import pandas as pd
+    codes, _ = pd.factorize(column.astype(object), sort=True)
+    return codes
 
 
 def _path_table(policy: Policy, f: FlowFacts, findings: list[dict], unknown_needs: dict[str, list[str]]):

@@ -43,7 +43,7 @@ class FlowKeys:
     capture_names: list[str]
     src: np.ndarray             # int codes into addresses
     dst: np.ndarray
-    addresses: list[str]
+    addresses: np.ndarray       # object: address texts
     dst_port: np.ndarray
     src_port: np.ndarray
     first_frame: np.ndarray
@@ -51,6 +51,11 @@ class FlowKeys:
     flow_id: np.ndarray
     ip_version: np.ndarray
     transport: np.ndarray       # object: "tcp" | "udp" | ...
+    address_text: pa.Array = None   # ``addresses`` as Arrow text, gathered by code without a Python object each
+
+    def __post_init__(self) -> None:
+        if self.address_text is None:
+            self.address_text = pa.array(np.asarray(self.addresses, dtype=object), pa.large_string())
 
 
 def flow_keys(flows) -> FlowKeys:
@@ -64,10 +69,17 @@ def flow_keys(flows) -> FlowKeys:
     def ints(name, dtype=np.int64):
         return flows[name].to_numpy(dtype=dtype, na_value=0) if name in flows else np.zeros(n, dtype)
     return FlowKeys(capture=cap_codes, capture_names=[str(c) for c in cap_names], src=ip_codes[:n],
-                    dst=ip_codes[n:], addresses=[str(a) for a in ips], dst_port=ints("dst_port"),
+                    dst=ip_codes[n:], addresses=ips.to_numpy(object), dst_port=ints("dst_port"),
                     src_port=ints("src_port"), first_frame=ints("first_frame"), last_frame=ints("last_frame"),
                     flow_id=ints("flow_id"), ip_version=ints("ip_version"),
-                    transport=flows["transport"].astype("string").fillna("").to_numpy(object))
+                    transport=flows["transport"].astype("string").fillna("").to_numpy(object),
+                    address_text=_arrow_text(ips.array) if len(ips) else None)
+
+
+def _arrow_text(values) -> pa.Array:
+    """A pandas text array as one Arrow large_string array (no copy when it is Arrow-backed already)."""
+    arr = pa.array(values, pa.large_string(), from_pandas=True)
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
 
 
 def _text(values) -> pa.Array:
@@ -84,6 +96,16 @@ def _join(*parts) -> pa.Array:
 
 def _lists(offsets: np.ndarray, values: pa.Array) -> pa.ListArray:
     return pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), values)
+
+
+def _python_lists(offsets: np.ndarray, values: np.ndarray) -> list[list[int]]:
+    """``values[offsets[i]:offsets[i + 1]]`` as Python lists (slices of one list: half of Arrow's to_pylist)."""
+    flat = values.tolist()
+    return [flat[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+
+
+def _addresses(keys: FlowKeys, codes: np.ndarray) -> pa.Array:
+    return keys.address_text.take(pa.array(codes, pa.int64()))
 
 
 def _clauses(keys: FlowKeys, rows: np.ndarray, src: pa.Array, dst: pa.Array) -> pa.Array:
@@ -111,7 +133,7 @@ def _frames(ex_rows, ex_group, n_groups, keys: FlowKeys, handshake_frames) -> li
     group = np.concatenate([ex_group, ex_group[parent]])
     frames = np.concatenate([keys.first_frame[ex_rows], hs]).astype(np.int64)
     offsets, values = _grouped_sorted_unique(group, frames, n_groups)
-    return _lists(offsets, pa.array(values)).to_pylist()
+    return _python_lists(offsets, values)
 
 
 def _details(detail: np.ndarray, group: np.ndarray, n_groups: int) -> pa.Array:
@@ -159,8 +181,18 @@ def aggregate(check, path: str, rows: np.ndarray, detail: np.ndarray, keys: Flow
         blocks.append(_columns(check, path, rows[a:b], detail[a:b], bounds - a, keys, handshake_frames))
     if len(blocks) == 1:
         return blocks[0]
-    return {name: (np.concatenate([x[name] for x in blocks]) if isinstance(blocks[0][name], np.ndarray)
-                   else [v for x in blocks for v in x[name]]) for name in blocks[0]}
+    return {name: concat_column([x[name] for x in blocks]) for name in blocks[0]}
+
+
+def concat_column(parts: list):
+    """One finding column from its blocks: numpy arrays, Arrow text or Python lists."""
+    arrow = [p.type for p in parts if isinstance(p, pa.Array)]
+    if arrow:
+        return pa.chunked_array([p if isinstance(p, pa.Array) else pa.array(list(p), arrow[0]) for p in parts],
+                                arrow[0]).combine_chunks()
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    return [v for part in parts for v in part]
 
 
 def _columns(check, path: str, rows: np.ndarray, detail: np.ndarray, bounds: np.ndarray, keys: FlowKeys,
@@ -169,31 +201,31 @@ def _columns(check, path: str, rows: np.ndarray, detail: np.ndarray, bounds: np.
     starts, counts = bounds[:-1], np.diff(bounds)
     n_groups, group = len(starts), np.repeat(np.arange(len(starts)), counts)
     first = rows[starts]
-    addresses = np.asarray(keys.addresses, dtype=object)
-    src, dst, port = _text(addresses[keys.src[first]]), _text(addresses[keys.dst[first]]), keys.dst_port[first]
+    src, dst, port = _addresses(keys, keys.src[first]), _addresses(keys, keys.dst[first]), keys.dst_port[first]
     example = (np.arange(len(rows)) - np.repeat(starts, counts)) < MAX_EXAMPLES
     ex_rows, ex_group = rows[example], group[example]
     n_ex = np.minimum(counts, MAX_EXAMPLES)
-    clauses = _clauses(keys, ex_rows, _text(addresses[keys.src[ex_rows]]), _text(addresses[keys.dst[ex_rows]]))
+    clauses = _clauses(keys, ex_rows, _addresses(keys, keys.src[ex_rows]), _addresses(keys, keys.dst[ex_rows]))
     clauses = pc.if_else(pa.array(np.repeat(n_ex > 1, n_ex)), _join("(", clauses, ")"), clauses)
     details = _details(detail, group, n_groups)
     plural = _text(np.where(counts == 1, "", "s"))
     message = _join(f"{check.title}: ", _text(counts), " connection", plural, f" on {path} (", _endpoint(src), " -> ",
                     _endpoint(dst), ":", _text(port), ")")
     message = pc.if_else(pc.equal(details, ""), message, _join(message, ": ", details))
-    fp_keys = _join(f"{check.id}\x1f{path}\x1f", src, "\x1f", dst, "\x1f", _text(port)).to_pylist()
+    fp_keys = pc.cast(_join(f"{check.id}\x1f{path}\x1f", src, "\x1f", dst, "\x1f", _text(port)), pa.large_binary())
+    sha256 = hashlib.sha256
     return {
         "check": np.full(n_groups, check.id, object), "severity": np.full(n_groups, check.severity_for(path), object),
         "path": np.full(n_groups, path, object),
-        "flow_ids": _lists(bounds, pa.array(keys.flow_id[rows])).to_pylist(),
-        "message": message.to_numpy(zero_copy_only=False),
+        "flow_ids": _python_lists(bounds, keys.flow_id[rows]),
+        "message": message,
         "remediation": np.full(n_groups, " ".join(check.remediation_for(path).split()), object),
         "capture": np.asarray(keys.capture_names, dtype=object)[keys.capture[first]],
         "frames": _frames(ex_rows, ex_group, n_groups, keys, handshake_frames),
         "display_filter": pc.binary_join(_lists(np.r_[0, np.cumsum(n_ex)], clauses),
-                                          pa.scalar(" || ", pa.large_string())).to_numpy(zero_copy_only=False),
+                                          pa.scalar(" || ", pa.large_string())),
         "reference": np.full(n_groups, check.reference_link, object),
-        "fingerprint": [hashlib.sha256(key.encode()).hexdigest()[:32] for key in fp_keys],
+        "fingerprint": pa.array([sha256(key).hexdigest()[:32] for key in fp_keys.to_pylist()], pa.large_string()),
         "count": counts.astype(np.int64),
         "_first": keys.first_frame[first],
     }
