@@ -8,7 +8,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
@@ -29,6 +29,8 @@ ANALYSED, UNREADABLE = "analysed", "unreadable"
 
 @dataclass
 class Options:
+    """What `commpath watch` was asked (its command-line options, by the same names)."""
+
     inputs: list[Path]
     out: Path
     inventory: str | None = None
@@ -45,7 +47,6 @@ class Options:
     quiet: bool = False
     alert_at: str = "high"
     fail_on: str = "high"
-    extra: dict = field(default_factory=dict)
 
 
 def _now() -> str:

@@ -8,6 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
+#: as commpath.check.policy.SEVERITIES, not imported from there: `commpath --help` loads no pandas
 SEVERITIES = ["info", "low", "medium", "high", "critical"]
 #: Where /metrics is served unless --listen says otherwise (loopback: exposing it is a choice).
 DEFAULT_LISTEN = "127.0.0.1:9477"
