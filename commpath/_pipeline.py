@@ -305,7 +305,7 @@ def judge(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame, certs:
                                                                                http, warnings)
     if not reloaded:    # the kubelet and proxy connections' requests, decrypted by tshark with the key log
         from ._requests import read_requests
-        requests, _ = read_requests(classified, tls, keylog, warnings)
+        requests, _ = read_requests(classified, tls, keylog, warnings, http)
     findings, path_table = evaluate(classified, tls, certs, pol, inv, tls_known=tls_analyzed,
                                     keylog_given=keylog is not None)
     cov = coverage(path_table, classified, captures, inventory_given=inv is not None, ca_given=ca is not None,

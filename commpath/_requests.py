@@ -8,7 +8,7 @@ import pandas as pd
 
 from .check.decrypted import CONNECTIONS_ATTR, KEYLOG_ATTR
 from .classify.requests import decrypted_connections, label_requests
-from .decode.requests import REQUEST_COLUMNS, RequestRun, decrypt_requests
+from .decode.requests import REQUEST_COLUMNS, RequestRun, decrypt_requests, requests_from_http
 from .decode.schema import conform, empty_frame
 
 #: flow columns the decryption needs
@@ -31,12 +31,18 @@ def decode_hints(conns: pd.DataFrame, tls: pd.DataFrame) -> dict[int, str]:
     return hints
 
 
-def read_requests(flows: pd.DataFrame, tls: pd.DataFrame, keylog, warnings: list[str]) -> tuple[pd.DataFrame, RequestRun | None]:
-    """The labelled `requests` table of classified ``flows`` (empty without a key log), and the run's cost."""
+def read_requests(flows: pd.DataFrame, tls: pd.DataFrame, keylog, warnings: list[str],
+                  http: pd.DataFrame | None = None) -> tuple[pd.DataFrame, RequestRun | None]:
+    """The labelled `requests` table of classified ``flows`` and the tshark run's cost. Without a key log,
+    the clear-text connections' requests come from the decode's HTTP table (``http``), without tshark."""
     conns = decrypted_connections(flows)
     counts = _connection_counts(conns)
-    if keylog is None or conns.empty:
+    if conns.empty:
         return _with_attrs(empty_frame(REQUEST_COLUMNS), keylog, counts), None
+    if keylog is None:
+        plain = conns[~conns["app_protocol"].astype("string").eq("tls").fillna(False).to_numpy(bool)]
+        rows = requests_from_http(http, plain[["flow_id", "capture"]])
+        return _with_attrs(conform(label_requests(rows, flows), REQUEST_COLUMNS), keylog, counts), None
     local = conns["capture"].astype(str).map(lambda c: Path(c).is_file()) if len(conns) else pd.Series(dtype=bool)
     if len(conns) and not local.all():
         warnings.append(f"requests: {int((~local).sum())} connection(s) are in captures that are not local files; "

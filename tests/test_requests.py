@@ -144,7 +144,7 @@ def kubelet_run(tmp_path_factory):
 
 def _tshark_requests(pcap: Path, keylog: Path) -> set[tuple[int, str, str]]:
     """(frame, method, path) of every request as tshark itself reads the whole capture."""
-    out = subprocess.run(["tshark", "-n", "-r", str(pcap), "-o", f"tls.keylog_file:{keylog}",
+    out = subprocess.run(["tshark", "-n", "-r", str(pcap), "-o", f"tls.keylog_file:{keylog}", "-o", "http.desegment_body:FALSE",
                           "-Y", "http.request || http2.headers.method", "-T", "fields", "-E", "aggregator=\x1f",
                           "-e", "frame.number", "-e", "http2.headers.method", "-e", "http2.headers.path",
                           "-e", "http.request.method", "-e", "http.request.uri"],
@@ -235,12 +235,21 @@ def test_recorded_lab_run_labels_every_kubelet_and_proxy_request():
     assert not any("command=ls" in p for p in r["path"])
 
 
-def test_no_keylog_no_requests_and_real_cluster_stays_undecrypted():
+def test_real_cluster_without_keylog_stays_undecrypted_and_says_what_would_settle_it():
+    """Real Kubernetes writes no key log: nothing encrypted is read; the proxy's clear-text requests are."""
+    from commpath.check.decrypted import decrypted_path_entries
     run = CAPTURES / "real-default"
     if not run.exists():
         pytest.skip("no real-cluster recording")
     a = commpath.open(run, inventory=run / "inventory.yaml")
-    assert a.requests.empty and list(a.requests.columns) == list(REQUEST_COLUMNS)
+    r = a.requests
+    assert list(r.columns) == list(REQUEST_COLUMNS)
+    assert not r["encrypted"].any() and set(r["flow_path"].astype(str)) <= {"apiserver-proxy", "kubelet-readonly"}
+    kubelet = decrypted_path_entries(r, "apiserver-to-kubelet")
+    assert len(kubelet) == 1 and kubelet[0]["said"].startswith("not decrypted")
+    assert "KeyLogWriter" in kubelet[0]["said"] and kubelet[0]["where"] == "no key log given (--keylog)"
+    proxy = [e["said"] for e in decrypted_path_entries(r, "apiserver-proxy")]
+    assert any("plain HTTP" in s for s in proxy) == bool(len(r))
 
 
 def test_keylog_with_garbage_lines_one_line_rest_kept(tmp_path, capsys):
@@ -364,3 +373,18 @@ def test_per_path_tables_plot_and_evidence(tmp_path):
     said = decrypted_path_entries(b.requests, "apiserver-to-kubelet")
     assert len(said) == 1 and said[0]["said"].startswith("not decrypted") and "key log" in said[0]["said"]
     assert decrypted_path_entries(b.requests, "metrics-to-kubelet") == []
+
+
+def test_plain_requests_without_keylog_match_tshark_with_it():
+    """Clear-text proxy requests need no key log: read from commpath's own HTTP table they equal what tshark
+    reads of the same connections (frames, method, path, Host, status, response frame, labels)."""
+    if shutil.which("tshark") is None:
+        pytest.skip("needs tshark")
+    run = CAPTURES / "default"
+    with_keys = commpath.open(run, inventory=run / "inventory.yaml", keylog=run / "keylog.txt").requests
+    without = commpath.open(run, inventory=run / "inventory.yaml").requests
+    cols = ["flow_id", "frame", "response_frame", "version", "method", "path", "authority", "status",
+            "request_kind", "target", "flow_path"]
+    plain = with_keys[~with_keys["encrypted"]][cols].reset_index(drop=True)
+    assert len(plain) == 10 and not without["encrypted"].any()
+    pd.testing.assert_frame_equal(plain, without[cols].reset_index(drop=True))

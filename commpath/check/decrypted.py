@@ -1,4 +1,5 @@
-"""What decrypted requests say about a path: evidence entries with ``source: decrypted``.
+"""What decrypted requests say about a path: evidence entries with ``source: decrypted`` (and ``wire`` for
+requests that crossed the network in clear, read without any key).
 
 The `requests` table (decode/requests.py) carries in ``attrs`` whether a key log was given and how
 many of each path's chosen connections were TLS or clear text, so that a path whose connections
@@ -22,9 +23,9 @@ WOULD_SHOW = {
 MAX_WHERE_FRAMES = 8
 
 
-def _entry(said: str, where: str) -> dict:
+def _entry(said: str, where: str, source: str = "decrypted") -> dict:
     said = " ".join(said.split())
-    return {"source": "decrypted", "said": said, "says": said, "where": " ".join(where.split())}
+    return {"source": source, "said": said, "says": said, "where": " ".join(where.split())}
 
 
 def _where(rows: pd.DataFrame) -> str:
@@ -76,7 +77,7 @@ def decrypted_path_entries(requests: pd.DataFrame | None, path: str) -> list[dic
                 f"connection{'s' if n_conn != 1 else ''}, readable by anyone on the network: {_kinds(plain_rows)}")
         if targets:
             said += f" to {', '.join(targets[:4])}{' ...' if len(targets) > 4 else ''}"
-        out.append(_entry(said, _where(plain_rows)))
+        out.append(_entry(said, _where(plain_rows), "wire"))     # read in clear: the wire's own word
     tls_conns = int(conns.get("tls", 0))
     read = int(tls_rows["flow_id"].nunique()) if len(tls_rows) else 0
     if tls_conns > read:

@@ -175,9 +175,46 @@ def decrypt_requests(flows: pd.DataFrame, keylog: str | Path | None, tshark: str
     return run
 
 
+def requests_from_http(http: pd.DataFrame, flows: pd.DataFrame) -> pd.DataFrame:
+    """Request rows of clear-text connections from the decode's own HTTP table (no tshark, no key log):
+    ``flows`` (flow_id, capture) names the connections; HTTP/1.x responses pair with requests in order."""
+    if http is None or not len(http) or flows.empty:
+        return empty_frame(REQUEST_COLUMNS)
+    h = http[http["flow_id"].isin(flows["flow_id"]) & ~http["tunneled"].fillna(False).astype(bool)]
+    h = h.sort_values(["flow_id", "frame"], kind="stable")
+    req = h[h["direction"].astype("string") == "request"].copy()
+    if req.empty:
+        return empty_frame(REQUEST_COLUMNS)
+    rsp = h[h["direction"].astype("string") == "response"].copy()
+    req["nth"] = req.groupby("flow_id").cumcount()
+    rsp["nth"] = rsp.groupby("flow_id").cumcount()
+    h1 = ~req["version"].astype("string").eq("HTTP/2").fillna(False)
+    paired = req.merge(rsp[["flow_id", "nth", "frame", "status"]].rename(columns={"frame": "response_frame",
+                                                                                 "status": "response_status"}),
+                       on=["flow_id", "nth"], how="left")
+    paired.loc[~h1.to_numpy(), ["response_frame", "response_status"]] = pd.NA   # HTTP/2: no stream id to pair by
+    captures = flows.drop_duplicates("flow_id").set_index("flow_id")["capture"]
+    out = pd.DataFrame({
+        "flow_id": paired["flow_id"].astype("int64"),
+        "capture": paired["flow_id"].map(captures).astype("string"),
+        "frame": paired["frame"].astype("int64"),
+        "response_frame": paired["response_frame"].astype("Int64"),
+        "ts": float("nan"),
+        "version": paired["version"].astype("string"),
+        "method": paired["method"].astype("string"),
+        "path": paired["path"].astype("string").fillna("").map(redact_target).astype("string"),
+        "authority": paired["host"].astype("string"),
+        "status": paired["response_status"].astype("Int32"),
+        "auth": paired["auth"].astype("string"),
+        "encrypted": False,
+    })
+    return conform(out, REQUEST_COLUMNS)
+
+
 def _run_tshark(tshark: str, pcap: Path, keylog: Path | None, decode_as: dict[int, str]):
     """(packets as lists of field texts, an error line or None)."""
-    cmd = [tshark, "-n", "-r", str(pcap)]
+    # bodies not reassembled: a message is shown at the frame completing its headers, as decode/http.py does
+    cmd = [tshark, "-n", "-r", str(pcap), "-o", "http.desegment_body:FALSE"]
     if keylog is not None:
         cmd += ["-o", f"tls.keylog_file:{keylog}"]
     for port, proto in sorted(decode_as.items()):
@@ -354,4 +391,4 @@ def _h1_messages(p, col, base, outbound, slice_frame, frame, requests, by_slice_
 
 
 __all__ = ["MAX_CONNECTIONS", "REQUEST_COLUMNS", "RequestRun", "decrypt_requests", "redact_target",
-           "sanitize_keylog", "tshark_path"]
+           "requests_from_http", "sanitize_keylog", "tshark_path"]
