@@ -1,4 +1,4 @@
-"""CSV export: one file per table (flows, tls, certs, ssh, http, findings, paths, captures)."""
+"""CSV export: one file per table (flows, tls, certs, ssh, http, findings, paths, captures, requests)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 
 from . import _model
 
-TABLES = ("flows", "tls", "certs", "ssh", "http", "findings", "paths", "captures")
+TABLES = ("flows", "tls", "certs", "ssh", "http", "findings", "paths", "captures", "requests")
 
 
 def _flat(df: pd.DataFrame) -> pd.DataFrame:
