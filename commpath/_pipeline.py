@@ -424,7 +424,8 @@ def write_outputs(analysis: Analysis, out: str | Path) -> dict[str, Path]:
         _parquet_safe(analysis.ssh).to_parquet(files["ssh.parquet"], index=False)      # every table open() returns
         _parquet_safe(analysis.http).to_parquet(files["http.parquet"], index=False)
         _parquet_safe(analysis.captures).to_parquet(files["captures.parquet"], index=False)
-        if analysis.requests is not None and len(analysis.requests):
+        # with rows, or with connections it could not read (its attrs say so, and what would settle them)
+        if analysis.requests is not None and (len(analysis.requests) or analysis.requests.attrs.get("connections")):
             files["requests.parquet"] = folder / "requests.parquet"
             _parquet_safe(analysis.requests).to_parquet(files["requests.parquet"], index=False)
     except OSError as exc:

@@ -388,3 +388,15 @@ def test_plain_requests_without_keylog_match_tshark_with_it():
     plain = with_keys[~with_keys["encrypted"]][cols].reset_index(drop=True)
     assert len(plain) == 10 and not without["encrypted"].any()
     pd.testing.assert_frame_equal(plain, without[cols].reset_index(drop=True))
+
+
+def test_reloaded_folder_keeps_what_was_not_decrypted(tmp_path):
+    """An analyze folder read back says the same of the kubelet path: not decrypted, and why."""
+    from commpath.check.decrypted import decrypted_path_entries
+    run = CAPTURES / "default"
+    out = tmp_path / "out"
+    cli_main(["analyze", str(run), "--inventory", str(run / "inventory.yaml"), "--out", str(out), "-q"])
+    fresh = commpath.open(run, inventory=run / "inventory.yaml").requests
+    again = commpath.open(out).requests
+    assert decrypted_path_entries(again, "apiserver-to-kubelet") == decrypted_path_entries(fresh, "apiserver-to-kubelet")
+    assert decrypted_path_entries(again, "apiserver-proxy") == decrypted_path_entries(fresh, "apiserver-proxy")
