@@ -400,3 +400,24 @@ def test_reloaded_folder_keeps_what_was_not_decrypted(tmp_path):
     again = commpath.open(out).requests
     assert decrypted_path_entries(again, "apiserver-to-kubelet") == decrypted_path_entries(fresh, "apiserver-to-kubelet")
     assert decrypted_path_entries(again, "apiserver-proxy") == decrypted_path_entries(fresh, "apiserver-proxy")
+
+
+@pytest.mark.parametrize("form", ["pcapng", "gzip"])
+def test_pcapng_and_gzip_captures_give_the_same_requests(tmp_path, form):
+    """The slice keeps Wireshark's frame numbers whatever the file format (pcapng blocks, gzip)."""
+    if shutil.which("tshark") is None or shutil.which("editcap") is None:
+        pytest.skip("needs tshark and editcap")
+    import gzip
+    run = CAPTURES / "default"
+    src = run / "cp1" / "cp1-eth0.pcap"
+    if form == "pcapng":
+        other = tmp_path / "cp1-eth0.pcapng"
+        subprocess.run(["editcap", "-F", "pcapng", str(src), str(other)], check=True, capture_output=True, timeout=120)
+    else:
+        other = tmp_path / "cp1-eth0.pcap.gz"
+        other.write_bytes(gzip.compress(src.read_bytes()))
+    cols = ["frame", "response_frame", "stream_id", "method", "path", "status", "request_kind"]
+    want = commpath.open(src, inventory=run / "inventory.yaml", keylog=run / "keylog.txt").requests[cols]
+    got = commpath.open(other, inventory=run / "inventory.yaml", keylog=run / "keylog.txt").requests[cols]
+    assert len(want) > 20
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True))
