@@ -362,7 +362,7 @@ def test_per_path_tables_plot_and_evidence(tmp_path):
     assert '<section id="requests">' in page and "<code>/containerLogs/default/pod1/app</code>" in page
     assert "command=" not in page
     md = (tmp_path / "r.md").read_text()
-    assert "## Requests per path" in md and "| apiserver-proxy | proxy-node | GET | `/` | HTTP/1.1 | **plain HTTP**" in md
+    assert "## Requests per path" in md and "| apiserver-proxy | proxy-node | GET | / | HTTP/1.1 | **plain HTTP**" in md
     kubelet = decrypted_path_entries(a.requests, "apiserver-to-kubelet")
     assert [e["source"] for e in kubelet] == ["decrypted"]
     assert "/containerLogs, /exec, /portForward" in kubelet[0]["said"] and "frames 81" in kubelet[0]["where"]
@@ -421,3 +421,22 @@ def test_pcapng_and_gzip_captures_give_the_same_requests(tmp_path, form):
     got = commpath.open(other, inventory=run / "inventory.yaml", keylog=run / "keylog.txt").requests[cols]
     assert len(want) > 20
     pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True))
+
+
+def test_hostile_request_text_is_escaped_in_html_and_markdown():
+    from commpath.present.markdown import build_markdown
+    from commpath.present.requests_view import requests_html
+    import dataclasses
+    run = CAPTURES / "default"
+    a = commpath.open(run, inventory=run / "inventory.yaml")
+    r = a.requests.copy()
+    assert len(r)
+    r["path"] = r["path"].astype("string")
+    r.loc[r.index[0], "path"] = "/x<script>alert(1)</script>|`y`?q=1"
+    r.loc[r.index[0], "method"] = "G<b>ET"
+    b = dataclasses.replace(a, requests=r)
+    page = requests_html(b, str(r["flow_path"].iloc[0]))
+    assert "<script>" not in page and "&lt;script&gt;" in page and "G&lt;b&gt;ET" in page
+    md = build_markdown(b)
+    line = next(l for l in md.splitlines() if "alert(1)" in l)
+    assert "<script>" not in md and "\\|" in line and line.count(" | ") == 9

@@ -81,12 +81,9 @@ def _short(capture) -> str:
     return "/".join(parts[-2:])
 
 
-def _md(v) -> str:
-    return _model.text(v).replace("|", "\\|").replace("\n", " ")
-
-
 def requests_markdown(analysis) -> list[str]:
     """A '## Requests per path' section ([] when no request was read)."""
+    from .markdown import cell as _md       # wire text made safe for a table cell (no code span: a path may hold `)
     s = request_summary(analysis)
     if not len(s):
         return []
@@ -95,7 +92,7 @@ def requests_markdown(analysis) -> list[str]:
            "|---|---|---|---|---|---|--:|--:|---|---|"]
     for _, x in s.head(MAX_ROWS).iterrows():
         how = "decrypted TLS" if bool(x["encrypted"]) else "**plain HTTP**"
-        out.append(f"| {_md(x['flow_path'])} | {_md(x['request_kind'])} | {_md(x['method'])} | `{_md(x['endpoint'])}` | "
+        out.append(f"| {_md(x['flow_path'])} | {_md(x['request_kind'])} | {_md(x['method'])} | {_md(x['endpoint'])} | "
                    f"{_md(x['version'])} | {how} | {int(x['requests'])} | {int(x['connections'])} | {_md(x['statuses'])} | "
                    f"{_md(_short(x['capture']))} #{', '.join(map(str, x['frames']))} |")
     return out
