@@ -348,20 +348,38 @@ class Scapy(Engine):
 
     def start(self):
         from scapy.sendrecv import AsyncSniffer
-        from scapy.utils import PcapWriter
 
-        self.count = 0
-        self.writer = PcapWriter(str(self.out / f"{self.stem}.pcap"), sync=True)
-
-        def keep(pkt):
-            self.writer.write(pkt)
-            self.count += 1
-
+        self.open_file()
         ifaces = None if self.ifaces == ["any"] else self.ifaces
         self.listening = threading.Event()
-        self.sniffer = AsyncSniffer(iface=ifaces, filter=self.bpf or None, prn=keep, store=False,
+        self.sniffer = AsyncSniffer(iface=ifaces, filter=self.bpf or None, prn=self.keep, store=False,
                                     started_callback=self.listening.set)
         self.sniffer.start()
+
+    def open_file(self) -> None:
+        """The pcap file, and the bytes it may reach: scapy has neither rotation nor a size stop of its
+        own, so this engine counts what it writes and refuses a packet that would pass the budget
+        (``--ring`` keeps one file: the whole budget, then it stops as full)."""
+        from scapy.utils import PcapWriter
+
+        self.count = self.refused = 0
+        self.written = 24                               # the pcap file header
+        self.budget_bytes = int(self.lim.total_mb * 1e6)
+        self.writer = PcapWriter(str(self.out / f"{self.stem}.pcap"), sync=True)
+
+    def keep(self, pkt) -> None:
+        """Write one sniffed packet, unless it would take the file past its budget."""
+        size = 16 + len(bytes(pkt))                     # record header and the packet as written
+        if self.written + size > self.budget_bytes:
+            self.refused += 1
+            return
+        self.writer.write(pkt)
+        self.written += size
+        self.count += 1
+
+    def full(self):
+        """A packet was refused: the file holds all the budget lets it."""
+        return self.refused > 0
 
     def wait_ready(self, timeout):
         """Scapy calls back once its sockets are open and filtered: the ready event (or its thread died)."""
@@ -382,7 +400,9 @@ class Scapy(Engine):
         except Exception as exc:  # noqa: BLE001 - scapy raises plain exceptions
             errors.append(f"scapy: {exc}")
         self.writer.close()
-        return {"interfaces": {",".join(self.ifaces): {"captured": self.count, "received": None, "dropped": None}},
+        # packets refused at the size budget are the drops this engine knows of (the kernel's it cannot tell)
+        return {"interfaces": {",".join(self.ifaces): {"captured": self.count, "received": None,
+                                                        "dropped": self.refused or None}},
                 "errors": errors}
 
 
