@@ -7,6 +7,7 @@ import pyarrow as pa
 
 from ..classify.catalog import judged_path_ids
 from ..decode.schema import conform, empty_frame
+from .evidence import TARGET_PATHS, endpoint_keys, entry, fact_tables, orphan_finding, path_entries, wire_path_said
 from .facts import FlowFacts, flow_facts
 from .findings import aggregate, concat_column, display_filter, flow_keys
 from .kinds import NEEDS, TESTS, run_test
@@ -21,19 +22,51 @@ def _judge(policy: Policy, f: FlowFacts, flows) -> tuple[list[dict], dict[str, l
     findings: list[dict] = []
     unknown_needs: dict[str, list[str]] = {}
     for check in policy.enabled_checks():
-        if not f.path.isin(check.paths).any():
+        if not f.path.isin(check.paths).any() and not getattr(TESTS[check.test], "host", False):
             continue
-        out = run_test(TESTS[check.test], f, check.params)
+        test = TESTS[check.test]
+        if getattr(test, "host", False):
+            findings.extend(_host_findings(check, test(f, check.params), f, keys))
+            continue
+        out = run_test(test, f, check.params)
         for p in check.paths:
             on_path = f.path.eq(p)
             hit = on_path & out.fires
             if hit.any():
-                findings.append(aggregate(check, p, np.flatnonzero(hit), out.detail[hit], keys, f.handshake_frames))
+                findings.append(aggregate(check, p, np.flatnonzero(hit), out.detail[hit], keys, f.handshake_frames,
+                                          None if out.wire_said is None else out.wire_said[hit],
+                                          None if out.sources is None else out.sources[hit]))
             blind = on_path & out.unknown
             if check.scored and blind.any():
                 import pandas as pd
                 unknown_needs.setdefault(p, []).extend(str(n) for n in pd.unique(out.needs[blind]) if n)
     return findings, unknown_needs
+
+
+def _host_findings(check, hits, f: FlowFacts, keys) -> list[dict]:
+    """A host-level test's hits as findings: on the flows its hosts answered (each path of the check),
+    and, for a host no such flow showed, on the first of the check's paths the host governs."""
+    if not len(hits):
+        return []
+    flow_key, want = endpoint_keys(keys.addresses, keys.dst, keys.dst_port, hits.address, hits.port)
+    order = np.argsort(want, kind="stable")
+    at = np.minimum(np.searchsorted(want[order], flow_key), len(want) - 1)
+    hit_of_flow = np.where(want[order][at] == flow_key, order[at], -1)
+    detail = np.array(hits.detail, object)
+    sources = np.empty(len(hits), object)
+    sources[:] = [list(e) for e in hits.evidence]
+    out, seen = [], np.zeros(len(hits), bool)
+    for p in check.paths:
+        rows = np.flatnonzero(f.path.eq(p) & (hit_of_flow >= 0))
+        if len(rows):
+            h = hit_of_flow[rows]
+            seen[h] = True
+            out.append(aggregate(check, p, rows, detail[h], keys, f.handshake_frames, np.full(len(rows), None, object),
+                                 sources[h]))
+    for i in np.flatnonzero(~seen):
+        governed = [p for p in TARGET_PATHS.get(hits.target[i], ()) if p in check.paths] or list(check.paths[:1])
+        out.append(orphan_finding(check, governed[0], hits, np.array([i])))
+    return out
 
 
 def _finding_table(findings: list[dict]):
@@ -74,12 +107,13 @@ def _path_table(policy: Policy, f: FlowFacts, findings: list[dict], unknown_need
         count = int(on_path.sum())
         needs = None
         rank = worst.get(p, -1)
-        if count == 0:
-            verdict = "not-observed"
-        elif rank >= SEVERITY_RANK[policy.fail_at]:
+        # a finding of another source (a probe of the host) decides a path the captures did not show
+        if rank >= SEVERITY_RANK[policy.fail_at]:
             verdict = "fail"
         elif rank >= SEVERITY_RANK[policy.warn_at]:
             verdict = "warn"
+        elif count == 0:
+            verdict = "not-observed"
         elif p in unknown_needs:
             verdict, needs = "not-observable", "; ".join(dict.fromkeys(unknown_needs[p]))
         elif not (f.payload[on_path] > 0).any() and p != "unclassified":
@@ -89,21 +123,43 @@ def _path_table(policy: Policy, f: FlowFacts, findings: list[dict], unknown_need
             verdict, needs = "inconclusive", NEEDS["inventory"]
         else:
             verdict = "pass"
-        rows.append({"id": p, "observed": count > 0, "flows": count, "verdict": verdict, "needs": needs})
+        rows.append({"id": p, "observed": count > 0, "flows": count, "verdict": verdict, "needs": needs,
+                     "evidence": [entry("wire", _wire_said(f, on_path, count), _wire_where(f, on_path)),
+                                  *path_entries(f.tables, p)]})
     return conform(pd.DataFrame(rows), PATH_COLUMNS)
 
 
+def _wire_said(f: FlowFacts, on_path: np.ndarray, count: int) -> str:
+    import pandas as pd
+    versions = sorted(str(v) for v in pd.unique(f.version.text("")[on_path]) if v)
+    visibility = [str(v) for v in pd.unique(f.visibility.text("")[on_path]) if v]
+    return wire_path_said(count, versions, visibility)
+
+
+def _wire_where(f: FlowFacts, on_path: np.ndarray) -> str:
+    if f.dst is None or not on_path.any():
+        return "the captures"
+    import pandas as pd
+    ends = pd.unique(f.dst.text("")[on_path])
+    ports = pd.unique(f.dst_port[on_path])
+    return f"the captures: responders {', '.join(sorted(map(str, ends))[:4])}{' ...' if len(ends) > 4 else ''}" \
+           f" port{'s' if len(ports) > 1 else ''} {', '.join(map(str, sorted(ports)[:4]))}"
+
+
 def evaluate(flows, tls=None, certs=None, policy: Policy | str = "default", inventory=None, *,
-             tls_known: bool = True, keylog_given: bool = False):
+             tls_known: bool = True, keylog_given: bool = False, facts: dict | None = None):
     """Findings (FINDING_COLUMNS) and one verdict per judged path (PATH_COLUMNS).
 
     ``tls_known=False`` says the handshakes were not analysed at all: TLS-based checks then
     leave their paths not-observable instead of passing them. ``keylog_given`` words what
     would settle encrypted certificates (a key log, or keys for these connections in it).
+    ``facts``: fact tables of other sources by name (``probe``, ``config``, ``requests``;
+    check/evidence.py declares them), which checks that need them read and cite.
     """
     policy = load_policy(policy)
     f = flow_facts(flows, tls, certs, tls_known=tls_known, keylog_given=keylog_given,
-                   konnectivity_enabled=bool(getattr(inventory, "konnectivity_enabled", False)))
+                   konnectivity_enabled=bool(getattr(inventory, "konnectivity_enabled", False)),
+                   tables=fact_tables(**(facts or {})))
     findings, unknown_needs = _judge(policy, f, flows)
     return _finding_table(findings), _path_table(policy, f, findings, unknown_needs)
 

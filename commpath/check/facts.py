@@ -120,6 +120,29 @@ class FlowFacts:
     keylog_given: bool = False
     tls_known: bool = True
     cache: dict = field(default_factory=dict)
+    dst: Coded | None = None            # responder address of each flow
+    dst_port: np.ndarray | None = None  # responder port
+    #: fact tables of other sources (check/evidence.py FACT_TABLES): probe, config, requests
+    tables: dict = field(default_factory=dict)
+
+    def fact_rows(self, name: str) -> np.ndarray:
+        """Row of fact table ``name`` about each flow's responder (its address and port), -1 if none."""
+        key = f"rows:{name}"
+        if key not in self.cache:
+            table = self.tables.get(name)
+            rows = np.full(self.n, -1, np.int64)
+            if table is not None and len(table) and self.dst is not None and {"address", "port"} <= set(table):
+                from .evidence import endpoint_keys
+                flow_key, want = endpoint_keys(self.dst.values, self.dst.codes, self.dst_port,
+                                               [str(a) for a in table["address"]],
+                                               table["port"].to_numpy(np.int64, na_value=0))
+                order = np.argsort(want, kind="stable")
+                at = np.searchsorted(want[order], flow_key)
+                at_c = np.minimum(at, len(want) - 1)
+                found = (at < len(want)) & (want[order][at_c] == flow_key)
+                rows = np.where(found, order[at_c], -1)
+            self.cache[key] = rows
+        return self.cache[key]
 
     @property
     def is_tls(self) -> np.ndarray:
@@ -192,7 +215,7 @@ def _gather_flag(tls, name: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def flow_facts(flows, tls=None, certs=None, *, tls_known: bool = True, keylog_given: bool = False,
-               konnectivity_enabled: bool = False) -> FlowFacts:
+               konnectivity_enabled: bool = False, tables: dict | None = None) -> FlowFacts:
     """The facts of ``flows`` (classified) joined with their TLS rows and certificates."""
     n = len(flows)
     if not tls_known or tls is None or len(tls) == 0:
@@ -215,7 +238,9 @@ def flow_facts(flows, tls=None, certs=None, *, tls_known: bool = True, keylog_gi
         client_cert=_gather(tls, "client_cert", rows), verified=verified, verified_known=verified_known,
         verify_error=_gather(tls, "verify_error", rows), visibility=_gather(tls, "certs_visibility", rows),
         established=np.where(est_known, established, True), tls=tls,
-        certs=_cert_index(certs), keylog_given=keylog_given, tls_known=tls_known)
+        certs=_cert_index(certs), keylog_given=keylog_given, tls_known=tls_known,
+        dst=coded(_column(flows, "dst_ip"), n), dst_port=_numbers(flows, "dst_port", n, np.int64),
+        tables=dict(tables or {}))
     facts.konnectivity_enabled = konnectivity_enabled or bool(
         (path.eq("konnectivity") & src_role.eq("konnectivity-agent")).any())
     return facts

@@ -163,22 +163,30 @@ def _endpoint(addr: pa.Array) -> pa.Array:
 GROUP_BATCH = 65_536
 
 
-def aggregate(check, path: str, rows: np.ndarray, detail: np.ndarray, keys: FlowKeys, handshake_frames) -> dict:
+def aggregate(check, path: str, rows: np.ndarray, detail: np.ndarray, keys: FlowKeys, handshake_frames,
+              wire_said: np.ndarray | None = None, sources: np.ndarray | None = None) -> dict:
     """The findings (as columns) of ``check`` on ``path`` for the flagged flows at positions ``rows``.
 
     ``detail``: what was seen on each flagged flow (aligned with ``rows``);
     ``handshake_frames(positions)`` gives (index into positions, frame) of their handshake frames.
+    ``wire_said`` (what the wire alone showed, where the detail joins other sources) and ``sources``
+    (lists of evidence entries of other sources) are aligned with ``rows`` too: a finding's evidence
+    is its first connection's, since other sources are keyed by the responder's address and port.
     """
     order = np.lexsort((keys.first_frame[rows], keys.dst_port[rows], keys.dst[rows], keys.src[rows],
                         keys.capture[rows]))
     rows, detail = rows[order], detail[order]
+    wire_said = None if wire_said is None else wire_said[order]
+    sources = None if sources is None else sources[order]
     k = np.stack([keys.capture[rows], keys.src[rows], keys.dst[rows], keys.dst_port[rows]])
     starts = np.r_[np.flatnonzero(np.r_[True, (k[:, 1:] != k[:, :-1]).any(axis=0)]), len(rows)]
     blocks = []
     for g in range(0, len(starts) - 1, GROUP_BATCH):
         bounds = starts[g:g + GROUP_BATCH + 1]
         a, b = bounds[0], bounds[-1]
-        blocks.append(_columns(check, path, rows[a:b], detail[a:b], bounds - a, keys, handshake_frames))
+        block = _columns(check, path, rows[a:b], detail[a:b], bounds - a, keys, handshake_frames)
+        block["evidence_sources"] = _evidence(check, block, bounds[:-1], detail, wire_said, sources)
+        blocks.append(block)
     if len(blocks) == 1:
         return blocks[0]
     return {name: concat_column([x[name] for x in blocks]) for name in blocks[0]}
@@ -193,6 +201,20 @@ def concat_column(parts: list):
     if isinstance(parts[0], np.ndarray):
         return np.concatenate(parts)
     return [v for part in parts for v in part]
+
+
+def _evidence(check, block: dict, starts: np.ndarray, detail, wire_said, sources) -> list[list[dict]]:
+    """Each finding's evidence entries: the wire's (what its first connection showed, where), then
+    the other sources' entries of that connection."""
+    from .evidence import wire_entries
+    said_by = wire_said if wire_said is not None else detail
+    said = [str(s) if isinstance(s, str) and s else check.title for s in said_by[starts]]
+    out = wire_entries(said, block["capture"], block["frames"])
+    if sources is not None:
+        for ev, extra in zip(out, sources[starts]):
+            if extra:
+                ev.extend(extra)
+    return out
 
 
 def _columns(check, path: str, rows: np.ndarray, detail: np.ndarray, bounds: np.ndarray, keys: FlowKeys,

@@ -22,6 +22,9 @@ INPUTS = {
     "ca": "the cluster CA bundle (--ca)",
     "keylog": "a TLS key log (--keylog)",
     "inventory": "the cluster inventory (--inventory)",
+    "probe": "an active probe of the inventory's endpoints (commpath probe, then --probe DIR)",
+    "config": "the hosts' configuration (agent manifests, or --host-config DIR)",
+    "requests": "requests decrypted from key-logged TLS (--keylog)",
 }
 TLS_ORDER = ["SSL 2.0", "SSL 3.0", "TLS 1.0", "TLS 1.1", "TLS 1.2", "TLS 1.3"]
 NO_CLIENT_CERT = ["empty", "not-requested", "inferred-absent"]
@@ -32,7 +35,8 @@ NEEDS = {
     "no-tls": "the TLS handshake of these connections (not captured, or the handshake analysis is unavailable)",
     "client-cert": "the client's Certificate message: a capture of the full handshake (TLS 1.2), or --keylog FILE for TLS 1.3",
     "ca": "--ca FILE (or ca_bundle in the inventory) with the cluster CA bundle, to verify the serving certificates",
-    "certs": "the certificates: --keylog FILE with the TLS key log, because TLS 1.3 encrypts them",
+    "certs": ("the certificates: --keylog FILE with the TLS key log, because TLS 1.3 encrypts them, or a probe "
+              "of the servers (commpath probe, then --probe DIR)"),
     "certs-keylog": "the certificates: the session keys of these connections in the key log (it has none for them)",
     "version": "the ServerHello of these connections (not captured)",
     "no-handshake": "the TLS handshake of these connections (they started before the capture, or it was not captured)",
@@ -53,6 +57,8 @@ class Outcome:
     unknown: np.ndarray                 # bool: the flow cannot be judged with the evidence given
     needs: np.ndarray                   # object: what would settle an unknown flow (else None)
     detail: np.ndarray                  # object: what was seen on a flow the check fires on (else None)
+    wire_said: np.ndarray | None = None  # object: what the wire alone showed, where detail joins other sources
+    sources: np.ndarray | None = None   # object: evidence entries of other sources (probe, config ...) or None
 
 
 def _outcome(f: FlowFacts, fires=None, unknown=None) -> Outcome:
@@ -64,14 +70,16 @@ def _outcome(f: FlowFacts, fires=None, unknown=None) -> Outcome:
 TESTS: dict = {}
 
 
-def kind(name: str, needs: tuple[str, ...] = (), params: dict[str, list] | None = None):
-    """Register a test kind; ``needs`` ⊆ INPUTS, ``params``: name → allowed values."""
+def kind(name: str, needs: tuple[str, ...] = (), params: dict[str, list] | None = None, host: bool = False):
+    """Register a test kind; ``needs`` ⊆ INPUTS, ``params``: name → allowed values. A ``host`` test
+    judges hosts, not flows: it returns :class:`~commpath.check.evidence.HostHits`, which the engine
+    attaches to the flows answered by those hosts (else to the path the host governs)."""
     unknown = set(needs) - set(INPUTS)
     if unknown:
         raise ValueError(f"test {name}: unknown inputs {sorted(unknown)}")
 
     def register(fn):
-        fn.kind, fn.needs, fn.params = name, frozenset(needs), dict(params or {})
+        fn.kind, fn.needs, fn.params, fn.host = name, frozenset(needs), dict(params or {}), host
         TESTS[name] = fn
         return fn
     return register
@@ -140,9 +148,10 @@ def _self_signed_leaf(f: FlowFacts) -> np.ndarray:
     return np.where(rows >= 0, per_row[np.maximum(rows, 0)], False)
 
 
-@kind("server-cert-untrusted", needs=("tls", "certs", "ca", "keylog"))
+@kind("server-cert-untrusted", needs=("tls", "certs", "ca", "keylog", "probe"))
 def server_cert_untrusted(f: FlowFacts, params: dict) -> Outcome:
-    """A serving certificate that failed verification against the CA, or a self-signed leaf."""
+    """A serving certificate that failed verification against the CA, or a self-signed leaf; where
+    the wire cannot tell, the probe of the responder settles it."""
     error = f.verify_error.map(_server_error)
     # a chain that fails only for its validity period is cert-expired's finding, not this one
     only_validity = error.map(lambda e: e.startswith(VALIDITY_ERRORS)).text(False).astype(bool)
@@ -152,7 +161,8 @@ def server_cert_untrusted(f: FlowFacts, params: dict) -> Outcome:
     out.detail[out.fires] = text[out.fires]
     out.unknown = f.is_tls & ~out.fires & ~f.verified_known
     out.needs[out.unknown] = np.where(f.certs_visible(), NEEDS["ca"], _hidden_certs_need(f))[out.unknown]
-    return out
+    from ._probe_kinds import settle_serving_cert
+    return settle_serving_cert(f, out)
 
 
 @kind("cert-expired", needs=("tls", "certs", "keylog"))
@@ -242,5 +252,7 @@ def run_test(test, f: FlowFacts, params: dict) -> Outcome:
     out.unknown &= ~out.fires
     return out
 
+
+from . import _probe_kinds  # noqa: E402,F401  (registers the probe's tests)
 
 __all__ = ["INPUTS", "NEEDS", "Outcome", "TESTS", "TLS_ORDER", "kind", "run_test"]

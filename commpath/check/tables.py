@@ -17,6 +17,7 @@ FINDING_COLUMNS: dict[str, str] = {
     "reference": "string",          # document anchor, control-plane-node-communication.md#...
     "fingerprint": "string",        # stable id of check, path and connection key (no ports/frames/flow ids)
     "count": "int64",               # connections the finding stands for (len(flow_ids))
+    "evidence_sources": "object",   # list[dict]: {source: wire|probe|config|decrypted, said, says, where}
 }
 
 #: One row per judged path of the catalog.
@@ -26,6 +27,7 @@ PATH_COLUMNS: dict[str, str] = {
     "flows": "int64",               # flows on the path
     "verdict": "category",          # pass | fail | warn | not-observed | not-observable | inconclusive
     "needs": "string",              # what would settle a not-observable or inconclusive verdict
+    "evidence": "object",           # list[dict]: what each source said about the path (check/evidence.py)
 }
 
 #: Every path verdict, from good to bad (the ordered categories of ``paths.verdict``): a pass, then

@@ -179,6 +179,9 @@ def _finding_batch(findings, last: bool) -> pa.Buffer:
     fields += [("flow_ids", _empty_lists(findings, "flow_ids", six)), ("message", column(findings, "message", six)),
                ("remediation", column(findings, "remediation", six)), ("evidence", evidence)]
     fields += [(k, column(findings, k, six)) for k in ("reference", "fingerprint", "count")]
+    if "evidence_sources" in findings:      # what each source said (check/evidence.py), [] when none
+        fields.append(("evidence_sources", _python_column(
+            [list(v) if isinstance(v, (list, tuple, np.ndarray)) else [] for v in findings["evidence_sources"]], six)))
     return records(fields, len(findings), 2, last)
 
 

@@ -36,6 +36,8 @@ def _value(v, key: str | None = None):
     """A cell as JSON: NA → null, numpy scalars → Python, arrays → lists."""
     if isinstance(v, (list, tuple, np.ndarray)):
         return [_value(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _value(x) for k, x in v.items()}
     if v is None:
         return [] if key in LIST_KEYS else None
     if isinstance(v, (np.bool_, bool)):
@@ -59,10 +61,12 @@ def _records(df, keys: list[str]) -> list[dict]:
 
 
 def _skeleton(analysis, flows, findings) -> dict:
-    paths = _records(analysis.paths, PATH_KEYS + (["needs"] if "needs" in analysis.paths else []))
+    paths = _records(analysis.paths, PATH_KEYS + [k for k in ("needs", "evidence") if k in analysis.paths])
     for p in paths:
         if p.get("needs") is None:
             p.pop("needs", None)
+        if "evidence" in p and not isinstance(p["evidence"], list):
+            p["evidence"] = []
     report = {"schema": SCHEMA, "captures": _records(analysis.captures, CAPTURE_KEYS), "paths": paths,
               "flows": flows, "findings": findings}
     offsets = getattr(analysis, "clock_offsets", None)
