@@ -54,6 +54,8 @@ class Analysis:
     coverage: dict = field(default_factory=dict)
     #: requests decrypted with the key log on the kubelet and proxy paths (decode.requests.REQUEST_COLUMNS)
     requests: pd.DataFrame | None = None
+    #: fact tables of other evidence sources by name (probe, config: check/evidence.py FACT_TABLES)
+    facts: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.requests is None:
@@ -218,7 +220,7 @@ def _join_tls(flows: pd.DataFrame, tls: pd.DataFrame) -> pd.DataFrame:
 
 def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progress=False,  # noqa: A001
          merge: bool | None = None, client=None, workers: int | None = None, scheduler: str | None = None,
-         parts: str | None = None, storage_options: dict | None = None) -> Analysis:
+         parts: str | None = None, storage_options: dict | None = None, probe=None, host_config=None) -> Analysis:
     """Read captures (files, folders, or an ``analyze`` output folder), classify every flow into its
     documented path, and judge the paths against ``policy``.
 
@@ -229,6 +231,8 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
     ``client`` (a ``distributed.Client``), ``scheduler`` (its address) or ``workers`` (local processes)
     decode the captures on Dask, one task per capture, each writing its tables under ``parts`` (a path
     or fsspec URL; inputs may be URLs too, ``storage_options`` for their filesystem): the same result.
+    ``probe``: a ``commpath probe --out`` folder (or its table); ``host_config``: the hosts' configuration
+    table (``commpath config``). Checks that need them cite them beside the wire (``evidence``).
     """
     if not inputs:
         raise InputError("(no input)", "give at least one capture file or folder")
@@ -277,16 +281,18 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
         ssh, http = hs.ssh, hs.http
         tls_analyzed = True
 
+    from ._sources import fact_tables
+    facts = fact_tables(paths[0] if reloaded else None, probe, host_config)
     return judge(flows, captures, tls, certs, ssh, http, inventory=inv, policy=pol, ca=ca, keylog=keylog,
                  merge=merge, reloaded=reloaded, tls_analyzed=tls_analyzed, warnings=warnings, offsets=offsets,
-                 requests=requests)
+                 requests=requests, facts=facts)
 
 
 def judge(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame, certs: pd.DataFrame, ssh: pd.DataFrame,
           http: pd.DataFrame, *, inventory: Inventory | None, policy: Policy, ca=None, keylog=None,
           merge: bool | None = None, reloaded: bool = False, tls_analyzed: bool = True,
           warnings: list[str] | None = None, offsets: pd.DataFrame | None = None,
-          requests: pd.DataFrame | None = None) -> Analysis:
+          requests: pd.DataFrame | None = None, facts: dict | None = None) -> Analysis:
     """Classify, merge and judge decoded tables (what :func:`open` does once the captures are read;
     `commpath watch` gives it the tables of its rolling window). ``requests``: the decrypted requests
     of a reloaded run (otherwise read here with ``keylog``)."""
@@ -306,16 +312,19 @@ def judge(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame, certs:
     if not reloaded:    # the kubelet and proxy connections' requests, decrypted by tshark with the key log
         from ._requests import read_requests
         requests, _ = read_requests(classified, tls, keylog, warnings, http)
+    facts = {k: v for k, v in (facts or {}).items() if v is not None}
     findings, path_table = evaluate(classified, tls, certs, pol, inv, tls_known=tls_analyzed,
-                                    keylog_given=keylog is not None)
+                                    keylog_given=keylog is not None, facts=facts)
     cov = coverage(path_table, classified, captures, inventory_given=inv is not None, ca_given=ca is not None,
                    keylog_given=keylog is not None, tls_analyzed=tls_analyzed,
                    inventory=inv.to_dict() if inv is not None else None)
     path_table = note_unseen(path_table, cov)
+    decrypted = ["decrypted"] if requests is not None and len(requests) else []
+    cov["sources"] = ["wire", *facts, *decrypted]       # the evidence sources this run judged with
     return Analysis(flows=_join_tls(classified, tls), tls=tls, certs=certs, ssh=ssh, http=http,
                     findings=findings, paths=path_table, captures=captures, inventory=inv, policy=pol,
                     tls_analyzed=tls_analyzed, warnings=warnings, cluster_view=view, clock_offsets=offsets,
-                    coverage=cov, requests=requests)
+                    coverage=cov, requests=requests, facts=facts)
 
 
 def _on_dask(inputs, client, workers, scheduler) -> bool:
@@ -428,6 +437,9 @@ def write_outputs(analysis: Analysis, out: str | Path) -> dict[str, Path]:
         if analysis.requests is not None and (len(analysis.requests) or analysis.requests.attrs.get("connections")):
             files["requests.parquet"] = folder / "requests.parquet"
             _parquet_safe(analysis.requests).to_parquet(files["requests.parquet"], index=False)
+        for name, table in getattr(analysis, "facts", {}).items():     # probe.parquet, config.parquet ...
+            _parquet_safe(table).to_parquet(folder / f"{name}.parquet", index=False)
+            files[f"{name}.parquet"] = folder / f"{name}.parquet"
     except OSError as exc:
         raise InputError(folder, f"cannot write: {exc.strerror or exc}") from None
     write_report_json(analysis, files["report.json"])
@@ -460,6 +472,7 @@ def analyze_main(args) -> int:
     quiet = getattr(args, "quiet", False)
     analysis = open(*args.inputs, inventory=args.inventory, policy=args.policy, ca=args.ca,
                     keylog=args.keylog, progress=not quiet, merge=getattr(args, "merge", None),
+                    probe=getattr(args, "probe", None), host_config=getattr(args, "host_config", None),
                     **_dask_options(args, args.out))
     _write_outputs_to(analysis, args.out)
     fail_on = getattr(args, "fail_on", "high") or "high"
@@ -482,6 +495,7 @@ def report_main(args) -> int:
     quiet = getattr(args, "quiet", False)
     analysis = open(*args.inputs, inventory=args.inventory, policy=args.policy, ca=args.ca,
                     keylog=args.keylog, progress=not quiet, merge=getattr(args, "merge", None),
+                    probe=getattr(args, "probe", None), host_config=getattr(args, "host_config", None),
                     **_dask_options(args, None))
     notes = apply_suppressions(analysis, getattr(args, "suppress", None))
     written = write_reports(analysis, args.output, list(args.format or []), args.fail_on)

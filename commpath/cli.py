@@ -60,6 +60,7 @@ HANDLERS = {
     "watch": "commpath.watch.cli:main",
     "cluster": "commpath.cluster_cli:main",
     "config": "commpath.present.config_table:main",
+    "probe": "commpath.probe_cli:main",
 }
 
 
@@ -86,6 +87,8 @@ def _add_analysis_inputs(p: argparse.ArgumentParser) -> None:
                         "or URL every worker can write; default: DIR/parts of analyze --out, else temporary)")
     p.add_argument("--fail-on", choices=SEVERITIES, default="high",
                    help="exit 1 when a finding is at or above this severity")
+    p.add_argument("--probe", metavar="DIR",
+                   help="the --out folder of commpath probe: its findings settle what the wire cannot show")
     p.add_argument("--merge", action=argparse.BooleanOptionalAction, default=None,
                    help="one flow per connection seen from several hosts, with clock offsets "
                         "(None: merge when the manifests name more than one host)")
@@ -173,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_watch(sub, _HelpFormatter)
     cluster_cli.register(sub)
     config_table.register(sub)
+    from .probe_cli import register as register_probe
+    register_probe(sub, _HelpFormatter)
     return parser
 
 

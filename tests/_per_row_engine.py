@@ -29,7 +29,8 @@ NEEDS = {
     "no-tls": "the TLS handshake of these connections (not captured, or the handshake analysis is unavailable)",
     "client-cert": "the client's Certificate message: a capture of the full handshake (TLS 1.2), or --keylog FILE for TLS 1.3",
     "ca": "--ca FILE (or ca_bundle in the inventory) with the cluster CA bundle, to verify the serving certificates",
-    "certs": "the certificates: --keylog FILE with the TLS key log, because TLS 1.3 encrypts them",
+    "certs": ("the certificates: --keylog FILE with the TLS key log, because TLS 1.3 encrypts them, or a probe "
+              "of the servers (commpath probe, then --probe DIR)"),
     "certs-keylog": "the certificates: the session keys of these connections in the key log (it has none for them)",
     "version": "the ServerHello of these connections (not captured)",
     "no-handshake": "the TLS handshake of these connections (they started before the capture, or it was not captured)",
@@ -182,6 +183,8 @@ def _test(kind: str, f: _FlowFacts, check: Check, ctx: dict):
         fires = f.is_tls & f.has_tls_row & (vis == "not-visible")
         why = "no keys for them in the key log" if ctx.get("keylog_given") else "no key log"
         detail[fires] = [f"{v or 'TLS'} certificates encrypted; {why}" for v in f.version.fillna("").to_numpy(str)[fires]]
+    elif kind.startswith("probe-"):
+        pass        # reads only a probe's table: these runs have none
     else:
         raise ValueError(f"unknown test kind {kind!r} in check {check.id}")
     if ctx.get("keylog_given"):

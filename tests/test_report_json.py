@@ -39,7 +39,7 @@ def test_report_has_exactly_the_spec_layout(analysis):
     assert len(rep["captures"]) == 2 and all(set(c) == CAPTURE_KEYS for c in rep["captures"])
     assert all(isinstance(c["warnings"], list) and isinstance(c["packets"], int) for c in rep["captures"])
     for p in rep["paths"]:
-        assert PATH_KEYS <= set(p) <= PATH_KEYS | {"needs"}
+        assert PATH_KEYS <= set(p) <= PATH_KEYS | {"needs", "evidence"}     # spec section 6: paths[].evidence
         assert p["verdict"] in VERDICTS and isinstance(p["observed"], bool) and isinstance(p["flows"], int)
     assert len(rep["flows"]) == 2
     for f in rep["flows"]:
@@ -93,8 +93,9 @@ def _per_record(analysis) -> str:
         {"check": f["check"], "severity": f["severity"], "path": f["path"], "flow_ids": f["flow_ids"],
          "message": f["message"], "remediation": f["remediation"],
          "evidence": {"capture": f["capture"], "frames": f["frames"], "display_filter": f["display_filter"]},
-         "reference": f["reference"], "fingerprint": f["fingerprint"], "count": f["count"]}
-        for f in _records(analysis.findings, keys)]
+         "reference": f["reference"], "fingerprint": f["fingerprint"], "count": f["count"],
+         "evidence_sources": _value(f["evidence_sources"])}
+        for f in _records(analysis.findings, keys + ["evidence_sources"])]
     if "vantage_points" in analysis.flows:
         for flow, vps in zip(report["flows"], analysis.flows["vantage_points"]):
             flow["vantage_points"] = [{k: _value(vp.get(k)) for k in VANTAGE_KEYS} for vp in vps]

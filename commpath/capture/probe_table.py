@@ -1,6 +1,11 @@
-"""The probe table (``commpath probe``), declared once: column -> dtype, with what each column holds."""
+"""The probe table (``commpath probe``), declared once (column -> dtype, what each column holds), and its folder."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import InputError
 
 #: What a probe folder holds: the table as Parquet and JSON, and what the run was (active, when, how many
 #: connections, which inventory).
@@ -39,4 +44,65 @@ PROBE_COLUMNS: dict[str, str] = {
     "anonymous_healthz_status": "Int32",  # HTTP status of GET /healthz without credentials (kubelet, read-only port)
 }
 
-__all__ = ["PROBE_COLUMNS", "PROBE_JSON", "PROBE_PARQUET"]
+
+
+def empty_probe():
+    """An empty probe table with the declared columns."""
+    import pandas as pd
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in PROBE_COLUMNS.items()})
+
+
+def conform_probe(df):
+    """``df`` with the declared columns in order and dtypes (missing ones empty, extra ones after)."""
+    import pandas as pd
+    df = df.copy()
+    for name, dtype in PROBE_COLUMNS.items():
+        if name not in df.columns:
+            df[name] = pd.Series(dtype=dtype, index=df.index)
+        elif dtype == "object":
+            df[name] = df[name].map(lambda v: [str(x) for x in v] if hasattr(v, "__len__") and not isinstance(v, str)
+                                    else v)
+        elif str(df[name].dtype) != dtype:
+            df[name] = df[name].astype(dtype)
+    return df[list(PROBE_COLUMNS) + [c for c in df.columns if c not in PROBE_COLUMNS]]
+
+
+def write_probe_dir(table, meta: dict, folder: str | Path) -> dict[str, Path]:
+    """The probe's folder: ``probe.parquet`` (the table) and ``probe.json`` (``meta`` and the rows)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        table = conform_probe(table)
+        table.to_parquet(folder / PROBE_PARQUET, index=False)
+        rows = json.loads(table.to_json(orient="records"))
+        (folder / PROBE_JSON).write_text(json.dumps({**meta, "probe": rows}, indent=2, ensure_ascii=False) + "\n",
+                                         encoding="utf-8")
+    except OSError as exc:
+        raise InputError(folder, f"cannot write: {exc.strerror or exc}") from None
+    return {"parquet": folder / PROBE_PARQUET, "json": folder / PROBE_JSON}
+
+
+def read_probe_dir(folder: str | Path):
+    """The probe table of a ``commpath probe --out`` folder (its Parquet, else its JSON)."""
+    import pandas as pd
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "no such probe folder (--probe: the --out folder of commpath probe)")
+    try:
+        if (folder / PROBE_PARQUET).is_file():
+            return conform_probe(pd.read_parquet(folder / PROBE_PARQUET))
+        if (folder / PROBE_JSON).is_file():
+            doc = json.loads((folder / PROBE_JSON).read_text(encoding="utf-8"))
+            rows = doc.get("probe") if isinstance(doc, dict) else None
+            if not isinstance(rows, list):
+                raise InputError(folder / PROBE_JSON, "not a probe result (no 'probe' list)")
+            return conform_probe(pd.DataFrame(rows) if rows else empty_probe())
+    except InputError:
+        raise
+    except Exception as exc:  # pyarrow and json raise several types for damaged files
+        raise InputError(folder, f"cannot read the probe table: {exc}") from None
+    raise InputError(folder, f"no {PROBE_PARQUET} or {PROBE_JSON} in the probe folder")
+
+
+__all__ = ["PROBE_COLUMNS", "PROBE_JSON", "PROBE_PARQUET", "conform_probe", "empty_probe", "read_probe_dir",
+           "write_probe_dir"]

@@ -119,7 +119,10 @@ def certificate_said(row) -> str:
             names = "" if not _known(row.get("names_match")) or bool(row["names_match"]) else \
                 " (its names do not cover the node)"
             return "serving chain verified against the cluster CA" + names
-        return f"serving certificate does not verify against the cluster CA ({row.get('verify_error') or 'no reason given'})"
+        why = str(row.get("verify_error") or "no reason given")
+        if why.startswith("self-signed chain"):
+            return f"serves a certificate from its own self-signed CA ({why})"
+        return f"serving certificate does not verify against the cluster CA ({why})"
     if _known(row.get("tls")) and bool(row["tls"]):
         return "serving certificate not verified (no CA bundle given to the probe)"
     return "no serving certificate seen"
@@ -233,6 +236,7 @@ def orphan_finding(check, path: str, hits: HostHits, at: np.ndarray) -> dict:
     }
 
 
-__all__ = ["FACT_TABLES", "PATH_SAYERS", "SOURCES", "TARGET_PATHS", "HostHits", "certificate_said", "endpoint_keys",
-           "entry", "fact_tables", "no_hits", "orphan_finding", "path_entries", "probe_hits", "probe_path_entries",
-           "probe_said", "probe_where", "target_name", "wire_entries", "wire_path_said"]
+__all__ = ["FACT_TABLES", "HostHits", "PATH_SAYERS", "SOURCES", "TARGET_PATHS", "certificate_said",
+           "endpoint_keys", "entry", "fact_tables", "no_hits", "orphan_finding", "path_entries",
+           "probe_hits", "probe_path_entries", "probe_said", "probe_where", "target_name", "wire_entries",
+           "wire_path_said"]

@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..check import FINDING_COLUMNS, PATH_COLUMNS, catalog_checks, load_policy
 from ..decode import schema
-from . import palette
+from . import _evidence, palette
 
 CERT_CHECKS = ("client-cert-missing", "server-cert-untrusted", "cert-expired")
 
@@ -111,7 +111,12 @@ def applicable_checks(analysis=None) -> dict[str, tuple[str, ...]]:
     """path -> check ids that judge it (the policy's enabled checks), plus any check that has
     findings on the path."""
     table: dict[str, list[str]] = {}
+    from ..check import TESTS
+    given = set(getattr(analysis, "facts", None) or {})
     for check in policy_of(analysis).enabled_checks():
+        test = TESTS.get(check.test)
+        if getattr(test, "host", False) and not (test.needs & given):
+            continue    # judges only another source's facts (a probe ...), and the run has none
         for path in check.paths:
             table.setdefault(str(path), []).append(str(check.id))
     if analysis is not None:
@@ -171,6 +176,8 @@ def check_results(analysis, fail_on: str | None = None) -> pd.DataFrame:
             if phrase in needs:
                 blind.update(checks)
         no_payload = "carries data" in needs
+        heard = set(_evidence.path_evidence(analysis, pid))
+        checks = policy_of(analysis).checks
         for check in applicable.get(pid, ()):
             mask = (f_path == pid) & (f_check == check)
             n = int((mask & (f_rank >= 0)).sum())
@@ -183,7 +190,7 @@ def check_results(analysis, fail_on: str | None = None) -> pd.DataFrame:
                 status = "not-observable"
             elif n and worst >= warn_rank:
                 status = "warn"
-            elif not n and (check in blind or no_payload):
+            elif not n and (check in blind or no_payload or _evidence.unheard(checks.get(check), heard)):
                 status = "not-observable"
             else:
                 status = "pass"

@@ -7,7 +7,7 @@ from html import escape
 
 import pandas as pd
 
-from . import _catalog, _model, palette, plots, requests_view
+from . import _catalog, _evidence, _model, palette, plots, requests_view
 
 #: Connections listed per path section; the rest are counted and left to flows.parquet / report.json.
 MAX_CONNECTIONS = 300
@@ -240,7 +240,8 @@ def finding_html(f) -> str:
             f'<dt>Wireshark filter</dt><dd>{copy}</dd>'
             f'<dt>remediation</dt><dd class="remediation">'
             f'{esc(_model.remediation_for(f.get("check"), f.get("path"), _model.text(f.get("remediation"))))}</dd>'
-            f'<dt>reference</dt><dd>{ref_html}</dd>{controls}{suppressed}</dl></article>')
+            f'<dt>reference</dt><dd>{ref_html}</dd>{controls}{suppressed}{_evidence.sources_html(f, esc)}</dl></article>')
+
 
 
 #: (header, <col> class) of the connection tables: the evidence that decides the checks comes first.
@@ -378,6 +379,7 @@ def path_section(analysis, path_row, results: pd.DataFrame) -> str:
                          f'<a href="{esc(_catalog.reference_url(ref.get("anchor", "")))}">[document]</a></blockquote>')
     parts.append(f'<p>Connections: <b class="flow-count">{len(flows)}</b> · findings: '
                  f'<b class="finding-count">{len(findings)}</b></p>')
+    parts.append(_evidence.evidence_table(analysis, pid, esc))
     parts.append("<h3>Checks</h3>" + checks_table(results[results["path"] == pid]))
     parts.append(fixes_html(pid, findings))
     if len(findings):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from . import _catalog, _model, palette, requests_view
+from . import _catalog, _evidence, _model, palette, requests_view
 
 VERDICT_MARK = {"pass": "✅", "fail": "❌", "warn": "⚠️", "not-observable": "🔒", "not-observed": "➖",
                 "inconclusive": "❔"}
@@ -49,6 +49,7 @@ def build_markdown(analysis, fail_on: str = "high", title: str = "commpath path-
         out.append(f"| {cell(p['id'])} | {VERDICT_MARK.get(p['verdict'], '')} {cell(p['verdict'])} | "
                    f"{'yes' if p['observed'] else 'no'} | {int(p['flows'])} | {sev} |")
     out += clock_offsets_lines(analysis)
+    out += evidence_lines(analysis, paths)
     out += ["", "## Checks per path", "", "| path | check | result | findings |", "|---|---|---|--:|"]
     for _, r in results.iterrows():
         if r["status"] == "not-observed":
@@ -70,12 +71,32 @@ def build_markdown(analysis, fail_on: str = "high", title: str = "commpath path-
                     f"  - evidence: {code(f['capture'])} frames {shown or '—'}",
                     f"  - Wireshark filter: {code(f['display_filter'])}" if _model.text(f["display_filter"]) else
                     "  - Wireshark filter: —",
+                    *[f"  - {cell(e.get('source'))}: {cell(e.get('said'))} ({cell(e.get('where'))})"
+                      for e in _evidence.evidence_entries(f.get("evidence_sources")) if e.get("source") != "wire"],
                     f"  - remediation: {cell(f['remediation'])}",
                     f"  - reference: <{_catalog.reference_url(_model.text(f['reference']))}>",
                     *([f"  - controls: {cell(controls)}"] if controls else [])]
         out.append("")
     out += requests_view.requests_markdown(analysis)
     return "\n".join(out).rstrip() + "\n"
+
+
+def evidence_lines(analysis, paths) -> list[str]:
+    """What each evidence source said about each observed or judged path, side by side."""
+    sources = _evidence.sources_used(analysis)
+    if not sources:
+        return []
+    rows = []
+    for _, p in paths.iterrows():
+        said = _evidence.path_evidence(analysis, str(p["id"]))
+        if p["verdict"] == "not-observed" and set(said) <= {"wire"}:
+            continue
+        rows.append(f"| {cell(p['id'])} | " + " | ".join(
+            cell("; ".join(_model.text(e.get("said")) for e in said.get(s, [])) or "—") for s in sources) + " |")
+    if not rows:
+        return []
+    return ["", "## Evidence per path, by source", "", "| path | " + " | ".join(sources) + " |",
+            "|---|" + "---|" * len(sources), *rows]
 
 
 def clock_offsets_lines(analysis) -> list[str]:
