@@ -163,7 +163,7 @@ def probe_path_entries(probe, path: str) -> list[dict]:
     return [entry("probe", probe_said(r), probe_where(r)) for r in rows.to_dict("records")]
 
 
-#: per source, the entries it adds to a path's evidence: ``fn(table, path) -> [entry]``
+#: per fact table, the entries it adds to a path's evidence: ``fn(table, path) -> [entry]``
 PATH_SAYERS = {"probe": probe_path_entries}
 
 

@@ -1,0 +1,99 @@
+"""`commpath probe` inside the emulated lab: each scenario's planted causes show in the probe's table
+(self-signed or CA-issued kubelet certificates, the read-only port, the TLS versions served), and the
+probe-side checks fire where the scenario plants their cause and nowhere else."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from commpath.capture.probe_table import read_probe_dir
+
+REPO = Path(__file__).resolve().parents[1]
+NODES = ("10.77.0.21", "10.77.0.22")
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root and network namespaces")
+
+
+def _probe_scenario(scenario: str, tmp: Path) -> tuple[pd.DataFrame, dict, list[str]]:
+    """Bring the scenario up, probe it from the control-plane namespace, tear it down."""
+    from commpath.lab.lab import Lab
+    name = f"cpp-{secrets.token_hex(3)}"
+    out, probe = tmp / "lab", tmp / "probe"
+    lab = Lab(name)
+    try:
+        lab.up(scenario, out)
+        res = subprocess.run(["ip", "netns", "exec", lab.topo.control_plane.ns, sys.executable, "-m", "commpath",
+                              "probe", "--inventory", str(out / "inventory.yaml"), "--out", str(probe),
+                              "--timeout", "10"], capture_output=True, text=True, timeout=900, cwd=REPO,
+                             env=dict(os.environ, PYTHONPATH=str(REPO)))
+    finally:
+        lab.down()
+    left = [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+            if n.startswith(name)]
+    assert res.returncode == 0, res.stderr[-3000:]
+    return read_probe_dir(probe), json.loads((probe / "probe.json").read_text()), left
+
+
+def _checks_fired(probe: pd.DataFrame) -> set[tuple[str, str]]:
+    """The probe-side checks over the probe's table alone (no capture): (check, address)."""
+    from commpath.check import load_policy
+    from commpath.check.kinds import TESTS
+    from commpath.check.facts import flow_facts
+    f = flow_facts(pd.DataFrame({"flow_id": pd.Series(dtype="int64")}), tables={"probe": probe})
+    fired = set()
+    for check in load_policy("default").enabled_checks():
+        test = TESTS[check.test]
+        if getattr(test, "host", False):
+            hits = test(f, check.params)
+            fired |= {(check.id, a) for a in hits.address}
+    return fired
+
+
+@pytest.mark.netns
+@needs_root
+def test_legacy_scenario_self_signed_kubelets_read_only_port_tls12(tmp_path):
+    probe, meta, left = _probe_scenario("legacy", tmp_path)
+    assert left == [] and meta["active"] is True
+    by = probe.set_index(["target", "address"])
+    for ip in NODES:
+        k = by.loc[("kubelet", ip)]
+        assert pd.isna(k["error"]) and k["self_signed"] and k["chain_verified"] == False  # noqa: E712
+        assert k["client_cert_requested"] == True  # noqa: E712  (VerifyClientCertIfGiven with the cluster CA)
+        assert any("kubernetes" in n for n in k["client_ca_names"])
+        assert list(k["versions_accepted"]) == ["TLS 1.2"]            # --tls-max 1.2
+        assert k["anonymous_pods_status"] == 200                       # the emulated kubelet lets anyone list pods
+        assert by.loc[("kubelet-readonly", ip)]["anonymous_healthz_status"] == 200
+    api = by.loc[("apiserver", "10.77.0.10")]
+    assert api["chain_verified"] == True and api["names_match"] == True  # noqa: E712
+    fired = _checks_fired(probe)
+    assert {("kubelet-anonymous-auth", ip) for ip in NODES} <= fired
+    assert {("kubelet-read-only-port", ip) for ip in NODES} <= fired
+    assert not {c for c, _ in fired} & {"tls-min-version-weak"}
+
+
+@pytest.mark.netns
+@needs_root
+def test_hardened_scenario_ca_issued_kubelets_tls13_only_no_read_only_port(tmp_path):
+    probe, meta, left = _probe_scenario("hardened", tmp_path)
+    assert left == []
+    by = probe.set_index(["target", "address"])
+    for ip in NODES:
+        k = by.loc[("kubelet", ip)]
+        assert pd.isna(k["error"]) and k["chain_verified"] == True and k["names_match"] == True  # noqa: E712
+        assert not k["self_signed"]
+        assert list(k["versions_accepted"]) == ["TLS 1.3"] and {"TLS 1.0", "TLS 1.1", "TLS 1.2"} <= set(
+            k["versions_refused"])
+        ro = by.loc[("kubelet-readonly", ip)]
+        assert pd.isna(ro["anonymous_healthz_status"]) and "refused" in ro["error"]
+    konn = by.loc[("konnectivity-server", "10.77.0.10")]
+    assert pd.isna(konn["error"]) and konn["chain_verified"] == True  # noqa: E712
+    fired = {c for c, _ in _checks_fired(probe)}
+    assert not fired & {"kubelet-read-only-port", "tls-min-version-weak"}
