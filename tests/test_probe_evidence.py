@@ -113,7 +113,8 @@ def test_kubelet_anonymous_auth_and_weak_versions_attach_to_the_governed_path(pr
 
 def test_report_json_markdown_and_html_show_the_sources(probed):
     report = build_report(probed)
-    assert report["coverage"]["sources"] == ["wire", "probe"]
+    # the apiserver proxy's plain-HTTP requests are read without a key log: "decrypted" may follow
+    assert report["coverage"]["sources"][:2] == ["wire", "probe"]
     for p in report["paths"]:
         assert p["evidence"] and p["evidence"][0]["source"] == "wire"
         assert all(set(e) == {"source", "said", "says", "where"} for e in p["evidence"])
