@@ -115,7 +115,7 @@ def test_host_folder_reads_flags_config_file_kubeconfig_and_defaults(tmp_path):
     rot = _value(facts, "kubelet", "rotateCertificates")
     assert rot["value"] == "true" and rot["source"] == "/var/lib/kubelet/config.yaml" and not rot["is_default"]
     assert _value(facts, "kubelet", "serverTLSBootstrap")["value"] == "false"
-    server = _value(facts, "kubelet", "clusters[].cluster.server")
+    server = _value(facts, "kubelet", "--kubeconfig.clusters[].cluster.server")
     assert server["value"] == "https://10.0.0.10:6443" and server["source"] == "/etc/kubernetes/kubelet.conf"
     assert facts.errors == []
 
@@ -193,7 +193,7 @@ def test_yaml_alias_bomb_is_one_error_and_other_files_are_kept(tmp_path):
     (folder / "root/var/lib/kubelet/config.yaml").write_text(bomb)
     facts = config_table([hostconfig.from_folder(folder)])
     assert len(facts.errors) == 1 and "config.yaml" in facts.errors[0] and "refused" in facts.errors[0]
-    assert _value(facts, "kubelet", "clusters[].cluster.server")["value"] == "https://10.0.0.10:6443"
+    assert _value(facts, "kubelet", "--kubeconfig.clusters[].cluster.server")["value"] == "https://10.0.0.10:6443"
 
 
 def test_folders_with_nothing_usable_exit_2_with_one_line(tmp_path):

@@ -14,7 +14,7 @@ from ..errors import InputError
 SETTINGS_FILE = "commpath/cfg/host_settings.yaml"
 RECORD_KINDS = ("config", "kubeconfig", "certificates", "egress-selector", "dropin-dir")
 _COMPONENT_KEYS = {"executables", "config_flag", "documents", "settings"}
-_SETTING_KEYS = {"flag", "key", "default", "config_default", "record"}
+_SETTING_KEYS = {"flag", "key", "default", "config_default", "record", "paths"}
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class Setting:
     default: object
     config_default: object
     record: str | None
+    #: the documented paths the setting governs (path ids of cfg/catalog.yaml; the check layer validates them)
+    paths: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -84,7 +86,11 @@ def _setting(key: str, raw) -> Setting:
         raise _fail(key, "missing default (null when unset)")
     if raw.get("record") is not None and raw["record"] not in RECORD_KINDS:
         raise _fail(f"{key}.record", f"unknown {raw['record']!r} (one of: {', '.join(RECORD_KINDS)})")
-    return Setting(flag, ckey, raw["default"], raw.get("config_default", raw["default"]), raw.get("record"))
+    paths = raw.get("paths") or []
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise _fail(f"{key}.paths", "a list of path ids")
+    return Setting(flag, ckey, raw["default"], raw.get("config_default", raw["default"]), raw.get("record"),
+                   tuple(paths))
 
 
 @functools.cache

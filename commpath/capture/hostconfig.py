@@ -247,7 +247,8 @@ def _static_pods(folder: Path, errors: list[dict]) -> list[list[str]]:
 
 
 def from_manifest(manifest: dict) -> dict | None:
-    """An agent manifest's ``host_config`` with the manifest's host and its interfaces' addresses (no loopback)."""
+    """An agent manifest's ``host_config`` with the manifest's host and its interfaces' addresses (no loopback,
+    no IPv6 link-local)."""
     hc = manifest.get("host_config") if isinstance(manifest, dict) else None
     if not isinstance(hc, dict):
         return None
@@ -255,7 +256,7 @@ def from_manifest(manifest: dict) -> dict | None:
     for iface in manifest.get("interfaces") or []:
         for a in (iface.get("addresses") or []) if isinstance(iface, dict) else []:
             ip = str(a).split("/")[0]
-            if ip not in addresses and not ip.startswith("127.") and ip != "::1":
+            if ip not in addresses and not ip.startswith(("127.", "fe80:")) and ip != "::1":
                 addresses.append(ip)
     return {**hc, "host": hc.get("host") or manifest.get("host"), "addresses": hc.get("addresses") or addresses}
 

@@ -29,6 +29,7 @@ CONFIG_COLUMNS: dict[str, str] = {
     "is_default": "bool",        # nothing set it: the documented default (or unset) applies
     "effective": "bool",         # the value the component uses (a flag overrides its config file)
     "defaults_from": "string",   # for defaults: the release and documents the default is taken from
+    "addresses": "object",       # list[str]: the host's addresses (manifest interfaces, folder, inventory)
 }
 
 #: the most rows one configuration file may give (a YAML alias bomb stops here)
@@ -121,19 +122,21 @@ def _component_rows(host: str, comp: Component, c: dict, release: str, errors: l
     for flag, value in flags:
         s = comp.by_flag(flag)
         rows.add(flag, value, "cmdline", "cmdline", s.name if s else None)
-        if s is None or not s.record or s.record == "certificates" or value not in files:
+        if s is None or not s.record or value not in files:
             continue
-        if s.record == "config":
+        if s.record == "certificates":
+            _certificate_rows(rows, s.name, value, files[value], errors)
+        elif s.record == "config":
             config_given = config_given or flag == comp.config_flag
             _file_rows(rows, comp, value, files[value], "file", errors)
         elif s.record == "kubeconfig":
-            _kubeconfig_file(rows, value, files[value], errors)
+            _kubeconfig_file(rows, s.name, value, files[value], errors)
         elif s.record == "egress-selector":
             _file_rows(rows, comp, value, files[value], "file", errors, plain=True)
     for s in comp.settings:     # config-file keys naming further files (kube-proxy clientConnection.kubeconfig)
         if s.key and s.record == "kubeconfig":
             for r in [r for r in rows.rows if r["setting"] == s.key and r["value"] in files]:
-                _kubeconfig_file(rows, r["value"], files[r["value"]], errors)
+                _kubeconfig_file(rows, s.name, r["value"], files[r["value"]], errors)
     dropin_dir = next((v for f, v in flags if f == "--config-dir"), None)
     if dropin_dir:
         for path in sorted(p for p in files if p.startswith(dropin_dir.rstrip("/") + "/")):
@@ -144,6 +147,31 @@ def _component_rows(host: str, comp: Component, c: dict, release: str, errors: l
             default = s.config_default if config_given else s.default
             rows.add(s.key if (config_given and s.key) or not s.flag else s.flag, default, "default", "default", s.name)
     return rows.rows
+
+
+def certificate_facts(pem: str) -> list[dict]:
+    """SHA-256, subject and issuer (RFC 4514, in both spellings commpath meets) of each PEM certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    from .x509 import name_text
+    out = []
+    for cert in x509.load_pem_x509_certificates(pem.encode()):
+        out.append({"sha256": cert.fingerprint(hashes.SHA256()).hex(),
+                    "subject": sorted({name_text(cert.subject), cert.subject.rfc4514_string()}),
+                    "issuer": sorted({name_text(cert.issuer), cert.issuer.rfc4514_string()})})
+    return out
+
+
+def _certificate_rows(rows: _Rows, name: str, path: str, pem: str, errors: list[str]) -> None:
+    """One row per certificate of a certificate file a setting names (key ``<setting>.certificates[i]``)."""
+    try:
+        facts = certificate_facts(pem)
+    except ValueError as exc:
+        errors.append(f"{rows.host}: {path}: not a PEM certificate: {str(exc).splitlines()[0] if str(exc) else exc}")
+        return
+    for i, fact in enumerate(facts):
+        rows.add("certificate", fact, path, "file", f"{name}.certificates[{i}]")
 
 
 def _file_rows(rows: _Rows, comp: Component, path: str, text: str, rank: str, errors: list[str],
@@ -164,13 +192,14 @@ def _file_rows(rows: _Rows, comp: Component, path: str, text: str, rank: str, er
         rows.add(k, v, path, rank, s.name if s else None)
 
 
-def _kubeconfig_file(rows: _Rows, path: str, text: str, errors: list[str]) -> None:
+def _kubeconfig_file(rows: _Rows, setting: str, path: str, text: str, errors: list[str]) -> None:
+    """The kubeconfig's server rows, keyed by the setting that names the file (``--kubeconfig.clusters[]...``)."""
     doc, why = _yaml(text)
     if why:
         errors.append(f"{rows.host}: {path}: {why}")
         return
     for k, v in _kubeconfig_rows(doc):
-        rows.add(k, v, path, "file")
+        rows.add(k, v, path, "file", f"{setting}.{k}")
 
 
 def config_table(host_configs: list[dict], settings: HostSettings | None = None) -> ConfigFacts:
@@ -205,6 +234,7 @@ def config_table(host_configs: list[dict], settings: HostSettings | None = None)
     winners = set(ordered.groupby(["host", "component", "_pid", "key"], sort=False, dropna=False)["_order"].last())
     df["effective"] = df["_order"].isin(winners)
     df = df.drop(columns=["_rank", "_order"])
+    df["addresses"] = df["host"].map(lambda h: list(addresses.get(h, [])))
     return ConfigFacts(conform(df, CONFIG_COLUMNS), addresses, errors, list(host_configs))
 
 

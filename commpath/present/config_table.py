@@ -34,14 +34,17 @@ def read_host_dirs(folders) -> ConfigFacts:
 
 
 def shown_rows(facts: ConfigFacts, everything: bool = False):
-    """The rows `commpath config` prints: the effective value of each setting of cfg/host_settings.yaml."""
+    """The rows `commpath config` prints: the effective value of each setting of cfg/host_settings.yaml, and
+    the kubeconfigs' servers."""
     import pandas as pd
     df = facts.table
     df = df[df["effective"]]
     if not everything:
         settings = load_settings()
         known = {(c.name, s.name) for c in settings.components.values() for s in c.settings}
-        mask = [(c, k) in known for c, k in zip(df["component"].astype(str), df["key"].astype(str))]
+        # and the server each kubeconfig points the component at
+        mask = [(c, k) in known or k.endswith(".clusters[].cluster.server")
+                for c, k in zip(df["component"].astype(str), df["key"].astype(str))]
         df = df[pd.Series(mask, index=df.index, dtype=bool)]
     return df.sort_values(["host", "component", "key"], kind="stable")
 
