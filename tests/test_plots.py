@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
@@ -46,16 +47,48 @@ def test_check_matrix_cells(analysis):  # noqa: F811
     assert sorted(fails) == sorted(f"FAIL {n}" for n in results.loc[results["status"] == "fail", "findings"])
 
 
-def test_timeline_one_bar_per_connection(analysis):  # noqa: F811
+def test_timeline_bars_cover_every_connection(analysis):  # noqa: F811
+    """The timeline draws aggregated data: per row, the union of its connections' bars (disjoint
+    bars, each connection inside one of them) and the count of every connection beside it."""
+    from commpath.present import _plot_timeline
     fig = analysis.plot_timeline()
     ax = fig.axes[0]
-    bars = sum(len(c.get_paths()) for c in ax.collections)
-    assert bars == len(analysis.flows)
     rows = plots.timeline_rows(analysis)
     shown = [t.get_text() for t in ax.get_yticklabels()]
     assert sorted(shown) == sorted(set(rows["row"]))
     numbers = {t.get_text() for t in ax.texts}
     assert numbers == {str(n) for n in rows.groupby("row").size()}
+    assert len(ax.collections) == len(shown)
+    t0, t1 = _model.capture_window(analysis)
+    origin, scale, _ = _plot_timeline.axis_units(t0, t1)
+    span = max((t1 - t0) / scale, 1e-3)
+    for i, (label, bars) in enumerate(zip(shown, ax.collections)):
+        extents = sorted((p.vertices[:, 0].min(), p.vertices[:, 0].max()) for p in bars.get_paths())
+        assert all(a_end < b_start for (_, a_end), (b_start, _) in zip(extents, extents[1:]))   # disjoint
+        sub = rows[rows["row"] == label]
+        raw = sub["ts_start"].to_numpy(float)
+        aligned = sub["ts_start_aligned"].to_numpy(float) if "ts_start_aligned" in sub else raw
+        start = (np.where(np.isfinite(aligned), aligned, raw) - origin) / scale     # merged runs: one clock
+        end = start + np.maximum((sub["ts_end"].to_numpy(float) - raw) / scale,
+                                 span * _plot_timeline.MIN_WIDTH)
+        lo = np.array([a for a, _ in extents])
+        at = np.searchsorted(lo, start + 1e-9, side="right") - 1
+        assert (at >= 0).all()
+        assert (end <= np.array([b for _, b in extents])[at] + 1e-6 * span).all()
+        assert len(extents) <= len(sub)
+
+
+def test_timeline_aggregates_a_million_connections_into_few_bars():
+    from commpath.present._plot_timeline import start_marks, union_bars
+    rng = np.random.default_rng(7)
+    start = rng.uniform(0, 100, 1_000_000)
+    bar_start, bar_width = union_bars(start, start + 0.4)
+    assert len(bar_start) == 1 and bar_start[0] == start.min()
+    assert bar_start[0] + bar_width[0] == pytest.approx(start.max() + 0.4)
+    marks = start_marks(start, 0.0, 100.0)
+    assert len(marks) <= 2000 and marks.min() == start.min()
+    gaps = union_bars(np.array([0.0, 1.0, 5.0]), np.array([2.0, 3.0, 6.0]))
+    assert gaps[0].tolist() == [0.0, 5.0] and gaps[1].tolist() == [3.0, 1.0]
 
 
 def test_tls_panels_sum_to_tls_flows(analysis):  # noqa: F811

@@ -1,0 +1,32 @@
+"""What every figure of the report shares: fresh axes, the empty-figure note, control-plane roles."""
+
+from __future__ import annotations
+
+from matplotlib.figure import Figure
+
+CONTROL_PLANE_ROLES = ("apiserver", "kube-apiserver", "scheduler", "kube-scheduler", "controller-manager",
+                       "kube-controller-manager", "control-plane", "etcd", "konnectivity-server",
+                       "cloud-controller-manager", "apiserver-service", "kubernetes-service")
+FONT = {"family": "DejaVu Sans"}
+
+
+def _new_axes(ax, size, nrows=1, ncols=1, **kw):
+    """The axes to draw on: the given one, or a fresh figure (not registered with pyplot)."""
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=size, layout="constrained")
+    axes = fig.subplots(nrows, ncols, **kw)
+    return fig, axes
+
+
+def _empty(ax, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#666666", fontsize=11)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for side in ax.spines.values():
+        side.set_visible(False)
+
+
+def _is_control_plane(role: str) -> bool:
+    r = role.lower()
+    return r in CONTROL_PLANE_ROLES or r.startswith(("apiserver", "kube-apiserver", "etcd", "control"))

@@ -1,0 +1,140 @@
+"""The timeline: connections per path (and host) across the capture window.
+
+Drawn from aggregated data, so its cost follows the picture, not the capture: in each row the
+union of the connections' bars (each at least 0.4 % of the window wide, as before) and one start
+mark per 1/``MARK_BINS`` of the window; the number right of each row counts every connection.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from . import _model, palette
+from ._plot_common import _empty, _new_axes
+
+#: start marks per row at most: one per this fraction of the window (finer than a pixel of the report)
+MARK_BINS = 2000
+#: the narrowest bar, as a fraction of the window (a connection of a few milliseconds stays visible)
+MIN_WIDTH = 0.004
+#: flow columns the timeline reads
+COLUMNS = ("capture", "path", "ts_start", "ts_end", "ts_start_aligned")
+
+
+def timeline_rows(analysis, columns=None) -> pd.DataFrame:
+    """Flows with the timeline row they are drawn on: the path, or "host · path" when there are several hosts.
+
+    ``columns``: only these flow columns (and the row's) are kept, not the whole flow table."""
+    flows = _model.frame(analysis, "flows")
+    if columns is not None:
+        flows = flows[[c for c in flows.columns if c in columns]]
+    if not len(flows) or "path" not in flows:
+        return flows.assign(row=pd.Series(dtype=str))
+    hosts = _model.host_of_capture(analysis)
+    cap_codes, caps = pd.factorize(flows["capture"].astype("string").fillna(""))
+    host_of = np.asarray([hosts.get(str(c), str(c)) for c in caps], dtype=object)
+    host = host_of[cap_codes]
+    path_codes, paths = pd.factorize(flows["path"].astype("string").fillna(""))
+    path = np.asarray([str(p) for p in paths], dtype=object)[path_codes]
+    several = len(set(host_of[np.unique(cap_codes)])) > 1
+    if several:         # each label made once per (host, path), then gathered
+        host_codes, host_names = pd.factorize(host_of)
+        pair_codes, pairs = pd.factorize(host_codes[cap_codes] * max(len(paths), 1) + path_codes)
+        labels = np.asarray([f"{host_names[q // max(len(paths), 1)]} · {paths[q % max(len(paths), 1)]}"
+                             for q in pairs], dtype=object)
+        row = labels[pair_codes]
+    else:
+        row = path
+    return flows.assign(row=pd.Series(row, index=flows.index, dtype="str"),
+                        _host=pd.Series(host, index=flows.index, dtype="str"),
+                        _path=pd.Series(path, index=flows.index, dtype="str"))
+
+
+def union_bars(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start, width) of the union of the intervals [start, end]: what bars of one colour cover."""
+    order = np.argsort(start, kind="stable")
+    s, e = start[order], end[order]
+    reach = np.maximum.accumulate(e)
+    first = np.flatnonzero(np.r_[True, s[1:] > reach[:-1]])
+    last = np.r_[first[1:], len(s)] - 1
+    return s[first], reach[last] - s[first]
+
+
+def start_marks(start: np.ndarray, left: float, span: float) -> np.ndarray:
+    """The earliest start in each 1/MARK_BINS of the window (one mark where many would overlap)."""
+    bins = np.floor((start - left) / span * MARK_BINS)
+    order = np.lexsort((start, bins))
+    keep = np.r_[True, bins[order][1:] != bins[order][:-1]]
+    return start[order][keep]
+
+
+def axis_units(t0: float, t1: float) -> tuple[float, float, bool]:
+    """(origin, scale, as_dates): x = (epoch seconds - origin) / scale; captures days apart get a
+    date axis (matplotlib's day numbers) instead of seconds since the first packet."""
+    if (t1 - t0) > 2 * 86400:
+        import matplotlib.dates as mdates
+        return -mdates.date2num(pd.Timestamp(0, unit="s", tz="UTC")) * 86400, 86400.0, True
+    return t0, 1.0, False
+
+
+def timeline(analysis, ax=None) -> Figure:
+    """Connections per path across the capture window (per host when several captures)."""
+    flows = timeline_rows(analysis, COLUMNS)
+    rows = (flows[["row", "_host", "_path"]].drop_duplicates()
+            .assign(_o=lambda d: d["_path"].map(palette.path_sort_key))
+            .sort_values(["_host", "_o"])["row"].tolist()) if len(flows) else []
+    fig, ax = _new_axes(ax, (11, max(2.8, 0.38 * len(rows) + 1.6)))
+    if not len(flows):
+        _empty(ax, "no connections")
+        return fig
+    t0, t1 = _model.capture_window(analysis)
+    if not np.isfinite(t0):
+        t0, t1 = float(flows["ts_start"].min()), float(flows["ts_end"].max())
+    origin, scale, as_dates = axis_units(t0, t1)
+    if as_dates:
+        import matplotlib.dates as mdates
+    span = max((t1 - t0) / scale, 1e-3)
+    left = (t0 - origin) / scale
+    min_w = span * MIN_WIDTH
+    row_codes = pd.Categorical(flows["row"], categories=rows).codes
+    by_row = np.argsort(row_codes, kind="stable")
+    bounds = np.searchsorted(row_codes[by_row], np.arange(len(rows) + 1))
+    raw_all = flows["ts_start"].to_numpy(float)
+    end_all = flows["ts_end"].to_numpy(float)
+    aligned_all = flows["ts_start_aligned"].to_numpy(float) if "ts_start_aligned" in flows else raw_all
+    path_all = flows["_path"].to_numpy(object)
+    for i, name in enumerate(rows):
+        at = by_row[bounds[i]:bounds[i + 1]]
+        color = palette.path_color(path_all[at[0]])
+        raw = raw_all[at]
+        aligned = np.where(np.isfinite(aligned_all[at]), aligned_all[at], raw)   # merged runs: one clock for all hosts
+        start = (aligned - origin) / scale
+        width = np.maximum((end_all[at] - raw) / scale, min_w)
+        width = np.where(np.isfinite(width), width, min_w)
+        seen = np.isfinite(start)
+        start, width = start[seen], width[seen]
+        bar_start, bar_width = union_bars(start, start + width)
+        ax.broken_barh(list(zip(bar_start, bar_width)), (i - 0.32, 0.64), facecolors=color, alpha=0.55,
+                       edgecolor="none")
+        marks = start_marks(start, left, span)
+        ax.plot(marks, np.full(len(marks), i), "|", color=color, ms=11, mew=1.4)
+        ax.text(left + span * 1.01, i, f"{len(at)}", va="center", fontsize=8, color="#424242")
+    ax.set_yticks(range(len(rows)), rows, fontsize=9)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlim(left, left + span * 1.06)
+    if as_dates:
+        ax.xaxis_date()
+        locator = mdates.AutoDateLocator(maxticks=8)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        ax.set_xlabel("time (UTC); number right: connections")
+    else:
+        start_label = pd.to_datetime(t0, unit="s", utc=True).strftime("%Y-%m-%d %H:%M:%S UTC")
+        ax.set_xlabel(f"seconds since capture start ({start_label}); number right: connections")
+    ax.grid(axis="x", color="#EEEEEE")
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.set_title("Connections per path over the capture window", fontsize=12, loc="left")
+    return fig

@@ -1,0 +1,95 @@
+"""TLS per path: negotiated versions, cipher suites and client-certificate states (flow counts)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from . import _model, palette
+from ._plot_common import _empty
+
+def tls_counts(analysis) -> dict[str, pd.DataFrame]:
+    """Flow counts per path of TLS version, cipher and client-certificate status (TLS flows only).
+
+    A missing client certificate counts as ``empty`` / ``inferred-absent`` only on the paths whose
+    policy expects one (``client-cert-missing`` judges them); elsewhere, e.g. pods that authenticate
+    with tokens, it is ``… (not required)`` and drawn neutral."""
+    flows = _model.frame(analysis, "flows")
+    if not len(flows) or "tls_version" not in flows:
+        return {}
+    tls = flows[(flows["app_protocol"].astype(str) == "tls") | flows["tls_version"].notna()]
+    if not len(tls):
+        return {}
+    path = tls["path"].astype(str)
+    expects = set(_model.client_cert_paths(analysis))
+    out = {}
+    for key, col in (("version", "tls_version"), ("cipher", "cipher"), ("client_cert", "client_cert")):
+        values = tls[col].astype("string").fillna("unknown") if col in tls else pd.Series("unknown", index=tls.index)
+        if key == "client_cert":
+            missing = values.isin(["empty", "inferred-absent"]) & ~path.isin(expects)
+            values = values.where(~missing, values + " (not required)")
+        table = pd.crosstab(path, values)
+        table = table.loc[sorted(table.index, key=palette.path_sort_key)]
+        out[key] = table
+    return out
+
+
+def tls_overview(analysis, fail_on: str | None = None) -> Figure:
+    """Three panels, one above the other: TLS versions, cipher suites and client-certificate status
+    per path (flow counts), each with its full legend beside it."""
+    counts = tls_counts(analysis)
+    n_paths = len(counts["version"]) if counts else 1
+    fig = Figure(figsize=(12, 3 * max(1.6, 0.36 * n_paths + 1.0) + 0.6), layout="constrained")
+    axes = fig.subplots(3, 1, sharex=False)
+    if not counts:
+        for ax in axes:
+            _empty(ax, "no TLS connections")
+        return fig
+    version_order = [v for v in palette.TLS_VERSION_COLORS if v in counts["version"].columns]
+    version_order += [v for v in counts["version"].columns if v not in version_order]
+    cipher_cols = list(counts["cipher"].sum().sort_values(ascending=False).index)
+    cipher_colors = _cipher_colors(cipher_cols)
+    cert_order = [c for c in palette.CLIENT_CERT_COLORS if c in counts["client_cert"].columns]
+    cert_order += [c for c in counts["client_cert"].columns if c not in cert_order]
+    panels = (("TLS version", counts["version"][version_order], lambda v: palette.TLS_VERSION_COLORS.get(v, "#BDBDBD")),
+              ("cipher suite", counts["cipher"][cipher_cols], lambda v: cipher_colors[v]),
+              ("client certificate", counts["client_cert"][cert_order], lambda v: palette.CLIENT_CERT_COLORS.get(v, "#BDBDBD")))
+    for ax, (title, table, color_of) in zip(axes, panels):
+        _stacked(ax, table, color_of)
+        ax.set_title(title, fontsize=11, loc="left")
+        ax.set_xlabel("TLS connections", fontsize=9.5)
+        for tick, path in zip(ax.get_yticklabels(), table.index):
+            tick.set_color(palette.path_color(path))
+    fig.suptitle("TLS per path", fontsize=12, x=0.01, ha="left")
+    return fig
+
+
+def _cipher_colors(ciphers: list[str]) -> dict[str, str]:
+    """Cipher suites in blues and greens (no red: a cipher suite is not a failure here)."""
+    from matplotlib import colormaps
+    cmap = colormaps["GnBu"]
+    known = [c for c in ciphers if c != "unknown"]
+    shades = np.linspace(0.9, 0.35, max(len(known), 1))
+    colours = {c: cmap(float(shades[i])) for i, c in enumerate(known)}
+    colours["unknown"] = "#BDBDBD"
+    return colours
+
+
+def _stacked(ax, table: pd.DataFrame, color_of) -> None:
+    y = np.arange(len(table))
+    left = np.zeros(len(table))
+    for col in table.columns:
+        values = table[col].to_numpy(float)
+        ax.barh(y, values, left=left, color=color_of(col), label=str(col), edgecolor="white", height=0.7)
+        left += values
+    ax.set_yticks(y, list(table.index), fontsize=10)
+    ax.set_ylim(len(table) - 0.5, -0.5)
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _short(name: str, limit: int = 34) -> str:
+    name = str(name)
+    return name if len(name) <= limit else name[: limit - 1] + "…"
