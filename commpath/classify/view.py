@@ -139,6 +139,11 @@ class ClusterView:
                                                                       self.ports["etcd_peer_port"]}
 
 
+def _distinct(values: pd.Series) -> set:
+    """``set(values)``, built from the distinct values (a million rows are seldom a million addresses)."""
+    return set(values.unique())
+
+
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -173,11 +178,11 @@ def build_view(flows: pd.DataFrame, feat: pd.DataFrame, inventory: Inventory | N
     if not v.vip_eps and v.apiserver_eps:
         _infer_vip_from_dnat_twins(v, flows, dkey, tcp)
     if not v.etcd_eps:
-        v.etcd_eps = set(dkey[tcp & np.isin(dst_port.to_numpy(), [v.ports["etcd_client_port"], v.ports["etcd_peer_port"]])])
+        v.etcd_eps = _distinct(dkey[tcp & np.isin(dst_port.to_numpy(), [v.ports["etcd_client_port"], v.ports["etcd_peer_port"]])])
         if v.etcd_eps:
             v.inferred.add("etcd_eps")
     if not v.konn_eps:
-        v.konn_eps = set(dkey[tcp & (dst_port.to_numpy() == v.ports["konnectivity_port"])])
+        v.konn_eps = _distinct(dkey[tcp & (dst_port.to_numpy() == v.ports["konnectivity_port"])])
         if v.konn_eps:
             v.inferred.add("konn_eps")
     if not v.cp_addrs:
@@ -223,11 +228,13 @@ def _infer_apiserver(v: ClusterView, flows: pd.DataFrame, feat: pd.DataFrame, dk
     by_port = tcp & (flows["dst_port"].to_numpy() == v.ports["apiserver_port"])
     by_sni = cn_match(APISERVER_SNI, feat["sni"])
     by_cert = cn_match(APISERVER_SAN, feat["server_sans"]) | cn_match(APISERVER_SUBJECT, feat["server_subject"])
-    cand = set(dkey[tcp & (by_port | by_sni | by_cert)]) - v.vip_eps
+    cand = _distinct(dkey[tcp & (by_port | by_sni | by_cert)]) - v.vip_eps
     if not v.vip_eps and len(cand) > 1:
         # a VIP on 443 never initiates anything; the real apiserver host does (etcd, kubelet)
-        sources = set(flows["src_ip"].astype("string"))
-        vips = {e for e in cand if e.endswith("|443") and e.rsplit("|", 1)[0] not in sources}
+        on_443 = [e for e in cand if e.endswith("|443")]
+        src = flows["src_ip"].astype("string")
+        sources = _distinct(src[src.isin([e.rsplit("|", 1)[0] for e in on_443])])   # only the candidates'
+        vips = {e for e in on_443 if e.rsplit("|", 1)[0] not in sources}
         if vips and cand - vips:
             v.vip_eps = vips
             v.inferred.add("vip_eps")
@@ -250,7 +257,7 @@ def _infer_vip_from_dnat_twins(v: ClusterView, flows: pd.DataFrame, dkey: pd.Ser
     other = tcp & ~to_api & (flows["dst_port"].to_numpy() == 443)
     pairs = (pd.DataFrame({"s": skey[other], "t": start[other], "d": dk[other]})
              .merge(pd.DataFrame({"s": skey[to_api], "t_api": start[to_api]}), on="s"))
-    twins = set(pairs.loc[(pairs["t"] - pairs["t_api"]).abs() < 1.0, "d"])
+    twins = _distinct(pairs.loc[(pairs["t"] - pairs["t_api"]).abs() < 1.0, "d"])
     if twins:
         v.vip_eps = twins
         v.inferred.add("vip_eps")
@@ -258,13 +265,13 @@ def _infer_vip_from_dnat_twins(v: ClusterView, flows: pd.DataFrame, dkey: pd.Ser
 
 def _infer_nodes(v: ClusterView, flows: pd.DataFrame, feat: pd.DataFrame, dkey: pd.Series, tcp: np.ndarray) -> None:
     kubelets = tcp & np.isin(flows["dst_port"].to_numpy(), (v.kubelet_port, v.readonly_port))
-    nodes = set(flows["dst_ip"].astype("string")[kubelets])
+    nodes = _distinct(flows["dst_ip"].astype("string")[kubelets])
     node_cert = cn_match(NODE_SUBJECT, feat["client_subject"])
-    nodes |= set(flows["src_ip"].astype("string")[node_cert])
+    nodes |= _distinct(flows["src_ip"].astype("string")[node_cert])
     # Konnectivity agents dial from the nodes' network; overlays are carried between node hosts
-    nodes |= set(flows["src_ip"].astype("string")[np.isin(dkey.to_numpy(str), list(v.konn_eps))].dropna())
+    nodes |= _distinct(flows["src_ip"].astype("string")[np.isin(dkey.to_numpy(str), list(v.konn_eps))].dropna())
     if "tunnel_src" in flows:
-        nodes |= set(flows["tunnel_src"].dropna().astype("string")) | set(flows["tunnel_dst"].dropna().astype("string"))
+        nodes |= _distinct(flows["tunnel_src"].dropna().astype("string")) | _distinct(flows["tunnel_dst"].dropna().astype("string"))
     v.node_addrs = nodes - v.cp_addrs if v.cp_addrs else nodes
     if v.node_addrs:
         v.inferred.add("node_addrs")
@@ -273,7 +280,7 @@ def _infer_nodes(v: ClusterView, flows: pd.DataFrame, feat: pd.DataFrame, dkey: 
 def _infer_pod_networks(v: ClusterView, flows: pd.DataFrame, dkey: pd.Series) -> None:
     """Pods are the clients of the kubernetes service VIP; their cluster network is taken as the /16
     (IPv6: /48) around them, kube's usual cluster CIDR size, narrowed until no host address falls inside."""
-    vip_clients = set(flows["src_ip"].astype("string")[np.isin(dkey.to_numpy(str), list(v.vip_eps))].dropna())
+    vip_clients = _distinct(flows["src_ip"].astype("string")[np.isin(dkey.to_numpy(str), list(v.vip_eps))].dropna())
     hosts = [ipaddress.ip_address(h) for h in (v.cp_addrs | v.node_addrs) if _is_ip(h)]
     nets = set()
     for ip in vip_clients - v.cp_addrs - v.node_addrs:
