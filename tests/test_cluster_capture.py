@@ -90,6 +90,40 @@ def test_the_kubectl_plugin_is_the_cluster_command():
     assert res.returncode == 0 and "usage: commpath cluster capture" in res.stdout
 
 
+def test_a_collected_archive_may_hold_only_its_hosts_files(tmp_path):
+    """The tar stream of a host is extracted as it arrives, and only as regular files in that host's folder."""
+    import io
+
+    from commpath.capture.cluster import _TarPipe
+
+    def archive(*members: tuple[str, bytes]) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+    def collect(data: bytes, node: str = "node1") -> _TarPipe:
+        pipe = _TarPipe(max_buffered=4096)
+        worker = threading.Thread(target=pipe.extract, args=(tmp_path / "out", node))
+        worker.start()
+        for i in range(0, len(data), 1000):          # in pieces, as an exec stream delivers it
+            pipe.write(data[i:i + 1000])
+        pipe.close()
+        worker.join(timeout=60)
+        return pipe
+
+    good = collect(archive(("node1/manifest.json", b"{}"), ("node1/node1.pcapng", b"x" * 50_000)))
+    assert good.error is None and good.names == ["node1/manifest.json", "node1/node1.pcapng"]
+    assert (tmp_path / "out/node1/node1.pcapng").read_bytes() == b"x" * 50_000
+    for hostile in ("../escape", "node2/manifest.json", "node1/sub/deeper"):
+        bad = collect(archive((hostile, b"nope")))
+        assert bad.error and "unexpected entry" in bad.error, hostile
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "out/node2").exists()
+
+
 # ---------------------------------------------------------------------------------------------- the image
 @pytest.fixture(scope="module")
 def agent_image(tmp_path_factory):
@@ -225,6 +259,27 @@ def test_cluster_capture_on_the_real_lab_scored_against_the_audit_log(agent_imag
                 proc.wait(timeout=60)
         left = lab.kubectl("get", "namespaces,daemonsets,configmaps,pods", "-A", "-l",
                            "app.kubernetes.io/part-of=commpath", "-o", "name").stdout.split()
+        # a failure (an image no node has, never pulled) and SIGTERM while capturing: removed all the same
+        bad = subprocess.run(_host.in_netns(cp.ns, [*cmd[:cmd.index("--image") + 1], "commpath.local/absent:1",
+                                                    *cmd[cmd.index("--image") + 2:-2], "--start-timeout", "60",
+                                                    "--out", str(tmp_path / "bad")]),
+                             capture_output=True, text=True, timeout=900, cwd=REPO)
+        bad_left = lab.kubectl("get", "namespaces,daemonsets,configmaps,pods", "-A", "-l",
+                               "app.kubernetes.io/part-of=commpath", "-o", "name").stdout.split()
+        lines2: list[str] = []
+        term = subprocess.Popen(_host.in_netns(cp.ns, [*cmd[:-2], "--out", str(tmp_path / "term")]),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        threading.Thread(target=_lines, args=(term, lines2, seen), daemon=True).start()
+        try:
+            _wait_for(lines2, seen, term, lambda ls: sum("capturing as node" in x for x in ls) == len(nodes), 900)
+            term.send_signal(signal.SIGTERM)
+            term.wait(timeout=600)
+        finally:
+            if term.poll() is None:
+                term.kill()
+                term.wait(timeout=60)
+        term_left = lab.kubectl("get", "namespaces,daemonsets,configmaps,pods", "-A", "-l",
+                                "app.kubernetes.io/part-of=commpath", "-o", "name").stdout.split()
         lab.stop_capture()
         lab.write_metadata(lab_out)
         shutil.copy(lab.state["audit_log"], lab_out / "audit.log")
@@ -236,6 +291,11 @@ def test_cluster_capture_on_the_real_lab_scored_against_the_audit_log(agent_imag
     assert left == [], left
     assert "removed everything it created" in log and "ending the capture now" in log
     assert done["errors"] == [] and truth["errors"] == []
+    assert bad.returncode == 2 and "no agent started" in bad.stderr and "ErrImageNeverPull" in bad.stderr, \
+        bad.stderr[-2000:]
+    assert bad.stderr.strip().splitlines()[-1].startswith("commpath: error:") and "Traceback" not in bad.stderr
+    assert "removed everything it created" in bad.stderr and bad_left == []
+    assert term.returncode == 130 and "removed everything it created" in "".join(lines2) and term_left == []
 
     record = json.loads((run_out / "cluster-capture.json").read_text())
     assert sorted(h["node"] for h in record["hosts"] if h["state"] == "done") == sorted(nodes)

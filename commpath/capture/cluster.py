@@ -448,16 +448,18 @@ class _TarPipe:
     def __init__(self, max_buffered: int = 8 << 20):
         self._chunks: list[bytes] = []
         self._cond = threading.Condition()
-        self._closed = False
+        self._closed = False          # the writer is done
+        self._finished = False        # the reader is done
         self._buffered, self._max = 0, max_buffered
         self.bytes, self.names, self.error = 0, [], None
 
     def write(self, data: bytes) -> int:
-        if self.error:
-            return len(data)          # extraction failed: the rest is read and dropped
         with self._cond:
-            while self._buffered > self._max and not self._closed:
+            while self._buffered > self._max and not self._closed and not self._finished:
                 self._cond.wait(1.0)
+            if self._finished:
+                self.bytes += len(data)
+                return len(data)      # the archive ended (padding follows it) or was refused: dropped
             self._chunks.append(bytes(data))
             self._buffered += len(data)
             self.bytes += len(data)
@@ -495,9 +497,11 @@ class _TarPipe:
                     self.names.append(member.name)
         except (tarfile.TarError, CommpathError, OSError) as exc:
             self.error = f"{type(exc).__name__}: {exc}"
-            with self._cond:              # let the writer finish: drop what still comes
-                self._closed = True
+        finally:
+            with self._cond:              # let the writer finish: what still comes is dropped
+                self._finished = True
                 self._chunks.clear()
+                self._buffered = 0
                 self._cond.notify_all()
 
 
