@@ -94,7 +94,7 @@ def test_a_collected_archive_may_hold_only_its_hosts_files(tmp_path):
     """The tar stream of a host is extracted as it arrives, and only as regular files in that host's folder."""
     import io
 
-    from commpath.capture.cluster import _TarPipe
+    from commpath.capture.cluster_tar import TarPipe
 
     def archive(*members: tuple[str, bytes]) -> bytes:
         buf = io.BytesIO()
@@ -105,8 +105,8 @@ def test_a_collected_archive_may_hold_only_its_hosts_files(tmp_path):
                 tar.addfile(info, io.BytesIO(data))
         return buf.getvalue()
 
-    def collect(data: bytes, node: str = "node1") -> _TarPipe:
-        pipe = _TarPipe(max_buffered=4096)
+    def collect(data: bytes, node: str = "node1") -> TarPipe:
+        pipe = TarPipe(max_buffered=4096)
         worker = threading.Thread(target=pipe.extract, args=(tmp_path / "out", node))
         worker.start()
         for i in range(0, len(data), 1000):          # in pieces, as an exec stream delivers it
