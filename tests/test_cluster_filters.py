@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from pathlib import Path
 
 import pytest
 import yaml
@@ -116,3 +117,30 @@ def test_the_kubelet_port_of_the_inventory_replaces_the_catalogs(pcap):
     expr = default_filter("node", inv, "node1")
     assert _matches(pcap, expr, "10.244.1.9", 40006, "10.98.0.1", 11250)
     assert not _matches(pcap, expr, "10.244.1.9", 40006, "10.98.0.1", 10250)
+
+
+def test_with_konnectivity_the_agents_dials_to_pods_are_kept(pcap):
+    inv = {**INVENTORY, "konnectivity": {"enabled": True, "server": "10.98.0.2:8132"}, "pod_cidrs": ["10.244.0.0/16"]}
+    expr = default_filter("node", inv, "node1")
+    assert _matches(pcap, expr, "10.244.1.1", 40200, "10.244.1.10", 9376)     # the agent dials a pod's port
+    assert _matches(pcap, expr, "10.98.0.1", 40201, "10.98.0.2", 8132)        # the agent to its server
+    assert not _matches(pcap, expr, "10.98.0.1", 40202, "192.0.2.80", 443)
+
+
+RECORDED = sorted(p.parent.name for p in (Path(__file__).resolve().parents[1] / "captures").glob("*/ground-truth.yaml"))
+
+
+@pytest.mark.parametrize("scenario", RECORDED)
+def test_every_connection_of_a_recorded_lab_run_passes_its_filter(pcap, scenario):
+    """Each wire connection the lab's ground truth names (before or after DNAT) passes the default filter that
+    the run's own inventory gives, on a node and on a control-plane host."""
+    folder = Path(__file__).resolve().parents[1] / "captures" / scenario
+    truth = yaml.safe_load((folder / "ground-truth.yaml").read_text())
+    inv = yaml.safe_load((folder / "inventory.yaml").read_text())
+    for role, host in (("node", "node1"), ("control-plane", "cp1")):
+        expr = default_filter(role, inv, host)
+        for c in truth["connections"]:
+            src, sport = c["src"].rsplit(":", 1)
+            ends = [c["dst"]] + ([c["dst_after_nat"]] if c.get("dst_after_nat") else [])
+            assert any(_matches(pcap, expr, src, int(sport), *(lambda d: (d[0], int(d[1])))(e.rsplit(":", 1)))
+                       for e in ends), (role, c)

@@ -100,6 +100,7 @@ def default_filter(role: str, inventory: dict | None = None, host: str | None = 
     inventory names for its ends (the apiserver's whole traffic, as the apiserver proxies to any node,
     pod or service port), else its ports.
 
+    With Konnectivity enabled, the agents on the nodes dial the proxy targets: the pod networks are kept too.
     Without an inventory no address tells the apiserver's outgoing connections apart, and those of
     ``apiserver-proxy`` go to arbitrary pod and node ports: the default then keeps all of TCP rather
     than drop that path. ``role`` and ``host`` do not narrow it (a host sees its own flows only).
@@ -137,9 +138,15 @@ def default_filter(role: str, inventory: dict | None = None, host: str | None = 
     for addr, p in list(pairs):
         if addr in hosts or p in ports:
             del pairs[(addr, p)]
+    nets: dict[str, None] = {}
+    if (inv.get("konnectivity") or {}).get("enabled") is True:
+        # the Konnectivity agents dial the apiserver's proxy and kubelet targets themselves: pods' ports
+        nets.update((str(c), None) for c in inv.get("pod_cidrs") or [])
+        nets.update((str(c), None) for n in inv.get("nodes") or [] for c in n.get("pod_cidrs") or [])
     terms = [f"port {p}" for p in sorted(ports)]
     terms += [f"host {h}" for h in hosts if h]
     terms += [f"(host {a} and port {p})" for a, p in pairs if a]
+    terms += [f"net {n}" for n in nets]
     return "tcp and (" + " or ".join(terms) + ")" if terms else "tcp"
 
 
