@@ -97,14 +97,14 @@ def main() -> int:
                       f"{samples[-1][2]} flows  state {len(w.state.files)} files", flush=True)
         elapsed = time.perf_counter() - start
     q = statistics.quantiles
+    timed = {"decode": decode, "judge": judge, "per_file": step}
     result = {
         "source": str(source), "bytes_per_file": round(statistics.mean(len(b) for _, b in blobs)),
         "files": args.files, "seconds": round(elapsed, 1),
         "rss_mb": [[n, round(r, 1)] for n, r, _, _ in samples],
         "rss_ratio_last_to_second_tenth": round(samples[-1][1] / samples[1][1], 3) if len(samples) > 1 else None,
-        "decode_ms_p50": round(1e3 * statistics.median(decode), 1), "decode_ms_p95": round(1e3 * q(decode, n=20)[18], 1),
-        "judge_ms_p50": round(1e3 * statistics.median(judge), 1), "judge_ms_p95": round(1e3 * q(judge, n=20)[18], 1),
-        "per_file_ms_p50": round(1e3 * statistics.median(step), 1), "per_file_ms_p95": round(1e3 * q(step, n=20)[18], 1),
+        **{f"{name}_ms_p50": round(1e3 * statistics.median(xs), 1) for name, xs in timed.items()},
+        **{f"{name}_ms_p95": round(1e3 * q(xs, n=20)[18], 1) for name, xs in timed.items()},
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "load_avg_1m": open("/proc/loadavg").read().split()[0],
     }

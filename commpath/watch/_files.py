@@ -171,7 +171,8 @@ def agent_stats(roots: list[Path]) -> dict[str, dict]:
     records its engine's counts when it stops); the newest manifest of each host wins."""
     out: dict[str, dict] = {}
     for root in roots:
-        folders = [root.parent] if root.is_file() else [Path(f) for f, _, names in os.walk(root) if "manifest.json" in names]
+        folders = ([root.parent] if root.is_file()
+                   else [Path(f) for f, _, names in os.walk(root) if "manifest.json" in names])
         for folder in folders:
             m = read_manifest(folder)
             if not m or m.get("packets_dropped") is None and m.get("packets_captured") is None:

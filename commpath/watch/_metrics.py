@@ -109,8 +109,10 @@ class WatchCollector:
                                      labels=["check", "severity"])
         conns = GaugeMetricFamily("commpath_finding_connections", "connections the window's findings stand for",
                                   labels=["check", "severity"])
-        for (check, sev), (n, c) in sorted(s.findings.items(), key=lambda kv: (SEVERITIES.index(kv[0][1])
-                                                                              if kv[0][1] in SEVERITIES else 99, kv[0])):
+        def by_severity(item):
+            (check, sev), _ = item
+            return SEVERITIES.index(sev) if sev in SEVERITIES else len(SEVERITIES), check
+        for (check, sev), (n, c) in sorted(s.findings.items(), key=by_severity):
             findings.add_metric([check, sev], n)
             conns.add_metric([check, sev], c)
         yield findings

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
+from .._sources import fact_tables
 from ..check import load_policy
 from ..check.policy import SEVERITY_RANK
 from ..classify import load_inventory
@@ -37,6 +38,7 @@ class Options:
     policy: str = "default"
     ca: str | None = None
     keylog: str | None = None
+    probe: str | None = None
     merge: bool | None = None
     window_seconds: float = 3600.0
     max_flows: int = 200_000
@@ -65,6 +67,7 @@ class Watcher:
                 raise InputError(p, "no such file or folder")
         self.inventory = load_inventory(opts.inventory) if opts.inventory else None
         self.policy = load_policy(opts.policy)
+        self.facts = fact_tables(None, opts.probe, None)
         if opts.ca is None and self.inventory is not None and self.inventory.ca_bundle is not None:
             opts.ca = str(self.inventory.ca_bundle)
         for flag, value in (("--ca", opts.ca), ("--keylog", opts.keylog)):
@@ -170,7 +173,7 @@ class Watcher:
         t0 = time.perf_counter()
         self.window.trim(protect={p.key for p in new})
         analysis, ranges = self.window.judge(self.inventory, self.policy, self.opts.ca, self.opts.keylog,
-                                             self.opts.merge)
+                                             self.opts.merge, self.facts)
         flows = analysis.flows if analysis is not None else None
         for part in new:
             per_path: dict[str, int] = {}
@@ -183,7 +186,7 @@ class Watcher:
         self._unjudged = []
         if self.window.trim():
             analysis, _ = self.window.judge(self.inventory, self.policy, self.opts.ca, self.opts.keylog,
-                                            self.opts.merge)
+                                            self.opts.merge, self.facts)
         self.metrics.judge_seconds.observe(time.perf_counter() - t0)
         self.analysis = analysis
         if analysis is not None:
@@ -203,7 +206,9 @@ class Watcher:
             return
         floor = SEVERITY_RANK[self.opts.alert_at]
         for r in f.to_dict("records"):
-            if SEVERITY_RANK.get(str(r["severity"]), -1) < floor or not self.state.new_fingerprint(str(r["fingerprint"])):
+            if SEVERITY_RANK.get(str(r["severity"]), -1) < floor:
+                continue
+            if not self.state.new_fingerprint(str(r["fingerprint"])):
                 continue
             line = {"time": _now(), "event": "new-finding",
                     **{k: str(r[k]) for k in ("severity", "check", "path", "fingerprint", "message")},

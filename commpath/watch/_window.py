@@ -105,9 +105,10 @@ class Window:
         return (len(self.parts), self.flows) != before
 
     def judge(self, inventory: Inventory | None, policy: Policy, ca: str | None, keylog: str | None,
-              merge: bool | None) -> tuple[Analysis | None, dict[str, tuple[int, int]]]:
+              merge: bool | None, facts: dict | None = None) -> tuple[Analysis | None, dict[str, tuple[int, int]]]:
         """The window's files judged as one run (as ``commpath analyze`` of the same files judges them),
-        and the flow ids each file's flows got (key -> [first, end))."""
+        and the flow ids each file's flows got (key -> [first, end)). ``facts``: the other evidence sources'
+        tables (a probe's), as `analyze --probe` gives them."""
         if not self.parts:
             return None, {}
         analyzer = HandshakeAnalyzer(ca, keylog)
@@ -128,5 +129,5 @@ class Window:
         certs = conform(hs.certs.copy(), CERT_COLUMNS)
         warnings = [f"{r.file}: {w}" for r in captures.itertuples() for w in r.warnings]
         analysis = judge(flow_df, captures, tls, certs, hs.ssh, hs.http, inventory=inventory, policy=policy, ca=ca,
-                         keylog=keylog, merge=merge, warnings=warnings)
+                         keylog=keylog, merge=merge, warnings=warnings, facts=facts)
         return analysis, ranges

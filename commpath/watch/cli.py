@@ -27,6 +27,7 @@ def register(sub, formatter_class=argparse.HelpFormatter) -> None:
     p.add_argument("--policy", metavar="NAME|FILE", default="default", help="policy name or YAML file")
     p.add_argument("--ca", metavar="FILE", help="cluster CA bundle (PEM) (default: the inventory's ca_bundle)")
     p.add_argument("--keylog", metavar="FILE", help="TLS key log (NSS format) for TLS 1.3 certificates")
+    p.add_argument("--probe", metavar="DIR", help="a `commpath probe --out` folder, joined as analyze --probe joins it")
     p.add_argument("--merge", action=argparse.BooleanOptionalAction, default=None,
                    help="one flow per connection seen from several hosts (default: when several hosts)")
     p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
@@ -64,7 +65,7 @@ def main(args) -> int:
         raise CommpathError("--window, --max-flows and --interval must be positive, --settle not negative")
     host, port = _listen(args.listen)
     opts = Options(inputs=[Path(p) for p in args.inputs], out=Path(args.out), inventory=args.inventory,
-                   policy=args.policy, ca=args.ca, keylog=args.keylog, merge=args.merge,
+                   policy=args.policy, ca=args.ca, keylog=args.keylog, probe=args.probe, merge=args.merge,
                    window_seconds=args.window, max_flows=args.max_flows, interval=args.interval,
                    settle=args.settle, state=Path(args.state) if args.state else None, once=args.once,
                    quiet=args.quiet, alert_at=args.alert_at, fail_on=args.fail_on)
