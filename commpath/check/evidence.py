@@ -61,12 +61,13 @@ def fact_tables(**tables) -> dict:
 
 # --- the wire ------------------------------------------------------------------------------------
 
-def wire_entries(said: list[str], capture: np.ndarray, frames: list[list[int]]) -> list[list[dict]]:
-    """The wire's entry of each finding: what was seen, in which capture and frames."""
+def wire_entries(said: list[str], capture, frames: list[list[int]]) -> list[list[dict]]:
+    """The wire's entry of each finding: what was seen, in which capture and frames (one dict per
+    finding, made without per-entry checks: this runs once per finding)."""
     out = []
     for s, c, fr in zip(said, capture, frames):
-        shown = ", ".join(str(x) for x in list(fr)[:8]) + (", ..." if len(fr) > 8 else "")
-        out.append([entry("wire", s, f"{c} frames {shown}" if shown else str(c))])
+        shown = ", ".join(map(str, fr[:8])) + (", ..." if len(fr) > 8 else "")
+        out.append([{"source": "wire", "said": s, "says": s, "where": f"{c} frames {shown}" if shown else str(c)}])
     return out
 
 
