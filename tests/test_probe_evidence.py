@@ -35,9 +35,11 @@ def probe_table() -> pd.DataFrame:
     capture shows; its hostile host name must stay text."""
     return pd.DataFrame([
         _row(host="node1", address=NODE1, self_signed=True, chain_verified=False,
+             leaf_not_before=9.0e8, leaf_not_after=1.0e9,           # expired in 2001: before any capture
              verify_error="self-signed certificate", client_cert_requested=True, client_ca_names=["CN=kubernetes"],
              anonymous_pods_status=200, anonymous_healthz_status=200),
         _row(host="node2", address=NODE2, self_signed=False, chain_verified=True, names_match=True,
+             leaf_not_before=1.0e9, leaf_not_after=4.0e9,           # covers the recording
              client_cert_requested=True, client_ca_names=["CN=kubernetes"],
              versions_accepted=["TLS 1.1", "TLS 1.2", "TLS 1.3"], min_version="TLS 1.1",
              anonymous_pods_status=401, anonymous_healthz_status=401),
@@ -109,6 +111,21 @@ def test_kubelet_anonymous_auth_and_weak_versions_attach_to_the_governed_path(pr
     weak = f[f["check"].astype(str) == "tls-min-version-weak"]
     assert len(weak) == 1 and NODE2 in weak.iloc[0]["message"] and "TLS 1.1" in weak.iloc[0]["message"]
     assert "tls-min-version" in weak.iloc[0]["remediation"]
+
+
+def test_the_probe_settles_the_serving_certificates_validity_not_the_clients(probed):
+    f = probed.findings
+    expired = f[(f["check"].astype(str) == "cert-expired") & (f["path"].astype(str) == "apiserver-to-kubelet")]
+    assert len(expired) == 1 and f"{NODE1}:10250" in expired.iloc[0]["message"]
+    assert "expired on 2001-09-09" in expired.iloc[0]["message"]
+    assert [e["source"] for e in expired.iloc[0]["evidence_sources"]] == ["wire", "probe"]
+    # node2's serving certificate covers the capture; the apiserver's client certificate (TLS 1.3)
+    # is still unseen, so the path says what would show it
+    node2 = probe_table().iloc[1:2].copy()
+    node2["versions_accepted"] = [["TLS 1.2", "TLS 1.3"]]
+    a0 = commpath.open(probed.captures["file"].iloc[0], inventory=str(REC / "inventory.yaml"), probe=node2)
+    row = _path(a0, "apiserver-to-kubelet")
+    assert row["verdict"] == "not-observable" and "a probe sees only the server's" in row["needs"]
 
 
 def test_report_json_markdown_and_html_show_the_sources(probed):

@@ -81,3 +81,7 @@ def test_probe_inside_the_real_cluster_settles_the_kubelet_certificate(tmp_path)
     assert not fired & {"kubelet-anonymous-auth", "kubelet-read-only-port", "tls-min-version-weak"}
     # the apiserver's chain verified: the probe settles node-to-apiserver's certificate as trusted
     assert not [f for f in report["findings"] if f["check"] == "server-cert-untrusted" and f["path"] == "node-to-apiserver"]
+    # pods authenticate with tokens: the probed serving certificate (trusted, valid over the capture) settles
+    # the path; etcd's clients send certificates TLS 1.3 hides, and the path says what would show them
+    assert paths["pod-to-apiserver"]["verdict"] != "not-observable", paths["pod-to-apiserver"]
+    assert paths["etcd"]["verdict"] != "not-observable" or "a probe sees only the server's" in paths["etcd"]["needs"]

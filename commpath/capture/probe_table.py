@@ -29,6 +29,7 @@ PROBE_COLUMNS: dict[str, str] = {
     "leaf_subject": "string",          # its subject, RFC 4514
     "leaf_issuer": "string",           # its issuer, RFC 4514
     "leaf_sans": "object",             # list[str]: DNS names and addresses of its subjectAltName
+    "leaf_not_before": "float64",      # epoch seconds of its notBefore
     "leaf_not_after": "float64",       # epoch seconds of its notAfter
     "self_signed": "boolean",          # the leaf is its own issuer (and signed by its own key)
     "chain_verified": "boolean",       # the served chain verifies against the CA bundle (null: no CA given)

@@ -204,6 +204,7 @@ def leaf_facts(der: bytes) -> dict:
             self_signed = False
     return {"leaf_fingerprint": cert.fingerprint(hashes.SHA256()).hex(), "leaf_subject": cert.subject.rfc4514_string(),
             "leaf_issuer": cert.issuer.rfc4514_string(), "leaf_sans": sans,
+            "leaf_not_before": cert.not_valid_before_utc.timestamp(),
             "leaf_not_after": cert.not_valid_after_utc.timestamp(), "self_signed": self_signed}
 
 

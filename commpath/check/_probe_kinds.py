@@ -7,7 +7,7 @@ import numpy as np
 
 from .evidence import HostHits, certificate_said, entry, no_hits, probe_hits, probe_said, probe_where, target_name
 from .facts import FlowFacts
-from .kinds import TLS_ORDER, VALIDITY_ERRORS, Outcome, kind
+from .kinds import NEEDS, NO_CLIENT_CERT, TLS_ORDER, VALIDITY_ERRORS, Outcome, kind
 
 
 def _probe(f: FlowFacts):
@@ -54,6 +54,45 @@ def settle_serving_cert(f: FlowFacts, out: Outcome) -> Outcome:
     out.sources = np.full(f.n, None, object) if out.sources is None else out.sources
     out.sources[np.flatnonzero(fires)] = [entries[i] for i in r[fires]]
     return out
+
+
+def settle_cert_expiry(f: FlowFacts, out: Outcome) -> Outcome:
+    """Flows whose certificates the wire could not see, judged by the probe of their responder: the
+    serving certificate probed covers the connection's start (valid), or had expired before it
+    (fires: a certificate probed later cannot have been replaced by an older one). A certificate
+    issued after the connection says nothing about it. The client's certificate stays unknown where
+    the client sent one (TLS 1.3 encrypts it; the probe sees only the server's)."""
+    probe = _probe(f)
+    if probe is None or not out.unknown.any() or "leaf_not_after" not in probe:
+        return out
+    rows = f.fact_rows("probe")
+    r = np.maximum(rows, 0)
+    before = probe["leaf_not_before"].to_numpy(float, na_value=np.nan) if "leaf_not_before" in probe else \
+        np.full(len(probe), np.nan)
+    after = probe["leaf_not_after"].to_numpy(float, na_value=np.nan)
+    known = out.unknown & (rows >= 0) & ~np.isnan(after[r]) & ~np.isnan(f.ts)
+    expired = known & (f.ts > after[r])
+    covered = known & ~expired & (before[r] <= f.ts)
+    records = probe.to_dict("records")
+    entries = [[entry("probe", probe_said(x), probe_where(x))] for x in records]
+    client_hidden = ~f.client_cert.isin(NO_CLIENT_CERT)
+    out.fires = out.fires | expired
+    out.detail[expired] = [f"probe: {target_name(records[i])} serves a certificate that expired on "
+                           f"{_day(after[i])}, before this connection" for i in r[expired]]
+    out.sources = np.full(f.n, None, object) if out.sources is None else out.sources
+    out.sources[np.flatnonzero(expired)] = [entries[i] for i in r[expired]]
+    out.wire_said = np.full(f.n, None, object) if out.wire_said is None else out.wire_said
+    out.wire_said[expired] = "certificates not visible (encrypted)"
+    server_settled = covered | expired
+    out.unknown = out.unknown & ~expired & ~(covered & ~client_hidden)
+    still = server_settled & out.unknown          # the server's is settled, the client's is not
+    out.needs[still] = NEEDS["client-cert-expiry"]
+    return out
+
+
+def _day(ts: float) -> str:
+    import datetime as _dt
+    return _dt.datetime.fromtimestamp(float(ts), _dt.timezone.utc).strftime("%Y-%m-%d")
 
 
 def _status_2xx(probe, name: str) -> np.ndarray:

@@ -37,6 +37,8 @@ NEEDS = {
     "ca": "--ca FILE (or ca_bundle in the inventory) with the cluster CA bundle, to verify the serving certificates",
     "certs": ("the certificates: --keylog FILE with the TLS key log, because TLS 1.3 encrypts them, or a probe "
               "of the servers (commpath probe, then --probe DIR)"),
+    "client-cert-expiry": ("the client's certificate, to judge its validity: --keylog FILE, because TLS 1.3 "
+                           "encrypts it (a probe sees only the server's)"),
     "certs-keylog": "the certificates: the session keys of these connections in the key log (it has none for them)",
     "version": "the ServerHello of these connections (not captured)",
     "no-handshake": "the TLS handshake of these connections (they started before the capture, or it was not captured)",
@@ -165,9 +167,15 @@ def server_cert_untrusted(f: FlowFacts, params: dict) -> Outcome:
     return settle_serving_cert(f, out)
 
 
-@kind("cert-expired", needs=("tls", "certs", "keylog"))
+@kind("cert-expired", needs=("tls", "certs", "keylog", "probe"))
 def cert_expired(f: FlowFacts, params: dict) -> Outcome:
-    """A certificate the flow carried was outside its validity at the flow's start."""
+    """A certificate the flow carried was outside its validity at the flow's start; where the wire
+    cannot see the certificates, the probe of the responder settles the serving certificate's."""
+    from ._probe_kinds import settle_cert_expiry
+    return settle_cert_expiry(f, _cert_expired_on_the_wire(f))
+
+
+def _cert_expired_on_the_wire(f: FlowFacts) -> Outcome:
     import pandas as pd
     visible = f.certs_visible()
     out = _outcome(f, unknown=f.is_tls & ~visible)

@@ -141,6 +141,7 @@ NEEDS_TO_CHECKS = {
     "--ca FILE": ("server-cert-untrusted",),
     "TLS 1.3 encrypts them": ("server-cert-untrusted", "cert-expired"),
     "ServerHello": ("tls-version-weak",),
+    "a probe sees only the server's": ("cert-expired",),
     "TLS handshake of these connections": ("client-cert-missing", "server-cert-untrusted", "cert-expired",
                                            "tls-version-weak"),
 }
