@@ -144,3 +144,12 @@ def test_every_connection_of_a_recorded_lab_run_passes_its_filter(pcap, scenario
             ends = [c["dst"]] + ([c["dst_after_nat"]] if c.get("dst_after_nat") else [])
             assert any(_matches(pcap, expr, src, int(sport), *(lambda d: (d[0], int(d[1])))(e.rsplit(":", 1)))
                        for e in ends), (role, c)
+
+
+def test_kubernetes_own_ports_are_kept_on_loopback_too(pcap):
+    """A hand-written inventory names etcd and the apiserver by their advertised addresses; the apiserver
+    still reaches etcd, and kubeadm's components the apiserver, on loopback."""
+    expr = default_filter("control-plane", INVENTORY, "cp1")
+    assert _matches(pcap, expr, "127.0.0.1", 40300, "127.0.0.1", 2379)
+    assert _matches(pcap, expr, "127.0.0.1", 40301, "127.0.0.1", 6443)
+    assert not _matches(pcap, expr, "127.0.0.1", 40302, "127.0.0.1", 443)

@@ -16,6 +16,9 @@ DEFAULT_PORTS = (443, 6443, 10250, 10255, 22, 8132, 2379, 2380)
 #: Catalog roles whose addresses an inventory names (every other role, a node's kubelet, a pod or a
 #: service, is any address: only its port narrows it, and on a node every flow is the node's anyway).
 ADDRESSED_ROLES = ("apiserver", "control-plane", "kubernetes-service", "etcd", "konnectivity-server")
+#: Ports much else uses too: kept only with the addresses the inventory names for a path's ends (the
+#: apiserver's 6443, etcd's, Konnectivity's and the kubelet's are kept wherever they are, e.g. on loopback).
+SHARED_PORTS = (22, 80, 443)
 #: Paths that are not a documented flow: no filter term is made for them.
 UNFILTERED_PATHS = ("unclassified", "other")
 
@@ -133,8 +136,8 @@ def default_filter(role: str, inventory: dict | None = None, host: str | None = 
             for addr, _ in initiators:
                 for p in path_ports:
                     pairs[(addr, p)] = None
-        else:
-            ports.update((p, None) for p in path_ports)
+        # Kubernetes' own ports wherever they are (etcd or the apiserver on loopback); shared ones by address
+        ports.update((p, None) for p in path_ports if not (responders or initiators) or p not in SHARED_PORTS)
     for addr, p in list(pairs):
         if addr in hosts or p in ports:
             del pairs[(addr, p)]
