@@ -231,8 +231,9 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
     ``client`` (a ``distributed.Client``), ``scheduler`` (its address) or ``workers`` (local processes)
     decode the captures on Dask, one task per capture, each writing its tables under ``parts`` (a path
     or fsspec URL; inputs may be URLs too, ``storage_options`` for their filesystem): the same result.
-    ``probe``: a ``commpath probe --out`` folder (or its table); ``host_config``: the hosts' configuration
-    table (``commpath config``). Checks that need them cite them beside the wire (``evidence``).
+    ``probe``: a ``commpath probe --out`` folder (or its table); ``host_config``: host configuration folders
+    (``commpath config``'s HOST_DIRs) or its table; the capture agents' manifests add theirs. Checks that
+    need them cite them beside the wire (``evidence``).
     """
     if not inputs:
         raise InputError("(no input)", "give at least one capture file or folder")
@@ -282,7 +283,7 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
         tls_analyzed = True
 
     from ._sources import fact_tables
-    facts = fact_tables(paths[0] if reloaded else None, probe, host_config)
+    facts = fact_tables(paths[0] if reloaded else None, probe, host_config, captures, inv, warnings.append)
     return judge(flows, captures, tls, certs, ssh, http, inventory=inv, policy=pol, ca=ca, keylog=keylog,
                  merge=merge, reloaded=reloaded, tls_analyzed=tls_analyzed, warnings=warnings, offsets=offsets,
                  requests=requests, facts=facts)

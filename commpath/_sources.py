@@ -7,11 +7,12 @@ from pathlib import Path
 import pandas as pd
 
 from .capture.probe_table import PROBE_PARQUET, conform_probe, read_probe_dir
-from .errors import InputError
+from ._host_config import host_config_table
 
 
-def fact_tables(reloaded: Path | None, probe, host_config) -> dict:
-    """The other sources' tables: given (a folder or a DataFrame), else those an analyze folder kept."""
+def fact_tables(reloaded: Path | None, probe, host_config, captures=None, inventory=None, warn=None) -> dict:
+    """The other sources' tables: given (a folder or a DataFrame), else those an analyze folder kept; the
+    host configuration also from the capture agents' manifests (``captures``)."""
     facts = {}
     if isinstance(probe, pd.DataFrame):
         facts["probe"] = conform_probe(probe)
@@ -19,11 +20,9 @@ def fact_tables(reloaded: Path | None, probe, host_config) -> dict:
         facts["probe"] = read_probe_dir(probe)
     elif reloaded is not None and (reloaded / PROBE_PARQUET).is_file():
         facts["probe"] = read_probe_dir(reloaded)
-    if isinstance(host_config, pd.DataFrame):
-        facts["config"] = host_config
-    elif host_config is not None:
-        raise InputError(str(host_config), "host configuration folders are read by `commpath config`; pass its "
-                                           "table (a DataFrame) as host_config")
+    config = host_config_table(host_config, captures, reloaded, inventory, warn)
+    if config is not None:
+        facts["config"] = config
     return facts
 
 

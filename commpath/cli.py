@@ -89,6 +89,9 @@ def _add_analysis_inputs(p: argparse.ArgumentParser) -> None:
                    help="exit 1 when a finding is at or above this severity")
     p.add_argument("--probe", metavar="DIR",
                    help="the --out folder of commpath probe: its findings settle what the wire cannot show")
+    p.add_argument("--host-config", nargs="+", action="extend", metavar="DIR",
+                   help="host configuration folders (as commpath config reads them); the capture agents' "
+                        "manifests add theirs")
     p.add_argument("--merge", action=argparse.BooleanOptionalAction, default=None,
                    help="one flow per connection seen from several hosts, with clock offsets "
                         "(None: merge when the manifests name more than one host)")

@@ -72,7 +72,8 @@ def test_probe_inside_the_real_cluster_settles_the_kubelet_certificate(tmp_path)
     paths = {p["id"]: p for p in report["paths"]}
     kubelet_path = paths["apiserver-to-kubelet"]
     assert kubelet_path["verdict"] != "not-observable"
-    assert {e["source"] for e in kubelet_path["evidence"]} == {"wire", "probe"}
+    # the capture agents recorded the hosts' configuration too (manifests' host_config)
+    assert {e["source"] for e in kubelet_path["evidence"]} == {"wire", "probe", "config"}
     settled = [f for f in report["findings"] if f["check"] == "server-cert-untrusted" and f["path"] == "apiserver-to-kubelet"]
     assert settled and all([e["source"] for e in f["evidence_sources"]] == ["wire", "probe"] for f in settled)
     assert {f["message"].split("-> ")[1].split(":")[0] for f in settled} <= set(nodes.values())

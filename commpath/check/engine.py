@@ -48,10 +48,11 @@ def _host_findings(check, hits, f: FlowFacts, keys) -> list[dict]:
     and, for a host no such flow showed, on the first of the check's paths the host governs."""
     if not len(hits):
         return []
-    flow_key, want = endpoint_keys(keys.addresses, keys.dst, keys.dst_port, hits.address, hits.port)
-    order = np.argsort(want, kind="stable")
-    at = np.minimum(np.searchsorted(want[order], flow_key), len(want) - 1)
-    hit_of_flow = np.where(want[order][at] == flow_key, order[at], -1)
+    initiator = np.array([s == "initiator" for s in (hits.side or ["responder"] * len(hits))], bool)
+    hit_of_flow = _match(keys.addresses, keys.dst, keys.dst_port, hits, ~initiator)
+    # a setting of the connecting side: the flows its host opened, whatever their ports
+    by_src = _match(keys.addresses, keys.src, np.zeros(len(keys.src), np.int64), hits, initiator, any_port=True)
+    hit_of_flow = np.where(hit_of_flow >= 0, hit_of_flow, by_src)
     detail = np.array(hits.detail, object)
     sources = np.empty(len(hits), object)
     sources[:] = [list(e) for e in hits.evidence]
@@ -63,10 +64,28 @@ def _host_findings(check, hits, f: FlowFacts, keys) -> list[dict]:
             seen[h] = True
             out.append(aggregate(check, p, rows, detail[h], keys, f.handshake_frames, np.full(len(rows), None, object),
                                  sources[h]))
+    # hits of one group (one host's addresses) need one finding: none more once one of them was seen
+    done = {hits.group[i] for i in np.flatnonzero(seen)} if hits.group else set()
     for i in np.flatnonzero(~seen):
+        if hits.group:
+            if hits.group[i] in done:
+                continue
+            done.add(hits.group[i])
         governed = [p for p in TARGET_PATHS.get(hits.target[i], ()) if p in check.paths] or list(check.paths[:1])
         out.append(orphan_finding(check, governed[0], hits, np.array([i])))
     return out
+
+
+def _match(addresses, codes, ports, hits, use: np.ndarray, any_port: bool = False) -> np.ndarray:
+    """Per flow, the index of the hit among those at ``use`` whose address (and port) the flow's end has; -1."""
+    idx = np.flatnonzero(use)
+    if not len(idx):
+        return np.full(len(codes), -1, np.int64)
+    wanted_port = [0 if any_port else hits.port[i] for i in idx]
+    flow_key, want = endpoint_keys(addresses, codes, ports, [hits.address[i] for i in idx], wanted_port)
+    order = np.argsort(want, kind="stable")
+    at = np.minimum(np.searchsorted(want[order], flow_key), len(want) - 1)
+    return np.where(want[order][at] == flow_key, idx[order[at]], -1)
 
 
 def _finding_table(findings: list[dict]):

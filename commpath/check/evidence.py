@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..capture.probe_table import PROBE_COLUMNS
+from ..decode.hostconfig import CONFIG_COLUMNS
 
 #: where evidence comes from
 SOURCES = ("wire", "probe", "config", "decrypted")
@@ -26,6 +27,7 @@ SOURCES = ("wire", "probe", "config", "decrypted")
 #: fact tables the check layer takes beside the flows, each declared once (column -> dtype)
 FACT_TABLES: dict[str, dict[str, str]] = {
     "probe": PROBE_COLUMNS,
+    "config": CONFIG_COLUMNS,
 }
 
 #: the paths a probed target governs: a kubelet's serving certificate is what apiserver-to-kubelet
@@ -186,6 +188,11 @@ class HostHits:
     port: list[int]
     detail: list[str]
     evidence: list[list[dict]]
+    #: per hit, "responder" (the default: flows answered by address:port) or "initiator" (flows the
+    #: host at address opened, whatever their ports: a setting of the connecting side)
+    side: list[str] | None = None
+    #: per hit, a group name (the host): hits of one group make one finding where no flow showed any of them
+    group: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.address)

@@ -262,5 +262,6 @@ def run_test(test, f: FlowFacts, params: dict) -> Outcome:
 
 
 from . import _probe_kinds  # noqa: E402,F401  (registers the probe's tests)
+from . import _config_kinds, _config_sources  # noqa: E402,F401  (registers the host configuration's tests)
 
 __all__ = ["INPUTS", "NEEDS", "Outcome", "TESTS", "TLS_ORDER", "kind", "run_test"]

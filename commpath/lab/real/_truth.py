@@ -177,6 +177,9 @@ def expected_findings(connections: list[dict]) -> list[dict]:
                     "why": "a kubelet authenticated with its bootstrap token, not a client certificate (audit: "
                            "system:bootstrap:*, no X509SHA256 credential id)"})
     if any(c["path"] == "apiserver-to-kubelet" for c in connections):
+        out.append({"check": "kubelet-serving-cert-unverified", "path": "apiserver-to-kubelet", "when": "always",
+                    "why": "the lab's kube-apiserver runs without --kubelet-certificate-authority (kubeadm's default), "
+                           "as the capture agents record it from /proc"})
         out.append({"check": "cert-not-observable", "path": "apiserver-to-kubelet", "when": "without-keylog",
                     "why": "TLS 1.3 hides the kubelet's self-signed serving certificate (not verified: no "
                            "--kubelet-certificate-authority)"})

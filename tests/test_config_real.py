@@ -1,0 +1,104 @@
+"""Host configuration of the real-cluster lab: the capture agents read the real components' command lines and files
+from /proc, analyze joins them with the wire and a real probe; kubeadm's defaults fire what they should and
+nothing else, and a planted --kubelet-certificate-authority disagrees with the kubelets' real certificates."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import commpath
+from test_real_lab import _leftovers, needs_real_lab
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_CHECKS = {"kubelet-serving-cert-unverified", "kubelet-cert-rotation-off", "konnectivity-not-enforced",
+                 "kubelet-ca-conflict", "kubelet-anonymous-auth", "tls-min-version-weak"}
+
+
+def _cite_config(report: dict) -> set[tuple[str, str]]:
+    return {(f["check"], f["path"]) for f in report["findings"]
+            if any(e["source"] == "config" for e in f.get("evidence_sources", []))}
+
+
+@needs_real_lab
+@pytest.mark.netns
+@pytest.mark.timeout(3600)
+def test_real_cluster_host_config_from_proc_joined_with_wire_and_probe(tmp_path):
+    from commpath.lab.real._exercise import Exerciser
+    from commpath.lab.real.cluster import RealLab
+
+    name = f"rc{secrets.token_hex(3)}"
+    rec, probe_dir = tmp_path / "rec", tmp_path / "probe"
+    lab = RealLab(name)
+    try:
+        lab.up("default", capture_out=rec)
+        done = Exerciser(lab).run()
+        token = lab.state.get("bootstrap_token_id")
+        ca_path = str(lab.ca)
+        ca_pem = lab.ca.read_text()
+        lab.stop_capture()          # the agents record the components' configuration as they stop
+        lab.write_metadata(rec)
+        cp = lab.topo.control_plane
+        probe = subprocess.run(["ip", "netns", "exec", cp.ns, sys.executable, "-m", "commpath", "probe",
+                                "--inventory", str(rec / "inventory.yaml"), "--out", str(probe_dir), "--timeout", "10"],
+                               capture_output=True, text=True, timeout=900, cwd=REPO,
+                               env=dict(os.environ, PYTHONPATH=str(REPO)))
+        nodes = {n.name: n.ip for n in lab.topo.nodes}
+    finally:
+        lab.down()
+    assert _leftovers(name) == []
+    assert done["errors"] == [], done["errors"]
+    assert probe.returncode == 0, probe.stderr[-3000:]
+
+    # the manifests: each host's own components, read from /proc of the real processes, secrets redacted
+    manifests = {h: json.loads((rec / h / "manifest.json").read_text()) for h in ("cp1", *nodes)}
+    names = {h: sorted(c["name"] for c in m["host_config"]["components"]) for h, m in manifests.items()}
+    assert names == {"cp1": ["etcd", "kube-apiserver"], "node1": ["kube-proxy", "kubelet"],
+                     "node2": ["kube-proxy", "kubelet"]}, names
+    kubelet1 = next(c for c in manifests["node1"]["host_config"]["components"] if c["name"] == "kubelet")
+    assert any(p.endswith("node1/kubelet.yaml") for p in kubelet1["files"])
+    bootstrap = [t for p, t in kubelet1["files"].items() if p.endswith("bootstrap.kubeconfig")]
+    assert bootstrap and "token: <redacted>" in bootstrap[0]
+    text = json.dumps(manifests)
+    assert token and f"{token}." not in text and "PRIVATE KEY" not in text
+    shown = subprocess.run([sys.executable, "-m", "commpath", "config", str(rec / "cp1"), str(rec / "node1")],
+                           capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    rows = [line.split() for line in shown.stdout.splitlines()]
+    assert ["cp1", "kube-apiserver", "--kubelet-certificate-authority", "(unset)", "default"] in rows
+    assert ["node1", "kubelet", "rotateCertificates", "true"] in [r[:4] for r in rows]
+
+    # kubeadm's defaults: the apiserver does not verify the kubelets' certificates; nothing else fires
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "commpath", "analyze", str(rec), "--inventory",
+                          str(rec / "inventory.yaml"), "--probe", str(probe_dir), "--out", str(out), "-q"],
+                         capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert res.returncode in (0, 1, 3), res.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert _cite_config(report) == {("kubelet-serving-cert-unverified", "apiserver-to-kubelet")}
+    unverified = [f for f in report["findings"] if f["check"] == "kubelet-serving-cert-unverified"]
+    assert {f["message"].split("-> ")[1].split(":")[0] for f in unverified} == set(nodes.values())
+    assert not {f["check"] for f in report["findings"]} & (CONFIG_CHECKS - {"kubelet-serving-cert-unverified"})
+    kubelet_path = {p["id"]: p for p in report["paths"]}["apiserver-to-kubelet"]
+    assert {"wire", "probe", "config"} <= {e["source"] for e in kubelet_path["evidence"]}
+
+    # the sources disagree: cp1 as if it trusted the cluster CA for kubelets, the probe saw self-signed ones
+    cp1 = tmp_path / "cp1-with-ca" / "cp1"
+    cp1.mkdir(parents=True)
+    hc = manifests["cp1"]["host_config"]
+    api = next(c for c in hc["components"] if c["name"] == "kube-apiserver")
+    api["cmdline"].append(f"--kubelet-certificate-authority={ca_path}")
+    api["files"][ca_path] = ca_pem
+    (cp1 / "host_config.json").write_text(json.dumps({**hc, "addresses": [cp.ip]}))
+    a = commpath.open(out, inventory=rec / "inventory.yaml", probe=probe_dir, host_config=[cp1])
+    conflict = a.findings[a.findings["check"] == "kubelet-ca-conflict"]
+    assert {str(m).split("-> ")[1].split(":")[0] for m in conflict["message"]} == set(nodes.values())
+    for sources in conflict["evidence_sources"]:
+        assert {e["source"] for e in sources} >= {"config", "probe"}
+    assert not (a.findings["check"] == "kubelet-serving-cert-unverified").any()
