@@ -92,6 +92,21 @@ def _status(address: str, port: int, path: str, timeout: float, tls: bool) -> in
         conn.close()
 
 
+#: how a server may turn down an offer it does not take, besides a TLS alert
+_REFUSALS = ("reset", "closed", "version", "protocol")
+
+
+def _accepted(t: Target, ctx, s: Settings) -> bool:
+    """One handshake of the sweep: completed, or turned down (an alert, a reset, a close); a target
+    that hangs stops the sweep."""
+    try:
+        return handshake(t.address, t.port, ctx, s.timeout).ok
+    except TargetError as exc:
+        if any(word in str(exc) for word in _REFUSALS):
+            return False
+        raise
+
+
 def _tls_facts(t: Target, row: dict, budget: Tally, s: Settings) -> None:
     """Handshake, chain, CertificateRequest and the version/cipher sweep of one TLS target."""
     budget.take()
@@ -118,13 +133,7 @@ def _tls_facts(t: Target, row: dict, budget: Tally, s: Settings) -> None:
         except (ValueError, OSError):
             continue        # this OpenSSL cannot offer the version: untested, not refused
         budget.take()
-        try:
-            (accepted if handshake(t.address, t.port, ctx, s.timeout).ok else refused).append(name)
-        except TargetError as exc:
-            if "version" in str(exc) or "protocol" in str(exc):
-                refused.append(name)
-            else:
-                raise
+        (accepted if _accepted(t, ctx, s) else refused).append(name)
     row.update(versions_accepted=accepted, versions_refused=refused, min_version=accepted[0] if accepted else None)
     weak = []
     if "TLS 1.2" in accepted:
@@ -134,7 +143,7 @@ def _tls_facts(t: Target, row: dict, budget: Tally, s: Settings) -> None:
             except Exception:   # ssl.SSLError: this OpenSSL has no such suite: untested
                 continue
             budget.take()
-            if handshake(t.address, t.port, ctx, s.timeout).ok:
+            if _accepted(t, ctx, s):
                 weak.append(suite)
     row["weak_ciphers_accepted"] = weak
 
