@@ -62,8 +62,7 @@ def _host_findings(check, hits, f: FlowFacts, keys) -> list[dict]:
         if len(rows):
             h = hit_of_flow[rows]
             seen[h] = True
-            out.append(aggregate(check, p, rows, detail[h], keys, f.handshake_frames, np.full(len(rows), None, object),
-                                 sources[h]))
+            out.append(aggregate(check, p, rows, detail[h], keys, f.handshake_frames, _flow_said(f, rows), sources[h]))
     # hits of one group (one host's addresses) need one finding: none more once one of them was seen
     done = {hits.group[i] for i in np.flatnonzero(seen)} if hits.group else set()
     for i in np.flatnonzero(~seen):
@@ -74,6 +73,15 @@ def _host_findings(check, hits, f: FlowFacts, keys) -> list[dict]:
         governed = [p for p in TARGET_PATHS.get(hits.target[i], ()) if p in check.paths] or list(check.paths[:1])
         out.append(orphan_finding(check, governed[0], hits, np.array([i])))
     return out
+
+
+def _flow_said(f: FlowFacts, rows: np.ndarray) -> np.ndarray:
+    """What the wire showed of each flow a host-level finding lands on: its TLS version, whether its
+    certificates were visible."""
+    versions, visibility = f.version.text("")[rows], f.visibility.text("")[rows]
+    return np.array([(f"{v} connection" if v else "connection without a TLS handshake seen")
+                     + (", certificates not visible (encrypted)" if s == "not-visible" else "")
+                     for v, s in zip(versions, visibility)], object)
 
 
 def _match(addresses, codes, ports, hits, use: np.ndarray, any_port: bool = False) -> np.ndarray:
