@@ -88,7 +88,7 @@ def main(args) -> int:
 
     def show(row: dict) -> None:
         if not args.quiet:
-            print(f"  {row['target']}: {probe_said({k: v for k, v in row.items()})}", file=sys.stderr)
+            print(f"  {row['target']}: {probe_said(row)}", file=sys.stderr)
     table, used = run_probe(targets, settings, max_connections=args.max_connections, parallel=args.parallel,
                             on_row=show)
     meta = {"schema": "commpath.probe/v1", "active": True,
