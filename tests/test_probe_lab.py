@@ -97,3 +97,16 @@ def test_hardened_scenario_ca_issued_kubelets_tls13_only_no_read_only_port(tmp_p
     assert pd.isna(konn["error"]) and konn["chain_verified"] == True  # noqa: E712
     fired = {c for c, _ in _checks_fired(probe)}
     assert not fired & {"kubelet-read-only-port", "tls-min-version-weak"}
+
+
+@pytest.mark.netns
+@needs_root
+def test_broken_scenario_node2_serves_an_expired_certificate(tmp_path):
+    probe, _, left = _probe_scenario("broken", tmp_path)
+    assert left == []
+    by = probe.set_index(["target", "address"])
+    node1, node2 = by.loc[("kubelet", NODES[0])], by.loc[("kubelet", NODES[1])]
+    assert node1["chain_verified"] == True and pd.isna(node1["verify_error"])  # noqa: E712
+    assert node2["chain_verified"] == False and node2["verify_error"].startswith("certificate expired")  # noqa: E712
+    assert node2["leaf_not_after"] < node2["probed_at"]
+    assert list(node2["versions_accepted"]) == ["TLS 1.2"]
