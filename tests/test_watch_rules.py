@@ -18,7 +18,8 @@ FILES = sorted(BROKEN.rglob("*.pcap"))
 
 
 def _watcher(folder: Path, out: Path, **kw) -> Watcher:
-    opts = Options(inputs=[folder], out=out, inventory=str(BROKEN / "inventory.yaml"), settle=0.0, quiet=True, **kw)
+    opts = Options(inputs=[folder], out=out, inventory=str(BROKEN / "inventory.yaml"), quiet=True,
+                   **{"settle": 0.0, **kw})
     return Watcher(opts, log=io.StringIO(), err=io.StringIO())
 
 
@@ -66,3 +67,16 @@ def test_window_bounds_and_every_file_counted(tmp_path):
     assert counted == len(a.flows)       # files the window dropped were judged (and counted) before they went
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert len(report["flows"]) == w.window.flows and len(report["captures"]) == len(w.window)
+
+
+def test_restart_before_files_settle_counts_nothing_twice(tmp_path):
+    """A restarted watch that has not yet seen the files settle still knows them (and restores its window)."""
+    folder = tmp_path / "collected"
+    folder.mkdir()
+    for f in FILES[:3]:
+        shutil.copyfile(f, folder / f"{f.parent.name}-{f.name}")
+    assert _watcher(folder, tmp_path / "out").step() == 3
+    slow = _watcher(folder, tmp_path / "out", settle=3600.0)
+    assert slow.restore() == 3 and slow.step() == 0
+    again = _watcher(folder, tmp_path / "out")
+    assert again.step() == 0 and again.state.files_total == {"analysed": 3}

@@ -95,6 +95,7 @@ class Scanner:
         self.roots, self.settle = roots, settle
         self._first_seen: dict[str, tuple[int, int, float]] = {}   # path -> (size, mtime_ns, since)
         self._keys: dict[tuple[str, int, int, int], str] = {}     # (path, inode, size, mtime_ns) -> key
+        self.present: dict[str, Candidate] = {}                    # every file of the last scan, by key
 
     def folders(self):
         for root in self.roots:
@@ -106,9 +107,11 @@ class Scanner:
                 yield Path(folder), sorted(n for n in names if _is_capture(n))
 
     def closed(self, final: bool = False) -> list[Candidate]:
-        """The closed files, oldest first (``final``: the collection is complete, settle time waived)."""
+        """The closed files, oldest first (``final``: the collection is complete, settle time waived).
+        ``present`` is then every capture file found, closed or not, by identity key."""
         now = time.monotonic()
         found: list[tuple[int, str, Candidate]] = []
+        present: dict[str, Candidate] = {}
         alive_paths = set()
         for folder, names in self.folders():
             entries = {}
@@ -119,27 +122,28 @@ class Scanner:
                     continue
             if not entries:
                 continue
+            alive_paths.update(str(folder / n) for n in entries)
             manifest = read_manifest(folder)
             if manifest is not None and manifest.get("status") not in AGENT_DONE:
                 writing = _open_by_rotation(entries)
-                ready = [n for n in entries if n not in writing]
+                ready = {n for n in entries if n not in writing}
             elif manifest is not None or final or self.settle <= 0:
-                ready = list(entries)
+                ready = set(entries)
             else:
-                ready = [n for n in entries if self._settled(str(folder / n), entries[n], now)]
-            for name in ready:
-                st = entries[name]
+                ready = {n for n in entries if self._settled(str(folder / n), entries[n], now)}
+            for name, st in entries.items():
                 path = folder / name
-                alive_paths.add(str(path))
                 try:
-                    key = self._key(path, st)
+                    c = Candidate(path, self._key(path, st), st.st_size, st.st_mtime_ns)
                 except OSError:
                     continue
-                found.append((st.st_mtime_ns, str(path), Candidate(path, key, st.st_size, st.st_mtime_ns)))
-            alive_paths.update(str(folder / n) for n in entries)
+                present[c.key] = c
+                if name in ready:
+                    found.append((st.st_mtime_ns, str(path), c))
         # forget what vanished (ring files deleted), so days of rotation keep these maps small
         self._first_seen = {p: v for p, v in self._first_seen.items() if p in alive_paths}
         self._keys = {k: v for k, v in self._keys.items() if k[0] in alive_paths}
+        self.present = present
         return [c for _, _, c in sorted(found, key=lambda t: (t[0], t[1]))]
 
     def _settled(self, path: str, st: os.stat_result, now: float) -> bool:

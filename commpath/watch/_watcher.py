@@ -97,7 +97,8 @@ class Watcher:
         wanted = {entry["key"] for entry in self.state.window}
         if not wanted:
             return 0
-        found = {c.key: c for c in self.scanner.closed(final=self.opts.once) if c.key in wanted}
+        self.scanner.closed(final=self.opts.once)
+        found = self.scanner.present       # counted when closed: the same content is still whole
         restored = 0
         for entry in self.state.window:
             c = found.get(entry["key"])
@@ -126,7 +127,7 @@ class Watcher:
             if self.state.seen(c.key):
                 continue
             taken += self._take(c)
-        self.state.forget_absent({c.key for c in closed})
+        self.state.forget_absent(set(self.scanner.present))
         if self._unjudged:
             self._judge(self._unjudged)
         self.metrics.collector.update(drops=agent_stats(self.opts.inputs))
