@@ -314,13 +314,14 @@ def judge(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame, certs:
         from ._requests import read_requests
         requests, _ = read_requests(classified, tls, keylog, warnings, http)
     facts = {k: v for k, v in (facts or {}).items() if v is not None}
+    judged_with = {**facts, "requests": requests} if requests is not None else facts
     findings, path_table = evaluate(classified, tls, certs, pol, inv, tls_known=tls_analyzed,
-                                    keylog_given=keylog is not None, facts=facts)
+                                    keylog_given=keylog is not None, facts=judged_with)
     cov = coverage(path_table, classified, captures, inventory_given=inv is not None, ca_given=ca is not None,
                    keylog_given=keylog is not None, tls_analyzed=tls_analyzed,
                    inventory=inv.to_dict() if inv is not None else None)
     path_table = note_unseen(path_table, cov)
-    decrypted = ["decrypted"] if requests is not None and len(requests) else []
+    decrypted = ["decrypted"] if requests is not None and requests["encrypted"].astype(bool).any() else []
     cov["sources"] = ["wire", *facts, *decrypted]       # the evidence sources this run judged with
     return Analysis(flows=_join_tls(classified, tls), tls=tls, certs=certs, ssh=ssh, http=http,
                     findings=findings, paths=path_table, captures=captures, inventory=inv, policy=pol,

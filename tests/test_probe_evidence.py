@@ -71,8 +71,9 @@ def test_without_a_probe_the_kubelet_certificate_is_not_observable_and_says_whic
     row = _path(a, "apiserver-to-kubelet")
     assert row["verdict"] == "not-observable"
     assert "commpath probe" in row["needs"] and "--keylog" in row["needs"]
-    assert [e["source"] for e in row["evidence"]] == ["wire"]
+    assert [e["source"] for e in row["evidence"]] == ["wire", "decrypted"]
     assert "certificates not visible" in row["evidence"][0]["said"]
+    assert row["evidence"][1]["said"].startswith("not decrypted")      # no key log: what one would show
     assert not a.findings["check"].astype(str).isin(["kubelet-anonymous-auth", "tls-min-version-weak"]).any()
     # a check that reads only the probe is not shown as passing a run that had none
     cells = _model.check_results(a)

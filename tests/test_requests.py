@@ -440,3 +440,22 @@ def test_hostile_request_text_is_escaped_in_html_and_markdown():
     md = build_markdown(b)
     line = next(l for l in md.splitlines() if "alert(1)" in l)
     assert "<script>" not in md and "\\|" in line and line.count(" | ") == 9
+
+
+def test_paths_evidence_in_report_json_carries_the_decrypted_source(tmp_path):
+    """The path's evidence joins the wire and the decrypted requests (report.json, `source: decrypted`)."""
+    if shutil.which("tshark") is None:
+        pytest.skip("needs tshark")
+    import json
+    run = CAPTURES / "default"
+    out = tmp_path / "out"
+    cli_main(["analyze", str(run), "--inventory", str(run / "inventory.yaml"), "--keylog", str(run / "keylog.txt"),
+              "--out", str(out), "-q"])
+    report = json.loads((out / "report.json").read_text())
+    paths = {p["id"]: p for p in report["paths"]}
+    kubelet = [e for e in paths["apiserver-to-kubelet"]["evidence"] if e["source"] == "decrypted"]
+    assert len(kubelet) == 1 and "containerLogs" in kubelet[0]["said"] and "frames" in kubelet[0]["where"]
+    sources = [e["source"] for e in paths["apiserver-proxy"]["evidence"]]
+    assert sources[0] == "wire" and "decrypted" in sources
+    assert any("plain HTTP" in e["said"] for e in paths["apiserver-proxy"]["evidence"] if e["source"] == "wire")
+    assert "decrypted" in report.get("coverage", {}).get("sources", ["decrypted"])

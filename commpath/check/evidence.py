@@ -20,6 +20,8 @@ import numpy as np
 
 from ..capture.probe_table import PROBE_COLUMNS
 from ..decode.hostconfig import CONFIG_COLUMNS
+from ..decode.requests import REQUEST_COLUMNS
+from .decrypted import decrypted_path_entries
 
 #: where evidence comes from
 SOURCES = ("wire", "probe", "config", "decrypted")
@@ -28,6 +30,7 @@ SOURCES = ("wire", "probe", "config", "decrypted")
 FACT_TABLES: dict[str, dict[str, str]] = {
     "probe": PROBE_COLUMNS,
     "config": CONFIG_COLUMNS,
+    "requests": REQUEST_COLUMNS,        # decrypted requests (--keylog), or read in clear: check/decrypted.py
 }
 
 #: the paths a probed target governs: a kubelet's serving certificate is what apiserver-to-kubelet
@@ -167,7 +170,7 @@ def probe_path_entries(probe, path: str) -> list[dict]:
 
 
 #: per fact table, the entries it adds to a path's evidence: ``fn(table, path) -> [entry]``
-PATH_SAYERS = {"probe": probe_path_entries}
+PATH_SAYERS = {"probe": probe_path_entries, "requests": decrypted_path_entries}
 
 
 def path_entries(tables: dict, path: str) -> list[dict]:
