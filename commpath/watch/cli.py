@@ -18,7 +18,7 @@ def register(sub, formatter_class=argparse.HelpFormatter) -> None:
     """Add the `watch` command to the `commpath` subcommands (``formatter_class``: the other commands' one)."""
     text = "analyse ring files as they close; serve Prometheus metrics and a rolling report.json"
     p = sub.add_parser("watch", help=text, description=text + (
-        ". Runs beside the capture agent (its --out folder) or on a folder that collected files arrive in; "
+        ".\nRuns beside the capture agent (its --out folder) or on a folder that collected files arrive in;\n"
         "a file is taken once, when closed, and a restart does not count it again."),
         formatter_class=formatter_class)
     p.add_argument("inputs", nargs="+", metavar="DIR", help="agent output folder(s) or folder(s) of arriving captures")
