@@ -248,8 +248,10 @@ def test_collect_reads_a_real_etcd_in_its_network_namespace(tmp_path):
     try:
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, timeout=20)
         with open(log, "wb") as fh:
-            proc = subprocess.Popen(["ip", "netns", "exec", ns, "etcd", "--config-file", str(conf)],
-                                    stdout=fh, stderr=subprocess.STDOUT)
+            # with --config-file etcd ignores its other flags and ETCD_* variables: recorded, not effective
+            proc = subprocess.Popen(["ip", "netns", "exec", ns, "etcd", "--config-file", str(conf), "--auto-tls"],
+                                    stdout=fh, stderr=subprocess.STDOUT,
+                                    env=dict(os.environ, ETCD_PEER_AUTO_TLS="true", ETCD_INITIAL_CLUSTER_TOKEN="s3cr3t"))
         _procs.wait_for(log, "ready to serve client requests", proc.pid, 120, "etcd")
         script = ("import json; from commpath.capture import hostconfig; "
                   "print(json.dumps(hostconfig.collect(host='h')))")
@@ -258,11 +260,14 @@ def test_collect_reads_a_real_etcd_in_its_network_namespace(tmp_path):
         hc = json.loads(inside.stdout)
         etcd = [c for c in hc["components"] if c["name"] == "etcd"]
         assert len(etcd) == 1, hc
-        assert etcd[0]["cmdline"][1:] == ["--config-file", str(conf)]
+        assert etcd[0]["cmdline"][1:] == ["--config-file", str(conf), "--auto-tls"]
+        assert etcd[0]["environ"] == {"ETCD_PEER_AUTO_TLS": "true", "ETCD_INITIAL_CLUSTER_TOKEN": "<redacted>"}
         assert "listen-client-urls: http://127.0.0.1:23790" in etcd[0]["files"][str(conf)]
         facts = config_table([hc])
         auth = _value(facts, "etcd", "client-transport-security.client-cert-auth")
         assert auth["value"] == "false" and auth["source"] == str(conf)
+        for key in ("client-transport-security.auto-tls", "peer-transport-security.auto-tls"):
+            assert (_value(facts, "etcd", key)["value"], _value(facts, "etcd", key)["source"]) == ("false", "default")
         outside = hostconfig.collect(host="here")
         assert not [c for c in outside["components"] if c["name"] == "etcd" and str(conf) in json.dumps(c)]
         # the capture agent records the same into its manifest, which `commpath config` reads back
@@ -273,7 +278,7 @@ def test_collect_reads_a_real_etcd_in_its_network_namespace(tmp_path):
         assert res.returncode == 0, res.stderr[-2000:]
         manifest = json.loads((cap / "manifest.json").read_text())
         assert [c["cmdline"] for c in manifest["host_config"]["components"] if c["name"] == "etcd"] == [
-            ["etcd", "--config-file", str(conf)]]
+            ["etcd", "--config-file", str(conf), "--auto-tls"]]
         shown = cli("config", str(cap))
         assert shown.returncode == 0, shown.stderr
         assert any(line.split()[:4] == ["cp1", "etcd", "client-transport-security.client-cert-auth", "false"]
@@ -287,3 +292,40 @@ def test_collect_reads_a_real_etcd_in_its_network_namespace(tmp_path):
                 proc.kill()
                 proc.wait(timeout=30)
         subprocess.run(["ip", "netns", "del", ns], timeout=20)
+
+
+def test_kubelet_dropins_override_the_config_file_in_lexical_order(tmp_path):
+    folder = _host_folder(tmp_path)
+    dropins = folder / "root/etc/kubernetes/kubelet.conf.d"
+    (dropins / "sub").mkdir(parents=True)
+    (dropins / "10-ro.conf").write_text("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"
+                                        "readOnlyPort: 10255\n")
+    (dropins / "sub" / "20-ro.conf").write_text("readOnlyPort: 0\nserverTLSBootstrap: true\n")
+    (dropins / "99-ignored.yaml").write_text("readOnlyPort: 1\n")          # only .conf files are drop-ins
+    (folder / "cmdline" / "kubelet").write_text("kubelet --config=/var/lib/kubelet/config.yaml "
+                                                "--config-dir=/etc/kubernetes/kubelet.conf.d\n")
+    hc = hostconfig.from_folder(folder)
+    assert sorted(p for p in hc["components"][0]["files"] if "conf.d" in p) == [
+        "/etc/kubernetes/kubelet.conf.d/10-ro.conf", "/etc/kubernetes/kubelet.conf.d/sub/20-ro.conf"]
+    facts = config_table([hc])
+    ro = _value(facts, "kubelet", "readOnlyPort")
+    assert (ro["value"], ro["source"]) == ("0", "/etc/kubernetes/kubelet.conf.d/sub/20-ro.conf")
+    assert _value(facts, "kubelet", "serverTLSBootstrap")["value"] == "true"
+
+
+def test_etcd_environment_variables_set_flags_below_the_command_line(tmp_path):
+    d = tmp_path / "cp1"
+    (d / "cmdline").mkdir(parents=True)
+    (d / "environ").mkdir()
+    (d / "cmdline" / "etcd").write_text("/usr/bin/etcd --client-cert-auth=false\n")
+    # as /proc/PID/environ holds them: NUL-separated, other variables beside
+    (d / "environ" / "etcd").write_bytes(b"PATH=/usr/bin\0ETCD_CLIENT_CERT_AUTH=true\0ETCD_AUTO_TLS=true\0"
+                                         b"ETCD_INITIAL_CLUSTER_TOKEN=s3cr3t\0HOME=/root\0")
+    hc = hostconfig.from_folder(d)
+    env = hc["components"][0]["environ"]
+    assert env == {"ETCD_CLIENT_CERT_AUTH": "true", "ETCD_AUTO_TLS": "true", "ETCD_INITIAL_CLUSTER_TOKEN": "<redacted>"}
+    facts = config_table([hc])
+    auth = _value(facts, "etcd", "client-transport-security.client-cert-auth")
+    assert (auth["setting"], auth["value"], auth["source"]) == ("--client-cert-auth", "false", "cmdline")
+    tls = _value(facts, "etcd", "client-transport-security.auto-tls")
+    assert (tls["setting"], tls["value"], tls["source"]) == ("ETCD_AUTO_TLS", "true", "environ")

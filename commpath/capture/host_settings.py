@@ -13,7 +13,7 @@ from ..errors import InputError
 
 SETTINGS_FILE = "commpath/cfg/host_settings.yaml"
 RECORD_KINDS = ("config", "kubeconfig", "certificates", "egress-selector", "dropin-dir")
-_COMPONENT_KEYS = {"executables", "config_flag", "documents", "settings"}
+_COMPONENT_KEYS = {"executables", "config_flag", "documents", "settings", "environ_prefix", "config_file_wins"}
 _SETTING_KEYS = {"flag", "key", "default", "config_default", "record", "paths"}
 
 
@@ -42,6 +42,16 @@ class Component:
     config_flag: str | None
     documents: tuple[str, ...]
     settings: tuple[Setting, ...]
+    #: environment variables that set flags (etcd: ETCD_CLIENT_CERT_AUTH is --client-cert-auth)
+    environ_prefix: str | None = None
+    #: with its config file given, the component ignores its other flags and variables (etcd)
+    config_file_wins: bool = False
+
+    def flag_of_variable(self, name: str) -> str | None:
+        """``ETCD_CLIENT_CERT_AUTH`` -> ``--client-cert-auth`` (None for another variable)."""
+        if not self.environ_prefix or not name.startswith(self.environ_prefix) or name == self.environ_prefix:
+            return None
+        return "--" + name[len(self.environ_prefix):].lower().replace("_", "-")
 
     def by_flag(self, flag: str) -> Setting | None:
         return next((s for s in self.settings if s.flag == flag), None)
@@ -106,8 +116,12 @@ def load() -> HostSettings:
         if not isinstance(raw, dict) or set(raw) - _COMPONENT_KEYS or not raw.get("executables"):
             raise _fail(key, f"a mapping of {sorted(_COMPONENT_KEYS)} with executables")
         settings = tuple(_setting(f"{key}.settings[{i}]", s) for i, s in enumerate(raw.get("settings") or []))
+        prefix = raw.get("environ_prefix")
+        if prefix is not None and not (isinstance(prefix, str) and prefix.isupper() and prefix.endswith("_")):
+            raise _fail(f"{key}.environ_prefix", f"{prefix!r} is not an upper-case variable prefix ending in _")
         components[name] = Component(name, tuple(raw["executables"]), raw.get("config_flag"),
-                                     tuple(raw.get("documents") or ()), settings)
+                                     tuple(raw.get("documents") or ()), settings, prefix,
+                                     bool(raw.get("config_file_wins", False)))
     return HostSettings(str(data.get("defaults_release", "")), components)
 
 

@@ -137,15 +137,40 @@ class _Recorder:
         for kind, path in _config_paths(text, self.comp):
             self.file(kind, path)
 
-    def record(self, pid: int | None, argv: list[str], args: list[str]) -> dict:
-        for flag, value in parse_flags(args, boolean_flags(self.comp)):
+    def record(self, pid: int | None, argv: list[str], args: list[str], environ: dict[str, str] | None = None) -> dict:
+        """The component's entry; ``environ``: its variables that set flags (etcd's ETCD_*), values redacted."""
+        env = {k: v for k, v in (environ or {}).items() if self.comp.flag_of_variable(k)}
+        flags = [(self.comp.flag_of_variable(k), v) for k, v in env.items()]
+        for flag, value in flags + parse_flags(args, boolean_flags(self.comp)):
             s = self.comp.by_flag(flag)
             if s and s.record and value:
                 text = self.file(s.record, value)
                 if text is not None and s.record == "config":
                     self.follow(text)
-        return {"name": self.comp.name, "pid": pid, "cmdline": _redact.cmdline(argv), "files": self.files,
-                "errors": self.errors}
+        entry = {"name": self.comp.name, "pid": pid, "cmdline": _redact.cmdline(argv), "files": self.files,
+                 "errors": self.errors}
+        if env:
+            entry["environ"] = redact_environ(env)
+        return entry
+
+
+def redact_environ(env: dict[str, str]) -> dict[str, str]:
+    """Variables as flags are redacted: ``ETCD_X=v`` as ``--x=v`` would be."""
+    return {k: v.split("=", 1)[1] for k, v in zip(env, _redact.cmdline([f"--{k}={v}" for k, v in env.items()]))
+            } if env else {}
+
+
+def _environ(path: Path, prefix: str | None) -> dict[str, str]:
+    """The variables of /proc/PID/environ (or a saved copy: NUL- or line-separated) that start with ``prefix``."""
+    if not prefix:
+        return {}
+    text, _ = _read(path, nul_separated=True)
+    out = {}
+    for item in (text or "").replace("\n", "\0").split("\0"):
+        name, sep, value = item.strip().partition("=")
+        if sep and name.startswith(prefix):
+            out[name] = value
+    return out
 
 
 def _netns(pid: str) -> str | None:
@@ -177,7 +202,8 @@ def collect(proc: str | Path = "/proc", same_netns: bool = True, host: str | Non
         if mine is not None and _netns(pid) != mine:
             continue
         rec = _Recorder(settings, name, _Root(proc / pid / "root", proc / pid / "cwd"))
-        components.append(rec.record(int(pid), argv, args))
+        environ = _environ(proc / pid / "environ", settings.components[name].environ_prefix)
+        components.append(rec.record(int(pid), argv, args, environ))
     return {"schema": SCHEMA, "host": host, "source": "proc", "collected_at": _now(),
             "components": components, "errors": errors}
 
@@ -282,7 +308,9 @@ def _from_json(path: Path, folder: Path) -> dict:
                            # redacted again: a hand-made file may hold what the agent would have removed
                            "cmdline": _redact.cmdline([str(a) for a in c.get("cmdline") or []]),
                            "files": {str(k): _redact.text(str(v)) for k, v in files.items()} if isinstance(files, dict) else {},
-                           "errors": _errors(c.get("errors"))})
+                           "errors": _errors(c.get("errors")),
+                           **({"environ": redact_environ({str(k): str(v) for k, v in c["environ"].items()})}
+                              if isinstance(c.get("environ"), dict) and c["environ"] else {})})
     return {"schema": SCHEMA, "host": doc.get("host") or folder.name, "source": "folder",
             "collected_at": doc.get("collected_at"), "addresses": list(doc.get("addresses") or []),
             "components": components, "errors": _errors(doc.get("errors"))}
@@ -338,7 +366,8 @@ def from_folder(folder: str | Path) -> dict:
         if name is None:                    # named by its file, e.g. cmdline/kubelet holding "/opt/bin/kubelet-1.36 ..."
             name, args = hint, argv[1:]
         rec = _Recorder(settings, name, root)
-        comp = rec.record(None, argv, args)
+        environ = _environ(folder / "environ" / name, settings.components[name].environ_prefix)
+        comp = rec.record(None, argv, args, environ)
         comp["errors"] = [{**e, "file": str(root.resolve(e["file"]))} for e in comp["errors"]]
         components.append(comp)
     addresses = []

@@ -25,7 +25,7 @@ CONFIG_COLUMNS: dict[str, str] = {
     "setting": "string",         # flag (--anonymous-auth) or config key (authentication.anonymous.enabled) as documented
     "key": "string",             # the setting's one name across sources: its config key where it has one, else its flag
     "value": "string",           # as set (secrets redacted), or the default; null when unset and without default
-    "source": "string",          # cmdline | the file's path | default
+    "source": "string",          # cmdline | environ (etcd's ETCD_* variables) | the file's path | default
     "is_default": "bool",        # nothing set it: the documented default (or unset) applies
     "effective": "bool",         # the value the component uses (a flag overrides its config file)
     "defaults_from": "string",   # for defaults: the release and documents the default is taken from
@@ -34,7 +34,7 @@ CONFIG_COLUMNS: dict[str, str] = {
 
 #: the most rows one configuration file may give (a YAML alias bomb stops here)
 MAX_KEYS_PER_FILE = 5000
-_RANK = {"default": 0, "file": 1, "dropin": 2, "cmdline": 3}
+_RANK = {"default": 0, "file": 1, "dropin": 2, "environ": 3, "cmdline": 4}
 
 
 @dataclass
@@ -118,10 +118,16 @@ def _component_rows(host: str, comp: Component, c: dict, release: str, errors: l
     files: dict[str, str] = c.get("files") or {}
     argv = [str(a) for a in c.get("cmdline") or []]
     flags = parse_flags(argv[2:] if argv and argv[0].endswith("hyperkube") else argv[1:], boolean_flags(comp))
-    config_given = False
-    for flag, value in flags:
+    env = c.get("environ") if isinstance(c.get("environ"), dict) else {}
+    env_flags = [(comp.flag_of_variable(str(k)), str(k), v) for k, v in env.items() if comp.flag_of_variable(str(k))]
+    for flag, name, value in env_flags:       # etcd's ETCD_* variables: the flag they stand for, below the flags
         s = comp.by_flag(flag)
-        rows.add(flag, value, "cmdline", "cmdline", s.name if s else None)
+        rows.add(name, value, "environ", "environ", s.name if s else flag)
+    config_given = False
+    for origin, flag, value in [("environ", f, v) for f, _, v in env_flags] + [("cmdline", f, v) for f, v in flags]:
+        s = comp.by_flag(flag)
+        if origin == "cmdline":
+            rows.add(flag, value, "cmdline", "cmdline", s.name if s else None)
         if s is None or not s.record or value not in files:
             continue
         if s.record == "certificates":
@@ -141,7 +147,11 @@ def _component_rows(host: str, comp: Component, c: dict, release: str, errors: l
     if dropin_dir:
         for path in sorted(p for p in files if p.startswith(dropin_dir.rstrip("/") + "/")):
             _file_rows(rows, comp, path, files[path], "dropin", errors)
-    set_keys = {r["key"] for r in rows.rows}
+    if comp.config_file_wins and config_given:       # etcd --config-file: its other flags and variables are ignored
+        for r in rows.rows:
+            if r["_rank"] in (_RANK["environ"], _RANK["cmdline"]) and r["setting"] != comp.config_flag:
+                r["_rank"] = -1
+    set_keys = {r["key"] for r in rows.rows if r["_rank"] >= 0}
     for s in comp.settings:
         if s.name not in set_keys:
             default = s.config_default if config_given else s.default
