@@ -197,7 +197,8 @@ def mark_unseen(analysis, unseen: list[str]) -> None:
             if hasattr(paths[col], "cat") and value not in paths[col].cat.categories:
                 paths[col] = paths[col].cat.add_categories([value])
             paths.loc[rows, col] = value
-    analysis.coverage["unseen_paths"] = list(unseen)
+    known = list(analysis.coverage.get("unseen_paths") or [])     # the ones the recorded filters drop
+    analysis.coverage["unseen_paths"] = known + [p for p in unseen if p not in known]
 
 
 def kubectl_plugin() -> None:

@@ -302,7 +302,7 @@ def test_cluster_capture_on_the_real_lab_scored_against_the_audit_log(agent_imag
     assert record["control_plane_captured"] is False
     assert record["unseen_paths"] == ["control-plane-to-apiserver", "etcd"]
     report = json.loads((run_out / "analysis" / "report.json").read_text())
-    assert report["coverage"]["unseen_paths"] == ["control-plane-to-apiserver", "etcd"]
+    assert {"control-plane-to-apiserver", "etcd"} <= set(report["coverage"]["unseen_paths"])
     verdicts = {p["id"]: p["verdict"] for p in report["paths"]}
     assert verdicts["etcd"] == "not-observable" and verdicts["control-plane-to-apiserver"] == "not-observable"
 
