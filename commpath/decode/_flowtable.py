@@ -97,7 +97,7 @@ class FlowTable:
                         if arena.can_grow():
                             arena.grow()
                         else:       # at the memory budget: the least recently active flows go first
-                            harvest(arena.idle_victims(self.fi, self.ft[:, TS1], self.n))
+                            harvest(arena.idle_victims(self.ft[:, TS1]))
 
 
 @cache

@@ -826,11 +826,14 @@ i64 cp_flow_update(void **cols, const int32_t *wirelen, const int32_t *caplen, c
                     slot = a.free[counts[3]];
                     r[SLOT0 + d] = slot;
                     i64 *meta = a.meta + slot * N_META;
+                    /* the previous owner set coverage bits below its highest end only (a new slot's
+                     * meta and bits are zero): clearing those keeps a large limit cheap per connection */
+                    i64 used = meta[A_MAXEND] < a.width ? meta[A_MAXEND] : a.width;
+                    memset(a.cov + slot * a.cov_width, 0, (size_t)((used + 7) >> 3));
                     meta[A_CONTIG] = 0;   /* contiguous bytes from offset 0 */
                     meta[A_MAXEND] = 0;   /* highest byte end seen */
                     meta[A_MARKS] = 0;    /* frame marks used */
                     meta[A_OWNER] = f;
-                    memset(a.cov + slot * a.cov_width, 0, (size_t)a.cov_width);
                 }
                 if (take > 0) {
                     store(buf, h.pl_off[i], rel, take, frame0 + i, slot, &a);
