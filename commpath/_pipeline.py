@@ -14,6 +14,7 @@ from .check.policy import SEVERITIES, SEVERITY_RANK, Policy
 from .check.tables import PATH_VERDICTS
 from .classify import CLASSIFY_COLUMNS, Inventory, classify_with_view, load_inventory
 from .decode.engine import read
+from .decode.limits import ANALYSIS_PAYLOAD_LIMIT
 from .decode.handshakes import HandshakeAnalyzer
 from .decode.schema import (CAPTURE_COLUMNS, CAPTURE_TIME_COLUMNS, CLIENT_CERT_STATES, FLOW_TIME_COLUMNS, CERT_COLUMNS, FLOW_COLUMNS, HTTP_COLUMNS, MERGED_FLOW_COLUMNS,
                             OFFSET_COLUMNS, SSH_COLUMNS, TLS_COLUMNS, TLS_EXTRA, conform, empty_frame)
@@ -220,7 +221,8 @@ def _join_tls(flows: pd.DataFrame, tls: pd.DataFrame) -> pd.DataFrame:
 
 def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progress=False,  # noqa: A001
          merge: bool | None = None, client=None, workers: int | None = None, scheduler: str | None = None,
-         parts: str | None = None, storage_options: dict | None = None, probe=None, host_config=None) -> Analysis:
+         parts: str | None = None, storage_options: dict | None = None, probe=None, host_config=None,
+         payload_limit: int = ANALYSIS_PAYLOAD_LIMIT) -> Analysis:
     """Read captures (files, folders, or an ``analyze`` output folder), classify every flow into its
     documented path, and judge the paths against ``policy``.
 
@@ -234,6 +236,8 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
     ``probe``: a ``commpath probe --out`` folder (or its table); ``host_config``: host configuration folders
     (``commpath config``'s HOST_DIRs) or its table; the capture agents' manifests add theirs. Checks that
     need them cite them beside the wire (``evidence``).
+    ``payload_limit``: bytes of each direction of each connection the handshake parsers see (a handshake
+    cut by it is marked partial, with the reason).
     """
     if not inputs:
         raise InputError("(no input)", "give at least one capture file or folder")
@@ -266,14 +270,15 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
     elif _on_dask(inputs, client, workers, scheduler):
         from .distributed import decode_run
         run = decode_run(inputs, ca, keylog, client=client, workers=workers, scheduler=scheduler, parts=parts,
-                         storage_options=storage_options, progress=progress)
+                         storage_options=storage_options, progress=progress, payload_limit=payload_limit)
         flows, captures, tls, certs, ssh, http = run.flows, run.captures, run.tls, run.certs, run.ssh, run.http
         warnings.extend(run.warnings)
         tls_analyzed = True
     else:
         # handshakes are parsed as each connection's streams are harvested: memory stays bounded
         analyzer = HandshakeAnalyzer(ca, keylog)
-        capture = read(*paths, progress=_progress(progress), keep_streams=False, on_streams=analyzer)
+        capture = read(*paths, progress=_progress(progress), keep_streams=False, on_streams=analyzer,
+                       payload_limit=payload_limit)
         flows, captures = capture.flows, capture.captures
         warnings.extend(capture.warnings)
         hs = analyzer.result()
@@ -475,7 +480,7 @@ def analyze_main(args) -> int:
     analysis = open(*args.inputs, inventory=args.inventory, policy=args.policy, ca=args.ca,
                     keylog=args.keylog, progress=not quiet, merge=getattr(args, "merge", None),
                     probe=getattr(args, "probe", None), host_config=getattr(args, "host_config", None),
-                    **_dask_options(args, args.out))
+                    payload_limit=getattr(args, "payload_limit", ANALYSIS_PAYLOAD_LIMIT), **_dask_options(args, args.out))
     _write_outputs_to(analysis, args.out)
     fail_on = getattr(args, "fail_on", "high") or "high"
     if not quiet:
@@ -498,7 +503,7 @@ def report_main(args) -> int:
     analysis = open(*args.inputs, inventory=args.inventory, policy=args.policy, ca=args.ca,
                     keylog=args.keylog, progress=not quiet, merge=getattr(args, "merge", None),
                     probe=getattr(args, "probe", None), host_config=getattr(args, "host_config", None),
-                    **_dask_options(args, None))
+                    payload_limit=getattr(args, "payload_limit", ANALYSIS_PAYLOAD_LIMIT), **_dask_options(args, None))
     notes = apply_suppressions(analysis, getattr(args, "suppress", None))
     written = write_reports(analysis, args.output, list(args.format or []), args.fail_on)
     if not quiet:

@@ -9,6 +9,7 @@ import sys
 
 from . import cluster_cli
 from ._version import __version__
+from .decode.limits import ANALYSIS_PAYLOAD_LIMIT, PAYLOAD_LIMIT, parse_payload_limit
 from .errors import CommpathError
 from .present import config_table
 from .watch.cli import register as register_watch
@@ -95,6 +96,20 @@ def _add_analysis_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--merge", action=argparse.BooleanOptionalAction, default=None,
                    help="one flow per connection seen from several hosts, with clock offsets "
                         "(None: merge when the manifests name more than one host)")
+    _add_payload_limit(p, ANALYSIS_PAYLOAD_LIMIT)
+
+
+def _payload_limit(text: str) -> int:
+    try:
+        return parse_payload_limit(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_payload_limit(p: argparse.ArgumentParser, default: int) -> None:
+    p.add_argument("--payload-limit", type=_payload_limit, default=default, metavar="BYTES",
+                   help="bytes of each direction of each TCP connection the handshake parsers read (K or M "
+                        "suffix: 64K, 1M; at most 1M); a handshake longer than this is marked partial with the reason")
 
 
 def _sub(sub, name: str, text: str) -> argparse.ArgumentParser:
@@ -159,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="capture file or folder of captures")
     p.add_argument("--limit", type=int, default=0, help="rows to print (0: all)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    _add_payload_limit(p, PAYLOAD_LIMIT)
 
     p = _sub(sub, "lab", "the emulated cluster in network namespaces (root)")
     p.add_argument("action", choices=["up", "exercise", "capture", "down", "run"],

@@ -19,6 +19,7 @@ from ._flow_columns import INIT_CATEGORIES, TUNNEL_CATEGORIES, UDP_PORT_PROTOCOL
 from ._packets import LINKTYPES, ST_FRAGMENT, ST_MALFORMED, ST_UNSUPPORTED_LINK, parse
 from ._pcapfile import CHUNK, ReadState, iter_records
 from ._reassembly import StreamArena
+from .limits import MAX_PAYLOAD_LIMIT, MIN_PAYLOAD_LIMIT, PAYLOAD_LIMIT, check_payload_limit
 from .schema import CAPTURE_COLUMNS, FLOW_COLUMNS, conform, empty_frame
 from .streams import FlowStreams
 
@@ -26,13 +27,12 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "CAPTURE_SUFFIXES", "HARVEST_BATCH", "INIT_CATEGORIES", "KEPT_STREAMS_BUDGET", "PAYLOAD_LIMIT", "STREAM_BUDGET",
+    "CAPTURE_SUFFIXES", "HARVEST_BATCH", "INIT_CATEGORIES", "KEPT_STREAMS_BUDGET", "MAX_PAYLOAD_LIMIT",
+    "MIN_PAYLOAD_LIMIT", "PAYLOAD_LIMIT", "STREAM_BUDGET",
     "TUNNEL_CATEGORIES", "UDP_PORT_PROTOCOLS", "UDP_TIMEOUT", "Capture", "FlowStreams", "Progress", "StreamSink",
-    "collector_paused", "read", "read_columns",
+    "check_payload_limit", "collector_paused", "read", "read_columns",
 ]
 
-#: Bytes kept from the start of each direction of each TCP connection.
-PAYLOAD_LIMIT = 16384
 #: Memory for stream payload of connections still open (least recently active go first).
 STREAM_BUDGET = 48 * 1024 * 1024
 #: Completed connections wait in the arena until this many can be harvested at once (fewer, larger
@@ -125,6 +125,7 @@ def read_columns(inputs, payload_limit: int = PAYLOAD_LIMIT, udp_timeout: float 
               kept_streams_budget: int = KEPT_STREAMS_BUDGET) -> tuple[list[dict], list[dict], dict]:
     """What :func:`read` reads, before pandas: flow columns (numpy) per file, capture rows, kept streams
     (`commpath flows` prints these without ever importing pandas)."""
+    payload_limit = check_payload_limit(payload_limit)
     files = list(_expand(inputs))
     budget = KeepBudget(kept_streams_budget) if keep_streams else None
     flows, captures, streams, errors = [], [], {}, []

@@ -215,7 +215,7 @@ def _window_note(stream: Stream) -> str:
     """Why a message is incomplete, when the per-direction capture window (read's payload_limit) cut it."""
     if stream.limited:
         return f" (cut by the capture window: only the first {len(stream.data)} bytes of each direction are " \
-               f"kept; read(payload_limit=...) keeps more)"
+               f"kept; --payload-limit or read(payload_limit=...) keeps more)"
     return ""
 
 

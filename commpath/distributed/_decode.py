@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ..decode.engine import read
+from ..decode.limits import ANALYSIS_PAYLOAD_LIMIT
 from ..decode.schema import CERT_COLUMNS, TLS_COLUMNS, conform, empty_frame
 from ..errors import InputError
 from ._files import Source, local_copy
@@ -30,7 +31,7 @@ def _analyzer(ca_pem: bytes | None, keylog: bytes | None, folder: str):
 
 
 def decode_capture(index: int, source: Source, parts: str | None, ca_pem: bytes | None = None, keylog: bytes | None = None,
-                   storage_options: dict | None = None) -> dict:
+                   storage_options: dict | None = None, payload_limit: int = ANALYSIS_PAYLOAD_LIMIT) -> dict:
     """Decode capture ``index`` (``source``), write its flows/tls/certs/ssh/http under ``parts`` (when
     given) and return its summary: the capture row, its flow count, the worker's costs, and the
     tables themselves under ``"tables"``. Flow ids count from 0 in this capture; the run adds the
@@ -43,7 +44,7 @@ def decode_capture(index: int, source: Source, parts: str | None, ca_pem: bytes 
         try:
             with local_copy(source.name, storage_options, folder=tmp) as local:
                 analyzer = _analyzer(ca_pem, keylog, tmp)
-                capture = read(local, keep_streams=False, on_streams=analyzer)
+                capture = read(local, keep_streams=False, on_streams=analyzer, payload_limit=payload_limit)
                 handshakes = analyzer.unresolved()   # resolved over the whole run by the driver
         except InputError as exc:
             reason = exc.reason

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..decode.limits import ANALYSIS_PAYLOAD_LIMIT
 from ..decode.schema import (CAPTURE_COLUMNS, CERT_COLUMNS, FLOW_COLUMNS, HTTP_COLUMNS, SSH_COLUMNS, TLS_COLUMNS, conform,
                              empty_frame)
 from ..errors import CommpathError, InputError
@@ -38,7 +39,7 @@ class Decoded:
 
 def decode_run(inputs, ca=None, keylog=None, *, client=None, workers: int | None = None, scheduler: str | None = None,
                parts: str | None = None, storage_options: dict | None = None, progress: bool = False,
-               strict: bool = False, processes: bool = True) -> Decoded:
+               strict: bool = False, processes: bool = True, payload_limit: int = ANALYSIS_PAYLOAD_LIMIT) -> Decoded:
     """Decode every capture of ``inputs`` (paths or fsspec URLs) as one Dask task each.
 
     Each task returns its capture's tables and a summary, and writes the tables under ``parts``
@@ -52,7 +53,7 @@ def decode_run(inputs, ca=None, keylog=None, *, client=None, workers: int | None
     if parts is not None:
         clear_parts(parts, storage_options)
     with connect(client, workers, scheduler, processes=processes, announce=progress) as c:
-        summaries = _run_tasks(c, sources, parts, ca_pem, keylog_bytes, storage_options, progress)
+        summaries = _run_tasks(c, sources, parts, ca_pem, keylog_bytes, storage_options, progress, payload_limit)
     failed = [s for s in summaries if s["error"]]
     if failed and (strict or len(failed) == len(summaries)):
         raise InputError(failed[0]["name"], failed[0]["error"])
@@ -69,7 +70,8 @@ def _read_small(path, option: str) -> bytes | None:
         raise InputError(path, f"cannot read ({option}): {exc.strerror or exc}") from None
 
 
-def _run_tasks(client, sources, parts, ca_pem, keylog, storage_options, progress) -> list[dict]:
+def _run_tasks(client, sources, parts, ca_pem, keylog, storage_options, progress,
+               payload_limit: int = ANALYSIS_PAYLOAD_LIMIT) -> list[dict]:
     """One task per capture, largest first (the long ones start early), a bar over all of them."""
     from distributed import as_completed
     from distributed.client import FutureCancelledError
@@ -80,7 +82,7 @@ def _run_tasks(client, sources, parts, ca_pem, keylog, storage_options, progress
     order = sorted(range(len(sources)), key=lambda i: -sources[i].size)
     ca_f = client.scatter(ca_pem, broadcast=True) if ca_pem else None
     kl_f = client.scatter(keylog, broadcast=True) if keylog else None
-    futures = {client.submit(decode_capture, i, sources[i], parts, ca_f, kl_f, storage_options,
+    futures = {client.submit(decode_capture, i, sources[i], parts, ca_f, kl_f, storage_options, payload_limit,
                              key=f"commpath-decode-{run}-{i:05d}", pure=False): i for i in order}
     summaries: list[dict | None] = [None] * len(sources)
     with bar(total=len(futures), desc="captures", unit="capture", enabled=progress, leave=False) as shown:

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from ..decode.engine import TUNNEL_CATEGORIES, Progress, collector_paused, read_columns
+from ..decode.engine import PAYLOAD_LIMIT, TUNNEL_CATEGORIES, Progress, collector_paused, read_columns
 
 FLOW_TABLE_COLUMNS = ["flow_id", "first_frame", "ts_start", "transport", "src_ip", "src_port", "dst_ip", "dst_port",
                       "app_protocol", "packets_fwd", "packets_rev", "bytes_fwd", "bytes_rev", "end_state", "tunnel"]
@@ -17,7 +17,8 @@ def main(args) -> int:
     """`commpath flows INPUT...`: print the connection table of each capture file."""
     with collector_paused():
         flows, captures, _ = read_columns(args.inputs, progress=None if args.quiet else _stderr_progress(),
-                                          keep_streams=False)
+                                          keep_streams=False,
+                                          payload_limit=getattr(args, "payload_limit", PAYLOAD_LIMIT))
     _finish_progress(args.quiet)
     for row in captures:
         for warning in row["warnings"]:

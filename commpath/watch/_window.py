@@ -15,6 +15,7 @@ from ..check.policy import Policy
 from ..classify import Inventory
 from ..decode.engine import read
 from ..decode.handshakes import HandshakeAnalyzer
+from ..decode.limits import ANALYSIS_PAYLOAD_LIMIT
 from ..decode.schema import CAPTURE_COLUMNS, CERT_COLUMNS, FLOW_COLUMNS, TLS_COLUMNS, TLS_EXTRA, conform, empty_frame
 
 
@@ -41,7 +42,7 @@ def decode_file(path: Path, key: str, ca: str | None, keylog: str | None) -> Par
     """Decode one capture file with its handshakes (raises InputError when nothing in it is readable)."""
     t0 = time.perf_counter()
     analyzer = HandshakeAnalyzer(ca, keylog)
-    cap = read(path, keep_streams=False, on_streams=analyzer)
+    cap = read(path, keep_streams=False, on_streams=analyzer, payload_limit=ANALYSIS_PAYLOAD_LIMIT)   # as analyze reads
     row = cap.captures.iloc[0].to_dict() if len(cap.captures) else {}
     return Part(key=key, path=str(path), flows=cap.flows, handshakes=analyzer.unresolved(), capture=row,
                 ids=len(cap.flows), seconds=time.perf_counter() - t0)
