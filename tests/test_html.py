@@ -41,7 +41,7 @@ def test_path_sections_show_connections_checks_and_findings(analysis, page):  # 
         findings = analysis.findings[analysis.findings["path"].astype(str) == pid]
         assert f'<b class="flow-count">{len(flows)}</b>' in section
         assert f'<b class="finding-count">{len(findings)}</b>' in section
-        assert section.count('<article class="finding"') == len(findings)
+        assert section.count('<article class="finding"') == min(len(findings), html.MAX_FINDINGS)
         assert len(re.findall(r'<tr data-flow="', section)) == min(len(flows), html.MAX_CONNECTIONS)
         mine = results[results["path"] == pid]
         cells = re.findall(r'<tr data-check="([^"]+)" data-status="([^"]+)">', section)
@@ -51,11 +51,30 @@ def test_path_sections_show_connections_checks_and_findings(analysis, page):  # 
             assert f"<span class='http-count'>{len(http)}</span>" in section
             for value in http["path"].dropna().astype(str).head(html.MAX_CONNECTIONS):
                 assert escape(value, quote=True) in section
-        for _, f in findings.iterrows():
+        for _, f in findings.head(html.MAX_FINDINGS).iterrows():
             assert escape(str(f["display_filter"]), quote=True) in section
             assert escape(str(f["remediation"]), quote=True) in section
             frames = ", ".join(str(int(x)) for x in list(f["frames"])[:40])
             assert frames in section
+
+
+def test_findings_and_connections_capped_with_their_counts(analysis):  # noqa: F811
+    """A path with more findings and connections than a page shows lists the first ones (worst first)
+    and says how many there are; report.json and the Parquet tables keep all of them."""
+    flows = analysis.flows
+    pid = str(flows["path"].astype(str).value_counts().index[0])
+    many = pd.concat([flows[flows["path"].astype(str) == pid]] * (html.MAX_CONNECTIONS + 1), ignore_index=True)
+    findings = analysis.findings[analysis.findings["path"].astype(str) == pid]
+    if not len(findings):
+        findings = analysis.findings.head(1).assign(path=pid)
+    lots = pd.concat([findings] * (html.MAX_FINDINGS + 1), ignore_index=True)
+    big = dataclasses.replace(analysis, flows=many, findings=lots)
+    section = re.search(rf'<section class="path" id="{html.slug(pid)}".*?</section>', html.build_html(big), re.S).group(0)
+    if len(lots):       # an analysis without any finding has none to multiply
+        assert section.count('<article class="finding"') == html.MAX_FINDINGS
+        assert f"First {html.MAX_FINDINGS} of {len(lots)} findings shown" in section
+    assert len(re.findall(r'<tr data-flow="', section)) == html.MAX_CONNECTIONS
+    assert f"First {html.MAX_CONNECTIONS} of {len(many)} connections shown" in section
 
 
 def test_self_contained_with_plots(page):

@@ -201,17 +201,34 @@ def check_results(analysis, fail_on: str | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["path", "check", "status", "findings", "severity", "flows"])
 
 
-def path_flows(analysis, path: str) -> pd.DataFrame:
+def is_value(column: pd.Series, value: str) -> np.ndarray:
+    """``column.astype(str) == value`` as a boolean array, compared once per distinct value."""
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    hit = np.array([str(u) == value for u in uniques] + [False], bool)
+    return hit[codes]                   # code -1 (missing) reads the trailing False
+
+
+def severity_ranks(column: pd.Series) -> np.ndarray:
+    """:func:`palette.severity_rank` of every cell, computed once per distinct value."""
+    codes, uniques = pd.factorize(column.astype(object), use_na_sentinel=True)
+    ranks = np.array([palette.severity_rank(u) for u in uniques] + [palette.severity_rank(None)], np.int64)
+    return ranks[codes]
+
+
+def path_flows(analysis, path: str, columns=None) -> pd.DataFrame:
+    """The flows of ``path`` (only ``columns`` of them, when given)."""
     flows = frame(analysis, "flows")
+    if columns is not None:
+        flows = flows[[c for c in flows.columns if c in columns]]
     if not len(flows) or "path" not in flows:
         return flows.iloc[0:0]
-    return flows[flows["path"].astype(str) == path]
+    return flows[is_value(flows["path"], path)]
 
 
 def findings_of(analysis, path: str) -> pd.DataFrame:
     findings = frame(analysis, "findings")
-    sub = findings[findings["path"].astype(str) == path]
-    rank = sub["severity"].astype(str).map(palette.severity_rank)
+    sub = findings[is_value(findings["path"], path)]
+    rank = severity_ranks(sub["severity"])
     return sub.assign(_rank=rank).sort_values(["_rank", "check"], ascending=[False, True]).drop(columns="_rank")
 
 
@@ -321,8 +338,8 @@ def suppressed_mask(analysis) -> pd.Series:
 def gating_findings(analysis, fail_on: str) -> pd.DataFrame:
     """The findings at or above ``fail_on`` that count for the exit code (suppressed ones do not)."""
     findings = frame(analysis, "findings")
-    ranks = findings["severity"].astype(str).map(palette.severity_rank)
-    return findings[(ranks >= palette.severity_rank(fail_on)).to_numpy(bool) & ~suppressed_mask(analysis).to_numpy(bool)]
+    ranks = severity_ranks(findings["severity"])
+    return findings[(ranks >= palette.severity_rank(fail_on)) & ~suppressed_mask(analysis).to_numpy(bool)]
 
 
 def coverage(analysis) -> dict:
