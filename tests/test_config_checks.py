@@ -194,3 +194,18 @@ def test_a_host_the_captures_did_not_show_gets_one_finding(analyzed, tmp_path):
     assert len(rot) == 1 and rot["count"].iloc[0] == 0 and rot["path"].iloc[0] == "node-to-apiserver"
     assert "10.77.0.99:10250" in rot["message"].iloc[0] and "no connection to it" in rot["message"].iloc[0]
     assert [e["source"] for e in rot["evidence_sources"].iloc[0]] == ["config"]
+
+
+def test_commpath_config_judges_the_configuration_alone(tmp_path):
+    """Without captures `commpath config` still says what the configuration fails: one finding per process."""
+    folders = [_cp1(tmp_path), _node(tmp_path, "node1"), _node(tmp_path, "node2", rotateCertificates=False)]
+    res = subprocess.run([sys.executable, "-m", "commpath", "config", *map(str, folders), "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    tail = res.stdout.split("# findings from the host configuration alone: ")[1].splitlines()
+    assert tail[0] == "2"
+    assert sorted(line.split()[1] for line in tail[1:]) == ["kubelet-cert-rotation-off", "kubelet-serving-cert-unverified"]
+    found = json.loads((tmp_path / "o" / "config.json").read_text())["findings"]
+    rotation = next(f for f in found if f["check"] == "kubelet-cert-rotation-off")
+    assert rotation["path"] == "node-to-apiserver" and f"{NODE2}:10250" in rotation["message"]
+    assert [e["source"] for e in rotation["evidence_sources"]] == ["config"]

@@ -38,9 +38,10 @@ def _processes(config) -> dict[tuple, dict]:
     for r in _effective(config):
         pid = None if r["pid"] is None or r["pid"] != r["pid"] or str(r["pid"]) == "<NA>" else int(r["pid"])
         k = (str(r["host"]), str(r["component"]), pid)
+        addresses = [str(a) for a in (r.get("addresses") if r.get("addresses") is not None else [])]
+        # a host whose addresses nobody gave is named instead: its findings say no connection showed it
         p = out.setdefault(k, {"host": k[0], "component": k[1], "pid": pid, "settings": {},
-                               "addresses": [str(a) for a in (r.get("addresses") if r.get("addresses") is not None
-                                                              else [])]})
+                               "addresses": addresses or [k[0]]})
         p["settings"][str(r["key"])] = r
     return out
 

@@ -26,6 +26,27 @@ def register(sub) -> None:
     p.add_argument("hosts", nargs="+", metavar="HOST_DIR", help="one folder per host")
     p.add_argument("--out", metavar="DIR", help="write config.parquet and config.json there")
     p.add_argument("--all", action="store_true", help="print every flag and key, not only the settings that matter")
+    p.add_argument("--policy", metavar="NAME|FILE", default="default",
+                   help="policy for the findings of the configuration alone (built-in: default, untrusted-network)")
+
+
+def config_findings(facts: ConfigFacts, policy: str = "default"):
+    """The checks that read host configuration, judged from it alone (no captures): every finding names a
+    host no connection showed (FINDING_COLUMNS, with ``evidence_sources``)."""
+    from ..check import evaluate
+    from ..classify import CLASSIFY_COLUMNS
+    from ..decode.schema import FLOW_COLUMNS, empty_frame
+    findings, _ = evaluate(empty_frame({**FLOW_COLUMNS, **CLASSIFY_COLUMNS}), None, None, policy, None,
+                           tls_known=False, facts={"config": facts.table})
+    return findings
+
+
+def findings_text(findings) -> str:
+    lines = [f"# findings from the host configuration alone: {len(findings)}"]
+    for r in findings.itertuples(index=False):
+        said = "; ".join(e["said"] for e in r.evidence_sources if e["source"] == "config")
+        lines.append(f"{r.severity:<8}  {r.check}  {r.path}: {said}")
+    return "\n".join(lines)
 
 
 def read_host_dirs(folders) -> ConfigFacts:
@@ -72,17 +93,22 @@ def _left_table(cells: dict[str, list[str]]) -> str:
     return "\n".join(lines)
 
 
-def write(facts: ConfigFacts, out: str | Path) -> dict[str, Path]:
-    """config.parquet (CONFIG_COLUMNS) and config.json (the hosts' redacted configuration and the rows)."""
+def write(facts: ConfigFacts, out: str | Path, findings=None) -> dict[str, Path]:
+    """config.parquet (CONFIG_COLUMNS) and config.json (the hosts' redacted configuration, the rows and the
+    findings of the configuration alone)."""
     folder = Path(out)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         files = {"parquet": folder / "config.parquet", "json": folder / "config.json"}
         facts.table.to_parquet(files["parquet"], index=False)
         rows = json.loads(facts.table.to_json(orient="records"))
+        found = [] if findings is None else [
+            {"check": str(r.check), "path": str(r.path), "severity": str(r.severity), "message": str(r.message),
+             "remediation": str(r.remediation), "reference": str(r.reference), "evidence_sources": list(r.evidence_sources)}
+            for r in findings.itertuples(index=False)]
         files["json"].write_text(json.dumps({"schema": "commpath.config/v1", "columns": list(CONFIG_COLUMNS),
                                              "partial": facts.partial, "errors": facts.errors,
-                                             "hosts": facts.raw, "config": rows}, indent=1) + "\n")
+                                             "hosts": facts.raw, "config": rows, "findings": found}, indent=1) + "\n")
     except OSError as exc:
         raise InputError(folder, f"cannot write: {exc.strerror or exc}") from None
     return files
@@ -94,10 +120,14 @@ def main(args) -> int:
     for err in facts.errors:
         print(f"commpath: warning: {err}", file=sys.stderr)
     print(table_text(facts, args.all))
+    findings = config_findings(facts, args.policy)
+    print()
+    print(findings_text(findings))
     if args.out:
-        for path in write(facts, args.out).values():
+        for path in write(facts, args.out, findings).values():
             print(f"written: {path}", file=sys.stderr)
     return 0
 
 
-__all__ = ["SHOWN_COLUMNS", "main", "read_host_dirs", "register", "shown_rows", "table_text", "write"]
+__all__ = ["SHOWN_COLUMNS", "config_findings", "findings_text", "main", "read_host_dirs", "register", "shown_rows",
+           "table_text", "write"]
