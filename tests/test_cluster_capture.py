@@ -261,7 +261,7 @@ def test_cluster_capture_on_the_real_lab_scored_against_the_audit_log(agent_imag
                            "app.kubernetes.io/part-of=commpath", "-o", "name").stdout.split()
         # a failure (an image no node has, never pulled) and SIGTERM while capturing: removed all the same
         bad = subprocess.run(_host.in_netns(cp.ns, [*cmd[:cmd.index("--image") + 1], "commpath.local/absent:1",
-                                                    *cmd[cmd.index("--image") + 2:-2], "--start-timeout", "60",
+                                                    *cmd[cmd.index("--image") + 2:-2], "--start-timeout", "900",
                                                     "--out", str(tmp_path / "bad")]),
                              capture_output=True, text=True, timeout=900, cwd=REPO)
         bad_left = lab.kubectl("get", "namespaces,daemonsets,configmaps,pods", "-A", "-l",

@@ -29,6 +29,8 @@ CAPTURES = "/captures"
 CAPABILITIES = ["NET_RAW", "NET_ADMIN"]
 CONTROL_PLANE_TAINTS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
 REQUEST_TIMEOUT = 30
+#: Why a container waits that no waiting mends: the agent on that host is given up at once.
+TERMINAL_REASONS = ("ErrImageNeverPull", "InvalidImageName", "CreateContainerConfigError", "CrashLoopBackOff")
 
 
 @dataclass
@@ -237,7 +239,8 @@ class ClusterCapture:
                 if pod.status.phase == "Running":
                     self._update(host)
                 elif waiting:
-                    host.state, host.error = "pending", waiting
+                    host.state = "failed" if waiting.split(":")[0] in TERMINAL_REASONS else "pending"
+                    host.error = waiting
                 if said.get(node) != (host.state, host.error):
                     said[node] = (host.state, host.error)
                     self.say(f"{node}: {_describe(host)}")
