@@ -459,3 +459,21 @@ def test_paths_evidence_in_report_json_carries_the_decrypted_source(tmp_path):
     assert sources[0] == "wire" and "decrypted" in sources
     assert any("plain HTTP" in e["said"] for e in paths["apiserver-proxy"]["evidence"] if e["source"] == "wire")
     assert "decrypted" in report.get("coverage", {}).get("sources", ["decrypted"])
+
+
+@needs_tools
+def test_a_client_other_than_the_apiserver_is_a_metrics_scrape(kubelet_run, tmp_path):
+    """The same connections with 127.0.0.1 a node, not the apiserver: metrics-to-kubelet, labelled alike."""
+    from commpath.check.decrypted import decrypted_path_entries
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text("apiVersion: commpath/v1\nkind: Inventory\napiserver: {endpoints: ['127.0.0.9:6443']}\n"
+                   "control_plane: [{name: cp1, addresses: ['127.0.0.9']}]\n"
+                   "nodes: [{name: node1, addresses: ['127.0.0.2']}, {name: node2, addresses: ['127.0.0.1']}]\n"
+                   f"kubelet_port: {kubelet_run['port']}\n")
+    a = commpath.open(kubelet_run["pcap"], inventory=inv, keylog=kubelet_run["keylog"])
+    r = a.requests
+    assert len(r) and set(r["flow_path"].astype(str)) == {"metrics-to-kubelet"}
+    sent = {**H2_PATHS, **UPGRADE_PATHS}
+    assert set(r["request_kind"].astype(str)) <= set(sent)
+    said = decrypted_path_entries(r, "metrics-to-kubelet")
+    assert said and "the kubelet endpoints called" in said[0]["said"]
