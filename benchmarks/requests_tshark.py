@@ -109,7 +109,9 @@ def measure(run: dict, rounds: int) -> dict:
     out: dict[str, list] = {"requests_step": [], "slice": [], "tshark_slice": [], "tshark_whole": [],
                             "open_without_keylog": [], "open_with_keylog": []}
     rows = None
+    from commpath.decode import requests as decode_requests
     for _ in range(rounds):
+        decode_requests._READS.clear()          # every round reads anew (the memo serves repeated judgements)
         c0, t0 = _cpu(), time.perf_counter()
         rr = decrypt_requests(conns[cols], run["keylog"], decode_as=hints)
         out["requests_step"].append((time.perf_counter() - t0, _cpu() - c0))
@@ -123,6 +125,7 @@ def measure(run: dict, rounds: int) -> dict:
         out["tshark_whole"].append((time.perf_counter() - t0, _cpu() - c0))
         whole_rows = len([x for x in res.stdout.split("\n") if x])
         for label, kl in (("open_without_keylog", None), ("open_with_keylog", run["keylog"])):
+            decode_requests._READS.clear()
             c0, t0 = _cpu(), time.perf_counter()
             commpath.open(run["pcap"], inventory=run["inventory"], keylog=kl)
             out[label].append((time.perf_counter() - t0, _cpu() - c0))

@@ -477,3 +477,31 @@ def test_a_client_other_than_the_apiserver_is_a_metrics_scrape(kubelet_run, tmp_
     assert set(r["request_kind"].astype(str)) <= set(sent)
     said = decrypted_path_entries(r, "metrics-to-kubelet")
     assert said and "the kubelet endpoints called" in said[0]["said"]
+
+
+def test_a_closed_capture_is_read_once_for_repeated_judgements(tmp_path):
+    """`commpath watch` judges its window again as files arrive: an unchanged capture's reading is reused
+    (same rows, no tshark run); a changed file is read again."""
+    if shutil.which("tshark") is None:
+        pytest.skip("needs tshark")
+    from commpath._requests import decode_hints
+    from commpath.classify.requests import decrypted_connections
+    from commpath.decode.requests import decrypt_requests
+    run = CAPTURES / "default"
+    pcap = tmp_path / "cp1-eth0.pcap"
+    shutil.copy(run / "cp1" / "cp1-eth0.pcap", pcap)
+    a = commpath.open(pcap, inventory=run / "inventory.yaml")
+    conns = decrypted_connections(a.flows)
+    cols = ["flow_id", "capture", "first_frame", "last_frame", "src_ip", "src_port", "dst_ip", "dst_port"]
+    first = decrypt_requests(conns[cols], run / "keylog.txt", decode_as=decode_hints(conns, a.tls))
+    again = decrypt_requests(conns[cols], run / "keylog.txt", decode_as=decode_hints(conns, a.tls))
+    assert first.tshark_runs == 1 and again.tshark_runs == 0 and again.reused == 1
+    pd.testing.assert_frame_equal(first.requests, again.requests)
+    shifted = conns[cols].assign(flow_id=conns["flow_id"] + 1000)      # a later window numbers flows anew
+    moved = decrypt_requests(shifted, run / "keylog.txt", decode_as=decode_hints(conns, a.tls))
+    assert moved.reused == 1 and (moved.requests["flow_id"] == first.requests["flow_id"] + 1000).all()
+    pcap.write_bytes(pcap.read_bytes())                                 # the file changed: read anew
+    import os
+    os.utime(pcap, ns=(1, 1))
+    fresh = decrypt_requests(conns[cols], run / "keylog.txt", decode_as=decode_hints(conns, a.tls))
+    assert fresh.tshark_runs == 1 and fresh.reused == 0

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ._memo import BoundedMemo
 from ._slice import address_words, connection_key, slice_capture
 from .http import REDACTED, redact_path
 from .schema import conform, empty_frame
@@ -81,6 +82,7 @@ class RequestRun:
     slice_seconds: float = 0.0       # wall time of slicing
     tshark_seconds: float = 0.0      # wall time of the tshark runs
     tshark_runs: int = 0
+    reused: int = 0                  # captures whose reading was kept from an earlier run (same file and keys)
     partial: bool = False
 
 
@@ -147,32 +149,79 @@ def decrypt_requests(flows: pd.DataFrame, keylog: str | Path | None, tshark: str
                 run.warnings.append(f"{keylog}: {skipped} line(s) are not 'LABEL CLIENT_RANDOM SECRET' (first: line "
                                     f"{first_bad}) and were skipped; the other {kept} were used")
         for capture, group in flows.groupby("capture", sort=True):
-            ends = list(zip(group["src_ip"].astype(str), group["src_port"].astype(int),
-                            group["dst_ip"].astype(str), group["dst_port"].astype(int)))
-            t0 = time.perf_counter()
-            cut = slice_capture(Path(str(capture)), ends, work)
-            run.slice_seconds += time.perf_counter() - t0
+            ends = sorted(zip(group["src_ip"].astype(str), group["src_port"].astype(int),
+                              group["dst_ip"].astype(str), group["dst_port"].astype(int)))
+            key = _memo_key(capture, ends, keylog, decode_as or {})
+            read = _READS.get(key) if key is not None else None
+            if read is None:
+                read = _read_capture(Path(str(capture)), ends, work, tshark, key_file, decode_as or {})
+                if key is not None and not read.partial:
+                    _READS.remember(key, read)
+                run.slice_seconds += read.slice_seconds
+                run.tshark_seconds += read.tshark_seconds
+                run.tshark_runs += len(read.slices)
+                run.scanned_packets += read.scanned
+                run.slice_packets += read.packets
+                run.slice_bytes += read.bytes
+            else:
+                run.reused += 1
             run.captures += 1
-            run.scanned_packets += cut.scanned
-            run.slice_packets += cut.packets
-            run.slice_bytes += cut.bytes
-            if cut.partial:
-                run.partial = True
-                run.warnings.extend(f"requests: {capture}: {w}" for w in cut.warnings)
-            for lt, pcap in cut.files.items():
-                t0 = time.perf_counter()
-                packets, error = _run_tshark(tshark, pcap, key_file, decode_as or {})
-                run.tshark_seconds += time.perf_counter() - t0
-                run.tshark_runs += 1
-                if error:
-                    run.warnings.append(f"requests: {capture}: {error}")
-                    run.partial = True
-                rows += _requests_of(packets, cut.frame_map(lt), str(capture), group)
+            run.partial = run.partial or read.partial
+            run.warnings.extend(f"requests: {capture}: {w}" for w in read.warnings)
+            for packets, frame_map in read.slices:
+                rows += _requests_of(packets, frame_map, str(capture), group)
     if rows:
         run.requests = conform(pd.DataFrame(rows), REQUEST_COLUMNS)
         run.requests = run.requests.sort_values(["capture", "frame", "stream_id"], kind="stable",
                                                 na_position="first").reset_index(drop=True)
     return run
+
+
+@dataclass
+class _CaptureRead:
+    """tshark's reading of one capture's chosen connections: per link type, its packets and frame map."""
+
+    slices: list = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    partial: bool = False
+    scanned: int = 0
+    packets: int = 0
+    bytes: int = 0
+    slice_seconds: float = 0.0
+    tshark_seconds: float = 0.0
+
+
+#: readings of closed captures, kept for the next judgement of the same files (`commpath watch` judges its
+#: window again as files arrive): keyed by file, size, mtime, connections, key log and decode hints
+_READS = BoundedMemo(64)
+
+
+def _memo_key(capture, ends, keylog, decode_as) -> tuple | None:
+    try:
+        st = Path(str(capture)).stat()
+        kst = Path(keylog).stat() if keylog is not None else None
+    except OSError:
+        return None
+    return (str(capture), st.st_size, st.st_mtime_ns, tuple(ends), str(keylog),
+            None if kst is None else (kst.st_size, kst.st_mtime_ns), tuple(sorted(decode_as.items())))
+
+
+def _read_capture(capture: Path, ends, work: Path, tshark: str, key_file: Path | None, decode_as) -> _CaptureRead:
+    read = _CaptureRead()
+    t0 = time.perf_counter()
+    cut = slice_capture(capture, ends, work)
+    read.slice_seconds = time.perf_counter() - t0
+    read.scanned, read.packets, read.bytes, read.partial = cut.scanned, cut.packets, cut.bytes, cut.partial
+    read.warnings.extend(cut.warnings)
+    for lt, pcap in cut.files.items():
+        t0 = time.perf_counter()
+        packets, error = _run_tshark(tshark, pcap, key_file, decode_as)
+        read.tshark_seconds += time.perf_counter() - t0
+        if error:
+            read.warnings.append(error)
+            read.partial = True
+        read.slices.append((packets, cut.frame_map(lt)))
+    return read
 
 
 def requests_from_http(http: pd.DataFrame, flows: pd.DataFrame) -> pd.DataFrame:
