@@ -294,6 +294,8 @@ def test_capture_cut_mid_record_keeps_the_requests_before_the_cut(tmp_path, caps
 
 
 def test_without_tshark_the_run_says_so_and_goes_on(tmp_path, monkeypatch):
+    from commpath.decode._native import kernels
+    kernels()                                          # built (or found) while a compiler is on PATH
     run = CAPTURES / "default"
     monkeypatch.setenv("PATH", str(tmp_path))          # no tshark on PATH: a real missing tool
     a = commpath.open(run, inventory=run / "inventory.yaml", keylog=run / "keylog.txt")
