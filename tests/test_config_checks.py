@@ -209,3 +209,21 @@ def test_commpath_config_judges_the_configuration_alone(tmp_path):
     rotation = next(f for f in found if f["check"] == "kubelet-cert-rotation-off")
     assert rotation["path"] == "node-to-apiserver" and f"{NODE2}:10250" in rotation["message"]
     assert [e["source"] for e in rotation["evidence_sources"]] == ["config"]
+
+
+def test_conflict_with_the_wire_where_the_key_log_shows_the_kubelet_certificate(tmp_path):
+    """The emulated lab's default recording (real TLS stacks, key log): its kubelets serve self-signed certificates;
+    a cp1 whose --kubelet-certificate-authority is the cluster CA disagrees with the wire, once per kubelet."""
+    default = REPO / "captures" / "default"
+    cp1 = tmp_path / "cp1"
+    _write(cp1 / "cmdline" / "kube-apiserver", "kube-apiserver\n--kubelet-certificate-authority=/pki/ca.crt\n")
+    _write(cp1 / "root/pki/ca.crt", (default / "pki" / "ca.crt").read_text())
+    a = commpath.open(default, inventory=default / "inventory.yaml", keylog=default / "keylog.txt", host_config=[cp1])
+    conflict = a.findings[a.findings["check"] == "kubelet-ca-conflict"]
+    assert len(conflict) and set(conflict["path"].astype(str)) == {"apiserver-to-kubelet"}
+    for message, sources in zip(conflict["message"], conflict["evidence_sources"]):
+        assert message.count("wire: the kubelet served a certificate issued by") == 1
+        said = [e["said"] for e in sources if e["source"] == "wire"]
+        assert any("issued by" in s for s in said) and any(e["source"] == "config" for e in sources)
+    without = commpath.open(default, inventory=default / "inventory.yaml", keylog=default / "keylog.txt")
+    assert not (without.findings["check"] == "kubelet-ca-conflict").any()

@@ -98,7 +98,8 @@ class _Hits:
         k = (side, address, int(port))
         if k in self.rows:
             row = self.rows[k]
-            row["detail"] += f"; {detail}"
+            if detail not in row["detail"]:
+                row["detail"] += f"; {detail}"
             row["evidence"] += [e for e in evidence if e not in row["evidence"]]
         else:
             self.rows[k] = {"target": target, "side": side, "address": address, "port": int(port), "detail": detail,
