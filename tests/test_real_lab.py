@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 import json
@@ -17,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from commpath.lab.real import _images, _truth
+from commpath.lab.real import _images, _logtruth, _truth
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = ("ip", "nsenter", "unshare", "etcd", "containerd", "runc", "ctr", "iptables", "gcc", "tcpdump")
@@ -102,6 +103,44 @@ def test_truth_rules_follow_the_audit_log(tmp_path):
     assert [u["dst"] for u in res["unattributed"]] == ["10.77.0.22:10250"]
 
 
+def test_truth_from_the_kubelet_and_konnectivity_logs(tmp_path):
+    """Rules 5-7 of _truth: metrics-server's scrapes from the kubelet's request log (client address and port),
+    agent connections and tunnelled dials from the Konnectivity server's log; klog stamps read as UTC."""
+    t = dt.datetime(2026, 12, 6, 10, 36, 1, 250000, tzinfo=dt.timezone.utc).timestamp()
+    kubelet = tmp_path / "node1-kubelet.log"
+    kubelet.write_text(
+        'I1206 10:36:01.250000    4242 httplog.go:134] "HTTP" verb="GET" URI="/metrics/resource" latency="3.1ms" '
+        'userAgent="metrics-server/v0.9.0 (linux/amd64) kubernetes/$Format" audit-ID="" srcIP="10.244.1.7:43210" '
+        'resp=200\n'
+        'I1206 10:36:02.000000    4242 httplog.go:134] "HTTP" verb="GET" URI="/containerLogs/default/web/web" '
+        'latency="9ms" userAgent="kube-apiserver-admission" audit-ID="" srcIP="10.77.0.10:50000" resp=200\n'
+        'I1206 10:36:02.500000    4242 kubelet.go:2500] "SyncLoop (PLEG)" pod="default/web"\n')
+    konn = tmp_path / "konnectivity-server.log"
+    konn.write_text(
+        'I1206 10:36:00.900000       7 server.go:800] "Agent connected" agentID="node2" serverID="x"\n'
+        'I1206 10:36:03.000000       7 server.go:579] "Received DIAL_REQ" dialID=5577006791947779410 '
+        'dialAddress="10.244.2.5:8080"\n')
+    req = _logtruth.kubelet_requests(kubelet, 2026)
+    assert list(req["src"]) == ["10.244.1.7:43210", "10.77.0.10:50000"]
+    assert abs(req["time"].iloc[0] - t) < 1e-6
+    logs = _logtruth.LogTruth({"node1": req}, _logtruth.konnectivity_log(konn, 2026), "10.77.0.10:8132")
+    flows = pd.DataFrame([
+        _flow("10.244.1.7", 43210, "10.77.0.21", 10250, t - 0.01, t + 0.1),      # metrics-server's scrape
+        _flow("10.244.1.7", 43299, "10.77.0.21", 10250, t - 0.01, t + 0.1),      # nothing logged for this port
+        _flow("10.77.0.22", 51000, "10.77.0.10", 8132, t - 0.5, t + 30),         # node2's agent
+        _flow("10.244.2.1", 40000, "10.244.2.5", 8080, t + 1.8, t + 1.9),        # the agent's dial for the apiserver
+    ])
+    res = _truth.build(flows, pd.DataFrame(),
+                       cp_ips={"10.77.0.10"}, nodes={"node1": "10.77.0.21", "node2": "10.77.0.22"},
+                       pod_cidr="10.244.0.0/16", pods={}, apiserver="10.77.0.10:6443", vip="10.96.0.1:443",
+                       etcd="10.77.0.10:2379", logs=logs)
+    got = {(c["src"], c["dst"]): c["path"] for c in res["connections"]}
+    assert got == {("10.244.1.7:43210", "10.77.0.21:10250"): "metrics-to-kubelet",
+                   ("10.77.0.22:51000", "10.77.0.10:8132"): "konnectivity",
+                   ("10.244.2.1:40000", "10.244.2.5:8080"): "other"}
+    assert [u["src"] for u in res["unattributed"]] == ["10.244.1.7:43299"]
+
+
 def _leftovers(name: str) -> list[str]:
     left = [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
             if n.startswith(name + "-")]
@@ -111,45 +150,78 @@ def _leftovers(name: str) -> list[str]:
     return left
 
 
-@needs_real_lab
-@pytest.mark.netns
-@pytest.mark.timeout(3600)
-def test_real_cluster_recording_scored_against_the_audit_log(tmp_path):
-    """Build (cached), bring the cluster up capturing, exercise, tear down; commpath labels every connection the
-    audit log explains as the audit log says, with the lab's inventory."""
-    from commpath.lab.real.score import score
-
+def _record(tmp_path, scenario: str) -> tuple[Path, dict]:
+    """`commpath lab run --kind real --scenario S` into tmp_path; the lab is torn down and leaves nothing."""
     name = f"rk{secrets.token_hex(3)}"
-    out = tmp_path / "real-default"
+    out = tmp_path / f"real-{scenario}"
     try:
-        res = subprocess.run([sys.executable, "-m", "commpath", "lab", "run", "--kind", "real", "--out", str(out),
-                              "--name", name], capture_output=True, text=True, timeout=3400)
+        res = subprocess.run([sys.executable, "-m", "commpath", "lab", "run", "--kind", "real", "--scenario", scenario,
+                              "--out", str(out), "--name", name], capture_output=True, text=True, timeout=3400)
     finally:
         subprocess.run([sys.executable, "-m", "commpath", "lab", "down", "--kind", "real", "--name", name],
                        capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert _leftovers(name) == []
     truth = yaml.safe_load((out / "ground-truth.yaml").read_text())
-    assert truth["errors"] == []
-    assert {"control-plane-to-apiserver", "node-to-apiserver", "pod-to-apiserver", "apiserver-to-kubelet",
-            "apiserver-proxy", "etcd"} <= set(truth["paths_observed"])
-    users = set(truth["audit_users"])
-    assert {"system:node:node1", "system:node:node2", "system:kube-scheduler", "system:kube-proxy"} <= users
-    assert any(u.startswith("system:bootstrap:") for u in users)          # node1 joined by TLS bootstrap
-    assert all(c["credential"] == "x509" for c in truth["connections"]
-               if c["path"] == "node-to-apiserver" and "system:node:node2" in c["users"])
+    assert truth["errors"] == [], truth["errors"]
+    return out, truth
+
+
+def _assert_scored(out: Path, truth: dict) -> set:
+    """With the lab's inventory and the discovered one: every truth connection labelled as the truth says, every
+    expected finding and no other (info aside), none of the absent ones; returns the expected findings."""
+    from commpath.lab.real.score import score
+
     expected = {(f["check"], f["path"]) for f in truth["expected_findings"] if f["when"] in ("always", "without-keylog")}
-    assert ("client-cert-missing", "node-to-apiserver") in expected     # the bootstrap token, then no credentials
     for inventory in ("inventory.yaml", "inventory-discovered.yaml"):   # the lab's, and discovered from the cluster
         s = score(out, out / inventory)
-        assert s["wrong"] == [] and s["not_seen"] == 0, (inventory, s["wrong"][:10])
+        assert s["wrong"] == [] and s["not_seen"] == 0, (inventory, s["wrong"][:10], truth.get("capture"))
         assert s["accuracy"] == 1.0
         assert s["client_cert"]["wrong"] == [] and s["client_cert"]["right"] > 0   # x509 vs token, from the audit log
         produced = {(c, p) for c, p, _ in s["findings"]}
         assert expected <= produced, (inventory, expected - produced)
         extra = {(c, p) for c, p, sev in s["findings"] if sev != "info"} - expected
-        assert not extra, (inventory, extra)
+        assert not extra, (inventory, extra, truth.get("capture"))
         assert not {c for c, _ in produced} & set(truth["absent_findings"])
+    return expected
+
+
+@needs_real_lab
+@pytest.mark.netns
+@pytest.mark.timeout(3600)
+def test_real_cluster_recording_scored_against_the_audit_log(tmp_path):
+    """Build (cached), bring the cluster up capturing, exercise, tear down; commpath labels every connection the
+    audit log (and the kubelets' logs) explain as they say, with the lab's inventory and a discovered one."""
+    from commpath.lab.real.score import score
+
+    out, truth = _record(tmp_path, "default")
+    assert {"control-plane-to-apiserver", "node-to-apiserver", "pod-to-apiserver", "apiserver-to-kubelet",
+            "apiserver-proxy", "etcd", "metrics-to-kubelet"} <= set(truth["paths_observed"])
+    users = set(truth["audit_users"])
+    assert {"system:node:node1", "system:node:node2", "system:kube-scheduler", "system:kube-proxy",
+            "system:serviceaccount:kube-system:metrics-server"} <= users
+    assert any(u.startswith("system:bootstrap:") for u in users)          # node1 joined by TLS bootstrap
+    assert all(c["credential"] == "x509" for c in truth["connections"]
+               if c["path"] == "node-to-apiserver" and "system:node:node2" in c["users"])
+    expected = _assert_scored(out, truth)
+    assert ("client-cert-missing", "node-to-apiserver") in expected     # the bootstrap token, then no credentials
     # without any inventory: roles from the traffic alone (the VIP from its pre/post-DNAT twins)
     s = score(out, None)
     assert s["wrong"] == [] and s["accuracy"] == 1.0, s["wrong"][:10]
+
+
+@needs_real_lab
+@pytest.mark.netns
+@pytest.mark.timeout(3600)
+def test_real_cluster_hardened_through_konnectivity(tmp_path):
+    """hardened: kubelet serving certificates from the cluster CA verified by the apiserver and metrics-server, the
+    apiserver's node traffic only through Konnectivity (gRPC): no direct control-plane connection to a kubelet or a
+    pod, the agents' connections labelled konnectivity (truth: the Konnectivity server's log), scored as default."""
+    out, truth = _record(tmp_path, "hardened")
+    paths = set(truth["paths_observed"])
+    assert {"konnectivity", "metrics-to-kubelet", "node-to-apiserver", "pod-to-apiserver"} <= paths
+    assert not paths & {"apiserver-to-kubelet", "apiserver-proxy"}       # everything went through the agents
+    assert any(c["path"] == "other" and "konnectivity-agent" in c["users"][0] for c in truth["connections"])
+    inv = yaml.safe_load((out / "inventory.yaml").read_text())
+    assert inv["konnectivity"]["enabled"] is True
+    _assert_scored(out, truth)

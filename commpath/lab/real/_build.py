@@ -1,10 +1,12 @@
 """Builds the real lab's Kubernetes binaries from upstream modules into a cache keyed by release and go.mod.
 
 The cold build compiles kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy,
-kubectl and the lab's own pod program (`labpod`) in one `go build` so that shared packages compile once;
-Go's build cache and module cache make later builds incremental, and the binaries folder
-``~/.cache/commpath-k8s/<release>/bin`` (stamped with the digest of go.mod, go.sum and labpod's source)
-makes a warm start a digest check.
+kubectl, the Konnectivity server and agent, metrics-server and the lab's own pod program (`labpod`) in
+one `go build` of one module graph, so that shared packages compile once; Go's build cache and module
+cache make later builds incremental, and the binaries folder ``~/.cache/commpath-k8s/<release>/bin-<digest>``
+(the digest of go.mod, go.sum, labpod's source and the linker flags) makes a warm start a directory check.
+Keying the folder by digest lets work trees with different go.mod files share the cache without
+rebuilding each other's binaries.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from ...errors import CommpathError
 GO_MODULE = Path(__file__).with_name("go")
 CACHE = Path(os.environ.get("COMMPATH_K8S_CACHE", Path.home() / ".cache" / "commpath-k8s"))
 COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl")
+#: binary name -> package of the other upstream commands (`go build -o DIR/` names a binary after its package)
+ADDONS = {"konnectivity-server": "sigs.k8s.io/apiserver-network-proxy/cmd/server",
+          "konnectivity-agent": "sigs.k8s.io/apiserver-network-proxy/cmd/agent",
+          "metrics-server": "sigs.k8s.io/metrics-server/cmd/metrics-server"}
 LOCAL_COMMANDS = ("labpod",)
 BUILD_TIMEOUT = 3600.0
 
@@ -45,7 +51,7 @@ def digest() -> str:
 
 
 def bin_dir() -> Path:
-    return CACHE / release() / "bin"
+    return CACHE / release() / f"bin-{digest()}"
 
 
 def _ldflags(rel: str) -> str:
@@ -68,7 +74,11 @@ def build_env() -> dict:
 def _fresh(target: Path) -> bool:
     stamp = target / ".digest"
     return (stamp.exists() and stamp.read_text().strip() == digest()
-            and all((target / n).exists() for n in COMMANDS + LOCAL_COMMANDS))
+            and all((target / n).exists() for n in _names()))
+
+
+def _names() -> tuple[str, ...]:
+    return COMMANDS + tuple(ADDONS) + LOCAL_COMMANDS
 
 
 def binaries(log=None) -> dict[str, Path]:
@@ -77,13 +87,15 @@ def binaries(log=None) -> dict[str, Path]:
     A build holds a lock, so a caller arriving while another process builds (scripts/test.sh starts
     the cold build beside the other tests) waits for it instead of building twice."""
     target = bin_dir()
+    if not _fresh(target) and _fresh(target.with_name("bin")):
+        target = target.with_name("bin")        # built before folders were keyed by digest, from this go.mod
     if not _fresh(target):
         target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target.parent / "build.lock", "w") as lock:
+        with open(target.parent / f"build-{digest()}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not _fresh(target):
                 build(log)
-    return {n: target / n for n in COMMANDS + LOCAL_COMMANDS}
+    return {n: target / n for n in _names()}
 
 
 def build(log=None) -> float:
@@ -92,17 +104,20 @@ def build(log=None) -> float:
     rel, target = release(), bin_dir()
     target.parent.mkdir(parents=True, exist_ok=True)
     env = build_env()
-    pkgs = [f"k8s.io/kubernetes/cmd/{c}" for c in COMMANDS] + [f"./cmd/{c}" for c in LOCAL_COMMANDS]
-    say(f"building Kubernetes {rel} ({', '.join(COMMANDS)}) into {target}; a cold build takes long")
+    pkgs = ([f"k8s.io/kubernetes/cmd/{c}" for c in COMMANDS] + list(ADDONS.values())
+            + [f"./cmd/{c}" for c in LOCAL_COMMANDS])
+    say(f"building Kubernetes {rel} ({', '.join(COMMANDS + tuple(ADDONS))}) into {target}; a cold build takes long")
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bin.", dir=target.parent) as tmp:
-        log_path = target.parent / "build.log"
+        log_path = target.parent / f"build-{digest()}.log"
         with open(log_path, "w") as fh:
             res = subprocess.run(["nice", "-n", "15", "go", "build", "-ldflags", _ldflags(rel), "-o", tmp + "/", *pkgs],
                                  cwd=GO_MODULE, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=BUILD_TIMEOUT)
         if res.returncode != 0:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
             raise CommpathError(f"real lab: go build failed ({log_path}): {' | '.join(tail)}")
+        for name, pkg in ADDONS.items():
+            os.rename(Path(tmp, pkg.rsplit("/", 1)[1]), Path(tmp, name))
         Path(tmp, ".digest").write_text(digest() + "\n")
         old = target.with_name(f"bin.old.{os.getpid()}")
         if target.exists():

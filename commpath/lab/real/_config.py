@@ -37,9 +37,14 @@ class BootstrapToken:
         return cls(pick(6), pick(16))
 
 
-def make_pki(d: Path, cp_ip: str, cp_name: str, nodes: list[str]) -> Authority:
-    """The cluster CA and every certificate the components present (kubeadm's names and subjects)."""
+def make_pki(d: Path, cp_ip: str, cp_name: str, nodes: list[str], konnectivity_agents: list[str] = ()) -> Authority:
+    """The cluster CA and every certificate the components present (kubeadm's names and subjects);
+    ``konnectivity_agents``: nodes whose Konnectivity agent authenticates with a client certificate."""
     ca = Authority(d, "kubernetes")
+    if konnectivity_agents:
+        ca.issue("konnectivity-server", "konnectivity-server", server=True, sans=[cp_ip, cp_name])
+        for node in konnectivity_agents:
+            ca.issue(f"konnectivity-agent-{node}", f"system:konnectivity-agent:{node}", client=True)
     ca.issue("apiserver", "kube-apiserver", server=True,
              sans=[cp_ip, SERVICE_VIP, "kubernetes", "kubernetes.default", "kubernetes.default.svc",
                    "kubernetes.default.svc.cluster.local", cp_name])

@@ -11,12 +11,14 @@ import json
 import select
 import subprocess
 import time
+from pathlib import Path
 
 import yaml
 
 from ...errors import CommpathError
 from . import _host
 from ._images import LABPOD_IMAGE
+from ._metrics import SCRAPE_PATH
 
 HOST_WEB_HTTP, HOST_WEB_HTTPS = 18080, 18443
 
@@ -101,7 +103,16 @@ class Exerciser:
         for url in ("/api/v1/namespaces/default/services/web:http/proxy/",
                     "/api/v1/namespaces/default/services/https:web:https/proxy/"):
             self._act("proxy-service", lambda: k("get", "--raw", url), url=url)
+        for node in nodes:       # metrics-server (deployed with the cluster) scrapes every kubelet each 10 s
+            self._act("metrics-scrape", lambda: _host.wait_until(lambda: self._scraped(node), 240,
+                                                                  f"metrics-server scrape of {node}"), node=node)
         return {"pods": placed, "actions": self.actions, "errors": self.errors}
+
+    def _scraped(self, node: str) -> bool:
+        """The kubelet logged a request for its resource metrics (--vmodule=httplog=3) from metrics-server."""
+        log = Path(self.lab.state["procs"][f"{node}-kubelet"]["log"])
+        return any(f'URI="{SCRAPE_PATH}"' in line and "metrics-server" in line
+                   for line in log.read_text(errors="replace").splitlines() if '"HTTP"' in line)
 
     # ---------------------------------------------------------------- streaming verbs
     def _popen(self, *args: str) -> subprocess.Popen:

@@ -19,6 +19,8 @@ from ...errors import CommpathError
 
 PAUSE_IMAGE = "commpath.local/pause:1"
 LABPOD_IMAGE = "commpath.local/labpod:1"
+METRICS_SERVER_IMAGE = "commpath.local/metrics-server:1"
+KONNECTIVITY_AGENT_IMAGE = "commpath.local/konnectivity-agent:1"
 PAUSE_SOURCE = Path(__file__).with_name("images") / "pause.c"
 BUSYBOX = Path("/bin/busybox")
 
@@ -79,8 +81,9 @@ def oci_archive(out: Path, name: str, files: dict[str, tuple[Path, int]], entryp
     return out
 
 
-def build_images(workdir: Path, labpod: Path) -> dict[str, Path]:
-    """Compile pause, then write both archives into ``workdir``; returns image name -> archive."""
+def build_images(workdir: Path, labpod: Path, metrics_server: Path | None = None,
+                 konnectivity_agent: Path | None = None) -> dict[str, Path]:
+    """Compile pause, then write the archives into ``workdir``; returns image name -> archive."""
     gcc = shutil.which("gcc")
     if not gcc:
         raise CommpathError("real lab: gcc is needed to compile the pause binary (apt install gcc libc6-dev)")
@@ -92,9 +95,18 @@ def build_images(workdir: Path, labpod: Path) -> dict[str, Path]:
                          timeout=120)
     if res.returncode != 0:
         raise CommpathError(f"real lab: compiling {PAUSE_SOURCE} failed: {res.stderr.strip()[-300:]}")
-    return {
+    images = {
         PAUSE_IMAGE: oci_archive(workdir / "pause.tar", PAUSE_IMAGE, {"pause": (pause, 0o755)}, ["/pause"]),
         LABPOD_IMAGE: oci_archive(workdir / "labpod.tar", LABPOD_IMAGE,
                                   {"bin/busybox": (BUSYBOX, 0o755), "bin/sh": (BUSYBOX, 0o755),
                                    "bin/labpod": (labpod, 0o755)}, ["/bin/labpod", "serve"]),
     }
+    if metrics_server is not None:
+        images[METRICS_SERVER_IMAGE] = oci_archive(workdir / "metrics-server.tar", METRICS_SERVER_IMAGE,
+                                                   {"bin/metrics-server": (metrics_server, 0o755)},
+                                                   ["/bin/metrics-server"])
+    if konnectivity_agent is not None:
+        images[KONNECTIVITY_AGENT_IMAGE] = oci_archive(workdir / "konnectivity-agent.tar", KONNECTIVITY_AGENT_IMAGE,
+                                                       {"bin/konnectivity-agent": (konnectivity_agent, 0o755)},
+                                                       ["/bin/konnectivity-agent"])
+    return images

@@ -13,14 +13,14 @@ def stop_rank(key: str) -> int:
     """Teardown order: node agents and captures, then controllers, apiserver, runtimes, etcd."""
     if key.startswith("capture") or key.endswith(("-kubelet", "-kube-proxy")):
         return 0
-    if key in ("kube-controller-manager", "kube-scheduler"):
+    if key in ("kube-controller-manager", "kube-scheduler", "konnectivity-server"):
         return 1
     if key == "kube-apiserver":
         return 2
     return 3 if key.endswith("-containerd") else 4
 
 
-def start_node(lab, node: Host, images: dict[str, Path]) -> None:
+def start_node(lab, node: Host, images: dict[str, Path], sc) -> None:
     d = lab.dir / node.name
     d.mkdir(parents=True, exist_ok=True)
     b = lab.state["bin"]
@@ -46,10 +46,13 @@ def start_node(lab, node: Host, images: dict[str, Path]) -> None:
     root = lab.cgroup_root(node.name)
     _host.make_cgroup_root(root)
     kcfg = _config.kubelet_config(d / "kubelet.yaml", node_ip=node.ip, ca=lab.ca, runtime_sock=sock,
-                                  cgroup_root=f"/{root}", pod_logs=d / "pods-logs")
+                                  cgroup_root=f"/{root}", pod_logs=d / "pods-logs",
+                                  server_tls_bootstrap=sc.server_tls_bootstrap)
     kubeconfig = d / "kubelet.kubeconfig"
     cmd = [b["kubelet"], f"--config={kcfg}", f"--kubeconfig={kubeconfig}", f"--cert-dir={d / 'kubelet-pki'}",
-           f"--root-dir={d / 'kubelet'}", f"--hostname-override={node.name}", f"--node-ip={node.ip}", "--v=2"]
+           f"--root-dir={d / 'kubelet'}", f"--hostname-override={node.name}", f"--node-ip={node.ip}", "--v=2",
+           # every request the kubelet serves, with its client's address and port (truth for metrics-server)
+           "--vmodule=httplog=3"]
     from .cluster import BOOTSTRAP_NODES
     if node.name in BOOTSTRAP_NODES:
         cmd.append(f"--bootstrap-kubeconfig={lab.dir / 'bootstrap.kubeconfig'}")

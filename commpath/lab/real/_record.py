@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from .._topology import SERVICE_VIP
-from . import _host, _truth
+from . import _host, _konnectivity, _logtruth, _scenarios, _truth
 from ._config import APISERVER_PORT, CLUSTER_CIDR
 from ._exercise import Exerciser
 from .cluster import ETCD_PORT, RealLab
@@ -59,6 +59,18 @@ def discover(lab: RealLab, target: Path, done: dict) -> None:
         done["errors"].append(f"inventory discover: exit {res.returncode}: {res.stderr.strip()[-300:]}")
 
 
+def log_truth(lab: RealLab) -> _logtruth.LogTruth:
+    """The kubelets' and the Konnectivity server's logs, read while the lab's state still names them."""
+    year = time.gmtime(lab.state["created"]).tm_year
+    procs = lab.state["procs"]
+    kubelets = {n.name: _logtruth.kubelet_requests(Path(procs[f"{n.name}-kubelet"]["log"]), year)
+                for n in lab.topo.nodes if f"{n.name}-kubelet" in procs}
+    if "konnectivity-server" not in procs:
+        return _logtruth.LogTruth(kubelets)
+    return _logtruth.LogTruth(kubelets, _logtruth.konnectivity_log(Path(procs["konnectivity-server"]["log"]), year),
+                              f"{lab.topo.control_plane.ip}:{_konnectivity.AGENT_PORT}")
+
+
 def ground_truth(lab: RealLab, out: Path, done: dict) -> dict:
     from ...decode.engine import read
 
@@ -68,15 +80,15 @@ def ground_truth(lab: RealLab, out: Path, done: dict) -> dict:
     audit = _truth.load_audit(out / "audit.log")
     res = _truth.build(flows, audit, cp_ips={cp.ip}, nodes={n.name: n.ip for n in topo.nodes}, pod_cidr=CLUSTER_CIDR,
                        pods=done["pods"], apiserver=f"{cp.ip}:{APISERVER_PORT}", vip=f"{SERVICE_VIP}:443",
-                       etcd=f"{cp.ip}:{ETCD_PORT}")
+                       etcd=f"{cp.ip}:{ETCD_PORT}", logs=log_truth(lab))
     paths = sorted({c["path"] for c in res["connections"]})
     return {
         "apiVersion": "commpath/v1", "kind": "GroundTruth", "lab": lab.name, "scenario": f"real-{lab.state['scenario']}",
-        "source": "kube-apiserver audit log (Metadata level) matched to captured connections; see "
-                  "commpath/lab/real/_truth.py for the rules",
+        "source": "kube-apiserver audit log (Metadata level), the kubelets' request logs and the Konnectivity "
+                  "server's log, matched to captured connections; see commpath/lab/real/_truth.py for the rules",
         "release": lab.state["release"], "paths_observed": paths,
         "expected_findings": _truth.expected_findings(res["connections"]),
-        "absent_findings": list(_truth.ABSENT_DEFAULT),
+        "absent_findings": list(_truth.ABSENT_DEFAULT) + list(_scenarios.get(lab.state["scenario"]).absent),
         "pods": done["pods"], "actions": done["actions"], "errors": done["errors"],
         "audit_events": int(len(audit)), "audit_users": sorted(set(audit["user"])) if len(audit) else [],
         "connections": res["connections"], "unattributed": res["unattributed"],

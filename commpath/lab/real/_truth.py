@@ -22,6 +22,15 @@ hosts captured it):
 3. **To a pod or to a node's other ports** from the control plane: ``pods/proxy``, ``services/proxy``
    or ``nodes/proxy`` events whose window contains the connection's start: ``apiserver-proxy``.
 4. **To etcd** (``cp:2379``): ``etcd``, from the lab's configuration (the audit log does not see it).
+5. **To a kubelet from elsewhere** (``node:10250`` from a pod or node address): the kubelet's own log
+   (``--vmodule=httplog=3``) names the client's address *and port*; requests from metrics-server's user
+   agent on that very endpoint make it ``metrics-to-kubelet``.
+6. **To the Konnectivity server's agent port** (``cp:8132`` from a node): the server's log line
+   ``Agent connected`` for the agent of that node (agent id = node name) while the connection was open
+   (±1 s): ``konnectivity``.
+7. **From a node to a pod or a node port, while Konnectivity runs**: a ``Received DIAL_REQ`` for that
+   destination in the server's log within ±1 s of the connection's start: the agent's dial for the
+   apiserver, ``other`` (a node's own connection to a pod, as the emulated lab records it).
 
 Everything else (e.g. kubectl port-forward's local listener on the control plane's loopback) is left
 out of the truth and counted as unattributed.
@@ -35,6 +44,8 @@ import json
 from pathlib import Path
 
 import pandas as pd
+
+from ._logtruth import LogTruth
 
 NODE_USERS = ("system:node:", "system:bootstrap:")
 #: also from a node: kube-proxy, and the kubelet's own client while its TLS bootstrap is pending (it sends no
@@ -79,7 +90,7 @@ def _ep(ip: str, port) -> str:
 
 
 def build(flows: pd.DataFrame, audit: pd.DataFrame, *, cp_ips: set[str], nodes: dict[str, str], pod_cidr: str,
-          pods: dict[str, dict], apiserver: str, vip: str, etcd: str) -> dict:
+          pods: dict[str, dict], apiserver: str, vip: str, etcd: str, logs: LogTruth | None = None) -> dict:
     """Truth connections (ground-truth.yaml's ``connections``) and what could not be attributed."""
     net = ipaddress.ip_network(pod_cidr)
     node_of_ip = {ip: name for name, ip in nodes.items()}
@@ -97,6 +108,8 @@ def build(flows: pd.DataFrame, audit: pd.DataFrame, *, cp_ips: set[str], nodes: 
             continue                       # the post-DNAT twin of a VIP connection: recorded with it
         entry = {"src": c.src, "dst": c.dst, "start": round(float(c.start), 6)}
         path, why = _path(c, audit, cp_ips, node_of_ip, net, pods, apiserver, vip, etcd)
+        if path is None and logs is not None:
+            path, why = _from_logs(c, logs, node_of_ip, net) or (path, why)
         if path is None:
             unattributed.append({**entry, "why": why})
             continue
@@ -155,6 +168,37 @@ def _path(c, audit, cp_ips, node_of_ip, net, pods, apiserver, vip, etcd):
             return None, "no proxy request then"
         return "apiserver-proxy", {"requests": hit["uri"].head(3).tolist(), "users": sorted(set(hit["user"]))[:3]}
     return None, "not a documented path"
+
+
+def _from_logs(c, logs: LogTruth, node_of_ip: dict[str, str], net) -> tuple[str, dict] | None:
+    """Rules 5-7: what the kubelets' and the Konnectivity server's logs say about a connection."""
+    src_ip, dst_ip = c.src_ip, c.dst_ip
+    if dst_ip in node_of_ip and c.dst_port == 10250:
+        req = logs.kubelets.get(node_of_ip[dst_ip])
+        if req is not None and len(req):
+            hit = req[(req["src"] == c.src) & req["user_agent"].str.startswith("metrics-server/")]
+            if len(hit):
+                return "metrics-to-kubelet", {"requests": sorted(set(hit["uri"]))[:3],
+                                              "users": sorted({u.split(" ")[0] for u in hit["user_agent"]}),
+                                              "evidence": "kubelet log (httplog srcIP)"}
+    konn = logs.konnectivity
+    if konn is None:
+        return None
+    if c.dst == logs.konnectivity_server and src_ip in node_of_ip:
+        a = konn.agents
+        hit = a[(a["agent"] == node_of_ip[src_ip]) & (a["time"] >= c.start - SLACK) & (a["time"] <= c.end + SLACK)]
+        if len(hit):
+            return "konnectivity", {"users": [f"konnectivity-agent {node_of_ip[src_ip]}"],
+                                    "evidence": "konnectivity-server log (Agent connected)"}
+    in_pods = ":" not in dst_ip and ipaddress.ip_address(dst_ip) in net
+    from_node = src_ip in node_of_ip or (":" not in src_ip and ipaddress.ip_address(src_ip) in net)
+    if from_node and (in_pods or dst_ip in node_of_ip):
+        d = konn.dials
+        hit = d[(d["address"] == c.dst) & ((d["time"] - c.start).abs() <= SLACK)]
+        if len(hit):
+            return "other", {"users": ["konnectivity-agent (dial for the apiserver)"],
+                             "evidence": "konnectivity-server log (Received DIAL_REQ)"}
+    return None
 
 
 #: checks the default real cluster must never trigger (no SSH, Konnectivity, read-only port, old TLS, expiry)

@@ -25,7 +25,7 @@ import yaml
 from ...errors import CommpathError
 from .. import _procs, _topology
 from .._topology import SERVICE_VIP, Host, Topology, nsexec
-from . import _build, _config, _host, _images
+from . import _build, _config, _host, _images, _konnectivity, _metrics, _scenarios
 from ._config import APISERVER_PORT, CLUSTER_CIDR, SERVICE_CIDR
 
 STATE_ROOT = Path(os.environ.get("COMMPATH_REAL_STATE", "/run/commpath-real"))
@@ -103,8 +103,7 @@ class RealLab:
     # ------------------------------------------------------------------ up
     def up(self, scenario: str = "default", capture_out: Path | None = None, log_build=None) -> None:
         """Bring the cluster up; with ``capture_out`` the capture starts before any component does."""
-        if scenario != "default":
-            raise CommpathError(f"real lab: scenario {scenario!r} is not available yet (only 'default')")
+        sc = _scenarios.get(scenario)
         if self.state:
             raise CommpathError(f"real lab: {self.name!r} is up already ({self.dir}); "
                                 f"run `commpath lab down --kind real --name {self.name}`")
@@ -130,18 +129,28 @@ class RealLab:
             self._network()
             cp = self.topo.control_plane
             _config.make_pki(self.pki, cp.ip, cp.name,
-                             [n.name for n in self.topo.nodes if n.name not in BOOTSTRAP_NODES])
+                             [n.name for n in self.topo.nodes if n.name not in BOOTSTRAP_NODES],
+                             [n.name for n in self.topo.nodes] if sc.konnectivity else [])
             if capture_out:
                 self.start_capture(Path(capture_out))
-            self._control_plane()
-            images = _images.build_images(self.dir / "images", bins["labpod"])
+            self._control_plane(sc)
+            images = _images.build_images(self.dir / "images", bins["labpod"], bins["metrics-server"],
+                                          bins["konnectivity-agent"] if sc.konnectivity else None)
             for node in self.topo.nodes:
-                self._node(node, images)
+                self._node(node, images, sc)
             self._pod_network()
             want = {f"node/{n.name}" for n in self.topo.nodes}
             _host.wait_until(lambda: want <= set(self.kubectl("get", "nodes", "-o", "name", check=False).stdout.split()),
                              240, "node registration")
+            if sc.server_tls_bootstrap:
+                self._approve_serving_certificates()
             self.kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=240s", timeout=260)
+            self.kubectl("apply", "-f", "-", input=_metrics.manifests(sc.verify_kubelet))
+            if sc.konnectivity:        # the apiserver reaches nodes only once every agent is connected
+                self.kubectl("apply", "-f", "-", input=_konnectivity.agent_manifests(self))
+                names = {n.name for n in self.topo.nodes}
+                _host.wait_until(lambda: names <= _konnectivity.connected_agents(self), 240,
+                                 "Konnectivity agents connected", alive=self._alive("konnectivity-server"))
         except BaseException:
             self.down()
             raise
@@ -175,7 +184,24 @@ class RealLab:
                 if other is not h:
                     nsexec(h.ns, "ip", "route", "add", other.pod_cidr, "via", other.ip)
 
-    def _control_plane(self) -> None:
+    def _approve_serving_certificates(self) -> None:
+        """serverTLSBootstrap: the controller-manager signs kubelet-serving CSRs but never approves them (kubeadm
+        leaves that to the administrator): approve each node's once it is there."""
+        nodes = {f"system:node:{n.name}" for n in self.topo.nodes}
+
+        def pending():
+            doc = json.loads(self.kubectl("get", "csr", "-o", "json", check=False).stdout or "{}")
+            serving = [c for c in doc.get("items", []) if c["spec"].get("signerName") == "kubernetes.io/kubelet-serving"
+                       and c["spec"].get("username") in nodes]
+            for c in serving:
+                if not c.get("status", {}).get("conditions"):
+                    self.kubectl("certificate", "approve", c["metadata"]["name"])
+            issued = {c["spec"]["username"] for c in serving if c.get("status", {}).get("certificate")}
+            return issued >= nodes
+
+        _host.wait_until(pending, 240, "kubelet serving certificates (serverTLSBootstrap)", interval=1.0)
+
+    def _control_plane(self, sc) -> None:
         topo, pki, b = self.topo, self.pki, self.state["bin"]
         cp = topo.control_plane
         server = f"https://{cp.ip}:{APISERVER_PORT}"
@@ -194,6 +220,12 @@ class RealLab:
             "--peer-trusted-ca-file", str(self.ca), "--peer-client-cert-auth", "--log-outputs", "stderr"])
         _procs.wait_for(Path(self.state["procs"]["etcd"]["log"]), "ready to serve client requests",
                         self.state["procs"]["etcd"]["pid"], 60, "etcd")
+        extra = []
+        if sc.konnectivity:
+            _konnectivity.start_server(self, sc.konnectivity)
+            extra.append(f"--egress-selector-config-file={_konnectivity.egress_config(self, sc.konnectivity)}")
+        if sc.verify_kubelet:
+            extra.append(f"--kubelet-certificate-authority={self.ca}")
         policy = self.dir / "audit-policy.yaml"
         policy.write_text(yaml.safe_dump(_config.AUDIT_POLICY, sort_keys=False))
         self.state["audit_log"] = str(self.dir / "audit.log")
@@ -218,7 +250,7 @@ class RealLab:
             "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
             "--enable-bootstrap-token-auth", "--allow-privileged=true",
             f"--audit-policy-file={policy}", f"--audit-log-path={self.state['audit_log']}",
-            "--audit-log-format=json", "--audit-log-maxsize=200", "--audit-log-mode=blocking"])
+            "--audit-log-format=json", "--audit-log-maxsize=200", "--audit-log-mode=blocking", *extra])
         _host.wait_until(lambda: self.kubectl("get", "--raw", "/readyz", check=False, timeout=40).stdout.strip() == "ok",
                          240, "kube-apiserver /readyz", alive=self._alive("kube-apiserver"))
         token = _config.BootstrapToken.new()
@@ -242,10 +274,10 @@ class RealLab:
             f"--cert-dir={self.dir / 'scheduler-pki'}"])
         self._save()
 
-    def _node(self, node: Host, images: dict[str, Path]) -> None:
+    def _node(self, node: Host, images: dict[str, Path], sc) -> None:
         from ._node import start_node
 
-        start_node(self, node, images)
+        start_node(self, node, images, sc)
 
     def import_image(self, archive: Path) -> None:
         """Import an OCI archive (e.g. the capture agent's, commpath.capture.cluster_image) into every node's
@@ -291,8 +323,15 @@ class RealLab:
             "nodes": [{"name": n.name, "addresses": [n.ip] + ([_gateway(n.pod_cidr)] if n.pod_cidr else []),
                        "pod_cidrs": [n.pod_cidr or CLUSTER_CIDR]} for n in topo.nodes],
             "kubelet_port": KUBELET_PORT, "pod_cidrs": [CLUSTER_CIDR], "service_cidrs": [SERVICE_CIDR],
-            "konnectivity": {"enabled": False}, "etcd": [f"{cp.ip}:{ETCD_PORT}"], "ca_bundle": "pki/ca.crt",
+            "konnectivity": self._konnectivity_inventory(), "etcd": [f"{cp.ip}:{ETCD_PORT}"], "ca_bundle": "pki/ca.crt",
         }
+
+    def _konnectivity_inventory(self) -> dict:
+        mode = _scenarios.get(self.state["scenario"]).konnectivity
+        if not mode:
+            return {"enabled": False}
+        cp = self.topo.control_plane
+        return {"enabled": True, "server": f"{cp.ip}:{_konnectivity.AGENT_PORT}", "agents": [n.name for n in self.topo.nodes]}
 
     def write_metadata(self, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)

@@ -11,4 +11,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-scheduler/app"
 	_ "k8s.io/kubernetes/cmd/kubelet/app"
 	_ "k8s.io/kubectl/pkg/cmd"
+	_ "sigs.k8s.io/apiserver-network-proxy/cmd/server/app"
+	_ "sigs.k8s.io/apiserver-network-proxy/cmd/agent/app"
+	_ "sigs.k8s.io/metrics-server/cmd/metrics-server/app"
 )

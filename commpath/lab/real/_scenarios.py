@@ -1,0 +1,42 @@
+"""Scenarios of the real lab: which settings the cluster is brought up with (in the manner of the emulated lab)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...errors import CommpathError
+
+
+@dataclass(frozen=True)
+class RealScenario:
+    name: str
+    description: str
+    #: "" (the apiserver dials nodes directly), "grpc" or "http-connect": the apiserver's `cluster` egress
+    #: goes through the Konnectivity server (a Unix socket on the control plane), the agents dial it
+    konnectivity: str = ""
+    #: kubelet serving certificates from the cluster CA (serverTLSBootstrap: CSRs the lab approves)
+    server_tls_bootstrap: bool = False
+    #: the apiserver (--kubelet-certificate-authority) and metrics-server verify the kubelets' certificates
+    verify_kubelet: bool = False
+    #: checks that must not fire (besides those of every real scenario, _truth.ABSENT_DEFAULT)
+    absent: tuple[str, ...] = ()
+
+
+SCENARIOS = {
+    "default": RealScenario(
+        "default", "kubeadm-like defaults: self-signed kubelet serving certificates, no "
+                   "--kubelet-certificate-authority, metrics-server with --kubelet-insecure-tls, no Konnectivity"),
+    "hardened": RealScenario(
+        "hardened", "kubelet serving certificates from the cluster CA (serverTLSBootstrap) verified by the "
+                    "apiserver and metrics-server, anonymous kubelet auth and read-only port off, the apiserver's "
+                    "node traffic only through Konnectivity (gRPC)",
+        konnectivity="grpc", server_tls_bootstrap=True, verify_kubelet=True,
+        absent=("server-cert-untrusted", "plaintext-proxy", "proxy-unverified-tls")),
+}
+
+
+def get(name: str) -> RealScenario:
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise CommpathError(f"real lab: unknown scenario {name!r} (choose from {', '.join(SCENARIOS)})") from None
