@@ -141,6 +141,27 @@ def test_truth_from_the_kubelet_and_konnectivity_logs(tmp_path):
     assert [u["src"] for u in res["unattributed"]] == ["10.244.1.7:43299"]
 
 
+@pytest.mark.netns
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2")
+def test_offloads_off_gives_mtu_sized_capture_frames(tmp_path):
+    """_offload switches TSO, GSO and GRO off on a veth and on loopback inside a throw-away namespace (so that
+    tcpdump's ring frames are MTU-sized); what each reads back afterwards is off, the machine's own untouched."""
+    from _netns_pair import netns_pair
+
+    before = subprocess.run([sys.executable, "-m", "commpath.lab.real._offload", "--show", "lo"], capture_output=True,
+                            text=True, timeout=60)
+    with netns_pair() as (ns_a, _ns_b, _ip_a, _ip_b):
+        res = subprocess.run(["ip", "netns", "exec", ns_a, sys.executable, "-m", "commpath.lab.real._offload",
+                              "lo", "eth0"], capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert res.returncode == 0, res.stderr
+        shown = subprocess.run(["ip", "netns", "exec", ns_a, sys.executable, "-m", "commpath.lab.real._offload",
+                                "--show", "lo", "eth0"], capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert json.loads(shown.stdout) == {i: {"tso": 0, "gso": 0, "gro": 0} for i in ("lo", "eth0")}
+    after = subprocess.run([sys.executable, "-m", "commpath.lab.real._offload", "--show", "lo"], capture_output=True,
+                           text=True, timeout=60)
+    assert after.stdout == before.stdout
+
+
 def _leftovers(name: str) -> list[str]:
     left = [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
             if n.startswith(name + "-")]

@@ -103,7 +103,7 @@ class Exerciser:
         for url in ("/api/v1/namespaces/default/services/web:http/proxy/",
                     "/api/v1/namespaces/default/services/https:web:https/proxy/"):
             self._act("proxy-service", lambda: k("get", "--raw", url), url=url)
-        for node in nodes:       # metrics-server (deployed with the cluster) scrapes every kubelet each 10 s
+        for node in nodes:       # metrics-server (deployed with the cluster) scrapes every kubelet each 15 s
             self._act("metrics-scrape", lambda: _host.wait_until(lambda: self._scraped(node), 240,
                                                                   f"metrics-server scrape of {node}"), node=node)
         return {"pods": placed, "actions": self.actions, "errors": self.errors}

@@ -24,7 +24,7 @@ def manifests(verify_kubelet: bool) -> str:
     """ServiceAccount, RBAC and the Deployment; ``verify_kubelet``: the kubelets' serving certificates are checked
     against the cluster CA (else --kubelet-insecure-tls, as most installations run it)."""
     args = ["--cert-dir=/tmp", "--secure-port=4443", "--kubelet-preferred-address-types=InternalIP",
-            "--kubelet-use-node-status-port", "--metric-resolution=10s", "--v=2"]
+            "--kubelet-use-node-status-port", "--metric-resolution=15s", "--v=2"]
     args.append(f"--kubelet-certificate-authority={SA_CA}" if verify_kubelet else "--kubelet-insecure-tls")
     docs = [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": NAME, "namespace": NAMESPACE}},

@@ -7,13 +7,14 @@ offloads off (and loopback at an Ethernet MTU) a frame is about 2 KiB and the sa
 more packets. The lab's namespaces are its own: nothing outside them changes.
 
 Run inside the host's network namespace: ``python -m commpath.lab.real._offload IFACE...`` (legacy
-ethtool ioctls: no ethtool binary is needed).
+ethtool ioctls: no ethtool binary is needed); ``--show IFACE...`` prints each one's settings as JSON.
 """
 
 from __future__ import annotations
 
 import ctypes
 import fcntl
+import json
 import socket
 import struct
 import sys
@@ -29,15 +30,24 @@ def _ethtool(sock: socket.socket, iface: str, cmd: int, value: int = 0) -> int:
     return int(buf[1])
 
 
-def offloads_off(iface: str) -> dict[str, int]:
-    """Switch TSO, GSO and GRO off on ``iface``; returns what each reads afterwards (0: off)."""
+def offloads(iface: str) -> dict[str, int]:
+    """What TSO, GSO and GRO read on ``iface`` (0: off)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for get, set_ in FEATURES.values():
-            _ethtool(sock, iface, set_, 0)
         return {name: _ethtool(sock, iface, get) for name, (get, _) in FEATURES.items()}
 
 
+def offloads_off(iface: str) -> dict[str, int]:
+    """Switch TSO, GSO and GRO off on ``iface``; returns what each reads afterwards."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _, set_ in FEATURES.values():
+            _ethtool(sock, iface, set_, 0)
+    return offloads(iface)
+
+
 def main(ifaces: list[str]) -> int:
+    if ifaces[:1] == ["--show"]:
+        print(json.dumps({i: offloads(i) for i in ifaces[1:]}))
+        return 0
     left = {i: s for i in ifaces if any((s := offloads_off(i)).values())}
     if left:
         print(f"offloads still on: {left}", file=sys.stderr)
