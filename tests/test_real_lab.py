@@ -246,3 +246,22 @@ def test_real_cluster_hardened_through_konnectivity(tmp_path):
     inv = yaml.safe_load((out / "inventory.yaml").read_text())
     assert inv["konnectivity"]["enabled"] is True
     _assert_scored(out, truth)
+
+
+@needs_real_lab
+@pytest.mark.netns
+@pytest.mark.timeout(3600)
+def test_real_cluster_broken(tmp_path):
+    """broken: node2's kubelet keeps its bootstrap token (audit: system:bootstrap:* from node2 all along), opens its
+    read-only port (read by a pod: kubelet-readonly, truth from the kubelet's log) and serves an expired
+    certificate (hidden by TLS 1.3: expected with a key log only); Konnectivity runs but the apiserver dials the
+    kubelets directly (konnectivity-bypass). Scored as default."""
+    out, truth = _record(tmp_path, "broken")
+    paths = set(truth["paths_observed"])
+    assert {"konnectivity", "kubelet-readonly", "apiserver-to-kubelet", "metrics-to-kubelet"} <= paths
+    assert "system:node:node2" not in truth["audit_users"]           # node2's kubelet never had a certificate
+    assert any(u.startswith("system:bootstrap:") for c in truth["connections"] if c["src"].startswith("10.77.0.22:")
+               for u in c.get("users", []))
+    expected = _assert_scored(out, truth)
+    assert {("konnectivity-bypass", "apiserver-to-kubelet"), ("kubelet-readonly-port", "kubelet-readonly"),
+            ("client-cert-missing", "node-to-apiserver")} <= expected

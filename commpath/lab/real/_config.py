@@ -80,7 +80,8 @@ def kubeconfig(path: Path, server: str, ca: Path, user: str, cert: Path | None =
 
 
 def kubelet_config(path: Path, *, node_ip: str, ca: Path, runtime_sock: Path, cgroup_root: str, pod_logs: Path,
-                   server_tls_bootstrap: bool = False) -> Path:
+                   server_tls_bootstrap: bool = False, read_only_port: int = 0,
+                   serving_cert: tuple[Path, Path] | None = None, rotate_certificates: bool = True) -> Path:
     doc = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
         "address": node_ip, "port": 10250, "readOnlyPort": 0, "healthzBindAddress": "127.0.0.1",
@@ -90,7 +91,7 @@ def kubelet_config(path: Path, *, node_ip: str, ca: Path, runtime_sock: Path, cg
         "cgroupDriver": "cgroupfs", "cgroupRoot": cgroup_root, "failCgroupV1": False, "failSwapOn": False,
         "containerRuntimeEndpoint": f"unix://{runtime_sock}", "podLogsDir": str(pod_logs),
         "clusterDomain": "cluster.local", "resolvConf": "",
-        "rotateCertificates": True, "serverTLSBootstrap": server_tls_bootstrap,
+        "rotateCertificates": rotate_certificates, "serverTLSBootstrap": server_tls_bootstrap,
         # the kubelet only reads these kernel settings: the lab shows it the values it wants (see _node.py)
         "protectKernelDefaults": True,
         "evictionHard": {"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.available": "1%",
@@ -99,6 +100,9 @@ def kubelet_config(path: Path, *, node_ip: str, ca: Path, runtime_sock: Path, cg
         "nodeStatusUpdateFrequency": "10s", "syncFrequency": "10s",
         "registerNode": True, "maxPods": 20,
     }
+    doc["readOnlyPort"] = read_only_port
+    if serving_cert:
+        doc["tlsCertFile"], doc["tlsPrivateKeyFile"] = str(serving_cert[0]), str(serving_cert[1])
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
@@ -167,8 +171,10 @@ def cni_config(conf_dir: Path, *, node: str, pod_cidr: str, ipam_dir: Path) -> P
     return path
 
 
-def bootstrap_manifests(token: BootstrapToken) -> str:
-    """The bootstrap token secret and the RBAC bindings kubeadm creates for kubelet TLS bootstrap."""
+def bootstrap_manifests(token: BootstrapToken, nodes_by_token: bool = False) -> str:
+    """The bootstrap token secret and the RBAC bindings kubeadm creates for kubelet TLS bootstrap;
+    ``nodes_by_token``: the bootstrap group may also act as a node (RBAC's system:node role, as clusters
+    that let a kubelet keep its bootstrap token must grant), the `broken` scenario's misconfiguration."""
     docs = [
         {"apiVersion": "v1", "kind": "Secret", "type": "bootstrap.kubernetes.io/token",
          "metadata": {"name": f"bootstrap-token-{token.id}", "namespace": "kube-system"},
@@ -185,6 +191,9 @@ def bootstrap_manifests(token: BootstrapToken) -> str:
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:kubelet-api-admin"},
          "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "kube-apiserver-kubelet-client"}]},
     ]
+    if nodes_by_token:
+        docs.append(_binding("lab:bootstrap-token-as-node", "system:node",
+                             "system:bootstrappers:kubeadm:default-node-token"))
     return yaml.safe_dump_all(docs, sort_keys=False)
 
 

@@ -16,9 +16,10 @@ from pathlib import Path
 import yaml
 
 from ...errors import CommpathError
-from . import _host
+from . import _host, _scenarios
 from ._images import LABPOD_IMAGE
 from ._metrics import SCRAPE_PATH
+from ._node import READ_ONLY_PORT
 
 HOST_WEB_HTTP, HOST_WEB_HTTPS = 18080, 18443
 
@@ -103,6 +104,12 @@ class Exerciser:
         for url in ("/api/v1/namespaces/default/services/web:http/proxy/",
                     "/api/v1/namespaces/default/services/https:web:https/proxy/"):
             self._act("proxy-service", lambda: k("get", "--raw", url), url=url)
+        sc = _scenarios.get(self.lab.state["scenario"])
+        pod = sorted(placed)[0]
+        for node in sc.read_only_nodes:   # a pod reads the kubelet's read-only port (no TLS, no authentication)
+            ip = self.lab.topo.host(node).ip
+            self._act("read-only-port", lambda: k("exec", pod, "-c", "web", "--", "/bin/busybox", "wget", "-q", "-O",
+                                                  "-", f"http://{ip}:{READ_ONLY_PORT}/healthz"), pod=pod, node=node)
         for node in nodes:       # metrics-server (deployed with the cluster) scrapes every kubelet each 15 s
             self._act("metrics-scrape", lambda: _host.wait_until(lambda: self._scraped(node), 240,
                                                                   f"metrics-server scrape of {node}"), node=node)

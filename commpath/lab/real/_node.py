@@ -8,6 +8,8 @@ from .._topology import Host
 from . import _config, _host
 from ._images import PAUSE_IMAGE
 
+READ_ONLY_PORT = 10255
+
 
 def stop_rank(key: str) -> int:
     """Teardown order: node agents and captures, then controllers, apiserver, runtimes, etcd."""
@@ -47,14 +49,22 @@ def start_node(lab, node: Host, images: dict[str, Path], sc) -> None:
     _host.make_cgroup_root(root)
     kcfg = _config.kubelet_config(d / "kubelet.yaml", node_ip=node.ip, ca=lab.ca, runtime_sock=sock,
                                   cgroup_root=f"/{root}", pod_logs=d / "pods-logs",
-                                  server_tls_bootstrap=sc.server_tls_bootstrap)
+                                  server_tls_bootstrap=sc.server_tls_bootstrap,
+                                  read_only_port=READ_ONLY_PORT if node.name in sc.read_only_nodes else 0,
+                                  serving_cert=(lab.pki / f"{node.name}-kubelet-serving-expired.crt",
+                                                lab.pki / f"{node.name}-kubelet-serving-expired.key")
+                                  if node.name in sc.expired_serving_nodes else None,
+                                  # a kubelet that keeps its token must not obtain a client certificate by itself
+                                  rotate_certificates=node.name not in sc.token_nodes)
     kubeconfig = d / "kubelet.kubeconfig"
     cmd = [b["kubelet"], f"--config={kcfg}", f"--kubeconfig={kubeconfig}", f"--cert-dir={d / 'kubelet-pki'}",
            f"--root-dir={d / 'kubelet'}", f"--hostname-override={node.name}", f"--node-ip={node.ip}", "--v=2",
            # every request the kubelet serves, with its client's address and port (truth for metrics-server)
            "--vmodule=httplog=3"]
     from .cluster import BOOTSTRAP_NODES
-    if node.name in BOOTSTRAP_NODES:
+    if node.name in sc.token_nodes:           # the bootstrap token as its only credential, for good
+        cmd[2] = f"--kubeconfig={lab.dir / 'bootstrap.kubeconfig'}"
+    elif node.name in BOOTSTRAP_NODES:
         cmd.append(f"--bootstrap-kubeconfig={lab.dir / 'bootstrap.kubeconfig'}")
     else:
         _config.kubeconfig(kubeconfig, f"https://{lab.topo.control_plane.ip}:{_config.APISERVER_PORT}", lab.ca,

@@ -82,13 +82,15 @@ def ground_truth(lab: RealLab, out: Path, done: dict) -> dict:
                        pods=done["pods"], apiserver=f"{cp.ip}:{APISERVER_PORT}", vip=f"{SERVICE_VIP}:443",
                        etcd=f"{cp.ip}:{ETCD_PORT}", logs=log_truth(lab))
     paths = sorted({c["path"] for c in res["connections"]})
+    sc = _scenarios.get(lab.state["scenario"])
     return {
         "apiVersion": "commpath/v1", "kind": "GroundTruth", "lab": lab.name, "scenario": f"real-{lab.state['scenario']}",
         "source": "kube-apiserver audit log (Metadata level), the kubelets' request logs and the Konnectivity "
                   "server's log, matched to captured connections; see commpath/lab/real/_truth.py for the rules",
         "release": lab.state["release"], "paths_observed": paths,
-        "expected_findings": _truth.expected_findings(res["connections"]),
-        "absent_findings": list(_truth.ABSENT_DEFAULT) + list(_scenarios.get(lab.state["scenario"]).absent),
+        "expected_findings": _truth.expected_findings(res["connections"], konnectivity=bool(sc.konnectivity),
+                                                      expired_serving=list(sc.expired_serving_nodes)),
+        "absent_findings": [c for c in _truth.ABSENT_DEFAULT + sc.absent if c not in sc.allowed],
         "pods": done["pods"], "actions": done["actions"], "errors": done["errors"],
         "audit_events": int(len(audit)), "audit_users": sorted(set(audit["user"])) if len(audit) else [],
         "connections": res["connections"], "unattributed": res["unattributed"],

@@ -18,8 +18,18 @@ class RealScenario:
     server_tls_bootstrap: bool = False
     #: the apiserver (--kubelet-certificate-authority) and metrics-server verify the kubelets' certificates
     verify_kubelet: bool = False
+    #: with Konnectivity running: does the apiserver send its `cluster` egress through it (False: a bypass)
+    egress_via_konnectivity: bool = True
+    #: nodes whose kubelet opens its read-only port (10255, plain HTTP without authentication)
+    read_only_nodes: tuple[str, ...] = ()
+    #: nodes whose kubelet serves an expired certificate (issued by the cluster CA)
+    expired_serving_nodes: tuple[str, ...] = ()
+    #: nodes whose kubelet keeps authenticating with the bootstrap token (never a client certificate)
+    token_nodes: tuple[str, ...] = ()
     #: checks that must not fire (besides those of every real scenario, _truth.ABSENT_DEFAULT)
     absent: tuple[str, ...] = ()
+    #: checks of _truth.ABSENT_DEFAULT this scenario is expected to trigger
+    allowed: tuple[str, ...] = ()
 
 
 SCENARIOS = {
@@ -32,6 +42,13 @@ SCENARIOS = {
                     "node traffic only through Konnectivity (gRPC)",
         konnectivity="grpc", server_tls_bootstrap=True, verify_kubelet=True,
         absent=("server-cert-untrusted", "plaintext-proxy", "proxy-unverified-tls")),
+    "broken": RealScenario(
+        "broken", "node2's kubelet serves an expired certificate, opens its read-only port (read by a pod) and keeps "
+                  "authenticating with the bootstrap token; Konnectivity runs but the apiserver bypasses it "
+                  "(no egress selector)",
+        konnectivity="grpc", egress_via_konnectivity=False, read_only_nodes=("node2",),
+        expired_serving_nodes=("node2",), token_nodes=("node2",),
+        allowed=("kubelet-readonly-port", "konnectivity-bypass")),
 }
 
 

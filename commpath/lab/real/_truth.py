@@ -24,7 +24,8 @@ hosts captured it):
 4. **To etcd** (``cp:2379``): ``etcd``, from the lab's configuration (the audit log does not see it).
 5. **To a kubelet from elsewhere** (``node:10250`` from a pod or node address): the kubelet's own log
    (``--vmodule=httplog=3``) names the client's address *and port*; requests from metrics-server's user
-   agent on that very endpoint make it ``metrics-to-kubelet``.
+   agent on that very endpoint make it ``metrics-to-kubelet``; any request on that endpoint to the
+   read-only port (``node:10255``) makes it ``kubelet-readonly``.
 6. **To the Konnectivity server's agent port** (``cp:8132`` from a node): the server's log line
    ``Agent connected`` for the agent of that node (agent id = node name) while the connection was open
    (±1 s): ``konnectivity``.
@@ -154,6 +155,11 @@ def _path(c, audit, cp_ips, node_of_ip, net, pods, apiserver, vip, etcd):
     if src_ip not in cp_ips or audit.empty:
         return None, "not initiated by the control plane"
     ev = _during(audit, c.start)
+    if dst_ip in node_of_ip and c.dst_port == 10255:
+        req = logs.kubelets.get(node_of_ip[dst_ip])
+        if req is not None and len(req) and (req["src"] == c.src).any():
+            return "kubelet-readonly", {"requests": sorted(set(req[req["src"] == c.src]["uri"]))[:3],
+                                        "evidence": "kubelet log (httplog srcIP on the read-only port)"}
     if dst_ip in node_of_ip and c.dst_port == 10250:
         node = node_of_ip[dst_ip]
         on_node = {p for p, w in pods.items() if w.get("node") == node}
@@ -173,6 +179,11 @@ def _path(c, audit, cp_ips, node_of_ip, net, pods, apiserver, vip, etcd):
 def _from_logs(c, logs: LogTruth, node_of_ip: dict[str, str], net) -> tuple[str, dict] | None:
     """Rules 5-7: what the kubelets' and the Konnectivity server's logs say about a connection."""
     src_ip, dst_ip = c.src_ip, c.dst_ip
+    if dst_ip in node_of_ip and c.dst_port == 10255:
+        req = logs.kubelets.get(node_of_ip[dst_ip])
+        if req is not None and len(req) and (req["src"] == c.src).any():
+            return "kubelet-readonly", {"requests": sorted(set(req[req["src"] == c.src]["uri"]))[:3],
+                                        "evidence": "kubelet log (httplog srcIP on the read-only port)"}
     if dst_ip in node_of_ip and c.dst_port == 10250:
         req = logs.kubelets.get(node_of_ip[dst_ip])
         if req is not None and len(req):
@@ -206,9 +217,24 @@ ABSENT_DEFAULT = ("ssh-tunnel-deprecated", "kubelet-readonly-port", "konnectivit
                   "cert-expired", "tls-version-weak")
 
 
-def expected_findings(connections: list[dict]) -> list[dict]:
-    """The findings the truth implies: what the audit log says about credentials and proxied schemes."""
+def expected_findings(connections: list[dict], konnectivity: bool = False,
+                      expired_serving: list[str] = ()) -> list[dict]:
+    """The findings the truth implies: what the audit log says about credentials and proxied schemes, the
+    kubelets' logs about their read-only port, the lab's configuration about Konnectivity and certificates."""
     out = []
+    paths = {c["path"] for c in connections}
+    if konnectivity:
+        for path in sorted(paths & {"apiserver-to-kubelet", "apiserver-proxy"}):
+            out.append({"check": "konnectivity-bypass", "path": path, "when": "always",
+                        "why": "Konnectivity runs, yet the apiserver dialled a node directly (audit: the request; "
+                               "capture: the control plane's own connection)"})
+    if "kubelet-readonly" in paths:
+        out.append({"check": "kubelet-readonly-port", "path": "kubelet-readonly", "when": "always",
+                    "why": "a client read the kubelet's read-only port (kubelet log: the request on 10255)"})
+    if expired_serving and "apiserver-to-kubelet" in paths:
+        out.append({"check": "cert-expired", "path": "apiserver-to-kubelet", "when": "with-keylog",
+                    "why": f"{', '.join(expired_serving)}: the kubelet serves an expired certificate (TLS 1.3 "
+                           "hides it on the wire)"})
     proxied = [u for c in connections if c["path"] == "apiserver-proxy" for u in c.get("requests", [])]
     if any("/https:" not in u for u in proxied):
         out.append({"check": "plaintext-proxy", "path": "apiserver-proxy", "when": "always",

@@ -128,9 +128,13 @@ class RealLab:
             self._save()
             self._network()
             cp = self.topo.control_plane
-            _config.make_pki(self.pki, cp.ip, cp.name,
-                             [n.name for n in self.topo.nodes if n.name not in BOOTSTRAP_NODES],
-                             [n.name for n in self.topo.nodes] if sc.konnectivity else [])
+            ca = _config.make_pki(self.pki, cp.ip, cp.name,
+                                  [n.name for n in self.topo.nodes if n.name not in BOOTSTRAP_NODES + sc.token_nodes],
+                                  [n.name for n in self.topo.nodes] if sc.konnectivity else [])
+            for n in self.topo.nodes:
+                if n.name in sc.expired_serving_nodes:
+                    ca.issue(f"{n.name}-kubelet-serving-expired", n.name, server=True, sans=[n.ip, n.name],
+                             expired=True)
             if capture_out:
                 self.start_capture(Path(capture_out))
             self._control_plane(sc)
@@ -223,7 +227,8 @@ class RealLab:
         extra = []
         if sc.konnectivity:
             _konnectivity.start_server(self, sc.konnectivity)
-            extra.append(f"--egress-selector-config-file={_konnectivity.egress_config(self, sc.konnectivity)}")
+            if sc.egress_via_konnectivity:
+                extra.append(f"--egress-selector-config-file={_konnectivity.egress_config(self, sc.konnectivity)}")
         if sc.verify_kubelet:
             extra.append(f"--kubelet-certificate-authority={self.ca}")
         policy = self.dir / "audit-policy.yaml"
@@ -255,7 +260,7 @@ class RealLab:
                          240, "kube-apiserver /readyz", alive=self._alive("kube-apiserver"))
         token = _config.BootstrapToken.new()
         self.state["bootstrap_token_id"] = token.id
-        self.kubectl("apply", "-f", "-", input=_config.bootstrap_manifests(token))
+        self.kubectl("apply", "-f", "-", input=_config.bootstrap_manifests(token, nodes_by_token=bool(sc.token_nodes)))
         _config.kubeconfig(self.dir / "bootstrap.kubeconfig", server, self.ca, "kubelet-bootstrap", token=token.token)
         self._spawn("kube-controller-manager", cp.ns, [
             b["kube-controller-manager"], f"--kubeconfig={self.dir / 'controller-manager.kubeconfig'}",
