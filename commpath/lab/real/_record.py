@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import shutil
 import signal
 import sys
@@ -32,7 +33,8 @@ def record(lab: RealLab, out: Path, scenario: str = "default") -> dict:
         discover(lab, out / "inventory-discovered.yaml", done)
         packets = lab.stop_capture()
         lab.write_metadata(out)            # the inventory again, now with the allocated pod CIDRs
-        shutil.copy(lab.state["audit_log"], out / "audit.log")
+        with open(lab.state["audit_log"], "rb") as src, gzip.open(out / "audit.log.gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)       # kept with the recording, a tenth of its size
         truth = ground_truth(lab, out, done)
         truth["capture"] = packets      # kernel drops, if any, explain a connection seen only in part
         truth["timings"] = {"up_seconds": round(t_up, 1), "run_seconds": round(time.monotonic() - t0, 1)}
@@ -77,7 +79,7 @@ def ground_truth(lab: RealLab, out: Path, done: dict) -> dict:
     topo = lab.topo
     cp = topo.control_plane
     flows = read(*[p.parent for p in sorted(out.glob("*/manifest.json"))]).flows
-    audit = _truth.load_audit(out / "audit.log")
+    audit = _truth.load_audit(out / "audit.log.gz")
     res = _truth.build(flows, audit, cp_ips={cp.ip}, nodes={n.name: n.ip for n in topo.nodes}, pod_cidr=CLUSTER_CIDR,
                        pods=done["pods"], apiserver=f"{cp.ip}:{APISERVER_PORT}", vip=f"{SERVICE_VIP}:443",
                        etcd=f"{cp.ip}:{ETCD_PORT}", logs=log_truth(lab))

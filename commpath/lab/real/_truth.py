@@ -40,6 +40,7 @@ out of the truth and counted as unattributed.
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import ipaddress
 import json
 from pathlib import Path
@@ -62,7 +63,10 @@ def _ts(text: str) -> float:
 
 def load_audit(path: Path) -> pd.DataFrame:
     rows = []
-    for line in Path(path).read_text(errors="replace").splitlines():
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", errors="replace") as fh:
+        text = fh.read()
+    for line in text.splitlines():
         if not line.startswith("{"):
             continue
         ev = json.loads(line)
