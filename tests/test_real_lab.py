@@ -101,6 +101,9 @@ def test_truth_rules_follow_the_audit_log(tmp_path):
     assert got[("10.77.0.10:41001", "10.244.1.5:8080")]["path"] == "apiserver-proxy"
     assert got[("10.77.0.10:41003", "10.77.0.10:2379")]["path"] == "etcd"
     assert [u["dst"] for u in res["unattributed"]] == ["10.77.0.22:10250"]
+    # the bootstrap token seen from a node, whichever of the node's connections carried it
+    assert _truth.node_credentials_without_certificate(_truth.load_audit(audit), {"10.77.0.21", "10.77.0.22"}) == [
+        "system:bootstrap:abcdef"]
 
 
 def test_truth_from_the_kubelet_and_konnectivity_logs(tmp_path):
