@@ -245,7 +245,9 @@ def test_real_cluster_hardened_through_konnectivity(tmp_path):
     paths = set(truth["paths_observed"])
     assert {"konnectivity", "metrics-to-kubelet", "node-to-apiserver", "pod-to-apiserver"} <= paths
     assert not paths & {"apiserver-to-kubelet", "apiserver-proxy"}       # everything went through the agents
-    assert any(c["path"] == "other" and "konnectivity-agent" in c["users"][0] for c in truth["connections"])
+    dialled = {d["address"] for d in truth["tunnelled_dials"]}          # the Konnectivity server's DIAL_REQs
+    assert {"10.77.0.21:10250", "10.77.0.22:10250"} <= dialled
+    assert any(a.startswith("10.244.") for a in dialled)                 # the apiserver proxy to a pod, tunnelled
     inv = yaml.safe_load((out / "inventory.yaml").read_text())
     assert inv["konnectivity"]["enabled"] is True
     _assert_scored(out, truth)

@@ -82,7 +82,7 @@ def ground_truth(lab: RealLab, out: Path, done: dict) -> dict:
     audit = _truth.load_audit(out / "audit.log.gz")
     res = _truth.build(flows, audit, cp_ips={cp.ip}, nodes={n.name: n.ip for n in topo.nodes}, pod_cidr=CLUSTER_CIDR,
                        pods=done["pods"], apiserver=f"{cp.ip}:{APISERVER_PORT}", vip=f"{SERVICE_VIP}:443",
-                       etcd=f"{cp.ip}:{ETCD_PORT}", logs=log_truth(lab))
+                       etcd=f"{cp.ip}:{ETCD_PORT}", logs=(logs := log_truth(lab)))
     paths = sorted({c["path"] for c in res["connections"]})
     sc = _scenarios.get(lab.state["scenario"])
     return {
@@ -98,4 +98,8 @@ def ground_truth(lab: RealLab, out: Path, done: dict) -> dict:
         "pods": done["pods"], "actions": done["actions"], "errors": done["errors"],
         "audit_events": int(len(audit)), "audit_users": sorted(set(audit["user"])) if len(audit) else [],
         "connections": res["connections"], "unattributed": res["unattributed"],
+        # what the apiserver sent through Konnectivity (the server's DIAL_REQ): the agents' own dials to a
+        # kubelet on their node stay on its loopback, and pod ports are outside the nodes' capture filter
+        "tunnelled_dials": [] if logs.konnectivity is None else
+        [{"time": round(float(t), 6), "address": a} for t, a in logs.konnectivity.dials.itertuples(index=False)],
     }
