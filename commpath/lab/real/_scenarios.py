@@ -48,7 +48,7 @@ SCENARIOS = {
                   "(no egress selector)",
         konnectivity="grpc", egress_via_konnectivity=False, read_only_nodes=("node2",),
         expired_serving_nodes=("node2",), token_nodes=("node2",),
-        allowed=("kubelet-readonly-port", "konnectivity-bypass")),
+        allowed=("kubelet-readonly-port", "konnectivity-bypass", "cert-expired")),
 }
 
 
