@@ -91,9 +91,9 @@ def ground_truth(lab: RealLab, out: Path, done: dict) -> dict:
                   "server's log, matched to captured connections; see commpath/lab/real/_truth.py for the rules",
         "release": lab.state["release"], "paths_observed": paths,
         "expected_findings": _truth.expected_findings(res["connections"], konnectivity=bool(sc.konnectivity),
-                                                      expired_serving=list(sc.expired_serving_nodes),
                                                       tokens_from_nodes=_truth.node_credentials_without_certificate(
-                                                          audit, {n.ip for n in topo.nodes})),
+                                                          audit, {n.ip for n in topo.nodes}))
+        + sc.configured_findings(set(paths)),
         "absent_findings": [c for c in _truth.ABSENT_DEFAULT + sc.absent if c not in sc.allowed],
         "pods": done["pods"], "actions": done["actions"], "errors": done["errors"],
         "audit_events": int(len(audit)), "audit_users": sorted(set(audit["user"])) if len(audit) else [],

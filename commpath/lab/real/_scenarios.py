@@ -32,6 +32,27 @@ class RealScenario:
     allowed: tuple[str, ...] = ()
 
 
+    def configured_findings(self, paths: set[str]) -> list[dict]:
+        """Findings the hosts' configuration implies (the capture agents record it from /proc), on the paths the
+        truth observed: the check attaches a host's setting to the connections it governs."""
+        out = []
+        if not self.verify_kubelet and "apiserver-to-kubelet" in paths:
+            out.append({"check": "kubelet-serving-cert-unverified", "path": "apiserver-to-kubelet", "when": "always",
+                        "why": "kube-apiserver runs without --kubelet-certificate-authority (kubeadm's default)"})
+        if self.konnectivity and not self.egress_via_konnectivity:
+            out += [{"check": "konnectivity-not-enforced", "path": p, "when": "always",
+                     "why": "konnectivity-server runs, kube-apiserver has no --egress-selector-config-file"}
+                    for p in sorted(paths & {"apiserver-to-kubelet", "apiserver-proxy"})]
+        if self.token_nodes and "node-to-apiserver" in paths:
+            out.append({"check": "kubelet-cert-rotation-off", "path": "node-to-apiserver", "when": "always",
+                        "why": f"{', '.join(self.token_nodes)}: rotateCertificates: false (the kubelet keeps its token)"})
+        if self.expired_serving_nodes and "apiserver-to-kubelet" in paths:
+            out.append({"check": "cert-expired", "path": "apiserver-to-kubelet", "when": "with-keylog",
+                        "why": f"{', '.join(self.expired_serving_nodes)}: the kubelet serves an expired certificate "
+                               "(TLS 1.3 hides it on the wire)"})
+        return out
+
+
 SCENARIOS = {
     "default": RealScenario(
         "default", "kubeadm-like defaults: self-signed kubelet serving certificates, no "

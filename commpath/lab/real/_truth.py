@@ -233,9 +233,10 @@ def node_credentials_without_certificate(audit: pd.DataFrame, node_ips: set[str]
 
 
 def expected_findings(connections: list[dict], konnectivity: bool = False,
-                      expired_serving: list[str] = (), tokens_from_nodes: list[str] = ()) -> list[dict]:
+                      tokens_from_nodes: list[str] = ()) -> list[dict]:
     """The findings the truth implies: what the audit log says about credentials and proxied schemes, the
-    kubelets' logs about their read-only port, the lab's configuration about Konnectivity and certificates."""
+    kubelets' logs about their read-only port; ``konnectivity``: it runs (so a direct connection bypasses it).
+    What the hosts' configuration implies is the scenario's (_scenarios.RealScenario.configured_findings)."""
     out = []
     paths = {c["path"] for c in connections}
     if konnectivity:
@@ -246,10 +247,6 @@ def expected_findings(connections: list[dict], konnectivity: bool = False,
     if "kubelet-readonly" in paths:
         out.append({"check": "kubelet-readonly-port", "path": "kubelet-readonly", "when": "always",
                     "why": "a client read the kubelet's read-only port (kubelet log: the request on 10255)"})
-    if expired_serving and "apiserver-to-kubelet" in paths:
-        out.append({"check": "cert-expired", "path": "apiserver-to-kubelet", "when": "with-keylog",
-                    "why": f"{', '.join(expired_serving)}: the kubelet serves an expired certificate (TLS 1.3 "
-                           "hides it on the wire)"})
     proxied = [u for c in connections if c["path"] == "apiserver-proxy" for u in c.get("requests", [])]
     if any("/https:" not in u for u in proxied):
         out.append({"check": "plaintext-proxy", "path": "apiserver-proxy", "when": "always",
@@ -263,9 +260,6 @@ def expected_findings(connections: list[dict], konnectivity: bool = False,
                     "why": "a kubelet authenticated with its bootstrap token, not a client certificate (audit: "
                            "system:bootstrap:*, no X509SHA256 credential id)"})
     if any(c["path"] == "apiserver-to-kubelet" for c in connections):
-        out.append({"check": "kubelet-serving-cert-unverified", "path": "apiserver-to-kubelet", "when": "always",
-                    "why": "the lab's kube-apiserver runs without --kubelet-certificate-authority (kubeadm's default), "
-                           "as the capture agents record it from /proc"})
         out.append({"check": "cert-not-observable", "path": "apiserver-to-kubelet", "when": "without-keylog",
                     "why": "TLS 1.3 hides the kubelet's self-signed serving certificate (not verified: no "
                            "--kubelet-certificate-authority)"})
