@@ -294,31 +294,50 @@ class ClusterCapture:
         self.timings["capture_s"] = time.monotonic() - t0
 
     def _exec(self, pod: str, args: list[str], sink=None, timeout: float = 120.0) -> tuple[int, bytes, str]:
-        """Run the agent module in ``pod``; stdout to ``sink`` (a writable) or returned; (exit code, stdout, stderr)."""
+        """Run the agent module in ``pod``; stdout to ``sink`` (a writable) or returned; (exit code, stdout, stderr).
+
+        The websocket's frames are read here one at a time, not through ``WSClient.update``: that joins
+        every frame already available into one growing bytes object (and keeps a copy of all output),
+        which stalled a 200 MB tar stream after 0.3 MB; frame by frame it streams at network speed."""
         from kubernetes.stream import stream
+        from websocket import ABNF
 
         resp = stream(self.core.connect_get_namespaced_pod_exec, pod, self.plan.ns,
                       command=["python3", "-m", "commpath.capture.cluster_pod", *args, "--root", CAPTURES],
                       stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False, binary=True)
-        out, err = bytearray(), bytearray()
+        out, err, status = bytearray(), bytearray(), bytearray()
         deadline = time.monotonic() + timeout
+        sock = resp.sock
         try:
-            while resp.is_open():
-                if time.monotonic() > deadline:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
                     raise CommpathError(f"exec in {self.plan.ns}/{pod}: no end within {timeout:.0f}s")
-                resp.update(timeout=1)
-                if resp.peek_stdout():
-                    chunk = resp.read_stdout()
+                sock.settimeout(min(left, 60.0))
+                op, frame = sock.recv_data_frame(True)
+                if op == ABNF.OPCODE_CLOSE:
+                    break
+                if op not in (ABNF.OPCODE_BINARY, ABNF.OPCODE_TEXT) or not frame.data:
+                    continue
+                channel, data = frame.data[0], frame.data[1:]
+                if not data:
+                    continue                # each channel opens with an empty frame
+                if channel == 1:
                     if sink is not None:
-                        sink.write(chunk)
+                        sink.write(data)
                     else:
-                        out += chunk
-                if resp.peek_stderr():
-                    err += resp.read_stderr()
-            code = resp.returncode
+                        out += data
+                elif channel == 2:
+                    err += data
+                elif channel == 3:          # the exec's status, JSON, as the stream ends
+                    status += data
+        except Exception as exc:            # noqa: BLE001 - websocket and socket errors alike
+            if isinstance(exc, CommpathError):
+                raise
+            raise CommpathError(f"exec in {self.plan.ns}/{pod}: {type(exc).__name__}: {exc}") from None
         finally:
             resp.close()
-        return (code if code is not None else 1), bytes(out), err.decode(errors="replace")
+        return _exit_code(bytes(status)), bytes(out), err.decode(errors="replace")
 
     def _update(self, host: Host) -> None:
         try:
@@ -427,6 +446,20 @@ class ClusterCapture:
             if exc.status != 404:
                 out.append(f"pods ({exc.status})")
         return out
+
+
+def _exit_code(status: bytes) -> int:
+    """An exec's exit code from the API server's status message (0: Success; else the ExitCode cause)."""
+    try:
+        st = json.loads(status.decode() or "{}")
+    except ValueError:
+        return 1
+    if st.get("status") == "Success":
+        return 0
+    for cause in (st.get("details") or {}).get("causes") or []:
+        if cause.get("reason") == "ExitCode" and str(cause.get("message", "")).isdigit():
+            return int(cause["message"])
+    return 1
 
 
 def _waiting_reason(pod) -> str | None:

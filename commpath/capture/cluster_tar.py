@@ -21,6 +21,8 @@ class TarPipe:
         self.bytes, self.names, self.error = 0, [], None
 
     def write(self, data: bytes) -> int:
+        if not data:
+            return 0                  # an empty chunk would read as the end of the stream
         with self._cond:
             while self._buffered > self._max and not self._closed and not self._finished:
                 self._cond.wait(1.0)
