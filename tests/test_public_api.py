@@ -50,6 +50,9 @@ def test_every_shipped_yaml_file_loads_and_validates(name):
     elif kind == "Policy":
         assert name.split("/")[-1].removesuffix(".yaml") in builtin_policies()
         assert load_policy(str(file)).enabled_checks()
+    elif kind == "HostSettings":
+        from commpath.capture.host_settings import load as load_host_settings
+        assert load_host_settings().components["kubelet"].settings
     elif kind == "RequestKinds":
         from commpath.classify.requests import load_request_kinds
         assert load_request_kinds()["kinds"]
