@@ -291,14 +291,15 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
     facts = fact_tables(paths[0] if reloaded else None, probe, host_config, captures, inv, warnings.append)
     return judge(flows, captures, tls, certs, ssh, http, inventory=inv, policy=pol, ca=ca, keylog=keylog,
                  merge=merge, reloaded=reloaded, tls_analyzed=tls_analyzed, warnings=warnings, offsets=offsets,
-                 requests=requests, facts=facts)
+                 requests=requests, facts=facts, storage_options=storage_options)
 
 
 def judge(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame, certs: pd.DataFrame, ssh: pd.DataFrame,
           http: pd.DataFrame, *, inventory: Inventory | None, policy: Policy, ca=None, keylog=None,
           merge: bool | None = None, reloaded: bool = False, tls_analyzed: bool = True,
           warnings: list[str] | None = None, offsets: pd.DataFrame | None = None,
-          requests: pd.DataFrame | None = None, facts: dict | None = None) -> Analysis:
+          requests: pd.DataFrame | None = None, facts: dict | None = None,
+          storage_options: dict | None = None) -> Analysis:
     """Classify, merge and judge decoded tables (what :func:`open` does once the captures are read;
     `commpath watch` gives it the tables of its rolling window). ``requests``: the decrypted requests
     of a reloaded run (otherwise read here with ``keylog``)."""
@@ -317,7 +318,7 @@ def judge(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame, certs:
                                                                                http, warnings)
     if not reloaded:    # the kubelet and proxy connections' requests, decrypted by tshark with the key log
         from ._requests import read_requests
-        requests, _ = read_requests(classified, tls, keylog, warnings, http)
+        requests, _ = read_requests(classified, tls, keylog, warnings, http, storage_options=storage_options)
     facts = {k: v for k, v in (facts or {}).items() if v is not None}
     judged_with = {**facts, "requests": requests} if requests is not None else facts
     findings, path_table = evaluate(classified, tls, certs, pol, inv, tls_known=tls_analyzed,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from contextlib import ExitStack
 
 import pandas as pd
 
@@ -10,6 +10,7 @@ from .check.decrypted import CONNECTIONS_ATTR, KEYLOG_ATTR
 from .classify.requests import decrypted_connections, label_requests
 from .decode.requests import REQUEST_COLUMNS, RequestRun, decrypt_requests, requests_from_http
 from .decode.schema import conform, empty_frame
+from .distributed._files import is_url, local_copy
 
 #: flow columns the decryption needs
 _CONNECTION_COLUMNS = ["flow_id", "capture", "first_frame", "last_frame", "src_ip", "src_port", "dst_ip", "dst_port"]
@@ -32,9 +33,12 @@ def decode_hints(conns: pd.DataFrame, tls: pd.DataFrame) -> dict[int, str]:
 
 
 def read_requests(flows: pd.DataFrame, tls: pd.DataFrame, keylog, warnings: list[str],
-                  http: pd.DataFrame | None = None) -> tuple[pd.DataFrame, RequestRun | None]:
+                  http: pd.DataFrame | None = None, storage_options: dict | None = None
+                  ) -> tuple[pd.DataFrame, RequestRun | None]:
     """The labelled `requests` table of classified ``flows`` and the tshark run's cost. Without a key log,
-    the clear-text connections' requests come from the decode's HTTP table (``http``), without tshark."""
+    the clear-text connections' requests come from the decode's HTTP table (``http``), without tshark.
+    Captures at fsspec URLs are fetched to a temporary file for tshark (only those holding a chosen
+    connection) and named by their URL in the table, as a local run names its files."""
     conns = decrypted_connections(flows)
     counts = _connection_counts(conns)
     if conns.empty:
@@ -43,12 +47,18 @@ def read_requests(flows: pd.DataFrame, tls: pd.DataFrame, keylog, warnings: list
         plain = conns[~conns["app_protocol"].astype("string").eq("tls").fillna(False).to_numpy(bool)]
         rows = requests_from_http(http, plain[["flow_id", "capture"]])
         return _with_attrs(conform(label_requests(rows, flows), REQUEST_COLUMNS), keylog, counts), None
-    local = conns["capture"].astype(str).map(lambda c: Path(c).is_file()) if len(conns) else pd.Series(dtype=bool)
-    if len(conns) and not local.all():
-        warnings.append(f"requests: {int((~local).sum())} connection(s) are in captures that are not local files; "
-                        "their requests were not read")
-        conns = conns[local.to_numpy(bool)]
-    run = decrypt_requests(conns[_CONNECTION_COLUMNS], keylog, decode_as=decode_hints(conns, tls))
+    with ExitStack() as stack:
+        urls = [c for c in pd.unique(conns["capture"].astype(str)) if is_url(c)]
+        local = {u: str(stack.enter_context(local_copy(u, storage_options))) for u in urls}
+        chosen = conns[_CONNECTION_COLUMNS].copy()
+        if local:
+            chosen["capture"] = chosen["capture"].astype(str).map(lambda c: local.get(c, c))
+        run = decrypt_requests(chosen, keylog, decode_as=decode_hints(conns, tls))
+    if local and len(run.requests):
+        back = {v: k for k, v in local.items()}
+        run.requests["capture"] = run.requests["capture"].astype(str).map(lambda c: back.get(c, c)).astype("string")
+    for path, url in ((v, k) for k, v in local.items()):
+        run.warnings = [w.replace(path, url) for w in run.warnings]
     warnings.extend(run.warnings)
     return _with_attrs(conform(label_requests(run.requests, flows), REQUEST_COLUMNS), keylog, counts), run
 

@@ -8,6 +8,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
@@ -64,6 +65,11 @@ def assert_same_analysis(a, b, rename: tuple[str, str] | None = None) -> None:
             if "vantage_points" in y:
                 y["vantage_points"] = [[{**vp, "capture": vp["capture"].replace(rename[1], rename[0])} for vp in vps]
                                        for vps in y["vantage_points"]]
+            for col in ("evidence_sources", "evidence"):    # each entry says where: capture and frames
+                if col in y:
+                    y[col] = [[{**e, "where": e["where"].replace(rename[1], rename[0])}
+                               if isinstance(e.get("where"), str) else e for e in es]
+                              if isinstance(es, (list, np.ndarray)) else es for es in y[col]]
         assert_frame_equal(x, y, check_exact=True, obj=name)
     assert a.warnings == ([w.replace(rename[1], rename[0]) for w in b.warnings] if rename else b.warnings)
     assert a.summary() == b.summary()
