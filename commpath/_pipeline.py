@@ -153,6 +153,12 @@ class Analysis:
 
 def _ordered(column: pd.Series, values) -> pd.Series:
     """``column`` as an ordered categorical of ``values`` (any other value seen is kept, last)."""
+    if isinstance(column.dtype, pd.CategoricalDtype) and all(isinstance(c, str) for c in column.cat.categories):
+        # recoded through its few categories, not through a text per row
+        codes = column.cat.codes.to_numpy()
+        present = [str(column.cat.categories[c]) for c in pd.unique(codes[codes >= 0])]
+        seen = [v for v in present if v not in values]
+        return column.astype(pd.CategoricalDtype([*values, *seen], ordered=True))
     seen = [v for v in pd.unique(column.dropna().astype(str)) if v not in values]
     return column.astype("string").astype(pd.CategoricalDtype([*values, *seen], ordered=True))
 
@@ -212,7 +218,17 @@ def _join_tls(flows: pd.DataFrame, tls: pd.DataFrame) -> pd.DataFrame:
     order, then the report's TLS columns."""
     t = tls.drop_duplicates("flow_id").set_index("flow_id")
     merged = MERGED_FLOW_COLUMNS if "vantage_points" in flows else {}
-    out = conform(flows.copy(), {**FLOW_COLUMNS, **CLASSIFY_COLUMNS, **merged})
+    # a shallow copy: with copy-on-write the columns added here never reach ``flows``
+    out = conform(flows.copy(deep=False), {**FLOW_COLUMNS, **CLASSIFY_COLUMNS, **merged})
+    if len(t):          # each flow's TLS row found once, every column gathered with it
+        at = t.index.get_indexer(out["flow_id"])
+        for col in FLOW_TLS_COLUMNS:
+            if col not in t:
+                mapped = pd.Series(pd.NA, index=out.index)
+            else:
+                mapped = pd.Series(t[col].array.take(at, allow_fill=True), index=out.index)
+            out[col] = mapped.astype(TLS_COLUMNS[col]) if TLS_COLUMNS[col] != "object" else mapped
+        return out
     for col in FLOW_TLS_COLUMNS:
         mapped = out["flow_id"].map(t[col]) if col in t else pd.Series(pd.NA, index=out.index)
         out[col] = mapped.astype(TLS_COLUMNS[col]) if TLS_COLUMNS[col] != "object" else mapped
