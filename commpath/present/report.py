@@ -56,10 +56,9 @@ def render(analysis, fmt: str, fail_on: str = "high") -> str:
     if fmt == "sarif":
         from .sarif import build_sarif_text
         return build_sarif_text(analysis, fail_on=fail_on)
-    if fmt == "json":
-        import json
-        from .report_json import build_report
-        return json.dumps(build_report(analysis), indent=2, ensure_ascii=False, default=str) + "\n"
+    if fmt == "json":      # the same text as json.dumps(build_report(analysis), indent=2), made column-wise
+        from .report_json import report_text
+        return report_text(analysis)
     raise CommpathError(f"unknown report format {fmt!r}")
 
 
@@ -86,6 +85,9 @@ def write_reports(analysis, output: str, formats: list[str], fail_on: str = "hig
         try:
             if fmt in FOLDER_FORMATS:
                 _write_folder(analysis, fmt, path)
+            elif fmt == "json":     # written batch by batch: the text of a million flows is never held whole
+                from .report_json import write_report_json
+                write_report_json(analysis, path)
             else:
                 path.write_text(render(analysis, fmt, fail_on), encoding="utf-8")
         except OSError as exc:
