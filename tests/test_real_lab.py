@@ -122,7 +122,10 @@ def test_truth_from_the_kubelet_and_konnectivity_logs(tmp_path):
     konn.write_text(
         'I1206 10:36:00.900000       7 server.go:800] "Agent connected" agentID="node2" serverID="x"\n'
         'I1206 10:36:03.000000       7 server.go:579] "Received DIAL_REQ" dialID=5577006791947779410 '
-        'dialAddress="10.244.2.5:8080"\n')
+        'dialAddress="10.244.2.5:8080"\n'
+        'I1206 10:36:04.000000       7 tunnel.go:42] "Received request for host" method="CONNECT" '
+        'host="10.77.0.21:10250" userAgent="kube-apiserver"\n')
+    assert list(_logtruth.konnectivity_log(konn, 2026).dials["address"]) == ["10.244.2.5:8080", "10.77.0.21:10250"]
     req = _logtruth.kubelet_requests(kubelet, 2026)
     assert list(req["src"]) == ["10.244.1.7:43210", "10.77.0.10:50000"]
     assert abs(req["time"].iloc[0] - t) < 1e-6
@@ -237,11 +240,13 @@ def test_real_cluster_recording_scored_against_the_audit_log(tmp_path):
 @needs_real_lab
 @pytest.mark.netns
 @pytest.mark.timeout(3600)
-def test_real_cluster_hardened_through_konnectivity(tmp_path):
+@pytest.mark.parametrize("scenario", ["hardened", "hardened-http-connect"])
+def test_real_cluster_hardened_through_konnectivity(tmp_path, scenario):
     """hardened: kubelet serving certificates from the cluster CA verified by the apiserver and metrics-server, the
-    apiserver's node traffic only through Konnectivity (gRPC): no direct control-plane connection to a kubelet or a
-    pod, the agents' connections labelled konnectivity (truth: the Konnectivity server's log), scored as default."""
-    out, truth = _record(tmp_path, "hardened")
+    apiserver's node traffic only through Konnectivity (gRPC, or HTTP-CONNECT): no direct control-plane connection
+    to a kubelet or a pod, the agents' connections labelled konnectivity (truth: the Konnectivity server's log),
+    scored as default."""
+    out, truth = _record(tmp_path, scenario)
     paths = set(truth["paths_observed"])
     assert {"konnectivity", "metrics-to-kubelet", "node-to-apiserver", "pod-to-apiserver"} <= paths
     assert not paths & {"apiserver-to-kubelet", "apiserver-proxy"}       # everything went through the agents

@@ -3,8 +3,8 @@ address and port) and the Konnectivity server's agent connections and tunnelled 
 
 Both are klog text lines (``I1206 10:36:01.123456  1234 file.go:42] "message" key="value" ...``); the
 kubelet logs each request it serves with ``--vmodule=httplog=3``, the Konnectivity server its agents'
-connections (``"Agent connected" agentID=...``) and dial requests (``"Received DIAL_REQ" dialAddress=...``)
-with ``--v=3``. klog stamps carry no year: it is the lab's (UTC, as the lab hosts log).
+connections (``"Agent connected" agentID=...``) and dial requests (``"Received DIAL_REQ" dialAddress=...`` in
+gRPC mode, ``"Received request for host" host=...`` in HTTP-CONNECT mode) with ``--v=3``. klog stamps carry no year: it is the lab's (UTC, as the lab hosts log).
 """
 
 from __future__ import annotations
@@ -53,8 +53,10 @@ def konnectivity_log(path: Path, year: int) -> KonnectivityLog:
     for t, msg, kv in _lines(path, year):
         if msg == "Agent connected":
             agents.append({"time": t, "agent": kv.get("agentID", "")})
-        elif msg == "Received DIAL_REQ":
+        elif msg == "Received DIAL_REQ":                 # gRPC mode
             dials.append({"time": t, "address": kv.get("dialAddress", "")})
+        elif msg == "Received request for host":         # HTTP-CONNECT mode: CONNECT host:port
+            dials.append({"time": t, "address": kv.get("host", "")})
     return KonnectivityLog(pd.DataFrame(agents, columns=["time", "agent"]),
                            pd.DataFrame(dials, columns=["time", "address"]))
 

@@ -63,6 +63,11 @@ SCENARIOS = {
                     "node traffic only through Konnectivity (gRPC)",
         konnectivity="grpc", server_tls_bootstrap=True, verify_kubelet=True,
         absent=("server-cert-untrusted", "plaintext-proxy", "proxy-unverified-tls")),
+    "hardened-http-connect": RealScenario(
+        "hardened-http-connect", "hardened, with Konnectivity in HTTP-CONNECT mode (the apiserver opens an HTTP "
+                                 "CONNECT per dial over the server's Unix socket)",
+        konnectivity="http-connect", server_tls_bootstrap=True, verify_kubelet=True,
+        absent=("server-cert-untrusted", "plaintext-proxy", "proxy-unverified-tls")),
     "broken": RealScenario(
         "broken", "node2's kubelet serves an expired certificate, opens its read-only port (read by a pod) and keeps "
                   "authenticating with the bootstrap token; Konnectivity runs but the apiserver bypasses it "
