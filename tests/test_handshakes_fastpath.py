@@ -10,9 +10,8 @@ import pandas as pd
 import pytest
 
 from commpath.decode import _hs_fast, handshakes, http
-from commpath.decode.handshakes import (
-    _TLS_NAMES, HandshakeAnalyzer, _cert_columns, _CertBook, _tls_row, analyze_handshakes,
-)
+from commpath.decode._cert_book import CertBook
+from commpath.decode.handshakes import _TLS_NAMES, HandshakeAnalyzer, _cert_columns, _tls_row, analyze_handshakes
 from commpath.decode.streams import FlowStreams, Stream
 from commpath.decode.tls import parse_tls
 from conftest_handshakes import PUBLIC, ZEEK_TRACES, read_capture
@@ -96,7 +95,7 @@ def _real_tls_streams() -> list[FlowStreams]:
 
 def _rows_both_ways(flows: list[FlowStreams], max_appdata: int = 4) -> tuple[list, list, int]:
     """(rows by the fast path, rows by the careful parser, how many the walk took itself)."""
-    fast_book, careful_book = _CertBook(), _CertBook()
+    fast_book, careful_book = CertBook(), CertBook()
 
     def cert_columns(flow_id, sni, server_chain, client_chain, ts, dst_ip, tunneled):
         return _cert_columns(flow_id, sni, server_chain, client_chain, ts, dst_ip, None, fast_book, tunneled)

@@ -4,29 +4,26 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from hashlib import sha256
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import _hs_fast
+from ._cert_book import CertBook, x509_module
+from ._hs_tables import frame_from_rows
+from ._tls13_decrypt import decrypt_handshake, keylog_module
 from .engine import collector_paused
-from ._tls_wire import EXT_ALPN, HS_CERTIFICATE, HS_CERTIFICATE_REQUEST, HS_ENCRYPTED_EXTENSIONS, Reader, Truncated
 from .http import http1_rows, parse_http
 from ._run_chains import MAX_INCOMPLETE, complete_from_run, verify_sides
 from ._sessions import resolve, session_keys
-from .schema import CERT_COLUMNS, HTTP_COLUMNS, SSH_COLUMNS, TLS_COLUMNS, TLS_EXTRA, conform, empty_frame
+from .schema import HTTP_COLUMNS, SSH_COLUMNS, TLS_COLUMNS, TLS_EXTRA
 from .ssh import parse_ssh
 from .streams import FlowStreams
-from .tls import (
-    TlsHandshake, find_starttls, looks_like_tls, parse_certificate_list, parse_certificate_request, parse_tls,
-)
+from .tls import TlsHandshake, find_starttls, looks_like_tls, parse_tls
 
 if TYPE_CHECKING:          # pandas loads when the tables are built (inside read()'s collector pause)
     import pandas as pd
-
-    from .x509 import ParsedCert
 
 HANDSHAKE_PROTOCOLS = ("tls", "ssh", "http", "http2")
 
@@ -42,18 +39,6 @@ class Handshakes:
     warnings: list[str] = field(default_factory=list)
 
 
-def _x509():
-    """The certificate module (and with it cryptography), loaded when a certificate is parsed or verified."""
-    from . import x509
-    return x509
-
-
-def _keylog():
-    """The key-log module, loaded (with cryptography's AEAD ciphers) only when a key log is given."""
-    from . import keylog
-    return keylog
-
-
 class HandshakeAnalyzer:
     """Parses each connection's handshakes as its streams arrive; keeps only the parsed rows.
 
@@ -64,13 +49,13 @@ class HandshakeAnalyzer:
     """
 
     def __init__(self, ca=None, keylog=None):
-        self.cas = _x509().load_ca_bundle(ca) if ca else None
-        self.keys = _keylog().load_keylog(keylog) if keylog else None
+        self.cas = x509_module().load_ca_bundle(ca) if ca else None
+        self.keys = keylog_module().load_keylog(keylog) if keylog else None
         self.max_appdata = 32 if self.keys is not None else 4
         self.tls_rows: list[dict] = []
         self.ssh_rows: list[dict] = []
         self.http_rows: list[dict] = []
-        self.certs = _CertBook()
+        self.certs = CertBook()
         #: TLS connections waiting for the C walker (None: each is parsed in Python when fed)
         self._pending: list[tuple] | None = [] if self.keys is None and _hs_fast.walker() is not None else None
 
@@ -226,9 +211,9 @@ class HandshakeAnalyzer:
         by_flow = itemgetter(0)                       # flow_id is the first column of each table
         rows = resolve(self.tls_rows, 0, _TLS_NAMES.index("client_cert"))     # resumed sessions inherit
         rows = complete_from_run(rows, self.certs, self.cas, _TLS_NAMES)        # and chains the run completes
-        tls = _frame(sorted(rows, key=by_flow), _TLS_ALL)
-        ssh = _frame(sorted(self.ssh_rows, key=by_flow), SSH_COLUMNS)
-        http = _frame(sorted(self.http_rows, key=by_flow), HTTP_COLUMNS)   # stable: parse order kept
+        tls = frame_from_rows(sorted(rows, key=by_flow), _TLS_ALL)
+        ssh = frame_from_rows(sorted(self.ssh_rows, key=by_flow), SSH_COLUMNS)
+        http = frame_from_rows(sorted(self.http_rows, key=by_flow), HTTP_COLUMNS)   # stable: parse order kept
         return Handshakes(tls=tls, certs=self.certs.frame(), ssh=ssh, http=http, warnings=warnings)
 
 
@@ -252,62 +237,6 @@ def analyze_handshakes(capture, ca=None, keylog=None) -> Handshakes:
             if fs is not None:
                 analyzer.feed(fs, proto, ts, dst_ip)
     return analyzer.result()
-
-
-def _frame(rows: list[tuple], columns: dict[str, str]) -> pd.DataFrame:
-    """A DataFrame from rows given as tuples in the order of ``columns``."""
-    import pandas as pd
-    if not rows:
-        return empty_frame(columns)
-    n = len(rows)
-    data = {}
-    for (name, dtype), values in zip(columns.items(), zip(*rows)):
-        if dtype == "bool":
-            data[name] = np.fromiter(map(bool, values), bool, n)
-        elif dtype == "category":
-            data[name] = _categorical(values)
-        elif dtype == "object":
-            data[name] = list(values)
-        elif dtype == "string":
-            data[name] = _strings(values)
-        else:                                       # typed once, here, instead of inferred then cast
-            data[name] = pd.array(values, dtype=dtype)
-    df = pd.DataFrame(data)
-    if list(map(str, df.dtypes)) == list(columns.values()):
-        return df                                   # conform would only copy it
-    return conform(df, columns)
-
-
-_STRING_ITEMS = frozenset((str, type(None)))
-
-
-def _categorical(values: tuple):
-    """``pd.Categorical(values)`` (categories: the sorted distinct values, None missing), from codes."""
-    import pandas as pd
-    distinct = set(values)
-    distinct.discard(None)
-    if not distinct or not set(map(type, distinct)) <= _STRING_ITEMS:
-        return list(values)                         # conform's cast decides, as before
-    categories = sorted(distinct)
-    code = {c: i for i, c in enumerate(categories)}
-    code[None] = -1
-    codes = np.fromiter(map(code.__getitem__, values), np.int64, len(values))
-    return pd.Categorical.from_codes(codes, categories=pd.Index(categories))
-
-
-def _strings(values: tuple) -> pd.api.extensions.ExtensionArray:
-    """``pd.array(values, dtype="string")``, built by pyarrow in one go when every value is a str or None."""
-    import pandas as pd
-    dtype = pd.StringDtype()
-    if dtype.storage == "pyarrow" and set(map(type, values)) <= _STRING_ITEMS:
-        import pyarrow as pa
-        try:
-            out = pd.arrays.ArrowStringArray(pa.chunked_array([pa.array(values, type=pa.large_string())]))
-        except (pa.ArrowException, UnicodeError):     # e.g. lone surrogates: pandas' own way decides
-            out = None
-        if out is not None and out.dtype == dtype:
-            return out
-    return pd.array(values, dtype="string")
 
 
 def _connect_host(rows: list[dict]) -> str | None:
@@ -347,11 +276,11 @@ assert _HTTP_NAMES[-2:] == ["partial", "parse_error"]
 _SSH_ROW = attrgetter(*SSH_COLUMNS)
 
 
-def _tls_row(hs: TlsHandshake, ts, dst_ip, cas, keys, certs: "_CertBook", tunneled: bool,
+def _tls_row(hs: TlsHandshake, ts, dst_ip, cas, keys, certs: "CertBook", tunneled: bool,
              starttls_from: str | None = None) -> tuple:
     """One row of the ``tls`` table, as a tuple in column order."""
     if keys is not None and hs.tls_version == "TLS 1.3" and hs.client_random in keys:
-        _decrypt(hs, keys[hs.client_random])
+        decrypt_handshake(hs, keys[hs.client_random])
     certificates = _cert_columns(hs.flow_id, hs.sni, hs.server_chain, hs.client_chain, ts, dst_ip, cas, certs,
                                  tunneled)
     session = session_keys(hs.resumed, ts, *hs.session) if hs.session is not None else None
@@ -360,7 +289,7 @@ def _tls_row(hs: TlsHandshake, ts, dst_ip, cas, keys, certs: "_CertBook", tunnel
 
 
 def _cert_columns(flow_id: int, sni, server_chain: list[bytes], client_chain: list[bytes], ts, dst_ip, cas,
-                  certs: "_CertBook", tunneled: bool) -> tuple:
+                  certs: "CertBook", tunneled: bool) -> tuple:
     """Certificates into the book; (server fingerprints, client fingerprints, verified, verified, error,
     reasons)."""
     s_fps = certs.chain(server_chain, flow_id, "server")
@@ -388,133 +317,3 @@ def _is_ip(text) -> bool:
         return True
     except ValueError:
         return False
-
-
-def _decrypt(hs: TlsHandshake, secrets: dict[str, bytes]) -> None:
-    """Reveal a TLS 1.3 handshake's certificates with the logged handshake traffic secrets."""
-    s_secret = secrets.get("SERVER_HANDSHAKE_TRAFFIC_SECRET")
-    c_secret = secrets.get("CLIENT_HANDSHAKE_TRAFFIC_SECRET")
-    if s_secret is None or hs.cipher_id is None:
-        return
-    s_data, _, s_err = _keylog().decrypt_flight(hs.server_encrypted, s_secret, hs.cipher_id)
-    if not s_data:
-        hs.error(f"key log: server flight does not decrypt ({s_err or 'no handshake data'})")
-        return
-    hs.certs_visibility = "decrypted"
-    for mtype, body in _keylog().split_messages(s_data):
-        if mtype == HS_ENCRYPTED_EXTENSIONS:
-            hs.alpn = hs.alpn or _ee_alpn(body)
-        elif mtype == HS_CERTIFICATE_REQUEST:
-            hs.cert_request = True
-            hs.cert_request_cas = parse_certificate_request(body, hs, 0x0304)
-        elif mtype == HS_CERTIFICATE:
-            hs.server_chain = parse_certificate_list(body, hs, True, "server")
-    if s_err:
-        hs.error(f"key log: {s_err}")
-    if c_secret is None:
-        hs.client_cert = "unknown" if hs.cert_request else "not-requested"
-        return
-    c_data, _, c_err = _keylog().decrypt_flight(hs.client_encrypted, c_secret, hs.cipher_id)
-    client_msgs = _keylog().split_messages(c_data)
-    cert_msg = next((b for t, b in client_msgs if t == HS_CERTIFICATE), None)
-    if not hs.cert_request:
-        hs.client_cert = "not-requested"
-    elif cert_msg is not None:
-        hs.client_chain = parse_certificate_list(cert_msg, hs, True, "client")
-        hs.client_cert = "presented" if hs.client_chain else "empty"
-    else:
-        hs.client_cert = "unknown"
-    if hs.inference:
-        hs.inference += f"; decrypted: {hs.client_cert}"
-    if c_err and not c_data:
-        hs.error(f"key log: client flight: {c_err}")
-
-
-def _ee_alpn(body: bytes) -> str | None:
-    try:
-        r = Reader(body)
-        exts = r.sub(2)
-        while exts.remaining() > 0:
-            etype, data = exts.u16(), exts.vec(2)
-            if etype == EXT_ALPN:
-                return Reader(data).sub(2).vec(1).decode("ascii", "replace")
-    except Truncated:
-        return None
-    return None
-
-
-# --------------------------------------------------------------------------- certificates
-
-class _CertBook:
-    """Certificates by fingerprint, with the flows and roles they were seen in; each parsed once, when
-    its fields are first needed (verification, or the table)."""
-
-    def __init__(self):
-        self._by_der: dict[bytes, str] = {}           # DER -> fingerprint
-        self._ders: dict[str, bytes] = {}             # fingerprint -> DER, in the order first seen
-        self._parsed: dict[str, ParsedCert] = {}
-        self._roles: dict[str, list[str]] = {}
-        self._flows: dict[str, dict[int, None]] = {}      # insertion-ordered set
-        #: (chain, leaf role) -> its fingerprints: servers send the same chain on every connection
-        self._chains: dict[tuple, list[str]] = {}
-        #: connections whose chain lacked an intermediate (see _run_chains.complete_from_run)
-        self.incomplete: list[tuple] = []
-
-    def chain(self, ders: list[bytes], flow_id: int, leaf: str) -> list[str]:
-        """:meth:`add` for each certificate of a chain (the first as ``leaf``, the rest intermediates)."""
-        if not ders:
-            return []
-        key = (tuple(ders), leaf)
-        known = self._chains.get(key)
-        if known is None:
-            known = [self.add(der, flow_id, leaf if i == 0 else "intermediate") for i, der in enumerate(ders)]
-            if len(self._chains) < 256:          # bounded: the chains keep their DER bytes alive
-                self._chains[key] = known
-            return known
-        flow_id = int(flow_id)
-        flows = self._flows
-        for fp in known:                              # roles are in place since the first time
-            flows[fp][flow_id] = None
-        return known
-
-    def add(self, der: bytes, flow_id: int, role: str) -> str:
-        """Note that ``der`` was seen in ``flow_id`` as ``role``; returns its fingerprint."""
-        fp = self._by_der.get(der)
-        if fp is None:
-            fp = sha256(der).hexdigest()              # x509.fingerprint
-            if fp not in self._ders:
-                self._ders[fp] = der
-                self._roles[fp], self._flows[fp] = [], {}
-            if len(self._by_der) < 100_000:
-                self._by_der[der] = fp
-        if role not in self._roles[fp]:
-            self._roles[fp].append(role)
-        self._flows[fp][int(flow_id)] = None
-        return fp
-
-    def intermediates(self) -> list[ParsedCert]:
-        """Every certificate presented as an intermediate in the run (parsed), in the order first seen."""
-        return [self.parsed(fp) for fp, roles in self._roles.items() if "intermediate" in roles]
-
-    def parsed(self, fp: str) -> ParsedCert:
-        """The certificate of fingerprint ``fp``, parsed (once)."""
-        pc = self._parsed.get(fp)
-        if pc is None:
-            pc = self._parsed[fp] = _x509().parse_certificate(self._ders[fp])
-        return pc
-
-    def frame(self) -> pd.DataFrame:
-        if not self._ders:
-            return empty_frame(CERT_COLUMNS)
-        rows = []
-        # by the first connection each was seen in (then as added): the same order however the engine
-        # batched the connections
-        for fp in sorted(self._ders, key=lambda f: min(self._flows[f])):
-            pc = self.parsed(fp)
-            row = {k: pc.row.get(k) for k in CERT_COLUMNS}
-            row["roles"] = self._roles[fp]
-            row["flow_ids"] = sorted(self._flows[fp])
-            for k in ("sans", "key_usage", "extended_key_usage", "warnings"):
-                row[k] = row[k] if row[k] is not None else []
-            rows.append(tuple(map(row.get, CERT_COLUMNS)))
-        return _frame(rows, CERT_COLUMNS)            # not_before/not_after: UTC datetimes, typed at once

@@ -1,0 +1,68 @@
+"""Tables from row tuples: each column typed once as declared (categories from codes, strings by pyarrow)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .schema import conform, empty_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def frame_from_rows(rows: list[tuple], columns: dict[str, str]) -> pd.DataFrame:
+    """A DataFrame from rows given as tuples in the order of ``columns``."""
+    import pandas as pd
+    if not rows:
+        return empty_frame(columns)
+    n = len(rows)
+    data = {}
+    for (name, dtype), values in zip(columns.items(), zip(*rows)):
+        if dtype == "bool":
+            data[name] = np.fromiter(map(bool, values), bool, n)
+        elif dtype == "category":
+            data[name] = _categorical(values)
+        elif dtype == "object":
+            data[name] = list(values)
+        elif dtype == "string":
+            data[name] = _strings(values)
+        else:                                       # typed once, here, instead of inferred then cast
+            data[name] = pd.array(values, dtype=dtype)
+    df = pd.DataFrame(data)
+    if list(map(str, df.dtypes)) == list(columns.values()):
+        return df                                   # conform would only copy it
+    return conform(df, columns)
+
+
+_STRING_ITEMS = frozenset((str, type(None)))
+
+
+def _categorical(values: tuple):
+    """``pd.Categorical(values)`` (categories: the sorted distinct values, None missing), from codes."""
+    import pandas as pd
+    distinct = set(values)
+    distinct.discard(None)
+    if not distinct or not set(map(type, distinct)) <= _STRING_ITEMS:
+        return list(values)                         # conform's cast decides, as before
+    categories = sorted(distinct)
+    code = {c: i for i, c in enumerate(categories)}
+    code[None] = -1
+    codes = np.fromiter(map(code.__getitem__, values), np.int64, len(values))
+    return pd.Categorical.from_codes(codes, categories=pd.Index(categories))
+
+
+def _strings(values: tuple) -> pd.api.extensions.ExtensionArray:
+    """``pd.array(values, dtype="string")``, built by pyarrow in one go when every value is a str or None."""
+    import pandas as pd
+    dtype = pd.StringDtype()
+    if dtype.storage == "pyarrow" and set(map(type, values)) <= _STRING_ITEMS:
+        import pyarrow as pa
+        try:
+            out = pd.arrays.ArrowStringArray(pa.chunked_array([pa.array(values, type=pa.large_string())]))
+        except (pa.ArrowException, UnicodeError):     # e.g. lone surrogates: pandas' own way decides
+            out = None
+        if out is not None and out.dtype == dtype:
+            return out
+    return pd.array(values, dtype="string")
