@@ -84,14 +84,6 @@ def _banner(data: bytes) -> tuple[str | None, int, str | None]:
     return None, pos, "no SSH identification line"
 
 
-def _kexinit(data: bytes, pos: int) -> tuple[dict[str, list[str]] | None, str | None]:
-    """Find and parse the first KEXINIT packet after the identification line."""
-    found = _find_kexinit(data, pos)
-    if isinstance(found, str):
-        return None, found
-    return _parse_kexinit(*found)
-
-
 _KEXINIT = bytes([MSG_KEXINIT])
 
 
