@@ -180,9 +180,41 @@ def _finding_batch(findings, last: bool) -> pa.Buffer:
                ("remediation", column(findings, "remediation", six)), ("evidence", evidence)]
     fields += [(k, column(findings, k, six)) for k in ("reference", "fingerprint", "count")]
     if "evidence_sources" in findings:      # what each source said (check/evidence.py), [] when none
-        fields.append(("evidence_sources", _python_column(
-            [list(v) if isinstance(v, (list, tuple, np.ndarray)) else [] for v in findings["evidence_sources"]], six)))
+        fields.append(("evidence_sources", _evidence_column(findings["evidence_sources"], six)))
     return records(fields, len(findings), 2, last)
+
+
+#: the keys of an evidence entry, in the order check/evidence.py writes them
+ENTRY_KEYS = ("source", "said", "says", "where")
+
+
+def _evidence_column(values, indent: str) -> pa.Array:
+    """Evidence lists as JSON text. The usual cell, one entry of four texts (the wire's), is written in
+    Arrow kernels; any other cell through the json module (a million findings are a million cells)."""
+    one: dict[str, list] = {k: [] for k in ENTRY_KEYS}
+    at, other, other_at = [], [], []
+    for i, v in enumerate(values):
+        cell = list(v) if isinstance(v, (list, tuple, np.ndarray)) else []
+        e = cell[0] if len(cell) == 1 else None
+        if isinstance(e, dict) and tuple(e) == ENTRY_KEYS and all(type(x) is str for x in e.values()):
+            at.append(i)
+            for k in ENTRY_KEYS:
+                one[k].append(e[k])
+        else:
+            other_at.append(i)
+            other.append(cell)
+    n = len(at) + len(other_at)
+    inner, item = indent + "  ", indent + "    "
+    parts = [_s("[\n" + inner + "{\n")]
+    for j, k in enumerate(ENTRY_KEYS):
+        parts += [_s(("" if j == 0 else ",\n") + f'{item}"{k}": '), _strings(pa.array(one[k], STR))]
+    text = pc.binary_join_element_wise(*parts, _s("\n" + inner + "}\n" + indent + "]"), _s("")) if at else None
+    out = np.empty(n, dtype=object)
+    if at:
+        out[np.asarray(at, np.int64)] = text.to_numpy(zero_copy_only=False)
+    if other_at:
+        out[np.asarray(other_at, np.int64)] = _python_column(other, indent).to_numpy(zero_copy_only=False)
+    return pa.array(out, STR)
 
 
 def _empty_lists(df, key: str, indent: str) -> pa.Array:
