@@ -3,6 +3,9 @@ real-cluster lab scored against the lab's audit truth."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
 import json
 import os
 import secrets
@@ -92,8 +95,6 @@ def test_the_kubectl_plugin_is_the_cluster_command():
 
 def test_a_collected_archive_may_hold_only_its_hosts_files(tmp_path):
     """The tar stream of a host is extracted as it arrives, and only as regular files in that host's folder."""
-    import io
-
     from commpath.capture.cluster_tar import TarPipe
 
     def archive(*members: tuple[str, bytes]) -> bytes:
@@ -144,9 +145,6 @@ def _unpack(info: dict, where: Path) -> Path:
     (layer,) = manifest["layers"]
     rootfs = where / "rootfs"
     rootfs.mkdir()
-    import gzip
-    import hashlib
-    import io
     data = blobs["blobs/sha256/" + layer["digest"].split(":")[1]]
     assert hashlib.sha256(gzip.decompress(data)).hexdigest() == config["rootfs"]["diff_ids"][0].split(":")[1]
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
@@ -280,9 +278,31 @@ def test_cluster_capture_on_the_real_lab_scored_against_the_audit_log(agent_imag
                 term.wait(timeout=60)
         term_left = lab.kubectl("get", "namespaces,daemonsets,configmaps,pods", "-A", "-l",
                                 "app.kubernetes.io/part-of=commpath", "-o", "name").stdout.split()
+        # a host folder of 64 MiB comes back whole through the exec stream
+        lines3: list[str] = []
+        big = subprocess.Popen(_host.in_netns(cp.ns, [*cmd[:-2], "--no-analyze", "--duration", "60",
+                                                      "--out", str(tmp_path / "big")]),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        threading.Thread(target=_lines, args=(big, lines3, seen), daemon=True).start()
+        try:
+            _wait_for(lines3, seen, big, lambda ls: sum("capturing as node" in x for x in ls) == len(nodes), 900)
+            pods = json.loads(lab.kubectl("get", "pods", "-A", "-l", "app.kubernetes.io/part-of=commpath",
+                                          "-o", "json").stdout)["items"]
+            pod = next(p for p in pods if p["spec"]["nodeName"] == nodes[0])
+            written = lab.kubectl("exec", "-n", pod["metadata"]["namespace"], pod["metadata"]["name"], "--",
+                                  "python3", "-c", "import hashlib, os\nh = hashlib.sha256()\n"
+                                  f"with open('/captures/{nodes[0]}/big.bin', 'wb') as f:\n"
+                                  "    for _ in range(64):\n        b = os.urandom(1 << 20); h.update(b); f.write(b)\n"
+                                  "print(h.hexdigest())", timeout=300).stdout.strip()
+            big.wait(timeout=900)
+        finally:
+            if big.poll() is None:
+                big.kill()
+                big.wait(timeout=60)
         lab.stop_capture()
         lab.write_metadata(lab_out)
-        shutil.copy(lab.state["audit_log"], lab_out / "audit.log")
+        with open(lab.state["audit_log"], "rb") as src, gzip.open(lab_out / "audit.log.gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)         # where _record.ground_truth reads it, as `lab run` keeps it
         truth = ground_truth(lab, lab_out, done)
     finally:
         lab.down()
@@ -296,6 +316,9 @@ def test_cluster_capture_on_the_real_lab_scored_against_the_audit_log(agent_imag
     assert bad.stderr.strip().splitlines()[-1].startswith("commpath: error:") and "Traceback" not in bad.stderr
     assert "removed everything it created" in bad.stderr and bad_left == []
     assert term.returncode == 130 and "removed everything it created" in "".join(lines2) and term_left == []
+    got = tmp_path / "big" / nodes[0] / "big.bin"
+    assert big.returncode == 0, "".join(lines3)[-2000:]
+    assert got.stat().st_size == 64 << 20 and hashlib.sha256(got.read_bytes()).hexdigest() == written
 
     record = json.loads((run_out / "cluster-capture.json").read_text())
     assert sorted(h["node"] for h in record["hosts"] if h["state"] == "done") == sorted(nodes)
