@@ -129,7 +129,8 @@ def test_truth_from_the_kubelet_and_konnectivity_logs(tmp_path):
     req = _logtruth.kubelet_requests(kubelet, 2026)
     assert list(req["src"]) == ["10.244.1.7:43210", "10.77.0.10:50000"]
     assert abs(req["time"].iloc[0] - t) < 1e-6
-    logs = _logtruth.LogTruth({"node1": req}, _logtruth.konnectivity_log(konn, 2026), "10.77.0.10:8132")
+    logs = _logtruth.LogTruth({"node1": req}, _logtruth.konnectivity_log(konn, 2026), "10.77.0.10:8132",
+                              {"10.77.0.21", "10.77.0.22", "10.244.1.1", "10.244.2.1"})
     flows = pd.DataFrame([
         _flow("10.244.1.7", 43210, "10.77.0.21", 10250, t - 0.01, t + 0.1),      # metrics-server's scrape
         _flow("10.244.1.7", 43299, "10.77.0.21", 10250, t - 0.01, t + 0.1),      # nothing logged for this port

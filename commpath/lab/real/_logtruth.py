@@ -68,3 +68,4 @@ class LogTruth:
     kubelets: dict[str, pd.DataFrame] = field(default_factory=dict)
     konnectivity: KonnectivityLog | None = None
     konnectivity_server: str = ""           # its agent endpoint, e.g. 10.77.0.10:8132
+    agent_sources: set[str] = field(default_factory=set)   # where an agent's dials come from: nodes, pod gateways

@@ -15,7 +15,7 @@ from .._topology import SERVICE_VIP
 from . import _host, _konnectivity, _logtruth, _scenarios, _truth
 from ._config import APISERVER_PORT, CLUSTER_CIDR
 from ._exercise import Exerciser
-from .cluster import ETCD_PORT, RealLab
+from .cluster import ETCD_PORT, RealLab, _gateway
 
 
 def record(lab: RealLab, out: Path, scenario: str = "default") -> dict:
@@ -69,8 +69,9 @@ def log_truth(lab: RealLab) -> _logtruth.LogTruth:
                 for n in lab.topo.nodes if f"{n.name}-kubelet" in procs}
     if "konnectivity-server" not in procs:
         return _logtruth.LogTruth(kubelets)
+    sources = {n.ip for n in lab.topo.nodes} | {_gateway(n.pod_cidr) for n in lab.topo.nodes if n.pod_cidr}
     return _logtruth.LogTruth(kubelets, _logtruth.konnectivity_log(Path(procs["konnectivity-server"]["log"]), year),
-                              f"{lab.topo.control_plane.ip}:{_konnectivity.AGENT_PORT}")
+                              f"{lab.topo.control_plane.ip}:{_konnectivity.AGENT_PORT}", sources)
 
 
 def ground_truth(lab: RealLab, out: Path, done: dict) -> dict:

@@ -30,7 +30,7 @@ hosts captured it):
    ``Agent connected`` for the agent of that node (agent id = node name) while the connection was open
    (±1 s): ``konnectivity``.
 7. **From a node to a pod or a node port, while Konnectivity runs**: a ``Received DIAL_REQ`` for that
-   destination in the server's log within ±1 s of the connection's start: the agent's dial for the
+   destination in the server's log within ±5 s of the connection's start: the agent's dial for the
    apiserver, ``other`` (a node's own connection to a pod, as the emulated lab records it).
 
 Everything else (e.g. kubectl port-forward's local listener on the control plane's loopback) is left
@@ -55,6 +55,8 @@ NODE_USERS = ("system:node:", "system:bootstrap:")
 NODE_AGENT_USERS = ("system:kube-proxy", "system:anonymous")
 KUBELET_SUBRESOURCES = {"log", "exec", "attach", "portforward"}
 SLACK = 1.0
+#: between the Konnectivity server logging a dial and the agent's SYN: a loaded machine schedules them late
+DIAL_SLACK = 5.0
 
 
 def _ts(text: str) -> float:
@@ -206,10 +208,9 @@ def _from_logs(c, logs: LogTruth, node_of_ip: dict[str, str], net) -> tuple[str,
             return "konnectivity", {"users": [f"konnectivity-agent {node_of_ip[src_ip]}"],
                                     "evidence": "konnectivity-server log (Agent connected)"}
     in_pods = ":" not in dst_ip and ipaddress.ip_address(dst_ip) in net
-    from_node = src_ip in node_of_ip or (":" not in src_ip and ipaddress.ip_address(src_ip) in net)
-    if from_node and (in_pods or dst_ip in node_of_ip):
+    if src_ip in logs.agent_sources and (in_pods or dst_ip in node_of_ip):
         d = konn.dials
-        hit = d[(d["address"] == c.dst) & ((d["time"] - c.start).abs() <= SLACK)]
+        hit = d[(d["address"] == c.dst) & ((d["time"] - c.start).abs() <= DIAL_SLACK)]
         if len(hit):
             return "other", {"users": ["konnectivity-agent (dial for the apiserver)"],
                              "evidence": "konnectivity-server log (Received DIAL_REQ)"}
