@@ -206,15 +206,29 @@ def concat_column(parts: list):
 def _evidence(check, block: dict, starts: np.ndarray, detail, wire_said, sources) -> list[list[dict]]:
     """Each finding's evidence entries: the wire's (what its first connection showed, where), then
     the other sources' entries of that connection."""
-    from .evidence import wire_entries
     said_by = wire_said if wire_said is not None else detail
-    said = [str(s) if isinstance(s, str) and s else check.title for s in said_by[starts]]
-    out = wire_entries(said, block["capture"], block["frames"])
+    said = [s if type(s) is str and s else (str(s) if isinstance(s, str) and s else check.title)
+            for s in said_by[starts]]
+    out = [[{"source": "wire", "said": s, "says": s, "where": w}]
+           for s, w in zip(said, _frames_where(block["capture"], block["frames"]))]
     if sources is not None:
         for ev, extra in zip(out, sources[starts]):
             if extra:
                 ev.extend(extra)
     return out
+
+
+def _frames_where(capture: np.ndarray, frames: list[list[int]]) -> list[str]:
+    """``"<capture> frames <first 8 frames>[, ...]"`` per finding (the capture alone without frames), as
+    check/evidence.py's ``wire_entries`` words it, made in Arrow kernels."""
+    lists = pa.array(frames, pa.large_list(pa.int64()))
+    shown = pc.binary_join(pc.cast(pc.list_slice(lists, 0, 8), pa.large_list(pa.large_string())),
+                           pa.scalar(", ", pa.large_string()))
+    longer = pc.greater(pc.list_value_length(lists), 8)
+    shown = pc.if_else(longer, _join(shown, ", ..."), shown)
+    cap = _text(pa.array(capture, pa.large_string()))
+    where = pc.if_else(pc.equal(pc.list_value_length(lists), 0), cap, _join(cap, " frames ", shown))
+    return where.to_pylist()
 
 
 def _columns(check, path: str, rows: np.ndarray, detail: np.ndarray, bounds: np.ndarray, keys: FlowKeys,
