@@ -183,7 +183,9 @@ def build_html(analysis, title: str = "commpath path-compliance report", fail_on
                     "is the count of findings.", "path by check matrix"),
         "</section>",
         '<section id="timeline"><h2>Timeline</h2>',
-        figure_html("timeline", figs["timeline"], "Every connection as a bar from its first to its last packet.",
+        figure_html("timeline", figs["timeline"], "Connections as bars from their first to their last packet "
+                    "(overlapping bars drawn as one, a mark where connections start); the number right of a row "
+                    "counts every connection.",
                     "timeline of connections per path"),
         "</section>",
         '<section id="tls"><h2>TLS per path</h2>',
