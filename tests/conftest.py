@@ -1,4 +1,5 @@
-"""Tests that read the public captures skip, rather than fail, in a checkout without ../shared beside it."""
+"""Suite-wide hooks: the real-cluster tests run last; tests that read the public captures skip, rather
+than fail, in a checkout without ../shared beside it."""
 
 from __future__ import annotations
 
@@ -23,3 +24,9 @@ def pytest_runtest_makereport(item, call):
         rep.outcome = "skipped"
         rep.longrepr = (str(item.path), item.location[1] or 0,
                         f"Skipped: needs the public captures at {PUBLIC} (absent beside this checkout)")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    # scripts/test.sh builds Kubernetes beside the suite (long when cold); the tests that need the build
+    # wait for it, so they go last (order otherwise kept) and the rest of the suite runs meanwhile
+    items[:] = sorted(items, key=lambda item: item.get_closest_marker("real_cluster") is not None)

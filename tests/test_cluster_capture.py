@@ -29,10 +29,16 @@ REPO = Path(__file__).resolve().parents[1]
 ROOT = os.geteuid() == 0
 TOOLS = ("ip", "nsenter", "unshare", "etcd", "containerd", "runc", "ctr", "iptables", "gcc", "tcpdump", "dumpcap",
          "strip", "setpriv")
-needs_real_lab = pytest.mark.skipif(
+_real_lab_ready = pytest.mark.skipif(
     not ROOT or any(shutil.which(t) is None for t in TOOLS) or not Path("/usr/lib/cni/bridge").exists()
     or not (shutil.which("go") or Path("/usr/local/go/bin/go").exists()),
     reason="the real lab needs root, Go, etcd, containerd, runc, CNI plugins, tcpdump and dumpcap (scripts/setup.sh)")
+
+
+def needs_real_lab(test):
+    """Skip without the real lab's tools; marked ``real_cluster`` so it runs after the rest of the suite,
+    while the Kubernetes build that scripts/test.sh starts beside it finishes."""
+    return pytest.mark.real_cluster(_real_lab_ready(test))
 needs_image_tools = pytest.mark.skipif(
     not ROOT or any(shutil.which(t) is None for t in ("dumpcap", "ip", "ldd", "unshare", "setpriv", "chroot")),
     reason="building and running the agent image needs root, dumpcap, iproute2, unshare and setpriv")

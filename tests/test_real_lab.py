@@ -22,10 +22,16 @@ from commpath.lab.real import _images, _logtruth, _truth
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = ("ip", "nsenter", "unshare", "etcd", "containerd", "runc", "ctr", "iptables", "gcc", "tcpdump")
-needs_real_lab = pytest.mark.skipif(
+_real_lab_ready = pytest.mark.skipif(
     os.geteuid() != 0 or any(shutil.which(t) is None for t in TOOLS) or not Path("/usr/lib/cni/bridge").exists()
     or not (shutil.which("go") or Path("/usr/local/go/bin/go").exists()),
     reason="the real lab needs root, Go, etcd, containerd, runc, CNI plugins and tcpdump (scripts/setup.sh)")
+
+
+def needs_real_lab(test):
+    """Skip without the real lab's tools; marked ``real_cluster`` so it runs after the rest of the suite,
+    while the Kubernetes build that scripts/test.sh starts beside it finishes."""
+    return pytest.mark.real_cluster(_real_lab_ready(test))
 
 
 def test_oci_archive_is_a_valid_image_layout(tmp_path):
