@@ -209,6 +209,8 @@ def _evidence_column(values, indent: str) -> pa.Array:
     for j, k in enumerate(ENTRY_KEYS):
         parts += [_s(("" if j == 0 else ",\n") + f'{item}"{k}": '), _strings(pa.array(one[k], STR))]
     text = pc.binary_join_element_wise(*parts, _s("\n" + inner + "}\n" + indent + "]"), _s("")) if at else None
+    if not other_at:            # every cell the usual one: the Arrow text as it is
+        return text if text is not None else pa.array([], STR)
     out = np.empty(n, dtype=object)
     if at:
         out[np.asarray(at, np.int64)] = text.to_numpy(zero_copy_only=False)
