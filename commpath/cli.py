@@ -51,8 +51,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 #: command -> "module:function" taking the parsed argparse namespace, returning an exit code.
 HANDLERS = {
     "capture": "commpath.capture.agent:main",
-    "analyze": "commpath._pipeline:analyze_main",
-    "report": "commpath._pipeline:report_main",
+    "analyze": "commpath._commands:analyze_main",
+    "report": "commpath._commands:report_main",
     "diff": "commpath.present.diff:main",
     "paths": "commpath.classify.catalog:main",
     "flows": "commpath.present.flows_table:main",

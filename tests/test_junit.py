@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from commpath.present import _model, junit, palette
+from commpath.present import _model, _run_view, junit, palette
 from test_present_data import analysis  # noqa: F401
 
 RUN = "run"
@@ -65,7 +65,7 @@ def test_the_run_verdict_comes_first_with_its_evidence(analysis):  # noqa: F811
     run = root.find("testsuite")
     assert run.get("name") == RUN
     props = {p.get("name"): p.get("value") for p in run.iter("property")}
-    verdict = _model.run_verdict(analysis)
+    verdict = _run_view.run_verdict(analysis)
     assert props["verdict"] == verdict["verdict"]
     assert {"inventory", "CA bundle", "TLS key log", "hosts", "capture filter"} <= set(props)
     failure = run.find("testcase").find("failure")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import _model
+from . import _model, _run_view
 
 
 def summary_lines(analysis, fail_on: str = "high") -> list[str]:
@@ -19,7 +19,7 @@ def summary_lines(analysis, fail_on: str = "high") -> list[str]:
                      + f" against {next(iter(offsets.values()))['reference']}")
     for pid, verdict in s["verdicts"].items():
         lines.append(f"  {pid:28s} {verdict}")
-    verdict = _model.run_verdict(analysis, fail_on)
+    verdict = _run_view.run_verdict(analysis, fail_on)
     lines.append(f"run verdict: {verdict['verdict']}: {verdict['reason']}")
     counts = ", ".join(f"{n} {sev}" for sev, n in s["findings"].items()) or "none"
     suppressed = _model.suppressed_mask(analysis).sum()

@@ -10,7 +10,7 @@ import datetime as _dt
 
 import pandas as pd
 
-from . import _catalog, _model, palette, plots, requests_view
+from . import _catalog, _model, _run_view, palette, plots, requests_view
 from ._html_base import esc, path_dot, severity_badge, slug, utc, verdict_badge
 from ._html_path import (CONNECTION_COLUMNS, MAX_CONNECTIONS, MAX_FINDINGS, checks_table, connections_table,
                          finding_html, fixes_html, http_table, path_section)
@@ -112,7 +112,7 @@ def _requests_section(analysis) -> list[str]:
 
 def overall_line(analysis, fail_on: str) -> str:
     """The run verdict banner: FAIL, INCONCLUSIVE (never green) or PASS, with its reason."""
-    verdict = _model.run_verdict(analysis, fail_on)
+    verdict = _run_view.run_verdict(analysis, fail_on)
     v = verdict["verdict"]
     return (f'<span class="overall" id="overall" data-status="{esc(v)}" style="background:'
             f'{palette.VERDICT_BACKGROUNDS.get(v, "#F5F5F5")};color:{palette.verdict_color(v)};'
@@ -122,7 +122,7 @@ def overall_line(analysis, fail_on: str) -> str:
 def coverage_box(analysis) -> str:
     """What evidence the run had, at the top of the report (a missing piece says what it costs)."""
     rows = "".join(f'<tr><th scope="row">{esc(label)}</th><td>{esc(value)}</td></tr>'
-                   for label, value in _model.coverage_rows(analysis))
+                   for label, value in _run_view.coverage_rows(analysis))
     return f'<table id="coverage" class="coverage"><caption>Evidence of this run</caption>{rows}</table>'
 
 

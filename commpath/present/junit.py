@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from . import _catalog, _model, palette
+from . import _catalog, _model, _run_view, palette
 
 
 def build_junit(analysis, fail_on: str = "high") -> str:
@@ -53,16 +53,16 @@ def build_junit(analysis, fail_on: str = "high") -> str:
 def _run_suite(analysis, fail_on: str) -> ET.Element:
     """The run verdict as the first test case, the run's evidence as the suite's properties: an
     inconclusive run is a failure (never a green pass without evidence)."""
-    verdict = _model.run_verdict(analysis, fail_on)
+    verdict = _run_view.run_verdict(analysis, fail_on)
     failed = verdict["verdict"] in ("fail", "inconclusive")
     suite = ET.Element("testsuite", name="run", tests="1", failures=str(int(failed)), errors="0", skipped="0")
     props = ET.SubElement(suite, "properties")
-    for label, value in [("verdict", verdict["verdict"]), *_model.coverage_rows(analysis)]:
+    for label, value in [("verdict", verdict["verdict"]), *_run_view.coverage_rows(analysis)]:
         ET.SubElement(props, "property", name=label, value=value)
     case = ET.SubElement(suite, "testcase", classname="commpath.run", name="run-verdict")
     if failed:
         ET.SubElement(case, "failure", type=verdict["verdict"], message=f"{verdict['verdict']}: {verdict['reason']}").text = \
-            "\n".join(f"{label}: {value}" for label, value in _model.coverage_rows(analysis))
+            "\n".join(f"{label}: {value}" for label, value in _run_view.coverage_rows(analysis))
     else:
         ET.SubElement(case, "system-out").text = verdict["reason"]
     return suite
@@ -78,8 +78,3 @@ def _finding_text(f) -> str:
             + "".join(f"\ncontrol: {_model.control_label(c)}" for c in _model.controls_of(f["check"]))
             + (f"\nsuppressed until {_model.text(f.get('suppression_expires'))}: {_model.text(f.get('suppression_reason'))}"
                if bool(f.get("suppressed", False)) else ""))
-
-
-def write_junit(analysis, path, fail_on: str = "high") -> None:
-    from pathlib import Path
-    Path(path).write_text(build_junit(analysis, fail_on=fail_on), encoding="utf-8")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from . import _catalog, _evidence, _model, palette, requests_view
+from . import _catalog, _evidence, _model, _run_view, palette, requests_view
 
 VERDICT_MARK = {"pass": "✅", "fail": "❌", "warn": "⚠️", "not-observable": "🔒", "not-observed": "➖",
                 "inconclusive": "❔"}
@@ -32,7 +32,7 @@ def build_markdown(analysis, fail_on: str = "high", title: str = "commpath path-
     findings = _model.frame(analysis, "findings")
     flows = _model.frame(analysis, "flows")
     t0, t1 = _model.capture_window(analysis)
-    verdict = _model.run_verdict(analysis, fail_on)
+    verdict = _run_view.run_verdict(analysis, fail_on)
     from .html import utc
     out = [f"# {cell(title)}", "",
            f"{len(_model.frame(analysis, 'captures'))} captures · {len(flows)} connections · {len(findings)} findings · "
@@ -40,7 +40,7 @@ def build_markdown(analysis, fail_on: str = "high", title: str = "commpath path-
            f"**{verdict['verdict'].upper()}** — {cell(verdict['reason'])}", "",
            "## Evidence of this run", "",
            "| evidence | |", "|---|---|",
-           *[f"| {cell(label)} | {cell(value)} |" for label, value in _model.coverage_rows(analysis)], "",
+           *[f"| {cell(label)} | {cell(value)} |" for label, value in _run_view.coverage_rows(analysis)], "",
            "## Verdict per documented path", "",
            "| path | verdict | observed | flows | " + " | ".join(palette.SEVERITY_ORDER[::-1]) + " |",
            "|---|---|---|--:|" + "--:|" * len(palette.SEVERITY_ORDER)]
@@ -114,8 +114,3 @@ def clock_offsets_lines(analysis) -> list[str]:
         shown = "unknown" if pd.isna(r.offset_s) else f"{float(r.offset_s) * 1e3:+.3f}"
         out.append(f"| {cell(r.host)} | {shown} | {cell(r.reference)} | {int(r.connections)} | {cell(r.method)} |")
     return out
-
-
-def write_markdown(analysis, path, fail_on: str = "high") -> None:
-    from pathlib import Path
-    Path(path).write_text(build_markdown(analysis, fail_on=fail_on), encoding="utf-8")

@@ -152,10 +152,6 @@ def figure_svg_base64(fig: Figure) -> str:
     return base64.b64encode(figure_svg(fig)).decode("ascii")
 
 
-def figure_png_base64(fig: Figure, dpi: int = 110) -> str:
-    return base64.b64encode(figure_png(fig, dpi)).decode("ascii")
-
-
 def all_figures(analysis, fail_on: str | None = None) -> dict[str, Figure]:
     """Every figure of the report, by name."""
     return {
@@ -168,5 +164,5 @@ def all_figures(analysis, fail_on: str | None = None) -> dict[str, Figure]:
 
 
 __all__ = ["CONTROL_PLANE_ROLES", "FIGURES", "FONT", "ROLE_ORDER", "STATUS_MARK", "all_figures", "cert_validity",
-           "check_matrix", "figure_png", "figure_png_base64", "figure_svg", "figure_svg_base64", "path_map",
+           "check_matrix", "figure_png", "figure_svg", "figure_svg_base64", "path_map",
            "path_map_edges", "timeline", "timeline_rows", "tls_counts", "tls_overview"]

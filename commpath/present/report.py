@@ -98,7 +98,7 @@ def write_reports(analysis, output: str, formats: list[str], fail_on: str = "hig
 def exit_code(analysis, fail_on: str = "high") -> int:
     """1 with unsuppressed findings at or above ``fail_on``; 3 when there are none but the run is
     inconclusive (the evidence cannot support a pass); else 0."""
-    from ._model import run_verdict
+    from ._run_view import run_verdict
     verdict = run_verdict(analysis, fail_on)["verdict"]
     return 1 if verdict == "fail" else EXIT_INCONCLUSIVE if verdict == "inconclusive" else 0
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import _catalog, _model
+from . import _catalog, _model, _run_view
 
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 INFORMATION_URI = "https://kubernetes.io/docs/concepts/architecture/control-plane-node-communication/"
@@ -115,7 +115,7 @@ def build_sarif(analysis, fail_on: str = "high") -> dict:
                                        "justification": f"{_model.text(f.get('suppression_reason'))} "
                                                         f"(until {_model.text(f.get('suppression_expires'))})"}]
         results.append(result)
-    verdict = _model.run_verdict(analysis, fail_on)
+    verdict = _run_view.run_verdict(analysis, fail_on)
     paths = _model.frame(analysis, "paths")
     taxonomies = _taxonomies(catalog)
     run = {
@@ -130,7 +130,7 @@ def build_sarif(analysis, fail_on: str = "high") -> dict:
         "results": results,
         "properties": {
             "verdict": verdict["verdict"], "verdictReason": verdict["reason"], "failOn": fail_on,
-            "coverage": json.loads(json.dumps(_model.coverage(analysis), default=str)),
+            "coverage": json.loads(json.dumps(_run_view.coverage(analysis), default=str)),
             "paths": [{"id": str(p["id"]), "verdict": str(p["verdict"]), "flows": int(p["flows"])}
                       for _, p in paths.iterrows()],
         },
