@@ -73,7 +73,11 @@ def test_probe_inside_the_real_cluster_settles_the_kubelet_certificate(tmp_path)
     kubelet_path = paths["apiserver-to-kubelet"]
     assert kubelet_path["verdict"] != "not-observable"
     # the capture agents recorded the hosts' configuration too (manifests' host_config)
-    assert {e["source"] for e in kubelet_path["evidence"]} == {"wire", "probe", "config"}
+    sources = {e["source"] for e in kubelet_path["evidence"]}
+    assert sources - {"decrypted"} == {"wire", "probe", "config"}
+    # the decrypted source speaks too: without a key log it says nothing was decrypted and what would show it
+    assert all(e["said"].startswith("not decrypted") and "key log" in e["said"]
+               for e in kubelet_path["evidence"] if e["source"] == "decrypted")
     settled = [f for f in report["findings"] if f["check"] == "server-cert-untrusted" and f["path"] == "apiserver-to-kubelet"]
     assert settled and all([e["source"] for e in f["evidence_sources"]] == ["wire", "probe"] for f in settled)
     assert {f["message"].split("-> ")[1].split(":")[0] for f in settled} <= set(nodes.values())
