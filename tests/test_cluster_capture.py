@@ -158,6 +158,27 @@ def _unpack(info: dict, where: Path) -> Path:
     return rootfs
 
 
+TRAFFIC = """
+import pathlib, socket, sys, time
+folder = pathlib.Path(sys.argv[1])
+size = lambda: sum(p.stat().st_size for p in folder.rglob("*.pcap*"))
+srv = socket.socket()
+srv.bind(("127.0.0.1", 6443))
+srv.listen()
+start, deadline = size(), time.monotonic() + 30
+for _ in range(150):
+    c = socket.create_connection(("127.0.0.1", 6443))
+    a, _ = srv.accept()
+    c.sendall(b"x" * 1000)
+    a.recv(2000)
+    c.close()
+    a.close()
+    if size() > start or time.monotonic() > deadline:
+        break
+    time.sleep(0.2)
+"""
+
+
 @needs_image_tools
 @pytest.mark.netns
 def test_the_agent_image_captures_with_net_raw_and_net_admin_only(agent_image, tmp_path):
@@ -178,15 +199,16 @@ setpriv --bounding-set -all,+net_raw,+net_admin,+sys_chroot --inh-caps -all -- \
   {' '.join(py)} run --node cpx --host-ip 127.0.0.1 --inventory /etc/commpath/inventory.yaml --duration 600 &
 agent=$!
 until grep -q capturing {rootfs}/captures/.agent.state 2>/dev/null; do kill -0 $agent; sleep 0.1; done
-{sys.executable} -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 6443)); s.listen(); \\
-  c = socket.create_connection(('127.0.0.1', 6443)); a, _ = s.accept(); c.sendall(b'x' * 1000); a.recv(2000); \\
-  c.close(); a.close()"
+{sys.executable} {tmp_path}/traffic.py {rootfs}/captures
 {' '.join(py)} stop --node cpx
 {' '.join(py)} pack --node cpx > {tmp_path}/cpx.tar
 kill -TERM $agent
 wait $agent
 umount -R {rootfs}/dev
 """
+    # connections to :6443 until the capture file has grown past its headers (bounded: 150 connections, 30 s),
+    # since on a loaded machine the first packets after dumpcap opened lo may still be on their way to the file
+    (tmp_path / "traffic.py").write_text(TRAFFIC)
     res = subprocess.run(["unshare", "--mount", "--pid", "--fork", "--net", "sh", "-c", script],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
