@@ -112,6 +112,32 @@ def test_truth_rules_follow_the_audit_log(tmp_path):
         "system:bootstrap:abcdef"]
 
 
+def test_proxied_schemes_come_from_the_audit_log_not_from_request_windows(tmp_path):
+    """Several proxy requests open at once: the https one need not be among those matched to a connection's start,
+    yet the audit log says the apiserver proxied over https, so the truth expects proxy-unverified-tls."""
+    t = 1_800_000_000.0
+    audit = tmp_path / "audit.log"
+    audit.write_text("\n".join(
+        [_audit_line("kubernetes-admin", "10.77.0.10", t + i * 0.01, t + 2, "pods", "proxy", f"web-{i}") for i in range(3)]
+        + [_audit_line("kubernetes-admin", "10.77.0.10", t + 0.05, t + 2, "pods", "proxy", "https:web-1:8443"),
+           _audit_line("kubernetes-admin", "10.77.0.10", t + 0.06, t + 2, "nodes", "proxy", "node1"),
+           _audit_line("kubernetes-admin", "10.77.0.10", t + 0.07, t + 2, "nodes", "proxy", "https:node1:10250")]) + "\n")
+    loaded = _truth.load_audit(audit)
+    assert _truth.proxied_schemes(loaded) == {"http", "https"}      # the kubelet's node proxies are not counted
+    flows = pd.DataFrame([_flow("10.77.0.10", 41001 + i, "10.244.1.5", 8080 + i, t + 0.1, t + 1) for i in range(2)])
+    res = _truth.build(flows, loaded, cp_ips={"10.77.0.10"}, nodes={"node1": "10.77.0.21"}, pod_cidr="10.244.0.0/16",
+                       pods={"web-1": {"node": "node1", "ip": "10.244.1.5"}}, apiserver="10.77.0.10:6443",
+                       vip="10.96.0.1:443", etcd="10.77.0.10:2379")
+    assert {c["path"] for c in res["connections"]} == {"apiserver-proxy"}
+    assert not any("/https:" in u for c in res["connections"] for u in c["requests"])   # the ambiguity itself
+    checks = lambda found: {f["check"] for f in found}   # noqa: E731
+    assert checks(_truth.expected_findings(res["connections"])) == {"plaintext-proxy"}
+    assert checks(_truth.expected_findings(res["connections"], proxied=_truth.proxied_schemes(loaded))) == {
+        "plaintext-proxy", "proxy-unverified-tls"}
+    # proxied, but no proxy connection on the wire: nothing to judge, nothing expected
+    assert checks(_truth.expected_findings([], proxied={"http", "https"})) == set()
+
+
 def test_truth_from_the_kubelet_and_konnectivity_logs(tmp_path):
     """Rules 5-7 of _truth: metrics-server's scrapes from the kubelet's request log (client address and port),
     agent connections and tunnelled dials from the Konnectivity server's log; klog stamps read as UTC."""

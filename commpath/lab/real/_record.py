@@ -93,7 +93,8 @@ def ground_truth(lab: RealLab, out: Path, done: dict) -> dict:
         "release": lab.state["release"], "paths_observed": paths,
         "expected_findings": _truth.expected_findings(res["connections"], konnectivity=bool(sc.konnectivity),
                                                       tokens_from_nodes=_truth.node_credentials_without_certificate(
-                                                          audit, {n.ip for n in topo.nodes}))
+                                                          audit, {n.ip for n in topo.nodes}),
+                                                      proxied=_truth.proxied_schemes(audit))
         + sc.configured_findings(set(paths)),
         "absent_findings": [c for c in _truth.ABSENT_DEFAULT + sc.absent if c not in sc.allowed],
         "pods": done["pods"], "actions": done["actions"], "errors": done["errors"],

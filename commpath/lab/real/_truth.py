@@ -233,9 +233,24 @@ def node_credentials_without_certificate(audit: pd.DataFrame, node_ips: set[str]
     return sorted(set(ev["user"]))
 
 
+def proxied_schemes(audit: pd.DataFrame) -> set[str]:
+    """The schemes (``http``, ``https``) of the apiserver's proxy requests to pods, services and node ports, from
+    the audit log alone: matching each request to one connection by time is ambiguous when several overlap (the
+    first few requests open at a connection's start need not include the one it carried), the scheme is not."""
+    if audit.empty:
+        return set()
+    ev = audit[audit["subresource"] == "proxy"]
+    name = ev["name"].astype(str)
+    # nodes/NAME/proxy (no port, or the kubelet's) is the apiserver-to-kubelet path, not a proxy to a node port
+    to_kubelet = (ev["resource"] == "nodes") & (~name.str.contains(":") | name.str.endswith(":10250"))
+    ev = ev[~to_kubelet & ev["resource"].isin(("pods", "services", "nodes"))]
+    return {"https" if n.startswith("https:") else "http" for n in ev["name"].astype(str)}
+
+
 def expected_findings(connections: list[dict], konnectivity: bool = False,
-                      tokens_from_nodes: list[str] = ()) -> list[dict]:
-    """The findings the truth implies: what the audit log says about credentials and proxied schemes, the
+                      tokens_from_nodes: list[str] = (), proxied: set[str] | None = None) -> list[dict]:
+    """The findings the truth implies: what the audit log says about credentials and proxied schemes
+    (``proxied``: :func:`proxied_schemes`; by default the requests matched to proxy connections), the
     kubelets' logs about their read-only port; ``konnectivity``: it runs (so a direct connection bypasses it).
     What the hosts' configuration implies is the scenario's (_scenarios.RealScenario.configured_findings)."""
     out = []
@@ -248,11 +263,15 @@ def expected_findings(connections: list[dict], konnectivity: bool = False,
     if "kubelet-readonly" in paths:
         out.append({"check": "kubelet-readonly-port", "path": "kubelet-readonly", "when": "always",
                     "why": "a client read the kubelet's read-only port (kubelet log: the request on 10255)"})
-    proxied = [u for c in connections if c["path"] == "apiserver-proxy" for u in c.get("requests", [])]
-    if any("/https:" not in u for u in proxied):
+    if proxied is None:
+        proxied = {"https" if "/https:" in u else "http"
+                   for c in connections if c["path"] == "apiserver-proxy" for u in c.get("requests", [])}
+    elif "apiserver-proxy" not in paths:
+        proxied = set()          # proxied, but no such connection on the wire to judge
+    if "http" in proxied:
         out.append({"check": "plaintext-proxy", "path": "apiserver-proxy", "when": "always",
                     "why": "the apiserver proxied to a pod, a node port or a service over plain HTTP (audit: */proxy)"})
-    if any("/https:" in u for u in proxied):
+    if "https" in proxied:
         out.append({"check": "proxy-unverified-tls", "path": "apiserver-proxy", "when": "always",
                     "why": "the apiserver proxied over https, which it never verifies (audit: https:*/proxy)"})
     if tokens_from_nodes or any(c["path"] == "node-to-apiserver" and c.get("credential") in ("token", "none")
