@@ -6,20 +6,17 @@ library without its tests, GUI and packaging parts), PyYAML, the ``commpath`` mo
 imports (``commpath.capture``, the catalog), ``dumpcap`` and ``ip``, each with the shared
 libraries ``ldd`` names. The archive is an OCI image layout in a tar that
 ``ctr images import`` reads and ``skopeo copy oci-archive:commpath-agent.tar docker://REGISTRY/...``
-pushes. The layer is gzip-compressed and written file by file, so memory stays small.
+pushes (the archive itself is written by ``oci``, which the real lab's images share). The layer is
+gzip-compressed and written file by file, so memory stays small.
 
 dumpcap, not tcpdump, is the engine in the pod: started as root with only NET_RAW and NET_ADMIN,
 tcpdump cannot give up root (``-Z root`` needs CAP_SETUID) nor hand its file to the ``tcpdump`` user
-(CAP_CHOWN), while dumpcap needs nothing else. The lab's ``oci_archive`` (commpath/lab/real) is not
-reused: it keeps a layer in memory, and the capture layer may not import the lab above it.
+(CAP_CHOWN), while dumpcap needs nothing else.
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
-import io
 import json
 import os
 import py_compile
@@ -28,12 +25,12 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tarfile
 import tempfile
 from pathlib import Path
 
 from .._version import __version__
 from ..errors import CommpathError
+from . import oci
 
 DEFAULT_NAME = f"commpath.local/commpath-agent:{__version__}"
 #: Parts of the standard library the agent never imports (tests alone are two thirds of it).
@@ -181,107 +178,23 @@ def rootfs() -> tuple[_Rootfs, tempfile.TemporaryDirectory]:
     return fs, stage
 
 
-def _dirs(paths) -> list[str]:
-    out: set[str] = set()
-    for p in paths:
-        parent = Path(p).parent
-        while str(parent) not in (".", "/"):
-            out.add(str(parent))
-            parent = parent.parent
-    return sorted(out | {"tmp", "captures", "etc/commpath", "proc", "sys", "dev", "var/run/secrets"})
-
-
-def _layer(fs: _Rootfs, out) -> None:
-    """The layer as a tar, written to ``out`` (stable order and times: the same files give the same digest)."""
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for d in _dirs(list(fs.files) + list(fs.data)):
-            info = tarfile.TarInfo(d)
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755, 0
-            tar.addfile(info)
-        for name, (src, mode) in sorted(fs.files.items()):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = src.stat().st_size, mode, 0
-            with open(src, "rb") as fh:
-                tar.addfile(info, fh)
-        for name, (data, mode) in sorted(fs.data.items()):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), mode, 0
-            tar.addfile(info, io.BytesIO(data))
-
-
-class _Digest(io.RawIOBase):
-    """A write-only stream that hashes and counts what passes through to ``sink``."""
-
-    def __init__(self, sink=None):
-        self.sink, self.sha, self.size = sink, hashlib.sha256(), 0
-
-    def writable(self):
-        return True
-
-    def write(self, b):
-        self.sha.update(b)
-        self.size += len(b)
-        if self.sink is not None:
-            self.sink.write(b)
-        return len(b)
-
-
 def build(out: Path, name: str = DEFAULT_NAME) -> dict:
     """Write the OCI archive; returns its name, digests and sizes (files, layer, archive)."""
     fs, stage = rootfs()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with stage, tempfile.TemporaryDirectory(prefix="commpath-image-", dir=out.parent) as tmp:
+    with stage:
         rootfs_bytes = fs.size()
-        layer_file = Path(tmp) / "layer.tar.gz"
-        with open(layer_file, "wb") as fh:
-            compressed = _Digest(fh)
-            with gzip.GzipFile(fileobj=compressed, mode="wb", mtime=0, compresslevel=6) as gz:
-                plain = _Digest(gz)
-                _layer(fs, plain)
-        blobs: dict[str, bytes] = {}
-
-        def blob(data: bytes) -> dict:
-            digest = "sha256:" + hashlib.sha256(data).hexdigest()
-            blobs[digest] = data
-            return {"digest": digest, "size": len(data)}
-        layer_desc = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                      "digest": "sha256:" + compressed.sha.hexdigest(), "size": compressed.size}
-        config = {"architecture": "amd64", "os": "linux",
-                  "config": {"Entrypoint": [f"/{PREFIX}/bin/python3", "-m", "commpath.capture.cluster_pod"],
-                             "Cmd": ["run"], "WorkingDir": "/",
-                             "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE=1",
-                                     "PYTHONUNBUFFERED=1"],
-                             "Labels": {"org.opencontainers.image.title": "commpath capture agent",
-                                        "org.opencontainers.image.version": __version__}},
-                  "rootfs": {"type": "layers", "diff_ids": ["sha256:" + plain.sha.hexdigest()]}}
-        config_desc = {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       **blob(json.dumps(config, sort_keys=True).encode())}
-        manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                    "config": config_desc, "layers": [layer_desc]}
-        manifest_desc = {"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                         **blob(json.dumps(manifest, sort_keys=True).encode()),
-                         "platform": {"architecture": "amd64", "os": "linux"},
-                         "annotations": {"io.containerd.image.name": name,
-                                         "org.opencontainers.image.ref.name": name.rsplit(":", 1)[-1]}}
-        index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                 "manifests": [manifest_desc]}
-        part = out.with_name(out.name + ".part")
-        with tarfile.open(part, "w") as tar:
-            small = {"oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode(),
-                     "index.json": json.dumps(index).encode(),
-                     **{f"blobs/sha256/{d.split(':', 1)[1]}": b for d, b in blobs.items()}}
-            for path, data in small.items():
-                info = tarfile.TarInfo(path)
-                info.size, info.mode, info.mtime = len(data), 0o644, 0
-                tar.addfile(info, io.BytesIO(data))
-            tar.add(layer_file, arcname=f"blobs/sha256/{compressed.sha.hexdigest()}", recursive=False,
-                    filter=lambda i: (setattr(i, "mtime", 0), setattr(i, "uid", 0), setattr(i, "gid", 0),
-                                      setattr(i, "uname", ""), setattr(i, "gname", ""), setattr(i, "mode", 0o644), i)[-1])
-        part.replace(out)
-    return {"name": name, "archive": str(out), "manifest_digest": manifest_desc["digest"],
-            "files": len(fs.files) + len(fs.data), "rootfs_bytes": rootfs_bytes, "layer_bytes": plain.size,
-            "layer_gzip_bytes": compressed.size, "archive_bytes": out.stat().st_size}
+        info = oci.write_archive(
+            Path(out), name, fs.files, data=fs.data, dirs=oci.MOUNT_POINTS + ("captures", "etc/commpath"),
+            compress=True,
+            image_config={"Entrypoint": [f"/{PREFIX}/bin/python3", "-m", "commpath.capture.cluster_pod"],
+                          "Cmd": ["run"], "WorkingDir": "/",
+                          "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE=1",
+                                  "PYTHONUNBUFFERED=1"]},
+            labels={"org.opencontainers.image.title": "commpath capture agent",
+                    "org.opencontainers.image.version": __version__})
+    return {"name": name, "archive": str(out), "manifest_digest": info["manifest_digest"],
+            "files": len(fs.files) + len(fs.data), "rootfs_bytes": rootfs_bytes, "layer_bytes": info["layer_bytes"],
+            "layer_gzip_bytes": info["layer_stored_bytes"], "archive_bytes": info["archive_bytes"]}
 
 
 def main(argv: list[str] | None = None) -> int:
