@@ -21,7 +21,8 @@ from commpath.lab.scenarios import SCENARIOS
 
 SPEC_CHECKS = {"tls-required", "plaintext-proxy", "proxy-unverified-tls", "client-cert-missing",
                "server-cert-untrusted", "cert-expired", "tls-version-weak", "ssh-tunnel-deprecated",
-               "konnectivity-bypass", "konnectivity-direction", "kubelet-readonly-port", "cert-not-observable"}
+               "konnectivity-bypass", "konnectivity-direction", "kubelet-readonly-port", "cert-not-observable",
+               "kubelet-anonymous-auth"}   # the last: additive, docs/evidence.md (a probe settles it)
 SPEC_PATHS = {"node-to-apiserver", "pod-to-apiserver", "control-plane-to-apiserver", "apiserver-to-kubelet",
               "apiserver-proxy", "ssh-tunnel", "konnectivity", "kubelet-readonly", "etcd", "unclassified", "other"}
 CP, NODES = "10.77.0.10", ("10.77.0.21", "10.77.0.22")

@@ -57,6 +57,27 @@ def _checks_fired(probe: pd.DataFrame) -> set[tuple[str, str]]:
     return fired
 
 
+def _assert_probe_truth(scenario: str, fired: set[tuple[str, str]]) -> None:
+    """The scenario's ground truth for what only a probe settles: each ``with-probe`` finding fires on both
+    kubelets, each absent check on none."""
+    from commpath.lab.scenarios import SCENARIOS
+    sc = SCENARIOS[scenario]
+    planted = {f.check for f in sc.expected if f.when == "with-probe"}
+    for check in planted:
+        assert {(check, ip) for ip in NODES} <= fired, (scenario, check, fired)
+    assert not {c for c, _ in fired} & set(sc.absent), (scenario, fired)
+
+
+def _assert_anonymous(by: pd.DataFrame, scenario: str) -> None:
+    """GET /pods and /healthz without credentials: 200 where the scenario leaves --anonymous-auth on, 401 where
+    it turns it off; the read-only port (if open) never authenticates."""
+    from commpath.lab.scenarios import SCENARIOS
+    want = 200 if SCENARIOS[scenario].kubelet_anonymous else 401
+    for ip in NODES:
+        k = by.loc[("kubelet", ip)]
+        assert (k["anonymous_pods_status"], k["anonymous_healthz_status"]) == (want, want), (scenario, ip)
+
+
 @pytest.mark.netns
 @needs_root
 def test_legacy_scenario_self_signed_kubelets_read_only_port_tls12(tmp_path):
@@ -69,11 +90,12 @@ def test_legacy_scenario_self_signed_kubelets_read_only_port_tls12(tmp_path):
         assert k["client_cert_requested"] == True  # noqa: E712  (VerifyClientCertIfGiven with the cluster CA)
         assert any("kubernetes" in n for n in k["client_ca_names"])
         assert list(k["versions_accepted"]) == ["TLS 1.2"]            # --tls-max 1.2
-        assert k["anonymous_pods_status"] == 200                       # the emulated kubelet lets anyone list pods
         assert by.loc[("kubelet-readonly", ip)]["anonymous_healthz_status"] == 200
     api = by.loc[("apiserver", "10.77.0.10")]
     assert api["chain_verified"] == True and api["names_match"] == True  # noqa: E712
+    _assert_anonymous(by, "legacy")      # --anonymous-auth left on: the kubelets let anyone list pods
     fired = _checks_fired(probe)
+    _assert_probe_truth("legacy", fired)
     assert {("kubelet-anonymous-auth", ip) for ip in NODES} <= fired
     assert {("kubelet-read-only-port", ip) for ip in NODES} <= fired
     assert not {c for c, _ in fired} & {"tls-min-version-weak"}
@@ -95,8 +117,11 @@ def test_hardened_scenario_ca_issued_kubelets_tls13_only_no_read_only_port(tmp_p
         assert pd.isna(ro["anonymous_healthz_status"]) and "refused" in ro["error"]
     konn = by.loc[("konnectivity-server", "10.77.0.10")]
     assert pd.isna(konn["error"]) and konn["chain_verified"] == True  # noqa: E712
-    fired = {c for c, _ in _checks_fired(probe)}
-    assert not fired & {"kubelet-read-only-port", "tls-min-version-weak"}
+    _assert_anonymous(by, "hardened")    # --anonymous-auth=false: 401 without credentials
+    fired_at = _checks_fired(probe)
+    _assert_probe_truth("hardened", fired_at)
+    fired = {c for c, _ in fired_at}
+    assert not fired & {"kubelet-read-only-port", "tls-min-version-weak", "kubelet-anonymous-auth"}
 
 
 @pytest.mark.netns
@@ -110,3 +135,5 @@ def test_broken_scenario_node2_serves_an_expired_certificate(tmp_path):
     assert node2["chain_verified"] == False and node2["verify_error"].startswith("certificate expired")  # noqa: E712
     assert node2["leaf_not_after"] < node2["probed_at"]
     assert list(node2["versions_accepted"]) == ["TLS 1.2"]
+    _assert_anonymous(by, "broken")      # the broken scenario leaves anonymous access on
+    _assert_probe_truth("broken", _checks_fired(probe))

@@ -170,6 +170,8 @@ class Lab:
                    *self._keylog_args(), "--duration", SERVER_LIFETIME]
             if sc.readonly_port:
                 cmd += ["--plain", f"0.0.0.0:{READONLY_PORT}"]
+            if not sc.kubelet_anonymous:
+                cmd.append("--anonymous=false")
             self._spawn(f"{node.name}-kubelet", node.ns, cmd, "ready")
             d = self.dir / "pki"
             ossl = ["openssl", "s_server", "-accept", f"{node.ip}:{PROXY_HTTPS_PORT}", "-www", "-quiet",

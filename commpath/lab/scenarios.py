@@ -11,7 +11,8 @@ from ..errors import CommpathError
 class Finding:
     check: str
     path: str
-    when: str = "always"       # always | with-keylog | without-keylog (TLS 1.3 hides certificates)
+    #: always | with-keylog | without-keylog (TLS 1.3 hides certificates) | with-probe (`commpath probe` settles it)
+    when: str = "always"
     why: str = ""
 
 
@@ -29,12 +30,18 @@ class Scenario:
     proxy_via: str = "direct"               # direct | konnectivity
     ssh_tunnel: bool = False
     readonly_port: bool = False
+    kubelet_anonymous: bool = True          # kubelet --anonymous-auth (its default): GET /pods without credentials
     no_client_cert: tuple[str, ...] = ()    # nodes whose kubelet talks to the apiserver without a client cert
     etcd_plaintext: bool = False            # etcd also serves clients in plain HTTP on 127.0.0.1, the apiserver uses it
     konn_server_dials: tuple[str, ...] = ()  # nodes whose Konnectivity agent listens and the server dials it
     expected: tuple[Finding, ...] = ()
     absent: tuple[str, ...] = ()            # checks that must not fire
     notes: list[str] = field(default_factory=list)
+
+
+#: kubelets left at --anonymous-auth=true answer GET /pods without credentials; only a probe asks
+_ANONYMOUS = Finding("kubelet-anonymous-auth", "apiserver-to-kubelet", "with-probe",
+                     "the kubelets answer GET /pods without credentials (--anonymous-auth=true)")
 
 
 SCENARIOS = {
@@ -47,20 +54,22 @@ SCENARIOS = {
             Finding("server-cert-untrusted", "apiserver-to-kubelet", "with-keylog",
                     "self-signed kubelet serving certificates (TLS 1.3: visible with the key log)"),
             Finding("cert-not-observable", "apiserver-to-kubelet", "without-keylog", "TLS 1.3 hides certificates"),
+            _ANONYMOUS,
         ),
         absent=("ssh-tunnel-deprecated", "kubelet-readonly-port", "konnectivity-bypass", "cert-expired",
                 "tls-version-weak"),
     ),
     "hardened": Scenario(
         "hardened", "CA-signed kubelet certificates verified by the apiserver, all control-plane to node "
-                    "traffic through Konnectivity, TLS 1.3 only",
+                    "traffic through Konnectivity, TLS 1.3 only, anonymous kubelet requests refused (401)",
         kubelet_cert="ca", verify_kubelet=True, tls_min="1.3", konnectivity=True, proxy_via="konnectivity",
+        kubelet_anonymous=False,
         expected=(
             Finding("cert-not-observable", "node-to-apiserver", "without-keylog", "TLS 1.3 everywhere"),
         ),
         absent=("plaintext-proxy", "proxy-unverified-tls", "server-cert-untrusted", "client-cert-missing",
                 "cert-expired", "tls-version-weak", "ssh-tunnel-deprecated", "konnectivity-bypass",
-                "konnectivity-direction", "kubelet-readonly-port", "tls-required"),
+                "konnectivity-direction", "kubelet-readonly-port", "tls-required", "kubelet-anonymous-auth"),
     ),
     "legacy": Scenario(
         "legacy", "SSH tunnels carry apiserver to kubelet traffic, TLS 1.2 at most, kubelet read-only port on",
@@ -70,6 +79,7 @@ SCENARIOS = {
             Finding("kubelet-readonly-port", "kubelet-readonly", why="scraper reads :10255"),
             Finding("plaintext-proxy", "apiserver-proxy"),
             Finding("proxy-unverified-tls", "apiserver-proxy"),
+            _ANONYMOUS,
         ),
         absent=("konnectivity-bypass", "cert-expired", "tls-version-weak", "client-cert-missing"),
     ),
@@ -82,15 +92,17 @@ SCENARIOS = {
             Finding("cert-expired", "apiserver-to-kubelet", why="node2's kubelet serving certificate expired"),
             Finding("client-cert-missing", "node-to-apiserver", why="node2's kubelet sends no client certificate"),
             Finding("konnectivity-bypass", "apiserver-to-kubelet", why="apiserver dials node2:10250 directly"),
+            _ANONYMOUS,
         ),
         absent=("ssh-tunnel-deprecated", "kubelet-readonly-port", "tls-version-weak"),
     ),
     "verified": Scenario(
         "verified", "CA-signed kubelet serving certificates verified by the apiserver on direct connections "
                     "(Konnectivity is on, so they bypass it); the Konnectivity server dials node1's agent "
-                    "(reversed), the apiserver writes to etcd over plain HTTP on the loopback; TLS 1.2",
+                    "(reversed), the apiserver writes to etcd over plain HTTP on the loopback; TLS 1.2; anonymous "
+                    "kubelet requests refused (401)",
         kubelet_cert="ca", verify_kubelet=True, tls_max="1.2", konnectivity=True, bypass_nodes=("node1", "node2"),
-        proxy_via="konnectivity", etcd_plaintext=True, konn_server_dials=("node1",),
+        proxy_via="konnectivity", etcd_plaintext=True, konn_server_dials=("node1",), kubelet_anonymous=False,
         expected=(
             Finding("konnectivity-bypass", "apiserver-to-kubelet", why="apiserver dials both kubelets directly"),
             Finding("konnectivity-direction", "konnectivity",
@@ -98,7 +110,8 @@ SCENARIOS = {
             Finding("tls-required", "etcd", why="etcd --listen-client-urls http://127.0.0.1:2379, used by the apiserver"),
         ),
         absent=("server-cert-untrusted", "cert-expired", "client-cert-missing", "tls-version-weak",
-                "ssh-tunnel-deprecated", "kubelet-readonly-port", "plaintext-proxy", "proxy-unverified-tls"),
+                "ssh-tunnel-deprecated", "kubelet-readonly-port", "plaintext-proxy", "proxy-unverified-tls",
+                "kubelet-anonymous-auth"),
     ),
 }
 

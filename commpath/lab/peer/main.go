@@ -162,7 +162,9 @@ func apiserverHandler(role string) http.Handler {
 	return mux
 }
 
-func kubeletHandler() http.Handler {
+// kubeletHandler serves the kubelet API; with anonymous false, a request without a client certificate
+// or a token gets 401 on every path, as a kubelet with --anonymous-auth=false answers.
+func kubeletHandler(anonymous bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
 	mux.HandleFunc("/containerLogs/", func(w http.ResponseWriter, r *http.Request) {
@@ -195,7 +197,17 @@ func kubeletHandler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, map[string]interface{}{"kind": "PodList", "path": r.URL.Path, "user": who(r)})
 	})
-	return mux
+	if anonymous {
+		return mux
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if who(r) == "anonymous" {
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, "Unauthorized\n")
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 func cmdServe(args []string) {
@@ -205,13 +217,16 @@ func cmdServe(args []string) {
 	role := fs.String("role", "apiserver", "apiserver | kubelet")
 	listen := fs.String("listen", "", "HTTPS listen address")
 	plain := fs.String("plain", "", "plain HTTP listen address (kubelet read-only port)")
+	anonymous := fs.Bool("anonymous", true, "kubelet: answer requests without credentials (--anonymous-auth)")
 	dur := fs.Duration("duration", 10*time.Minute, "stop after")
 	fs.Parse(args)
-	var h http.Handler
+	var h, readOnly http.Handler
 	if *role == "kubelet" {
-		h = kubeletHandler()
+		h = kubeletHandler(*anonymous)
+		readOnly = kubeletHandler(true) // the read-only port never authenticates
 	} else {
 		h = apiserverHandler(*role)
+		readOnly = h
 	}
 	ctx, cancel := untilSignal(*dur)
 	defer cancel()
@@ -230,7 +245,7 @@ func cmdServe(args []string) {
 		if err != nil {
 			die("%v", err)
 		}
-		s := &http.Server{Handler: h}
+		s := &http.Server{Handler: readOnly}
 		servers = append(servers, s)
 		go s.Serve(ln)
 	}
