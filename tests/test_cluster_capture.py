@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -50,18 +51,19 @@ def _objects(**kw) -> dict[str, dict]:
     return {o["kind"]: o for o in manifests(plan)}
 
 
-def test_the_daemonset_keeps_two_capabilities_and_runs_everywhere():
+def test_the_daemonset_keeps_three_capabilities_and_runs_everywhere():
     objs = _objects()
     assert list(objs) == ["Namespace", "ConfigMap", "DaemonSet"]
     ds = objs["DaemonSet"]
     pod = ds["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     sc = container["securityContext"]
-    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["NET_RAW", "NET_ADMIN"]} and CAPABILITIES == ["NET_RAW",
-                                                                                                          "NET_ADMIN"]
+    # capturing (raw sockets, promiscuous mode) and reading the host's components under /proc/PID/root
+    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["NET_RAW", "NET_ADMIN", "SYS_PTRACE"]}
+    assert CAPABILITIES == ["NET_RAW", "NET_ADMIN", "SYS_PTRACE"]
     assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"]
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"} == pod["securityContext"]["seccompProfile"]
-    assert pod["hostNetwork"] is True and pod["automountServiceAccountToken"] is False
+    assert pod["hostNetwork"] is True and pod["hostPID"] is True and pod["automountServiceAccountToken"] is False
     tolerated = {(t.get("key"), t["effect"]) for t in pod["tolerations"]}
     assert {("node-role.kubernetes.io/control-plane", "NoSchedule"),
             ("node-role.kubernetes.io/master", "NoSchedule")} <= tolerated
@@ -356,6 +358,24 @@ def test_cluster_capture_on_the_real_lab_scored_against_the_audit_log(agent_imag
     assert {"control-plane-to-apiserver", "etcd"} <= set(report["coverage"]["unseen_paths"])
     verdicts = {p["id"]: p["verdict"] for p in report["paths"]}
     assert verdicts["etcd"] == "not-observable" and verdicts["control-plane-to-apiserver"] == "not-observable"
+
+    # hostPID and SYS_PTRACE: each agent recorded its host's components from /proc, their config files read
+    # through /proc/PID/root; this lab's control plane runs no kubelet, so no agent runs there (no apiserver)
+    for node in nodes:
+        hc = json.loads((run_out / node / "manifest.json").read_text())["host_config"]
+        assert sorted(c["name"] for c in hc["components"]) == ["kube-proxy", "kubelet"], hc
+        kubelet = next(c for c in hc["components"] if c["name"] == "kubelet")
+        assert any(p.endswith(f"{node}/kubelet.yaml") for p in kubelet["files"]), kubelet.get("errors")
+        assert not [e for e in kubelet.get("errors", []) if "ermission" in e["reason"]], kubelet["errors"]
+    assert "PRIVATE KEY" not in "".join(m.read_text() for m in run_out.glob("*/manifest.json"))
+    # analyze read them: the config facts of both kubelets, and what they say on the path they govern
+    config = pd.read_parquet(run_out / "analysis" / "config.parquet")
+    rotate = config[(config["component"] == "kubelet") & (config["key"] == "rotateCertificates") & config["effective"]]
+    assert sorted(rotate["host"].astype(str)) == sorted(nodes) and set(rotate["value"]) == {"true"}, rotate
+    assert not rotate["is_default"].any()
+    kubelet_says = [e["said"] for e in {p["id"]: p for p in report["paths"]}["apiserver-to-kubelet"]["evidence"]
+                    if e["source"] == "config"]
+    assert sorted(s.split(":")[0] for s in kubelet_says) == sorted(f"{n} kubelet" for n in nodes), kubelet_says
 
     # the truth of the agents' window, on the paths a node can see
     starts = [json.loads(m.read_text()) for m in run_out.glob("*/manifest.json")]

@@ -25,8 +25,11 @@ from .cluster_tar import TarPipe
 AGENT_NAME = "commpath-agent"
 INVENTORY_KEY = "inventory.yaml"
 CAPTURES = "/captures"
-#: The capabilities the agent keeps: raw sockets and promiscuous mode, nothing else.
-CAPABILITIES = ["NET_RAW", "NET_ADMIN"]
+#: The capabilities the agent keeps: raw sockets and promiscuous mode for capturing, and SYS_PTRACE only
+#: for the kernel's read-access check on ``/proc/PID/root`` and ``environ`` of the host's components
+#: (capture/hostconfig.py reads their config files there): a reader whose capabilities are not a superset
+#: of the kubelet's is refused without it. The agent never calls ptrace(2); nothing else is kept.
+CAPABILITIES = ["NET_RAW", "NET_ADMIN", "SYS_PTRACE"]
 CONTROL_PLANE_TAINTS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
 REQUEST_TIMEOUT = 30
 #: Why a container waits that no waiting mends: the agent on that host is given up at once.
@@ -76,7 +79,7 @@ def manifests(plan: Plan) -> list[dict]:
     objs: list[dict] = []
     if plan.own_namespace:
         ns_meta = meta(plan.ns)
-        ns_meta["labels"]["pod-security.kubernetes.io/enforce"] = "privileged"   # host network, NET_ADMIN
+        ns_meta["labels"]["pod-security.kubernetes.io/enforce"] = "privileged"   # host network and PID, NET_ADMIN, SYS_PTRACE
         objs.append({"apiVersion": "v1", "kind": "Namespace", "metadata": ns_meta})
     objs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(plan.name, namespace=plan.ns),
                  "data": {INVENTORY_KEY: plan.inventory_yaml}})
@@ -110,7 +113,9 @@ def manifests(plan: Plan) -> list[dict]:
             "template": {
                 "metadata": {"labels": dict(plan.labels)},
                 "spec": {
-                    "hostNetwork": True, "dnsPolicy": "ClusterFirstWithHostNet",
+                    # the host's network to capture on; the host's process table to record its components'
+                    # command lines and config files (host_config of the manifest), read-only from /proc
+                    "hostNetwork": True, "hostPID": True, "dnsPolicy": "ClusterFirstWithHostNet",
                     "automountServiceAccountToken": False, "enableServiceLinks": False,
                     "terminationGracePeriodSeconds": 10, "tolerations": tolerations,
                     "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
