@@ -15,18 +15,32 @@ if TYPE_CHECKING:
 
 
 def addresses(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-    """IPv4 or IPv6 text for each (hi, lo) pair, formatted once per distinct address."""
+    """IPv4 or IPv6 text for each (hi, lo) pair, formatted once per distinct address.
+
+    IPv4 (the usual case, stored IPv4-mapped) is written in Arrow kernels: ``ipaddress`` costs
+    about 4 µs per address, a million distinct clients 4 s. IPv6 keeps ``ipaddress``'s RFC 5952 text.
+    """
     if hi.size == 0:
         return np.array([], dtype=object)
-    pairs = np.stack([hi, lo], axis=1)
-    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
-    texts = []
-    for h, l in uniq.tolist():
-        if h == 0 and (l >> 32) == 0xFFFF:
-            texts.append(str(ipaddress.IPv4Address(l & 0xFFFFFFFF)))
-        else:
-            texts.append(str(ipaddress.IPv6Address((h << 64) | l)))
-    return np.asarray(texts, dtype=object)[inverse.reshape(-1)]
+    hi, lo = hi.astype(np.uint64, copy=False), lo.astype(np.uint64, copy=False)
+    if not hi.any() and ((lo >> np.uint64(32)) == 0xFFFF).all():
+        uniq, inverse = np.unique(lo, return_inverse=True)
+        return _v4_texts(uniq)[inverse.reshape(-1)]
+    uniq, inverse = np.unique(np.stack([hi, lo], axis=1), axis=0, return_inverse=True)
+    texts = np.empty(len(uniq), dtype=object)
+    v4 = (uniq[:, 0] == 0) & ((uniq[:, 1] >> np.uint64(32)) == 0xFFFF)
+    texts[v4] = _v4_texts(uniq[v4, 1])
+    texts[~v4] = [str(ipaddress.IPv6Address((h << 64) | l)) for h, l in uniq[~v4].tolist()]
+    return texts[inverse.reshape(-1)]
+
+
+def _v4_texts(mapped: np.ndarray) -> np.ndarray:
+    """Dotted quads of IPv4-mapped addresses (the low 32 bits)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    v = (mapped & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    octets = [pc.cast(pa.array((v >> shift) & 0xFF), pa.string()) for shift in (24, 16, 8, 0)]
+    return pc.binary_join_element_wise(*octets, ".").to_numpy(zero_copy_only=False).astype(object, copy=False)
 
 
 def flow_columns(fi: np.ndarray, fa: np.ndarray, ftime: np.ndarray, capture: str, base: int) -> dict:
