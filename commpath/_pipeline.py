@@ -271,6 +271,7 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
     requests = None
     offsets = None
     reloaded = any(_is_analysis_dir(p) for p in paths)
+    view = None
     if reloaded:
         if len(paths) != 1:
             raise InputError(paths[0], "an analyze output folder must be the only input")
@@ -286,8 +287,10 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
     elif _on_dask(inputs, client, workers, scheduler):
         from .distributed import decode_run
         run = decode_run(inputs, ca, keylog, client=client, workers=workers, scheduler=scheduler, parts=parts,
-                         storage_options=storage_options, progress=progress, payload_limit=payload_limit)
+                         storage_options=storage_options, progress=progress, payload_limit=payload_limit,
+                         classify=True, inventory=inv)     # classified on the workers, with the run's view
         flows, captures, tls, certs, ssh, http = run.flows, run.captures, run.tls, run.certs, run.ssh, run.http
+        view = run.view
         warnings.extend(run.warnings)
         tls_analyzed = True
     else:
@@ -307,7 +310,7 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
     facts = fact_tables(paths[0] if reloaded else None, probe, host_config, captures, inv, warnings.append)
     return judge(flows, captures, tls, certs, ssh, http, inventory=inv, policy=pol, ca=ca, keylog=keylog,
                  merge=merge, reloaded=reloaded, tls_analyzed=tls_analyzed, warnings=warnings, offsets=offsets,
-                 requests=requests, facts=facts, storage_options=storage_options)
+                 requests=requests, facts=facts, storage_options=storage_options, view=view)
 
 
 def judge(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame, certs: pd.DataFrame, ssh: pd.DataFrame,
@@ -315,15 +318,18 @@ def judge(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame, certs:
           merge: bool | None = None, reloaded: bool = False, tls_analyzed: bool = True,
           warnings: list[str] | None = None, offsets: pd.DataFrame | None = None,
           requests: pd.DataFrame | None = None, facts: dict | None = None,
-          storage_options: dict | None = None) -> Analysis:
+          storage_options: dict | None = None, view=None) -> Analysis:
     """Classify, merge and judge decoded tables (what :func:`open` does once the captures are read;
     `commpath watch` gives it the tables of its rolling window). ``requests``: the decrypted requests
-    of a reloaded run (otherwise read here with ``keylog``)."""
+    of a reloaded run (otherwise read here with ``keylog``). ``view``: ``flows`` are classified
+    already, with this cluster view (on Dask workers: ``distributed.decode_run(classify=True)``)."""
     inv, pol = inventory, policy
     warnings = list(warnings or [])
     # every vantage point is classified with a cluster view built from all of them (the pod that
     # dialled the VIP is seen before DNAT only on its node); then one flow per connection
-    if "dst_before_nat" in flows:   # reloaded merged flows: the dialled (pre-DNAT) ends inform the view too
+    if view is not None:
+        classified = flows
+    elif "dst_before_nat" in flows:   # reloaded merged flows: the dialled (pre-DNAT) ends inform the view too
         classified, view = _classify_merged(flows, tls, inv, certs, captures)
     else:
         classified, view = classify_with_view(flows, tls, inv, certs, captures)

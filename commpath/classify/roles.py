@@ -69,13 +69,20 @@ def _capture_roles(flows: pd.DataFrame, captures: pd.DataFrame | None) -> np.nda
 DNAT_MATCH_SECONDS = 1.0
 
 
-def _dnat_pairs(flows: pd.DataFrame, vip: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """Flows among ``candidates`` that are the after-DNAT side of a pod → VIP flow."""
+def _dnat_pairs(flows: pd.DataFrame, vip: np.ndarray, candidates: np.ndarray,
+                vip_flows: pd.DataFrame | None = None) -> np.ndarray:
+    """Flows among ``candidates`` that are the after-DNAT side of a pod → VIP flow (of ``flows``,
+    or of ``vip_flows``: the run's flows to the VIP when ``flows`` is one part of the run)."""
     out = np.zeros(len(flows), bool)
-    if not vip.any() or not candidates.any():
-        return out
     cols = ["payload_fwd", "payload_rev", "ts_start"]
-    v = flows.loc[vip, cols].reset_index(drop=True)
+    if vip_flows is not None:
+        v = vip_flows[cols].reset_index(drop=True)
+        if v.empty or not candidates.any():
+            return out
+    elif not vip.any() or not candidates.any():
+        return out
+    else:
+        v = flows.loc[vip, cols].reset_index(drop=True)
     c = flows.loc[candidates, cols].assign(_pos=np.flatnonzero(candidates))
     m = c.merge(v, on=["payload_fwd", "payload_rev"], suffixes=("", "_vip"))
     m = m[(m["payload_fwd"] + m["payload_rev"] > 0) & ((m["ts_start"] - m["ts_start_vip"]).abs() <= DNAT_MATCH_SECONDS)]
@@ -129,8 +136,11 @@ def _ends(flows: pd.DataFrame, view: ClusterView) -> _Ends:
 
 
 def role_masks(flows: pd.DataFrame, feat: pd.DataFrame, view: ClusterView,
-               captures: pd.DataFrame | None = None) -> RoleMasks:
-    """Every named mask of every flow, from the cluster view and the handshakes' features."""
+               captures: pd.DataFrame | None = None, vip_flows: pd.DataFrame | None = None) -> RoleMasks:
+    """Every named mask of every flow, from the cluster view and the handshakes' features.
+
+    ``vip_flows``: when ``flows`` is one part of a run (one capture on a Dask worker), the run's
+    flows to the kubernetes service VIP (:func:`vip_flows`), which DNAT pairing matches against."""
     n = len(flows)
     e = _ends(flows, view)
     sport, dport = flows["src_port"].to_numpy(np.int64), flows["dst_port"].to_numpy(np.int64)
@@ -156,7 +166,7 @@ def role_masks(flows: pd.DataFrame, feat: pd.DataFrame, view: ClusterView,
     loop_etcd = tcp & _loopback(e.src_ip) & _loopback(e.dst_ip) & np.isin(dport, etcd_ports) & (capture_role != "node")
     etcd = tcp & (np.isin(e.dkey, list(view.etcd_eps)) | loop_etcd
                   | (np.isin(dport, etcd_ports) & (e.dst_cp | (not view.has_inventory))))
-    dnat = _dnat_pairs(flows, dst_vip, dst_api & ~e.src_pod & ~node_cert & ~cp_cert)
+    dnat = _dnat_pairs(flows, dst_vip, dst_api & ~e.src_pod & ~node_cert & ~cp_cert, vip_flows)
     kubelet_dst = e.dst_node | e.dst_cp | ((not view.has_inventory) & ~e.dst_pod & ~e.dst_svc)
     touches_cp = dst_api | dst_vip | src_cp | e.dst_cp | (
         tcp & np.isin(dport, [view.kubelet_port, view.readonly_port]) & kubelet_dst)
@@ -222,3 +232,96 @@ def _konnectivity(e: _Ends, view: ClusterView, tcp: np.ndarray, dport: np.ndarra
 def _addr_role(pod: np.ndarray, cp: np.ndarray, node: np.ndarray, svc: np.ndarray) -> np.ndarray:
     """The role an end has by its address alone."""
     return np.select([pod, cp, node, svc], ["pod", "control-plane", "node", "service"], default="unknown")
+
+
+# The cluster view of a run from per-part summaries (one part: one capture on a Dask worker).
+# build_view reads only sets of these columns' values, so the union of each part's distinct rows
+# gives the view all flows give; two of its steps pair single flows and read them whole: the VIP
+# found from DNAT twins (source port and start time) and DNAT pairing (payload counts, start time).
+
+#: flow columns the cluster view reads, and the handshake features (tls_features) it reads
+VIEW_FLOW_COLUMNS = ("src_ip", "dst_ip", "dst_port", "transport", "tunnel_src", "tunnel_dst")
+VIEW_FEATURES = ("sni", "server_subject", "server_sans", "client_subject")
+#: read from the flows that may go to the service VIP (and their DNAT twins), kept whole
+WHOLE_COLUMNS = ("src_port", "ts_start", "payload_fwd", "payload_rev")
+
+
+def vip_ports(inventory) -> set[int]:
+    """Ports a service VIP endpoint can have: 443 (service CIDRs, inference) or the inventory's."""
+    ports = {443}
+    if inventory is not None and inventory.service:
+        ports.add(int(inventory.service[1]))
+    return ports
+
+
+def view_needs_twins(inventory) -> bool:
+    """Whether the view may look for the VIP among DNAT twins (the inventory names no VIP nor service CIDR)."""
+    return inventory is None or not (inventory.service or inventory.service_cidrs)
+
+
+def _view_frame(flows: pd.DataFrame, feat: pd.DataFrame) -> pd.DataFrame:
+    cols = {c: flows[c].astype("string") for c in VIEW_FLOW_COLUMNS if c in flows and c != "dst_port"}
+    cols["dst_port"] = flows["dst_port"].astype("int64")
+    cols.update({c: feat[c].astype("string") for c in VIEW_FEATURES})
+    return pd.DataFrame({c: s.to_numpy() for c, s in cols.items()})
+
+
+def _whole(flows: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({"src_port": flows["src_port"].to_numpy()[mask].astype("int64"),
+                         "ts_start": flows["ts_start"].to_numpy(float)[mask],
+                         "payload_fwd": flows["payload_fwd"].to_numpy()[mask].astype("int64"),
+                         "payload_rev": flows["payload_rev"].to_numpy()[mask].astype("int64")})
+
+
+def view_rows(flows: pd.DataFrame, feat: pd.DataFrame, ports: set[int]) -> pd.DataFrame:
+    """One part's summary for :func:`view_of_parts`: the distinct rows of the columns the view reads,
+    and whole rows (WHOLE_COLUMNS too) of its TCP flows to ``ports`` (:func:`vip_ports`)."""
+    frame = _view_frame(flows, feat)
+    tcp = (frame["transport"] == "tcp").fillna(False).to_numpy(bool)
+    whole = tcp & np.isin(frame["dst_port"].to_numpy(), list(ports))
+    rows = frame[~whole].drop_duplicates()
+    vip = pd.concat([frame[whole].reset_index(drop=True), _whole(flows, whole)], axis=1)
+    return pd.concat([rows, vip], ignore_index=True)
+
+
+def twin_sources(rows: pd.DataFrame) -> set[str]:
+    """Initiator endpoints (``ip|port``) of the whole rows: the sources a DNAT twin can have."""
+    whole = rows[rows["src_port"].notna()] if "src_port" in rows else rows.iloc[:0]
+    return set(endpoint_keys(whole["src_ip"].astype("string"), whole["src_port"]).unique())
+
+
+def twin_rows(flows: pd.DataFrame, feat: pd.DataFrame, sources: set[str]) -> pd.DataFrame:
+    """One part's TCP flows from ``sources`` (:func:`twin_sources` of the run), kept whole."""
+    skey = endpoint_keys(flows["src_ip"].astype("string"), flows["src_port"]).to_numpy(str)
+    mask = (flows["transport"].astype("string") == "tcp").fillna(False).to_numpy(bool) & np.isin(skey, list(sources))
+    frame = _view_frame(flows, feat)[mask].reset_index(drop=True)
+    return pd.concat([frame, _whole(flows, mask)], axis=1)
+
+
+def view_of_parts(rows: list[pd.DataFrame], inventory) -> ClusterView:
+    """The cluster view of a run from its parts' :func:`view_rows` (and :func:`twin_rows` when
+    :func:`view_needs_twins`): the view all the run's flows give."""
+    from .view import build_view
+    frames = [r for r in rows if len(r)]
+    if not frames:
+        return build_view(pd.DataFrame(), pd.DataFrame(), inventory)
+    both = pd.concat(frames, ignore_index=True)
+    for c in WHOLE_COLUMNS:
+        if c not in both:
+            both[c] = np.nan
+    both["src_port"] = both["src_port"].astype("Int64")
+    return build_view(both.drop(columns=list(VIEW_FEATURES)), both[list(VIEW_FEATURES)], inventory)
+
+
+def vip_flows(rows: list[pd.DataFrame], view: ClusterView) -> pd.DataFrame:
+    """The run's TCP flows to the service VIP (payload counts and start) from the parts' whole rows,
+    as :func:`role_masks` finds them: what each part's DNAT pairing needs."""
+    frames = [r[r["src_port"].notna()] for r in rows if len(r) and "src_port" in r]
+    cols = ["payload_fwd", "payload_rev", "ts_start"]
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c != "ts_start" else float) for c in cols})
+    whole = pd.concat(frames, ignore_index=True)
+    dkey = endpoint_keys(normalize_ips(whole["dst_ip"]), whole["dst_port"]).to_numpy(str)
+    hit = np.isin(dkey, list(view.vip_eps)) & (whole["transport"] == "tcp").fillna(False).to_numpy(bool)
+    out = whole.loc[hit, cols].reset_index(drop=True)
+    return out.astype({"payload_fwd": "int64", "payload_rev": "int64"})

@@ -31,6 +31,8 @@ class Decoded:
     http: pd.DataFrame
     summaries: list[dict] = field(default_factory=list)
     parts: str | None = None
+    #: the cluster view the workers classified ``flows`` with (``classify=True``), else None
+    view: object = None
 
     @property
     def warnings(self) -> list[str]:
@@ -39,13 +41,16 @@ class Decoded:
 
 def decode_run(inputs, ca=None, keylog=None, *, client=None, workers: int | None = None, scheduler: str | None = None,
                parts: str | None = None, storage_options: dict | None = None, progress: bool = False,
-               strict: bool = False, processes: bool = True, payload_limit: int = ANALYSIS_PAYLOAD_LIMIT) -> Decoded:
+               strict: bool = False, processes: bool = True, payload_limit: int = ANALYSIS_PAYLOAD_LIMIT,
+               classify: bool = False, inventory=None) -> Decoded:
     """Decode every capture of ``inputs`` (paths or fsspec URLs) as one Dask task each.
 
     Each task returns its capture's tables and a summary, and writes the tables under ``parts``
     when given (a path or URL every worker can write: the run's Parquet dataset, by host); the
     tables are put together in capture order with flow ids counted across the run, exactly as
     ``commpath.read`` numbers them. ``client``, ``scheduler`` or ``workers``: see :func:`connect`.
+    ``classify``: the flows are classified on the workers (with ``inventory``), each capture's in
+    its own task, with the cluster view of the whole run (``Decoded.view``): see ``_classify``.
     """
     sources = expand(inputs, storage_options)
     ca_pem = _read_small(ca, "--ca")
@@ -53,10 +58,16 @@ def decode_run(inputs, ca=None, keylog=None, *, client=None, workers: int | None
     if parts is not None:
         clear_parts(parts, storage_options)
     with connect(client, workers, scheduler, processes=processes, announce=progress) as c:
-        summaries = _run_tasks(c, sources, parts, ca_pem, keylog_bytes, storage_options, progress, payload_limit)
-    failed = [s for s in summaries if s["error"]]
-    if failed and (strict or len(failed) == len(summaries)):
-        raise InputError(failed[0]["name"], failed[0]["error"])
+        summaries, results = _run_tasks(c, sources, parts, ca_pem, keylog_bytes, storage_options, progress,
+                                        payload_limit, keep=classify)
+        failed = [s for s in summaries if s["error"]]
+        if failed and (strict or len(failed) == len(summaries)):
+            raise InputError(failed[0]["name"], failed[0]["error"])
+        if classify:
+            try:
+                return _classified_run(c, summaries, results, parts, ca, keylog, inventory, progress)
+            finally:
+                _cancel(c, [f for f in results if f is not None])
     tables = [s.pop("tables", None) for s in summaries]
     return _assemble_run(summaries, tables, parts, ca, keylog)
 
@@ -71,34 +82,103 @@ def _read_small(path, option: str) -> bytes | None:
 
 
 def _run_tasks(client, sources, parts, ca_pem, keylog, storage_options, progress,
-               payload_limit: int = ANALYSIS_PAYLOAD_LIMIT) -> list[dict]:
-    """One task per capture, largest first (the long ones start early), a bar over all of them."""
-    from distributed import as_completed
-    from distributed.client import FutureCancelledError
-    from distributed.scheduler import KilledWorker
+               payload_limit: int = ANALYSIS_PAYLOAD_LIMIT, keep: bool = False) -> tuple[list[dict], list]:
+    """One task per capture, largest first (the long ones start early), a bar over all of them.
 
+    ``keep``: the tasks' flows stay on the workers (the summaries carry the handshake rows only) and
+    their results' futures are returned beside the summaries; otherwise the futures list is empty."""
     from ..present.progress import progress as bar
     run = uuid.uuid4().hex[:8]
     order = sorted(range(len(sources)), key=lambda i: -sources[i].size)
     ca_f = client.scatter(ca_pem, broadcast=True) if ca_pem else None
     kl_f = client.scatter(keylog, broadcast=True) if keylog else None
-    futures = {client.submit(decode_capture, i, sources[i], parts, ca_f, kl_f, storage_options, payload_limit,
-                             key=f"commpath-decode-{run}-{i:05d}", pure=False): i for i in order}
-    summaries: list[dict | None] = [None] * len(sources)
+    decoded = {i: client.submit(decode_capture, i, sources[i], parts, ca_f, kl_f, storage_options, payload_limit,
+                                key=f"commpath-decode-{run}-{i:05d}", pure=False) for i in order}
+    if keep:
+        from ._classify import decoded_light
+        futures = {client.submit(decoded_light, decoded[i], key=f"commpath-light-{run}-{i:05d}"): i for i in order}
+    else:
+        futures = {f: i for i, f in decoded.items()}
     with bar(total=len(futures), desc="captures", unit="capture", enabled=progress, leave=False) as shown:
-        for fut in as_completed(futures):
-            i = futures[fut]
-            try:
-                summaries[i] = fut.result()
-            except KilledWorker:
-                _cancel(client, futures)
-                raise CommpathError(f"{sources[i].name}: the Dask workers decoding it died repeatedly "
-                                    "(out of memory? see the workers' logs)") from None
-            except (FutureCancelledError, OSError) as exc:
-                _cancel(client, futures)
-                raise CommpathError(f"{sources[i].name}: the Dask task was lost: {exc}") from None
-            shown.update(1)
-    return summaries
+        summaries = _collect(client, futures, [s.name for s in sources], "decoding it", shown.update)
+    results = [None if s["error"] else decoded[i] for i, s in enumerate(summaries)] if keep else []
+    return summaries, results
+
+
+def _collect(client, futures: dict, names: list[str], doing: str, done=None) -> list:
+    """The results of ``futures`` (future -> index) by index as they complete; one clear error
+    naming the capture when its task cannot finish."""
+    from distributed import as_completed
+    from distributed.client import FutureCancelledError
+    from distributed.scheduler import KilledWorker
+    out: list = [None] * len(names)
+    for fut in as_completed(futures):
+        i = futures[fut]
+        try:
+            out[i] = fut.result()
+        except KilledWorker:
+            _cancel(client, futures)
+            raise CommpathError(f"{names[i]}: the Dask workers {doing} died repeatedly "
+                                "(out of memory? see the workers' logs)") from None
+        except (FutureCancelledError, OSError) as exc:
+            _cancel(client, futures)
+            raise CommpathError(f"{names[i]}: the Dask task was lost: {exc}") from None
+        if done is not None:
+            done(1)
+    return out
+
+
+def _classified_run(client, summaries: list[dict], results: list, parts, ca, keylog, inventory,
+                    progress: bool) -> Decoded:
+    """Handshakes resolved over the run on the driver (as :func:`_assemble_run`), then each capture's
+    flows classified in a task on the worker holding them, with the view of the whole run built
+    from the captures' summaries (``classify.roles.view_of_parts``)."""
+    from ..classify import CLASSIFY_COLUMNS
+    from ..classify.roles import twin_sources, view_needs_twins, view_of_parts, vip_flows, vip_ports
+    from ..decode.handshakes import HandshakeAnalyzer
+    from ..present.progress import progress as bar
+    from ._classify import classify_part, prepare, summary_rows, twins
+    analyzer = HandshakeAnalyzer(ca, keylog)
+    bases, base = [], 0
+    for s in summaries:
+        bases.append(base)
+        handshakes = s.pop("handshakes", None)
+        if s["error"]:
+            continue
+        analyzer.absorb(handshakes, base)
+        base += s["flows"]
+    hs = analyzer.result()
+    tls, certs = conform(hs.tls.copy(), TLS_COLUMNS), conform(hs.certs.copy(), CERT_COLUMNS)
+    captures = conform(pd.DataFrame([s["capture"] for s in summaries]) if summaries else empty_frame(CAPTURE_COLUMNS),
+                       CAPTURE_COLUMNS)
+    names = [s["name"] for s in summaries]
+    live = [i for i, s in enumerate(summaries) if not s["error"]]
+    tls_ids = tls["flow_id"].to_numpy()
+    certs_f = client.scatter(certs, broadcast=True)
+    prepared = {i: client.submit(prepare, results[i], bases[i],
+                                 tls[(tls_ids >= bases[i]) & (tls_ids < bases[i] + summaries[i]["flows"])], certs_f,
+                                 pure=False) for i in live}
+
+    def each(fn, *args) -> list:
+        futures = {client.submit(fn, prepared[i], *args, pure=False): i for i in live}
+        got = _collect(client, futures, names, "classifying it")
+        return [got[i] for i in live]
+
+    rows = each(summary_rows, vip_ports(inventory))
+    view_input = list(rows)
+    if view_needs_twins(inventory):
+        sources = set().union(*(twin_sources(r) for r in rows)) if rows else set()
+        if sources:
+            view_input += each(twins, sources)
+    view = view_of_parts(view_input, inventory)
+    vip = vip_flows(rows, view)
+    with bar(total=len(live), desc="classify", unit="capture", enabled=progress, leave=False) as shown:
+        futures = {client.submit(classify_part, prepared[i], view, vip, captures, pure=False): i for i in live}
+        got = _collect(client, futures, names, "classifying it", shown.update)
+    _cancel(client, list(prepared.values()))
+    flows = _concat([got[i] for i in live], {**FLOW_COLUMNS, **CLASSIFY_COLUMNS})
+    return Decoded(flows=flows, captures=captures, tls=tls, certs=certs, ssh=hs.ssh, http=hs.http,
+                   summaries=summaries, parts=parts, view=view)
 
 
 def _cancel(client, futures) -> None:

@@ -1,0 +1,56 @@
+"""Classification on the workers: each capture's flows classified in their task with the run's view.
+
+The driver never gathers the flows to classify them: each capture's decoded flows stay on the
+worker that decoded them; a task per capture renumbers them and computes their handshake features,
+returns a small summary for the cluster view (``classify.roles.view_rows``), and, once the driver
+has built the view from the summaries and gathered the run's few flows to the service VIP, a task
+per capture classifies them with that view (``classify.roles.role_masks`` with ``vip_flows``).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..classify import ROLES, path_ids
+from ..classify.catalog import match_rules
+from ..classify.classifier import apply_rules
+from ..classify.roles import role_masks, twin_rows, view_rows
+from ..classify.view import tls_features
+
+
+def decoded_light(result: dict) -> dict:
+    """The decode task's summary and handshake rows, without its flows (they stay on the worker)."""
+    out = {k: v for k, v in result.items() if k != "tables"}
+    if "tables" in result:
+        out["handshakes"] = result["tables"]["handshakes"]
+    return out
+
+
+def prepare(result: dict, base: int, tls: pd.DataFrame, certs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The capture's flows numbered as in the run (``base``: the flows of the captures before it)
+    and their handshake features from the run's resolved ``tls`` rows of them and ``certs``."""
+    flows = result["tables"]["flows"]
+    flows = flows.assign(flow_id=flows["flow_id"] + base)     # a new frame: the task's result is shared
+    return flows, tls_features(flows, tls, certs)
+
+
+def summary_rows(prepared: tuple[pd.DataFrame, pd.DataFrame], ports: set[int]) -> pd.DataFrame:
+    return view_rows(*prepared, ports)
+
+
+def twins(prepared: tuple[pd.DataFrame, pd.DataFrame], sources: set[str]) -> pd.DataFrame:
+    return twin_rows(*prepared, sources)
+
+
+def classify_part(prepared: tuple[pd.DataFrame, pd.DataFrame], view, vip: pd.DataFrame,
+                  captures: pd.DataFrame) -> pd.DataFrame:
+    """The capture's flows classified as ``classify.classify_with_view`` classifies the whole run's."""
+    flows, feat = prepared
+    out = flows.copy()
+    masks = role_masks(out, feat, view, captures, vip)
+    path, src_role, dst_role = apply_rules(masks, view, match_rules())
+    out["path"] = pd.Categorical(path, categories=path_ids())
+    out["src_role"] = pd.Categorical(src_role, categories=ROLES)
+    out["dst_role"] = pd.Categorical(dst_role, categories=ROLES)
+    out["roles_inferred"] = masks.inferred
+    return out
