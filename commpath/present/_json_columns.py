@@ -191,30 +191,48 @@ ENTRY_KEYS = ("source", "said", "says", "where")
 def _evidence_column(values, indent: str) -> pa.Array:
     """Evidence lists as JSON text. The usual cell, one entry of four texts (the wire's), is written in
     Arrow kernels; any other cell through the json module (a million findings are a million cells)."""
-    one: dict[str, list] = {k: [] for k in ENTRY_KEYS}
-    at, other, other_at = [], [], []
-    for i, v in enumerate(values):
-        cell = list(v) if isinstance(v, (list, tuple, np.ndarray)) else []
-        e = cell[0] if len(cell) == 1 else None
-        if isinstance(e, dict) and tuple(e) == ENTRY_KEYS and all(type(x) is str for x in e.values()):
-            at.append(i)
-            for k in ENTRY_KEYS:
-                one[k].append(e[k])
-        else:
-            other_at.append(i)
-            other.append(cell)
-    n = len(at) + len(other_at)
+    cells = values.tolist() if hasattr(values, "tolist") else list(values)
+    usual = [type(v) is list and len(v) == 1 and type(v[0]) is dict and tuple(v[0]) == ENTRY_KEYS for v in cells]
+    at = [i for i, u in enumerate(usual) if u] if not all(usual) else None
+    entries = [v[0] for v in cells] if at is None else [cells[i][0] for i in at]
+    try:
+        texts = {k: pa.array([e[k] for e in entries], STR) for k in ENTRY_KEYS}
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        texts = None
+    if texts is None or any(t.null_count for t in texts.values()):    # a value not text: the json module writes it
+        return _evidence_cells(cells, [u and all(type(x) is str for x in v[0].values()) for u, v in zip(usual, cells)],
+                               indent)
+    text = _entry_text(texts, indent) if entries else None
+    if at is None:              # every cell the usual one: the Arrow text as it is
+        return text if text is not None else pa.array([], STR)
+    out = np.empty(len(cells), dtype=object)
+    if at:
+        out[np.asarray(at, np.int64)] = text.to_numpy(zero_copy_only=False)
+    other_at = [i for i, u in enumerate(usual) if not u]
+    other = [list(cells[i]) if isinstance(cells[i], (list, tuple, np.ndarray)) else [] for i in other_at]
+    out[np.asarray(other_at, np.int64)] = _python_column(other, indent).to_numpy(zero_copy_only=False)
+    return pa.array(out, STR)
+
+
+def _entry_text(texts: dict[str, pa.Array], indent: str) -> pa.Array:
+    """One-entry evidence lists from the entries' texts by key."""
     inner, item = indent + "  ", indent + "    "
     parts = [_s("[\n" + inner + "{\n")]
     for j, k in enumerate(ENTRY_KEYS):
-        parts += [_s(("" if j == 0 else ",\n") + f'{item}"{k}": '), _strings(pa.array(one[k], STR))]
-    text = pc.binary_join_element_wise(*parts, _s("\n" + inner + "}\n" + indent + "]"), _s("")) if at else None
-    if not other_at:            # every cell the usual one: the Arrow text as it is
-        return text if text is not None else pa.array([], STR)
-    out = np.empty(n, dtype=object)
+        parts += [_s(("" if j == 0 else ",\n") + f'{item}"{k}": '), _strings(texts[k])]
+    return pc.binary_join_element_wise(*parts, _s("\n" + inner + "}\n" + indent + "]"), _s(""))
+
+
+def _evidence_cells(cells: list, usual: list[bool], indent: str) -> pa.Array:
+    """:func:`_evidence_column` where some entries hold values other than text."""
+    out = np.empty(len(cells), dtype=object)
+    at = [i for i, u in enumerate(usual) if u]
     if at:
-        out[np.asarray(at, np.int64)] = text.to_numpy(zero_copy_only=False)
+        texts = {k: pa.array([cells[i][0][k] for i in at], STR) for k in ENTRY_KEYS}
+        out[np.asarray(at, np.int64)] = _entry_text(texts, indent).to_numpy(zero_copy_only=False)
+    other_at = [i for i, u in enumerate(usual) if not u]
     if other_at:
+        other = [list(cells[i]) if isinstance(cells[i], (list, tuple, np.ndarray)) else [] for i in other_at]
         out[np.asarray(other_at, np.int64)] = _python_column(other, indent).to_numpy(zero_copy_only=False)
     return pa.array(out, STR)
 
