@@ -184,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="cplab", help="prefix of the lab's namespaces")
     p.add_argument("--kind", choices=["emulated", "real"], default="emulated",
                    help="emulated peers, or real Kubernetes components built from upstream (slow first build)")
+    p.add_argument("--probe", metavar="DIR", help="run (--kind real): also `commpath probe` the cluster into DIR")
 
     p = _sub(sub, "inventory", "cluster inventory tools")
     isub = p.add_subparsers(dest="inventory_command", required=True, metavar="ACTION")

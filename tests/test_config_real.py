@@ -5,16 +5,16 @@ nothing else, and a planted --kubelet-certificate-authority disagrees with the k
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 import commpath
-from test_real_lab import _leftovers, needs_real_lab
+from _real_lab_runs import recording
+from test_real_lab import needs_real_lab
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_CHECKS = {"kubelet-serving-cert-unverified", "kubelet-cert-rotation-off", "konnectivity-not-enforced",
@@ -29,32 +29,14 @@ def _cite_config(report: dict) -> set[tuple[str, str]]:
 @needs_real_lab
 @pytest.mark.netns
 @pytest.mark.timeout(3600)
-def test_real_cluster_host_config_from_proc_joined_with_wire_and_probe(tmp_path):
-    from commpath.lab.real._exercise import Exerciser
-    from commpath.lab.real.cluster import RealLab
-
-    name = f"rc{secrets.token_hex(3)}"
-    rec, probe_dir = tmp_path / "rec", tmp_path / "probe"
-    lab = RealLab(name)
-    try:
-        lab.up("default", capture_out=rec)
-        done = Exerciser(lab).run()
-        token = lab.state.get("bootstrap_token_id")
-        ca_path = str(lab.ca)
-        ca_pem = lab.ca.read_text()
-        lab.stop_capture()          # the agents record the components' configuration as they stop
-        lab.write_metadata(rec)
-        cp = lab.topo.control_plane
-        probe = subprocess.run(["ip", "netns", "exec", cp.ns, sys.executable, "-m", "commpath", "probe",
-                                "--inventory", str(rec / "inventory.yaml"), "--out", str(probe_dir), "--timeout", "10"],
-                               capture_output=True, text=True, timeout=900, cwd=REPO,
-                               env=dict(os.environ, PYTHONPATH=str(REPO)))
-        nodes = {n.name: n.ip for n in lab.topo.nodes}
-    finally:
-        lab.down()
-    assert _leftovers(name) == []
-    assert done["errors"] == [], done["errors"]
-    assert probe.returncode == 0, probe.stderr[-3000:]
+def test_real_cluster_host_config_from_proc_joined_with_wire_and_probe(tmp_path, tmp_path_factory):
+    rec, truth, probe_dir = recording("default", tmp_path_factory)   # shared with test_real_lab, test_probe_real
+    inv = yaml.safe_load((rec / "inventory.yaml").read_text())
+    nodes = {n["name"]: n["addresses"][0] for n in inv["nodes"]}
+    cp_ip = inv["control_plane"][0]["addresses"][0]
+    # node1 joined by TLS bootstrap: the audit log names its token's id, whose secret must be redacted everywhere
+    token = next(u.split(":")[2] for u in truth["audit_users"] if u.startswith("system:bootstrap:"))
+    ca_pem = (rec / "pki" / "ca.crt").read_text()
 
     # the manifests: each host's own components, read from /proc of the real processes, secrets redacted
     manifests = {h: json.loads((rec / h / "manifest.json").read_text()) for h in ("cp1", *nodes)}
@@ -93,9 +75,10 @@ def test_real_cluster_host_config_from_proc_joined_with_wire_and_probe(tmp_path)
     cp1.mkdir(parents=True)
     hc = manifests["cp1"]["host_config"]
     api = next(c for c in hc["components"] if c["name"] == "kube-apiserver")
+    ca_path = next(a.split("=", 1)[1] for a in api["cmdline"] if a.startswith("--client-ca-file="))  # the cluster CA
     api["cmdline"].append(f"--kubelet-certificate-authority={ca_path}")
     api["files"][ca_path] = ca_pem
-    (cp1 / "host_config.json").write_text(json.dumps({**hc, "addresses": [cp.ip]}))
+    (cp1 / "host_config.json").write_text(json.dumps({**hc, "addresses": [cp_ip]}))
     a = commpath.open(out, inventory=rec / "inventory.yaml", probe=probe_dir, host_config=[cp1])
     conflict = a.findings[a.findings["check"] == "kubelet-ca-conflict"]
     assert {str(m).split("-> ")[1].split(":")[0] for m in conflict["message"]} == set(nodes.values())

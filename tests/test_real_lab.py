@@ -18,6 +18,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from _real_lab_runs import leftovers as _leftovers  # noqa: F401  (the other real-lab tests import it from here)
+from _real_lab_runs import recording
 from commpath.lab.real import _images, _logtruth, _truth
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,30 +203,9 @@ def test_offloads_off_gives_mtu_sized_capture_frames(tmp_path):
     assert after.stdout == before.stdout
 
 
-def _leftovers(name: str) -> list[str]:
-    left = [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
-            if n.startswith(name + "-")]
-    left += [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
-             if f"/commpath-real/{name}" in line.split()[4]]
-    left += [str(p) for p in Path("/sys/fs/cgroup").glob(f"*/commpath-{name}-*")]
-    return left
-
-
-def _record(tmp_path, scenario: str) -> tuple[Path, dict]:
-    """`commpath lab run --kind real --scenario S` into tmp_path; the lab is torn down and leaves nothing."""
-    name = f"rk{secrets.token_hex(3)}"
-    out = tmp_path / f"real-{scenario}"
-    try:
-        res = subprocess.run([sys.executable, "-m", "commpath", "lab", "run", "--kind", "real", "--scenario", scenario,
-                              "--out", str(out), "--name", name], capture_output=True, text=True, timeout=3400)
-    finally:
-        subprocess.run([sys.executable, "-m", "commpath", "lab", "down", "--kind", "real", "--name", name],
-                       capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert _leftovers(name) == []
-    truth = yaml.safe_load((out / "ground-truth.yaml").read_text())
-    assert truth["errors"] == [], truth["errors"]
-    return out, truth
+def _record(tmp_path_factory, scenario: str) -> tuple[Path, dict, Path]:
+    """`commpath lab run --kind real --scenario S --probe DIR`, once per session (the lab leaves nothing)."""
+    return recording(scenario, tmp_path_factory)
 
 
 def _assert_scored(out: Path, truth: dict) -> set:
@@ -249,12 +230,12 @@ def _assert_scored(out: Path, truth: dict) -> set:
 @needs_real_lab
 @pytest.mark.netns
 @pytest.mark.timeout(3600)
-def test_real_cluster_recording_scored_against_the_audit_log(tmp_path):
+def test_real_cluster_recording_scored_against_the_audit_log(tmp_path_factory):
     """Build (cached), bring the cluster up capturing, exercise, tear down; commpath labels every connection the
     audit log (and the kubelets' logs) explain as they say, with the lab's inventory and a discovered one."""
     from commpath.lab.real.score import score
 
-    out, truth = _record(tmp_path, "default")
+    out, truth, _ = _record(tmp_path_factory, "default")
     assert {"control-plane-to-apiserver", "node-to-apiserver", "pod-to-apiserver", "apiserver-to-kubelet",
             "apiserver-proxy", "etcd", "metrics-to-kubelet"} <= set(truth["paths_observed"])
     users = set(truth["audit_users"])
@@ -274,12 +255,12 @@ def test_real_cluster_recording_scored_against_the_audit_log(tmp_path):
 @pytest.mark.netns
 @pytest.mark.timeout(3600)
 @pytest.mark.parametrize("scenario", ["hardened", "hardened-http-connect"])
-def test_real_cluster_hardened_through_konnectivity(tmp_path, scenario):
+def test_real_cluster_hardened_through_konnectivity(tmp_path_factory, scenario):
     """hardened: kubelet serving certificates from the cluster CA verified by the apiserver and metrics-server, the
     apiserver's node traffic only through Konnectivity (gRPC, or HTTP-CONNECT): no direct control-plane connection
     to a kubelet or a pod, the agents' connections labelled konnectivity (truth: the Konnectivity server's log),
     scored as default."""
-    out, truth = _record(tmp_path, scenario)
+    out, truth, _ = _record(tmp_path_factory, scenario)
     paths = set(truth["paths_observed"])
     assert {"konnectivity", "metrics-to-kubelet", "node-to-apiserver", "pod-to-apiserver"} <= paths
     assert not paths & {"apiserver-to-kubelet", "apiserver-proxy"}       # everything went through the agents
@@ -294,12 +275,12 @@ def test_real_cluster_hardened_through_konnectivity(tmp_path, scenario):
 @needs_real_lab
 @pytest.mark.netns
 @pytest.mark.timeout(3600)
-def test_real_cluster_broken(tmp_path):
+def test_real_cluster_broken(tmp_path_factory):
     """broken: node2's kubelet keeps its bootstrap token (audit: system:bootstrap:* from node2 all along), opens its
     read-only port (read by a pod: kubelet-readonly, truth from the kubelet's log) and serves an expired
     certificate (hidden by TLS 1.3: expected with a key log only); Konnectivity runs but the apiserver dials the
     kubelets directly (konnectivity-bypass). Scored as default."""
-    out, truth = _record(tmp_path, "broken")
+    out, truth, _ = _record(tmp_path_factory, "broken")
     paths = set(truth["paths_observed"])
     assert {"konnectivity", "kubelet-readonly", "apiserver-to-kubelet", "metrics-to-kubelet"} <= paths
     assert "system:node:node2" not in truth["audit_users"]           # node2's kubelet never had a certificate

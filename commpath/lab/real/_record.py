@@ -18,8 +18,10 @@ from ._exercise import Exerciser
 from .cluster import ETCD_PORT, RealLab, _gateway
 
 
-def record(lab: RealLab, out: Path, scenario: str = "default") -> dict:
-    """Run the scenario into ``out`` and return its ground truth; the lab is torn down whatever happens."""
+def record(lab: RealLab, out: Path, scenario: str = "default", probe_out: Path | None = None) -> dict:
+    """Run the scenario into ``out`` and return its ground truth; the lab is torn down whatever happens.
+    With ``probe_out``, `commpath probe` runs from the control-plane host once the capture has stopped (its own
+    connections stay out of the recording) and writes its folder there, while the cluster is still up."""
     def on_term(signum, _frame):
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -33,6 +35,8 @@ def record(lab: RealLab, out: Path, scenario: str = "default") -> dict:
         discover(lab, out / "inventory-discovered.yaml", done)
         packets = lab.stop_capture()
         lab.write_metadata(out)            # the inventory again, now with the allocated pod CIDRs
+        if probe_out is not None:
+            probe(lab, out / "inventory.yaml", Path(probe_out), done)
         with open(lab.state["audit_log"], "rb") as src, gzip.open(out / "audit.log.gz", "wb") as dst:
             shutil.copyfileobj(src, dst)       # kept with the recording, a tenth of its size
         truth = ground_truth(lab, out, done)
@@ -59,6 +63,15 @@ def discover(lab: RealLab, target: Path, done: dict) -> None:
                     check=False, timeout=120)
     if res.returncode != 0:
         done["errors"].append(f"inventory discover: exit {res.returncode}: {res.stderr.strip()[-300:]}")
+
+
+def probe(lab: RealLab, inventory: Path, target: Path, done: dict) -> None:
+    """`commpath probe --inventory INVENTORY --out TARGET` from the control-plane host (bounded by its timeouts)."""
+    res = _host.run(lab.topo.control_plane.ns, [sys.executable, "-m", "commpath", "probe", "--inventory",
+                                                str(inventory), "--out", str(target), "--timeout", "10"],
+                    check=False, timeout=900)
+    if res.returncode != 0:
+        done["errors"].append(f"probe: exit {res.returncode}: {res.stderr.strip()[-300:]}")
 
 
 def log_truth(lab: RealLab) -> _logtruth.LogTruth:
@@ -95,8 +108,10 @@ def ground_truth(lab: RealLab, out: Path, done: dict) -> dict:
                                                       tokens_from_nodes=_truth.node_credentials_without_certificate(
                                                           audit, {n.ip for n in topo.nodes}),
                                                       proxied=_truth.proxied_schemes(audit))
-        + sc.configured_findings(set(paths)),
+        + sc.configured_findings(set(paths))
+        + sc.probed_findings(res["connections"], {n.name: n.ip for n in topo.nodes}),
         "absent_findings": [c for c in _truth.ABSENT_DEFAULT + sc.absent if c not in sc.allowed],
+        "absent_with_probe": sc.probe_absent(),
         "pods": done["pods"], "actions": done["actions"], "errors": done["errors"],
         "audit_events": int(len(audit)), "audit_users": sorted(set(audit["user"])) if len(audit) else [],
         "connections": res["connections"], "unattributed": res["unattributed"],

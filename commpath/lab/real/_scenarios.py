@@ -53,6 +53,41 @@ class RealScenario:
         return out
 
 
+    def probed_findings(self, connections: list[dict], nodes: dict[str, str]) -> list[dict]:
+        """Findings `commpath probe` settles (``when: with-probe``), on the kubelet paths the truth observed towards
+        each node: a kubelet's own self-signed serving certificate (no serverTLSBootstrap) or an expired one, and an
+        open read-only port. Every real scenario turns anonymous kubelet access off (see probe_absent)."""
+        reached: dict[str, set[str]] = {}      # path -> nodes whose kubelet (:10250) a connection on it reached
+        by_ip = {ip: name for name, ip in nodes.items()}
+        for c in connections:
+            ip, _, port = str(c.get("dst_after_nat") or c["dst"]).rpartition(":")
+            if port == "10250" and ip in by_ip and c["path"] in ("apiserver-to-kubelet", "metrics-to-kubelet"):
+                reached.setdefault(c["path"], set()).add(by_ip[ip])
+        out = []
+        for path, names in sorted(reached.items()):
+            self_signed = sorted(n for n in names if not self.server_tls_bootstrap and n not in self.expired_serving_nodes)
+            expired = sorted(names & set(self.expired_serving_nodes))
+            if self_signed:
+                out.append({"check": "server-cert-untrusted", "path": path, "when": "with-probe",
+                            "why": f"{', '.join(self_signed)}: the kubelet serves its own self-signed certificate"})
+            if expired:
+                out.append({"check": "cert-expired", "path": path, "when": "with-probe",
+                            "why": f"{', '.join(expired)}: the kubelet serves an expired certificate"})
+        if self.read_only_nodes:
+            out.append({"check": "kubelet-read-only-port", "path": "kubelet-readonly", "when": "with-probe",
+                        "why": f"{', '.join(self.read_only_nodes)}: readOnlyPort 10255 answers without credentials"})
+        return out
+
+    def probe_absent(self) -> list[str]:
+        """Checks a probe must not fire: anonymous auth and TLS below 1.2 are off in every real scenario, the
+        read-only port where no node opens it, a kubelet CA conflict where no --kubelet-certificate-authority is
+        set or every kubelet serves from that CA."""
+        out = ["kubelet-anonymous-auth", "tls-min-version-weak", "kubelet-ca-conflict"]
+        if not self.read_only_nodes:
+            out.append("kubelet-read-only-port")
+        return out
+
+
 SCENARIOS = {
     "default": RealScenario(
         "default", "kubeadm-like defaults: self-signed kubelet serving certificates, no "

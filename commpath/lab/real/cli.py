@@ -37,7 +37,8 @@ def main(args) -> int:
         from ._record import record
         if not out:
             raise CommpathError("lab run: --out DIR is required")
-        truth = record(lab, out, args.scenario)
+        probe = getattr(args, "probe", None)
+        truth = record(lab, out, args.scenario, probe_out=Path(probe) if probe else None)
         for err in truth["errors"]:
             print(f"real lab: warning: {err}", file=sys.stderr)
         print(f"real lab: {len(truth['connections'])} connections attributed by the audit log "
