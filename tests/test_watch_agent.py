@@ -112,3 +112,61 @@ def test_watch_beside_the_capture_agent(tmp_path):
     assert samples(got, "commpath_capture_packets_captured") == {(("host", "node1"),): manifest["packets_captured"]}
     assert samples(got, "commpath_capture_packets_dropped") == {(("host", "node1"),): manifest["packets_dropped"]}
     assert an.paths.set_index("id").loc["node-to-apiserver", "flows"] > 0
+
+
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="needs tcpdump")
+def test_capture_counts_move_while_the_agent_runs(tmp_path):
+    """The agent rewrites stats.json with tcpdump's counts so far (asked by SIGUSR1) while it runs, so the watch's
+    captured and dropped gauges move before the agent stops; once stopped, the manifest's final counts stand."""
+    ring, out = tmp_path / "ring", tmp_path / "out"
+    env = dict(os.environ, COMMPATH_CAPTURE_STATS_SECONDS="0.5")
+    with netns_pair() as (a, b, ip_a, ip_b):
+        srv = tcp_server(b, ip_b, 6443)
+        agent = subprocess.Popen(["ip", "netns", "exec", a, sys.executable, "-m", "commpath", "capture", "--role",
+                                  "node", "--host", "node1", "--iface", "eth0", "--engine", "tcpdump",
+                                  "--max-size", "50", "--filter", "tcp", "--duration", "600", "--out", str(ring)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        watch = None
+        try:
+            _until(lambda: (ring / "stats.json").exists(), "the agent's first statistics", agent)
+            first = json.loads((ring / "stats.json").read_text())
+            assert first["schema"] == "commpath.capture-stats/v1" and first["engine"] == "tcpdump"
+            assert first["running"] and first["live"] and first["host"] == "node1"
+            watch = WatchProcess(str(ring), "--out", str(out), "--interval", "0.2")
+
+            def captured() -> float:
+                return samples(watch.scrape(), "commpath_capture_packets_captured").get((("host", "node1"),), 0.0)
+
+            seen = []
+            for _ in range(50):            # bounded: bursts until the gauge moved twice while the agent runs
+                tcp_send(a, ip_b, 6443, b"z" * 20_000, connections=2)
+                before = json.loads((ring / "stats.json").read_text())["ts"]
+                _until(lambda: json.loads((ring / "stats.json").read_text() or "{}").get("ts", before) > before,
+                       "the agent to rewrite its statistics", agent)
+                now = captured()
+                if not seen or now > seen[-1]:
+                    seen.append(now)
+                if len(seen) >= 3:
+                    break
+            assert len(seen) >= 3 and seen[0] < seen[1] < seen[2], seen
+            got = watch.scrape()
+            dropped = samples(got, "commpath_capture_packets_dropped")
+            assert list(dropped) == [(("host", "node1"),)] and dropped[(("host", "node1"),)] >= 0
+            assert json.loads((ring / "manifest.json").read_text())["status"] == "running"
+            assert agent.poll() is None
+            agent.send_signal(signal.SIGINT)
+            agent.communicate(timeout=WAIT)
+            manifest = json.loads((ring / "manifest.json").read_text())
+            assert manifest["status"] == "complete" and manifest["packets_captured"] >= seen[-1]
+            final = json.loads((ring / "stats.json").read_text())
+            assert not final["running"] and final["packets_captured"] == manifest["packets_captured"]
+            _until(lambda: captured() == manifest["packets_captured"], "the watch to show the final counts")
+            got = watch.scrape()
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+                agent.communicate()
+            if watch is not None:
+                assert watch.stop() == 0
+            srv.close()
+    assert samples(got, "commpath_capture_packets_dropped") == {(("host", "node1"),): manifest["packets_dropped"]}

@@ -88,6 +88,7 @@ class _Process:
         self.cmd = cmd
         self.stderr: list[str] = []
         self._said = threading.Event()      # ready line seen, or stderr closed
+        self._more = threading.Condition()  # a line was read (or stderr closed)
         self.ready = False
         self._pattern = re.compile(ready_pattern)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -99,11 +100,36 @@ class _Process:
     def _read(self):
         for line in self.proc.stderr:
             # dumpcap's running count is one line of "\rPackets: N" updates
-            self.stderr.extend(part for part in line.rstrip("\n").split("\r") if part.strip())
+            with self._more:
+                self.stderr.extend(part for part in line.rstrip("\n").split("\r") if part.strip())
+                self._more.notify_all()
             if not self.ready and self._pattern.search(line):
                 self.ready = True
                 self._said.set()
         self._said.set()
+        with self._more:
+            self._more.notify_all()
+
+    def ask(self, signum: int, answer: re.Pattern, timeout: float) -> re.Match | None:
+        """Send ``signum`` and wait (bounded) for the first stderr line after it that ``answer`` matches."""
+        with self._more:
+            start = len(self.stderr)
+        try:
+            self.proc.send_signal(signum)
+        except ProcessLookupError:
+            return None
+        deadline = time.monotonic() + timeout
+        with self._more:
+            while True:
+                for i in range(start, len(self.stderr)):
+                    m = answer.search(self.stderr[i])
+                    if m:
+                        del self.stderr[i]      # answered: kept out of the log, which stays small over days
+                        return m
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._reader.is_alive():
+                    return None
+                self._more.wait(left)
 
     def wait_ready(self, timeout: float) -> bool:
         """True once the engine reported readiness; False if it ended (or stayed silent) first."""
@@ -218,9 +244,28 @@ class Engine(abc.ABC):
     def stop(self) -> dict:
         """Stop and return statistics: {iface: {"captured", "received", "dropped"}} and "errors"."""
 
+    def running_stats(self) -> dict[str, dict] | None:
+        """The counts so far while recording, {iface: {"captured", "received", "dropped"}}, or None when the
+        engine tells them only when it stops."""
+        return None
+
+
+#: tcpdump's answer to SIGUSR1 (its "request info" signal where SIGINFO does not exist): the counts so far
+_TCPDUMP_INFO = re.compile(r"(\d+) packets? captured, (\d+) packets? received by filter, (\d+) packets? dropped by kernel")
+#: how long the agent waits for a running tcpdump to print its counts
+INFO_TIMEOUT = 5.0
+
 
 class Tcpdump(Engine):
     name = "tcpdump"
+
+    def running_stats(self):
+        out = {}
+        for iface, p in self.procs.items():
+            m = p.ask(signal.SIGUSR1, _TCPDUMP_INFO, INFO_TIMEOUT)
+            out[iface] = ({"captured": int(m[1]), "received": int(m[2]), "dropped": int(m[3])} if m
+                          else {"captured": None, "received": None, "dropped": None})
+        return out
 
     def version(self):
         return _version(["tcpdump", "--version"])
@@ -376,6 +421,9 @@ class Scapy(Engine):
         self.writer.write(pkt)
         self.written += size
         self.count += 1
+
+    def running_stats(self):
+        return {",".join(self.ifaces): {"captured": self.count, "received": None, "dropped": self.refused or None}}
 
     def full(self):
         """A packet was refused: the file holds all the budget lets it."""

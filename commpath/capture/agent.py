@@ -21,6 +21,33 @@ from .filters import bpf_error, default_filter, read_inventory
 DISK_RESERVE_MB = float(os.environ.get("COMMPATH_CAPTURE_RESERVE_MB", "64"))
 #: The least room above the reserve a capture starts with (tcpdump rotates over at least two 1 MB files).
 MIN_BUDGET_MB = 3.0
+#: The running counts (packets captured and dropped so far) are rewritten in STATS_FILE this often, seconds.
+STATS_SECONDS = float(os.environ.get("COMMPATH_CAPTURE_STATS_SECONDS", "5"))
+STATS_FILE = "stats.json"
+STATS_SCHEMA = "commpath.capture-stats/v1"
+
+
+def _totals(ifstats: dict[str, dict]) -> tuple[int | None, int | None]:
+    """(captured, dropped) over the interfaces; None where no interface knows it."""
+    captured = [s.get("captured") for s in ifstats.values() if s.get("captured") is not None]
+    dropped = [s.get("dropped") for s in ifstats.values() if s.get("dropped") is not None]
+    return (sum(captured) if captured else None), (sum(dropped) if dropped else None)
+
+
+def write_stats(out: Path, host: str, engine: str, ifstats: dict[str, dict] | None, running: bool) -> None:
+    """STATS_FILE beside the capture files, replaced whole: the engine's counts so far, so a watch sees drops
+    while the agent runs (``live`` false: this engine tells its counts only when it stops)."""
+    captured, dropped = _totals(ifstats or {})
+    now = time.time()
+    doc = {"schema": STATS_SCHEMA, "host": host, "engine": engine, "time": _iso(now), "ts": now,
+           "running": running, "live": ifstats is not None, "interfaces": ifstats or {},
+           "packets_captured": captured, "packets_dropped": dropped}
+    tmp = out / f".{STATS_FILE}.tmp"
+    try:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        os.replace(tmp, out / STATS_FILE)
+    except OSError:         # a full disk: the capture goes on, the manifest has the counts at the end
+        pass
 
 
 @dataclass
@@ -145,6 +172,8 @@ def capture(opts: Options, ready=None) -> dict:
         if ready:
             ready()
         last_line = 0.0
+        write_stats(out, opts.host, engine_name, engine.running_stats(), True)
+        last_stats = time.monotonic()
         while stop.reason is None:
             stop.wake.wait(0.2)
             if stop.reason is not None:
@@ -162,6 +191,9 @@ def capture(opts: Options, ready=None) -> dict:
                 stop.reason = "disk-full"
             elif not engine.alive():
                 stop.reason = "engine-exited"
+            if stop.reason is None and time.monotonic() - last_stats >= STATS_SECONDS:
+                write_stats(out, opts.host, engine_name, engine.running_stats(), True)
+                last_stats = time.monotonic()
             if opts.progress and now - last_line >= 1.0:
                 last_line = now
                 limit = f"/{opts.duration:.0f}s" if opts.duration else "s"
@@ -182,6 +214,8 @@ def capture(opts: Options, ready=None) -> dict:
     ifstats = stats["interfaces"]
     captured = [s.get("captured") for s in ifstats.values()]
     dropped = [s.get("dropped") for s in ifstats.values()]
+    if manifest["status"] == "running":
+        write_stats(out, opts.host, engine_name, ifstats, False)
     manifest.update(
         status="complete" if not stats["errors"] else "error", stop=_iso(end), stop_ts=end,
         stop_reason=stop.reason, duration_s=round(end - start, 3),

@@ -22,6 +22,8 @@ TCPDUMP_RING = re.compile(r"^(?P<group>.+)\.pcap(?P<index>\d+)$")
 IDENTITY_BYTES = 65536
 #: Agent states whose files are all closed (capture/agent.py writes these in manifest.json).
 AGENT_DONE = ("complete", "error")
+#: The counts a running agent rewrites beside its files (capture/agent.py STATS_FILE).
+AGENT_STATS = "stats.json"
 
 
 @dataclass(frozen=True)
@@ -170,20 +172,41 @@ def unchanged(c: Candidate) -> bool:
     return (st.st_size, st.st_mtime_ns) == (c.size, c.mtime_ns)
 
 
+def _read_json(path: Path) -> dict | None:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _folder_stats(folder: Path) -> dict | None:
+    """One agent folder's counts: its manifest's once the agent stopped, else the statistics file the agent
+    rewrites while it runs (capture/agent.py ``stats.json``); None when neither has counts."""
+    m = read_manifest(folder)
+    if m and (m.get("packets_dropped") is not None or m.get("packets_captured") is not None):
+        return {"host": str(m.get("host") or folder.name), "captured": m.get("packets_captured"),
+                "dropped": m.get("packets_dropped"), "at": float(m.get("stop_ts") or 0)}
+    s = _read_json(folder / AGENT_STATS)
+    if s and (s.get("packets_dropped") is not None or s.get("packets_captured") is not None):
+        return {"host": str(s.get("host") or (m or {}).get("host") or folder.name),
+                "captured": s.get("packets_captured"), "dropped": s.get("packets_dropped"),
+                "at": float(s.get("ts") or 0)}
+    return None
+
+
 def agent_stats(roots: list[Path]) -> dict[str, dict]:
-    """host -> packets captured and dropped, from the manifests of agents that stopped (the agent
-    records its engine's counts when it stops); the newest manifest of each host wins."""
+    """host -> packets captured and dropped: of a running agent, its latest statistics file; of an agent that
+    stopped, its manifest's final counts; the newest folder of each host wins."""
     out: dict[str, dict] = {}
     for root in roots:
         folders = ([root.parent] if root.is_file()
-                   else [Path(f) for f, _, names in os.walk(root) if "manifest.json" in names])
+                   else [Path(f) for f, _, names in os.walk(root) if "manifest.json" in names or AGENT_STATS in names])
         for folder in folders:
-            m = read_manifest(folder)
-            if not m or m.get("packets_dropped") is None and m.get("packets_captured") is None:
+            got = _folder_stats(folder)
+            if got is None:
                 continue
-            host = str(m.get("host") or folder.name)
-            when = float(m.get("stop_ts") or 0)
-            if host not in out or when >= out[host]["stop_ts"]:
-                out[host] = {"captured": m.get("packets_captured"), "dropped": m.get("packets_dropped"),
-                             "stop_ts": when}
+            host = got.pop("host")
+            if host not in out or got["at"] >= out[host]["at"]:
+                out[host] = got
     return out

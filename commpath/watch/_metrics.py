@@ -134,9 +134,12 @@ class WatchCollector:
                 run.add_metric([option], 1.0 if s.run_verdict == option else 0.0)
         yield run
         captured = GaugeMetricFamily("commpath_capture_packets_captured",
-                                     "packets the capture agent recorded (its last stopped run)", labels=["host"])
+                                     "packets the capture agent recorded (so far while it runs, else its last "
+                                     "run)", labels=["host"])
         dropped = GaugeMetricFamily("commpath_capture_packets_dropped",
-                                    "packets the kernel dropped before the agent saw them (its last stopped run)",
+                                    "packets the kernel dropped before the agent saw them (so far while it runs, "
+                                    "else its last run; absent while an engine that tells them only at its stop "
+                                    "runs)",
                                     labels=["host"])
         for host, d in sorted(drops.items()):
             if d.get("captured") is not None:

@@ -128,9 +128,10 @@ class Watcher:
                 continue
             taken += self._take(c)
         self.state.forget_absent(set(self.scanner.present))
+        # the agents' counts first: the window line _judge prints tells a reader the metrics are current
+        self.metrics.collector.update(drops=agent_stats(self.opts.inputs))
         if self._unjudged:
             self._judge(self._unjudged)
-        self.metrics.collector.update(drops=agent_stats(self.opts.inputs))
         return taken
 
     def _take(self, c: Candidate) -> int:
