@@ -93,6 +93,9 @@ def clean(out: Path) -> dict | None:
         if f.is_file() and f.name.startswith(stem) and ".pcap" in f.name:
             f.rename(kept / f.name)
             moved.append({"name": f.name, "bytes": (kept / f.name).stat().st_size})
+    stats = out / "stats.json"         # its last running counts (agent.STATS_FILE) go with its files
+    if stats.exists():
+        stats.rename(kept / stats.name)
     manifest = out / "manifest.json"
     if manifest.exists():
         try:
