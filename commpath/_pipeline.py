@@ -288,9 +288,9 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
         from .distributed import decode_run
         run = decode_run(inputs, ca, keylog, client=client, workers=workers, scheduler=scheduler, parts=parts,
                          storage_options=storage_options, progress=progress, payload_limit=payload_limit,
-                         classify=True, inventory=inv)     # classified on the workers, with the run's view
+                         classify=True, inventory=inv, merge=merge)   # classified and merged on the workers
         flows, captures, tls, certs, ssh, http = run.flows, run.captures, run.tls, run.certs, run.ssh, run.http
-        view = run.view
+        view, offsets = run.view, run.offsets
         warnings.extend(run.warnings)
         tls_analyzed = True
     else:
@@ -338,6 +338,10 @@ def judge(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame, certs:
         if merge or (not reloaded and len(capture_hosts(captures)) > 1):
             classified, tls, certs, ssh, http, offsets = _merge_vantage_points(classified, captures, tls, certs, ssh,
                                                                                http, warnings)
+    elif view is not None and offsets is not None and "vantage_points" in classified:   # merged on the workers
+        from .decode.merge import representatives
+        classified, tls, certs, ssh, http, offsets = _after_merge(classified, offsets, representatives(classified),
+                                                                  tls, certs, ssh, http, warnings)
     if not reloaded:    # the kubelet and proxy connections' requests, decrypted by tshark with the key log
         from ._requests import read_requests
         requests, _ = read_requests(classified, tls, keylog, warnings, http, storage_options=storage_options)
@@ -381,19 +385,17 @@ def _merge_vantage_points(classified, captures, tls, certs, ssh, http, warnings)
     """One flow per connection seen from several hosts, labelled as its representative vantage point
     (or, when that one is unclassified, as the first classified one); the handshake tables keep the
     rows of the representative flows, certificates name the representatives' flow ids."""
-    from .decode.merge import merge_run
+    from .decode.merge import adopt_labels, merge_run
     merged, offsets, representative = merge_run(classified, captures, tls)
-    keep = set(merged["flow_id"].astype(int))
     # an unclassified representative takes the labels of its first classified vantage point
-    unknown = (merged["path"].astype("string") == "unclassified").to_numpy(bool)
-    if unknown.any():
-        views = pd.DataFrame([(i, vp["flow_id"]) for i in unknown.nonzero()[0]
-                              for vp in merged.at[i, "vantage_points"][1:]], columns=["row", "flow_id"])
-        labels = classified.set_index("flow_id")[list(CLASSIFY_COLUMNS)]
-        views = views.join(labels, on="flow_id")
-        views = views[views["path"].astype("string") != "unclassified"].drop_duplicates("row")
-        for col in CLASSIFY_COLUMNS:
-            merged.loc[views["row"].to_numpy(), col] = views[col].to_numpy()
+    adopt_labels(merged, classified, CLASSIFY_COLUMNS)
+    return _after_merge(merged, offsets, representative, tls, certs, ssh, http, warnings)
+
+
+def _after_merge(merged, offsets, representative, tls, certs, ssh, http, warnings):
+    """The handshake tables cut to the merged flows' rows, certificates naming the representatives,
+    a warning per host whose clock could not be aligned."""
+    keep = set(merged["flow_id"].astype(int))
 
     def kept(df: pd.DataFrame) -> pd.DataFrame:
         if df is None or "flow_id" not in df or df.empty:

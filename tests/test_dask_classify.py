@@ -14,6 +14,7 @@ from commpath.classify.roles import (twin_rows, twin_sources, view_needs_twins, 
                                      vip_ports)
 from commpath.classify.view import tls_features
 from commpath.decode.handshakes import HandshakeAnalyzer
+from commpath.decode.merge import handshake_preference
 from commpath.distributed._classify import classify_part
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,15 +30,15 @@ def _by_parts(folder: Path, inventory, ca):
     hs = analyzer.result()
     whole, view = classify_with_view(cap.flows, hs.tls, inventory, hs.certs, cap.captures)
     parts = [g.reset_index(drop=True) for _, g in cap.flows.groupby("capture", sort=False, observed=True)]
-    prepared = [(p, tls_features(p, hs.tls, hs.certs)) for p in parts]
-    rows = [view_rows(f, feat, vip_ports(inventory)) for f, feat in prepared]
+    prepared = [(p, tls_features(p, hs.tls, hs.certs), handshake_preference(p, hs.tls)) for p in parts]
+    rows = [view_rows(f, feat, vip_ports(inventory)) for f, feat, _ in prepared]
     twins = []
     if view_needs_twins(inventory):
         sources = set().union(*(twin_sources(r) for r in rows))
-        twins = [twin_rows(f, feat, sources) for f, feat in prepared] if sources else []
+        twins = [twin_rows(f, feat, sources) for f, feat, _ in prepared] if sources else []
     parts_view = view_of_parts(rows + twins, inventory)
     vip = vip_flows(rows, parts_view)
-    labelled = pd.concat([classify_part(p, parts_view, vip, cap.captures) for p in prepared], ignore_index=True)
+    labelled = pd.concat([classify_part(p, parts_view, vip, cap.captures)[0] for p in prepared], ignore_index=True)
     return whole, view, labelled, parts_view, rows
 
 

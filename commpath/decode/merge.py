@@ -83,6 +83,15 @@ def estimate_clock_offsets(flows: pd.DataFrame, captures: pd.DataFrame, referenc
     offset + one-way delay in one direction and delay - offset in the other; with both directions the
     delay cancels (NTP style), with one direction it is the offset plus the (small) path delay.
     """
+    return offsets_from_pairs(*clock_pairs(flows, captures), captures, reference)
+
+
+def clock_pairs(flows: pd.DataFrame, captures: pd.DataFrame) -> tuple[pd.DataFrame, set[str]]:
+    """What the clock offsets are estimated from: per connection seen on two hosts (TCP handshake
+    seen), the hosts, the difference of their SYN times and which one initiated; and the hosts seen.
+
+    A connection's rows share its initiator socket, so the flows split by initiator socket give
+    their pairs part by part (the parts' pairs together are the run's)."""
     f = _with_hosts(flows, captures)
     f = f[f["syn_seen"].astype(bool)] if "syn_seen" in f else f
     owner = host_addresses(captures)
@@ -91,17 +100,23 @@ def estimate_clock_offsets(flows: pd.DataFrame, captures: pd.DataFrame, referenc
     first["initiator_host"] = first["src_ip"].astype(str).map(owner)
     pairs = first.merge(first, on=_KEY, suffixes=("_a", "_b"))
     pairs = pairs[pairs["host_a"] < pairs["host_b"]]
-    hosts = sorted(set(f["host"].dropna().astype(str)))
-    if reference is None:
-        roles = captures.dropna(subset=["host"]).set_index("host")["role"].astype(str).to_dict() if "role" in captures else {}
-        cps = [h for h in hosts if roles.get(h) == "control-plane"]
-        reference = (cps or hosts or [""])[0]
     # initiator side a: diff = (t_b - t_a) = off_b - off_a + delay; initiator b: diff = off_b - off_a - delay
     diff = pairs["ts_start_b"] - pairs["ts_start_a"]
     init = pairs["initiator_host_a"].fillna("").astype(str).to_numpy()
     ha, hb = pairs["host_a"].astype(str).to_numpy(), pairs["host_b"].astype(str).to_numpy()
     sign = np.where(init == ha, 1, np.where(init == hb, -1, 0))
-    pairs = pairs.assign(diff=diff.to_numpy(), sign=sign)
+    out = pd.DataFrame({"host_a": ha, "host_b": hb, "diff": diff.to_numpy(float), "sign": sign.astype(np.int8)})
+    return out, set(f["host"].dropna().astype(str))
+
+
+def offsets_from_pairs(pairs: pd.DataFrame, hosts: set[str], captures: pd.DataFrame,
+                       reference: str | None = None) -> pd.DataFrame:
+    """The clock offset table from :func:`clock_pairs` (of all flows, or its parts' concatenated)."""
+    hosts = sorted(hosts)
+    if reference is None:
+        roles = captures.dropna(subset=["host"]).set_index("host")["role"].astype(str).to_dict() if "role" in captures else {}
+        cps = [h for h in hosts if roles.get(h) == "control-plane"]
+        reference = (cps or hosts or [""])[0]
     rel: dict[tuple[str, str], tuple[float, int, str, float]] = {}
     for (a, b), g in pairs.groupby(["host_a", "host_b"], observed=True):
         fwd, rev = g.loc[g["sign"] == 1, "diff"], g.loc[g["sign"] == -1, "diff"]
@@ -127,7 +142,7 @@ def estimate_clock_offsets(flows: pd.DataFrame, captures: pd.DataFrame, referenc
 
 
 def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance: float = MATCH_TOLERANCE_S,
-                         preference: pd.Series | None = None) -> pd.DataFrame:
+                         preference: pd.Series | None = None, offsets: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per connection; the same connection seen by several hosts (or interfaces) is merged.
 
     Adds ``vantage_points`` (list of dicts: host, capture, flow_id, first_frame, ts_start),
@@ -135,9 +150,10 @@ def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance:
     ``dst_before_nat`` (the dialled destination when one vantage point saw it before DNAT, e.g. the
     ``kubernetes`` service VIP). The kept row is the best view: highest ``preference`` (flow_id ->
     score, e.g. how completely its handshake was captured), then after NAT, on the initiator's host,
-    earliest. The clock offset table is in ``result.attrs["clock_offsets"]``.
+    earliest. The clock offset table is in ``result.attrs["clock_offsets"]``. ``offsets``: the run's
+    (when ``flows`` is one part of it, split by initiator socket), else estimated from ``flows``.
     """
-    offsets = estimate_clock_offsets(flows, captures)
+    offsets = estimate_clock_offsets(flows, captures) if offsets is None else offsets
     if flows.empty:
         out = flows.copy()
         for col in ("vantage_points", "hosts", "dst_before_nat", "ts_start_aligned"):
@@ -219,7 +235,8 @@ def handshake_preference(flows: pd.DataFrame, tls: pd.DataFrame | None = None) -
     return score
 
 
-def merge_run(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame | None = None
+def merge_run(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame | None = None,
+              offsets: pd.DataFrame | None = None, preference: pd.Series | None = None
               ) -> tuple[pd.DataFrame, pd.DataFrame, dict[int, int]]:
     """A run of several hosts' captures as one: ``(merged, clock_offsets, representative)``.
 
@@ -227,10 +244,12 @@ def merge_run(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame | N
     the best vantage point, so its ``flow_id``, ``capture`` and frames point into a real capture),
     then ``vantage_points`` (host, capture, flow_id, first_frame, ts_start of every view),
     ``hosts``, ``ts_start_aligned`` and ``dst_before_nat``. ``representative`` maps every input
-    flow_id to the flow_id of the row that now stands for its connection.
+    flow_id to the flow_id of the row that now stands for its connection. ``offsets`` and
+    ``preference`` (:func:`handshake_preference`): given when ``flows`` is one part of a run.
     """
-
-    merged = merge_vantage_points(flows, captures, preference=handshake_preference(flows, tls))
+    if preference is None:
+        preference = handshake_preference(flows, tls)
+    merged = merge_vantage_points(flows, captures, preference=preference, offsets=offsets)
     offsets = merged.attrs.pop("clock_offsets")
     merged.attrs.clear()   # DataFrames in attrs break later concat/compare of the flow table
     merged = merged.drop(columns=[c for c in ("conn", "host") if c in merged])
@@ -240,6 +259,25 @@ def merge_run(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame | N
     for col in ("vantage_points", "hosts"):   # plain Python lists (pandas may build an Arrow list column)
         merged[col] = pd.Series([list(v) for v in merged[col]], index=merged.index, dtype=object)
     merged = merged.sort_values(["ts_start_aligned", "flow_id"], kind="stable").reset_index(drop=True)
-    representative = {int(vp["flow_id"]): int(fid)
-                      for fid, vps in zip(merged["flow_id"], merged["vantage_points"]) for vp in vps}
-    return merged, offsets, representative
+    return merged, offsets, representatives(merged)
+
+
+def representatives(merged: pd.DataFrame) -> dict[int, int]:
+    """Every vantage point's flow id -> the flow id of the merged row that stands for its connection."""
+    return {int(vp["flow_id"]): int(fid) for fid, vps in zip(merged["flow_id"], merged["vantage_points"]) for vp in vps}
+
+
+def adopt_labels(merged: pd.DataFrame, flows: pd.DataFrame, columns, key: str = "path",
+                 unknown: str = "unclassified") -> None:
+    """In place: a merged row whose ``key`` is ``unknown`` takes ``columns`` from its first vantage
+    point (in ``flows``, by flow id) whose ``key`` is known."""
+    columns = list(columns)
+    rows = (merged[key].astype("string") == unknown).to_numpy(bool)
+    if not rows.any():
+        return
+    views = pd.DataFrame([(i, vp["flow_id"]) for i in rows.nonzero()[0]
+                          for vp in merged.at[i, "vantage_points"][1:]], columns=["row", "flow_id"])
+    views = views.join(flows.set_index("flow_id")[columns], on="flow_id")
+    views = views[views[key].astype("string") != unknown].drop_duplicates("row")
+    for col in columns:
+        merged.loc[views["row"].to_numpy(), col] = views[col].to_numpy()

@@ -16,6 +16,7 @@ from ..classify.catalog import match_rules
 from ..classify.classifier import apply_rules
 from ..classify.roles import role_masks, twin_rows, view_rows
 from ..classify.view import tls_features
+from ..decode.merge import handshake_preference
 
 
 def decoded_light(result: dict) -> dict:
@@ -26,26 +27,27 @@ def decoded_light(result: dict) -> dict:
     return out
 
 
-def prepare(result: dict, base: int, tls: pd.DataFrame, certs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The capture's flows numbered as in the run (``base``: the flows of the captures before it)
-    and their handshake features from the run's resolved ``tls`` rows of them and ``certs``."""
+def prepare(result: dict, base: int, tls: pd.DataFrame, certs: pd.DataFrame) -> tuple:
+    """The capture's flows numbered as in the run (``base``: the flows of the captures before it),
+    their handshake features from the run's resolved ``tls`` rows of them and ``certs``, and how
+    completely each saw its connection's start (the merge's preference among vantage points)."""
     flows = result["tables"]["flows"]
     flows = flows.assign(flow_id=flows["flow_id"] + base)     # a new frame: the task's result is shared
-    return flows, tls_features(flows, tls, certs)
+    return flows, tls_features(flows, tls, certs), handshake_preference(flows, tls)
 
 
-def summary_rows(prepared: tuple[pd.DataFrame, pd.DataFrame], ports: set[int]) -> pd.DataFrame:
-    return view_rows(*prepared, ports)
+def summary_rows(prepared: tuple, ports: set[int]) -> pd.DataFrame:
+    return view_rows(prepared[0], prepared[1], ports)
 
 
-def twins(prepared: tuple[pd.DataFrame, pd.DataFrame], sources: set[str]) -> pd.DataFrame:
-    return twin_rows(*prepared, sources)
+def twins(prepared: tuple, sources: set[str]) -> pd.DataFrame:
+    return twin_rows(prepared[0], prepared[1], sources)
 
 
-def classify_part(prepared: tuple[pd.DataFrame, pd.DataFrame], view, vip: pd.DataFrame,
-                  captures: pd.DataFrame) -> pd.DataFrame:
-    """The capture's flows classified as ``classify.classify_with_view`` classifies the whole run's."""
-    flows, feat = prepared
+def classify_part(prepared: tuple, view, vip: pd.DataFrame, captures: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """The capture's flows classified as ``classify.classify_with_view`` classifies the whole run's,
+    with their merge preference."""
+    flows, feat, preference = prepared
     out = flows.copy()
     masks = role_masks(out, feat, view, captures, vip)
     path, src_role, dst_role = apply_rules(masks, view, match_rules())
@@ -53,4 +55,4 @@ def classify_part(prepared: tuple[pd.DataFrame, pd.DataFrame], view, vip: pd.Dat
     out["src_role"] = pd.Categorical(src_role, categories=ROLES)
     out["dst_role"] = pd.Categorical(dst_role, categories=ROLES)
     out["roles_inferred"] = masks.inferred
-    return out
+    return out, preference

@@ -15,6 +15,7 @@ from ..errors import CommpathError, InputError
 from ._cluster import connect
 from ._decode import decode_capture
 from ._files import expand
+from ._frames import concat_parts as _concat
 from ._parts import TABLES, clear_parts, read_part
 
 
@@ -33,6 +34,8 @@ class Decoded:
     parts: str | None = None
     #: the cluster view the workers classified ``flows`` with (``classify=True``), else None
     view: object = None
+    #: the hosts' clock offsets when the workers merged the vantage points (``flows`` merged), else None
+    offsets: pd.DataFrame | None = None
 
     @property
     def warnings(self) -> list[str]:
@@ -42,7 +45,7 @@ class Decoded:
 def decode_run(inputs, ca=None, keylog=None, *, client=None, workers: int | None = None, scheduler: str | None = None,
                parts: str | None = None, storage_options: dict | None = None, progress: bool = False,
                strict: bool = False, processes: bool = True, payload_limit: int = ANALYSIS_PAYLOAD_LIMIT,
-               classify: bool = False, inventory=None) -> Decoded:
+               classify: bool = False, inventory=None, merge: bool | None = None) -> Decoded:
     """Decode every capture of ``inputs`` (paths or fsspec URLs) as one Dask task each.
 
     Each task returns its capture's tables and a summary, and writes the tables under ``parts``
@@ -50,7 +53,8 @@ def decode_run(inputs, ca=None, keylog=None, *, client=None, workers: int | None
     tables are put together in capture order with flow ids counted across the run, exactly as
     ``commpath.read`` numbers them. ``client``, ``scheduler`` or ``workers``: see :func:`connect`.
     ``classify``: the flows are classified on the workers (with ``inventory``), each capture's in
-    its own task, with the cluster view of the whole run (``Decoded.view``): see ``_classify``.
+    its own task, with the cluster view of the whole run (``Decoded.view``): see ``_classify``; and
+    ``merge`` (as ``commpath.open``'s) merges the vantage points on the workers (``_merge``).
     """
     sources = expand(inputs, storage_options)
     ca_pem = _read_small(ca, "--ca")
@@ -65,7 +69,7 @@ def decode_run(inputs, ca=None, keylog=None, *, client=None, workers: int | None
             raise InputError(failed[0]["name"], failed[0]["error"])
         if classify:
             try:
-                return _classified_run(c, summaries, results, parts, ca, keylog, inventory, progress)
+                return _classified_run(c, summaries, results, parts, ca, keylog, inventory, progress, merge)
             finally:
                 _cancel(c, [f for f in results if f is not None])
     tables = [s.pop("tables", None) for s in summaries]
@@ -129,7 +133,7 @@ def _collect(client, futures: dict, names: list[str], doing: str, done=None) -> 
 
 
 def _classified_run(client, summaries: list[dict], results: list, parts, ca, keylog, inventory,
-                    progress: bool) -> Decoded:
+                    progress: bool, merge: bool | None = None) -> Decoded:
     """Handshakes resolved over the run on the driver (as :func:`_assemble_run`), then each capture's
     flows classified in a task on the worker holding them, with the view of the whole run built
     from the captures' summaries (``classify.roles.view_of_parts``)."""
@@ -137,7 +141,9 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
     from ..classify.roles import twin_sources, view_needs_twins, view_of_parts, vip_flows, vip_ports
     from ..decode.handshakes import HandshakeAnalyzer
     from ..present.progress import progress as bar
+    from ..decode.merge import capture_hosts
     from ._classify import classify_part, prepare, summary_rows, twins
+    from ._merge import piece
     analyzer = HandshakeAnalyzer(ca, keylog)
     bases, base = [], 0
     for s in summaries:
@@ -172,13 +178,44 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
             view_input += each(twins, sources)
     view = view_of_parts(view_input, inventory)
     vip = vip_flows(rows, view)
-    with bar(total=len(live), desc="classify", unit="capture", enabled=progress, leave=False) as shown:
-        futures = {client.submit(classify_part, prepared[i], view, vip, captures, pure=False): i for i in live}
-        got = _collect(client, futures, names, "classifying it", shown.update)
-    _cancel(client, list(prepared.values()))
-    flows = _concat([got[i] for i in live], {**FLOW_COLUMNS, **CLASSIFY_COLUMNS})
+    classified = {i: client.submit(classify_part, prepared[i], view, vip, captures, pure=False) for i in live}
+    offsets = None
+    if merge is not False and sum(summaries[i]["flows"] for i in live) and (
+            merge or len(capture_hosts(captures)) > 1):
+        flows, offsets = _merged_on_workers(client, classified, live, names, captures, progress)
+    else:
+        with bar(total=len(live), desc="classify", unit="capture", enabled=progress, leave=False) as shown:
+            futures = {client.submit(piece, classified[i], 0, pure=False): i for i in live}
+            got = _collect(client, futures, names, "classifying it", shown.update)
+        flows = _concat([got[i] for i in live], {**FLOW_COLUMNS, **CLASSIFY_COLUMNS})
+    _cancel(client, [*prepared.values(), *classified.values()])
     return Decoded(flows=flows, captures=captures, tls=tls, certs=certs, ssh=hs.ssh, http=hs.http,
-                   summaries=summaries, parts=parts, view=view)
+                   summaries=summaries, parts=parts, view=view, offsets=offsets)
+
+
+def _merged_on_workers(client, classified: dict, live: list[int], names: list[str], captures: pd.DataFrame,
+                       progress: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The run's connections merged part by part (``_merge``): split by initiator socket, clock
+    pairs reduced to the offsets on the driver, each part merged; the merged rows sorted as
+    ``decode.merge.merge_run`` sorts them."""
+    from ..decode.merge import offsets_from_pairs
+    from ..present.progress import progress as bar
+    from ._merge import merge_part, pairs_of, parts_count, piece, split
+    n = parts_count(client, len(live))
+    cut = {i: client.submit(split, classified[i], n, pure=False) for i in live}
+    pieces = [[client.submit(piece, cut[i], p, pure=False) for i in live] for p in range(n)]
+    label = [f"socket part {p}" for p in range(n)]
+    pairs = _collect(client, {client.submit(pairs_of, pieces[p], captures, pure=False): p for p in range(n)},
+                     label, "merging it")
+    hosts = set().union(*(h for _, h in pairs))
+    offsets = offsets_from_pairs(pd.concat([t for t, _ in pairs], ignore_index=True), hosts, captures)
+    with bar(total=n, desc="merge", unit="part", enabled=progress, leave=False) as shown:
+        merged = _collect(client, {client.submit(merge_part, pieces[p], captures, offsets, pure=False): p
+                                   for p in range(n)}, label, "merging it", shown.update)
+    _cancel(client, [*cut.values(), *(f for fs in pieces for f in fs)])
+    flows = _concat(merged, FLOW_COLUMNS)
+    flows = flows.sort_values(["ts_start_aligned", "flow_id"], kind="stable").reset_index(drop=True)
+    return flows, offsets
 
 
 def _cancel(client, futures) -> None:
@@ -241,27 +278,6 @@ def _assemble(summaries: list[dict], per_capture: list[dict | None], parts: str 
                    tls=_concat(tables["tls"], TLS_COLUMNS), certs=_merge_certs(tables["certs"]),
                    ssh=_concat(tables["ssh"], SSH_COLUMNS), http=_concat(tables["http"], HTTP_COLUMNS),
                    summaries=summaries, parts=parts)
-
-
-def _concat(frames: list[pd.DataFrame], columns: dict[str, str]) -> pd.DataFrame:
-    """The captures' rows of one table, typed as one read of the whole run types them: a category
-    column whose categories differ between captures gets the sorted distinct values of the run
-    (each capture's categories are its own sorted distinct values, so their sorted union is that)."""
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return empty_frame(columns)
-    cats = {c for f in frames for c in f.columns if isinstance(f[c].dtype, pd.CategoricalDtype)}
-    for c in cats:
-        first = frames[0][c].dtype
-        if all(f[c].dtype == first for f in frames):
-            continue
-        values: set = set()
-        for f in frames:
-            values.update(f[c].cat.categories if isinstance(f[c].dtype, pd.CategoricalDtype) else f[c].dropna())
-        union = pd.CategoricalDtype(sorted(values))
-        for f in frames:
-            f[c] = f[c].astype(union)
-    return conform(pd.concat(frames, ignore_index=True), columns)
 
 
 def _merge_certs(frames: list[pd.DataFrame]) -> pd.DataFrame:

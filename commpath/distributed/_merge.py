@@ -1,0 +1,79 @@
+"""The merge of vantage points on the workers: flows shuffled by initiator socket, clock offsets first.
+
+Every view of one connection shares its initiator socket (``src_ip``, ``src_port``, ``transport``):
+the same 5-tuple on several hosts, and a pod's connection before DNAT (to the service VIP) and
+after it (to an apiserver). So each capture's classified flows are split by a hash of that socket
+into P parts; part p of every capture, put together, holds whole connections. The clock offsets
+need all parts (a median per host pair): each part returns its pairs of SYN times (a few numbers
+per connection seen twice), the driver reduces them to the offset table, and each part is then
+merged with it (``decode.merge.merge_run``). The merged rows come back; the driver only sorts them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..classify import CLASSIFY_COLUMNS
+from ..decode.merge import adopt_labels, clock_pairs, merge_run
+from ..decode.schema import FLOW_COLUMNS
+from ._frames import concat_parts
+
+#: the columns that identify the socket a connection was initiated from (scope only refines it)
+SOCKET = ("src_ip", "src_port", "transport")
+
+
+def socket_parts(flows: pd.DataFrame, n: int) -> np.ndarray:
+    """The part (0..n-1) of each flow: a hash of its initiator socket, the same in every capture."""
+    key = pd.DataFrame({c: flows[c].astype("string").fillna("") for c in SOCKET})
+    return (pd.util.hash_pandas_object(key, index=False).to_numpy() % np.uint64(n)).astype(np.int64)
+
+
+def split(classified: tuple[pd.DataFrame, pd.Series], n: int) -> list[tuple[pd.DataFrame, pd.Series]]:
+    """One capture's classified flows and their handshake preference, cut into the ``n`` socket parts."""
+    flows, preference = classified
+    part = socket_parts(flows, n)
+    out = []
+    for p in range(n):
+        rows = flows[part == p]
+        out.append((rows, preference[preference.index.isin(rows["flow_id"].to_numpy())]))
+    return out
+
+
+def piece(parts: list, p: int):
+    return parts[p]
+
+
+def _together(pieces: list[tuple[pd.DataFrame, pd.Series]]) -> tuple[pd.DataFrame, pd.Series]:
+    """One part's rows of every capture, in capture order (as the whole run's rows are ordered)."""
+    frames = [f.copy(deep=False) for f, _ in pieces]        # dtypes are unified in place: not the inputs'
+    flows = concat_parts(frames, {**FLOW_COLUMNS, **CLASSIFY_COLUMNS})
+    prefs = [s for _, s in pieces if len(s)]
+    return flows, (pd.concat(prefs) if prefs else pd.Series(dtype=float))
+
+
+def pairs_of(pieces: list, captures: pd.DataFrame) -> tuple[pd.DataFrame, set[str]]:
+    """The part's clock pairs (``decode.merge.clock_pairs``)."""
+    flows, _ = _together(pieces)
+    if flows.empty:
+        return pd.DataFrame({"host_a": [], "host_b": [], "diff": [], "sign": []}), set()
+    return clock_pairs(flows, captures)
+
+
+def merge_part(pieces: list, captures: pd.DataFrame, offsets: pd.DataFrame) -> pd.DataFrame:
+    """The part's connections merged with the run's clock ``offsets``, labelled as ``_pipeline`` labels them."""
+    flows, preference = _together(pieces)
+    if flows.empty:
+        return flows
+    merged, _, _ = merge_run(flows, captures, offsets=offsets, preference=preference)
+    adopt_labels(merged, flows, CLASSIFY_COLUMNS)
+    return merged
+
+
+def parts_count(client, captures: int) -> int:
+    """Two parts per worker thread (so a slow part does not hold the run up), at most one per capture."""
+    try:
+        threads = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values())
+    except Exception:   # an old scheduler: one part per capture is always right
+        threads = captures
+    return max(1, min(captures, 2 * max(threads, 1)))
