@@ -447,6 +447,16 @@ def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
     return df if out is None else out
 
 
+def _write_parquet(df: pd.DataFrame, path: str | Path) -> None:
+    """``df`` as a Parquet file; only a table Arrow refuses goes through :func:`_parquet_safe` (whose
+    trial conversion of every object column would convert each of them twice)."""
+    import pyarrow as pa
+    try:
+        df.to_parquet(path, index=False)     # Arrow converts before the file is opened
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        _parquet_safe(df).to_parquet(path, index=False)
+
+
 def write_outputs(analysis: Analysis, out: str | Path) -> dict[str, Path]:
     """What `analyze --out` writes: report.json and one Parquet file per table (flows, tls, certs, findings, ssh,
     http, captures)."""
@@ -458,19 +468,19 @@ def write_outputs(analysis: Analysis, out: str | Path) -> dict[str, Path]:
         raise InputError(folder, f"cannot create the output folder: {exc.strerror or exc}") from None
     files = {name: folder / name for name in OUTPUT_FILES}
     try:
-        _parquet_safe(analysis.flows).to_parquet(files["flows.parquet"], index=False)
-        _parquet_safe(analysis.tls).to_parquet(files["tls.parquet"], index=False)
-        _parquet_safe(analysis.certs).to_parquet(files["certs.parquet"], index=False)
-        _parquet_safe(conform(analysis.findings.copy(), FINDING_COLUMNS)).to_parquet(files["findings.parquet"], index=False)
-        _parquet_safe(analysis.ssh).to_parquet(files["ssh.parquet"], index=False)      # every table open() returns
-        _parquet_safe(analysis.http).to_parquet(files["http.parquet"], index=False)
-        _parquet_safe(analysis.captures).to_parquet(files["captures.parquet"], index=False)
+        _write_parquet(analysis.flows, files["flows.parquet"])
+        _write_parquet(analysis.tls, files["tls.parquet"])
+        _write_parquet(analysis.certs, files["certs.parquet"])
+        _write_parquet(conform(analysis.findings.copy(), FINDING_COLUMNS), files["findings.parquet"])
+        _write_parquet(analysis.ssh, files["ssh.parquet"])      # every table open() returns
+        _write_parquet(analysis.http, files["http.parquet"])
+        _write_parquet(analysis.captures, files["captures.parquet"])
         # with rows, or with connections it could not read (its attrs say so, and what would settle them)
         if analysis.requests is not None and (len(analysis.requests) or analysis.requests.attrs.get("connections")):
             files["requests.parquet"] = folder / "requests.parquet"
-            _parquet_safe(analysis.requests).to_parquet(files["requests.parquet"], index=False)
+            _write_parquet(analysis.requests, files["requests.parquet"])
         for name, table in getattr(analysis, "facts", {}).items():     # probe.parquet, config.parquet ...
-            _parquet_safe(table).to_parquet(folder / f"{name}.parquet", index=False)
+            _write_parquet(table, folder / f"{name}.parquet")
             files[f"{name}.parquet"] = folder / f"{name}.parquet"
     except OSError as exc:
         raise InputError(folder, f"cannot write: {exc.strerror or exc}") from None
