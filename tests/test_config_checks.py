@@ -20,7 +20,7 @@ REAL = REPO / "captures" / "real-default"
 CP, NODE1, NODE2 = "10.77.0.10", "10.77.0.21", "10.77.0.22"
 #: checks whose evidence is (or may be) the hosts' configuration
 CONFIG_CHECKS = {"kubelet-serving-cert-unverified", "kubelet-cert-rotation-off", "konnectivity-not-enforced",
-                 "kubelet-ca-conflict", "kubelet-anonymous-auth", "tls-min-version-weak"}
+                 "kubelet-ca-conflict", "kubelet-anonymous-auth", "tls-min-version-weak", "tls-cipher-suites-weak"}
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +227,34 @@ def test_conflict_with_the_wire_where_the_key_log_shows_the_kubelet_certificate(
         assert any("issued by" in s for s in said) and any(e["source"] == "config" for e in sources)
     without = commpath.open(default, inventory=default / "inventory.yaml", keylog=default / "keylog.txt")
     assert not (without.findings["check"] == "kubelet-ca-conflict").any()
+
+
+def test_weak_cipher_suites_configured_fire_on_the_servers_that_offer_them(analyzed, tmp_path):
+    """Go's crypto/tls InsecureCipherSuites() is the definition (the probe's sweep offers the same list): the
+    apiserver's --tls-cipher-suites with an RSA key-exchange suite and node2's tlsCipherSuites with 3DES fire on
+    the paths each serves; etcd's --cipher-suites and node1's tlsCipherSuites with ECDHE AEAD suites only do not."""
+    cp1 = _cp1(tmp_path, "--kubelet-certificate-authority=/etc/kubernetes/pki/ca.crt",
+               "--tls-cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_RSA_WITH_AES_128_GCM_SHA256", ca=True)
+    _write(cp1 / "cmdline" / "etcd", " ".join([
+        "etcd", "--name", "cp1", f"--listen-client-urls=https://{CP}:2379", "--client-cert-auth",
+        "--cert-file=/etc/kubernetes/pki/etcd.crt",
+        "--cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"]) + "\n")
+    a = _judge(analyzed, [
+        cp1, _node(tmp_path, "node1", tlsCipherSuites=["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"]),
+        _node(tmp_path, "node2", tlsCipherSuites=["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+                                                  "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA"])])
+    found = {(c, p, k.split(" -> ")[1]) for c, p, k in _config_findings(a) if c == "tls-cipher-suites-weak"}
+    assert {(p, r) for _, p, r in found} == {
+        ("node-to-apiserver", f"{CP}:6443"), ("pod-to-apiserver", f"{CP}:6443"),
+        ("control-plane-to-apiserver", f"{CP}:6443"), ("apiserver-to-kubelet", f"{NODE2}:10250")}, found
+    fired = a.findings[a.findings["check"] == "tls-cipher-suites-weak"]
+    api = fired[fired["path"] == "node-to-apiserver"].iloc[0]
+    assert "TLS_RSA_WITH_AES_128_GCM_SHA256" in api["message"] and "ECDHE_RSA_WITH_AES_128_GCM" not in api["message"]
+    config = [e for e in api["evidence_sources"] if e["source"] == "config"]
+    assert config and "--tls-cipher-suites" in config[0]["said"] and "cp1: kube-apiserver" in config[0]["where"]
+    node2 = fired[fired["path"] == "apiserver-to-kubelet"].iloc[0]
+    assert "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA" in node2["message"] and "tlsCipherSuites" in node2["remediation"]
+    # Go's defaults (the setting unset) contain none of them: the kubeadm-like folders fire nothing
+    plain = _judge(analyzed, [_cp1(tmp_path / "plain"), _node(tmp_path / "plain", "node1"),
+                              _node(tmp_path / "plain", "node2")])
+    assert not (plain.findings["check"] == "tls-cipher-suites-weak").any()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -18,7 +19,7 @@ from test_real_lab import needs_real_lab
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_CHECKS = {"kubelet-serving-cert-unverified", "kubelet-cert-rotation-off", "konnectivity-not-enforced",
-                 "kubelet-ca-conflict", "kubelet-anonymous-auth", "tls-min-version-weak"}
+                 "kubelet-ca-conflict", "kubelet-anonymous-auth", "tls-min-version-weak", "tls-cipher-suites-weak"}
 
 
 def _cite_config(report: dict) -> set[tuple[str, str]]:
@@ -85,3 +86,26 @@ def test_real_cluster_host_config_from_proc_joined_with_wire_and_probe(tmp_path,
     for sources in conflict["evidence_sources"]:
         assert {e["source"] for e in sources} >= {"config", "probe"}
     assert not (a.findings["check"] == "kubelet-serving-cert-unverified").any()
+
+    # cipher suites: every real TLS server (Go's defaults, no flag set) refused each suite of Go's insecure list
+    # the sweep offered (a lost packet can only make a suite look refused, never accepted)
+    probed = pd.read_parquet(probe_dir / "probe.parquet")
+    swept = probed[probed["versions_accepted"].map(lambda v: v is not None and "TLS 1.2" in list(v))]
+    assert set(swept["target"]) >= {"apiserver", "kubelet"}
+    assert all(len(list(v)) == 0 for v in swept["weak_ciphers_accepted"]), swept[["target", "weak_ciphers_accepted"]]
+    assert not (a.findings["check"] == "tls-cipher-suites-weak").any()
+    # planted: the real apiserver's recorded command line as if --tls-cipher-suites listed an RSA key-exchange suite
+    cp1c = tmp_path / "cp1-ciphers" / "cp1"
+    cp1c.mkdir(parents=True)
+    hc2 = json.loads(json.dumps(manifests["cp1"]["host_config"]))
+    api2 = next(c for c in hc2["components"] if c["name"] == "kube-apiserver")
+    api2["cmdline"].append("--tls-cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_RSA_WITH_AES_128_GCM_SHA256")
+    (cp1c / "host_config.json").write_text(json.dumps({**hc2, "addresses": [cp_ip]}))
+    b = commpath.open(out, inventory=rec / "inventory.yaml", probe=probe_dir, host_config=[cp1c])
+    weak = b.findings[b.findings["check"] == "tls-cipher-suites-weak"]
+    assert "node-to-apiserver" in set(weak["path"])
+    assert set(weak["path"]) <= {"node-to-apiserver", "pod-to-apiserver", "control-plane-to-apiserver"}
+    for message, sources in zip(weak["message"], weak["evidence_sources"]):
+        assert "TLS_RSA_WITH_AES_128_GCM_SHA256" in message and "TLS_ECDHE_ECDSA" not in message
+        assert f"{cp_ip}:6443" in message
+        assert any(e["source"] == "config" and "cp1: kube-apiserver" in e["where"] for e in sources)

@@ -22,7 +22,7 @@ from commpath.lab.scenarios import SCENARIOS
 SPEC_CHECKS = {"tls-required", "plaintext-proxy", "proxy-unverified-tls", "client-cert-missing",
                "server-cert-untrusted", "cert-expired", "tls-version-weak", "ssh-tunnel-deprecated",
                "konnectivity-bypass", "konnectivity-direction", "kubelet-readonly-port", "cert-not-observable",
-               "kubelet-anonymous-auth"}   # the last: additive, docs/evidence.md (a probe settles it)
+               "kubelet-anonymous-auth", "tls-cipher-suites-weak"}   # the last two: additive, docs/evidence.md
 SPEC_PATHS = {"node-to-apiserver", "pod-to-apiserver", "control-plane-to-apiserver", "apiserver-to-kubelet",
               "apiserver-proxy", "ssh-tunnel", "konnectivity", "kubelet-readonly", "etcd", "unclassified", "other"}
 CP, NODES = "10.77.0.10", ("10.77.0.21", "10.77.0.22")

@@ -126,6 +126,7 @@ def cluster(tmp_path_factory):
         procs.append(_s_server(node1.cert, node1.key, client_ca.pair.cert, NODE1, kubelet_port))
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")     # TLS 1.2 suites outside Go's insecure list only
         ctx.load_cert_chain(node2.cert, node2.key)
         servers.append(_http_server(NODE2, kubelet_port, 401, ctx))
         servers.append(_http_server(NODE1, readonly_port, 200))
@@ -239,3 +240,26 @@ def test_an_inventory_without_endpoints_is_exit_2(tmp_path, capsys):
     inv.write_text("apiVersion: commpath/v1\nkind: Inventory\n")
     assert cli_main(["probe", "--inventory", str(inv), "--out", str(tmp_path / "o")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_cipher_sweep_offers_gos_insecure_list_and_the_check_names_the_suites_as_the_flags_do(cluster, probed):
+    """The sweep offers Go's crypto/tls InsecureCipherSuites() one at a time: the OpenSSL kubelet (every suite at
+    security level 0) accepts those its key allows, the Python one (ECDHE with AEAD suites only) none. The check
+    tls-cipher-suites-weak fires on the former alone and names the suites as --tls-cipher-suites spells them,
+    the same names its configuration side judges."""
+    from commpath.capture.probe_tls import INSECURE_CIPHER_SUITES, WEAK_CIPHERS
+    from commpath.check._config_kinds import cipher_suites_weak
+    from commpath.check.facts import flow_facts
+
+    assert set(WEAK_CIPHERS) == set(INSECURE_CIPHER_SUITES.values())
+    accepting = list(_row(probed, NODE1, cluster["kubelet_port"])["weak_ciphers_accepted"])
+    # the lab's keys are ECDSA: of Go's insecure suites only ECDHE-ECDSA ones can complete (CBC-SHA256 here)
+    assert "ECDHE-ECDSA-AES128-SHA256" in accepting and set(accepting) <= set(WEAK_CIPHERS)
+    assert list(_row(probed, NODE2, cluster["kubelet_port"])["weak_ciphers_accepted"]) == []
+    table = probed[1].reset_index(drop=True)
+    f = flow_facts(pd.DataFrame({"flow_id": pd.Series(dtype="int64")}), tables={"probe": table})
+    hits = cipher_suites_weak(f, {})
+    assert set(zip(hits.address, hits.port)) == {(NODE1, cluster["kubelet_port"])}
+    by_openssl = {v: k for k, v in INSECURE_CIPHER_SUITES.items()}
+    assert all(by_openssl[s] in hits.detail[0] for s in accepting)
+    assert hits.evidence[0][0]["source"] == "probe"

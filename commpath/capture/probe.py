@@ -1,11 +1,11 @@
 """The active probe: each inventory endpoint looked at from inside the cluster, with bounded connections.
 
 Per TLS target: one handshake (version, cipher, leaf), one ``openssl s_client`` (chain and
-CertificateRequest), a sweep of four versions and at most six weak TLS 1.2 suites; per kubelet two
-GETs without credentials (``/pods``, ``/healthz``); per read-only port one ``GET /healthz``. Only the
-addresses given are contacted, every connection has a timeout, the run stops opening connections at
-``max_connections``, and a target that hangs, resets or speaks something else gets one line and is
-left; the others are kept.
+CertificateRequest), a sweep of four versions and at most twelve weak TLS 1.2 suites (Go's insecure
+list); per kubelet two GETs without credentials (``/pods``, ``/healthz``); per read-only port one
+``GET /healthz``. Only the addresses given are contacted, every connection has a timeout, the run
+stops opening connections at ``max_connections``, and a target that hangs, resets or speaks something
+else gets one line and is left; the others are kept.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ PROBE_COLUMNS: dict[str, str] = {
     "versions_accepted": "object",     # list[str]: TLS versions the server completed a handshake with
     "versions_refused": "object",      # list[str]: versions it refused
     "min_version": "string",           # the lowest version accepted
-    "weak_ciphers_accepted": "object",  # list[str]: TLS 1.2 suites of the bounded weak set it accepted
+    "weak_ciphers_accepted": "object",  # list[str]: TLS 1.2 suites of Go's insecure list it accepted (OpenSSL names)
     "anonymous_pods_status": "Int32",  # HTTP status of GET /pods without credentials (kubelet)
     "anonymous_healthz_status": "Int32",  # HTTP status of GET /healthz without credentials (kubelet, read-only port)
 }

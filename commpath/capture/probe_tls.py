@@ -25,9 +25,26 @@ from dataclasses import dataclass, field
 #: versions the sweep tries, oldest first, as the check layer names them
 SWEEP_VERSIONS = (("TLS 1.0", ssl.TLSVersion.TLSv1), ("TLS 1.1", ssl.TLSVersion.TLSv1_1),
                   ("TLS 1.2", ssl.TLSVersion.TLSv1_2), ("TLS 1.3", ssl.TLSVersion.TLSv1_3))
-#: a short, bounded set of TLS 1.2 suites a hardened server refuses (3DES, RSA key exchange, SHA-1 CBC)
-WEAK_CIPHERS = ("ECDHE-RSA-DES-CBC3-SHA", "DES-CBC3-SHA", "AES128-SHA", "AES128-GCM-SHA256",
-                "ECDHE-RSA-AES128-SHA", "ECDHE-ECDSA-AES128-SHA")
+#: what "weak" means for cipher suites, here and in the hosts' configuration (``--tls-cipher-suites``): Go's
+#: crypto/tls ``InsecureCipherSuites()`` (Go 1.26, crypto/tls/cipher_suites.go: RSA key exchange, RC4, 3DES,
+#: CBC-SHA256), the stack every Kubernetes component serves TLS with. IANA name (as the flags take it) ->
+#: OpenSSL name (as the probe offers it).
+INSECURE_CIPHER_SUITES = {
+    "TLS_RSA_WITH_RC4_128_SHA": "RC4-SHA",
+    "TLS_RSA_WITH_3DES_EDE_CBC_SHA": "DES-CBC3-SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA256": "AES128-SHA256",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA": "ECDHE-ECDSA-RC4-SHA",
+    "TLS_ECDHE_RSA_WITH_RC4_128_SHA": "ECDHE-RSA-RC4-SHA",
+    "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA": "ECDHE-RSA-DES-CBC3-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256": "ECDHE-ECDSA-AES128-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256": "ECDHE-RSA-AES128-SHA256",
+}
+#: the sweep's TLS 1.2 suites, one handshake each: Go's insecure list (those this OpenSSL lacks stay untested)
+WEAK_CIPHERS = tuple(INSECURE_CIPHER_SUITES.values())
 VERSION_NAMES = {"TLSv1": "TLS 1.0", "TLSv1.1": "TLS 1.1", "TLSv1.2": "TLS 1.2", "TLSv1.3": "TLS 1.3",
                  "SSLv3": "SSL 3.0"}
 
@@ -271,6 +288,6 @@ def _subject(name: str):
         return DNSName(name)
 
 
-__all__ = ["Handshake", "SClient", "SWEEP_VERSIONS", "TargetError", "WEAK_CIPHERS", "client_context",
-           "connect", "handshake", "leaf_facts", "names_match", "parse_s_client", "s_client", "verify_chain",
-           "what_it_said"]
+__all__ = ["Handshake", "INSECURE_CIPHER_SUITES", "SClient", "SWEEP_VERSIONS", "TargetError", "WEAK_CIPHERS",
+           "client_context", "connect", "handshake", "leaf_facts", "names_match", "parse_s_client", "s_client",
+           "verify_chain", "what_it_said"]

@@ -10,10 +10,14 @@ its finding, on the path its target governs.
 
 from __future__ import annotations
 
+import json
 import re
 
+import numpy as np
+
+from ..capture.probe_tls import INSECURE_CIPHER_SUITES
 from ..decode.hostconfig import tls_version
-from .evidence import HostHits, entry, no_hits
+from .evidence import HostHits, entry, no_hits, probe_hits
 from .facts import FlowFacts
 from .kinds import TLS_ORDER, kind
 
@@ -272,5 +276,50 @@ def tls_min_version_weak(f: FlowFacts, params: dict) -> HostHits:
     return hits.result()
 
 
-__all__ = ["config_entry", "konnectivity_not_enforced", "kubelet_anonymous", "kubelet_ca_unset",
+def _suites(value: str | None) -> list[str]:
+    """A cipher-suite setting as names: a comma-separated flag or a config file's list (kept as JSON)."""
+    v = (value or "").strip()
+    if v.startswith("["):
+        try:
+            return [str(x).strip() for x in json.loads(v)]
+        except ValueError:
+            pass
+    return [x.strip() for x in v.strip("[]").split(",") if x.strip()]
+
+
+@kind("config-cipher-suites-weak", needs=("probe", "config"), host=True)
+def cipher_suites_weak(f: FlowFacts, params: dict) -> HostHits:
+    """A server configured to offer a suite of Go's crypto/tls ``InsecureCipherSuites()`` (config: kube-apiserver
+    ``--tls-cipher-suites``, kubelet ``tlsCipherSuites``, etcd ``--cipher-suites``), or that completed a TLS 1.2
+    handshake offering only one of them (probe: its sweep offers the same list). Unset means Go's defaults,
+    which contain none of them."""
+    config = _config(f)
+    hits = _Hits()
+    servers = {"kube-apiserver": ("--tls-cipher-suites", "apiserver", _apiserver_endpoints),
+               "kubelet": ("tlsCipherSuites", "kubelet", _kubelet_endpoints),
+               "etcd": ("cipher-suites", "etcd", _etcd_endpoints)}
+    insecure = {k.upper() for k in INSECURE_CIPHER_SUITES}
+    for p in (_processes(config) if config is not None else {}).values():
+        if p["component"] not in servers:
+            continue
+        key, target, endpoints = servers[p["component"]]
+        weak = [s for s in _suites(_value(p, key)) if s.upper() in insecure]
+        if not weak:
+            continue
+        ev = [config_entry(p, [key], f": {', '.join(weak)} on Go's insecure list")]
+        for a, port in endpoints(p):
+            hits.add(target, "responder", a, port, f"config: {p['host']} {p['component']} offers {', '.join(weak)}",
+                     ev, _group(p))
+    probe = f.tables.get("probe")
+    if probe is not None and len(probe) and "weak_ciphers_accepted" in probe:
+        by_openssl = {v: k for k, v in INSECURE_CIPHER_SUITES.items()}
+        accepted = [[by_openssl.get(str(x), str(x)) for x in v] if v is not None and not isinstance(v, float) else []
+                    for v in probe["weak_ciphers_accepted"]]
+        mask = np.array([bool(a) for a in accepted], bool)
+        hits.add_hits(probe_hits(probe, mask, [f"probe: the server accepts {', '.join(a)} (Go's insecure list)"
+                                               for a in accepted if a]))
+    return hits.result()
+
+
+__all__ = ["cipher_suites_weak", "config_entry", "konnectivity_not_enforced", "kubelet_anonymous", "kubelet_ca_unset",
            "kubelet_rotation_off", "said", "tls_min_version_weak", "where"]

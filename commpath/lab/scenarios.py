@@ -35,7 +35,7 @@ class Scenario:
     etcd_plaintext: bool = False            # etcd also serves clients in plain HTTP on 127.0.0.1, the apiserver uses it
     konn_server_dials: tuple[str, ...] = ()  # nodes whose Konnectivity agent listens and the server dials it
     expected: tuple[Finding, ...] = ()
-    absent: tuple[str, ...] = ()            # checks that must not fire
+    absent: tuple[str, ...] = ()            # checks that must not fire (every peer serves Go's default suites)
     notes: list[str] = field(default_factory=list)
 
 
@@ -57,7 +57,7 @@ SCENARIOS = {
             _ANONYMOUS,
         ),
         absent=("ssh-tunnel-deprecated", "kubelet-readonly-port", "konnectivity-bypass", "cert-expired",
-                "tls-version-weak"),
+                "tls-version-weak", "tls-cipher-suites-weak"),
     ),
     "hardened": Scenario(
         "hardened", "CA-signed kubelet certificates verified by the apiserver, all control-plane to node "
@@ -69,7 +69,8 @@ SCENARIOS = {
         ),
         absent=("plaintext-proxy", "proxy-unverified-tls", "server-cert-untrusted", "client-cert-missing",
                 "cert-expired", "tls-version-weak", "ssh-tunnel-deprecated", "konnectivity-bypass",
-                "konnectivity-direction", "kubelet-readonly-port", "tls-required", "kubelet-anonymous-auth"),
+                "konnectivity-direction", "kubelet-readonly-port", "tls-required", "kubelet-anonymous-auth",
+                "tls-cipher-suites-weak"),
     ),
     "legacy": Scenario(
         "legacy", "SSH tunnels carry apiserver to kubelet traffic, TLS 1.2 at most, kubelet read-only port on",
@@ -81,7 +82,8 @@ SCENARIOS = {
             Finding("proxy-unverified-tls", "apiserver-proxy"),
             _ANONYMOUS,
         ),
-        absent=("konnectivity-bypass", "cert-expired", "tls-version-weak", "client-cert-missing"),
+        absent=("konnectivity-bypass", "cert-expired", "tls-version-weak", "client-cert-missing",
+                "tls-cipher-suites-weak"),
     ),
     "broken": Scenario(
         "broken", "Konnectivity enabled yet node2 is reached directly (bypass) with an expired kubelet "
@@ -94,7 +96,7 @@ SCENARIOS = {
             Finding("konnectivity-bypass", "apiserver-to-kubelet", why="apiserver dials node2:10250 directly"),
             _ANONYMOUS,
         ),
-        absent=("ssh-tunnel-deprecated", "kubelet-readonly-port", "tls-version-weak"),
+        absent=("ssh-tunnel-deprecated", "kubelet-readonly-port", "tls-version-weak", "tls-cipher-suites-weak"),
     ),
     "verified": Scenario(
         "verified", "CA-signed kubelet serving certificates verified by the apiserver on direct connections "
@@ -111,7 +113,7 @@ SCENARIOS = {
         ),
         absent=("server-cert-untrusted", "cert-expired", "client-cert-missing", "tls-version-weak",
                 "ssh-tunnel-deprecated", "kubelet-readonly-port", "plaintext-proxy", "proxy-unverified-tls",
-                "kubelet-anonymous-auth"),
+                "kubelet-anonymous-auth", "tls-cipher-suites-weak"),
     ),
 }
 

@@ -65,7 +65,8 @@ class RealScenario:
                 reached.setdefault(c["path"], set()).add(by_ip[ip])
         out = []
         for path, names in sorted(reached.items()):
-            self_signed = sorted(n for n in names if not self.server_tls_bootstrap and n not in self.expired_serving_nodes)
+            self_signed = sorted(n for n in names
+                                 if not self.server_tls_bootstrap and n not in self.expired_serving_nodes)
             expired = sorted(names & set(self.expired_serving_nodes))
             if self_signed:
                 out.append({"check": "server-cert-untrusted", "path": path, "when": "with-probe",
@@ -79,10 +80,10 @@ class RealScenario:
         return out
 
     def probe_absent(self) -> list[str]:
-        """Checks a probe must not fire: anonymous auth and TLS below 1.2 are off in every real scenario, the
-        read-only port where no node opens it, a kubelet CA conflict where no --kubelet-certificate-authority is
-        set or every kubelet serves from that CA."""
-        out = ["kubelet-anonymous-auth", "tls-min-version-weak", "kubelet-ca-conflict"]
+        """Checks a probe must not fire: anonymous auth, TLS below 1.2 and Go's insecure cipher suites (every server
+        keeps Go's defaults) are off in every real scenario, the read-only port where no node opens it, a kubelet CA
+        conflict where no --kubelet-certificate-authority is set or every kubelet serves from that CA."""
+        out = ["kubelet-anonymous-auth", "tls-min-version-weak", "kubelet-ca-conflict", "tls-cipher-suites-weak"]
         if not self.read_only_nodes:
             out.append("kubelet-read-only-port")
         return out
