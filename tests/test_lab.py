@@ -238,3 +238,12 @@ def test_step_by_step_commands(tmp_path):
     for host in ("cp1", "node1", "node2"):
         m = json.loads((out / host / "manifest.json").read_text())
         assert m["status"] == "complete" and m["stop_reason"] == "SIGINT" and m["packets_captured"] > 0
+
+
+def test_probe_option_goes_with_the_real_lab_run_only(capsys):
+    """`lab ... --probe DIR` is one clear line and exit 2 where nothing would probe (before anything starts)."""
+    from commpath.cli import main as cli_main
+    assert cli_main(["lab", "run", "--probe", "/nonexistent/p", "--out", "/nonexistent/o", "--name", "cpnop"]) == 2
+    assert cli_main(["lab", "up", "--kind", "real", "--probe", "/nonexistent/p", "--name", "cpnop"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("--probe" in line for line in err)

@@ -13,6 +13,8 @@ def main(args) -> int:
     if getattr(args, "kind", "emulated") == "real":
         from .real.cli import main as real_main
         return real_main(args)
+    if getattr(args, "probe", None):
+        raise CommpathError("lab: --probe is for `lab run --kind real` (probe the emulated lab with `commpath probe`)")
     lab = Lab(args.name)
     out = Path(args.out) if args.out else None
     if args.action == "up":

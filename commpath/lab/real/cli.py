@@ -12,6 +12,8 @@ from .cluster import RealLab
 
 
 def main(args) -> int:
+    if getattr(args, "probe", None) and args.action != "run":
+        raise CommpathError("lab: --probe goes with `lab run --kind real`")
     lab = RealLab(args.name)
     out = Path(args.out) if args.out else None
     if args.action == "up":
