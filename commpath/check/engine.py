@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..classify.catalog import judged_path_ids
 from ..decode.schema import conform, empty_frame
@@ -106,8 +107,11 @@ def _finding_table(findings: list[dict]):
     for name, values in columns.items():
         if isinstance(values, pa.Array):         # text made in Arrow stays there (no object per finding)
             columns[name] = pd.array(values, dtype=FINDING_COLUMNS.get(name, "string"))
+        elif FINDING_COLUMNS.get(name) == "category":   # sorted categories, as astype("category") makes them
+            columns[name] = pd.Categorical(values)
     fdf = pd.DataFrame(columns)
-    rank = -fdf["severity"].map(SEVERITY_RANK).to_numpy()
+    severity = fdf["severity"].cat
+    rank = -np.array([SEVERITY_RANK[s] for s in severity.categories], np.int64)[severity.codes.to_numpy()]
     order = np.lexsort((fdf["_first"].to_numpy(), _sort_codes(fdf["capture"]), _sort_codes(fdf["path"]),
                         _sort_codes(fdf["check"]), rank))
     fdf = fdf.iloc[order].drop(columns=["_first"]).reset_index(drop=True)
@@ -115,10 +119,19 @@ def _finding_table(findings: list[dict]):
 
 
 def _sort_codes(column) -> np.ndarray:
-    """Integer codes of a text column that sort as its texts do."""
+    """Integer codes of a text column that sort as its texts do (-1 for a missing text): the codes of
+    sorted categories, or the rank of each distinct value of the Arrow dictionary encoding."""
     import pandas as pd
-    codes, _ = pd.factorize(column.astype(object), sort=True)
-    return codes
+    if isinstance(column.dtype, pd.CategoricalDtype) and column.cat.categories.is_monotonic_increasing:
+        return column.cat.codes.to_numpy(np.int64)
+    arr = pa.array(column, from_pandas=True)
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    encoded = pc.dictionary_encode(pc.cast(arr, pa.large_string()))
+    distinct = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
+    rank = np.empty(len(distinct) + 1, np.int64)
+    rank[np.argsort(distinct, kind="stable")] = np.arange(len(distinct))
+    rank[-1] = -1
+    return rank[pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)]
 
 
 def _path_table(policy: Policy, f: FlowFacts, findings: list[dict], unknown_needs: dict[str, list[str]]):
