@@ -87,9 +87,12 @@ def load_audit(path: Path) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    # one row per request: its received time and the latest stage time (long-running verbs)
+    # one row per request: its received time and the latest stage time (long-running verbs); in the order the
+    # apiserver received them, so that "the first requests open at a connection's start" do not depend on the
+    # random audit ids groupby sorts by
     return (df.sort_values("done").groupby("audit_id", as_index=False)
-              .agg({**{c: "first" for c in df.columns if c not in ("audit_id", "done")}, "done": "max"}))
+              .agg({**{c: "first" for c in df.columns if c not in ("audit_id", "done")}, "done": "max"})
+              .sort_values(["received", "audit_id"], ignore_index=True))
 
 
 def _ep(ip: str, port) -> str:
