@@ -87,7 +87,14 @@ def normalize_ips(ips: pd.Series) -> pd.Series:
     """Canonical address text (per unique value), so inventory and flows compare equal."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    codes, uniques = pd.factorize(ips.astype("string").fillna(""))
+    text = ips.astype("string").fillna("")
+    # usually every distinct text is canonical (or no address at all): the column is its own answer,
+    # with no Python string made per distinct address
+    distinct = pc.unique(_arrow_text(text))
+    odd = distinct.filter(pc.invert(pc.match_substring_regex(distinct, _CANONICAL_V4))).to_pylist()
+    if all(_canonical(u) == u for u in odd):
+        return text.rename(None)
+    codes, uniques = pd.factorize(text)
     uniques = np.asarray(uniques, dtype=object)
     # one regex pass in Arrow spares ipaddress the (usually all) addresses that are canonical already
     plain = pc.match_substring_regex(pa.array(uniques, pa.string()), _CANONICAL_V4).to_numpy(zero_copy_only=False)
@@ -99,6 +106,19 @@ def normalize_ips(ips: pd.Series) -> pd.Series:
             pass
     arr = canon[np.where(codes < 0, 0, codes)] if len(canon) else np.array([], object)
     return pd.Series(arr, index=ips.index, dtype="string")
+
+
+def _arrow_text(text: pd.Series):
+    import pyarrow as pa
+    arr = pa.array(text.array, from_pandas=True)
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+def _canonical(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return text
 
 
 def endpoint_keys(ips: pd.Series, ports: pd.Series) -> pd.Series:
