@@ -41,21 +41,21 @@ class FlowKeys:
 
     capture: np.ndarray         # int codes into capture_names
     capture_names: list[str]
-    src: np.ndarray             # int codes into addresses
+    src: np.ndarray             # int codes into address_text
     dst: np.ndarray
-    addresses: np.ndarray       # object: address texts
+    address_text: pa.Array      # the distinct address texts, gathered by code without a Python object each
     dst_port: np.ndarray
     src_port: np.ndarray
     first_frame: np.ndarray
     last_frame: np.ndarray
     flow_id: np.ndarray
     ip_version: np.ndarray
-    transport: np.ndarray       # object: "tcp" | "udp" | ...
-    address_text: pa.Array = None   # ``addresses`` as Arrow text, gathered by code without a Python object each
+    udp: np.ndarray             # bool: the connection is UDP (its display filter says udp.port)
 
-    def __post_init__(self) -> None:
-        if self.address_text is None:
-            self.address_text = pa.array(np.asarray(self.addresses, dtype=object), pa.large_string())
+    @property
+    def addresses(self) -> np.ndarray:
+        """The distinct address texts as Python strings (made when a host-level check asks)."""
+        return self.address_text.to_numpy(zero_copy_only=False).astype(object, copy=False)
 
 
 def flow_keys(flows) -> FlowKeys:
@@ -69,11 +69,10 @@ def flow_keys(flows) -> FlowKeys:
     def ints(name, dtype=np.int64):
         return flows[name].to_numpy(dtype=dtype, na_value=0) if name in flows else np.zeros(n, dtype)
     return FlowKeys(capture=cap_codes, capture_names=[str(c) for c in cap_names], src=ip_codes[:n],
-                    dst=ip_codes[n:], addresses=ips.to_numpy(object), dst_port=ints("dst_port"),
+                    dst=ip_codes[n:], address_text=_arrow_text(ips.array), dst_port=ints("dst_port"),
                     src_port=ints("src_port"), first_frame=ints("first_frame"), last_frame=ints("last_frame"),
                     flow_id=ints("flow_id"), ip_version=ints("ip_version"),
-                    transport=flows["transport"].astype("string").fillna("").to_numpy(object),
-                    address_text=_arrow_text(ips.array) if len(ips) else None)
+                    udp=flows["transport"].astype("string").eq("udp").fillna(False).to_numpy(bool))
 
 
 def _arrow_text(values) -> pa.Array:
@@ -119,7 +118,7 @@ def _clauses(keys: FlowKeys, rows: np.ndarray, src: pa.Array, dst: pa.Array) -> 
     """:func:`display_filter` of the connections at ``rows`` (``src``/``dst``: their address texts)."""
     v6 = (keys.ip_version[rows] == 6) | pc.match_substring(src, ":").to_numpy(zero_copy_only=False)
     ipf = _text(np.where(v6, "ipv6.addr", "ip.addr"))
-    tp = _text(np.where(keys.transport[rows] == "udp", "udp", "tcp"))
+    tp = _text(np.where(keys.udp[rows], "udp", "tcp"))
     return _join(ipf, "==", src, " && ", ipf, "==", dst, " && ", tp, ".port==", _text(keys.src_port[rows]),
                  " && ", tp, ".port==", _text(keys.dst_port[rows]), " && frame.number>=",
                  _text(keys.first_frame[rows]), " && frame.number<=", _text(keys.last_frame[rows]))
