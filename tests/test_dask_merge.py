@@ -16,7 +16,7 @@ from commpath.decode.merge import (adopt_labels, estimate_clock_offsets, handsha
                                    offsets_from_pairs)
 from commpath.decode.schema import FLOW_COLUMNS
 from commpath.distributed._frames import concat_parts
-from commpath.distributed._merge import merge_part, pairs_of, socket_parts, split
+from commpath.distributed._merge import merge_part, pairs_of, socket_parts, split, together
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTURES = REPO / "captures"
@@ -41,11 +41,12 @@ def test_merge_by_socket_parts_equals_the_whole_run(scenario, n):
     cut = [split((c, handshake_preference(c, hs.tls)), n) for c in captures]
     pieces = [[parts[p] for parts in cut] for p in range(n)]
     assert sum(len(f) for parts in cut for f, _ in parts) == len(classified)
-    pairs = [pairs_of(pieces[p], cap.captures) for p in range(n)]
+    parts = [together(pieces[p]) for p in range(n)]
+    pairs = [pairs_of(parts[p], cap.captures) for p in range(n)]
     reduced = offsets_from_pairs(pd.concat([t for t, _ in pairs]), set().union(*(h for _, h in pairs)), cap.captures)
     assert_frame_equal(reduced, offsets, check_exact=True)
     assert_frame_equal(reduced, estimate_clock_offsets(classified, cap.captures), check_exact=True)
-    merged = concat_parts([merge_part(pieces[p], cap.captures, reduced) for p in range(n)], FLOW_COLUMNS)
+    merged = concat_parts([merge_part(parts[p], cap.captures, reduced) for p in range(n)], FLOW_COLUMNS)
     merged = merged.sort_values(["ts_start_aligned", "flow_id"], kind="stable").reset_index(drop=True)
     assert_frame_equal(merged, whole, check_exact=True)
 

@@ -44,25 +44,26 @@ def piece(parts: list, p: int):
     return parts[p]
 
 
-def _together(pieces: list[tuple[pd.DataFrame, pd.Series]]) -> tuple[pd.DataFrame, pd.Series]:
-    """One part's rows of every capture, in capture order (as the whole run's rows are ordered)."""
+def together(pieces: list[tuple[pd.DataFrame, pd.Series]]) -> tuple[pd.DataFrame, pd.Series]:
+    """One part's rows of every capture, in capture order (as the whole run's rows are ordered),
+    and their merge preference: the input of :func:`pairs_of` and :func:`merge_part`."""
     frames = [f.copy(deep=False) for f, _ in pieces]        # dtypes are unified in place: not the inputs'
     flows = concat_parts(frames, {**FLOW_COLUMNS, **CLASSIFY_COLUMNS})
     prefs = [s for _, s in pieces if len(s)]
     return flows, (pd.concat(prefs) if prefs else pd.Series(dtype=float))
 
 
-def pairs_of(pieces: list, captures: pd.DataFrame) -> tuple[pd.DataFrame, set[str]]:
+def pairs_of(part: tuple[pd.DataFrame, pd.Series], captures: pd.DataFrame) -> tuple[pd.DataFrame, set[str]]:
     """The part's clock pairs (``decode.merge.clock_pairs``)."""
-    flows, _ = _together(pieces)
+    flows, _ = part
     if flows.empty:
         return pd.DataFrame({"host_a": [], "host_b": [], "diff": [], "sign": []}), set()
     return clock_pairs(flows, captures)
 
 
-def merge_part(pieces: list, captures: pd.DataFrame, offsets: pd.DataFrame) -> pd.DataFrame:
+def merge_part(part: tuple[pd.DataFrame, pd.Series], captures: pd.DataFrame, offsets: pd.DataFrame) -> pd.DataFrame:
     """The part's connections merged with the run's clock ``offsets``, labelled as ``_pipeline`` labels them."""
-    flows, preference = _together(pieces)
+    flows, preference = part
     if flows.empty:
         return flows
     merged, _, _ = merge_run(flows, captures, offsets=offsets, preference=preference)

@@ -200,19 +200,21 @@ def _merged_on_workers(client, classified: dict, live: list[int], names: list[st
     ``decode.merge.merge_run`` sorts them."""
     from ..decode.merge import offsets_from_pairs
     from ..present.progress import progress as bar
-    from ._merge import merge_part, pairs_of, parts_count, piece, split
+    from ._merge import merge_part, pairs_of, parts_count, piece, split, together
     n = parts_count(client, len(live))
     cut = {i: client.submit(split, classified[i], n, pure=False) for i in live}
     pieces = [[client.submit(piece, cut[i], p, pure=False) for i in live] for p in range(n)]
+    parts = [client.submit(together, pieces[p], pure=False) for p in range(n)]
     label = [f"socket part {p}" for p in range(n)]
-    pairs = _collect(client, {client.submit(pairs_of, pieces[p], captures, pure=False): p for p in range(n)},
+    pairs = _collect(client, {client.submit(pairs_of, parts[p], captures, pure=False): p for p in range(n)},
                      label, "merging it")
+    del cut, pieces      # released (not cancelled: that would cancel the parts made from them too)
     hosts = set().union(*(h for _, h in pairs))
     offsets = offsets_from_pairs(pd.concat([t for t, _ in pairs], ignore_index=True), hosts, captures)
     with bar(total=n, desc="merge", unit="part", enabled=progress, leave=False) as shown:
-        merged = _collect(client, {client.submit(merge_part, pieces[p], captures, offsets, pure=False): p
+        merged = _collect(client, {client.submit(merge_part, parts[p], captures, offsets, pure=False): p
                                    for p in range(n)}, label, "merging it", shown.update)
-    _cancel(client, [*cut.values(), *(f for fs in pieces for f in fs)])
+    _cancel(client, parts)
     flows = _concat(merged, FLOW_COLUMNS)
     flows = flows.sort_values(["ts_start_aligned", "flow_id"], kind="stable").reset_index(drop=True)
     return flows, offsets
