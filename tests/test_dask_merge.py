@@ -64,3 +64,28 @@ def test_socket_parts_hold_a_connection_seen_before_and_after_dnat_together():
     for n in (2, 5, 16):
         parts = socket_parts(twins, n)
         assert twins.assign(p=parts).groupby(["src_ip", "src_port"], observed=True)["p"].nunique().max() == 1
+
+
+def test_vantage_points_text_is_the_json_modules():
+    """report.json's vantage points, written per key in Arrow for many-host runs, are the json module's
+    text, also for nulls, NaN, escapes, numpy integers and a column mixing integers and floats."""
+    import json
+
+    import numpy as np
+
+    from commpath.present._json_columns import _vantage_column
+    from commpath.present.report_json import VANTAGE_KEYS, _value
+    indent = " " * 6
+    cells = [
+        [{"host": "cp1", "capture": "cp1/eth0.pcap", "flow_id": 1, "first_frame": 3, "ts_start": 1700000000.123456}],
+        [], None,
+        [{"host": 'n"1', "capture": "é\\x", "flow_id": 2, "first_frame": 4, "ts_start": 2.0},
+         {"host": None, "capture": "c", "flow_id": 3, "first_frame": 5, "ts_start": float("nan")}],
+        [{"host": "x\n\x01", "capture": "c", "flow_id": np.int64(7), "first_frame": 9, "ts_start": 1e-7}],
+        [{"host": "h", "capture": "c", "flow_id": 7, "first_frame": 9, "ts_start": 1},
+         {"host": "h", "capture": "c", "flow_id": 8, "first_frame": 9, "ts_start": 1.5}],
+    ]
+    for batch in (cells, cells[:1], cells[1:3], cells[3:5]):
+        expected = [json.dumps([{k: _value(vp.get(k)) for k in VANTAGE_KEYS} for vp in v] if isinstance(v, list) else [],
+                               indent=2, ensure_ascii=False).replace("\n", "\n" + indent) for v in batch]
+        assert _vantage_column(batch, VANTAGE_KEYS, indent).to_pylist() == expected

@@ -176,11 +176,50 @@ def _flow_batch(flows, keys: list[str], vantage_keys: list[str], last: bool) -> 
     indent = " " * 6
     fields = [(k, column(flows, k, indent)) for k in keys]
     if "vantage_points" in flows:
-        from .report_json import _value
-        vps = [[{key: _value(vp.get(key)) for key in vantage_keys} for vp in v] if isinstance(v, (list, tuple)) else []
-               for v in flows["vantage_points"]]
-        fields.append(("vantage_points", _python_column(vps, indent)))
+        fields.append(("vantage_points", _vantage_column(flows["vantage_points"].tolist(), vantage_keys, indent)))
     return records(fields, len(flows), 2, last)
+
+
+def _vantage_column(cells: list, keys: list[str], indent: str) -> pa.Array:
+    """Merged flows' vantage points (lists of dicts of scalars) as JSON text: each key's values of
+    every vantage point as one Arrow column; through the json module when a value is not a plain
+    text, integer, float or boolean (a merged run has a few vantage points per connection, each
+    written as ``json.dumps`` would: it was most of report.json's time on many hosts)."""
+    lists = [v if isinstance(v, (list, tuple)) else [] for v in cells]
+    flat = [vp for v in lists for vp in v]
+    texts = _vantage_texts(flat, keys) if all(type(vp) is dict for vp in flat) else None
+    if texts is None:
+        from .report_json import _value
+        return _python_column([[{k: _value(vp.get(k)) for k in keys} for vp in v] for v in lists], indent)
+    inner, item = indent + "  ", indent + "    "
+    parts = [_s(inner + "{\n")]
+    for j, k in enumerate(keys):
+        parts += [_s(("" if j == 0 else ",\n") + f'{item}"{k}": '), texts[k]]
+    entries = pc.binary_join_element_wise(*parts, _s("\n" + inner + "}"), _s("")) if flat else pa.array([], STR)
+    offsets = pa.array(np.r_[0, np.cumsum([len(v) for v in lists])].astype(np.int32))
+    body = pc.binary_join(pa.ListArray.from_arrays(offsets, entries), _s(",\n"))
+    text = pc.binary_join_element_wise(_s("[\n"), body, _s("\n" + indent + "]"), _s(""))
+    empty = pa.array(np.fromiter((len(v) == 0 for v in lists), bool, len(lists)))
+    return pc.if_else(empty, _s("[]"), text)
+
+
+def _vantage_texts(flat: list[dict], keys: list[str]) -> dict[str, pa.Array] | None:
+    """Each key's JSON texts over ``flat`` (None: a value the Arrow path does not write as json does)."""
+    out = {}
+    for k in keys:
+        values = [vp.get(k) for vp in flat]
+        try:
+            arr = pa.array(values, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            return None
+        t = arr.type
+        if pa.types.is_floating(t) and any(type(v) is int for v in values):   # 1 would be written 1.0
+            return None
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t)
+                or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_null(t)):
+            return None
+        out[k] = _json_text(arr, "")
+    return out
 
 
 def finding_records(findings):
