@@ -5,7 +5,8 @@ timestamp moved on by one rotation period, so every file is new content (the wat
 and capture time advances like a ring that rotates every ``--period`` seconds. A ring of ``--ring`` files is
 kept on disk (the oldest deleted, as dumpcap's ring does). The watch runs in this process, one pass per
 arriving file, /metrics rendered after each pass (as a scrape would). Prints RSS at each tenth of the run,
-the ratio of the last tenth's RSS to the second tenth's (flat: about 1.0), and decode / judge latencies.
+the ratio of the last tenth's RSS to the second tenth's (flat: about 1.0), the least-squares slope of RSS
+per file from the second tenth on (flat: about 0), and decode / judge latencies.
 
     python benchmarks/watch_soak.py --files 1000
 """
@@ -103,6 +104,10 @@ def main() -> int:
         "files": args.files, "seconds": round(elapsed, 1),
         "rss_mb": [[n, round(r, 1)] for n, r, _, _ in samples],
         "rss_ratio_last_to_second_tenth": round(samples[-1][1] / samples[1][1], 3) if len(samples) > 1 else None,
+        # least-squares slope of RSS over files, from the second tenth on (the first holds the warm-up)
+        "rss_slope_kb_per_file": (round(statistics.linear_regression([n for n, *_ in samples[1:]],
+                                                                     [r * 1024 for _, r, *_ in samples[1:]]).slope, 2)
+                                  if len(samples) > 2 else None),
         **{f"{name}_ms_p50": round(1e3 * statistics.median(xs), 1) for name, xs in timed.items()},
         **{f"{name}_ms_p95": round(1e3 * q(xs, n=20)[18], 1) for name, xs in timed.items()},
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

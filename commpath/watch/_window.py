@@ -128,7 +128,8 @@ class Window:
         captures = conform(pd.DataFrame(rows), CAPTURE_COLUMNS) if rows else empty_frame(CAPTURE_COLUMNS)
         tls = conform(hs.tls.copy(), {**TLS_COLUMNS, **TLS_EXTRA})
         certs = conform(hs.certs.copy(), CERT_COLUMNS)
-        warnings = [f"{r.file}: {w}" for r in captures.itertuples() for w in r.warnings]
+        # zip, not itertuples: that makes a namedtuple class per call, garbage only a full collection frees
+        warnings = [f"{file}: {w}" for file, ws in zip(captures["file"], captures["warnings"]) for w in ws]
         analysis = judge(flow_df, captures, tls, certs, hs.ssh, hs.http, inventory=inventory, policy=policy, ca=ca,
                          keylog=keylog, merge=merge, warnings=warnings, facts=facts)
         return analysis, ranges
