@@ -118,24 +118,19 @@ class _PathMemo:
         self.bounds = sorted(bounds)
         self.results: dict[int, tuple[bool, str | None]] = {}
 
-    def same(self, leaf, inters, cas) -> bool:
-        return self.leaf is leaf and self.cas is cas and len(self.inters) == len(inters) \
-            and all(a is b for a, b in zip(self.inters, inters))
 
-
-_PATHS_MAX = 512                     # chains remembered (their certificates are kept alive with them)
-_PATHS: BoundedMemo = BoundedMemo(_PATHS_MAX)
-
-
-_PATHS_MAX = 512                     # chains remembered (their certificates are kept alive with them)
+#: chains remembered (their certificates are kept alive with them); keyed by content (certificates compare
+#: and hash by their DER), so a caller that parses the same certificates again (a watch judging its window
+#: after every file) finds its entries instead of filling the memo with copies until it is cleared
+_PATHS_MAX = 512
 _PATHS: BoundedMemo = BoundedMemo(_PATHS_MAX)
 
 
 def _cached_path(cert, inters, cas, at, eku) -> tuple[bool, str | None, str | None]:
-    """:func:`_build_path`, remembered for chains seen before (same objects, same validity state)."""
-    key = (id(cert), tuple(map(id, inters)), id(cas), eku.dotted_string)
+    """:func:`_build_path`, remembered for chains seen before (same certificates, same validity state)."""
+    key = (cert, tuple(inters), tuple(cas), eku.dotted_string)
     memo = _PATHS.get(key)
-    if memo is None or not memo.same(cert, inters, cas):
+    if memo is None:
         memo = _PATHS.remember(key, _PathMemo(cert, inters, cas))
     slot = bisect_right(memo.bounds, at)
     result = memo.results.get(slot)
@@ -291,14 +286,11 @@ _NAMES: BoundedMemo = BoundedMemo(_PATHS_MAX)
 
 
 def _cached_name_error(cert: x509.Certificate, name: str | None, ip: str | None) -> str | None:
-    """:func:`_name_error`, remembered per (certificate object, name, address)."""
-    key = (id(cert), name, ip)
-    hit = _NAMES.get(key)
-    if hit is not None and hit[0] is cert:
-        return hit[1]
-    err = _name_error(cert, name, ip)
-    _NAMES.remember(key, (cert, err))
-    return err
+    """:func:`_name_error`, remembered per (certificate, name, address), the certificate by content."""
+    key = (cert, name, ip)
+    if key in _NAMES:
+        return _NAMES[key]
+    return _NAMES.remember(key, _name_error(cert, name, ip))
 
 
 def _name_error(cert: x509.Certificate, name: str | None, ip: str | None) -> str | None:
