@@ -88,8 +88,21 @@ def terminate(proc, timeout: float = 5) -> None:
             proc.wait(timeout=timeout)
 
 
-def stop_tcpdump(proc, settle: float = 0.3) -> None:
-    """Let the last packets reach the file, then stop tcpdump."""
+def stop_tcpdump(proc, settle: float = 0.3, pcap: Path | None = None, ended: int = 0, timeout: float = 60.0) -> None:
+    """Let the last packets reach the file, then stop tcpdump. With ``pcap`` and ``ended``: first wait (bounded)
+    until the file holds that many TCP connections closed by FIN or RST, since on a loaded machine tcpdump may
+    not have read the last packets yet when the clients are done (``-U`` writes each packet as it reads it)."""
     import time
+    if pcap is not None and ended:
+        import commpath
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                flows = commpath.read(str(pcap)).flows
+                if int(flows["end_state"].isin(["fin", "rst"]).sum()) >= ended:
+                    break
+            except Exception:   # noqa: BLE001 - a record still being written: read again
+                pass
+            time.sleep(0.2)
     time.sleep(settle)
     terminate(proc)

@@ -176,7 +176,7 @@ def test_starttls_connections_are_tls_upgraded_from_their_protocol(tmp_path):
             thread.join(timeout=30)
             assert not thread.is_alive() and not errors, (proto, errors)
     finally:
-        stop_tcpdump(dump)
+        stop_tcpdump(dump, pcap=pcap, ended=len(ports))
     cap = commpath.read(str(pcap))
     h = analyze_handshakes(cap)
     flows = cap.flows.set_index("flow_id")
