@@ -266,6 +266,13 @@ def test_cluster_capture_on_the_real_lab_scored_against_the_audit_log(agent_imag
     seen = threading.Condition()
     try:
         lab.up(capture_out=lab_out)
+        # the hand-run manifests of deploy/ pass the real apiserver's strict validation and admission (a server
+        # dry run; their namespace must exist for it, since a dry-run namespace is not there for the DaemonSets)
+        lab.kubectl("create", "namespace", "commpath-capture")
+        dry = lab.kubectl("apply", "--dry-run=server", "--validate=strict", "-f",
+                          str(REPO / "deploy" / "daemonset.yaml"), check=False)
+        lab.kubectl("delete", "namespace", "commpath-capture", "--wait=false")
+        assert dry.returncode == 0 and dry.stdout.count("(server dry run)") == 3, (dry.stdout, dry.stderr)
         lab.import_image(Path(agent_image["archive"]))
         cp = lab.topo.control_plane
         cmd = [sys.executable, "-m", "commpath", "cluster", "capture", "--kubeconfig", str(lab.dir / "admin.kubeconfig"),

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from commpath.capture.cluster import CAPABILITIES
 from commpath.cli import build_parser
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
@@ -37,10 +38,11 @@ def test_manifests_have_the_required_shape():
 def test_least_privilege_host_network_and_host_path():
     for ds in _daemonsets():
         pod = ds["spec"]["template"]["spec"]
-        assert pod["hostNetwork"] is True
+        assert pod["hostNetwork"] is True and pod["hostPID"] is True     # host_config read from the host's /proc
         (c,) = pod["containers"]
         sc = c["securityContext"]
-        assert sc["capabilities"] == {"drop": ["ALL"], "add": ["NET_RAW", "NET_ADMIN"]}
+        # the same capabilities `commpath cluster capture` gives its agents
+        assert sc["capabilities"] == {"drop": ["ALL"], "add": CAPABILITIES}
         assert sc.get("privileged") is False and sc.get("allowPrivilegeEscalation") is False
         vols = {v["name"]: v for v in pod["volumes"]}
         mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
@@ -71,15 +73,3 @@ def test_container_runs_a_valid_capture_command(role):
     assert args.command == "capture" and args.role == role and args.out == "/captures/node-x"
     assert args.duration == 600 and args.ring and args.max_size
     assert "exec sleep" in script  # keeps the files for `kubectl cp` instead of restarting the capture
-
-
-def test_kubectl_client_dry_run_when_a_cluster_is_reachable():
-    kubectl = shutil.which("kubectl")
-    if not kubectl:
-        pytest.skip("kubectl not installed")
-    probe = subprocess.run([kubectl, "version", "--request-timeout=2s"], capture_output=True, text=True, timeout=30)
-    if probe.returncode != 0:
-        pytest.skip("no reachable cluster: kubectl's client dry run needs API discovery")
-    res = subprocess.run([kubectl, "apply", "--dry-run=client", "-f", str(DEPLOY / "daemonset.yaml")],
-                         capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0, res.stderr
