@@ -184,7 +184,7 @@ def test_real_http_exchange_never_stores_the_token(tmp_path):
                                      headers={"Authorization": f"Bearer {SECRET}"})
         assert urllib.request.urlopen(req, timeout=5).read() == b"ok"
     finally:
-        stop_tcpdump(dump)
+        stop_tcpdump(dump, pcap=pcap, ended=1)
         server.shutdown()
         server.server_close()
     assert SECRET.encode() in pcap.read_bytes()       # the secret is on the wire ...

@@ -64,7 +64,7 @@ def record_resumed_ticket(tmp_path) -> tuple[Path, bool]:
         assert not thread.is_alive() and not errors, errors
     finally:
         lsock.close()
-        stop_tcpdump(dump)
+        stop_tcpdump(dump, pcap=pcap, ended=2)
     return pcap, resumed
 
 
@@ -106,7 +106,7 @@ def test_resumed_session_id_inherits_the_client_certificate(tmp_path):
         assert "Reused, TLSv1.2" in outputs[1], outputs[1][-500:]
     finally:
         terminate(server)
-        stop_tcpdump(dump)
+        stop_tcpdump(dump, pcap=pcap, ended=2)
     _assert_inherited(pcap)
 
 
