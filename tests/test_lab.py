@@ -9,6 +9,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -163,11 +164,19 @@ def test_ctrl_c_tears_everything_down(tmp_path):
     prefix = f"cpt-{secrets.token_hex(3)}"
     proc = subprocess.Popen([sys.executable, "-m", "commpath", "lab", "run", "--scenario", "legacy", "--name", prefix,
                              "--out", str(tmp_path / "out")], stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    for line in proc.stderr:  # interrupt while the captures run
-        if "capturing on" in line or time.monotonic() > deadline:
-            break
-    assert _namespaces(prefix)
+    # interrupt while the captures run: wait for the agents' line however long a loaded machine takes to get
+    # there (a watchdog bounds it), never at a time when the run may still be starting up
+    watchdog = threading.Timer(600, proc.kill)
+    watchdog.start()
+    seen: list[str] = []
+    try:
+        for line in proc.stderr:
+            seen.append(line)
+            if "capturing on" in line:
+                break
+    finally:
+        watchdog.cancel()
+    assert proc.poll() is None and _namespaces(prefix), "".join(seen)[-2000:]
     proc.send_signal(signal.SIGINT)
     rest = proc.stderr.read()
     proc.wait(timeout=60)
