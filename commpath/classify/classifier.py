@@ -44,13 +44,18 @@ def classify_with_view(flows: pd.DataFrame, tls: pd.DataFrame | None = None, inv
     out = flows.copy()
     feat = tls_features(out, tls, certs)
     view = build_view(out, feat, inventory)
-    masks = role_masks(out, feat, view, captures)
-    path, src_role, dst_role = apply_rules(masks, view, match_rules())
-    out["path"] = pd.Categorical(path, categories=path_ids())
-    out["src_role"] = pd.Categorical(src_role, categories=ROLES)
-    out["dst_role"] = pd.Categorical(dst_role, categories=ROLES)
-    out["roles_inferred"] = masks.inferred
+    label(out, role_masks(out, feat, view, captures), view)
     return out, view
+
+
+def label(flows: pd.DataFrame, masks: RoleMasks, view: ClusterView) -> None:
+    """Write ``path``, ``src_role``, ``dst_role`` and ``roles_inferred`` into ``flows`` from the catalog's rules
+    (shared by the single process and the Dask tasks, which classify one capture at a time)."""
+    path, src_role, dst_role = apply_rules(masks, view, match_rules())
+    flows["path"] = pd.Categorical(path, categories=path_ids())
+    flows["src_role"] = pd.Categorical(src_role, categories=ROLES)
+    flows["dst_role"] = pd.Categorical(dst_role, categories=ROLES)
+    flows["roles_inferred"] = masks.inferred
 
 
 def apply_rules(masks: RoleMasks, view: ClusterView, rules: list[tuple[str, list[dict]]],

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..classify import ROLES, path_ids
-from ..classify.catalog import match_rules
-from ..classify.classifier import apply_rules
+from ..classify.classifier import label
 from ..classify.roles import role_masks, twin_rows, view_rows
 from ..classify.view import tls_features
 from ..decode.merge import handshake_preference
@@ -49,10 +47,5 @@ def classify_part(prepared: tuple, view, vip: pd.DataFrame, captures: pd.DataFra
     with their merge preference."""
     flows, feat, preference = prepared
     out = flows.copy()
-    masks = role_masks(out, feat, view, captures, vip)
-    path, src_role, dst_role = apply_rules(masks, view, match_rules())
-    out["path"] = pd.Categorical(path, categories=path_ids())
-    out["src_role"] = pd.Categorical(src_role, categories=ROLES)
-    out["dst_role"] = pd.Categorical(dst_role, categories=ROLES)
-    out["roles_inferred"] = masks.inferred
+    label(out, role_masks(out, feat, view, captures, vip), view)
     return out, preference
