@@ -56,14 +56,20 @@ def _probe_table(probe_dir: Path) -> tuple[dict, pd.DataFrame]:
     return meta, pd.read_parquet(probe_dir / "probe.parquet")
 
 
+def _probed(scenario: str, tmp_path_factory):
+    """The session's recording of ``scenario`` with its probe: (recording, truth, probe folder, node -> address,
+    the probe table, its kubelet rows by address)."""
+    rec, truth, probe_dir = recording(scenario, tmp_path_factory)
+    _, table = _probe_table(probe_dir)
+    return rec, truth, probe_dir, _nodes(rec), table, table[table["target"] == "kubelet"].set_index("address")
+
+
 @needs_real_lab
 @pytest.mark.netns
 @pytest.mark.timeout(3600)
 def test_probe_inside_the_real_cluster_settles_the_kubelet_certificate(tmp_path, tmp_path_factory):
-    rec, truth, probe_dir = recording("default", tmp_path_factory)   # the recording scored in test_real_lab
-    nodes = _nodes(rec)
-    _, table = _probe_table(probe_dir)
-    kubelets = table[table["target"] == "kubelet"].set_index("address")
+    # the recording scored in test_real_lab
+    rec, truth, probe_dir, nodes, table, kubelets = _probed("default", tmp_path_factory)
     for node, ip in nodes.items():
         k = kubelets.loc[ip]
         assert pd.isna(k["error"]), (node, k["error"])
@@ -117,10 +123,7 @@ def test_probe_real_hardened_kubelets_serve_from_the_cluster_ca_and_refuse_anony
     """serverTLSBootstrap (CSRs the lab approves) and --kubelet-certificate-authority: the probe verifies each
     kubelet's serving chain against the cluster CA, names included; anonymous requests get 401; no read-only port.
     Joined: no certificate, anonymous, read-only or CA-conflict finding on any kubelet path, the probe's word cited."""
-    rec, truth, probe_dir = recording(scenario, tmp_path_factory)
-    nodes = _nodes(rec)
-    _, table = _probe_table(probe_dir)
-    kubelets = table[table["target"] == "kubelet"].set_index("address")
+    rec, truth, probe_dir, nodes, table, kubelets = _probed(scenario, tmp_path_factory)
     for node, ip in nodes.items():
         k = kubelets.loc[ip]
         assert pd.isna(k["error"]), (node, k["error"])
@@ -154,10 +157,7 @@ def test_probe_real_broken_node2_expired_certificate_and_read_only_port(tmp_path
     node1's serves its own self-signed one; anonymous access stays off. Joined: cert-expired on the kubelet paths
     that reached node2 (the probe settles what TLS 1.3 hid), server-cert-untrusted where node1 was reached,
     kubelet-read-only-port on node2 alone, and nothing anonymous."""
-    rec, truth, probe_dir = recording("broken", tmp_path_factory)
-    nodes = _nodes(rec)
-    _, table = _probe_table(probe_dir)
-    kubelets = table[table["target"] == "kubelet"].set_index("address")
+    rec, truth, probe_dir, nodes, table, kubelets = _probed("broken", tmp_path_factory)
     node1, node2 = kubelets.loc[nodes["node1"]], kubelets.loc[nodes["node2"]]
     assert node1["chain_verified"] == False and "self-signed" in node1["verify_error"]  # noqa: E712
     assert node2["chain_verified"] == False and node2["verify_error"].startswith("certificate expired")  # noqa: E712

@@ -59,6 +59,16 @@ def _window_files(line: str) -> int:
     return int(line[len(prefix):].split()[0]) if line.startswith(prefix) else 0
 
 
+def _stop(agent, watch, srv) -> None:
+    """Kill the agent if it still runs, stop the watch (which must exit 0) and close the traffic server."""
+    if agent.poll() is None:
+        agent.kill()
+        agent.communicate()
+    if watch is not None:
+        assert watch.stop() == 0
+    srv.close()
+
+
 def test_watch_beside_the_capture_agent(tmp_path):
     inventory = tmp_path / "inventory.yaml"
     inventory.write_text(INVENTORY)
@@ -94,12 +104,7 @@ def test_watch_beside_the_capture_agent(tmp_path):
             watch.wait_err(lambda ln: _window_files(ln) == len(names))
             got = watch.scrape()
         finally:
-            if agent.poll() is None:
-                agent.kill()
-                agent.communicate()
-            if watch is not None:
-                assert watch.stop() == 0
-            srv.close()
+            _stop(agent, watch, srv)
 
     an = commpath.open(ring, inventory=str(inventory))
     assert samples(got, "commpath_watch_files_total") == {(("outcome", "analysed"),): float(len(names))}
@@ -163,10 +168,5 @@ def test_capture_counts_move_while_the_agent_runs(tmp_path):
             _until(lambda: captured() == manifest["packets_captured"], "the watch to show the final counts")
             got = watch.scrape()
         finally:
-            if agent.poll() is None:
-                agent.kill()
-                agent.communicate()
-            if watch is not None:
-                assert watch.stop() == 0
-            srv.close()
+            _stop(agent, watch, srv)
     assert samples(got, "commpath_capture_packets_dropped") == {(("host", "node1"),): manifest["packets_dropped"]}
