@@ -64,6 +64,19 @@ def test_outputs_have_the_declared_columns(tmp_path):
     assert list(findings.columns) == list(FINDING_COLUMNS)
     assert list(paths.columns) == list(PATH_COLUMNS)
     assert "other" not in set(paths["id"].astype(str))
+    # the list columns are Arrow lists (no Python list per finding), read back as plain lists and dicts
+    assert {c: str(t) for c, t in findings.dtypes.items()} == {c: t for c, t in FINDING_COLUMNS.items()}
+    assert len(findings)
+    for f in findings.itertuples():
+        assert f.count == len(f.flow_ids) and all(type(i) is int for i in f.flow_ids + f.frames)
+        wire = f.evidence_sources[0]
+        assert wire["source"] == "wire" and wire["said"] == wire["says"] and str(f.frames[0]) in wire["where"]
+
+
+def test_declared_arrow_dtypes_are_what_pandas_names_them():
+    from commpath.decode.schema import pandas_dtype
+    for declared in FINDING_COLUMNS.values():
+        assert str(pd.Series(dtype=pandas_dtype(declared)).dtype) == declared
 
 
 @needs_tshark

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..classify.catalog import judged_path_ids
-from ..decode.schema import conform, empty_frame
+from ..decode.schema import conform, empty_frame, pandas_dtype
 from .evidence import TARGET_PATHS, endpoint_keys, entry, fact_tables, orphan_finding, path_entries, wire_path_said
 from .facts import FlowFacts, flow_facts
 from .findings import aggregate, concat_column, display_filter, flow_keys
@@ -105,8 +105,13 @@ def _finding_table(findings: list[dict]):
         return empty_frame(FINDING_COLUMNS)
     columns = {name: concat_column([block[name] for block in findings]) for name in findings[0]}
     for name, values in columns.items():
-        if isinstance(values, pa.Array):         # text made in Arrow stays there (no object per finding)
-            columns[name] = pd.array(values, dtype=FINDING_COLUMNS.get(name, "string"))
+        declared = FINDING_COLUMNS.get(name, "string")
+        if declared.endswith("[pyarrow]"):      # lists and evidence entries in Arrow: no Python list per finding
+            arrow = pandas_dtype(declared)
+            columns[name] = pd.arrays.ArrowExtensionArray(
+                values if isinstance(values, pa.Array) else pa.array(list(values), arrow.pyarrow_dtype))
+        elif isinstance(values, pa.Array):       # text made in Arrow stays there (no object per finding)
+            columns[name] = pd.array(values, dtype=declared)
         elif FINDING_COLUMNS.get(name) == "category":   # sorted categories, as astype("category") makes them
             columns[name] = pd.Categorical(values)
     fdf = pd.DataFrame(columns)

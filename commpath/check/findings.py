@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .tables import EVIDENCE_ENTRY
+
 #: example connections per finding: the display filter stays short enough to paste
 MAX_EXAMPLES = 16
 
@@ -102,12 +104,9 @@ def _lists(offsets: np.ndarray, values: pa.Array) -> pa.ListArray:
     return pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), values)
 
 
-def _python_lists(offsets: np.ndarray, values: np.ndarray) -> list[list[int]]:
-    """``values[offsets[i]:offsets[i + 1]]`` as Python lists (slices of one list: half of Arrow's to_pylist)."""
-    if len(values) == len(offsets) - 1 and (np.diff(offsets) == 1).all():    # one each (1.7x faster)
-        return [[v] for v in values.tolist()]
-    flat = values.tolist()
-    return [flat[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+def _int_lists(offsets: np.ndarray, values: np.ndarray) -> pa.ListArray:
+    """``values[offsets[i]:offsets[i + 1]]`` as the findings' Arrow list column (no Python list each)."""
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.int64()))
 
 
 def _addresses(keys: FlowKeys, codes: np.ndarray) -> pa.Array:
@@ -133,13 +132,13 @@ def _grouped_sorted_unique(group: np.ndarray, values: np.ndarray, n_groups: int)
     return np.r_[0, np.cumsum(np.bincount(g, minlength=n_groups))], v
 
 
-def _frames(ex_rows, ex_group, n_groups, keys: FlowKeys, handshake_frames) -> list[list[int]]:
+def _frames(ex_rows, ex_group, n_groups, keys: FlowKeys, handshake_frames) -> pa.ListArray:
     """First frame and handshake frames of each group's example connections, sorted, distinct."""
     parent, hs = handshake_frames(ex_rows)
     group = np.concatenate([ex_group, ex_group[parent]])
     frames = np.concatenate([keys.first_frame[ex_rows], hs]).astype(np.int64)
     offsets, values = _grouped_sorted_unique(group, frames, n_groups)
-    return _python_lists(offsets, values)
+    return _int_lists(offsets, values)
 
 
 def _details(detail: np.ndarray, group: np.ndarray, n_groups: int) -> pa.Array:
@@ -199,7 +198,8 @@ def aggregate(check, path: str, rows: np.ndarray, detail: np.ndarray, keys: Flow
 
 
 def concat_column(parts: list):
-    """One finding column from its blocks: numpy arrays, Arrow text or Python lists."""
+    """One finding column from its blocks: numpy arrays, Arrow arrays or Python lists (of an Arrow
+    column's values where another block made it in Arrow)."""
     arrow = [p.type for p in parts if isinstance(p, pa.Array)]
     if arrow:
         return pa.chunked_array([p if isinstance(p, pa.Array) else pa.array(list(p), arrow[0]) for p in parts],
@@ -209,32 +209,47 @@ def concat_column(parts: list):
     return [v for part in parts for v in part]
 
 
-def _evidence(check, block: dict, starts: np.ndarray, detail, wire_said, sources) -> list[list[dict]]:
+def _evidence(check, block: dict, starts: np.ndarray, detail, wire_said, sources) -> pa.ListArray:
     """Each finding's evidence entries: the wire's (what its first connection showed, where), then
-    the other sources' entries of that connection."""
-    said_by = wire_said if wire_said is not None else detail
-    said = [s if type(s) is str and s else (str(s) if isinstance(s, str) and s else check.title)
-            for s in said_by[starts]]
-    out = [[{"source": "wire", "said": s, "says": s, "where": w}]
-           for s, w in zip(said, _frames_where(block["capture"], block["frames"]))]
-    if sources is not None:
-        for ev, extra in zip(out, sources[starts]):
-            if extra:
-                ev.extend(extra)
-    return out
+    the other sources' entries of that connection (Python dicts: host-level checks only)."""
+    said = _said(check, (wire_said if wire_said is not None else detail)[starts])
+    where = _frames_where(block["capture"], block["frames"])
+    wire = pa.StructArray.from_arrays([_repeat("wire", len(said)).cast(pa.string()), said, said, where],
+                                      fields=list(EVIDENCE_ENTRY))
+    extra = [list(e) if e else [] for e in sources[starts]] if sources is not None else []
+    n_extra = np.array([len(e) for e in extra], np.int64) if extra else np.zeros(len(said), np.int64)
+    if not n_extra.any():
+        return pa.ListArray.from_arrays(pa.array(np.arange(len(said) + 1), pa.int32()), wire)
+    others = pa.array([e for entries in extra for e in entries], EVIDENCE_ENTRY)
+    # each finding's wire entry, then its own entries of other sources (offsets into ``others``)
+    first_other = np.r_[0, np.cumsum(n_extra)][:-1]
+    size = 1 + n_extra
+    pos = np.arange(size.sum()) - np.repeat(np.r_[0, np.cumsum(size)][:-1], size)
+    finding = np.repeat(np.arange(len(said)), size)
+    take = np.where(pos == 0, finding, len(said) + np.repeat(first_other, size) + pos - 1)
+    flat = pa.concat_arrays([wire, others]).take(pa.array(take, pa.int64()))
+    return pa.ListArray.from_arrays(pa.array(np.r_[0, np.cumsum(size)], pa.int32()), flat)
 
 
-def _frames_where(capture: np.ndarray, frames: list[list[int]]) -> list[str]:
+def _said(check, values: np.ndarray) -> pa.Array:
+    """What the wire said of each finding: its first connection's text, the check's title where none."""
+    try:
+        said = pa.array(values, pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):       # a value not text: as str() words it
+        said = pa.array([str(s) if isinstance(s, str) else None for s in values], pa.string())
+    return pc.if_else(pc.fill_null(pc.equal(said, ""), True), pa.scalar(check.title, pa.string()), said)
+
+
+def _frames_where(capture: np.ndarray, lists: pa.ListArray) -> pa.Array:
     """``"<capture> frames <first 8 frames>[, ...]"`` per finding (the capture alone without frames), as
     check/evidence.py's ``wire_entries`` words it, made in Arrow kernels."""
-    lists = pa.array(frames, pa.large_list(pa.int64()))
-    shown = pc.binary_join(pc.cast(pc.list_slice(lists, 0, 8), pa.large_list(pa.large_string())),
+    shown = pc.binary_join(pc.cast(pc.list_slice(lists, 0, 8), pa.list_(pa.large_string())),
                            pa.scalar(", ", pa.large_string()))
     longer = pc.greater(pc.list_value_length(lists), 8)
     shown = pc.if_else(longer, _join(shown, ", ..."), shown)
     cap = _text(capture if isinstance(capture, pa.Array) else pa.array(capture, pa.large_string()))
     where = pc.if_else(pc.equal(pc.list_value_length(lists), 0), cap, _join(cap, " frames ", shown))
-    return where.to_pylist()
+    return where.cast(pa.string())
 
 
 def _columns(check, path: str, rows: np.ndarray, detail: np.ndarray, bounds: np.ndarray, keys: FlowKeys,
@@ -259,7 +274,7 @@ def _columns(check, path: str, rows: np.ndarray, detail: np.ndarray, bounds: np.
     return {
         "check": np.full(n_groups, check.id, object), "severity": np.full(n_groups, check.severity_for(path), object),
         "path": np.full(n_groups, path, object),
-        "flow_ids": _python_lists(bounds, keys.flow_id[rows]),
+        "flow_ids": _int_lists(bounds, keys.flow_id[rows]),
         "message": message,
         "remediation": _repeat(" ".join(check.remediation_for(path).split()), n_groups),
         "capture": pa.array(keys.capture_names, pa.large_string()).take(pa.array(keys.capture[first])),

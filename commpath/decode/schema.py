@@ -67,10 +67,36 @@ CAPTURE_COLUMNS: dict[str, str] = {
 }
 
 
+def arrow_type(text: str):
+    """The Arrow type a name such as ``list<item: struct<a: string, b: int64>>`` stands for (pyarrow
+    parses only the names of flat types, and pandas no ``…[pyarrow]`` name of a nested one)."""
+    import pyarrow as pa
+    text = text.strip()
+    for kind, make in (("list<", lambda fields: pa.list_(pa.field(*fields[0]))), ("struct<", pa.struct)):
+        if text.startswith(kind) and text.endswith(">"):
+            fields, depth, start, body = [], 0, 0, text[len(kind):-1]
+            for i, ch in enumerate(body + ","):
+                depth += (ch == "<") - (ch == ">")
+                if ch == "," and depth == 0:
+                    name, _, inner = body[start:i].partition(":")
+                    fields.append((name.strip(), arrow_type(inner)))
+                    start = i + 1
+            return make(fields)
+    return pa.type_for_alias(text)
+
+
+def pandas_dtype(dtype: str):
+    """A declared dtype as pandas takes it: ``<Arrow type>[pyarrow]`` as that ``pd.ArrowDtype``."""
+    if dtype.endswith("[pyarrow]") and "<" in dtype:
+        import pandas as pd
+        return pd.ArrowDtype(arrow_type(dtype[:-len("[pyarrow]")]))
+    return dtype
+
+
 def empty_frame(columns: dict[str, str]) -> pd.DataFrame:
     """An empty DataFrame with the declared columns and dtypes."""
     import pandas as pd
-    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in columns.items()})
+    return pd.DataFrame({name: pd.Series(dtype=pandas_dtype(dtype)) for name, dtype in columns.items()})
 
 
 def conform(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
@@ -78,9 +104,9 @@ def conform(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
     import pandas as pd
     for name, dtype in columns.items():
         if name not in df.columns:
-            df[name] = pd.Series(dtype=dtype, index=df.index)
+            df[name] = pd.Series(dtype=pandas_dtype(dtype), index=df.index)
         elif str(df[name].dtype) != dtype:
-            df[name] = df[name].astype(dtype)
+            df[name] = df[name].astype(pandas_dtype(dtype))
     extra = [c for c in df.columns if c not in columns]
     return df[list(columns) + extra]
 

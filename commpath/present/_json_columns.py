@@ -92,7 +92,8 @@ def _list_json(arr: pa.Array, indent: str) -> pa.Array:
     flat = arr.flatten()
     items = _json_text(flat, "") if len(flat) else pa.array([], STR)
     inner = indent + "  "
-    lists = pa.ListArray.from_arrays(arr.offsets, items, mask=arr.is_null())
+    offsets = arr.offsets if arr.offset == 0 else pc.subtract(arr.offsets, arr.offsets[0])  # a batch's slice
+    lists = pa.ListArray.from_arrays(offsets, items, mask=arr.is_null() if arr.null_count else None)
     body = pc.binary_join(lists, _s(",\n" + inner))
     text = pc.binary_join_element_wise(_s("[\n" + inner), body, _s("\n" + indent + "]"), _s(""))
     empty = pc.equal(pc.list_value_length(arr), 0)
@@ -247,6 +248,16 @@ ENTRY_KEYS = ("source", "said", "says", "where")
 def _evidence_column(values, indent: str) -> pa.Array:
     """Evidence lists as JSON text. The usual cell, one entry of four texts (the wire's), is written in
     Arrow kernels; any other cell through the json module (a million findings are a million cells)."""
+    arr = _entry_lists(values)
+    if arr is not None:
+        entries = arr.flatten()
+        one_each = len(entries) == len(arr) and pc.all(pc.equal(pc.list_value_length(arr), 1)).as_py() is not False
+        if (arr.null_count == 0 and one_each and entries.null_count == 0
+                and [f.name for f in entries.type] == list(ENTRY_KEYS)):
+            texts = dict(zip(ENTRY_KEYS, entries.flatten()))
+            if not any(t.null_count for t in texts.values()):     # the usual cells, read in Arrow
+                return _entry_text(texts, indent) if len(arr) else pa.array([], STR)
+        values = arr.to_pylist()
     cells = values.tolist() if hasattr(values, "tolist") else list(values)
     usual = [type(v) is list and len(v) == 1 and type(v[0]) is dict and tuple(v[0]) == ENTRY_KEYS for v in cells]
     at = [i for i, u in enumerate(usual) if u] if not all(usual) else None
@@ -268,6 +279,15 @@ def _evidence_column(values, indent: str) -> pa.Array:
     other = [list(cells[i]) if isinstance(cells[i], (list, tuple, np.ndarray)) else [] for i in other_at]
     out[np.asarray(other_at, np.int64)] = _python_column(other, indent).to_numpy(zero_copy_only=False)
     return pa.array(out, STR)
+
+
+def _entry_lists(values) -> pa.Array | None:
+    """An Arrow-backed column of lists of entries (the findings table's) as one Arrow array, else None."""
+    import pandas as pd
+    if not isinstance(getattr(values, "dtype", None), pd.ArrowDtype):
+        return None
+    arr = _arrow(values)
+    return arr if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) else None
 
 
 def _entry_text(texts: dict[str, pa.Array], indent: str) -> pa.Array:

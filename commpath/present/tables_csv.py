@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from . import _model
 
@@ -17,6 +18,9 @@ def _flat(df: pd.DataFrame) -> pd.DataFrame:
     """List and dict cells as JSON text, so every cell is one CSV field."""
     out = df.copy()
     for col in out.columns:
+        dtype = out[col].dtype
+        if isinstance(dtype, pd.ArrowDtype) and pa.types.is_nested(dtype.pyarrow_dtype):  # Arrow lists: Python's
+            out[col] = pd.Series(out[col].tolist(), index=out.index, dtype=object)
         if out[col].dtype == object:
             out[col] = out[col].map(lambda v: json.dumps(_model.as_list(v) if isinstance(v, (list, tuple, np.ndarray))
                                                          else v, default=str)
