@@ -9,12 +9,15 @@ per capture classifies them with that view (``classify.roles.role_masks`` with `
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from ..classify.classifier import label
 from ..classify.roles import role_masks, twin_rows, view_rows
 from ..classify.view import tls_features
 from ..decode.merge import handshake_preference
+from ..decode.schema import FLOW_COLUMNS
+from ._frames import concat_parts
 
 
 def decoded_light(result: dict) -> dict:
@@ -25,13 +28,68 @@ def decoded_light(result: dict) -> dict:
     return out
 
 
-def prepare(result: dict, base: int, tls: pd.DataFrame, certs: pd.DataFrame) -> tuple:
-    """The capture's flows numbered as in the run (``base``: the flows of the captures before it),
-    their handshake features from the run's resolved ``tls`` rows of them and ``certs``, and how
-    completely each saw its connection's start (the merge's preference among vantage points)."""
-    flows = result["tables"]["flows"]
-    flows = flows.assign(flow_id=flows["flow_id"] + base)     # a new frame: the task's result is shared
+#: the TLS columns a capture's task reads (``tls_features``, ``handshake_preference``)
+TASK_TLS_COLUMNS = ("flow_id", "sni", "server_cert_fingerprints", "client_cert_fingerprints", "established", "partial")
+#: the certificate columns ``tls_features`` reads
+TASK_CERT_COLUMNS = ("fingerprint", "subject", "sans")
+
+
+def _leaf_only(lists: pd.Series) -> pd.Series:
+    """Each list of fingerprints cut to its leaf (``tls_features`` reads only the first)."""
+    if lists.dtype != object:       # another representation: sent whole (the task reads the first item alike)
+        return lists
+    return pd.Series([v[:1] if isinstance(v, (list, tuple, np.ndarray)) else v for v in lists], index=lists.index,
+                     dtype=object)
+
+
+def task_tls(tls: pd.DataFrame, bases: list[int], counts: list[int]) -> list[pd.DataFrame]:
+    """The run's resolved TLS rows cut per capture (flow ids from ``bases[i]``, ``counts[i]`` flows),
+    only what the capture's task reads: each flow's first row (the one ``drop_duplicates`` keeps),
+    the leaf fingerprints. One sort and cut, not a mask over the whole table per capture; and a
+    small pickle to send."""
+    cols = [c for c in TASK_TLS_COLUMNS if c in tls]
+    t = tls[cols].drop_duplicates("flow_id")
+    for c in ("server_cert_fingerprints", "client_cert_fingerprints"):
+        if c in t:
+            t[c] = _leaf_only(t[c])
+    ids = t["flow_id"].to_numpy()
+    order = np.argsort(ids, kind="stable")
+    t, ids = t.iloc[order], ids[order]
+    starts = np.searchsorted(ids, np.asarray(bases, dtype=ids.dtype), side="left")
+    ends = np.searchsorted(ids, np.asarray(bases, dtype=ids.dtype) + np.asarray(counts, dtype=ids.dtype), side="left")
+    return [t.iloc[a:b] for a, b in zip(starts, ends)]
+
+
+def task_certs(certs: pd.DataFrame) -> pd.DataFrame:
+    """The certificate columns a capture's task reads, one row per fingerprint (as ``tls_features`` keeps)."""
+    return certs[[c for c in TASK_CERT_COLUMNS if c in certs]].drop_duplicates("fingerprint")
+
+
+def prepare(results: list[dict], bases: list[int], tls: pd.DataFrame, certs: pd.DataFrame) -> tuple:
+    """One host's captures' flows (consecutive in the run) numbered as in the run (``bases``: the
+    flows of the captures before each), their handshake features from the run's resolved ``tls``
+    rows of them and ``certs``, and how completely each saw its connection's start (the merge's
+    preference among vantage points). Per host, not per capture: half the pandas calls per row on
+    a host with two interfaces, and a host's captures are decoded on one worker mostly."""
+    frames = [r["tables"]["flows"] for r in results]
+    frames = [f.assign(flow_id=f["flow_id"] + b) for f, b in zip(frames, bases)]   # new frames: results are shared
+    flows = frames[0] if len(frames) == 1 else concat_parts(frames, FLOW_COLUMNS)
     return flows, tls_features(flows, tls, certs), handshake_preference(flows, tls)
+
+
+def host_groups(summaries: list[dict], live: list[int]) -> list[list[int]]:
+    """The live captures in runs of consecutive captures of one host (a capture without a host alone):
+    the classification and merge tasks' units, in capture order."""
+    groups: list[list[int]] = []
+    for i in live:
+        host = summaries[i]["capture"].get("host")
+        prev = groups[-1][-1] if groups else None
+        if (prev is not None and host is not None and summaries[prev]["capture"].get("host") == host
+                and all(summaries[j]["error"] for j in range(prev + 1, i))):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
 
 
 def summary_rows(prepared: tuple, ports: set[int]) -> pd.DataFrame:

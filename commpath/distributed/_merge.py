@@ -71,10 +71,10 @@ def merge_part(part: tuple[pd.DataFrame, pd.Series], captures: pd.DataFrame, off
     return merged
 
 
-def parts_count(client, captures: int) -> int:
-    """Two parts per worker thread (so a slow part does not hold the run up), at most one per capture."""
+def parts_count(client, units: int) -> int:
+    """Two parts per worker thread (so a slow part does not hold the run up), at most one per unit (host)."""
     try:
         threads = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values())
     except Exception:   # an old scheduler: one part per capture is always right
-        threads = captures
-    return max(1, min(captures, 2 * max(threads, 1)))
+        threads = units
+    return max(1, min(units, 2 * max(threads, 1)))

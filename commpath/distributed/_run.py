@@ -142,7 +142,7 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
     from ..decode.handshakes import HandshakeAnalyzer
     from ..present.progress import progress as bar
     from ..decode.merge import capture_hosts
-    from ._classify import classify_part, prepare, summary_rows, twins
+    from ._classify import classify_part, host_groups, prepare, summary_rows, task_certs, task_tls, twins
     from ._merge import piece
     analyzer = HandshakeAnalyzer(ca, keylog)
     bases, base = [], 0
@@ -159,65 +159,79 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
                        CAPTURE_COLUMNS)
     names = [s["name"] for s in summaries]
     live = [i for i, s in enumerate(summaries) if not s["error"]]
-    tls_ids = tls["flow_id"].to_numpy()
-    certs_f = client.scatter(certs, broadcast=True)
-    prepared = {i: client.submit(prepare, results[i], bases[i],
-                                 tls[(tls_ids >= bases[i]) & (tls_ids < bases[i] + summaries[i]["flows"])], certs_f,
-                                 pure=False) for i in live}
+    per_capture = task_tls(tls, bases, [s["flows"] if not s["error"] else 0 for s in summaries])
+    certs_f = _shared(client, task_certs(certs))
+    groups = host_groups(summaries, live)
+    units = list(range(len(groups)))
+    unit_names = [names[g[0]] for g in groups]
+    prepared = {u: client.submit(prepare, [results[i] for i in g], [bases[i] for i in g],
+                                 _rows_of([per_capture[i] for i in g]), certs_f, pure=False)
+                for u, g in enumerate(groups)}
 
     def each(fn, *args) -> list:
-        futures = {client.submit(fn, prepared[i], *args, pure=False): i for i in live}
-        got = _collect(client, futures, names, "classifying it")
-        return [got[i] for i in live]
+        futures = {client.submit(fn, prepared[u], *args, pure=False): u for u in units}
+        return _collect(client, futures, unit_names, "classifying it")
 
     rows = each(summary_rows, vip_ports(inventory))
     view_input = list(rows)
     if view_needs_twins(inventory):
         sources = set().union(*(twin_sources(r) for r in rows)) if rows else set()
         if sources:
-            view_input += each(twins, sources)
+            view_input += each(twins, _shared(client, sources))
     view = view_of_parts(view_input, inventory)
     vip = vip_flows(rows, view)
-    classified = {i: client.submit(classify_part, prepared[i], view, vip, captures, pure=False) for i in live}
+    view_f, vip_f, captures_f = (_shared(client, x) for x in (view, vip, captures))
+    classified = {u: client.submit(classify_part, prepared[u], view_f, vip_f, captures_f, pure=False) for u in units}
     offsets = None
     if merge is not False and sum(summaries[i]["flows"] for i in live) and (
             merge or len(capture_hosts(captures)) > 1):
-        flows, offsets = _merged_on_workers(client, classified, live, names, captures, progress)
+        flows, offsets = _merged_on_workers(client, classified, units, unit_names, captures, captures_f, progress)
     else:
-        with bar(total=len(live), desc="classify", unit="capture", enabled=progress, leave=False) as shown:
-            futures = {client.submit(piece, classified[i], 0, pure=False): i for i in live}
-            got = _collect(client, futures, names, "classifying it", shown.update)
-        flows = _concat([got[i] for i in live], {**FLOW_COLUMNS, **CLASSIFY_COLUMNS})
+        with bar(total=len(units), desc="classify", unit="host", enabled=progress, leave=False) as shown:
+            futures = {client.submit(piece, classified[u], 0, pure=False): u for u in units}
+            got = _collect(client, futures, unit_names, "classifying it", shown.update)
+        flows = _concat(got, {**FLOW_COLUMNS, **CLASSIFY_COLUMNS})
     _cancel(client, [*prepared.values(), *classified.values()])
     return Decoded(flows=flows, captures=captures, tls=tls, certs=certs, ssh=hs.ssh, http=hs.http,
                    summaries=summaries, parts=parts, view=view, offsets=offsets)
 
 
-def _merged_on_workers(client, classified: dict, live: list[int], names: list[str], captures: pd.DataFrame,
-                       progress: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _merged_on_workers(client, classified: dict, units: list[int], names: list[str], captures: pd.DataFrame,
+                       captures_f, progress: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The run's connections merged part by part (``_merge``): split by initiator socket, clock
     pairs reduced to the offsets on the driver, each part merged; the merged rows sorted as
     ``decode.merge.merge_run`` sorts them."""
     from ..decode.merge import offsets_from_pairs
     from ..present.progress import progress as bar
     from ._merge import merge_part, pairs_of, parts_count, piece, split, together
-    n = parts_count(client, len(live))
-    cut = {i: client.submit(split, classified[i], n, pure=False) for i in live}
-    pieces = [[client.submit(piece, cut[i], p, pure=False) for i in live] for p in range(n)]
+    n = parts_count(client, len(units))
+    cut = {u: client.submit(split, classified[u], n, pure=False) for u in units}
+    pieces = [[client.submit(piece, cut[u], p, pure=False) for u in units] for p in range(n)]
     parts = [client.submit(together, pieces[p], pure=False) for p in range(n)]
     label = [f"socket part {p}" for p in range(n)]
-    pairs = _collect(client, {client.submit(pairs_of, parts[p], captures, pure=False): p for p in range(n)},
+    pairs = _collect(client, {client.submit(pairs_of, parts[p], captures_f, pure=False): p for p in range(n)},
                      label, "merging it")
     del cut, pieces      # released (not cancelled: that would cancel the parts made from them too)
     hosts = set().union(*(h for _, h in pairs))
     offsets = offsets_from_pairs(pd.concat([t for t, _ in pairs], ignore_index=True), hosts, captures)
+    offsets_f = _shared(client, offsets)
     with bar(total=n, desc="merge", unit="part", enabled=progress, leave=False) as shown:
-        merged = _collect(client, {client.submit(merge_part, parts[p], captures, offsets, pure=False): p
+        merged = _collect(client, {client.submit(merge_part, parts[p], captures_f, offsets_f, pure=False): p
                                    for p in range(n)}, label, "merging it", shown.update)
     _cancel(client, parts)
     flows = _concat(merged, FLOW_COLUMNS)
     flows = flows.sort_values(["ts_start_aligned", "flow_id"], kind="stable").reset_index(drop=True)
     return flows, offsets
+
+
+def _rows_of(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    return frames[0] if len(frames) == 1 else pd.concat(frames)
+
+
+def _shared(client, value):
+    """``value`` sent once to every worker (one pickle), for the tasks to take as a future: not
+    pickled into each task, nor walked by the graph builder element by element (a set of sources)."""
+    return client.scatter([value], broadcast=True, hash=False)[0]
 
 
 def _cancel(client, futures) -> None:
