@@ -277,3 +277,22 @@ def test_loopback_apiserver_and_etcd_by_the_capture_hosts_role(inventory):
     assert list(out["path"].astype(str)) == ["control-plane-to-apiserver", "node-to-apiserver",
                                              "control-plane-to-apiserver", "etcd", "other"]
     assert (out.loc[3, "src_role"], out.loc[3, "dst_role"]) == ("apiserver", "etcd")
+
+
+def test_endpoint_codes_name_the_endpoints_the_texts_name():
+    """Role masks compare (address, port) as integers: the same pairs as the ``ip|port`` texts."""
+    from commpath.classify.view import EndpointCodes, endpoint_keys
+    flows = pd.DataFrame({"src_ip": pd.array(["10.0.0.1", "fd00::1", None, "10.0.0.1"], dtype="string"),
+                          "src_port": pd.array([40000, 40001, 40002, None], dtype="Int64"),
+                          "dst_ip": pd.array(["192.0.2.10", "192.0.2.10", "10.0.0.1", "fd00::1"], dtype="string"),
+                          "dst_port": pd.array([6443, 443, 6443, 0], dtype="int32")})
+    codes = EndpointCodes.of(flows)
+    src_text = endpoint_keys(flows["src_ip"], flows["src_port"]).tolist()
+    dst_text = endpoint_keys(flows["dst_ip"], flows["dst_port"]).tolist()
+    assert [codes.texts(np.array([c])).pop() for c in codes.src] == src_text
+    assert [codes.texts(np.array([c])).pop() for c in codes.dst] == dst_text
+    wanted = {"192.0.2.10|6443", "fd00::1|0", "10.0.0.1|", "10.0.0.9|6443", "192.0.2.10|06443"}
+    hit = np.isin(np.r_[codes.src, codes.dst], codes.codes(wanted))
+    # a set's endpoint without a port (no flow's responder has one) matches nothing
+    assert hit.tolist() == [t in wanted and not t.endswith("|") for t in src_text + dst_text]
+    assert hit.any()

@@ -12,11 +12,13 @@ import pandas as pd
 
 from .catalog import match_rules, path_ids, role_names
 from .inventory import Inventory
-from .roles import RoleMasks, role_masks
+from .roles import ADDR_ROLES, RoleMasks, role_masks
 from .view import ClusterView, build_view, tls_features
 
 #: Roles an end of a flow can have (the categories of ``src_role`` and ``dst_role``).
 ROLES = role_names()
+#: every role text an end can get: its address role (roles.ADDR_ROLES), then the catalog's roles
+ROLE_TEXTS = list(dict.fromkeys([*ADDR_ROLES, *ROLES]))
 #: Columns classification adds to the flow table.
 CLASSIFY_COLUMNS: dict[str, str] = {
     "path": "category",            # the flow's path id (categories: the catalog's ids)
@@ -51,34 +53,52 @@ def classify_with_view(flows: pd.DataFrame, tls: pd.DataFrame | None = None, inv
 def label(flows: pd.DataFrame, masks: RoleMasks, view: ClusterView) -> None:
     """Write ``path``, ``src_role``, ``dst_role`` and ``roles_inferred`` into ``flows`` from the catalog's rules
     (shared by the single process and the Dask tasks, which classify one capture at a time)."""
-    path, src_role, dst_role = apply_rules(masks, view, match_rules())
-    flows["path"] = pd.Categorical(path, categories=path_ids())
-    flows["src_role"] = pd.Categorical(src_role, categories=ROLES)
-    flows["dst_role"] = pd.Categorical(dst_role, categories=ROLES)
+    paths, path, src_role, dst_role = rule_codes(masks, view, match_rules())
+    flows["path"] = _categorical(path, paths, path_ids())
+    flows["src_role"] = _categorical(src_role, ROLE_TEXTS, ROLES)
+    flows["dst_role"] = _categorical(dst_role, ROLE_TEXTS, ROLES)
     flows["roles_inferred"] = masks.inferred
+
+
+def _categorical(codes: np.ndarray, texts: list[str], categories: list[str]) -> pd.Categorical:
+    """Codes into ``texts`` as a Categorical of ``categories`` (a text not among them is missing), made
+    from the codes: a million texts would each be hashed again."""
+    to_category = np.array([categories.index(t) if t in categories else -1 for t in texts], np.int64)
+    return pd.Categorical.from_codes(to_category[codes], categories=categories)
+
 
 
 def apply_rules(masks: RoleMasks, view: ClusterView, rules: list[tuple[str, list[dict]]],
                 default: str = "other") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(path, src_role, dst_role) per flow: the first rule alternative that holds names them."""
+    """(path, src_role, dst_role) per flow as texts: the first rule alternative that holds names them."""
+    paths, path, src_role, dst_role = rule_codes(masks, view, rules, default)
+    texts = np.array(ROLE_TEXTS, dtype=object)
+    return np.array(paths, dtype=object)[path], texts[src_role], texts[dst_role]
+
+
+def rule_codes(masks: RoleMasks, view: ClusterView, rules: list[tuple[str, list[dict]]],
+               default: str = "other") -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """(path texts, path, src_role, dst_role): per flow, codes into the path texts and ROLE_TEXTS of
+    the first rule alternative that holds."""
     n = len(masks.transport)
-    path = np.full(n, default, dtype=object)
-    src_role, dst_role = masks.src_addr_role.astype(object), masks.dst_addr_role.astype(object)
+    paths = list(dict.fromkeys([default, *(path_id for path_id, _ in rules)]))
+    path = np.zeros(n, np.int64)
+    # an end's address role until a rule names it
+    src_role, dst_role = masks.src_addr_role.astype(np.int64), masks.dst_addr_role.astype(np.int64)
     free = np.ones(n, bool)
-    roles = set(ROLES)
     for path_id, alternatives in rules:
         for alt in alternatives:
             hit = free & rule_mask(alt, masks, view)
             if not hit.any():
                 continue
             free &= ~hit
-            path[hit] = path_id
+            path[hit] = paths.index(path_id)
             initiator, responder = alt.get("roles") or (alt.get("initiator"), alt.get("responder"))
-            if initiator in roles:
-                src_role[hit] = initiator
-            if responder in roles:
-                dst_role[hit] = responder
-    return path, src_role, dst_role
+            if initiator in ROLES:
+                src_role[hit] = ROLE_TEXTS.index(initiator)
+            if responder in ROLES:
+                dst_role[hit] = ROLE_TEXTS.index(responder)
+    return paths, path, src_role, dst_role
 
 
 def rule_mask(alt: dict, masks: RoleMasks, view: ClusterView) -> np.ndarray:

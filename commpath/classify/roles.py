@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .view import (CONTROL_PLANE_SUBJECT, NODE_SUBJECT, ClusterView, cn_match, endpoint_keys, ip_attributes,
-                   normalize_ips)
+from .view import (CONTROL_PLANE_SUBJECT, NODE_SUBJECT, ClusterView, address_codes, cn_match, endpoint_codes,
+                   endpoint_codes_of, endpoint_keys, ip_attributes, normalize_ips)
 
 
 #: Masks a catalog rule may name. Initiator masks say what the flow's initiator is, responder
@@ -33,7 +33,7 @@ class RoleMasks:
     transport: np.ndarray
     src_port: np.ndarray
     dst_port: np.ndarray
-    src_addr_role: np.ndarray
+    src_addr_role: np.ndarray       # codes into ADDR_ROLES
     dst_addr_role: np.ndarray
     #: where an inventory speaks, which flows rest on inferred facts
     inferred: np.ndarray
@@ -44,11 +44,19 @@ def _host_of(ips: pd.Series, outer: pd.Series, tunneled: np.ndarray, view: Clust
     """The host address an end stands for: itself, the host owning a pod-network gateway address
     (bridge or tunnel device), or — inside an overlay — the outer (underlay) address."""
     host = ips.copy()
-    gw = ips.map(view.host_gateways)
-    host = host.where(gw.isna(), gw.astype("string"))
+    at_gateway = ips.isin(list(view.host_gateways)).to_numpy(bool)
+    if at_gateway.any():        # mapped where an address is a gateway (seldom: a dict lookup per row otherwise)
+        host[at_gateway] = ips[at_gateway].map(view.host_gateways).astype("string")
     known = host.isin(view.cp_addrs | view.node_addrs).to_numpy(bool)
     use_outer = tunneled & ~known & ~in_pods & outer.notna().to_numpy(bool)
     return host.where(~use_outer, outer)
+
+
+def _texts(column: pd.Series) -> np.ndarray:
+    """A text column as numpy text, "" where missing: a categorical one from its few categories."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return np.array([*map(str, column.cat.categories), ""])[column.cat.codes.to_numpy()]
+    return column.astype("string").fillna("").to_numpy(str)
 
 
 def _loopback(ips: pd.Series) -> np.ndarray:
@@ -61,7 +69,9 @@ def _capture_roles(flows: pd.DataFrame, captures: pd.DataFrame | None) -> np.nda
     if captures is None or captures.empty or "role" not in captures:
         return np.full(len(flows), "", dtype=object)
     roles = dict(zip(captures["file"].astype(str), captures["role"].astype("string").fillna("")))
-    return flows["capture"].astype(str).map(roles).fillna("").to_numpy(object)
+    codes, files = pd.factorize(flows["capture"].astype("string"))     # one lookup per capture file
+    known = np.array([roles.get(str(f), "") for f in files] + [""], dtype=object)
+    return known[codes]
 
 
 #: Two flows are one connection seen before and after DNAT when they carry the same payload
@@ -105,14 +115,19 @@ class _Ends:
     dst_cp: np.ndarray
     src_node: np.ndarray
     dst_node: np.ndarray
-    skey: np.ndarray
+    skey: np.ndarray        # endpoint_codes of (address, port) of each end
     dkey: np.ndarray
+    distinct: pd.Index      # the address texts the codes index
+
+    def keys(self, eps) -> np.ndarray:
+        """The codes of ``ip|port`` endpoint texts (a ClusterView's sets), to compare with skey and dkey."""
+        return endpoint_codes_of(eps, self.distinct)
 
 
 def _ends(flows: pd.DataFrame, view: ClusterView) -> _Ends:
     n = len(flows)
     src_ip, dst_ip = normalize_ips(flows["src_ip"]), normalize_ips(flows["dst_ip"])
-    tunnel = flows["tunnel"].astype("string").fillna("").to_numpy(str) if "tunnel" in flows else np.full(n, "")
+    tunnel = _texts(flows["tunnel"]) if "tunnel" in flows else np.full(n, "")
     tunneled = tunnel != ""
     outer = {}
     for col in ("tunnel_src", "tunnel_dst"):
@@ -123,6 +138,7 @@ def _ends(flows: pd.DataFrame, view: ClusterView) -> _Ends:
     src_host = _host_of(src_ip, outer["tunnel_src"], tunneled, view, src_pod_net)
     dst_host = _host_of(dst_ip, outer["tunnel_dst"], tunneled, view, dst_pod_net)
     gateways = list(view.host_gateways)
+    (src_code, dst_code), distinct = address_codes(src_ip, dst_ip)
     return _Ends(
         src_ip=src_ip, dst_ip=dst_ip, src_host=src_host, dst_host=dst_host,
         src_pod=src_pod_net & ~src_ip.isin(gateways).to_numpy(bool),
@@ -131,8 +147,8 @@ def _ends(flows: pd.DataFrame, view: ClusterView) -> _Ends:
         src_cp=src_host.isin(view.cp_addrs).to_numpy(bool), dst_cp=dst_host.isin(view.cp_addrs).to_numpy(bool),
         src_node=src_host.isin(view.node_addrs).to_numpy(bool),
         dst_node=dst_host.isin(view.node_addrs).to_numpy(bool),
-        skey=endpoint_keys(src_ip, flows["src_port"]).to_numpy(str),
-        dkey=endpoint_keys(dst_ip, flows["dst_port"]).to_numpy(str))
+        skey=endpoint_codes(src_code, flows["src_port"]), dkey=endpoint_codes(dst_code, flows["dst_port"]),
+        distinct=distinct)
 
 
 def role_masks(flows: pd.DataFrame, feat: pd.DataFrame, view: ClusterView,
@@ -144,10 +160,10 @@ def role_masks(flows: pd.DataFrame, feat: pd.DataFrame, view: ClusterView,
     n = len(flows)
     e = _ends(flows, view)
     sport, dport = flows["src_port"].to_numpy(np.int64), flows["dst_port"].to_numpy(np.int64)
-    transport = flows["transport"].astype("string").fillna("").to_numpy(str)
+    transport = _texts(flows["transport"])
     tcp = transport == "tcp"
     src_apihost = e.src_host.isin(view.apiserver_hosts).to_numpy(bool) & ~e.src_pod
-    dst_api = np.isin(e.dkey, list(view.apiserver_eps)) & tcp
+    dst_api = np.isin(e.dkey, e.keys(view.apiserver_eps)) & tcp
     # host-local connections to the apiserver's port on loopback: the apiserver itself on a
     # control-plane host, or a node-local apiserver proxy (k3s, kubespray) on a node host
     api_ports = {int(x.rsplit("|", 1)[1]) for x in view.apiserver_eps}
@@ -157,20 +173,20 @@ def role_masks(flows: pd.DataFrame, feat: pd.DataFrame, view: ClusterView,
     src_cp = e.src_cp | (loop & ~loop_node)
     src_node = e.src_node | loop_node
     dst_api = dst_api | loop
-    dst_vip = np.isin(e.dkey, list(view.vip_eps)) & tcp
+    dst_vip = np.isin(e.dkey, e.keys(view.vip_eps)) & tcp
     node_cert = cn_match(NODE_SUBJECT, feat["client_subject"])
     cp_cert = cn_match(CONTROL_PLANE_SUBJECT, feat["client_subject"])
 
     konn_fwd, konn_rev = _konnectivity(e, view, tcp, dport)
     etcd_ports = list(view.etcd_ports())
     loop_etcd = tcp & _loopback(e.src_ip) & _loopback(e.dst_ip) & np.isin(dport, etcd_ports) & (capture_role != "node")
-    etcd = tcp & (np.isin(e.dkey, list(view.etcd_eps)) | loop_etcd
+    etcd = tcp & (np.isin(e.dkey, e.keys(view.etcd_eps)) | loop_etcd
                   | (np.isin(dport, etcd_ports) & (e.dst_cp | (not view.has_inventory))))
     dnat = _dnat_pairs(flows, dst_vip, dst_api & ~e.src_pod & ~node_cert & ~cp_cert, vip_flows)
     kubelet_dst = e.dst_node | e.dst_cp | ((not view.has_inventory) & ~e.dst_pod & ~e.dst_svc)
     touches_cp = dst_api | dst_vip | src_cp | e.dst_cp | (
         tcp & np.isin(dport, [view.kubelet_port, view.readonly_port]) & kubelet_dst)
-    app = flows["app_protocol"].astype("string").fillna("").to_numpy(str) if "app_protocol" in flows else np.full(n, "")
+    app = _texts(flows["app_protocol"]) if "app_protocol" in flows else np.full(n, "")
     underlay = (flows["encrypted_underlay"].fillna(False).to_numpy(bool) if "encrypted_underlay" in flows
                 else np.zeros(n, bool))
     everyone = np.ones(n, bool)
@@ -222,16 +238,20 @@ def _konnectivity(e: _Ends, view: ClusterView, tcp: np.ndarray, dport: np.ndarra
     or from its host to an agent host's port of the same number."""
     konn_ips = {x.rsplit("|", 1)[0] for x in view.konn_eps}
     konn_ports = {int(x.rsplit("|", 1)[1]) for x in view.konn_eps}
-    forward = np.isin(e.dkey, list(view.konn_eps)) & tcp
-    reverse = tcp & ~forward & (np.isin(e.skey, list(view.konn_eps)) | (
+    forward = np.isin(e.dkey, e.keys(view.konn_eps)) & tcp
+    reverse = tcp & ~forward & (np.isin(e.skey, e.keys(view.konn_eps)) | (
         e.src_host.isin(konn_ips).to_numpy(bool) & np.isin(dport, list(konn_ports))
         & ~e.dst_host.isin(konn_ips).to_numpy(bool)))
     return forward, reverse
 
 
+#: the roles an end has by its address alone (``RoleMasks.src_addr_role`` and ``dst_addr_role`` index them)
+ADDR_ROLES = ("pod", "control-plane", "node", "service", "unknown")
+
+
 def _addr_role(pod: np.ndarray, cp: np.ndarray, node: np.ndarray, svc: np.ndarray) -> np.ndarray:
-    """The role an end has by its address alone."""
-    return np.select([pod, cp, node, svc], ["pod", "control-plane", "node", "service"], default="unknown")
+    """The role an end has by its address alone, as a code into ADDR_ROLES."""
+    return np.select([pod, cp, node, svc], [0, 1, 2, 3], default=4).astype(np.int8)
 
 
 # The cluster view of a run from per-part summaries (one part: one capture on a Dask worker).

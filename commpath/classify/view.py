@@ -125,6 +125,52 @@ def endpoint_keys(ips: pd.Series, ports: pd.Series) -> pd.Series:
     return ips.astype("string").fillna("") + "|" + ports.astype("Int64").astype("string").fillna("")
 
 
+def address_codes(*columns: pd.Series) -> tuple[list[np.ndarray], pd.Index]:
+    """Each column's address texts as codes into the distinct texts of them all (one factorization):
+    role masks compare integers, not a million texts."""
+    text = pd.concat([c.astype("string") for c in columns], ignore_index=True).fillna("")
+    codes, distinct = pd.factorize(text)
+    return np.split(codes.astype(np.int64), np.cumsum([len(c) for c in columns])[:-1]), pd.Index(distinct)
+
+
+def endpoint_codes(codes: np.ndarray, ports) -> np.ndarray:
+    """An integer per (address code, port) pair, as :func:`endpoint_keys` is a text per pair (a missing
+    port, ``ip|`` there, is ``-1 - code``)."""
+    p = ports.to_numpy(np.int64, na_value=-1) if hasattr(ports, "to_numpy") else np.asarray(ports, np.int64)
+    return np.where(p >= 0, codes * 65536 + p, -1 - codes)
+
+
+@dataclass
+class EndpointCodes:
+    """The flows' endpoints as :func:`endpoint_codes`, and the ``ip|port`` texts of the view's sets."""
+
+    src: np.ndarray
+    dst: np.ndarray
+    distinct: pd.Index          # the address texts the codes index
+
+    @classmethod
+    def of(cls, flows: pd.DataFrame) -> EndpointCodes:
+        (src, dst), distinct = address_codes(flows["src_ip"], flows["dst_ip"])
+        return cls(endpoint_codes(src, flows["src_port"]) if "src_port" in flows else -1 - src,
+                   endpoint_codes(dst, flows["dst_port"]), distinct)
+
+    def codes(self, eps) -> np.ndarray:
+        return endpoint_codes_of(eps, self.distinct)
+
+    def texts(self, codes: np.ndarray) -> set[str]:
+        """The distinct ``ip|port`` texts of ``codes``."""
+        text = self.distinct.to_numpy(object)
+        return {f"{text[c // 65536]}|{c % 65536}" if c >= 0 else f"{text[-1 - c]}|" for c in np.unique(codes).tolist()}
+
+
+def endpoint_codes_of(eps, distinct: pd.Index) -> np.ndarray:
+    """:func:`endpoint_codes` of ``ip|port`` texts over ``distinct`` (an address not there matches no code)."""
+    pairs = [e.rsplit("|", 1) for e in eps if "|" in e]
+    at = distinct.get_indexer([ip for ip, _ in pairs]) if pairs else np.zeros(0, np.int64)
+    return np.array([a * 65536 + int(port) for a, (_, port) in zip(at, pairs)
+                     if a >= 0 and port.isdigit() and str(int(port)) == port and int(port) < 65536], np.int64)
+
+
 @dataclass
 class ClusterView:
     """Sets of addresses and endpoints (``"ip|port"``) per role, and which ones were inferred."""
@@ -186,7 +232,7 @@ def build_view(flows: pd.DataFrame, feat: pd.DataFrame, inventory: Inventory | N
     if flows.empty:
         return v
     dst_port = flows["dst_port"]
-    dkey = endpoint_keys(flows["dst_ip"].astype("string"), dst_port)
+    dkey = EndpointCodes.of(flows)
     tcp = (flows["transport"].astype("string") == "tcp").to_numpy(bool)
 
     # the kubernetes service VIP: the first address of each service CIDR, port 443
@@ -198,11 +244,11 @@ def build_view(flows: pd.DataFrame, feat: pd.DataFrame, inventory: Inventory | N
     if not v.vip_eps and v.apiserver_eps:
         _infer_vip_from_dnat_twins(v, flows, dkey, tcp)
     if not v.etcd_eps:
-        v.etcd_eps = _distinct(dkey[tcp & np.isin(dst_port.to_numpy(), [v.ports["etcd_client_port"], v.ports["etcd_peer_port"]])])
+        v.etcd_eps = dkey.texts(dkey.dst[tcp & np.isin(dst_port.to_numpy(), [v.ports["etcd_client_port"], v.ports["etcd_peer_port"]])])
         if v.etcd_eps:
             v.inferred.add("etcd_eps")
     if not v.konn_eps:
-        v.konn_eps = _distinct(dkey[tcp & (dst_port.to_numpy() == v.ports["konnectivity_port"])])
+        v.konn_eps = dkey.texts(dkey.dst[tcp & (dst_port.to_numpy() == v.ports["konnectivity_port"])])
         if v.konn_eps:
             v.inferred.add("konn_eps")
     if not v.cp_addrs:
@@ -244,11 +290,12 @@ def _view_of_inventory(inventory: Inventory | None) -> ClusterView:
     return v
 
 
-def _infer_apiserver(v: ClusterView, flows: pd.DataFrame, feat: pd.DataFrame, dkey: pd.Series, tcp: np.ndarray) -> None:
+def _infer_apiserver(v: ClusterView, flows: pd.DataFrame, feat: pd.DataFrame, dkey: EndpointCodes,
+                     tcp: np.ndarray) -> None:
     by_port = tcp & (flows["dst_port"].to_numpy() == v.ports["apiserver_port"])
     by_sni = cn_match(APISERVER_SNI, feat["sni"])
     by_cert = cn_match(APISERVER_SAN, feat["server_sans"]) | cn_match(APISERVER_SUBJECT, feat["server_subject"])
-    cand = _distinct(dkey[tcp & (by_port | by_sni | by_cert)]) - v.vip_eps
+    cand = dkey.texts(dkey.dst[tcp & (by_port | by_sni | by_cert)]) - v.vip_eps
     if not v.vip_eps and len(cand) > 1:
         # a VIP on 443 never initiates anything; the real apiserver host does (etcd, kubelet)
         on_443 = [e for e in cand if e.endswith("|443")]
@@ -267,29 +314,28 @@ def _infer_apiserver(v: ClusterView, flows: pd.DataFrame, feat: pd.DataFrame, dk
     v.inferred.add("apiserver_eps")
 
 
-def _infer_vip_from_dnat_twins(v: ClusterView, flows: pd.DataFrame, dkey: pd.Series, tcp: np.ndarray) -> None:
+def _infer_vip_from_dnat_twins(v: ClusterView, flows: pd.DataFrame, dkey: EndpointCodes, tcp: np.ndarray) -> None:
     """A pod's connection to the kubernetes service is captured before DNAT (to the VIP, on the pod's veth)
     and after (to an apiserver endpoint), from the same address and port at the same moment: the other
     destination of such a twin is the VIP. Real in-cluster clients dial the VIP by address, so no SNI names it."""
-    skey = endpoint_keys(flows["src_ip"].astype("string"), flows["src_port"]).to_numpy(str)
-    dk, start = dkey.to_numpy(str), flows["ts_start"].to_numpy(float)
-    to_api = tcp & np.isin(dk, list(v.apiserver_eps))
+    skey, dk, start = dkey.src, dkey.dst, flows["ts_start"].to_numpy(float)
+    to_api = tcp & np.isin(dk, dkey.codes(v.apiserver_eps))
     other = tcp & ~to_api & (flows["dst_port"].to_numpy() == 443)
     pairs = (pd.DataFrame({"s": skey[other], "t": start[other], "d": dk[other]})
              .merge(pd.DataFrame({"s": skey[to_api], "t_api": start[to_api]}), on="s"))
-    twins = _distinct(pairs.loc[(pairs["t"] - pairs["t_api"]).abs() < 1.0, "d"])
+    twins = dkey.texts(pairs.loc[(pairs["t"] - pairs["t_api"]).abs() < 1.0, "d"].to_numpy(np.int64))
     if twins:
         v.vip_eps = twins
         v.inferred.add("vip_eps")
 
 
-def _infer_nodes(v: ClusterView, flows: pd.DataFrame, feat: pd.DataFrame, dkey: pd.Series, tcp: np.ndarray) -> None:
+def _infer_nodes(v: ClusterView, flows: pd.DataFrame, feat: pd.DataFrame, dkey: EndpointCodes, tcp: np.ndarray) -> None:
     kubelets = tcp & np.isin(flows["dst_port"].to_numpy(), (v.kubelet_port, v.readonly_port))
     nodes = _distinct(flows["dst_ip"].astype("string")[kubelets])
     node_cert = cn_match(NODE_SUBJECT, feat["client_subject"])
     nodes |= _distinct(flows["src_ip"].astype("string")[node_cert])
     # Konnectivity agents dial from the nodes' network; overlays are carried between node hosts
-    nodes |= _distinct(flows["src_ip"].astype("string")[np.isin(dkey.to_numpy(str), list(v.konn_eps))].dropna())
+    nodes |= _distinct(flows["src_ip"].astype("string")[np.isin(dkey.dst, dkey.codes(v.konn_eps))].dropna())
     if "tunnel_src" in flows:
         nodes |= _distinct(flows["tunnel_src"].dropna().astype("string")) | _distinct(flows["tunnel_dst"].dropna().astype("string"))
     v.node_addrs = nodes - v.cp_addrs if v.cp_addrs else nodes
@@ -297,10 +343,10 @@ def _infer_nodes(v: ClusterView, flows: pd.DataFrame, feat: pd.DataFrame, dkey: 
         v.inferred.add("node_addrs")
 
 
-def _infer_pod_networks(v: ClusterView, flows: pd.DataFrame, dkey: pd.Series) -> None:
+def _infer_pod_networks(v: ClusterView, flows: pd.DataFrame, dkey: EndpointCodes) -> None:
     """Pods are the clients of the kubernetes service VIP; their cluster network is taken as the /16
     (IPv6: /48) around them, kube's usual cluster CIDR size, narrowed until no host address falls inside."""
-    vip_clients = _distinct(flows["src_ip"].astype("string")[np.isin(dkey.to_numpy(str), list(v.vip_eps))].dropna())
+    vip_clients = _distinct(flows["src_ip"].astype("string")[np.isin(dkey.dst, dkey.codes(v.vip_eps))].dropna())
     hosts = [ipaddress.ip_address(h) for h in (v.cp_addrs | v.node_addrs) if _is_ip(h)]
     nets = set()
     for ip in vip_clients - v.cp_addrs - v.node_addrs:
