@@ -38,5 +38,16 @@ def utc(ts, missing: str = "") -> str:
         return missing
 
 
+def utc_texts(values, missing: str = "") -> list[str]:
+    """``utc`` of each value, the epoch seconds converted in one call (pandas converts a single
+    value as an array of one, so the texts are the same)."""
+    try:
+        seconds = pd.Series(values, dtype="float64").to_numpy()
+        stamps = pd.to_datetime(seconds, unit="s", utc=True)
+    except (TypeError, ValueError):
+        return [utc(v, missing) for v in values]
+    return [missing if pd.isna(t) else t.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC" for t in stamps]
+
+
 def slug(path: str) -> str:
     return "path-" + "".join(ch if ch.isalnum() or ch == "-" else "_" for ch in str(path))

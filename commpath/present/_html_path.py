@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from . import _catalog, _evidence, _model, palette, requests_view
-from ._html_base import esc, path_dot, severity_badge, slug, utc, verdict_badge
+from ._html_base import esc, path_dot, severity_badge, slug, utc_texts, verdict_badge
 
 #: Connections listed per path section; the rest are counted and left to flows.parquet / report.json.
 MAX_CONNECTIONS = 300
@@ -95,7 +95,8 @@ def connections_table(flows: pd.DataFrame, limit: int = MAX_CONNECTIONS, analysi
     cols = "".join(f'<col class="{cls}">' for _, cls in CONNECTION_COLUMNS)
     head = "".join(f"<th>{esc(label)}</th>" for label, _ in CONNECTION_COLUMNS)
     rows = []
-    for r in shown.to_dict("records"):      # plain dicts: a Series per row cost more than the row's HTML
+    starts = utc_texts(shown["ts_start"]) if "ts_start" in shown else [""] * len(shown)
+    for r, start in zip(shown.to_dict("records"), starts):  # plain dicts: a Series per row costs more than its HTML
         path = _model.text(r.get("path"))
         cert = _model.text(r.get("client_cert"))
         verified = r.get("server_cert_verified")
@@ -111,7 +112,7 @@ def connections_table(flows: pd.DataFrame, limit: int = MAX_CONNECTIONS, analysi
             f'<td>{esc(r.get("transport"))}/{esc(r.get("app_protocol"))}{"<br>" + esc(tls) if tls else ""}</td>',
             f'<td class="sni">{esc(r.get("sni"))}</td>',
             f'<td class="cipher">{esc(r.get("cipher"))}</td>',
-            f'<td>{utc(r.get("ts_start"))[11:].removesuffix(" UTC")}</td>',
+            f'<td>{start[11:].removesuffix(" UTC")}</td>',
             f'<td class="num">{esc(r.get("packets"))} / {esc(r.get("bytes"))}</td>',
             f'<td>{esc(r["flow_id"])} · <code>{esc(_short_capture(r.get("capture")))}</code> #{esc(r.get("first_frame"))}'
             f'{_seen_on(r)}</td>',

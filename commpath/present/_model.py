@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -371,9 +373,16 @@ def check_catalog() -> dict[str, dict]:
     return {str(c["id"]): c for c in catalog_checks()}
 
 
+@functools.cache
+def _catalog_read_only() -> dict[str, dict]:
+    """check_catalog() made once per process, for the readers below (a copy per finding and path
+    was most of the HTML report's time outside its figures); never handed out."""
+    return check_catalog()
+
+
 def controls_of(check: str) -> list[dict]:
     """The benchmark recommendations a check evidences: [{framework, id, title}] from checks.yaml."""
-    return list(check_catalog().get(str(check), {}).get("controls") or [])
+    return copy.deepcopy(list(_catalog_read_only().get(str(check), {}).get("controls") or []))
 
 
 def control_label(control: dict) -> str:
@@ -390,7 +399,7 @@ def client_cert_paths(analysis=None) -> tuple[str, ...]:
 def remediation_for(check: str, path: str, fallback: str = "") -> str:
     """What fixes ``check`` on ``path``: the check's ``remediation_by_path`` entry for that path
     (only the flags of that path), else its general remediation, else ``fallback``."""
-    entry = check_catalog().get(str(check), {})
+    entry = _catalog_read_only().get(str(check), {})
     by_path = entry.get("remediation_by_path") or {}
     text_ = by_path.get(str(path)) or entry.get("remediation") or fallback
     return " ".join(str(text_).split())

@@ -12,7 +12,7 @@ from matplotlib.patches import FancyArrowPatch
 from matplotlib.path import Path as MplPath
 
 from . import _model, palette
-from ._plot_common import _empty, _is_control_plane, _new_axes
+from ._plot_common import TITLE_Y, _empty, _is_control_plane, _new_axes
 
 def path_map_edges(analysis) -> pd.DataFrame:
     """Edges of the path map: one row per (path, src_role, dst_role) with its flow count and verdict."""
@@ -100,7 +100,7 @@ def path_map(analysis, ax=None) -> Figure:
     ax.legend(handles=[Line2D([], [], color=palette.verdict_color(v), lw=3, label=v) for v in used],
               title="path verdict", loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9, title_fontsize=9.5,
               frameon=False)
-    ax.set_title("Path map: who talks to whom, per documented path", fontsize=12, loc="left")
+    ax.set_title("Path map: who talks to whom, per documented path", fontsize=12, loc="left", y=TITLE_Y)
     nodes = {}
     for role, (x, y) in pos.items():
         members = hosts.get(role, [])

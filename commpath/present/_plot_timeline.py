@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import _model, palette
-from ._plot_common import _empty, _new_axes
+from ._plot_common import TITLE_Y, _empty, _new_axes
 
 #: start marks per row at most: one per this fraction of the window (finer than a pixel of the report)
 MARK_BINS = 2000
@@ -136,5 +136,5 @@ def timeline(analysis, ax=None) -> Figure:
     ax.set_axisbelow(True)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    ax.set_title("Connections per path over the capture window", fontsize=12, loc="left")
+    ax.set_title("Connections per path over the capture window", fontsize=12, loc="left", y=TITLE_Y)
     return fig

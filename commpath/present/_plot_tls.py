@@ -7,7 +7,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import _model, palette
-from ._plot_common import _empty
+from ._plot_common import TITLE_Y, _empty
 
 def tls_counts(analysis) -> dict[str, pd.DataFrame]:
     """Flow counts per path of TLS version, cipher and client-certificate status (TLS flows only).
@@ -57,7 +57,7 @@ def tls_overview(analysis, fail_on: str | None = None) -> Figure:
               ("client certificate", counts["client_cert"][cert_order], lambda v: palette.CLIENT_CERT_COLORS.get(v, "#BDBDBD")))
     for ax, (title, table, color_of) in zip(axes, panels):
         _stacked(ax, table, color_of)
-        ax.set_title(title, fontsize=11, loc="left")
+        ax.set_title(title, fontsize=11, loc="left", y=TITLE_Y)
         ax.set_xlabel("TLS connections", fontsize=9.5)
         for tick, path in zip(ax.get_yticklabels(), table.index):
             tick.set_color(palette.path_color(path))

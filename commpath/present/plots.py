@@ -16,7 +16,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from . import _model, palette
-from ._plot_common import CONTROL_PLANE_ROLES, FONT, _empty, _new_axes
+from ._plot_common import CONTROL_PLANE_ROLES, FONT, TITLE_Y, _empty, _new_axes
 from ._plot_map import ROLE_ORDER, path_map, path_map_edges
 from ._plot_timeline import timeline, timeline_rows
 from ._plot_tls import _short, tls_counts, tls_overview
@@ -32,20 +32,24 @@ def check_matrix(analysis, ax=None, fail_on: str | None = None) -> Figure:
     Sized for the report's 12 in column so that cell text stays at 10 pt once the page shows it."""
     results = _model.check_results(analysis, fail_on)
     paths = _model.sorted_paths(results["path"]) if len(results) else []
-    checks = sorted(set(results["check"]), key=lambda c: (list(results["check"]).index(c)))
+    checks = list(dict.fromkeys(results["check"]))      # in the order of first appearance
     fig, ax = _new_axes(ax, (12, max(3.0, 0.46 * len(paths) + 2.6)))
     if not len(results):
         _empty(ax, "no documented path")
         return fig
+    # one lookup per cell, not a filter of the table; the cells are added without updating the data
+    # limits (set below), which is most of add_patch's cost
+    cells: dict = {}
+    for path, check, status, n in zip(results["path"], results["check"], results["status"], results["findings"]):
+        cells.setdefault((path, check), (status, n))
     for i, path in enumerate(paths):
         for j, check in enumerate(checks):
-            row = results[(results["path"] == path) & (results["check"] == check)]
-            if not len(row):
-                ax.add_patch(_cell(j, i, "#FFFFFF", "#EEEEEE"))
+            if (path, check) not in cells:
+                ax.add_artist(_cell(j, i, "#FFFFFF", "#EEEEEE"))
                 continue
-            status = row["status"].iloc[0]
-            n = int(row["findings"].iloc[0])
-            ax.add_patch(_cell(j, i, palette.VERDICT_BACKGROUNDS[status], palette.verdict_color(status)))
+            status, n = cells[(path, check)]
+            n = int(n)
+            ax.add_artist(_cell(j, i, palette.VERDICT_BACKGROUNDS[status], palette.verdict_color(status)))
             label = STATUS_MARK[status] + (f" {n}" if n and status in ("fail", "warn") else "")
             ax.text(j + 0.5, i + 0.5, label, ha="center", va="center", fontsize=10,
                     color=palette.verdict_color(status), fontweight="bold" if status == "fail" else "normal")
@@ -62,7 +66,8 @@ def check_matrix(analysis, ax=None, fail_on: str | None = None) -> Figure:
                        for s in palette.VERDICT_ORDER if s != "inconclusive"],
               loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=10, frameon=False)
     fail_at, warn_at = _model.thresholds(analysis, fail_on)
-    ax.set_title(f"Checks per path (fail at or above {fail_at}, warn at or above {warn_at})", fontsize=12, loc="left")
+    ax.set_title(f"Checks per path (fail at or above {fail_at}, warn at or above {warn_at})", fontsize=12, loc="left",
+                 y=TITLE_Y)
     return fig
 
 
@@ -120,7 +125,7 @@ def cert_validity(analysis, ax=None, limit: int = 40) -> Figure:
         handles.append(Line2D([], [], color="#212121", lw=1.2, ls="--", label="capture start"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, frameon=False)
     extra = f" (first {limit} of {len(certs)} by expiry)" if len(certs) > limit else ""
-    ax.set_title(f"Certificate validity vs capture time{extra}", fontsize=12, loc="left")
+    ax.set_title(f"Certificate validity vs capture time{extra}", fontsize=12, loc="left", y=TITLE_Y)
     return fig
 
 

@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from . import _model, palette
+from ._plot_common import TITLE_Y
 
 MAX_ROWS = 200
 #: one row of the per-path table: requests alike in these columns
@@ -136,7 +137,7 @@ def plot_requests(analysis, ax=None) -> Figure:
             alpha=0.6)
     ax.set_yticks(y, [f"{k}  ({p})" for p, k in zip(counts["flow_path"], counts["request_kind"])], fontsize=8)
     ax.set_xlabel("requests")
-    ax.set_title("Requests per kind and path", fontsize=10)
+    ax.set_title("Requests per kind and path", fontsize=10, y=TITLE_Y)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     ax.legend(handles=[Patch(facecolor="#BBBBBB", edgecolor="#333333", label="decrypted TLS"),
