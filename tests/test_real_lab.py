@@ -68,9 +68,9 @@ def _audit_line(user, source, t0, t1, resource="", subresource="", name="", x509
                        "requestURI": f"/x/{name}", "requestReceivedTimestamp": stamp(t0), "stageTimestamp": stamp(t1)})
 
 
-def _flow(src, sport, dst, dport, t0, t1):
+def _flow(src, sport, dst, dport, t0, t1, answered=True, sent=100):
     return {"transport": "tcp", "syn_seen": True, "src_ip": src, "src_port": sport, "dst_ip": dst, "dst_port": dport,
-            "ts_start": t0, "ts_end": t1}
+            "ts_start": t0, "ts_end": t1, "synack_seen": answered, "payload_fwd": sent}
 
 
 def test_truth_rules_follow_the_audit_log(tmp_path):
@@ -93,6 +93,8 @@ def test_truth_rules_follow_the_audit_log(tmp_path):
         _flow("10.77.0.10", 41001, "10.244.1.5", 8080, t + 6.05, t + 6.1),
         _flow("10.77.0.10", 41002, "10.77.0.22", 10250, t + 30, t + 31),      # nothing in the audit log then
         _flow("10.77.0.10", 41003, "10.77.0.10", 2379, t, t + 10),
+        _flow("10.77.0.10", 41004, "10.77.0.10", 6443, t + 3, t + 3.00001, answered=False),   # refused
+        _flow("10.77.0.21", 40005, "10.77.0.10", 6443, t + 1, t + 1.2, sent=0),     # closed before a byte
     ])
     res = _truth.build(flows, _truth.load_audit(audit), cp_ips={"10.77.0.10"},
                        nodes={"node1": "10.77.0.21", "node2": "10.77.0.22"}, pod_cidr="10.244.0.0/16",
@@ -108,7 +110,11 @@ def test_truth_rules_follow_the_audit_log(tmp_path):
     assert got[("10.77.0.10:41000", "10.77.0.21:10250")]["path"] == "apiserver-to-kubelet"
     assert got[("10.77.0.10:41001", "10.244.1.5:8080")]["path"] == "apiserver-proxy"
     assert got[("10.77.0.10:41003", "10.77.0.10:2379")]["path"] == "etcd"
-    assert [u["dst"] for u in res["unattributed"]] == ["10.77.0.22:10250"]
+    # a refused connection and an empty one carried none of the requests the audit log shows in their window
+    assert sorted((u["src"], u["why"]) for u in res["unattributed"]) == [
+        ("10.77.0.10:41002", "no kubelet request (logs/exec/attach/portforward/nodes proxy) for this node then"),
+        ("10.77.0.10:41004", "carried no request: refused or unanswered (no SYN-ACK)"),
+        ("10.77.0.21:40005", "carried no request: the client sent no payload")]
     # the bootstrap token seen from a node, whichever of the node's connections carried it
     assert _truth.node_credentials_without_certificate(_truth.load_audit(audit), {"10.77.0.21", "10.77.0.22"}) == [
         "system:bootstrap:abcdef"]
@@ -218,7 +224,10 @@ def _assert_scored(out: Path, truth: dict) -> set:
         s = score(out, out / inventory)
         assert s["wrong"] == [] and s["not_seen"] == 0, (inventory, s["wrong"][:10], truth.get("capture"))
         assert s["accuracy"] == 1.0
-        assert s["client_cert"]["wrong"] == [] and s["client_cert"]["right"] > 0   # x509 vs token, from the audit log
+        cc = s["client_cert"]               # x509 vs token, from the audit log: never contradicted
+        assert cc["wrong"] == [] and cc["right"] > 0, (inventory, cc["wrong"][:5])
+        # "unknown" is the honest answer when a loaded machine's capture lost a flight; it stays rare
+        assert len(cc["unknown"]) <= max(2, (cc["right"] + len(cc["unknown"])) // 20), (inventory, cc["unknown"][:5])
         produced = {(c, p) for c, p, _ in s["findings"]}
         assert expected <= produced, (inventory, expected - produced)
         extra = {(c, p) for c, p, sev in s["findings"] if sev != "info"} - expected

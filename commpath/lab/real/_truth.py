@@ -33,6 +33,11 @@ hosts captured it):
    destination in the server's log within ±5 s of the connection's start: the agent's dial for the
    apiserver, ``other`` (a node's own connection to a pod, as the emulated lab records it).
 
+Rules 1-3 match requests by time, so a connection that carried none (refused, unanswered, or closed
+before the client sent a byte) is never attributed by them: its window would lend it the requests of
+other connections from the same address (the apiserver's loopback client dials before the apiserver
+listens, and is refused).
+
 Everything else (e.g. kubectl port-forward's local listener on the control plane's loopback) is left
 out of the truth and counted as unattributed.
 """
@@ -109,7 +114,8 @@ def build(flows: pd.DataFrame, audit: pd.DataFrame, *, cp_ips: set[str], nodes: 
                      dst=[_ep(a, p) for a, p in zip(tcp["dst_ip"], tcp["dst_port"])])
     conns = (tcp.groupby(["src", "dst"], as_index=False)
                 .agg(src_ip=("src_ip", "first"), dst_ip=("dst_ip", "first"), dst_port=("dst_port", "first"),
-                     start=("ts_start", "min"), end=("ts_end", "max")))
+                     start=("ts_start", "min"), end=("ts_end", "max"),
+                     answered=("synack_seen", "max"), sent=("payload_fwd", "max")))
     via_vip = conns[conns["dst"] == vip]
     natted = set(zip(via_vip["src"], [apiserver] * len(via_vip)))
     out, unattributed = [], []
@@ -142,6 +148,11 @@ def _during(audit: pd.DataFrame, t: float) -> pd.DataFrame:
 def _path(c, audit, cp_ips, node_of_ip, net, pods, apiserver, vip, etcd):
     src_ip, dst_ip = c.src_ip, c.dst_ip
     in_pods = lambda ip: ":" not in ip and ipaddress.ip_address(ip) in net   # noqa: E731
+    # rules 1-3 match requests by time: a connection that carried none would borrow its neighbours'
+    refused = (c.dst in (apiserver, vip) or (src_ip in cp_ips and c.dst != etcd)) and (not c.answered or not c.sent)
+    if refused:
+        return None, "carried no request: " + ("refused or unanswered (no SYN-ACK)" if not c.answered
+                                                else "the client sent no payload")
     if c.dst in (apiserver, vip):
         ev = _window(audit, src_ip, c.start, c.end) if not audit.empty else audit
         if ev.empty:

@@ -13,6 +13,10 @@ from pathlib import Path
 import yaml
 
 
+#: client_cert answers that claim nothing: judged neither right nor wrong against the audit log
+NO_CLAIM = {"unknown", "nan", "<NA>", "None"}
+
+
 def _ep(ip: str, port) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
@@ -41,7 +45,7 @@ def score(folder: Path, inventory: Path | None) -> dict:
             right += 1
         else:
             wrong.append({"src": c["src"], "dst": c["dst"], "truth": c["path"], "commpath": sorted(got)})
-    cert_right, cert_wrong = 0, []
+    cert_right, cert_wrong, cert_unknown = 0, [], []
     for c in truth["connections"]:        # the client-certificate inference against the audit log's credential
         want = {"x509": "presented", "token": "absent", "none": "absent"}.get(c.get("credential", ""))
         if want is None:
@@ -49,13 +53,16 @@ def score(folder: Path, inventory: Path | None) -> dict:
         got = certs.get((c["src"], c["dst"]), set()) | certs.get((c["src"], c.get("dst_after_nat")), set())
         if got and all(g.endswith(want) for g in got):
             cert_right += 1
+        elif got <= NO_CLAIM:             # commpath said it cannot tell (e.g. a flight lost by the capture)
+            cert_unknown.append({"src": c["src"], "dst": c["dst"], "credential": c["credential"],
+                                 "commpath": sorted(got)})
         else:
             cert_wrong.append({"src": c["src"], "dst": c["dst"], "credential": c["credential"], "commpath": sorted(got)})
     total = len(truth["connections"])
     findings = sorted({(str(r.check), str(r.path), str(r.severity)) for r in a.findings.itertuples()})
     return {"connections": total, "right": right, "wrong": wrong, "not_seen": len(missing),
             "accuracy": right / total if total else 0.0, "findings": findings,
-            "client_cert": {"right": cert_right, "wrong": cert_wrong}}
+            "client_cert": {"right": cert_right, "wrong": cert_wrong, "unknown": cert_unknown}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({100 * s['accuracy']:.1f} %), {len(s['wrong'])} wrong, {s['not_seen']} not seen")
         cc = s["client_cert"]
         print(f"  client certificate (TLS 1.3 inference) vs the audit log's credential: {cc['right']}/"
-              f"{cc['right'] + len(cc['wrong'])} right")
+              f"{cc['right'] + len(cc['wrong'])} right, {len(cc['unknown'])} undecided")
         for w in s["wrong"][:20]:
             print(f"  {w['src']} -> {w['dst']}: truth {w['truth']}, commpath {', '.join(w['commpath'])}")
         for f in s["findings"]:
