@@ -136,3 +136,19 @@ def test_merged_runs_keep_vantage_points_byte_for_byte():
     from commpath.present.report_json import report_text
     assert "vantage_points" in a.flows
     assert report_text(a) == _per_record(a)
+
+
+def test_columns_are_the_json_modules_text_for_large_floats_and_plain_texts():
+    """Floats Arrow writes in exponent form (3e10 as "3e+10") and texts written without a quoted copy
+    (plain, categorical, with and without escapes) come out as json.dumps writes them."""
+    import pandas as pd
+    from commpath.present._json_columns import column, records
+    floats = [2.0, -0.0, 0.0, 3e10, 1e15, 123456789012345.0, 9999999999.5, 1e-05, 1.5e-4, 1733480000.5, float("inf")]
+    n = len(floats)
+    df = pd.DataFrame({"f": floats,
+                       "plain": pd.array([f"10.0.0.{i}" for i in range(n)], dtype="string"),
+                       "cat": pd.Categorical(["tcp", "udp"] * (n // 2) + ["tcp"]),
+                       "odd": pd.array(['a"b', "c\\d"] + ["e"] * (n - 2), dtype="string")})
+    text = records([(k, column(df, k, "    ")) for k in df.columns], n, 1).to_pybytes().decode()
+    assert text == ",\n".join("  " + json.dumps(r, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+                              for r in df.astype(object).to_dict("records"))
