@@ -451,10 +451,12 @@ def _write_parquet(df: pd.DataFrame, path: str | Path) -> None:
     """``df`` as a Parquet file; only a table Arrow refuses goes through :func:`_parquet_safe` (whose
     trial conversion of every object column would convert each of them twice)."""
     import pyarrow as pa
+
+    from ._parquet import write_parquet
     try:
-        df.to_parquet(path, index=False)     # Arrow converts before the file is opened
+        write_parquet(df, path)              # Arrow converts before the file is opened
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        _parquet_safe(df).to_parquet(path, index=False)
+        write_parquet(_parquet_safe(df), path)
 
 
 def write_outputs(analysis: Analysis, out: str | Path) -> dict[str, Path]:

@@ -46,6 +46,10 @@ def test_output_set_is_readable_and_consistent(setup):
     assert flows.loc[0, "path"] == "node-to-apiserver" and flows.loc[0, "tls_version"] == "TLS 1.0"
     findings = pd.read_parquet(out / "findings.parquet")
     assert "tls-version-weak" in set(findings["check"].astype(str))
+    # the Arrow-backed list columns read back with plain pandas: one list per finding
+    weak = findings[findings["check"].astype(str) == "tls-version-weak"].iloc[0]
+    assert [int(v) for v in weak["flow_ids"]] == [0] and len(weak["frames"]) >= 1
+    assert {e["source"] for e in weak["evidence_sources"]} >= {"wire"}
     assert len(pd.read_parquet(out / "tls.parquet")) == 1 and len(pd.read_parquet(out / "certs.parquet")) >= 1
     report = json.loads((out / "report.json").read_text())
     assert report["schema"] == "commpath.report/v1" and len(report["flows"]) == len(flows)
