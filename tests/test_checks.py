@@ -286,3 +286,16 @@ def test_run_verdict_is_inconclusive_when_most_observed_paths_are_blind():
     assert run_verdict(paths, {"roles_inferred": True}) == "inconclusive"     # findings stay listed
     paths["verdict"] = ["fail", "not-observable", "not-observable"]
     assert run_verdict(paths, {"roles_inferred": True}) == "fail"
+
+
+def test_findings_parquet_reads_back_with_pandas(tmp_path):
+    """The Arrow list columns are written so pandas reads them as it reads any list column."""
+    from commpath._pipeline import write_outputs
+    root = Path(__file__).resolve().parents[1] / "captures/default"
+    a = commpath.open(root, inventory=root / "inventory.yaml")
+    assert len(a.findings)
+    write_outputs(a, tmp_path)
+    back = pd.read_parquet(tmp_path / "findings.parquet")
+    for name in ("flow_ids", "frames", "evidence_sources"):
+        assert back[name].dtype == object
+        assert [list(v) for v in back[name]] == a.findings[name].tolist()

@@ -34,7 +34,7 @@ def _judge(policy: Policy, f: FlowFacts, flows) -> tuple[list[dict], dict[str, l
             on_path = f.path.eq(p)
             hit = on_path & out.fires
             if hit.any():
-                findings.append(aggregate(check, p, np.flatnonzero(hit), out.detail[hit], keys, f.handshake_frames,
+                findings.extend(aggregate(check, p, np.flatnonzero(hit), out.detail[hit], keys, f.handshake_frames,
                                           None if out.wire_said is None else out.wire_said[hit],
                                           None if out.sources is None else out.sources[hit]))
             blind = on_path & out.unknown
@@ -63,7 +63,7 @@ def _host_findings(check, hits, f: FlowFacts, keys) -> list[dict]:
         if len(rows):
             h = hit_of_flow[rows]
             seen[h] = True
-            out.append(aggregate(check, p, rows, detail[h], keys, f.handshake_frames, _flow_said(f, rows), sources[h]))
+            out.extend(aggregate(check, p, rows, detail[h], keys, f.handshake_frames, _flow_said(f, rows), sources[h]))
     # hits of one group (one host's addresses) need one finding: none more once one of them was seen
     done = {hits.group[i] for i in np.flatnonzero(seen)} if hits.group else set()
     for i in np.flatnonzero(~seen):
@@ -99,28 +99,57 @@ def _match(addresses, codes, ports, hits, use: np.ndarray, any_port: bool = Fals
 
 def _finding_table(findings: list[dict]):
     """The findings (column blocks of :func:`aggregate`) as one DataFrame (FINDING_COLUMNS), worst
-    first, then check, path, capture and the first frame of each finding's first connection."""
+    first, then check, path, capture and the first frame of each finding's first connection.
+
+    The order comes first, from the key columns; then each other column is gathered once in that
+    order and its blocks let go: the findings are in memory once more at most by one column (not
+    the blocks, their concatenation and its sorted copy at once)."""
     import pandas as pd
     if not findings:
         return empty_frame(FINDING_COLUMNS)
-    columns = {name: concat_column([block[name] for block in findings]) for name in findings[0]}
-    for name, values in columns.items():
-        declared = FINDING_COLUMNS.get(name, "string")
-        if declared.endswith("[pyarrow]"):      # lists and evidence entries in Arrow: no Python list per finding
-            arrow = pandas_dtype(declared)
-            columns[name] = pd.arrays.ArrowExtensionArray(
-                values if isinstance(values, pa.Array) else pa.array(list(values), arrow.pyarrow_dtype))
-        elif isinstance(values, pa.Array):       # text made in Arrow stays there (no object per finding)
-            columns[name] = pd.array(values, dtype=declared)
-        elif FINDING_COLUMNS.get(name) == "category":   # sorted categories, as astype("category") makes them
-            columns[name] = pd.Categorical(values)
+    keys = {name: _pandas_column(name, concat_column([block[name] for block in findings]))
+            for name in ("check", "severity", "path", "capture", "_first")}
+    severity = keys["severity"]
+    rank = -np.array([SEVERITY_RANK[s] for s in severity.categories], np.int64)[np.asarray(severity.codes)]
+    order = np.lexsort((np.asarray(keys["_first"]), _sort_codes(pd.Series(keys["capture"])),
+                        _sort_codes(pd.Series(keys["path"])), _sort_codes(pd.Series(keys["check"])), rank))
+    columns = {}
+    for name in list(findings[0]):
+        if name == "_first":
+            continue
+        if name in keys:
+            columns[name] = keys[name].take(order)
+            continue
+        parts = [block.pop(name) for block in findings]      # _path_table reads only path and severity
+        columns[name] = _pandas_column(name, _gathered(parts, order))
+        del parts
     fdf = pd.DataFrame(columns)
-    severity = fdf["severity"].cat
-    rank = -np.array([SEVERITY_RANK[s] for s in severity.categories], np.int64)[severity.codes.to_numpy()]
-    order = np.lexsort((fdf["_first"].to_numpy(), _sort_codes(fdf["capture"]), _sort_codes(fdf["path"]),
-                        _sort_codes(fdf["check"]), rank))
-    fdf = fdf.iloc[order].drop(columns=["_first"]).reset_index(drop=True)
     return conform(fdf, FINDING_COLUMNS)
+
+
+def _gathered(parts: list, order: np.ndarray):
+    """The blocks of one column, concatenated and taken in ``order`` (Arrow blocks without a combined copy)."""
+    arrow = [p.type for p in parts if isinstance(p, pa.Array)]
+    if arrow:
+        chunks = [p if isinstance(p, pa.Array) else pa.array(list(p), arrow[0]) for p in parts]
+        return pa.chunked_array(chunks, arrow[0]).take(pa.array(order)).combine_chunks()
+    whole = concat_column(parts)
+    return whole[order] if isinstance(whole, np.ndarray) else [whole[i] for i in order]
+
+
+def _pandas_column(name: str, values):
+    """A finding column as its declared pandas array (Arrow data stays in Arrow)."""
+    import pandas as pd
+    declared = FINDING_COLUMNS.get(name, "string")
+    if declared.endswith("[pyarrow]"):          # lists and evidence entries in Arrow: no Python list per finding
+        arrow = pandas_dtype(declared)
+        return pd.arrays.ArrowExtensionArray(
+            values if isinstance(values, pa.Array) else pa.array(list(values), arrow.pyarrow_dtype))
+    if isinstance(values, pa.Array):            # text made in Arrow stays there (no object per finding)
+        return pd.array(values, dtype=declared)
+    if declared == "category":                  # sorted categories, as astype("category") makes them
+        return pd.Categorical(values)
+    return values
 
 
 def _sort_codes(column) -> np.ndarray:

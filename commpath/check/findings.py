@@ -169,8 +169,9 @@ GROUP_BATCH = 65_536
 
 
 def aggregate(check, path: str, rows: np.ndarray, detail: np.ndarray, keys: FlowKeys, handshake_frames,
-              wire_said: np.ndarray | None = None, sources: np.ndarray | None = None) -> dict:
-    """The findings (as columns) of ``check`` on ``path`` for the flagged flows at positions ``rows``.
+              wire_said: np.ndarray | None = None, sources: np.ndarray | None = None) -> list[dict]:
+    """The findings (as blocks of columns, GROUP_BATCH findings each: concatenated once, by the
+    findings table) of ``check`` on ``path`` for the flagged flows at positions ``rows``.
 
     ``detail``: what was seen on each flagged flow (aligned with ``rows``);
     ``handshake_frames(positions)`` gives (index into positions, frame) of their handshake frames.
@@ -192,9 +193,7 @@ def aggregate(check, path: str, rows: np.ndarray, detail: np.ndarray, keys: Flow
         block = _columns(check, path, rows[a:b], detail[a:b], bounds - a, keys, handshake_frames)
         block["evidence_sources"] = _evidence(check, block, bounds[:-1], detail, wire_said, sources)
         blocks.append(block)
-    if len(blocks) == 1:
-        return blocks[0]
-    return {name: concat_column([x[name] for x in blocks]) for name in blocks[0]}
+    return blocks
 
 
 def concat_column(parts: list):
