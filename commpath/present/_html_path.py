@@ -137,7 +137,7 @@ def http_table(analysis, flow_ids) -> str:
     if not len(sub):
         return ""
     rows = []
-    for _, h in sub.head(MAX_CONNECTIONS).iterrows():
+    for h in sub.head(MAX_CONNECTIONS).to_dict("records"):      # plain dicts, not a Series per row
         rows.append(f"<tr><td class=num>{esc(h.get('flow_id'))}</td><td class=num>{esc(h.get('frame'))}</td>"
                     f"<td>{esc(h.get('method'))}</td><td>{esc(h.get('host'))}</td>"
                     f"<td class='http-path'><code>{esc(h.get('path'))}</code></td><td>{esc(h.get('status'))}</td>"
