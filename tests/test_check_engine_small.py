@@ -108,3 +108,13 @@ def test_the_fixture_policy_is_validated_like_any_policy(tmp_path):
     with pytest.raises(InputError) as exc:
         load_policy(str(bad))
     assert "bad.yaml" in str(exc.value) and "node-to-nowhere" in str(exc.value)
+
+
+def test_findings_blocks_in_table_order_are_joined_whole_else_gathered():
+    """The findings table joins whole blocks when its order takes each one whole and in order."""
+    import numpy as np
+    from commpath.check.engine import _block_order
+    assert _block_order(np.array([3, 4, 0, 1, 2]), [3, 2]) == [1, 0]
+    assert _block_order(np.array([0, 1, 2, 3, 4]), [3, 2]) == [0, 1]
+    assert _block_order(np.array([3, 0, 1, 2, 4]), [3, 2]) is None      # a block split in two
+    assert _block_order(np.array([1, 0, 2, 3, 4]), [3, 2]) is None      # a block out of its own order

@@ -113,6 +113,7 @@ def _finding_table(findings: list[dict]):
     rank = -np.array([SEVERITY_RANK[s] for s in severity.categories], np.int64)[np.asarray(severity.codes)]
     order = np.lexsort((np.asarray(keys["_first"]), _sort_codes(pd.Series(keys["capture"])),
                         _sort_codes(pd.Series(keys["path"])), _sort_codes(pd.Series(keys["check"])), rank))
+    blocks = _block_order(order, [len(block["_first"]) for block in findings])
     columns = {}
     for name in list(findings[0]):
         if name == "_first":
@@ -121,10 +122,32 @@ def _finding_table(findings: list[dict]):
             columns[name] = keys[name].take(order)
             continue
         parts = [block.pop(name) for block in findings]      # _path_table reads only path and severity
-        columns[name] = _pandas_column(name, _gathered(parts, order))
+        if blocks is not None:      # whole blocks in order (aggregate's usual case): joined, no copy
+            columns[name] = _pandas_column(name, _joined([parts[b] for b in blocks]))
+        else:
+            columns[name] = _pandas_column(name, _gathered(parts, order))
         del parts
     fdf = pd.DataFrame(columns)
     return conform(fdf, FINDING_COLUMNS)
+
+
+def _block_order(order: np.ndarray, sizes: list[int]) -> list[int] | None:
+    """The blocks in table order when ``order`` takes each block whole and in its own order, else None."""
+    starts = np.r_[0, np.cumsum(sizes)]
+    block = np.repeat(np.arange(len(sizes)), sizes)[order]
+    change = np.flatnonzero(np.r_[True, block[1:] != block[:-1]])
+    if len(change) != len(sizes) or not (order[change] == starts[:-1][block[change]]).all():
+        return None
+    steps = np.diff(order)
+    return block[change].tolist() if (steps[block[1:] == block[:-1]] == 1).all() else None
+
+
+def _joined(parts: list):
+    """One column of whole blocks: Arrow blocks as one chunked array (no copy), numpy concatenated."""
+    arrow = [p.type for p in parts if isinstance(p, pa.Array)]
+    if arrow:
+        return pa.chunked_array([p if isinstance(p, pa.Array) else pa.array(list(p), arrow[0]) for p in parts], arrow[0])
+    return concat_column(parts)
 
 
 def _gathered(parts: list, order: np.ndarray):
@@ -144,8 +167,8 @@ def _pandas_column(name: str, values):
     if declared.endswith("[pyarrow]"):          # lists and evidence entries in Arrow: no Python list per finding
         arrow = pandas_dtype(declared)
         return pd.arrays.ArrowExtensionArray(
-            values if isinstance(values, pa.Array) else pa.array(list(values), arrow.pyarrow_dtype))
-    if isinstance(values, pa.Array):            # text made in Arrow stays there (no object per finding)
+            values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(list(values), arrow.pyarrow_dtype))
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):     # text made in Arrow stays there (no object per finding)
         return pd.array(values, dtype=declared)
     if declared == "category":                  # sorted categories, as astype("category") makes them
         return pd.Categorical(values)

@@ -186,6 +186,16 @@ def aggregate(check, path: str, rows: np.ndarray, detail: np.ndarray, keys: Flow
     sources = None if sources is None else sources[order]
     k = np.stack([keys.capture[rows], keys.src[rows], keys.dst[rows], keys.dst_port[rows]])
     starts = np.r_[np.flatnonzero(np.r_[True, (k[:, 1:] != k[:, :-1]).any(axis=0)]), len(rows)]
+    # the groups in the findings table's order within a check and path (capture, then the first frame):
+    # the table then joins whole blocks instead of gathering every finding again
+    sizes = np.diff(starts)
+    by_table = np.lexsort((keys.first_frame[rows[starts[:-1]]], keys.capture[rows[starts[:-1]]]))
+    sizes = sizes[by_table]
+    moved = np.repeat(starts[:-1][by_table] - np.r_[0, np.cumsum(sizes)][:-1], sizes) + np.arange(len(rows))
+    rows, detail = rows[moved], detail[moved]
+    wire_said = None if wire_said is None else wire_said[moved]
+    sources = None if sources is None else sources[moved]
+    starts = np.r_[0, np.cumsum(sizes)]
     blocks = []
     for g in range(0, len(starts) - 1, GROUP_BATCH):
         bounds = starts[g:g + GROUP_BATCH + 1]
