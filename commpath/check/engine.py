@@ -122,8 +122,8 @@ def _finding_table(findings: list[dict]):
             columns[name] = keys[name].take(order)
             continue
         parts = [block.pop(name) for block in findings]      # _path_table reads only path and severity
-        if blocks is not None:      # whole blocks in order (aggregate's usual case): joined, no copy
-            columns[name] = _pandas_column(name, _joined([parts[b] for b in blocks]))
+        if blocks is not None:      # whole blocks in order (aggregate's usual case): concatenated, no gather
+            columns[name] = _pandas_column(name, concat_column([parts[b] for b in blocks]))
         else:
             columns[name] = _pandas_column(name, _gathered(parts, order))
         del parts
@@ -140,14 +140,6 @@ def _block_order(order: np.ndarray, sizes: list[int]) -> list[int] | None:
         return None
     steps = np.diff(order)
     return block[change].tolist() if (steps[block[1:] == block[:-1]] == 1).all() else None
-
-
-def _joined(parts: list):
-    """One column of whole blocks: Arrow blocks as one chunked array (no copy), numpy concatenated."""
-    arrow = [p.type for p in parts if isinstance(p, pa.Array)]
-    if arrow:
-        return pa.chunked_array([p if isinstance(p, pa.Array) else pa.array(list(p), arrow[0]) for p in parts], arrow[0])
-    return concat_column(parts)
 
 
 def _gathered(parts: list, order: np.ndarray):
