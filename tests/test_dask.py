@@ -264,6 +264,16 @@ def test_local_workers_run_with_the_quiet_diagnostics_and_a_given_cluster_keeps_
         assert set(given.run(_diagnostics).values()) == {before}
 
 
+def test_socket_parts_grow_with_the_run_so_a_workers_merge_stays_bounded(cluster):
+    """Two parts per worker thread on a small run; on a large one, one per PART_FLOWS flows (the
+    merge gives the same rows for any number of parts: test_dask_merge)."""
+    from commpath.distributed._merge import PART_FLOWS, parts_count
+    client = cluster[1]
+    assert parts_count(client, units=12, flows=1000) == 4            # 2 workers x 1 thread x 2
+    assert parts_count(client, units=3, flows=1000) == 3             # at most one per host
+    assert parts_count(client, units=60, flows=10 * PART_FLOWS + 1) == 11
+
+
 def _split_pcap(pcap: Path, at_frame: int, first: Path, second: Path) -> None:
     """Two valid pcaps: frames before ``at_frame`` and the rest (record boundaries, one header each)."""
     import struct

@@ -185,7 +185,8 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
     offsets = None
     if merge is not False and sum(summaries[i]["flows"] for i in live) and (
             merge or len(capture_hosts(captures)) > 1):
-        flows, offsets = _merged_on_workers(client, classified, units, unit_names, captures, captures_f, progress)
+        flows, offsets = _merged_on_workers(client, classified, units, unit_names, captures, captures_f, progress,
+                                            sum(summaries[i]["flows"] for i in live))
     else:
         with bar(total=len(units), desc="classify", unit="host", enabled=progress, leave=False) as shown:
             futures = {client.submit(piece, classified[u], 0, pure=False): u for u in units}
@@ -197,14 +198,14 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
 
 
 def _merged_on_workers(client, classified: dict, units: list[int], names: list[str], captures: pd.DataFrame,
-                       captures_f, progress: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+                       captures_f, progress: bool, total_flows: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The run's connections merged part by part (``_merge``): split by initiator socket, clock
     pairs reduced to the offsets on the driver, each part merged; the merged rows sorted as
     ``decode.merge.merge_run`` sorts them."""
     from ..decode.merge import offsets_from_pairs
     from ..present.progress import progress as bar
     from ._merge import merge_part, pairs_of, parts_count, piece, split, together
-    n = parts_count(client, len(units))
+    n = parts_count(client, len(units), total_flows)
     cut = {u: client.submit(split, classified[u], n, pure=False) for u in units}
     pieces = [[client.submit(piece, cut[u], p, pure=False) for u in units] for p in range(n)]
     parts = [client.submit(together, pieces[p], pure=False) for p in range(n)]
