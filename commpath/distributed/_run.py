@@ -173,6 +173,9 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
         return _collect(client, futures, unit_names, "classifying it")
 
     rows = each(summary_rows, vip_ports(inventory))
+    # every host's flows are prepared now: the decoded tables leave the workers' memory (dask
+    # recomputes them from the graph should a worker holding a prepared table die)
+    results[:] = [None] * len(results)
     view_input = list(rows)
     if view_needs_twins(inventory):
         sources = set().union(*(twin_sources(r) for r in rows)) if rows else set()
@@ -185,8 +188,11 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
     offsets = None
     if merge is not False and sum(summaries[i]["flows"] for i in live) and (
             merge or len(capture_hosts(captures)) > 1):
+        def release() -> None:        # the socket parts hold the classified rows now
+            prepared.clear()
+            classified.clear()
         flows, offsets = _merged_on_workers(client, classified, units, unit_names, captures, captures_f, progress,
-                                            sum(summaries[i]["flows"] for i in live))
+                                            sum(summaries[i]["flows"] for i in live), release)
     else:
         with bar(total=len(units), desc="classify", unit="host", enabled=progress, leave=False) as shown:
             futures = {client.submit(piece, classified[u], 0, pure=False): u for u in units}
@@ -198,7 +204,8 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
 
 
 def _merged_on_workers(client, classified: dict, units: list[int], names: list[str], captures: pd.DataFrame,
-                       captures_f, progress: bool, total_flows: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+                       captures_f, progress: bool, total_flows: int = 0,
+                       release=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The run's connections merged part by part (``_merge``): split by initiator socket, clock
     pairs reduced to the offsets on the driver, each part merged; the merged rows sorted as
     ``decode.merge.merge_run`` sorts them."""
@@ -213,6 +220,8 @@ def _merged_on_workers(client, classified: dict, units: list[int], names: list[s
     pairs = _collect(client, {client.submit(pairs_of, parts[p], captures_f, pure=False): p for p in range(n)},
                      label, "merging it")
     del cut, pieces      # released (not cancelled: that would cancel the parts made from them too)
+    if release is not None:
+        release()
     hosts = set().union(*(h for _, h in pairs))
     offsets = offsets_from_pairs(pd.concat([t for t, _ in pairs], ignore_index=True), hosts, captures)
     offsets_f = _shared(client, offsets)
