@@ -96,8 +96,8 @@ def test_lab_runs_on_a_dask_cluster_equal_the_single_process(cluster, scenario, 
     write_outputs(on_dask, tmp_path / "dask")
     assert (tmp_path / "single/report.json").read_bytes() == (tmp_path / "dask/report.json").read_bytes()
     for f in (tmp_path / "single").glob("*.parquet"):
-        # Arrow-typed frames: pandas cannot rebuild an Arrow list column from its own Parquet metadata
-        # ('list<item: int64>[pyarrow]' not understood), and the Arrow types are what was written
+        # Arrow-typed frames: the Arrow types are what was written (plain pandas reads the list
+        # columns back as arrays; commpath/_parquet.py keeps that possible)
         assert_frame_equal(pd.read_parquet(f, dtype_backend="pyarrow"),
                            pd.read_parquet(tmp_path / "dask" / f.name, dtype_backend="pyarrow"), obj=f.name)
     # each capture's tables, partitioned by host, each folder complete
