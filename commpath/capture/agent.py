@@ -171,7 +171,14 @@ def capture(opts: Options, ready=None) -> dict:
         _say(f"commpath capture: listening on {', '.join(opts.ifaces)} -> {out}", True)
         if ready:
             ready()
-        last_line = 0.0
+        limit = f"/{opts.duration:.0f}s" if opts.duration else "s"
+
+        def progress(now: float, size: float) -> None:
+            print(f"\rcapturing {now - start:6.1f}{limit}  {size:8.2f} MB  {len(engine.files())} file(s)",
+                  end="", file=sys.stderr, flush=True)
+        last_line = time.time()
+        if opts.progress:               # at once: a capture ended within its first second still shows one
+            progress(last_line, 0.0)
         write_stats(out, opts.host, engine_name, engine.running_stats(), True)
         last_stats = time.monotonic()
         while stop.reason is None:
@@ -196,9 +203,7 @@ def capture(opts: Options, ready=None) -> dict:
                 last_stats = time.monotonic()
             if opts.progress and now - last_line >= 1.0:
                 last_line = now
-                limit = f"/{opts.duration:.0f}s" if opts.duration else "s"
-                print(f"\rcapturing {elapsed:6.1f}{limit}  {size:8.2f} MB  {len(engine.files())} file(s)",
-                      end="", file=sys.stderr, flush=True)
+                progress(now, size)
     finally:
         stop.restore()
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish writing the manifest even on a second Ctrl-C
