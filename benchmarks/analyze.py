@@ -26,7 +26,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import available, capture_packets, command, measure  # noqa: E402
+from run import command, measure, prepare  # noqa: E402
 
 COMMPATH = ("analyze", "analyze+inventory", "report", "report+inventory")
 #: exit 1 (findings at or above --fail-on) and 3 (inconclusive) are finished runs too
@@ -141,20 +141,10 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args(argv)
     path, inventory = Path(args.capture).resolve(), Path(args.inventory).resolve()
-    if not path.exists():
-        print(f"analyze: {path}: no such capture (make one with benchmarks/make_capture.py)", file=sys.stderr)
+    started = prepare("analyze", path, args.tools.split(","), COMMPATH)
+    if started is None:
         return 2
-    packets = capture_packets(path)
-    print(f"capture {path} ({packets:,} packets, {path.stat().st_size / 1e6:.0f} MB); {os.cpu_count()} CPUs; "
-          f"load {os.getloadavg()[0]:.1f}", flush=True)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(HERE.parent / "commpath")], capture_output=True)
-    tools = []
-    for t in [t.strip() for t in args.tools.split(",") if t.strip()]:
-        reason = available("commpath" if t in COMMPATH else t)
-        if reason:
-            print(f"{t}: not run: {reason}")
-        else:
-            tools.append(t)
+    tools, packets = started
     result = {"capture": str(path), "packets": packets}
     if args.runs:
         res = summary(rounds(tools, path, inventory, args.runs, args.timeout), packets)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import available, capture_packets, command, measure  # noqa: E402
+from run import command, measure, prepare  # noqa: E402
 
 #: commpath commands of this benchmark: name -> (arguments after the capture, uses the inventory)
 COMMANDS = {
@@ -191,20 +191,10 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args(argv)
     capture, inventory = Path(args.capture).resolve(), Path(args.inventory).resolve()
-    if not capture.exists():
-        print(f"report: {capture}: no such capture (make one with benchmarks/make_capture.py)", file=sys.stderr)
+    started = prepare("report", capture, args.commands.split(","), COMMANDS)
+    if started is None:
         return 2
-    packets = capture_packets(capture)
-    print(f"capture {capture} ({packets:,} packets, {capture.stat().st_size / 1e6:.0f} MB); {os.cpu_count()} CPUs; "
-          f"load {os.getloadavg()[0]:.1f}", flush=True)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(HERE.parent / "commpath")], capture_output=True)
-    names = []
-    for name in [n.strip() for n in args.commands.split(",") if n.strip()]:
-        reason = available("commpath" if name in COMMANDS else name)
-        if reason:
-            print(f"{name}: not run: {reason}")
-        else:
-            names.append(name)
+    names, packets = started
     baseline = args.baseline.resolve() if args.baseline else None
     if baseline:
         names += [f"{n} @baseline" for n in COMMANDS if n.startswith("report html") and n in names]

@@ -109,6 +109,27 @@ def available(tool: str) -> str | None:
     return None
 
 
+def prepare(prog: str, capture: Path, names: list[str], commpath_names) -> tuple[list[str], int] | None:
+    """The common start of a peer benchmark: None (said) if ``capture`` is missing; else the names that can
+    run here (the others said, with the reason) and the capture's packet count, after a header line and
+    compiling commpath's bytecode (so no round pays for it)."""
+    if not capture.exists():
+        print(f"{prog}: {capture}: no such capture (make one with benchmarks/make_capture.py)", file=sys.stderr)
+        return None
+    packets = capture_packets(capture)
+    print(f"capture {capture} ({packets:,} packets, {capture.stat().st_size / 1e6:.0f} MB); {os.cpu_count()} CPUs; "
+          f"load {os.getloadavg()[0]:.1f}", flush=True)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(HERE.parent / "commpath")], capture_output=True)
+    runnable = []
+    for name in [n.strip() for n in names if n.strip()]:
+        reason = available("commpath" if name in commpath_names else name)
+        if reason:
+            print(f"{name}: not run: {reason}")
+        else:
+            runnable.append(name)
+    return runnable, packets
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("capture", nargs="?", default=str(HERE / "data" / "bench.pcap"))
