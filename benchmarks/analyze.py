@@ -19,14 +19,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import command, measure, prepare  # noqa: E402
+from run import child_json, command, measure, prepare  # noqa: E402
 
 COMMPATH = ("analyze", "analyze+inventory", "report", "report+inventory")
 #: exit 1 (findings at or above --fail-on) and 3 (inconclusive) are finished runs too
@@ -99,10 +98,7 @@ def stages(path: Path, inventory: Path | None, report: bool, repeat: int) -> lis
             cmd += ["--inventory", str(inventory)]
         if report:
             cmd.append("--html")
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode != 0:
-            raise SystemExit(f"stages failed: {res.stderr[-2000:]}")
-        runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        runs.append(child_json(cmd))
     return runs
 
 

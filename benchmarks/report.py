@@ -22,14 +22,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import command, measure, prepare  # noqa: E402
+from run import child_json, command, measure, prepare  # noqa: E402
 
 #: commpath commands of this benchmark: name -> (arguments after the capture, uses the inventory)
 COMMANDS = {
@@ -153,10 +152,7 @@ def stages(capture: Path, inventory: Path | None, fmt: list[str], repeat: int,
         cmd += [*fmt]
         if baseline:
             cmd = at_baseline(cmd, baseline)
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode != 0:
-            raise SystemExit(f"stages failed: {res.stderr[-2000:]}")
-        runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        runs.append(child_json(cmd))
     return runs
 
 

@@ -109,6 +109,14 @@ def available(tool: str) -> str | None:
     return None
 
 
+def child_json(cmd: list[str]) -> dict:
+    """The JSON object a child benchmark process prints last; its stderr ends the benchmark if it fails."""
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"stages failed: {res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def prepare(prog: str, capture: Path, names: list[str], commpath_names) -> tuple[list[str], int] | None:
     """The common start of a peer benchmark: None (said) if ``capture`` is missing; else the names that can
     run here (the others said, with the reason) and the capture's packet count, after a header line and
