@@ -144,11 +144,9 @@ def _block_order(order: np.ndarray, sizes: list[int]) -> list[int] | None:
 
 def _gathered(parts: list, order: np.ndarray):
     """The blocks of one column, concatenated and taken in ``order`` (Arrow blocks without a combined copy)."""
-    arrow = [p.type for p in parts if isinstance(p, pa.Array)]
-    if arrow:
-        chunks = [p if isinstance(p, pa.Array) else pa.array(list(p), arrow[0]) for p in parts]
-        return pa.chunked_array(chunks, arrow[0]).take(pa.array(order)).combine_chunks()
-    whole = concat_column(parts)
+    whole = concat_column(parts, combine=False)
+    if isinstance(whole, pa.ChunkedArray):
+        return whole.take(pa.array(order)).combine_chunks()
     return whole[order] if isinstance(whole, np.ndarray) else [whole[i] for i in order]
 
 

@@ -206,13 +206,14 @@ def aggregate(check, path: str, rows: np.ndarray, detail: np.ndarray, keys: Flow
     return blocks
 
 
-def concat_column(parts: list):
+def concat_column(parts: list, combine: bool = True):
     """One finding column from its blocks: numpy arrays, Arrow arrays or Python lists (of an Arrow
-    column's values where another block made it in Arrow)."""
+    column's values where another block made it in Arrow); ``combine=False`` leaves Arrow blocks chunked."""
     arrow = [p.type for p in parts if isinstance(p, pa.Array)]
     if arrow:
-        return pa.chunked_array([p if isinstance(p, pa.Array) else pa.array(list(p), arrow[0]) for p in parts],
-                                arrow[0]).combine_chunks()
+        chunked = pa.chunked_array([p if isinstance(p, pa.Array) else pa.array(list(p), arrow[0]) for p in parts],
+                                   arrow[0])
+        return chunked.combine_chunks() if combine else chunked
     if isinstance(parts[0], np.ndarray):
         return np.concatenate(parts)
     return [v for part in parts for v in part]

@@ -67,7 +67,6 @@ def _categorical(codes: np.ndarray, texts: list[str], categories: list[str]) -> 
     return pd.Categorical.from_codes(to_category[codes], categories=categories)
 
 
-
 def apply_rules(masks: RoleMasks, view: ClusterView, rules: list[tuple[str, list[dict]]],
                 default: str = "other") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(path, src_role, dst_role) per flow as texts: the first rule alternative that holds names them."""

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .view import (CONTROL_PLANE_SUBJECT, NODE_SUBJECT, ClusterView, address_codes, cn_match, endpoint_codes,
-                   endpoint_codes_of, endpoint_keys, ip_attributes, normalize_ips)
+from .view import (CONTROL_PLANE_SUBJECT, NODE_SUBJECT, ClusterView, EndpointCodes, cn_match, endpoint_keys,
+                   ip_attributes, normalize_ips)
 
 
 #: Masks a catalog rule may name. Initiator masks say what the flow's initiator is, responder
@@ -115,13 +115,7 @@ class _Ends:
     dst_cp: np.ndarray
     src_node: np.ndarray
     dst_node: np.ndarray
-    skey: np.ndarray        # endpoint_codes of (address, port) of each end
-    dkey: np.ndarray
-    distinct: pd.Index      # the address texts the codes index
-
-    def keys(self, eps) -> np.ndarray:
-        """The codes of ``ip|port`` endpoint texts (a ClusterView's sets), to compare with skey and dkey."""
-        return endpoint_codes_of(eps, self.distinct)
+    ep: EndpointCodes       # (address, port) of each end as integers; ep.codes(a view's set) to compare
 
 
 def _ends(flows: pd.DataFrame, view: ClusterView) -> _Ends:
@@ -138,7 +132,6 @@ def _ends(flows: pd.DataFrame, view: ClusterView) -> _Ends:
     src_host = _host_of(src_ip, outer["tunnel_src"], tunneled, view, src_pod_net)
     dst_host = _host_of(dst_ip, outer["tunnel_dst"], tunneled, view, dst_pod_net)
     gateways = list(view.host_gateways)
-    (src_code, dst_code), distinct = address_codes(src_ip, dst_ip)
     return _Ends(
         src_ip=src_ip, dst_ip=dst_ip, src_host=src_host, dst_host=dst_host,
         src_pod=src_pod_net & ~src_ip.isin(gateways).to_numpy(bool),
@@ -147,8 +140,7 @@ def _ends(flows: pd.DataFrame, view: ClusterView) -> _Ends:
         src_cp=src_host.isin(view.cp_addrs).to_numpy(bool), dst_cp=dst_host.isin(view.cp_addrs).to_numpy(bool),
         src_node=src_host.isin(view.node_addrs).to_numpy(bool),
         dst_node=dst_host.isin(view.node_addrs).to_numpy(bool),
-        skey=endpoint_codes(src_code, flows["src_port"]), dkey=endpoint_codes(dst_code, flows["dst_port"]),
-        distinct=distinct)
+        ep=EndpointCodes.of_ends(src_ip, flows["src_port"], dst_ip, flows["dst_port"]))
 
 
 def role_masks(flows: pd.DataFrame, feat: pd.DataFrame, view: ClusterView,
@@ -163,7 +155,7 @@ def role_masks(flows: pd.DataFrame, feat: pd.DataFrame, view: ClusterView,
     transport = _texts(flows["transport"])
     tcp = transport == "tcp"
     src_apihost = e.src_host.isin(view.apiserver_hosts).to_numpy(bool) & ~e.src_pod
-    dst_api = np.isin(e.dkey, e.keys(view.apiserver_eps)) & tcp
+    dst_api = np.isin(e.ep.dst, e.ep.codes(view.apiserver_eps)) & tcp
     # host-local connections to the apiserver's port on loopback: the apiserver itself on a
     # control-plane host, or a node-local apiserver proxy (k3s, kubespray) on a node host
     api_ports = {int(x.rsplit("|", 1)[1]) for x in view.apiserver_eps}
@@ -173,14 +165,14 @@ def role_masks(flows: pd.DataFrame, feat: pd.DataFrame, view: ClusterView,
     src_cp = e.src_cp | (loop & ~loop_node)
     src_node = e.src_node | loop_node
     dst_api = dst_api | loop
-    dst_vip = np.isin(e.dkey, e.keys(view.vip_eps)) & tcp
+    dst_vip = np.isin(e.ep.dst, e.ep.codes(view.vip_eps)) & tcp
     node_cert = cn_match(NODE_SUBJECT, feat["client_subject"])
     cp_cert = cn_match(CONTROL_PLANE_SUBJECT, feat["client_subject"])
 
     konn_fwd, konn_rev = _konnectivity(e, view, tcp, dport)
     etcd_ports = list(view.etcd_ports())
     loop_etcd = tcp & _loopback(e.src_ip) & _loopback(e.dst_ip) & np.isin(dport, etcd_ports) & (capture_role != "node")
-    etcd = tcp & (np.isin(e.dkey, e.keys(view.etcd_eps)) | loop_etcd
+    etcd = tcp & (np.isin(e.ep.dst, e.ep.codes(view.etcd_eps)) | loop_etcd
                   | (np.isin(dport, etcd_ports) & (e.dst_cp | (not view.has_inventory))))
     dnat = _dnat_pairs(flows, dst_vip, dst_api & ~e.src_pod & ~node_cert & ~cp_cert, vip_flows)
     kubelet_dst = e.dst_node | e.dst_cp | ((not view.has_inventory) & ~e.dst_pod & ~e.dst_svc)
@@ -238,8 +230,8 @@ def _konnectivity(e: _Ends, view: ClusterView, tcp: np.ndarray, dport: np.ndarra
     or from its host to an agent host's port of the same number."""
     konn_ips = {x.rsplit("|", 1)[0] for x in view.konn_eps}
     konn_ports = {int(x.rsplit("|", 1)[1]) for x in view.konn_eps}
-    forward = np.isin(e.dkey, e.keys(view.konn_eps)) & tcp
-    reverse = tcp & ~forward & (np.isin(e.skey, e.keys(view.konn_eps)) | (
+    forward = np.isin(e.ep.dst, e.ep.codes(view.konn_eps)) & tcp
+    reverse = tcp & ~forward & (np.isin(e.ep.src, e.ep.codes(view.konn_eps)) | (
         e.src_host.isin(konn_ips).to_numpy(bool) & np.isin(dport, list(konn_ports))
         & ~e.dst_host.isin(konn_ips).to_numpy(bool)))
     return forward, reverse

@@ -150,9 +150,14 @@ class EndpointCodes:
 
     @classmethod
     def of(cls, flows: pd.DataFrame) -> EndpointCodes:
-        (src, dst), distinct = address_codes(flows["src_ip"], flows["dst_ip"])
-        return cls(endpoint_codes(src, flows["src_port"]) if "src_port" in flows else -1 - src,
-                   endpoint_codes(dst, flows["dst_port"]), distinct)
+        return cls.of_ends(flows["src_ip"], flows.get("src_port"), flows["dst_ip"], flows["dst_port"])
+
+    @classmethod
+    def of_ends(cls, src_ip: pd.Series, src_port, dst_ip: pd.Series, dst_port) -> EndpointCodes:
+        """From the ends' address and port columns (no source port: addresses alone, ``ip|``)."""
+        (src, dst), distinct = address_codes(src_ip, dst_ip)
+        return cls(endpoint_codes(src, src_port) if src_port is not None else -1 - src,
+                   endpoint_codes(dst, dst_port), distinct)
 
     def codes(self, eps) -> np.ndarray:
         return endpoint_codes_of(eps, self.distinct)
