@@ -254,6 +254,8 @@ _TLS_NAMES = list(_TLS_ALL)
 #: Filled once every connection is in (_sessions.resolve); rows carry the session material instead.
 _RESOLVED = ("client_cert_source", "resumed_from", "chain_from_run")
 _ROW_NAMES = [k for k in _TLS_NAMES if k not in _RESOLVED]
+#: The columns of :meth:`HandshakeAnalyzer.unresolved`'s TLS rows, in order (then the session material).
+TLS_ROW_NAMES = tuple(_ROW_NAMES)
 #: TLS columns read straight off the handshake record, then the ones _tls_row computes.
 _HS_ATTRS = [k for k in _ROW_NAMES if k in TlsHandshake.__slots__ and k not in TLS_EXTRA]
 _ROW_EXTRA = ["server_cert_fingerprints", "client_cert_fingerprints", "server_cert_verified",

@@ -8,10 +8,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from ..decode.engine import read
+from ..decode.handshakes import TLS_ROW_NAMES
 from ..decode.limits import ANALYSIS_PAYLOAD_LIMIT
 from ..decode.schema import CERT_COLUMNS, TLS_COLUMNS, conform, empty_frame
 from ..errors import InputError
+from ._classify import TASK_TLS_COLUMNS
 from ._files import Source, local_copy
 from ._parts import write_part
 
@@ -65,8 +70,27 @@ def decode_capture(index: int, source: Source, parts: str | None, ca_pem: bytes 
                   "ssh": hs.ssh, "http": hs.http}
         summary["part"] = write_part(parts, index, source.host, tables, summary, storage_options)
     # taken off by the driver: pickled, they travel faster than Parquet reads back
-    summary["tables"] = {"flows": flows, "handshakes": handshakes}
+    summary["tables"] = {"flows": flows, "handshakes": handshakes, "task_tls": task_tls(handshakes["tls"])}
     return summary
+
+
+def task_tls(rows: list[tuple]) -> pd.DataFrame:
+    """The capture's TLS rows as the classification tasks read them (``TASK_TLS_COLUMNS``): each
+    flow's first row in the order the run's table has them (by flow id, stable), the leaf
+    fingerprints only. None of these columns is changed by the run-level steps (sessions resumed,
+    chains completed), so each capture's own rows give them, on the worker that holds them."""
+    at = [TLS_ROW_NAMES.index(c) for c in TASK_TLS_COLUMNS]
+    data = {c: [r[i] for r in rows] for c, i in zip(TASK_TLS_COLUMNS, at)}
+    for c in ("server_cert_fingerprints", "client_cert_fingerprints"):
+        data[c] = [v[:1] for v in data[c]]
+    t = pd.DataFrame(data, columns=list(TASK_TLS_COLUMNS)).astype({"flow_id": "int64", "sni": "string"})
+    return t.iloc[np.argsort(t["flow_id"].to_numpy(), kind="stable")].drop_duplicates("flow_id")
+
+
+def host_tls(results: list[dict], bases: list[int]) -> pd.DataFrame:
+    """A host's captures' :func:`task_tls` rows (``results`` of :func:`decode_capture`), flow ids as in the run."""
+    frames = [r["tables"]["task_tls"].assign(flow_id=lambda t, b=b: t["flow_id"] + b) for r, b in zip(results, bases)]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def _capture_row(source: Source, row: dict | None, error: str | None) -> dict:

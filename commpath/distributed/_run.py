@@ -13,7 +13,7 @@ from ..decode.schema import (CAPTURE_COLUMNS, CERT_COLUMNS, FLOW_COLUMNS, HTTP_C
                              empty_frame)
 from ..errors import CommpathError, InputError
 from ._cluster import connect
-from ._decode import decode_capture
+from ._decode import decode_capture, host_tls
 from ._files import expand
 from ._frames import concat_parts as _concat
 from ._parts import TABLES, clear_parts, read_part
@@ -142,7 +142,7 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
     from ..decode.handshakes import HandshakeAnalyzer
     from ..present.progress import progress as bar
     from ..decode.merge import capture_hosts
-    from ._classify import classify_part, host_groups, prepare, summary_rows, task_certs, task_tls, twins
+    from ._classify import classify_part, host_groups, prepare, summary_rows, task_certs, twins
     from ._merge import piece
     analyzer = HandshakeAnalyzer(ca, keylog)
     bases, base = [], 0
@@ -159,13 +159,15 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
                        CAPTURE_COLUMNS)
     names = [s["name"] for s in summaries]
     live = [i for i, s in enumerate(summaries) if not s["error"]]
-    per_capture = task_tls(tls, bases, [s["flows"] if not s["error"] else 0 for s in summaries])
     certs_f = _shared(client, task_certs(certs))
     groups = host_groups(summaries, live)
     units = list(range(len(groups)))
     unit_names = [names[g[0]] for g in groups]
+    # each host's TLS rows from its own decode results, on the worker holding them: the columns the
+    # classification reads are not changed by resolving over the run, so they need not come back
     prepared = {u: client.submit(prepare, [results[i] for i in g], [bases[i] for i in g],
-                                 _rows_of([per_capture[i] for i in g]), certs_f, pure=False)
+                                 client.submit(host_tls, [results[i] for i in g], [bases[i] for i in g], pure=False),
+                                 certs_f, pure=False)
                 for u, g in enumerate(groups)}
 
     def each(fn, *args) -> list:
@@ -232,10 +234,6 @@ def _merged_on_workers(client, classified: dict, units: list[int], names: list[s
     flows = _concat(merged, FLOW_COLUMNS)
     flows = flows.sort_values(["ts_start_aligned", "flow_id"], kind="stable").reset_index(drop=True)
     return flows, offsets
-
-
-def _rows_of(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    return frames[0] if len(frames) == 1 else pd.concat(frames)
 
 
 def _shared(client, value):
