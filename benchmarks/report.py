@@ -11,8 +11,9 @@ nfstream by CPU and by wall. ``--baseline DIR`` (a copy of another commit's tree
 archive COMMIT commpath | tar -x -C DIR``) adds the two reports run from that tree to every round,
 for a before/after under the same load. Then, in one fresh interpreter per report variant (``--child``),
 the CPU time of each stage: imports, decode, handshakes, classify, check, report.json, and
-inside report.html the import of the plotting modules, each figure's drawing, the figures' SVG
-and the HTML text; report.md. Stage times are exclusive (a stage inside another is not counted
+inside report.html the import of the figure modules and each figure's drawing (for a baseline
+still drawing with matplotlib: its import, each figure and their SVG export) and the HTML text;
+report.md. Stage times are exclusive (a stage inside another is not counted
 twice; ``_stages.py``'s wrappers). Exit 1 (findings) and 3 (inconclusive) are finished runs.
 """
 
@@ -128,14 +129,25 @@ def _child(argv: list[str]) -> int:
 
     def render_timed(analysis, fmt, *a, **k):
         if fmt == "html" and "commpath.present.html" not in sys.modules:
-            _enter("report.html: import of html + plots")
-            try:
-                from commpath.present import html, plots  # noqa: F401
-            finally:
-                _leave()
-            for attr in ("path_map", "check_matrix", "timeline", "tls_overview", "cert_validity"):
-                timed(plots, attr, f"report.html: figure {attr} (draw)")
-            timed(plots, "figure_svg", "report.html: figures' SVG")
+            import importlib.util
+            if importlib.util.find_spec("commpath.present._svg_figures"):   # figures written as SVG text
+                _enter("report.html: import of html + SVG figures")
+                try:
+                    from commpath.present import _svg_charts, _svg_map, _svg_time, html  # noqa: F401
+                finally:
+                    _leave()
+                for module, attr in ((_svg_map, "path_map_svg"), (_svg_charts, "check_matrix_svg"),
+                                     (_svg_time, "timeline_svg"), (_svg_charts, "tls_svg"), (_svg_time, "certs_svg")):
+                    timed(module, attr, f"report.html: figure {attr}")
+            else:                                                           # a baseline drawing with matplotlib
+                _enter("report.html: import of html + plots")
+                try:
+                    from commpath.present import html, plots  # noqa: F401
+                finally:
+                    _leave()
+                for attr in ("path_map", "check_matrix", "timeline", "tls_overview", "cert_validity"):
+                    timed(plots, attr, f"report.html: figure {attr} (draw)")
+                timed(plots, "figure_svg", "report.html: figures' SVG")
         return render(analysis, fmt, *a, **k)
     report.render = render_timed
     sys.argv = [sys.argv[0], *argv]

@@ -55,3 +55,26 @@ def test_screenshot_shows_the_top_of_the_report(report_file, tmp_path):
     pixels = mpimg.imread(png)[..., :3].reshape(-1, 3)
     distinct = len({tuple(p) for p in (pixels[::97] * 255).astype(int)})
     assert distinct > 50
+
+
+@needs_chromium
+@pytest.mark.timeout(180)
+def test_svg_figures_render_in_chromium(report_file, tmp_path):
+    """The report's figures alone on a page: Chromium decodes every SVG at its size and draws it."""
+    _, path = report_file
+    figures = re.findall(r'<figure id="fig-[a-z_]+">.*?</figure>', path.read_text(encoding="utf-8"))
+    assert len(figures) >= 5
+    page = tmp_path / "figures.html"
+    page.write_text("<!DOCTYPE html><html><head><meta charset='utf-8'><style>body{margin:0}img{display:block;"
+                    "width:1200px}figcaption{display:none}figure{margin:0}</style></head><body>"
+                    + "".join(figures) + "</body></html>", encoding="utf-8")
+    dom, stderr = _browser.dump_dom(page)
+    attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', re.search(r"<body([^>]*)>", dom).group(1)))
+    assert attrs["data-probe-images"] == attrs["data-probe-images-ok"] == str(len(figures)), stderr[-800:]
+    png = _browser.screenshot(page, tmp_path / "figures.png", width=1200, height=3000)
+    import matplotlib.image as mpimg
+    pixels = mpimg.imread(png)[..., :3]
+    # every figure's band (about 600 px high at this width) holds drawing, not a blank image
+    for top in range(0, 2400, 600):
+        band = pixels[top:top + 600].reshape(-1, 3)
+        assert len({tuple(p) for p in (band[::37] * 255).astype(int)}) > 8, top

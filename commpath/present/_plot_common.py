@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
-CONTROL_PLANE_ROLES = ("apiserver", "kube-apiserver", "scheduler", "kube-scheduler", "controller-manager",
-                       "kube-controller-manager", "control-plane", "etcd", "konnectivity-server",
-                       "cloud-controller-manager", "apiserver-service", "kubernetes-service")
+# the data side lives in _figure_data (no matplotlib there, so the HTML report need not import it)
+from ._figure_data import CONTROL_PLANE_ROLES  # noqa: F401 (re-exported)
+from ._figure_data import is_control_plane as _is_control_plane  # noqa: F401 (re-exported)
+
 FONT = {"family": "DejaVu Sans"}
 #: titles sit at the top of their axes: matplotlib's automatic placement only lifts a title above tick
 #: labels on top (none here) and measured every tick label again on each draw (11 % of the SVG export)
@@ -30,6 +31,3 @@ def _empty(ax, message: str) -> None:
         side.set_visible(False)
 
 
-def _is_control_plane(role: str) -> bool:
-    r = role.lower()
-    return r in CONTROL_PLANE_ROLES or r.startswith(("apiserver", "kube-apiserver", "etcd", "control"))

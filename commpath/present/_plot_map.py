@@ -5,67 +5,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch
 from matplotlib.path import Path as MplPath
 
 from . import _model, palette
+from ._figure_data import ROLE_ORDER, path_map_edges  # noqa: F401 (ROLE_ORDER re-exported)
+from ._figure_data import edge_curve as _edge_curve
+from ._figure_data import node_positions as _node_positions
 from ._plot_common import TITLE_Y, _empty, _is_control_plane, _new_axes
-
-def path_map_edges(analysis) -> pd.DataFrame:
-    """Edges of the path map: one row per (path, src_role, dst_role) with its flow count and verdict."""
-    flows = _model.frame(analysis, "flows")
-    cols = ["path", "src_role", "dst_role", "flows", "verdict"]
-    if not len(flows) or "path" not in flows:
-        return pd.DataFrame(columns=cols)
-    scoped = flows[flows["path"].astype(str) != "other"]
-    edges = (scoped.assign(path=scoped["path"].astype(str), src_role=scoped["src_role"].astype(str),
-                           dst_role=scoped["dst_role"].astype(str))
-             .groupby(["path", "src_role", "dst_role"]).size().rename("flows").reset_index())
-    verdicts = dict(zip(_model.frame(analysis, "paths")["id"].astype(str),
-                        _model.frame(analysis, "paths")["verdict"].astype(str)))
-    edges["verdict"] = edges["path"].map(verdicts).fillna("not-observed")
-    edges = edges[edges["flows"] > 0]
-    order = edges["path"].map(palette.path_sort_key)
-    return edges.assign(_o=order).sort_values(["_o", "src_role", "dst_role"]).drop(columns="_o").reset_index(drop=True)
-
-
-#: Top-to-bottom order of roles in their column, so that most edges run across, not along, the map.
-ROLE_ORDER = ("control-plane", "kube-scheduler", "scheduler", "kube-controller-manager", "controller-manager",
-              "apiserver", "kube-apiserver", "etcd", "kubernetes-service", "apiserver-service",
-              "konnectivity-server",
-              "kubelet", "node", "pod", "service", "konnectivity-agent")
-
-
-def _role_rank(role: str) -> tuple[int, str]:
-    try:
-        return (ROLE_ORDER.index(role), role)
-    except ValueError:
-        return (len(ROLE_ORDER), role)
-
-
-def _node_positions(roles: list[str]) -> dict[str, tuple[float, float]]:
-    """Control-plane roles in the left column, node-side roles in the right one, each in ROLE_ORDER
-    from the top (networkx's multipartite layout, rescaled into [-1, 1])."""
-    import networkx as nx
-    if len(roles) < 2:
-        return {r: (0.0, 0.0) for r in roles}
-    left = sorted([r for r in roles if _is_control_plane(r)], key=_role_rank)
-    right = sorted([r for r in roles if not _is_control_plane(r)], key=_role_rank)
-    layers = {i: column for i, column in enumerate(c for c in (left, right) if c)}
-    graph = nx.Graph()
-    graph.add_nodes_from(roles)
-    pos = nx.multipartite_layout(graph, subset_key=layers, align="vertical", scale=1.0)
-    # networkx spaces each column evenly and scales both axes alike; here the columns go to x = -1 / +1
-    # and one gap between neighbours becomes one unit, with the first role of ROLE_ORDER on top
-    xs = sorted({round(float(p[0]), 9) for p in pos.values()})
-    x_unit = (xs[-1] - xs[0]) / 2 if len(xs) > 1 else 1.0
-    gaps = [abs(float(pos[c[i]][1]) - float(pos[c[i + 1]][1])) for c in layers.values() for i in range(len(c) - 1)]
-    y_unit = min(gaps) if gaps else 1.0
-    centre = (xs[0] + xs[-1]) / 2
-    return {r: ((float(p[0]) - centre) / x_unit, -float(p[1]) / y_unit) for r, p in pos.items()}
 
 
 def _boxes(texts) -> list:
@@ -186,25 +135,3 @@ def _overlap_area(a, b) -> float:
     w = min(a.x1, b.x1) - max(a.x0, b.x0)
     h = min(a.y1, b.y1) - max(a.y0, b.y0)
     return w * h if w > 0 and h > 0 else 0.0
-
-
-def _edge_curve(p1, p2, k1, k2, k: int, samples: int = 121) -> np.ndarray:
-    """Points of the k-th edge from p1 to p2, bent around the pair's canonical direction k1->k2."""
-    if np.allclose(p1, p2):  # a role talking to itself: a loop beside the node
-        side = -1.0 if p1[0] <= 0 else 1.0
-        t = np.linspace(0.15, 1.85, samples) * np.pi
-        r = 0.12 + 0.04 * k
-        centre = p1 + np.array([side * (0.3 + r), 0.0])
-        return np.column_stack([centre[0] - side * r * np.cos(t) * 1.6, centre[1] + r * 1.6 * np.sin(t)])
-    d = k2 - k1
-    normal = np.array([-d[1], d[0]]) / (np.hypot(*d) or 1.0)
-    if abs(k1[0] - k2[0]) < 1e-9:  # same column: bend outwards, away from the other column
-        outward = -1.0 if k1[0] <= 0 else 1.0
-        normal = np.array([outward, 0.0])
-        bend = 0.3 + 0.1 * k + 0.08 * abs(d[1])
-    else:
-        bend = 0.0 if k == 0 else (0.2 * ((k + 1) // 2)) * (1 if k % 2 else -1)
-    ctrl = (k1 + k2) / 2 + normal * bend * 2
-    t = np.linspace(0.0, 1.0, samples)[:, None]
-    canonical = (1 - t) ** 2 * k1 + 2 * (1 - t) * t * ctrl + t ** 2 * k2
-    return canonical if np.allclose(p1, k1) else canonical[::-1]

@@ -12,61 +12,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import _model, palette
+from ._figure_data import MARK_BINS, MIN_WIDTH, start_marks, timeline_rows, union_bars  # noqa: F401 (MARK_BINS re-exported)
+from ._figure_data import TIMELINE_COLUMNS as COLUMNS
 from ._plot_common import TITLE_Y, _empty, _new_axes
-
-#: start marks per row at most: one per this fraction of the window (finer than a pixel of the report)
-MARK_BINS = 2000
-#: the narrowest bar, as a fraction of the window (a connection of a few milliseconds stays visible)
-MIN_WIDTH = 0.004
-#: flow columns the timeline reads
-COLUMNS = ("capture", "path", "ts_start", "ts_end", "ts_start_aligned")
-
-
-def timeline_rows(analysis, columns=None) -> pd.DataFrame:
-    """Flows with the timeline row they are drawn on: the path, or "host · path" when there are several hosts.
-
-    ``columns``: only these flow columns (and the row's) are kept, not the whole flow table."""
-    flows = _model.frame(analysis, "flows")
-    if columns is not None:
-        flows = flows[[c for c in flows.columns if c in columns]]
-    if not len(flows) or "path" not in flows:
-        return flows.assign(row=pd.Series(dtype=str))
-    hosts = _model.host_of_capture(analysis)
-    cap_codes, caps = pd.factorize(flows["capture"].astype("string").fillna(""))
-    host_of = np.asarray([hosts.get(str(c), str(c)) for c in caps], dtype=object)
-    host = host_of[cap_codes]
-    path_codes, paths = pd.factorize(flows["path"].astype("string").fillna(""))
-    path = np.asarray([str(p) for p in paths], dtype=object)[path_codes]
-    several = len(set(host_of[np.unique(cap_codes)])) > 1
-    if several:         # each label made once per (host, path), then gathered
-        host_codes, host_names = pd.factorize(host_of)
-        pair_codes, pairs = pd.factorize(host_codes[cap_codes] * max(len(paths), 1) + path_codes)
-        labels = np.asarray([f"{host_names[q // max(len(paths), 1)]} · {paths[q % max(len(paths), 1)]}"
-                             for q in pairs], dtype=object)
-        row = labels[pair_codes]
-    else:
-        row = path
-    return flows.assign(row=pd.Series(row, index=flows.index, dtype="str"),
-                        _host=pd.Series(host, index=flows.index, dtype="str"),
-                        _path=pd.Series(path, index=flows.index, dtype="str"))
-
-
-def union_bars(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(start, width) of the union of the intervals [start, end]: what bars of one colour cover."""
-    order = np.argsort(start, kind="stable")
-    s, e = start[order], end[order]
-    reach = np.maximum.accumulate(e)
-    first = np.flatnonzero(np.r_[True, s[1:] > reach[:-1]])
-    last = np.r_[first[1:], len(s)] - 1
-    return s[first], reach[last] - s[first]
-
-
-def start_marks(start: np.ndarray, left: float, span: float) -> np.ndarray:
-    """The earliest start in each 1/MARK_BINS of the window (one mark where many would overlap)."""
-    bins = np.floor((start - left) / span * MARK_BINS)
-    order = np.lexsort((start, bins))
-    keep = np.r_[True, bins[order][1:] != bins[order][:-1]]
-    return start[order][keep]
 
 
 def axis_units(t0: float, t1: float) -> tuple[float, float, bool]:

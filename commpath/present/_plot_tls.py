@@ -6,33 +6,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from . import _model, palette
+from . import palette
+from ._figure_data import tls_counts
 from ._plot_common import TITLE_Y, _empty
-
-def tls_counts(analysis) -> dict[str, pd.DataFrame]:
-    """Flow counts per path of TLS version, cipher and client-certificate status (TLS flows only).
-
-    A missing client certificate counts as ``empty`` / ``inferred-absent`` only on the paths whose
-    policy expects one (``client-cert-missing`` judges them); elsewhere, e.g. pods that authenticate
-    with tokens, it is ``… (not required)`` and drawn neutral."""
-    flows = _model.frame(analysis, "flows")
-    if not len(flows) or "tls_version" not in flows:
-        return {}
-    tls = flows[(flows["app_protocol"].astype(str) == "tls") | flows["tls_version"].notna()]
-    if not len(tls):
-        return {}
-    path = tls["path"].astype(str)
-    expects = set(_model.client_cert_paths(analysis))
-    out = {}
-    for key, col in (("version", "tls_version"), ("cipher", "cipher"), ("client_cert", "client_cert")):
-        values = tls[col].astype("string").fillna("unknown") if col in tls else pd.Series("unknown", index=tls.index)
-        if key == "client_cert":
-            missing = values.isin(["empty", "inferred-absent"]) & ~path.isin(expects)
-            values = values.where(~missing, values + " (not required)")
-        table = pd.crosstab(path, values)
-        table = table.loc[sorted(table.index, key=palette.path_sort_key)]
-        out[key] = table
-    return out
 
 
 def tls_overview(analysis, fail_on: str | None = None) -> Figure:

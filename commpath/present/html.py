@@ -6,11 +6,12 @@ badges), ``_html_path`` (one section per path); this module lays out the whole p
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 
 import pandas as pd
 
-from . import _catalog, _model, _run_view, palette, plots, requests_view
+from . import _catalog, _model, _run_view, _svg_figures, palette, requests_view
 from ._html_base import esc, path_dot, severity_badge, slug, utc, verdict_badge
 from ._html_path import (CONNECTION_COLUMNS, MAX_CONNECTIONS, MAX_FINDINGS, checks_table, connections_table,
                          finding_html, fixes_html, http_table, path_section)
@@ -41,8 +42,13 @@ def verdict_table(analysis) -> str:
 
 
 def figure_html(name: str, fig, caption: str, alt: str) -> str:
-    """A figure as an embedded SVG image (sharp at any zoom and in print)."""
-    data = plots.figure_svg_base64(fig)
+    """A figure as an embedded SVG image (sharp at any zoom and in print): ``fig`` is SVG text (the
+    report's own figures) or a matplotlib figure (exported to SVG)."""
+    if isinstance(fig, str):
+        data = base64.b64encode(fig.encode("utf-8")).decode("ascii")
+    else:
+        from . import plots      # matplotlib only for a caller's own figure
+        data = plots.figure_svg_base64(fig)
     return (f'<figure id="fig-{name}"><img class="plot" alt="{esc(alt)}" src="data:image/svg+xml;base64,{data}">'
             f"<figcaption>{esc(caption)}</figcaption></figure>")
 
@@ -101,12 +107,10 @@ def _requests_section(analysis) -> list[str]:
     """The plot of decrypted requests per kind and path (nothing when no request was read)."""
     if not len(requests_view.request_counts(analysis)):
         return []
-    fig = requests_view.plot_requests(analysis)
     out = ['<section id="requests"><h2>Requests per path</h2>',
-           figure_html("requests", fig, "Requests read on the kubelet and proxy paths, per kind: decrypted with "
+           figure_html("requests", _svg_figures.requests_svg(analysis), "Requests read on the kubelet and proxy paths, per kind: decrypted with "
                        "the key log, hatched where they crossed the network as plain HTTP.", "requests per kind and path"),
            "</section>"]
-    fig.clear()
     return out
 
 
@@ -147,7 +151,7 @@ def table_of_contents(path_ids) -> str:
 
 
 def build_html(analysis, title: str = "commpath path-compliance report", fail_on: str = "high") -> str:
-    """The whole report as one HTML document (plots as base64 PNG, no external resources)."""
+    """The whole report as one HTML document (figures as base64 SVG images, no external resources)."""
     from .._version import __version__
     paths = _model.path_table(analysis)
     results = _model.check_results(analysis)
@@ -158,7 +162,7 @@ def build_html(analysis, title: str = "commpath path-compliance report", fail_on
     policy = getattr(analysis, "policy", None)
     policy_name = getattr(policy, "name", None) or (policy.get("name") if isinstance(policy, dict) else policy)
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    figs = plots.all_figures(analysis)
+    figs = _svg_figures.report_figures(analysis)
     judged = [p for _, p in paths.iterrows()]
     toc = table_of_contents([p["id"] for p in judged])
     extra_paths = [p for p in _model.sorted_paths(flows["path"]) if p not in set(paths["id"])] if "path" in flows else []
@@ -205,8 +209,6 @@ def build_html(analysis, title: str = "commpath path-compliance report", fail_on
     for pid in extra_paths:
         row = {"id": pid, "verdict": "not-observed" if pid != "other" else "other"}
         body.append(path_section(analysis, row, results))
-    for fig in figs.values():
-        fig.clear()
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{esc(title)}</title><style>{CSS}</style></head><body><main>"

@@ -16,14 +16,14 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from . import _model, palette
+from ._figure_data import STATUS_MARK, cert_labels
 from ._plot_common import CONTROL_PLANE_ROLES, FONT, TITLE_Y, _empty, _new_axes
 from ._plot_map import ROLE_ORDER, path_map, path_map_edges
 from ._plot_timeline import timeline, timeline_rows
-from ._plot_tls import _short, tls_counts, tls_overview
+from ._plot_tls import tls_counts, tls_overview
 
 # ------------------------------------------------------------------------------ path x check matrix
 
-STATUS_MARK = {"pass": "pass", "fail": "FAIL", "warn": "warn", "not-observable": "n/obs", "not-observed": "–"}
 
 
 def check_matrix(analysis, ax=None, fail_on: str | None = None) -> Figure:
@@ -88,7 +88,6 @@ def cert_validity(analysis, ax=None, limit: int = 40) -> Figure:
         return fig
     import matplotlib.dates as mdates
     t0, t1 = _model.capture_window(analysis)
-    used_paths = _model.cert_paths(analysis)
     for i, (_, c) in enumerate(shown.iterrows()):
         nb, na = pd.Timestamp(c["not_before"]), pd.Timestamp(c["not_after"])
         state = c["state"]
@@ -97,12 +96,7 @@ def cert_validity(analysis, ax=None, limit: int = 40) -> Figure:
                 color=color, alpha=0.8)
         if state != "valid":
             ax.text(mdates.date2num(na), i, f"  {state}", va="center", fontsize=8, color=color, fontweight="bold")
-    labels = []
-    for _, c in shown.iterrows():
-        name = _model.common_name(_model.text(c["subject"])) or _model.text(c["fingerprint"])[:16]
-        where = used_paths.get(_model.text(c["fingerprint"]), [])
-        shown_paths = ", ".join(where[:2]) + (f" +{len(where) - 2}" if len(where) > 2 else "")
-        labels.append(_short(name, 30) + (f"  [{shown_paths}]" if where else ""))
+    labels = cert_labels(analysis, shown)
     ax.set_yticks(range(len(shown)), labels, fontsize=8.5)
     ax.set_ylim(len(shown) - 0.5, -0.5)
     seen = mdates.date2num(pd.to_datetime(shown["seen_start"], utc=True))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import html as _html
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+
+if TYPE_CHECKING:     # the HTML and Markdown reports use this module without matplotlib
+    from matplotlib.figure import Figure
 
 from . import _model, palette
-from ._plot_common import TITLE_Y
 
 MAX_ROWS = 200
 #: one row of the per-path table: requests alike in these columns
@@ -115,6 +117,10 @@ def request_counts(analysis) -> pd.DataFrame:
 
 def plot_requests(analysis, ax=None) -> Figure:
     """Horizontal bars: requests per kind, grouped by path (path colours), hatched where plain HTTP."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    from ._plot_common import TITLE_Y
     counts = request_counts(analysis)
     if ax is None:
         fig = Figure(figsize=(8, max(2.2, 0.38 * max(len(counts), 1) + 1.2)), layout="constrained")
