@@ -18,22 +18,48 @@ def frame_from_rows(rows: list[tuple], columns: dict[str, str]) -> pd.DataFrame:
     if not rows:
         return empty_frame(columns)
     n = len(rows)
-    data = {}
-    for (name, dtype), values in zip(columns.items(), zip(*rows)):
-        if dtype == "bool":
-            data[name] = np.fromiter(map(bool, values), bool, n)
-        elif dtype == "category":
-            data[name] = _categorical(values)
-        elif dtype == "object":
-            data[name] = list(values)
-        elif dtype == "string":
-            data[name] = _strings(values)
-        else:                                       # typed once, here, instead of inferred then cast
-            data[name] = pd.array(values, dtype=dtype)
+    # a row may carry more items than ``columns`` (zip stops at the last column): they are left out
+    data = {name: typed_column(values, dtype, n) for (name, dtype), values in zip(columns.items(), zip(*rows))}
     df = pd.DataFrame(data)
     if list(map(str, df.dtypes)) == list(columns.values()):
         return df                                   # conform would only copy it
     return conform(df, columns)
+
+
+def typed_column(values, dtype: str, n: int):
+    """One column of :func:`frame_from_rows` from its ``n`` values."""
+    import pandas as pd
+    if dtype == "bool":
+        return np.fromiter(map(bool, values), bool, n)
+    if dtype == "category":
+        return _categorical(values)
+    if dtype == "object":
+        return list(values)
+    if dtype == "string":
+        return _strings(values)
+    return pd.array(values, dtype=dtype)            # typed once, here, instead of inferred then cast
+
+
+def concat_frames(frames: list[pd.DataFrame], columns: dict[str, str]) -> pd.DataFrame:
+    """Tables of the same columns made apart (one per capture) put together, typed as one table of all
+    their rows is: a category column whose categories differ between frames gets the sorted distinct
+    values of all (each frame's categories are its own sorted distinct values, so their sorted union is that)."""
+    import pandas as pd
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return empty_frame(columns)
+    cats = {c for f in frames for c in f.columns if isinstance(f[c].dtype, pd.CategoricalDtype)}
+    for c in cats:
+        first = frames[0][c].dtype
+        if all(f[c].dtype == first for f in frames):
+            continue
+        values: set = set()
+        for f in frames:
+            values.update(f[c].cat.categories if isinstance(f[c].dtype, pd.CategoricalDtype) else f[c].dropna())
+        union = pd.CategoricalDtype(sorted(values))
+        for f in frames:
+            f[c] = f[c].astype(union)
+    return conform(pd.concat(frames, ignore_index=True), columns)
 
 
 _STRING_ITEMS = frozenset((str, type(None)))

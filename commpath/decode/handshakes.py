@@ -11,6 +11,7 @@ import numpy as np
 
 from . import _hs_fast
 from ._cert_book import CertBook, x509_module
+from ._hs_columns import part_tables, run_tables
 from ._hs_tables import frame_from_rows
 from ._tls13_decrypt import decrypt_handshake, keylog_module
 from .engine import collector_paused
@@ -58,6 +59,8 @@ class HandshakeAnalyzer:
         self.certs = CertBook()
         #: TLS connections waiting for the C walker (None: each is parsed in Python when fed)
         self._pending: list[tuple] | None = [] if self.keys is None and _hs_fast.walker() is not None else None
+        #: captures' :meth:`unresolved_tables` absorbed, with their flow-id bases
+        self._tables: list[tuple[dict, int]] = []
 
     def feed(self, fs: FlowStreams, proto: str | None = None, ts=None, dst_ip=None) -> None:
         """Analyse one connection; protocol, start time and responder default to the stream's own."""
@@ -181,15 +184,21 @@ class HandshakeAnalyzer:
         return {"tls": self.tls_rows, "ssh": self.ssh_rows, "http": self.http_rows, "incomplete": book.incomplete,
                 "certs": [(book._ders[fp], book._roles[fp], list(book._flows[fp])) for fp in book._ders]}
 
+    def unresolved_tables(self) -> dict:
+        """:meth:`unresolved` with its TLS, SSH and HTTP rows as typed tables (``_hs_columns.part_tables``):
+        cheaper to send to another process, and taken by :meth:`absorb` alike."""
+        part = self.unresolved()
+        return {**part, **part_tables(part["tls"], part["ssh"], part["http"], _ROW_COLUMNS)}
+
     def absorb(self, part: dict, flow_base: int = 0) -> None:
-        """Add :meth:`unresolved` of the next capture of the run, its flow ids moved on by ``flow_base``:
-        :meth:`result` is then what one analyzer fed every capture in turn gives."""
-        def moved(rows):
-            return [(row[0] + flow_base,) + tuple(row[1:]) for row in rows]
-        self.tls_rows += moved(part["tls"])
-        self.ssh_rows += moved(part["ssh"])
-        self.http_rows += moved(part["http"])
+        """Add :meth:`unresolved` (or :meth:`unresolved_tables`) of the next capture of the run, its flow
+        ids moved on by ``flow_base``: :meth:`result` is then what one analyzer fed every capture in
+        turn gives. One analyzer absorbs one of the two kinds, and is not fed rows of its own."""
         book = self.certs
+        if isinstance(part["tls"], list):
+            self._absorb_rows(part, flow_base)
+        else:
+            self._tables.append((part, flow_base))
         for der, roles, flows in part["certs"]:
             for role in roles:
                 book.add(der, flows[0] + flow_base, role)
@@ -198,16 +207,28 @@ class HandshakeAnalyzer:
         room = MAX_INCOMPLETE - len(book.incomplete)
         book.incomplete += [(f + flow_base,) + tuple(rest) for f, *rest in part["incomplete"][:max(room, 0)]]
 
+    def _absorb_rows(self, part: dict, flow_base: int) -> None:
+        def moved(rows):
+            return [(row[0] + flow_base,) + tuple(row[1:]) for row in rows]
+        self.tls_rows += moved(part["tls"])
+        self.ssh_rows += moved(part["ssh"])
+        self.http_rows += moved(part["http"])
+
     def _result(self) -> Handshakes:
         if self._pending:
             self._flush()
+        if self._tables:
+            if self.tls_rows or self.ssh_rows or self.http_rows:
+                raise ValueError("a HandshakeAnalyzer absorbs tables or rows, not both")
+            tls, ssh, http = run_tables(self._tables, self.certs, self.cas, _TLS_ALL, _ROW_COLUMNS)
+            warnings = self._key_warnings(int((tls["certs_visibility"] == "decrypted").sum()),
+                                          int((tls["tls_version"] == "TLS 1.3").sum()))
+            return Handshakes(tls=tls, certs=self.certs.frame(), ssh=ssh, http=http, warnings=warnings)
         warnings: list[str] = []
         if self.keys is not None:
             vis, ver = _TLS_NAMES.index("certs_visibility"), _TLS_NAMES.index("tls_version")
-            n_dec = sum(1 for r in self.tls_rows if r[vis] == "decrypted")
-            n13 = sum(1 for r in self.tls_rows if r[ver] == "TLS 1.3")
-            if n13 and not n_dec:
-                warnings.append(f"key log: none of the {n13} TLS 1.3 connections matched a logged client random")
+            warnings = self._key_warnings(sum(1 for r in self.tls_rows if r[vis] == "decrypted"),
+                                          sum(1 for r in self.tls_rows if r[ver] == "TLS 1.3"))
         by_flow = itemgetter(0)                       # flow_id is the first column of each table
         rows = resolve(self.tls_rows, 0, _TLS_NAMES.index("client_cert"))     # resumed sessions inherit
         rows = complete_from_run(rows, self.certs, self.cas, _TLS_NAMES)        # and chains the run completes
@@ -215,6 +236,12 @@ class HandshakeAnalyzer:
         ssh = frame_from_rows(sorted(self.ssh_rows, key=by_flow), SSH_COLUMNS)
         http = frame_from_rows(sorted(self.http_rows, key=by_flow), HTTP_COLUMNS)   # stable: parse order kept
         return Handshakes(tls=tls, certs=self.certs.frame(), ssh=ssh, http=http, warnings=warnings)
+
+    def _key_warnings(self, n_dec: int, n13: int) -> list[str]:
+        """With a key log: a warning when none of the ``n13`` TLS 1.3 connections was decrypted."""
+        if self.keys is not None and n13 and not n_dec:
+            return [f"key log: none of the {n13} TLS 1.3 connections matched a logged client random"]
+        return []
 
 
 def analyze_handshakes(capture, ca=None, keylog=None) -> Handshakes:
@@ -254,8 +281,7 @@ _TLS_NAMES = list(_TLS_ALL)
 #: Filled once every connection is in (_sessions.resolve); rows carry the session material instead.
 _RESOLVED = ("client_cert_source", "resumed_from", "chain_from_run")
 _ROW_NAMES = [k for k in _TLS_NAMES if k not in _RESOLVED]
-#: The columns of :meth:`HandshakeAnalyzer.unresolved`'s TLS rows, in order (then the session material).
-TLS_ROW_NAMES = tuple(_ROW_NAMES)
+_ROW_COLUMNS = {k: _TLS_ALL[k] for k in _ROW_NAMES}
 #: TLS columns read straight off the handshake record, then the ones _tls_row computes.
 _HS_ATTRS = [k for k in _ROW_NAMES if k in TlsHandshake.__slots__ and k not in TLS_EXTRA]
 _ROW_EXTRA = ["server_cert_fingerprints", "client_cert_fingerprints", "server_cert_verified",

@@ -8,11 +8,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ..decode.engine import read
-from ..decode.handshakes import TLS_ROW_NAMES
 from ..decode.limits import ANALYSIS_PAYLOAD_LIMIT
 from ..decode.schema import CERT_COLUMNS, TLS_COLUMNS, conform, empty_frame
 from ..errors import InputError
@@ -50,7 +48,7 @@ def decode_capture(index: int, source: Source, parts: str | None, ca_pem: bytes 
             with local_copy(source.name, storage_options, folder=tmp) as local:
                 analyzer = _analyzer(ca_pem, keylog, tmp)
                 capture = read(local, keep_streams=False, on_streams=analyzer, payload_limit=payload_limit)
-                handshakes = analyzer.unresolved()   # resolved over the whole run by the driver
+                handshakes = analyzer.unresolved_tables()   # resolved over the whole run by the driver
         except InputError as exc:
             reason = exc.reason
             row = _capture_row(source, None, reason)
@@ -74,17 +72,15 @@ def decode_capture(index: int, source: Source, parts: str | None, ca_pem: bytes 
     return summary
 
 
-def task_tls(rows: list[tuple]) -> pd.DataFrame:
-    """The capture's TLS rows as the classification tasks read them (``TASK_TLS_COLUMNS``): each
-    flow's first row in the order the run's table has them (by flow id, stable), the leaf
-    fingerprints only. None of these columns is changed by the run-level steps (sessions resumed,
-    chains completed), so each capture's own rows give them, on the worker that holds them."""
-    at = [TLS_ROW_NAMES.index(c) for c in TASK_TLS_COLUMNS]
-    data = {c: [r[i] for r in rows] for c, i in zip(TASK_TLS_COLUMNS, at)}
+def task_tls(tls: pd.DataFrame) -> pd.DataFrame:
+    """The capture's TLS rows (sorted by flow id, as the run's table) as the classification tasks
+    read them (``TASK_TLS_COLUMNS``): each flow's first row, the leaf fingerprints only. None of
+    these columns is changed by the run-level steps (sessions resumed, chains completed), so each
+    capture's own rows give them, on the worker that holds them."""
+    t = tls[list(TASK_TLS_COLUMNS)].drop_duplicates("flow_id")
     for c in ("server_cert_fingerprints", "client_cert_fingerprints"):
-        data[c] = [v[:1] for v in data[c]]
-    t = pd.DataFrame(data, columns=list(TASK_TLS_COLUMNS)).astype({"flow_id": "int64", "sni": "string"})
-    return t.iloc[np.argsort(t["flow_id"].to_numpy(), kind="stable")].drop_duplicates("flow_id")
+        t[c] = pd.Series([v[:1] for v in t[c]], index=t.index, dtype=object)
+    return t
 
 
 def host_tls(results: list[dict], bases: list[int]) -> pd.DataFrame:

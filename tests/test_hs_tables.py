@@ -1,0 +1,102 @@
+"""Captures analysed apart and resolved together: handshake rows sent as tables give one analyzer's tables."""
+
+from __future__ import annotations
+
+import pandas as pd
+from cryptography.hazmat.primitives import serialization
+
+import commpath
+from commpath.decode.handshakes import HandshakeAnalyzer
+from test_tls_resumption import needs_tcpdump, record_resumed_ticket
+from test_x509_keylog import NOW, _ca, _der, _leaf, ca_chain  # noqa: F401 (a fixture)
+
+TABLES = ("tls", "ssh", "http", "certs")
+
+
+def _together(analyzers: list[HandshakeAnalyzer], ca=None):
+    """The analyzers' parts absorbed as rows by one analyzer and as tables by another: their results,
+    which must be the same tables."""
+    rows, tables = HandshakeAnalyzer(ca), HandshakeAnalyzer(ca)
+    for a in analyzers:            # flow ids already those of the run: base 0
+        rows.absorb(a.unresolved(), 0)
+        tables.absorb(a.unresolved_tables(), 0)
+    by_rows, by_tables = rows.result(), tables.result()
+    for name in TABLES:
+        pd.testing.assert_frame_equal(getattr(by_rows, name), getattr(by_tables, name), check_exact=True)
+    return by_tables
+
+
+@needs_tcpdump
+def test_session_resumed_in_another_part_inherits_the_client_certificate_from_tables(tmp_path):
+    """The full mutual-TLS handshake analysed in one part, its ticket resumed in another: resolved from
+    the parts' tables, the resumed connection inherits the client certificate, as in one analyzer."""
+    pcap, resumed = record_resumed_ticket(tmp_path)
+    assert resumed
+    cap = commpath.read(pcap, keep_streams=True)
+    flows = cap.flows.sort_values("flow_id")
+    assert len(flows) == 2
+    one, apart = HandshakeAnalyzer(), []
+    for row in flows.itertuples():
+        fs = cap.streams[row.flow_id]
+        part = HandshakeAnalyzer()
+        for a in (one, part):
+            a.feed(fs, "tls", row.ts_start, row.dst_ip)
+        apart.append(part)
+    got = _together(apart)
+    pd.testing.assert_frame_equal(one.result().tls, got.tls, check_exact=True)
+    again = got.tls.iloc[1]
+    assert again.resumed and again.client_cert_source == "resumed-from" and again.client_cert == "presented"
+    assert again.resumed_from == got.tls.iloc[0].flow_id
+
+
+def test_chain_completed_by_another_parts_intermediate_from_tables(tmp_path, ca_chain):
+    """A server without its intermediate in one part, another (same CA) sending it in the next: the
+    tables resolved over the run complete the first chain (chain_from_run), as one analyzer does."""
+    from test_tls_hostile import client_hello, handshake, record, server_hello, sni_ext
+
+    from commpath.decode.streams import FlowStreams, Stream
+    root, keys = ca_chain
+    inter = _ca("inter", root.subject, keys[1], keys[0])
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(root.public_bytes(serialization.Encoding.PEM))
+
+    def flow(fid: int, name: str, certs: list) -> FlowStreams:
+        ders = b"".join(len(d).to_bytes(3, "big") + d for d in certs)
+        flight = server_hello() + handshake(11, len(ders).to_bytes(3, "big") + ders) + handshake(14, b"")
+        cli = record(22, client_hello(sni_ext(name.encode())))
+        return FlowStreams(fid, Stream(cli, (0,), (1,)), Stream(record(22, flight), (0,), (2,)))
+
+    a = _der(_leaf(inter, keys[1], keys[2], "a.example").cert)
+    b = _der(_leaf(inter, keys[1], keys[3], "b.example").cert)
+    one, apart = HandshakeAnalyzer(ca=str(bundle)), []
+    for fs, dst in ((flow(1, "b.example", [b]), "192.0.2.2"), (flow(2, "a.example", [a, _der(inter)]), "192.0.2.1")):
+        part = HandshakeAnalyzer(ca=str(bundle))
+        for x in (one, part):
+            x.feed(fs, "tls", NOW.timestamp(), dst)
+        apart.append(part)
+    got = _together(apart, str(bundle))
+    for name in TABLES:
+        pd.testing.assert_frame_equal(getattr(one.result(), name), getattr(got, name), check_exact=True)
+    tls = got.tls.set_index("flow_id")
+    assert tls.loc[1].server_cert_verified and tls.loc[1].chain_from_run and list(tls.loc[1].verify_reasons) == []
+    assert tls.loc[2].server_cert_verified and not tls.loc[2].chain_from_run
+
+
+def test_lab_run_analysed_per_capture_from_tables_equals_rows():
+    """Every capture of a recorded lab run analysed apart (with its CA bundle and key log), put
+    together as tables and as rows: the same tables."""
+    from pathlib import Path
+    folder = Path(__file__).resolve().parent.parent / "captures/default"
+    ca, keylog = str(folder / "pki/ca.crt"), str(folder / "keylog.txt")
+    rows, tables, base = HandshakeAnalyzer(ca, keylog), HandshakeAnalyzer(ca, keylog), 0
+    for pcap in sorted(folder.glob("*/*.pcap")):
+        a = HandshakeAnalyzer(ca, keylog)
+        n = len(commpath.read(pcap, keep_streams=False, on_streams=a).flows)
+        rows.absorb(a.unresolved(), base)
+        tables.absorb(a.unresolved_tables(), base)
+        base += n
+    by_rows, by_tables = rows.result(), tables.result()
+    assert len(by_tables.tls) and len(by_tables.http)
+    for name in TABLES:
+        pd.testing.assert_frame_equal(getattr(by_rows, name), getattr(by_tables, name), check_exact=True)
+    assert by_rows.warnings == by_tables.warnings
