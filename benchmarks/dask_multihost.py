@@ -9,7 +9,10 @@ interpreter (``--run MODE``), and prints medians and the ratios to the single pr
 - ``threads``: a local cluster of one worker with N threads in the driver's process.
 
 Peak memory: the driver's own (``ru_maxrss``) and each worker process's (sampled with psutil
-every 50 ms). The machine may be shared: the load average before each run is printed with it.
+every 200 ms). CPU: the driver's own and its child processes' (the workers, reaped when the run's
+local cluster closes: ``RUSAGE_CHILDREN``, the kernel's account; sampling them every 50 ms cost
+the driver ≈ 1 s of a 30 s run). The machine may be shared: the load average before each run is
+printed with it.
 """
 
 from __future__ import annotations
@@ -29,18 +32,21 @@ HERE = Path(__file__).resolve().parent
 MODES = ("single", "procs", "threads")
 
 
-def _sample_children(peaks: dict, cpu: dict, stop: threading.Event) -> None:
+def _sample_children(peaks: dict, stop: threading.Event) -> None:
     import psutil
     me = psutil.Process()
     while not stop.is_set():
         for child in me.children(recursive=True):
             try:
                 peaks[child.pid] = max(peaks.get(child.pid, 0), child.memory_info().rss)
-                t = child.cpu_times()
-                cpu[child.pid] = t.user + t.system
             except psutil.Error:
                 pass
-        stop.wait(0.05)
+        stop.wait(0.2)
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def run_once(mode: str, data: str, workers: int, out: str) -> dict:
@@ -48,10 +54,9 @@ def run_once(mode: str, data: str, workers: int, out: str) -> dict:
     import commpath
     from commpath._pipeline import write_outputs
     peaks: dict[int, int] = {}
-    cpu: dict[int, float] = {}
     stop = threading.Event()
-    threading.Thread(target=_sample_children, args=(peaks, cpu, stop), daemon=True).start()
-    c0 = time.process_time()
+    threading.Thread(target=_sample_children, args=(peaks, stop), daemon=True).start()
+    c0, children0 = time.process_time(), _children_cpu()
     t0 = time.perf_counter()
     if mode == "single":
         a = commpath.open(data)
@@ -65,10 +70,11 @@ def run_once(mode: str, data: str, workers: int, out: str) -> dict:
     wall = time.perf_counter() - t0
     driver_cpu = time.process_time() - c0
     stop.set()
+    workers_cpu = _children_cpu() - children0   # the local cluster closed inside open(): its processes reaped
     return {"mode": mode, "wall_s": wall, "flows": len(a.flows), "captures": len(a.captures),
             "driver_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "worker_peak_mb": max(peaks.values()) / 2**20 if peaks else None,
-            "cpu_s": driver_cpu + sum(cpu.values()), "driver_cpu_s": driver_cpu}
+            "cpu_s": driver_cpu + workers_cpu, "driver_cpu_s": driver_cpu, "load_after": os.getloadavg()[0]}
 
 
 def main() -> None:
@@ -80,6 +86,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--out", default="/tmp/commpath-dask-bench")
+    ap.add_argument("--baseline", help="another tree's commpath folder's parent (e.g. a `git archive` copy): "
+                                       "each mode also runs with it on PYTHONPATH, in alternation (MODE@base)")
     ap.add_argument("--run", choices=MODES, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.run:
@@ -96,13 +104,17 @@ def main() -> None:
     print(f"{hosts} hosts, {len(list(data.rglob('*.pcap')))} captures, {size / 1e6:.0f} MB; "
           f"{args.workers} workers; {os.cpu_count()} cores", flush=True)
     modes = args.modes.split(",")
+    if args.baseline:
+        modes = [f"{m}{tree}" for m in modes for tree in ("@base", "")]
     results: dict[str, list[dict]] = {m: [] for m in modes}
     for r in range(args.rounds):
         for m in (modes if r % 2 == 0 else modes[::-1]):      # interleaved, alternating order
             load = os.getloadavg()[0]
             t0 = time.perf_counter()
-            out = subprocess.run([sys.executable, __file__, "--run", m, "--data", str(data), "--workers",
-                                  str(args.workers), "--out", f"{args.out}-{m}"], capture_output=True, text=True)
+            env = {**os.environ, "PYTHONPATH": args.baseline} if m.endswith("@base") else None
+            out = subprocess.run([sys.executable, __file__, "--run", m.split("@")[0], "--data", str(data), "--workers",
+                                  str(args.workers), "--out", f"{args.out}-{m}"], capture_output=True, text=True,
+                                 env=env)
             if out.returncode:
                 sys.exit(f"{m} failed: {out.stderr.strip().splitlines()[-1:]}")
             res = json.loads(out.stdout.strip().splitlines()[-1])
@@ -110,17 +122,21 @@ def main() -> None:
             results[m].append(res)
             print(f"round {r + 1} {m:8s} wall {res['wall_s']:6.2f} s (process {res['process_s']:6.2f} s), cpu "
                   f"{res['cpu_s']:6.2f} s (driver {res['driver_cpu_s']:5.2f} s), driver "
-                  f"{res['driver_peak_mb']:5.0f} MB, worker {res['worker_peak_mb'] or 0:5.0f} MB, load {load:.1f}",
+                  f"{res['driver_peak_mb']:5.0f} MB, worker {res['worker_peak_mb'] or 0:5.0f} MB, load {load:.1f}"
+                  f" → {res['load_after']:.1f}",
                   flush=True)
-    base = statistics.median(r["wall_s"] for r in results.get("single", [])) if "single" in results else None
-    print("\nmedians:")
+    print("\nmedians (ratios: the same tree's single process ÷ this mode):")
     for m, rs in results.items():
+        single = results.get("single" + m[len(m.split("@")[0]):])     # single or single@base
         wall = statistics.median(r["wall_s"] for r in rs)
         proc = statistics.median(r["process_s"] for r in rs)
-        ratio = f", {base / wall:.2f}x single" if base else ""
         cpu = statistics.median(r["cpu_s"] for r in rs)
         dcpu = statistics.median(r["driver_cpu_s"] for r in rs)
-        print(f"  {m:8s} wall {wall:6.2f} s (process {proc:6.2f} s){ratio}; cpu {cpu:.2f} s (driver {dcpu:.2f} s); driver peak "
+        ratio = ""
+        if single:
+            ratio = (f", {statistics.median(r['wall_s'] for r in single) / wall:.2f}x single wall, "
+                     f"{statistics.median(r['cpu_s'] for r in single) / cpu:.2f}x single CPU")
+        print(f"  {m:11s} wall {wall:6.2f} s (process {proc:6.2f} s){ratio}; cpu {cpu:.2f} s (driver {dcpu:.2f} s); driver peak "
               f"{statistics.median(r['driver_peak_mb'] for r in rs):.0f} MB; worker peak "
               f"{max((r['worker_peak_mb'] or 0) for r in rs):.0f} MB; flows {rs[0]['flows']}")
 
