@@ -186,3 +186,26 @@ def test_report_command_never_imports_matplotlib(tmp_path):
     assert not [m for m in imported if m.split(".")[0] in ("matplotlib", "mpl_toolkits")]
     page = out.with_suffix(".html").read_text(encoding="utf-8")
     assert page.count('<img class="plot"') == 6          # the five figures and the requests the key log read
+
+
+def test_requests_bars_count_every_request(lab):
+    from commpath.present import requests_view
+    counts = requests_view.request_counts(lab)
+    if not len(counts):
+        pytest.skip("this analysis read no request")
+    root = ET.fromstring(_svg_figures.requests_svg(lab))
+    drawn = {(r.get("data-path"), r.get("data-kind"), r.get("data-how")): int(r.get("data-count"))
+             for r in root.iter(NS + "rect") if r.get("data-how")}
+    expected = {(r.flow_path, r.request_kind, how): int(n) for r in counts.itertuples()
+                for how, n in (("tls", r.tls), ("plain", r.plain)) if how == "tls" or n}
+    assert drawn == expected
+    assert "plain HTTP" in texts(root) and "decrypted TLS" in texts(root)
+
+
+def test_no_data_gives_a_note_not_a_broken_figure(lab):
+    bare = dataclasses.replace(lab, flows=lab.flows.iloc[:0], certs=lab.certs.iloc[:0])
+    figures = {n: ET.fromstring(s) for n, s in _svg_figures.report_figures(bare).items()}
+    assert "no control-plane traffic observed" in texts(figures["path_map"])
+    assert "no connections" in texts(figures["timeline"])
+    assert "no TLS connections" in texts(figures["tls"])
+    assert any(t.startswith("no certificates observed") for t in texts(figures["certs"]))

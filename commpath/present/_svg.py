@@ -1,12 +1,13 @@
 """SVG drawing primitives for the HTML report's figures: escaped text, shapes, axes, ticks and legends.
 
-Hand-written rather than matplotlib because of measurement: on the 1M-packet benchmark capture,
-importing matplotlib and drawing plus exporting the report's five figures took 0.9-1.5 s of
-`commpath report`'s 2.06 s (report.html alone 0.99 s of CPU); these figures are a few hundred
-rectangles and labels whose positions come straight from the report's data, written as text in
-milliseconds. Text is measured with DejaVu Sans's advance widths (the font matplotlib used and the
-first one the SVG asks for), so labels are placed as before without a font library. Coordinates
-are points (1/72 in), like matplotlib's SVG, so the figures keep their former sizes.
+Hand-written rather than matplotlib because of measurement (benchmarks/RESULTS.md, 2026-12-06 20:07):
+on the 1M-packet benchmark capture, importing matplotlib (0.28-0.32 s), drawing the five figures
+(0.30-0.33 s) and exporting them as SVG (0.43-0.51 s) took 1.0-1.2 s of CPU of `commpath report`'s
+2.3-2.7 s; these figures are a few hundred rectangles and labels whose places follow from the
+report's data, written here as text in 0.14-0.17 s (of which 0.075 s is networkx's import for the
+path map's layout). Text is measured with DejaVu Sans's advance widths (the font matplotlib used and
+the first one the SVG asks for), so labels are placed as before without a font library.
+Coordinates are points (1/72 in), as in matplotlib's SVG, so the figures keep their former sizes.
 """
 
 from __future__ import annotations
