@@ -242,7 +242,9 @@ def role_hosts(analysis) -> dict[str, list[str]]:
     if not len(flows) or "src_role" not in flows:
         return {}
     for ip_col, role_col in (("src_ip", "src_role"), ("dst_ip", "dst_role")):
-        for ip, role in zip(flows[ip_col].astype(str), flows[role_col].astype(str)):
+        # the distinct (address, role) pairs first: a few per host, not one per connection
+        pairs = pd.DataFrame({"ip": flows[ip_col], "role": flows[role_col]}).drop_duplicates()
+        for ip, role in zip(pairs["ip"].astype(str), pairs["role"].astype(str)):
             out.setdefault(role, set()).add(names.get(ip, ip))
     return {r: sorted(v) for r, v in out.items()}
 

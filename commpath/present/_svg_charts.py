@@ -21,9 +21,10 @@ def _legend_width(labels, size: float) -> float:
 
 # ------------------------------------------------------------------------------ path x check matrix
 
-def check_matrix_svg(analysis, fail_on: str | None = None) -> str:
-    """Documented paths x checks, each cell pass / FAIL n / warn n / n/obs / – in its verdict's colours."""
-    results = _model.check_results(analysis, fail_on)
+def check_matrix_svg(analysis, fail_on: str | None = None, results=None) -> str:
+    """Documented paths x checks, each cell pass / FAIL n / warn n / n/obs / – in its verdict's colours
+    (``results``: ``_model.check_results(analysis, fail_on)`` when the caller has it already)."""
+    results = _model.check_results(analysis, fail_on) if results is None else results
     paths = _model.sorted_paths(results["path"]) if len(results) else []
     checks = list(dict.fromkeys(results["check"]))      # in the order of first appearance
     height = 72 * max(3.0, 0.46 * len(paths) + 2.6)

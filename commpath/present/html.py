@@ -162,7 +162,7 @@ def build_html(analysis, title: str = "commpath path-compliance report", fail_on
     policy = getattr(analysis, "policy", None)
     policy_name = getattr(policy, "name", None) or (policy.get("name") if isinstance(policy, dict) else policy)
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    figs = _svg_figures.report_figures(analysis)
+    figs = _svg_figures.report_figures(analysis, results=results)
     judged = [p for _, p in paths.iterrows()]
     toc = table_of_contents([p["id"] for p in judged])
     extra_paths = [p for p in _model.sorted_paths(flows["path"]) if p not in set(paths["id"])] if "path" in flows else []
