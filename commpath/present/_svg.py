@@ -112,7 +112,7 @@ class Canvas:
     def svg(self) -> str:
         title = f"<title>{esc(self.title)}</title>" if self.title else ""
         return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{num(self.width)}pt" height="{num(self.height)}pt" '
-                f'viewBox="0 0 {num(self.width)} {num(self.height)}" xml:space="preserve" font-family="{esc(FONT_FAMILY)}" fill="#212121">'
+                f'viewBox="0 0 {num(self.width)} {num(self.height)}" xml:space="preserve" style="white-space:pre" font-family="{esc(FONT_FAMILY)}" fill="#212121">'
                 f'{title}<rect width="100%" height="100%" fill="white"/>' + "".join(self.parts) + "</svg>\n")
 
 
