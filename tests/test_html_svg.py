@@ -209,3 +209,15 @@ def test_no_data_gives_a_note_not_a_broken_figure(lab):
     assert "no connections" in texts(figures["timeline"])
     assert "no TLS connections" in texts(figures["tls"])
     assert any(t.startswith("no certificates observed") for t in texts(figures["certs"]))
+
+
+def test_figure_html_still_embeds_a_matplotlib_figure(lab):
+    """Callers with their own matplotlib figure (notebooks) keep figure_html; plots.* stay matplotlib."""
+    from matplotlib.figure import Figure
+
+    from commpath.present import plots
+    fig = plots.check_matrix(lab)
+    assert isinstance(fig, Figure) and fig.axes[0].patches and fig.axes[0].texts
+    snippet = html.figure_html("mine", fig, "caption", "alt")
+    data = re.search(r'src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"', snippet).group(1)
+    assert ET.fromstring(base64.b64decode(data)).tag == NS + "svg"
