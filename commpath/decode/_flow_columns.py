@@ -26,12 +26,27 @@ def addresses(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     if not hi.any() and ((lo >> np.uint64(32)) == 0xFFFF).all():
         uniq, inverse = np.unique(lo, return_inverse=True)
         return _v4_texts(uniq)[inverse.reshape(-1)]
-    uniq, inverse = np.unique(np.stack([hi, lo], axis=1), axis=0, return_inverse=True)
-    texts = np.empty(len(uniq), dtype=object)
-    v4 = (uniq[:, 0] == 0) & ((uniq[:, 1] >> np.uint64(32)) == 0xFFFF)
-    texts[v4] = _v4_texts(uniq[v4, 1])
-    texts[~v4] = [str(ipaddress.IPv6Address((h << 64) | l)) for h, l in uniq[~v4].tolist()]
-    return texts[inverse.reshape(-1)]
+    uniq_hi, uniq_lo, inverse = _distinct_pairs(hi, lo)
+    texts = np.empty(len(uniq_hi), dtype=object)
+    v4 = (uniq_hi == 0) & ((uniq_lo >> np.uint64(32)) == 0xFFFF)
+    texts[v4] = _v4_texts(uniq_lo[v4])
+    texts[~v4] = [str(ipaddress.IPv6Address((h << 64) | l)) for h, l in zip(uniq_hi[~v4].tolist(), uniq_lo[~v4].tolist())]
+    return texts[inverse]
+
+
+def _distinct_pairs(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct (hi, lo) pairs, sorted, and each pair's index among them.
+
+    ``np.unique(axis=0)`` would sort the rows as 16-byte opaque values, about 20 times slower than
+    this sort of two integer keys (0.9 s for a million rows)."""
+    order = np.lexsort((lo, hi))
+    h, l = hi[order], lo[order]
+    first = np.empty(len(order), bool)
+    first[:1] = True
+    first[1:] = (h[1:] != h[:-1]) | (l[1:] != l[:-1])
+    inverse = np.empty(len(order), np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    return h[first], l[first], inverse
 
 
 def _v4_texts(mapped: np.ndarray) -> np.ndarray:
@@ -65,8 +80,8 @@ def flow_columns(fi: np.ndarray, fa: np.ndarray, ftime: np.ndarray, capture: str
     end_state = np.where(proto != 6, "open", np.where(rst, "rst", np.where(fin, "fin", "open")))
     tunnel = fi[:, ft.TUNNEL]
     has_tunnel = tunnel != 0
-    tun_src = np.where(has_tunnel, addresses(fa[:, ft.TSRC_HI], fa[:, ft.TSRC_LO]), None) if n else np.array([], object)
-    tun_dst = np.where(has_tunnel, addresses(fa[:, ft.TDST_HI], fa[:, ft.TDST_LO]), None) if n else np.array([], object)
+    tun_src = _tunnel_addresses(has_tunnel, fa[:, ft.TSRC_HI], fa[:, ft.TSRC_LO])
+    tun_dst = _tunnel_addresses(has_tunnel, fa[:, ft.TDST_HI], fa[:, ft.TDST_LO])
     sport = fi[:, ft.SPORT]
     dport = fi[:, ft.DPORT]
     payload_fwd, payload_rev = fi[:, ft.PL0], fi[:, ft.PL1]
@@ -112,15 +127,34 @@ def flow_columns(fi: np.ndarray, fa: np.ndarray, ftime: np.ndarray, capture: str
     }
 
 
+def _tunnel_addresses(has_tunnel: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """Outer addresses of the tunnelled flows, None for the others (most flows: not formatted at all)."""
+    out = np.full(len(has_tunnel), None, dtype=object)
+    if has_tunnel.any():
+        out[has_tunnel] = addresses(hi[has_tunnel], lo[has_tunnel])
+    return out
+
+
 INIT_CATEGORIES = [ft.INIT_NAMES[i] for i in range(len(ft.INIT_NAMES))]
 INIT_SYNACK, INIT_PAYLOAD = INIT_CATEGORIES.index("synack"), INIT_CATEGORIES.index("payload")
 TUNNEL_CATEGORIES = [TUNNELS[i] for i in range(len(TUNNELS))]
 
 
+#: the flow columns of address texts (object arrays, None where there is none)
+ADDRESS_COLUMNS = ("src_ip", "dst_ip", "tunnel_src", "tunnel_dst")
+#: the flow columns of names (text arrays) declared as categories
+CATEGORY_COLUMNS = ("transport", "end_state", "app_protocol")
+
+
 def flow_frame(cols: dict) -> pd.DataFrame:
     """One file's flow columns as a DataFrame (codes become categories, -1 becomes NA)."""
     import pandas as pd
+    import pyarrow as pa
     data = dict(cols)
+    for name in ADDRESS_COLUMNS:   # straight to Arrow: pandas would test each object for its type first
+        data[name] = pd.arrays.ArrowStringArray(pa.array(cols[name], pa.string(), from_pandas=True))
+    for name in CATEGORY_COLUMNS:    # a few distinct names each: categories from the start, not texts cast later
+        data[name] = pd.Categorical(cols[name])
     data["initiator"] = pd.Categorical.from_codes(cols["initiator"], INIT_CATEGORIES)
     data["tunnel"] = pd.Categorical.from_codes(cols["tunnel"], TUNNEL_CATEGORIES)
     for name, dtype in (("tunnel_vni", np.int64), ("vlan", np.int32)):

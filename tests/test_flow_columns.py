@@ -1,0 +1,47 @@
+"""Address texts of the flow columns: every (hi, lo) pair formatted as Python's ipaddress writes it."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import numpy as np
+
+from commpath.decode._flow_columns import _distinct_pairs, addresses
+
+MAPPED = np.uint64(0xFFFF << 32)
+
+
+def _expected(hi: np.ndarray, lo: np.ndarray) -> list[str]:
+    out = []
+    for h, l in zip(hi.tolist(), lo.tolist()):
+        a = ipaddress.IPv6Address((h << 64) | l)
+        out.append(str(a.ipv4_mapped) if a.ipv4_mapped is not None else str(a))
+    return out
+
+
+def test_mixed_ipv4_and_ipv6_addresses_as_ipaddress_writes_them():
+    rng = np.random.default_rng(7)
+    n = 20_000
+    hi = rng.choice(np.array([0, 0x20010DB800000000, 0xFE80000000000000], np.uint64), n)
+    lo = rng.integers(0, 3_000, n).astype(np.uint64)
+    lo[hi == 0] |= MAPPED                     # IPv4, stored IPv4-mapped
+    lo[:5] = np.uint64(0)                     # "::" among them
+    hi[:5] = np.uint64(0)
+    assert addresses(hi, lo).tolist() == _expected(hi, lo)
+
+
+def test_ipv4_only_takes_the_same_texts():
+    lo = (np.arange(1, 5_001, dtype=np.uint64) * np.uint64(7919)) | MAPPED
+    hi = np.zeros_like(lo)
+    assert addresses(hi, lo).tolist() == _expected(hi, lo)
+
+
+def test_distinct_pairs_are_numpys_unique_rows():
+    rng = np.random.default_rng(3)
+    hi = rng.integers(0, 4, 50_000).astype(np.uint64)
+    lo = rng.integers(0, 900, 50_000).astype(np.uint64)
+    uhi, ulo, inverse = _distinct_pairs(hi, lo)
+    rows, inv = np.unique(np.stack([hi, lo], axis=1), axis=0, return_inverse=True)
+    assert np.array_equal(uhi, rows[:, 0]) and np.array_equal(ulo, rows[:, 1])
+    assert np.array_equal(inverse, inv.reshape(-1))
+    assert np.array_equal(uhi[inverse], hi) and np.array_equal(ulo[inverse], lo)
