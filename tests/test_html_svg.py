@@ -221,3 +221,14 @@ def test_figure_html_still_embeds_a_matplotlib_figure(lab):
     snippet = html.figure_html("mine", fig, "caption", "alt")
     data = re.search(r'src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"', snippet).group(1)
     assert ET.fromstring(base64.b64decode(data)).tag == NS + "svg"
+
+
+def test_ticks_are_round_and_cover_the_range():
+    from commpath.present._svg import nice_ticks, text_width, tick_label
+    assert nice_ticks(0.0, 31.0) == [0, 5, 10, 15, 20, 25, 30]
+    assert [tick_label(t) for t in nice_ticks(0.0, 1.2)] == ["0", "0.2", "0.4", "0.6", "0.8", "1", "1.2"]
+    assert len(nice_ticks(0.0, 7489.0)) <= 8
+    # wider for bold and for wide letters, proportional to the size
+    assert text_width("etcd", 10, bold=True) > text_width("etcd", 10) > 0
+    assert text_width("WWW", 10) > text_width("iii", 10)
+    assert abs(text_width("konnectivity", 20) - 2 * text_width("konnectivity", 10)) < 1e-9

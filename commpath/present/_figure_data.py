@@ -234,6 +234,6 @@ def tls_panels(counts: dict[str, pd.DataFrame]) -> list[tuple[str, pd.DataFrame,
              {v: palette.CLIENT_CERT_COLORS.get(v, "#BDBDBD") for v in cert_order})]
 
 
-__all__ = ["CONTROL_PLANE_ROLES", "MARK_BINS", "MIN_WIDTH", "ROLE_ORDER", "STATUS_MARK", "TIMELINE_COLUMNS", "cert_labels", "cipher_colors", "edge_curve",
-           "is_control_plane", "node_positions", "path_map_edges", "role_rank", "short", "start_marks", "timeline_rows",
-           "tls_counts", "tls_panels", "union_bars"]
+__all__ = ["CONTROL_PLANE_ROLES", "MARK_BINS", "MIN_WIDTH", "ROLE_ORDER", "STATUS_MARK", "TIMELINE_COLUMNS",
+           "cert_labels", "cipher_colors", "edge_curve", "is_control_plane", "node_positions", "path_map_edges",
+           "role_rank", "short", "start_marks", "timeline_rows", "tls_counts", "tls_panels", "union_bars"]

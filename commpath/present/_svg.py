@@ -31,6 +31,8 @@ _BOLD = (348, 456, 521, 838, 696, 1002, 872, 306, 457, 457, 523, 838, 380, 415, 
          500, 500, 675, 716, 593, 716, 678, 435, 716, 712, 343, 343, 665, 343, 1042, 712, 687, 716, 716, 493, 595,
          478, 712, 652, 924, 645, 652, 582, 712, 365, 712, 838)
 WIDE_CHAR = 1000
+#: every figure's title, in points (as before)
+TITLE_SIZE = 12.0
 #: text height above the baseline and below it, as a fraction of the font size (DejaVu's ascent/descent)
 ASCENT, DESCENT = 0.76, 0.24
 
@@ -112,7 +114,8 @@ class Canvas:
     def svg(self) -> str:
         title = f"<title>{esc(self.title)}</title>" if self.title else ""
         return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{num(self.width)}pt" height="{num(self.height)}pt" '
-                f'viewBox="0 0 {num(self.width)} {num(self.height)}" xml:space="preserve" style="white-space:pre" font-family="{esc(FONT_FAMILY)}" fill="#212121">'
+                f'viewBox="0 0 {num(self.width)} {num(self.height)}" xml:space="preserve" style="white-space:pre" '
+                f'font-family="{esc(FONT_FAMILY)}" fill="#212121">'
                 f'{title}<rect width="100%" height="100%" fill="white"/>' + "".join(self.parts) + "</svg>\n")
 
 
@@ -198,11 +201,6 @@ def empty(c: Canvas, message: str, top: float = 0.0) -> None:
     c.text(c.width / 2, (top + c.height) / 2, message, size=11, anchor="middle", color="#666666")
 
 
-def shorten(name, limit: int = 34) -> str:
-    name = str(name)
-    return name if len(name) <= limit else name[: limit - 1] + "…"
-
-
 __all__ = ["ASCENT", "Canvas", "DESCENT", "FONT_FAMILY", "LEGEND_DASH", "LEGEND_DIAMOND", "LEGEND_LINE",
-           "LEGEND_PATCH", "empty", "esc", "legend", "nice_ticks", "num", "shorten", "text_width", "tick_label",
-           "x_axis"]
+           "LEGEND_PATCH", "TITLE_SIZE", "empty", "esc", "legend", "nice_ticks", "num", "text_width",
+           "tick_label", "x_axis"]

@@ -6,11 +6,10 @@ import math
 
 from . import _model, palette, requests_view
 from ._figure_data import STATUS_MARK, tls_counts, tls_panels
-from ._svg import LEGEND_PATCH, Canvas, empty, esc, legend, nice_ticks, text_width, tick_label, x_axis
+from ._svg import LEGEND_PATCH, TITLE_SIZE, Canvas, empty, esc, legend, nice_ticks, text_width, tick_label, x_axis
 
 #: the figures' widths in points (matplotlib's 12 in and 8 in figures, kept)
 WIDE, NARROW = 864.0, 576.0
-TITLE_SIZE = 12.0
 #: how far the matrix's check names lean (degrees, as before)
 SLANT = 40.0
 
@@ -72,18 +71,20 @@ def check_matrix_svg(analysis, fail_on: str | None = None, results=None) -> str:
     for j, check in enumerate(checks):
         x, y = left + (j + 0.5) * cell_w, bottom + 6
         c.text(x, y, check, size=10, anchor="end", baseline="hanging", rotate=-SLANT)
-    legend(c, right + 6, top, legend_entries, size=10, edges={s: palette.verdict_color(s) for _, _, s in legend_entries})
+    legend(c, right + 6, top, legend_entries, size=10,
+           edges={s: palette.verdict_color(s) for _, _, s in legend_entries})
     return c.svg()
 
 
 # ---------------------------------------------------------------------------------- stacked bars
 
 def _stacked_bars(c: Canvas, table, colours: dict, left: float, right: float, top: float, row_h: float,
-                  ticks_max: float, bar: float = 0.7, label_size: float = 10.0, edge: str = "white",
+                  most: float, bar: float = 0.7, label_size: float = 10.0, edge: str = "white",
                   label_colour=None) -> float:
     """Horizontal stacked bars, one row per index of ``table`` (a count per column); returns the
-    bottom of the rows. Every segment carries its row, value and count as data attributes."""
-    scale = (right - left) / ticks_max if ticks_max else 0.0
+    bottom of the rows (``most``: the count at ``right``). Every segment carries its row, value and
+    count as data attributes."""
+    scale = (right - left) / most if most else 0.0
     for i, (row, counts) in enumerate(zip(table.index, table.to_numpy(float))):
         y = top + i * row_h
         c.text(left - 6, y + row_h / 2, row, size=label_size, anchor="end",

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _model, palette
 from ._figure_data import edge_curve, is_control_plane, node_positions, path_map_edges
-from ._svg import Canvas, empty, esc, legend, num, text_width
+from ._svg import LEGEND_LINE, TITLE_SIZE, Canvas, empty, esc, legend, num, text_width
 
 WIDTH = 864.0
 TITLE = "Path map: who talks to whom, per documented path"
@@ -82,7 +82,7 @@ def path_map_svg(analysis) -> str:
     rows = max([1] + [sum(1 for r in roles if is_control_plane(r) == side) for side in (True, False)])
     height = 72 * max(4.8, 1.25 * rows + 1.8)
     c = Canvas(WIDTH, height, TITLE)
-    c.text(8, 4, TITLE, size=12, baseline="hanging")
+    c.text(8, 4, TITLE, size=TITLE_SIZE, baseline="hanging")
     if not len(edges):
         empty(c, "no control-plane traffic observed")
         return c.svg()
@@ -95,7 +95,7 @@ def path_map_svg(analysis) -> str:
 
     def at(x: float, y: float) -> tuple[float, float]:
         return (left + (x - x_lo) / (x_hi - x_lo) * (right - left), top + (y_hi - y) / (y_hi - y_lo) * (bottom - top))
-    legend(c, right + 4, top, [("line", palette.verdict_color(v), v) for v in used], size=9, title="path verdict")
+    legend(c, right + 4, top, [(LEGEND_LINE, palette.verdict_color(v), v) for v in used], size=9, title="path verdict")
     nodes: dict[str, tuple[Box, list[str]]] = {}
     for role, (x, y) in pos.items():
         members = hosts.get(role, [])

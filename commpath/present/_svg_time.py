@@ -9,11 +9,10 @@ import pandas as pd
 
 from . import _model, palette
 from ._figure_data import MIN_WIDTH, TIMELINE_COLUMNS, cert_labels, start_marks, timeline_rows, union_bars
-from ._svg import (LEGEND_DASH, LEGEND_DIAMOND, LEGEND_PATCH, Canvas, empty, esc, legend, nice_ticks, num,
+from ._svg import (LEGEND_DASH, LEGEND_DIAMOND, LEGEND_PATCH, TITLE_SIZE, Canvas, empty, esc, legend, nice_ticks, num,
                    text_width, tick_label, x_axis)
 
 MEDIUM = 792.0     # the figures' width in points (matplotlib's 11 in, kept)
-TITLE_SIZE = 12.0
 _UTC = _dt.timezone.utc
 #: fixed tick steps in seconds, smallest first (then whole months and years)
 _STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800,
