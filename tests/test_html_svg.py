@@ -10,10 +10,12 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from commpath.present import _figure_data, _model, _svg_figures, html
 from commpath.present._svg import esc
+from commpath.present import _svg_time
 from commpath.present._svg_time import date_ticks
 from test_present_data import analysis_ids, real_analyses
 
@@ -232,3 +234,14 @@ def test_ticks_are_round_and_cover_the_range():
     assert text_width("etcd", 10, bold=True) > text_width("etcd", 10) > 0
     assert text_width("WWW", 10) > text_width("iii", 10)
     assert abs(text_width("konnectivity", 20) - 2 * text_width("konnectivity", 10)) < 1e-9
+
+
+def test_a_certificate_without_dates_is_said_not_drawn(lab):
+    certs = lab.certs.copy()
+    if not len(certs):
+        pytest.skip("no certificate in this analysis")
+    certs.loc[certs.index[0], "not_before"] = pd.NaT
+    root = ET.fromstring(_svg_time.certs_svg(dataclasses.replace(lab, certs=certs)))
+    assert "validity dates unknown" in texts(root)
+    bars = [b for b in root.iter(NS + "rect") if b.get("data-state")]
+    assert len(bars) == len(certs) - 1 and all(float(b.get("width")) >= 0 for b in bars)

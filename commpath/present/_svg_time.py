@@ -146,8 +146,8 @@ def certs_svg(analysis, limit: int = 40) -> str:
         return c.svg()
     t0, t1 = _model.capture_window(analysis)
 
-    def seconds(col) -> np.ndarray:
-        return pd.to_datetime(shown[col], utc=True).astype("int64").to_numpy() / 1e9
+    def seconds(col) -> np.ndarray:         # epoch seconds, NaN where a date is missing (NaT)
+        return (pd.to_datetime(shown[col], utc=True) - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(float)
     nb, na, seen = seconds("not_before"), seconds("not_after"), seconds("seen_start")
     labels = cert_labels(analysis, shown)
     states = [str(s) for s in shown["state"]]
@@ -158,8 +158,9 @@ def certs_svg(analysis, limit: int = 40) -> str:
         entries.append((LEGEND_DASH, "#212121", "capture start"))
     left = max(text_width(s, 8.5) for s in labels) + 12
     right = MEDIUM - (8.5 * 2.8 + max(text_width(e[2], 8.5) for e in entries) + 14)
-    lo = float(min(nb.min(), seen.min()))
-    hi = float(max(na.max(), seen.max()))
+    known = np.concatenate([nb, na, seen, [t0]])
+    known = known[np.isfinite(known)]
+    lo, hi = (float(known.min()), float(known.max())) if len(known) else (0.0, 86400.0)
     hi += 0.08 * (hi - lo or 86400)                # room for the 'expired' / 'expiring' marks
     scale = (right - left) / (hi - lo)
     top, bottom = 24.0, height - 30
@@ -177,11 +178,16 @@ def certs_svg(analysis, limit: int = 40) -> str:
         mid = top + (i + 0.5) * row_h
         colour = palette.CERT_STATE_COLORS.get(state, "#9E9E9E")
         c.text(left - 6, mid, label, size=8.5, anchor="end")
-        c.rect(x(nb[i]), mid - 0.3 * row_h, (na[i] - nb[i]) * scale, 0.6 * row_h, fill=colour, opacity=0.8,
-               extra=f' data-subject="{esc(subjects[i])}" data-fingerprint="{esc(fingerprints[i])}" '
-                     f'data-state="{esc(state)}"')
-        if state != "valid":
-            c.text(x(na[i]) + 4, mid, state, size=8, color=colour, bold=True)
+        if not (np.isfinite(nb[i]) and np.isfinite(na[i])):      # an unreadable date: no window to draw
+            c.text(left + 4, mid, "validity dates unknown", size=8, color="#666666")
+        else:
+            c.rect(x(nb[i]), mid - 0.3 * row_h, (na[i] - nb[i]) * scale, 0.6 * row_h, fill=colour, opacity=0.8,
+                   extra=f' data-subject="{esc(subjects[i])}" data-fingerprint="{esc(fingerprints[i])}" '
+                         f'data-state="{esc(state)}"')
+            if state != "valid":
+                c.text(x(na[i]) + 4, mid, state, size=8, color=colour, bold=True)
+        if not np.isfinite(seen[i]):
+            continue
         r = 3.5
         sx = x(seen[i])
         c.path(f"M{num(sx)} {num(mid - r)}L{num(sx + r)} {num(mid)}L{num(sx)} {num(mid + r)}L{num(sx - r)} {num(mid)}Z",
