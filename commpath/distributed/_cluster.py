@@ -24,7 +24,21 @@ LOCAL_CLUSTER_CONFIG = {
     "distributed.admin.system-monitor.interval": "2s",
     "distributed.admin.system-monitor.gil.enabled": False,
     "distributed.worker.memory.monitor-interval": "500ms",
+    # what a worker holds between the stages (its hosts' decoded, prepared and classified flows)
+    # goes to its local disk past half its memory budget (LOCAL_WORKER_MEMORY), so its peak does not
+    # grow with the run; a worker is neither paused (held memory that is not dask's would pause it
+    # for good) nor killed by its nanny: one task larger than the budget still runs
+    "distributed.worker.memory.target": 0.5,
+    "distributed.worker.memory.spill": 0.6,
+    "distributed.worker.memory.pause": False,
+    "distributed.worker.memory.terminate": False,
 }
+
+#: The memory budget of each local worker process: the largest task's working set (a capture's
+#: decode within the engine's budgets, a socket part of ``_merge.PART_FLOWS`` flows) plus what it
+#: keeps of the stages' results before spilling them (half of it); or the machine's share per
+#: worker when smaller. Measured in benchmarks/RESULTS.md (#14 scale).
+LOCAL_WORKER_MEMORY = 2 * 2**30
 
 
 def default_workers() -> int:
@@ -37,10 +51,12 @@ def default_workers() -> int:
 
 @contextmanager
 def connect(client=None, workers: int | None = None, scheduler: str | None = None, processes: bool = True,
-            memory_limit: str | int = "auto", announce: bool = True):
+            memory_limit: str | int | None = None, announce: bool = True):
     """A ``distributed.Client``: the one given, one to the ``scheduler`` address, or one to a local
     cluster of ``workers`` processes (``processes=False``: threads of this process) with one thread
-    each, so a worker decodes one capture at a time and its memory stays bounded. The dashboard's
+    each, so a worker decodes one capture at a time, and a memory budget each (``memory_limit``,
+    bytes or dask's "2GiB"/"auto"; by default :data:`LOCAL_WORKER_MEMORY` or the machine's share)
+    past which it spills the stages' results to its local disk. The dashboard's
     address is printed on stderr when there is one (``announce``)."""
     if client is not None:
         yield client
@@ -69,6 +85,9 @@ def _local_cluster(n: int, processes: bool, memory_limit):
     config they are started with, its scheduler (in this process) the config it runs under."""
     import dask
     from distributed import LocalCluster
+    from distributed.system import MEMORY_LIMIT
+    if memory_limit is None:
+        memory_limit = min(LOCAL_WORKER_MEMORY, MEMORY_LIMIT // max(n, 1))
     with dask.config.set(LOCAL_CLUSTER_CONFIG):
         cluster = LocalCluster(n_workers=n if processes else 1, threads_per_worker=1 if processes else n,
                                processes=processes, memory_limit=memory_limit, dashboard_address=":0",
