@@ -17,7 +17,7 @@ from .decode.engine import read
 from .decode.limits import ANALYSIS_PAYLOAD_LIMIT
 from .decode.handshakes import HandshakeAnalyzer
 from .decode.schema import (CAPTURE_COLUMNS, CAPTURE_TIME_COLUMNS, CLIENT_CERT_STATES, FLOW_TIME_COLUMNS, CERT_COLUMNS, FLOW_COLUMNS, HTTP_COLUMNS, MERGED_FLOW_COLUMNS,
-                            OFFSET_COLUMNS, SSH_COLUMNS, TLS_COLUMNS, TLS_EXTRA, conform, empty_frame)
+                            OFFSET_COLUMNS, SSH_COLUMNS, TLS_COLUMNS, TLS_EXTRA, conform, empty_frame, pandas_dtype)
 from .errors import InputError
 from .present import notebook
 
@@ -229,9 +229,11 @@ def _join_tls(flows: pd.DataFrame, tls: pd.DataFrame) -> pd.DataFrame:
                 mapped = pd.Series(t[col].array.take(at, allow_fill=True), index=out.index)
             out[col] = mapped.astype(TLS_COLUMNS[col]) if TLS_COLUMNS[col] != "object" else mapped
         return out
-    for col in FLOW_TLS_COLUMNS:
-        mapped = out["flow_id"].map(t[col]) if col in t else pd.Series(pd.NA, index=out.index)
-        out[col] = mapped.astype(TLS_COLUMNS[col]) if TLS_COLUMNS[col] != "object" else mapped
+    for col in FLOW_TLS_COLUMNS:     # no TLS row: every cell missing, made as such (a map would look each up)
+        if TLS_COLUMNS[col] != "object":
+            out[col] = pd.Series(index=out.index, dtype=pandas_dtype(TLS_COLUMNS[col]))
+        else:
+            out[col] = out["flow_id"].map(t[col]) if col in t else pd.Series(pd.NA, index=out.index)
     return out
 
 

@@ -91,8 +91,10 @@ def decrypted_connections(flows: pd.DataFrame) -> pd.DataFrame:
     chosen = load_request_kinds()["paths"]
     if flows.empty or "path" not in flows:
         return flows.iloc[:0]
-    mask = flows["path"].astype("string").isin(chosen).fillna(False) & (flows["transport"].astype("string") == "tcp")
-    return flows[mask.to_numpy(bool)]
+    # on the categories themselves (a cast to text would make one string per flow)
+    chosen_path = flows["path"].isin(chosen).to_numpy(bool)
+    tcp = (flows["transport"] == "tcp").fillna(False).to_numpy(bool)
+    return flows[chosen_path & tcp]
 
 
 def label_requests(requests: pd.DataFrame, flows: pd.DataFrame) -> pd.DataFrame:

@@ -171,9 +171,27 @@ class EndpointCodes:
 def endpoint_codes_of(eps, distinct: pd.Index) -> np.ndarray:
     """:func:`endpoint_codes` of ``ip|port`` texts over ``distinct`` (an address not there matches no code)."""
     pairs = [e.rsplit("|", 1) for e in eps if "|" in e]
-    at = distinct.get_indexer([ip for ip, _ in pairs]) if pairs else np.zeros(0, np.int64)
+    at = _positions(distinct, [ip for ip, _ in pairs]) if pairs else np.zeros(0, np.int64)
     return np.array([a * 65536 + int(port) for a, (_, port) in zip(at, pairs)
                      if a >= 0 and port.isdigit() and str(int(port)) == port and int(port) < 65536], np.int64)
+
+
+def _positions(distinct: pd.Index, texts: list[str]) -> np.ndarray:
+    """Where each of ``texts`` is in ``distinct`` (distinct values), -1 where it is not.
+
+    The view's sets are a few texts and ``distinct`` may hold a million: one scan against the few
+    (Arrow's ``index_in``) instead of ``get_indexer``'s hash table of the million (0.3 s, per index)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    wanted = list(dict.fromkeys(texts))
+    found = pc.index_in(pa.array(distinct.to_numpy(object) if distinct.dtype == object else distinct.array,
+                                 pa.string(), from_pandas=True),
+                        value_set=pa.array(wanted, pa.string()))
+    hit = np.flatnonzero(found.is_valid().to_numpy(zero_copy_only=False))
+    where = np.full(len(wanted), -1, np.int64)
+    where[found.take(pa.array(hit)).to_numpy(zero_copy_only=False)] = hit
+    index = {t: i for i, t in enumerate(wanted)}
+    return where[np.array([index[t] for t in texts], np.int64)]
 
 
 @dataclass
