@@ -13,9 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from commpath.present import _figure_data, _model, _svg_figures, html
+from commpath.present import _figure_data, _model, _svg_figures, _svg_time, html
 from commpath.present._svg import esc
-from commpath.present import _svg_time
 from commpath.present._svg_time import date_ticks
 from test_present_data import analysis_ids, real_analyses
 
