@@ -144,7 +144,8 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="folder of the hosts' captures (dask_make_hosts.py)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--memory-limit", default="default", help="per worker: default, auto, or e.g. 2GiB")
-    ap.add_argument("--part-flows", type=int, help="vantage-point flows per socket part of the merge (default: _merge's)")
+    ap.add_argument("--part-flows", type=int, help="vantage-point flows per socket part of the merge "
+                    "(default: _merge's)")
     ap.add_argument("--out", default="/tmp/commpath-dask-scale")
     args = ap.parse_args()
     if args.part_flows:

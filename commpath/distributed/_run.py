@@ -216,12 +216,17 @@ def _merged_on_workers(client, classified: dict, units: list[int], names: list[s
     from ._merge import merge_part, pairs_of, parts_count, piece, split, together
     n = parts_count(client, len(units), total_flows)
     cut = {u: client.submit(split, classified[u], n, pure=False) for u in units}
-    pieces = [[client.submit(piece, cut[u], p, pure=False) for u in units] for p in range(n)]
+    # a host's pieces run right after its split (before other hosts' splits: a higher priority), so
+    # its list of parts is read while still in memory, not from the worker's spill disk once per part
+    by_host = [[client.submit(piece, cut[u], p, pure=False, priority=len(units) - k) for p in range(n)]
+               for k, u in enumerate(units)]
+    pieces = [[by_host[k][p] for k in range(len(units))] for p in range(n)]
+    del cut, by_host     # each host's list of parts is released once its pieces hold them
     parts = [client.submit(together, pieces[p], pure=False) for p in range(n)]
     label = [f"socket part {p}" for p in range(n)]
     pairs = _collect(client, {client.submit(pairs_of, parts[p], captures_f, pure=False): p for p in range(n)},
                      label, "merging it")
-    del cut, pieces      # released (not cancelled: that would cancel the parts made from them too)
+    del pieces           # released (not cancelled: that would cancel the parts made from them too)
     if release is not None:
         release()
     hosts = set().union(*(h for _, h in pairs))
