@@ -14,7 +14,7 @@ from ..decode.engine import read
 from ..decode.limits import ANALYSIS_PAYLOAD_LIMIT
 from ..decode.schema import CERT_COLUMNS, TLS_COLUMNS, conform, empty_frame
 from ..errors import InputError
-from ._classify import TASK_TLS_COLUMNS
+from ._classify import TASK_TLS_COLUMNS, prepare
 from ._files import Source, local_copy
 from ._parts import write_part
 
@@ -87,6 +87,12 @@ def host_tls(results: list[dict], bases: list[int]) -> pd.DataFrame:
     """A host's captures' :func:`task_tls` rows (``results`` of :func:`decode_capture`), flow ids as in the run."""
     frames = [r["tables"]["task_tls"].assign(flow_id=lambda t, b=b: t["flow_id"] + b) for r, b in zip(results, bases)]
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def prepare_host(results: list[dict], bases: list[int], certs: pd.DataFrame) -> tuple:
+    """``_classify.prepare`` of one host's decode ``results`` with their own :func:`host_tls` rows, in
+    one task (a task of its own could run on another worker than the results, and fetch them twice)."""
+    return prepare(results, bases, host_tls(results, bases), certs)
 
 
 def _capture_row(source: Source, row: dict | None, error: str | None) -> dict:

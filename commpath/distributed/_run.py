@@ -13,7 +13,7 @@ from ..decode.schema import (CAPTURE_COLUMNS, CERT_COLUMNS, FLOW_COLUMNS, HTTP_C
                              empty_frame)
 from ..errors import CommpathError, InputError
 from ._cluster import connect
-from ._decode import decode_capture, host_tls
+from ._decode import decode_capture, prepare_host
 from ._files import expand
 from ._frames import concat_parts as _concat
 from ._parts import TABLES, clear_parts, read_part
@@ -142,7 +142,7 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
     from ..decode.handshakes import HandshakeAnalyzer
     from ..present.progress import progress as bar
     from ..decode.merge import capture_hosts
-    from ._classify import classify_part, host_groups, prepare, summary_rows, task_certs, twins
+    from ._classify import classify_part, host_groups, summary_rows, task_certs, twins
     from ._merge import piece
     analyzer = HandshakeAnalyzer(ca, keylog)
     bases, base = [], 0
@@ -165,9 +165,7 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
     unit_names = [names[g[0]] for g in groups]
     # each host's TLS rows from its own decode results, on the worker holding them: the columns the
     # classification reads are not changed by resolving over the run, so they need not come back
-    prepared = {u: client.submit(prepare, [results[i] for i in g], [bases[i] for i in g],
-                                 client.submit(host_tls, [results[i] for i in g], [bases[i] for i in g], pure=False),
-                                 certs_f, pure=False)
+    prepared = {u: client.submit(prepare_host, [results[i] for i in g], [bases[i] for i in g], certs_f, pure=False)
                 for u, g in enumerate(groups)}
 
     def each(fn, *args) -> list:
