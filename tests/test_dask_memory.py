@@ -23,9 +23,9 @@ REPEAT = 600
 BUDGET = 400 * 2**20
 #: Vantage-point flows per socket part of the merge in these runs: the small run already has parts of this size.
 PART_FLOWS = 10_000
-#: How much more a worker of the 4 times larger run may peak at (what grows with the run on every worker:
-#: the cluster view, the VIP flows and the twin sources it is sent). Measured on 2 cores: +40 to +60 MiB
-#: with the spilling, +166 MiB without it (benchmarks/RESULTS.md, #14 scale).
+#: How much more a worker of the 4 times larger run may peak at (it fills the half of its budget kept in
+#: RAM, which the small run may not; what every worker is sent grows by ≈ 17 KB per host). Measured on
+#: 2 cores: +33 to +56 MiB with the budget, +166 MiB without one (benchmarks/RESULTS.md, #14 scale).
 ALLOWANCE = 100 * 2**20
 
 
