@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import threading
 from pathlib import Path
 
@@ -204,6 +205,7 @@ def test_worker_killed_mid_run_the_run_finishes_with_the_same_results(tmp_path):
         for scenario in SCENARIOS[:3]:
             shutil.copytree(CAPTURES / scenario, run_dir / f"{scenario}{i}", ignore=shutil.ignore_patterns("pki"))
     single = commpath.open(run_dir)
+    task_folders = set(Path(tempfile.gettempdir()).glob("commpath-task-*"))
     from distributed import Client
     with dask_cluster(tmp_path / "dask", workers=0) as c:
         c.start_worker("victim")
@@ -235,6 +237,8 @@ def test_worker_killed_mid_run_the_run_finishes_with_the_same_results(tmp_path):
     assert len(parts) == len(single.captures)
     for p in parts:
         assert {f.name for f in Path(p).iterdir()} == {MARKER, *(f"{t}.parquet" for t in TABLES)}
+    # the task the kill cut short had its files in the victim's own folder (dask's to remove), not in /tmp
+    assert set(Path(tempfile.gettempdir()).glob("commpath-task-*")) <= task_folders
 
 
 def test_local_cluster_announces_its_dashboard(capsys):

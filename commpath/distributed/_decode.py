@@ -43,7 +43,7 @@ def decode_capture(index: int, source: Source, parts: str | None, ca_pem: bytes 
     An unreadable capture is not an exception: its summary carries ``error`` (the run decides, as
     ``commpath.read`` does, whether the others make up for it)."""
     t0, cpu0 = time.perf_counter(), time.process_time()
-    with tempfile.TemporaryDirectory(prefix="commpath-task-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="commpath-task-", dir=_scratch()) as tmp:
         try:
             with local_copy(source.name, storage_options, folder=tmp) as local:
                 analyzer = _analyzer(ca_pem, keylog, tmp)
@@ -93,6 +93,16 @@ def prepare_host(results: list[dict], bases: list[int], certs: pd.DataFrame) -> 
     """``_classify.prepare`` of one host's decode ``results`` with their own :func:`host_tls` rows, in
     one task (a task of its own could run on another worker than the results, and fetch them twice)."""
     return prepare(results, bases, host_tls(results, bases), certs)
+
+
+def _scratch() -> str | None:
+    """The Dask worker's own folder for a task's files (dask removes a dead worker's folder, where
+    a killed task cannot remove its own), or the system's temporary folder outside a worker."""
+    try:
+        from distributed import get_worker
+        return get_worker().local_directory
+    except (ImportError, ValueError):     # not running in a Dask worker
+        return None
 
 
 def _capture_row(source: Source, row: dict | None, error: str | None) -> dict:
