@@ -96,8 +96,9 @@ def prepare_host(results: list[dict], bases: list[int], certs: pd.DataFrame) -> 
 
 
 def _scratch() -> str | None:
-    """The Dask worker's own folder for a task's files (dask removes a dead worker's folder, where
-    a killed task cannot remove its own), or the system's temporary folder outside a worker."""
+    """The Dask worker's own folder for a task's files, or the system's temporary folder outside a
+    worker. A killed task cannot remove its files; a dead worker's folder is dask's to purge (the
+    next worker started in the same place does), and it lies under the cluster's local directory."""
     try:
         from distributed import get_worker
         return get_worker().local_directory
