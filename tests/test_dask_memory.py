@@ -68,3 +68,26 @@ def test_worker_peak_does_not_grow_with_the_number_of_hosts(hosts, monkeypatch):
     large_peak = max(m["peak"] for m in large_mem)
     assert large_peak <= small_peak + ALLOWANCE, (small_peak >> 20, large_peak >> 20, spilled >> 20)
     assert spilled > 2 * ALLOWANCE, "the larger run's workers kept more than the allowance between the stages"
+
+
+def test_local_worker_processes_get_the_budget_and_spill_past_half_of_it():
+    """``connect``'s worker processes run with LOCAL_WORKER_MEMORY (or the machine's share) and the
+    spilling thresholds; a worker in this process (threads) has dask's share of the machine ("auto")."""
+    import logging
+
+    from distributed.system import MEMORY_LIMIT
+    from distributed.worker_memory import parse_memory_limit
+
+    from commpath.distributed._cluster import LOCAL_CLUSTER_CONFIG, LOCAL_WORKER_MEMORY
+
+    def _memory(dask_worker) -> tuple:       # nested: sent by value to the workers
+        import dask
+        return (dask_worker.memory_manager.memory_limit, dask.config.get("distributed.worker.memory.target"),
+                dask.config.get("distributed.worker.memory.terminate"))
+
+    with connect(workers=1, announce=False) as client:
+        assert set(client.run(_memory).values()) == {
+            (min(LOCAL_WORKER_MEMORY, MEMORY_LIMIT), LOCAL_CLUSTER_CONFIG["distributed.worker.memory.target"], False)}
+    with connect(workers=1, processes=False, announce=False) as client:
+        machine_share = parse_memory_limit("auto", 1, logger=logging.getLogger())
+        assert {m[0] for m in client.run(_memory).values()} == {machine_share}

@@ -55,7 +55,8 @@ def connect(client=None, workers: int | None = None, scheduler: str | None = Non
     """A ``distributed.Client``: the one given, one to the ``scheduler`` address, or one to a local
     cluster of ``workers`` processes (``processes=False``: threads of this process) with one thread
     each, so a worker decodes one capture at a time, and a memory budget each (``memory_limit``,
-    bytes or dask's "2GiB"/"auto"; by default :data:`LOCAL_WORKER_MEMORY` or the machine's share)
+    bytes or dask's "2GiB"/"auto"; by default :data:`LOCAL_WORKER_MEMORY` or the machine's share;
+    with ``processes=False`` the machine's, as the worker shares this process's memory)
     past which it spills the stages' results to its local disk. The dashboard's
     address is printed on stderr when there is one (``announce``)."""
     if client is not None:
@@ -86,8 +87,8 @@ def _local_cluster(n: int, processes: bool, memory_limit):
     import dask
     from distributed import LocalCluster
     from distributed.system import MEMORY_LIMIT
-    if memory_limit is None:
-        memory_limit = min(LOCAL_WORKER_MEMORY, MEMORY_LIMIT // max(n, 1))
+    if memory_limit is None:   # threads: the worker's memory is this whole process's, the run's tables too
+        memory_limit = min(LOCAL_WORKER_MEMORY, MEMORY_LIMIT // max(n, 1)) if processes else "auto"
     with dask.config.set(LOCAL_CLUSTER_CONFIG):
         cluster = LocalCluster(n_workers=n if processes else 1, threads_per_worker=1 if processes else n,
                                processes=processes, memory_limit=memory_limit, dashboard_address=":0",
