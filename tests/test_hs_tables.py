@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pandas as pd
-from cryptography.hazmat.primitives import serialization
 
 import commpath
 from commpath.decode.handshakes import HandshakeAnalyzer
 from test_tls_resumption import needs_tcpdump, record_resumed_ticket
-from test_x509_keylog import NOW, _ca, _der, _leaf, ca_chain  # noqa: F401 (a fixture)
+from test_x509_keylog import NOW, ca_chain, two_servers_under_one_intermediate  # noqa: F401 (a fixture)
 
 TABLES = ("tls", "ssh", "http", "certs")
 
@@ -52,24 +51,9 @@ def test_session_resumed_in_another_part_inherits_the_client_certificate_from_ta
 def test_chain_completed_by_another_parts_intermediate_from_tables(tmp_path, ca_chain):
     """A server without its intermediate in one part, another (same CA) sending it in the next: the
     tables resolved over the run complete the first chain (chain_from_run), as one analyzer does."""
-    from test_tls_hostile import client_hello, handshake, record, server_hello, sni_ext
-
-    from commpath.decode.streams import FlowStreams, Stream
-    root, keys = ca_chain
-    inter = _ca("inter", root.subject, keys[1], keys[0])
-    bundle = tmp_path / "ca.pem"
-    bundle.write_bytes(root.public_bytes(serialization.Encoding.PEM))
-
-    def flow(fid: int, name: str, certs: list) -> FlowStreams:
-        ders = b"".join(len(d).to_bytes(3, "big") + d for d in certs)
-        flight = server_hello() + handshake(11, len(ders).to_bytes(3, "big") + ders) + handshake(14, b"")
-        cli = record(22, client_hello(sni_ext(name.encode())))
-        return FlowStreams(fid, Stream(cli, (0,), (1,)), Stream(record(22, flight), (0,), (2,)))
-
-    a = _der(_leaf(inter, keys[1], keys[2], "a.example").cert)
-    b = _der(_leaf(inter, keys[1], keys[3], "b.example").cert)
+    bundle, inter, a, b, flow = two_servers_under_one_intermediate(ca_chain, tmp_path)
     one, apart = HandshakeAnalyzer(ca=str(bundle)), []
-    for fs, dst in ((flow(1, "b.example", [b]), "192.0.2.2"), (flow(2, "a.example", [a, _der(inter)]), "192.0.2.1")):
+    for fs, dst in ((flow(1, "b.example", [b]), "192.0.2.2"), (flow(2, "a.example", [a, inter]), "192.0.2.1")):
         part = HandshakeAnalyzer(ca=str(bundle))
         for x in (one, part):
             x.feed(fs, "tls", NOW.timestamp(), dst)

@@ -369,12 +369,9 @@ def test_non_positive_serial_copy_keeps_every_other_field():
     assert copy.subject == _name("serial") and copy.not_valid_after_utc > NOW
 
 
-def test_intermediate_from_another_connection_completes_a_chain(tmp_path, ca_chain):
-    """One server sends its intermediate, another (same CA) does not: the run completes the second chain,
-    marked chain_from_run; without that intermediate anywhere it stays a missing-intermediate failure."""
-    import pandas as pd
-
-    from commpath.decode.handshakes import HandshakeAnalyzer
+def two_servers_under_one_intermediate(ca_chain, tmp_path):
+    """The CA bundle (the root alone), an intermediate's DER, two leaves under it (a.example,
+    b.example) and ``flow(flow_id, sni, chain)``: a TLS 1.2 connection whose server presents ``chain``."""
     from commpath.decode.streams import FlowStreams, Stream
     from test_tls_hostile import client_hello, handshake, record, server_hello, sni_ext
     root, keys = ca_chain
@@ -390,10 +387,20 @@ def test_intermediate_from_another_connection_completes_a_chain(tmp_path, ca_cha
 
     a = _der(_leaf(inter, keys[1], keys[2], "a.example").cert)
     b = _der(_leaf(inter, keys[1], keys[3], "b.example").cert)
+    return bundle, _der(inter), a, b, flow
+
+
+def test_intermediate_from_another_connection_completes_a_chain(tmp_path, ca_chain):
+    """One server sends its intermediate, another (same CA) does not: the run completes the second chain,
+    marked chain_from_run; without that intermediate anywhere it stays a missing-intermediate failure."""
+    import pandas as pd
+
+    from commpath.decode.handshakes import HandshakeAnalyzer
+    bundle, inter, a, b, flow = two_servers_under_one_intermediate(ca_chain, tmp_path)
     for with_inter, expected in ((True, True), (False, False)):
         analyzer = HandshakeAnalyzer(ca=str(bundle))
         analyzer.feed(flow(1, "b.example", [b]), "tls", NOW.timestamp(), "192.0.2.2")
-        analyzer.feed(flow(2, "a.example", [a, _der(inter)] if with_inter else [a]), "tls", NOW.timestamp(),
+        analyzer.feed(flow(2, "a.example", [a, inter] if with_inter else [a]), "tls", NOW.timestamp(),
                       "192.0.2.1")
         tls = analyzer.result().tls.set_index("flow_id")
         second = tls.loc[1]

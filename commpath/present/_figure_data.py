@@ -79,6 +79,27 @@ MIN_WIDTH = 0.004
 TIMELINE_COLUMNS = ("capture", "path", "ts_start", "ts_end", "ts_start_aligned")
 
 
+def row_bars(flows: pd.DataFrame, rows: list[str], min_width: float):
+    """Per timeline row of ``flows`` (``timeline_rows``), in ``rows``' order: its flows' positions,
+    its path, and the start (on the run's aligned clock) and width (at least ``min_width``, seconds)
+    of each connection whose start is known."""
+    row_codes = pd.Categorical(flows["row"], categories=rows).codes
+    by_row = np.argsort(row_codes, kind="stable")
+    bounds = np.searchsorted(row_codes[by_row], np.arange(len(rows) + 1))
+    raw_all = flows["ts_start"].to_numpy(float)
+    end_all = flows["ts_end"].to_numpy(float)
+    aligned_all = flows["ts_start_aligned"].to_numpy(float) if "ts_start_aligned" in flows else raw_all
+    path_all = flows["_path"].to_numpy(object)
+    for i in range(len(rows)):
+        at = by_row[bounds[i]:bounds[i + 1]]
+        raw = raw_all[at]
+        aligned = np.where(np.isfinite(aligned_all[at]), aligned_all[at], raw)  # merged runs: one clock for all hosts
+        width = np.maximum(end_all[at] - raw, min_width)
+        width = np.where(np.isfinite(width), width, min_width)
+        seen = np.isfinite(aligned)
+        yield at, path_all[at[0]], aligned[seen], width[seen]
+
+
 def timeline_rows(analysis, columns=None) -> pd.DataFrame:
     """Flows with the timeline row they are drawn on: the path, or "host · path" when there are several hosts.
 
@@ -236,4 +257,4 @@ def tls_panels(counts: dict[str, pd.DataFrame]) -> list[tuple[str, pd.DataFrame,
 
 __all__ = ["CONTROL_PLANE_ROLES", "MARK_BINS", "MIN_WIDTH", "ROLE_ORDER", "STATUS_MARK", "TIMELINE_COLUMNS",
            "cert_labels", "cipher_colors", "edge_curve", "is_control_plane", "node_positions", "path_map_edges",
-           "role_rank", "short", "start_marks", "timeline_rows", "tls_counts", "tls_panels", "union_bars"]
+           "role_rank", "row_bars", "short", "start_marks", "timeline_rows", "tls_counts", "tls_panels", "union_bars"]

@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import _model, palette
-from ._figure_data import MARK_BINS, MIN_WIDTH, start_marks, timeline_rows, union_bars  # noqa: F401 (MARK_BINS re-exported)
+from ._figure_data import MARK_BINS, MIN_WIDTH, row_bars, start_marks, timeline_rows, union_bars  # noqa: F401 (MARK_BINS re-exported)
 from ._figure_data import TIMELINE_COLUMNS as COLUMNS
 from ._plot_common import TITLE_Y, _empty, _new_axes
 
@@ -45,23 +45,9 @@ def timeline(analysis, ax=None) -> Figure:
     span = max((t1 - t0) / scale, 1e-3)
     left = (t0 - origin) / scale
     min_w = span * MIN_WIDTH
-    row_codes = pd.Categorical(flows["row"], categories=rows).codes
-    by_row = np.argsort(row_codes, kind="stable")
-    bounds = np.searchsorted(row_codes[by_row], np.arange(len(rows) + 1))
-    raw_all = flows["ts_start"].to_numpy(float)
-    end_all = flows["ts_end"].to_numpy(float)
-    aligned_all = flows["ts_start_aligned"].to_numpy(float) if "ts_start_aligned" in flows else raw_all
-    path_all = flows["_path"].to_numpy(object)
-    for i, name in enumerate(rows):
-        at = by_row[bounds[i]:bounds[i + 1]]
-        color = palette.path_color(path_all[at[0]])
-        raw = raw_all[at]
-        aligned = np.where(np.isfinite(aligned_all[at]), aligned_all[at], raw)   # merged runs: one clock for all hosts
-        start = (aligned - origin) / scale
-        width = np.maximum((end_all[at] - raw) / scale, min_w)
-        width = np.where(np.isfinite(width), width, min_w)
-        seen = np.isfinite(start)
-        start, width = start[seen], width[seen]
+    for i, (at, path, aligned, width) in enumerate(row_bars(flows, rows, min_w * scale)):
+        color = palette.path_color(path)
+        start, width = (aligned - origin) / scale, width / scale
         bar_start, bar_width = union_bars(start, start + width)
         ax.broken_barh(list(zip(bar_start, bar_width)), (i - 0.32, 0.64), facecolors=color, alpha=0.55,
                        edgecolor="none")

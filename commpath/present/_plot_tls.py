@@ -7,7 +7,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import palette
-from ._figure_data import tls_counts
+from ._figure_data import tls_counts, tls_panels
 from ._plot_common import TITLE_Y, _empty
 
 
@@ -22,15 +22,7 @@ def tls_overview(analysis, fail_on: str | None = None) -> Figure:
         for ax in axes:
             _empty(ax, "no TLS connections")
         return fig
-    version_order = [v for v in palette.TLS_VERSION_COLORS if v in counts["version"].columns]
-    version_order += [v for v in counts["version"].columns if v not in version_order]
-    cipher_cols = list(counts["cipher"].sum().sort_values(ascending=False).index)
-    cipher_colors = _cipher_colors(cipher_cols)
-    cert_order = [c for c in palette.CLIENT_CERT_COLORS if c in counts["client_cert"].columns]
-    cert_order += [c for c in counts["client_cert"].columns if c not in cert_order]
-    panels = (("TLS version", counts["version"][version_order], lambda v: palette.TLS_VERSION_COLORS.get(v, "#BDBDBD")),
-              ("cipher suite", counts["cipher"][cipher_cols], lambda v: cipher_colors[v]),
-              ("client certificate", counts["client_cert"][cert_order], lambda v: palette.CLIENT_CERT_COLORS.get(v, "#BDBDBD")))
+    panels = [(title, table, colors.__getitem__) for title, table, colors in tls_panels(counts)]
     for ax, (title, table, color_of) in zip(axes, panels):
         _stacked(ax, table, color_of)
         ax.set_title(title, fontsize=11, loc="left", y=TITLE_Y)
@@ -39,17 +31,6 @@ def tls_overview(analysis, fail_on: str | None = None) -> Figure:
             tick.set_color(palette.path_color(path))
     fig.suptitle("TLS per path", fontsize=12, x=0.01, ha="left")
     return fig
-
-
-def _cipher_colors(ciphers: list[str]) -> dict[str, str]:
-    """Cipher suites in blues and greens (no red: a cipher suite is not a failure here)."""
-    from matplotlib import colormaps
-    cmap = colormaps["GnBu"]
-    known = [c for c in ciphers if c != "unknown"]
-    shades = np.linspace(0.9, 0.35, max(len(known), 1))
-    colours = {c: cmap(float(shades[i])) for i, c in enumerate(known)}
-    colours["unknown"] = "#BDBDBD"
-    return colours
 
 
 def _stacked(ax, table: pd.DataFrame, color_of) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from . import _model, palette
-from ._figure_data import MIN_WIDTH, TIMELINE_COLUMNS, cert_labels, start_marks, timeline_rows, union_bars
+from ._figure_data import MIN_WIDTH, TIMELINE_COLUMNS, cert_labels, row_bars, start_marks, timeline_rows, union_bars
 from ._svg import (LEGEND_DASH, LEGEND_DIAMOND, LEGEND_PATCH, TITLE_SIZE, Canvas, empty, esc, legend, nice_ticks, num,
                    text_width, tick_label, x_axis)
 
@@ -92,24 +92,10 @@ def timeline_svg(analysis) -> str:
              [(left + t * scale, tick_label(t)) for t in nice_ticks(0.0, span * 1.06)])
     for x, _ in ticks:
         c.line(x, top, x, bottom, stroke="#EEEEEE", width=0.8)
-    row_codes = pd.Categorical(flows["row"], categories=rows).codes
-    by_row = np.argsort(row_codes, kind="stable")
-    bounds = np.searchsorted(row_codes[by_row], np.arange(len(rows) + 1))
-    raw_all = flows["ts_start"].to_numpy(float)
-    end_all = flows["ts_end"].to_numpy(float)
-    aligned_all = flows["ts_start_aligned"].to_numpy(float) if "ts_start_aligned" in flows else raw_all
-    path_all = flows["_path"].to_numpy(object)
     min_w = span * MIN_WIDTH
-    for i, name in enumerate(rows):
-        at = by_row[bounds[i]:bounds[i + 1]]
-        path = path_all[at[0]]
+    for i, (name, (at, path, aligned, width)) in enumerate(zip(rows, row_bars(flows, rows, min_w))):
         colour = palette.path_color(path)
-        raw = raw_all[at]
-        aligned = np.where(np.isfinite(aligned_all[at]), aligned_all[at], raw)  # merged runs: one clock for all hosts
-        width = np.maximum(end_all[at] - raw, min_w)
-        width = np.where(np.isfinite(width), width, min_w)
-        seen = np.isfinite(aligned)
-        start, width = aligned[seen] - t0, width[seen]
+        start = aligned - t0
         mid = top + (i + 0.5) * row_h
         c.text(left - 6, mid, name, size=9, anchor="end")
         bar_start, bar_width = union_bars(start, start + width)
