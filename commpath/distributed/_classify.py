@@ -1,15 +1,15 @@
-"""Classification on the workers: each capture's flows classified in their task with the run's view.
+"""Classification on the workers: each host's flows classified in their task with the run's view.
 
 The driver never gathers the flows to classify them: each capture's decoded flows stay on the
-worker that decoded them; a task per capture renumbers them and computes their handshake features,
-returns a small summary for the cluster view (``classify.roles.view_rows``), and, once the driver
-has built the view from the summaries and gathered the run's few flows to the service VIP, a task
-per capture classifies them with that view (``classify.roles.role_masks`` with ``vip_flows``).
+worker that decoded them; a task per host (its consecutive captures) renumbers them and computes
+their handshake features from the host's own TLS rows, returns a small summary for the cluster view
+(``classify.roles.view_rows``), and, once the driver has built the view from the summaries and
+gathered the run's few flows to the service VIP, a task per host classifies them with that view
+(``classify.roles.role_masks`` with ``vip_flows``).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from ..classify.classifier import label
@@ -32,32 +32,6 @@ def decoded_light(result: dict) -> dict:
 TASK_TLS_COLUMNS = ("flow_id", "sni", "server_cert_fingerprints", "client_cert_fingerprints", "established", "partial")
 #: the certificate columns ``tls_features`` reads
 TASK_CERT_COLUMNS = ("fingerprint", "subject", "sans")
-
-
-def _leaf_only(lists: pd.Series) -> pd.Series:
-    """Each list of fingerprints cut to its leaf (``tls_features`` reads only the first)."""
-    if lists.dtype != object:       # another representation: sent whole (the task reads the first item alike)
-        return lists
-    return pd.Series([v[:1] if isinstance(v, (list, tuple, np.ndarray)) else v for v in lists], index=lists.index,
-                     dtype=object)
-
-
-def task_tls(tls: pd.DataFrame, bases: list[int], counts: list[int]) -> list[pd.DataFrame]:
-    """The run's resolved TLS rows cut per capture (flow ids from ``bases[i]``, ``counts[i]`` flows),
-    only what the capture's task reads: each flow's first row (the one ``drop_duplicates`` keeps),
-    the leaf fingerprints. One sort and cut, not a mask over the whole table per capture; and a
-    small pickle to send."""
-    cols = [c for c in TASK_TLS_COLUMNS if c in tls]
-    t = tls[cols].drop_duplicates("flow_id")
-    for c in ("server_cert_fingerprints", "client_cert_fingerprints"):
-        if c in t:
-            t[c] = _leaf_only(t[c])
-    ids = t["flow_id"].to_numpy()
-    order = np.argsort(ids, kind="stable")
-    t, ids = t.iloc[order], ids[order]
-    starts = np.searchsorted(ids, np.asarray(bases, dtype=ids.dtype), side="left")
-    ends = np.searchsorted(ids, np.asarray(bases, dtype=ids.dtype) + np.asarray(counts, dtype=ids.dtype), side="left")
-    return [t.iloc[a:b] for a, b in zip(starts, ends)]
 
 
 def task_certs(certs: pd.DataFrame) -> pd.DataFrame:
