@@ -14,8 +14,7 @@ from commpath.classify import CLASSIFY_COLUMNS, classify_with_view, load_invento
 from commpath.decode.handshakes import HandshakeAnalyzer
 from commpath.decode.merge import (adopt_labels, estimate_clock_offsets, handshake_preference, merge_run,
                                    offsets_from_pairs)
-from commpath.decode.schema import FLOW_COLUMNS
-from commpath.distributed._frames import concat_parts
+from commpath.decode.schema import FLOW_COLUMNS, concat_frames
 from commpath.distributed._merge import merge_part, pairs_of, socket_parts, split, together
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +45,7 @@ def test_merge_by_socket_parts_equals_the_whole_run(scenario, n):
     reduced = offsets_from_pairs(pd.concat([t for t, _ in pairs]), set().union(*(h for _, h in pairs)), cap.captures)
     assert_frame_equal(reduced, offsets, check_exact=True)
     assert_frame_equal(reduced, estimate_clock_offsets(classified, cap.captures), check_exact=True)
-    merged = concat_parts([merge_part(parts[p], cap.captures, reduced) for p in range(n)], FLOW_COLUMNS)
+    merged = concat_frames([merge_part(parts[p], cap.captures, reduced) for p in range(n)], FLOW_COLUMNS)
     merged = merged.sort_values(["ts_start_aligned", "flow_id"], kind="stable").reset_index(drop=True)
     assert_frame_equal(merged, whole, check_exact=True)
 

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._hs_tables import concat_frames, frame_from_rows, typed_column
+from ._hs_tables import frame_from_rows, typed_column
 from ._run_chains import complete_from_run
 from ._sessions import resolve
-from .schema import HTTP_COLUMNS, SSH_COLUMNS, empty_frame
+from .schema import HTTP_COLUMNS, SSH_COLUMNS, concat_frames, empty_frame
 
 if TYPE_CHECKING:          # pandas loads when the tables are built, as for handshakes.py
     import pandas as pd

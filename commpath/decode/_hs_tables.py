@@ -40,28 +40,6 @@ def typed_column(values, dtype: str, n: int):
     return pd.array(values, dtype=dtype)            # typed once, here, instead of inferred then cast
 
 
-def concat_frames(frames: list[pd.DataFrame], columns: dict[str, str]) -> pd.DataFrame:
-    """Tables of the same columns made apart (one per capture) put together, typed as one table of all
-    their rows is: a category column whose categories differ between frames gets the sorted distinct
-    values of all (each frame's categories are its own sorted distinct values, so their sorted union is that)."""
-    import pandas as pd
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return empty_frame(columns)
-    cats = {c for f in frames for c in f.columns if isinstance(f[c].dtype, pd.CategoricalDtype)}
-    for c in cats:
-        first = frames[0][c].dtype
-        if all(f[c].dtype == first for f in frames):
-            continue
-        values: set = set()
-        for f in frames:
-            values.update(f[c].cat.categories if isinstance(f[c].dtype, pd.CategoricalDtype) else f[c].dropna())
-        union = pd.CategoricalDtype(sorted(values))
-        for f in frames:
-            f[c] = f[c].astype(union)
-    return conform(pd.concat(frames, ignore_index=True), columns)
-
-
 _STRING_ITEMS = frozenset((str, type(None)))
 
 

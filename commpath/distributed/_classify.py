@@ -16,8 +16,7 @@ from ..classify.classifier import label
 from ..classify.roles import role_masks, twin_rows, view_rows
 from ..classify.view import tls_features
 from ..decode.merge import handshake_preference
-from ..decode.schema import FLOW_COLUMNS
-from ._frames import concat_parts
+from ..decode.schema import FLOW_COLUMNS, concat_frames
 
 
 def decoded_light(result: dict) -> dict:
@@ -34,6 +33,29 @@ TASK_TLS_COLUMNS = ("flow_id", "sni", "server_cert_fingerprints", "client_cert_f
 TASK_CERT_COLUMNS = ("fingerprint", "subject", "sans")
 
 
+def task_tls(tls: pd.DataFrame) -> pd.DataFrame:
+    """The capture's TLS rows (sorted by flow id, as the run's table) as the classification tasks
+    read them (``TASK_TLS_COLUMNS``): each flow's first row, the leaf fingerprints only. None of
+    these columns is changed by the run-level steps (sessions resumed, chains completed), so each
+    capture's own rows give them, on the worker that holds them."""
+    t = tls[list(TASK_TLS_COLUMNS)].drop_duplicates("flow_id")
+    for c in ("server_cert_fingerprints", "client_cert_fingerprints"):
+        t[c] = pd.Series([v[:1] for v in t[c]], index=t.index, dtype=object)
+    return t
+
+
+def host_tls(results: list[dict], bases: list[int]) -> pd.DataFrame:
+    """A host's captures' :func:`task_tls` rows (``results`` of ``_decode.decode_capture``), flow ids as in the run."""
+    frames = [r["tables"]["task_tls"].assign(flow_id=lambda t, b=b: t["flow_id"] + b) for r, b in zip(results, bases)]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def prepare_host(results: list[dict], bases: list[int], certs: pd.DataFrame) -> tuple:
+    """:func:`prepare` of one host's decode ``results`` with their own :func:`host_tls` rows, in
+    one task (a task of its own could run on another worker than the results, and fetch them twice)."""
+    return prepare(results, bases, host_tls(results, bases), certs)
+
+
 def task_certs(certs: pd.DataFrame) -> pd.DataFrame:
     """The certificate columns a capture's task reads, one row per fingerprint (as ``tls_features`` keeps)."""
     return certs[[c for c in TASK_CERT_COLUMNS if c in certs]].drop_duplicates("fingerprint")
@@ -47,7 +69,7 @@ def prepare(results: list[dict], bases: list[int], tls: pd.DataFrame, certs: pd.
     a host with two interfaces, and a host's captures are decoded on one worker mostly."""
     frames = [r["tables"]["flows"] for r in results]
     frames = [f.assign(flow_id=f["flow_id"] + b) for f, b in zip(frames, bases)]   # new frames: results are shared
-    flows = frames[0] if len(frames) == 1 else concat_parts(frames, FLOW_COLUMNS)
+    flows = frames[0] if len(frames) == 1 else concat_frames(frames, FLOW_COLUMNS)
     return flows, tls_features(flows, tls, certs), handshake_preference(flows, tls)
 
 

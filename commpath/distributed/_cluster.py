@@ -87,7 +87,7 @@ def _local_cluster(n: int, processes: bool, memory_limit):
     import dask
     from distributed import LocalCluster
     from distributed.system import MEMORY_LIMIT
-    if memory_limit is None:   # threads: the worker's memory is this whole process's, the run's tables too
+    if memory_limit is None:   # threads share this whole process's memory (the run's tables too): dask's share
         memory_limit = min(LOCAL_WORKER_MEMORY, MEMORY_LIMIT // max(n, 1)) if processes else "auto"
     with dask.config.set(LOCAL_CLUSTER_CONFIG):
         cluster = LocalCluster(n_workers=n if processes else 1, threads_per_worker=1 if processes else n,

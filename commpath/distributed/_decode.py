@@ -8,13 +8,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
-
 from ..decode.engine import read
 from ..decode.limits import ANALYSIS_PAYLOAD_LIMIT
 from ..decode.schema import CERT_COLUMNS, TLS_COLUMNS, conform, empty_frame
 from ..errors import InputError
-from ._classify import TASK_TLS_COLUMNS, prepare
+from ._classify import task_tls
 from ._files import Source, local_copy
 from ._parts import write_part
 
@@ -70,29 +68,6 @@ def decode_capture(index: int, source: Source, parts: str | None, ca_pem: bytes 
     # taken off by the driver: pickled, they travel faster than Parquet reads back
     summary["tables"] = {"flows": flows, "handshakes": handshakes, "task_tls": task_tls(handshakes["tls"])}
     return summary
-
-
-def task_tls(tls: pd.DataFrame) -> pd.DataFrame:
-    """The capture's TLS rows (sorted by flow id, as the run's table) as the classification tasks
-    read them (``TASK_TLS_COLUMNS``): each flow's first row, the leaf fingerprints only. None of
-    these columns is changed by the run-level steps (sessions resumed, chains completed), so each
-    capture's own rows give them, on the worker that holds them."""
-    t = tls[list(TASK_TLS_COLUMNS)].drop_duplicates("flow_id")
-    for c in ("server_cert_fingerprints", "client_cert_fingerprints"):
-        t[c] = pd.Series([v[:1] for v in t[c]], index=t.index, dtype=object)
-    return t
-
-
-def host_tls(results: list[dict], bases: list[int]) -> pd.DataFrame:
-    """A host's captures' :func:`task_tls` rows (``results`` of :func:`decode_capture`), flow ids as in the run."""
-    frames = [r["tables"]["task_tls"].assign(flow_id=lambda t, b=b: t["flow_id"] + b) for r, b in zip(results, bases)]
-    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-
-
-def prepare_host(results: list[dict], bases: list[int], certs: pd.DataFrame) -> tuple:
-    """``_classify.prepare`` of one host's decode ``results`` with their own :func:`host_tls` rows, in
-    one task (a task of its own could run on another worker than the results, and fetch them twice)."""
-    return prepare(results, bases, host_tls(results, bases), certs)
 
 
 def _scratch() -> str | None:

@@ -16,8 +16,7 @@ import pandas as pd
 
 from ..classify import CLASSIFY_COLUMNS
 from ..decode.merge import adopt_labels, clock_pairs, merge_run
-from ..decode.schema import FLOW_COLUMNS
-from ._frames import concat_parts
+from ..decode.schema import FLOW_COLUMNS, concat_frames
 
 #: the columns that identify the socket a connection was initiated from (scope only refines it)
 SOCKET = ("src_ip", "src_port", "transport")
@@ -48,7 +47,7 @@ def together(pieces: list[tuple[pd.DataFrame, pd.Series]]) -> tuple[pd.DataFrame
     """One part's rows of every capture, in capture order (as the whole run's rows are ordered),
     and their merge preference: the input of :func:`pairs_of` and :func:`merge_part`."""
     frames = [f.copy(deep=False) for f, _ in pieces]        # dtypes are unified in place: not the inputs'
-    flows = concat_parts(frames, {**FLOW_COLUMNS, **CLASSIFY_COLUMNS})
+    flows = concat_frames(frames, {**FLOW_COLUMNS, **CLASSIFY_COLUMNS})
     prefs = [s for _, s in pieces if len(s)]
     return flows, (pd.concat(prefs) if prefs else pd.Series(dtype=float))
 

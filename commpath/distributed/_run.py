@@ -9,13 +9,12 @@ from pathlib import Path
 import pandas as pd
 
 from ..decode.limits import ANALYSIS_PAYLOAD_LIMIT
-from ..decode.schema import (CAPTURE_COLUMNS, CERT_COLUMNS, FLOW_COLUMNS, HTTP_COLUMNS, SSH_COLUMNS, TLS_COLUMNS, conform,
-                             empty_frame)
+from ..decode.schema import (CAPTURE_COLUMNS, CERT_COLUMNS, FLOW_COLUMNS, HTTP_COLUMNS, SSH_COLUMNS, TLS_COLUMNS, concat_frames,
+                             conform, empty_frame)
 from ..errors import CommpathError, InputError
 from ._cluster import connect
-from ._decode import decode_capture, prepare_host
+from ._decode import decode_capture
 from ._files import expand
-from ._frames import concat_parts as _concat
 from ._parts import TABLES, clear_parts, read_part
 
 
@@ -142,7 +141,7 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
     from ..decode.handshakes import HandshakeAnalyzer
     from ..present.progress import progress as bar
     from ..decode.merge import capture_hosts
-    from ._classify import classify_part, host_groups, summary_rows, task_certs, twins
+    from ._classify import classify_part, host_groups, prepare_host, summary_rows, task_certs, twins
     from ._merge import piece
     analyzer = HandshakeAnalyzer(ca, keylog)
     bases, base = [], 0
@@ -197,7 +196,7 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
         with bar(total=len(units), desc="classify", unit="host", enabled=progress, leave=False) as shown:
             futures = {client.submit(piece, classified[u], 0, pure=False): u for u in units}
             got = _collect(client, futures, unit_names, "classifying it", shown.update)
-        flows = _concat(got, {**FLOW_COLUMNS, **CLASSIFY_COLUMNS})
+        flows = concat_frames(got, {**FLOW_COLUMNS, **CLASSIFY_COLUMNS})
     _cancel(client, [*prepared.values(), *classified.values()])
     return Decoded(flows=flows, captures=captures, tls=tls, certs=certs, ssh=hs.ssh, http=hs.http,
                    summaries=summaries, parts=parts, view=view, offsets=offsets)
@@ -234,7 +233,7 @@ def _merged_on_workers(client, classified: dict, units: list[int], names: list[s
         merged = _collect(client, {client.submit(merge_part, parts[p], captures_f, offsets_f, pure=False): p
                                    for p in range(n)}, label, "merging it", shown.update)
     _cancel(client, parts)
-    flows = _concat(merged, FLOW_COLUMNS)
+    flows = concat_frames(merged, FLOW_COLUMNS)
     flows = flows.sort_values(["ts_start_aligned", "flow_id"], kind="stable").reset_index(drop=True)
     return flows, offsets
 
@@ -268,7 +267,7 @@ def _assemble_run(summaries: list[dict], per_capture: list[dict | None], parts: 
         base += s["flows"]
     hs = analyzer.result()
     captures = pd.DataFrame([s["capture"] for s in summaries]) if summaries else empty_frame(CAPTURE_COLUMNS)
-    return Decoded(flows=_concat(flows, FLOW_COLUMNS), captures=conform(captures, CAPTURE_COLUMNS),
+    return Decoded(flows=concat_frames(flows, FLOW_COLUMNS), captures=conform(captures, CAPTURE_COLUMNS),
                    tls=conform(hs.tls.copy(), TLS_COLUMNS),
                    certs=conform(hs.certs.copy(), CERT_COLUMNS), ssh=hs.ssh, http=hs.http,
                    summaries=summaries, parts=parts)
@@ -301,9 +300,9 @@ def _assemble(summaries: list[dict], per_capture: list[dict | None], parts: str 
         tables["certs"].append(certs)
         base += s["flows"]
     captures = pd.DataFrame([s["capture"] for s in summaries]) if summaries else empty_frame(CAPTURE_COLUMNS)
-    return Decoded(flows=_concat(tables["flows"], FLOW_COLUMNS), captures=conform(captures, CAPTURE_COLUMNS),
-                   tls=_concat(tables["tls"], TLS_COLUMNS), certs=_merge_certs(tables["certs"]),
-                   ssh=_concat(tables["ssh"], SSH_COLUMNS), http=_concat(tables["http"], HTTP_COLUMNS),
+    return Decoded(flows=concat_frames(tables["flows"], FLOW_COLUMNS), captures=conform(captures, CAPTURE_COLUMNS),
+                   tls=concat_frames(tables["tls"], TLS_COLUMNS), certs=_merge_certs(tables["certs"]),
+                   ssh=concat_frames(tables["ssh"], SSH_COLUMNS), http=concat_frames(tables["http"], HTTP_COLUMNS),
                    summaries=summaries, parts=parts)
 
 

@@ -1,12 +1,8 @@
-"""What every figure of the report shares: fresh axes, the empty-figure note, control-plane roles."""
+"""What every matplotlib figure shares: fresh axes, the empty-figure note, the font and the titles' place."""
 
 from __future__ import annotations
 
 from matplotlib.figure import Figure
-
-# the data side lives in _figure_data (no matplotlib there, so the HTML report need not import it)
-from ._figure_data import CONTROL_PLANE_ROLES  # noqa: F401 (re-exported)
-from ._figure_data import is_control_plane as _is_control_plane  # noqa: F401 (re-exported)
 
 FONT = {"family": "DejaVu Sans"}
 #: titles sit at the top of their axes: matplotlib's automatic placement only lifts a title above tick

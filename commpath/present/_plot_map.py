@@ -11,10 +11,8 @@ from matplotlib.patches import FancyArrowPatch
 from matplotlib.path import Path as MplPath
 
 from . import _model, palette
-from ._figure_data import ROLE_ORDER, path_map_edges  # noqa: F401 (ROLE_ORDER re-exported)
-from ._figure_data import edge_curve as _edge_curve
-from ._figure_data import node_positions as _node_positions
-from ._plot_common import TITLE_Y, _empty, _is_control_plane, _new_axes
+from ._figure_data import edge_curve, is_control_plane, node_positions, path_map_edges
+from ._plot_common import TITLE_Y, _empty, _new_axes
 
 
 def _boxes(texts) -> list:
@@ -35,8 +33,8 @@ def path_map(analysis, ax=None) -> Figure:
     edges = path_map_edges(analysis)
     hosts = _model.role_hosts_scoped(analysis)
     roles = sorted(set(edges["src_role"]) | set(edges["dst_role"])) if len(edges) else []
-    pos = _node_positions(roles)
-    rows = max([1] + [sum(1 for r in roles if _is_control_plane(r) == side) for side in (True, False)])
+    pos = node_positions(roles)
+    rows = max([1] + [sum(1 for r in roles if is_control_plane(r) == side) for side in (True, False)])
     fig, ax = _new_axes(ax, (12, max(4.8, 1.25 * rows + 1.8)))
     if not len(edges):
         _empty(ax, "no control-plane traffic observed")
@@ -57,13 +55,13 @@ def path_map(analysis, ax=None) -> Figure:
         shown = "\n".join(lines) + (f" +{len(members) - 4}" if len(members) > 4 else "")
         nodes[role] = ax.text(x, y, f"{role}\n{shown}" if shown else role, ha="center", va="center", fontsize=10,
                               zorder=5, fontweight="bold",
-                              bbox=dict(boxstyle="round,pad=0.45", fc="#ECEFF1" if _is_control_plane(role) else "#FFF8E1",
+                              bbox=dict(boxstyle="round,pad=0.45", fc="#ECEFF1" if is_control_plane(role) else "#FFF8E1",
                                         ec="#455A64", lw=1.2))
     top = max(p[1] for p in pos.values()) + 0.62
     headings = []
-    if any(_is_control_plane(r) for r in roles):
+    if any(is_control_plane(r) for r in roles):
         headings.append(ax.text(min(xs), top, "control plane", ha="center", fontsize=11, color="#455A64"))
-    if any(not _is_control_plane(r) for r in roles):
+    if any(not is_control_plane(r) for r in roles):
         headings.append(ax.text(max(xs), top, "nodes / pods", ha="center", fontsize=11, color="#455A64"))
     fig.draw_without_rendering()
     to_data = ax.transData.inverted()
@@ -76,7 +74,7 @@ def path_map(analysis, ax=None) -> Figure:
         key = tuple(sorted((a, b)))
         k = pair_count.get(key, 0)
         pair_count[key] = k + 1
-        curve = _edge_curve(np.array(pos[a]), np.array(pos[b]), np.array(pos[key[0]]), np.array(pos[key[1]]), k)
+        curve = edge_curve(np.array(pos[a]), np.array(pos[b]), np.array(pos[key[0]]), np.array(pos[key[1]]), k)
         curve = _outside(curve, node_box[a], node_box[b])
         color = palette.verdict_color(e["verdict"])
         width = 1.5 + 3.0 * math.log1p(e["flows"]) / math.log1p(total)

@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import _model, palette
-from ._figure_data import MARK_BINS, MIN_WIDTH, row_bars, start_marks, timeline_rows, union_bars  # noqa: F401 (MARK_BINS re-exported)
+from ._figure_data import MIN_WIDTH, row_bars, start_marks, timeline_rows, union_bars
 from ._figure_data import TIMELINE_COLUMNS as COLUMNS
 from ._plot_common import TITLE_Y, _empty, _new_axes
 

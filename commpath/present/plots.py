@@ -16,11 +16,12 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from . import _model, palette
-from ._figure_data import STATUS_MARK, cert_labels
-from ._plot_common import CONTROL_PLANE_ROLES, FONT, TITLE_Y, _empty, _new_axes
-from ._plot_map import ROLE_ORDER, path_map, path_map_edges
-from ._plot_timeline import timeline, timeline_rows
-from ._plot_tls import tls_counts, tls_overview
+from ._figure_data import (CONTROL_PLANE_ROLES, ROLE_ORDER, STATUS_MARK, cert_labels, path_map_edges, timeline_rows,
+                           tls_counts)
+from ._plot_common import FONT, TITLE_Y, _empty, _new_axes
+from ._plot_map import path_map
+from ._plot_timeline import timeline
+from ._plot_tls import tls_overview
 
 # ------------------------------------------------------------------------------ path x check matrix
 
