@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import numpy as np
 
-from commpath.decode._flow_columns import _distinct_pairs, addresses
+from commpath.decode._flow_columns import _distinct_pairs, address_texts, addresses
+from commpath.decode.engine import read_columns
+
+CAPTURES = Path(__file__).resolve().parents[1] / "captures/broken"
 
 MAPPED = np.uint64(0xFFFF << 32)
 
@@ -45,3 +49,20 @@ def test_distinct_pairs_are_numpys_unique_rows():
     assert np.array_equal(uhi, rows[:, 0]) and np.array_equal(ulo, rows[:, 1])
     assert np.array_equal(inverse, inv.reshape(-1))
     assert np.array_equal(uhi[inverse], hi) and np.array_equal(ulo[inverse], lo)
+
+
+def test_address_codes_index_their_texts():
+    hi = np.array([0, 0x20010DB800000000, 0, 0x20010DB800000000], np.uint64)
+    lo = np.array([7 | MAPPED, 1, 7 | MAPPED, 2], np.uint64)
+    codes, texts = address_texts(hi, lo)
+    assert [texts[int(c)].as_py() for c in codes] == _expected(hi, lo)
+    assert len(texts) == 3                    # one text per distinct address
+
+
+def test_flow_columns_keep_no_view_of_the_flow_table():
+    """A column sliced out of the (flows × 23) table would keep the whole table alive with it."""
+    flows, _, _ = read_columns([CAPTURES], keep_streams=False)
+    assert sum(len(cols["flow_id"]) for cols in flows) > 0
+    for name, values in ((n, v) for cols in flows for n, v in cols.items()):
+        if isinstance(values, np.ndarray):
+            assert values.base is None or values.base.ndim == 1, name

@@ -15,7 +15,8 @@ import numpy as np
 from ..errors import InputError
 from . import _flowtable as ft
 from ._app_protocols import AppProtocols, KeepBudget, StreamSink
-from ._flow_columns import INIT_CATEGORIES, TUNNEL_CATEGORIES, UDP_PORT_PROTOCOLS, flow_columns, flow_frame
+from ._flow_columns import (ADDRESS_CODE_COLUMNS, CODE_COLUMNS, INIT_CATEGORIES, TUNNEL_CATEGORIES, UDP_PORT_PROTOCOLS,
+                            flow_columns, flow_frame)
 from ._packets import LINKTYPES, ST_FRAGMENT, ST_MALFORMED, ST_UNSUPPORTED_LINK, parse
 from ._pcapfile import CHUNK, ReadState, iter_records
 from ._reassembly import StreamArena
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "CAPTURE_SUFFIXES", "HARVEST_BATCH", "INIT_CATEGORIES", "KEPT_STREAMS_BUDGET", "MAX_PAYLOAD_LIMIT",
+    "ADDRESS_CODE_COLUMNS", "CAPTURE_SUFFIXES", "CODE_COLUMNS", "HARVEST_BATCH", "INIT_CATEGORIES", "KEPT_STREAMS_BUDGET", "MAX_PAYLOAD_LIMIT",
     "MIN_PAYLOAD_LIMIT", "PAYLOAD_LIMIT", "STREAM_BUDGET",
     "TUNNEL_CATEGORIES", "UDP_PORT_PROTOCOLS", "UDP_TIMEOUT", "Capture", "FlowStreams", "Progress", "StreamSink",
     "check_payload_limit", "collector_paused", "read", "read_columns",
@@ -91,7 +92,8 @@ def read(*inputs: str | os.PathLike, payload_limit: int = PAYLOAD_LIMIT, udp_tim
         flows, captures, streams = read_columns(inputs, payload_limit, udp_timeout, progress, strict, keep_streams,
                                              on_streams, chunk_size, stream_budget, kept_streams_budget)
         import pandas as pd
-        flow_df = pd.concat([flow_frame(f) for f in flows], ignore_index=True) if flows else empty_frame(FLOW_COLUMNS)
+        frames = [flow_frame(flows.pop(0)) for _ in range(len(flows))]   # each file's columns freed once framed
+        flow_df = pd.concat(frames, ignore_index=True) if frames else empty_frame(FLOW_COLUMNS)
         cap_df = pd.DataFrame(captures) if captures else empty_frame(CAPTURE_COLUMNS)
         return Capture(conform(flow_df, FLOW_COLUMNS), conform(cap_df, CAPTURE_COLUMNS), streams)
 
@@ -242,6 +244,7 @@ def _read_file(path: Path, manifest: dict, flow_base: int, limit: int, udp_timeo
         frame0 += n
         if progress:
             progress(str(path), min(state.bytes_read, size), size)
+    rec = h = pkt_flow = pkt_dir = None     # the last chunk's packets and headers: not kept while the columns are made
     harvest(arena.take_done())
     harvest(arena.open_flows(table.fi, table.n))
     if packets == 0 and state.partial:

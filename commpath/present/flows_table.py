@@ -7,10 +7,13 @@ import sys
 
 import numpy as np
 
-from ..decode.engine import PAYLOAD_LIMIT, TUNNEL_CATEGORIES, Progress, collector_paused, read_columns
+from ..decode.engine import (ADDRESS_CODE_COLUMNS, CODE_COLUMNS, PAYLOAD_LIMIT, TUNNEL_CATEGORIES, Progress,
+                             collector_paused, read_columns)
 
 FLOW_TABLE_COLUMNS = ["flow_id", "first_frame", "ts_start", "transport", "src_ip", "src_port", "dst_ip", "dst_port",
                       "app_protocol", "packets_fwd", "packets_rev", "bytes_fwd", "bytes_rev", "end_state", "tunnel"]
+#: the columns ``read_columns`` gives as codes, with the names they stand for
+NAMED_CODES = {**CODE_COLUMNS, "tunnel": TUNNEL_CATEGORIES}
 
 
 def main(args) -> int:
@@ -39,8 +42,12 @@ def flow_table_text(cols: dict, limit: int) -> str:
         values = cols[name][:limit]
         if name == "ts_start":
             cells[name] = clock_times(values)
-        elif name == "tunnel":                      # codes
-            cells[name] = [TUNNEL_CATEGORIES[v] for v in values.tolist()]
+        elif name in NAMED_CODES:                   # codes
+            names = NAMED_CODES[name]
+            cells[name] = [names[v] for v in values.tolist()]
+        elif name in ADDRESS_CODE_COLUMNS:          # codes into the file's distinct address texts
+            texts = cols["ip_texts"].to_pylist()
+            cells[name] = [texts[v] for v in values.tolist()]
         else:
             cells[name] = [str(v) for v in values.tolist()]
     return text_table(cells)
