@@ -8,6 +8,7 @@ never initiates); every fact found that way is marked inferred.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -29,9 +30,12 @@ CONTROL_PLANE_SUBJECT = re.compile(
 
 def cn_match(rx: re.Pattern, s: pd.Series) -> np.ndarray:
     """Boolean per element: ``rx`` matches the text (evaluated per unique value)."""
-    codes, uniques = pd.factorize(s.astype("string").fillna(""))
-    hit = np.array([bool(rx.search(u)) for u in uniques], bool)
-    return hit[codes] if len(uniques) else np.zeros(len(s), bool)
+    known = s.notna().to_numpy(bool)
+    out = np.zeros(len(s), bool)
+    if known.any():         # most flows carry no handshake text: only the others are factorized
+        codes, uniques = pd.factorize(s[known].astype("string"))
+        out[known] = np.array([bool(rx.search(u)) for u in uniques], bool)[codes]
+    return out
 
 
 def tls_features(flows: pd.DataFrame, tls: pd.DataFrame | None, certs: pd.DataFrame | None) -> pd.DataFrame:
@@ -164,8 +168,11 @@ class EndpointCodes:
 
     def texts(self, codes: np.ndarray) -> set[str]:
         """The distinct ``ip|port`` texts of ``codes``."""
-        text = self.distinct.to_numpy(object)
-        return {f"{text[c // 65536]}|{c % 65536}" if c >= 0 else f"{text[-1 - c]}|" for c in np.unique(codes).tolist()}
+        codes = np.unique(codes)
+        addr = np.where(codes >= 0, codes // 65536, -1 - codes)
+        used = np.unique(addr)      # only these addresses become Python strings, not every distinct one
+        text = dict(zip(used.tolist(), self.distinct.take(used).to_numpy(object).tolist()))
+        return {f"{text[a]}|{c % 65536}" if c >= 0 else f"{text[a]}|" for c, a in zip(codes.tolist(), addr.tolist())}
 
 
 def endpoint_codes_of(eps, distinct: pd.Index) -> np.ndarray:
@@ -255,7 +262,8 @@ def build_view(flows: pd.DataFrame, feat: pd.DataFrame, inventory: Inventory | N
     if flows.empty:
         return v
     dst_port = flows["dst_port"]
-    dkey = EndpointCodes.of(flows)
+    # the endpoints as codes are made only when something is inferred (an inventory may say it all)
+    dkey = functools.cache(lambda: EndpointCodes.of(flows))
     tcp = (flows["transport"].astype("string") == "tcp").to_numpy(bool)
 
     # the kubernetes service VIP: the first address of each service CIDR, port 443
@@ -263,15 +271,17 @@ def build_view(flows: pd.DataFrame, feat: pd.DataFrame, inventory: Inventory | N
         v.vip_eps = {_ep(str(n.network_address + 1), 443) for n in v.service_networks}
         v.inferred.add("vip_eps")
     if not v.apiserver_eps:
-        _infer_apiserver(v, flows, feat, dkey, tcp)
+        _infer_apiserver(v, flows, feat, dkey(), tcp)
     if not v.vip_eps and v.apiserver_eps:
-        _infer_vip_from_dnat_twins(v, flows, dkey, tcp)
+        _infer_vip_from_dnat_twins(v, flows, dkey(), tcp)
     if not v.etcd_eps:
-        v.etcd_eps = dkey.texts(dkey.dst[tcp & np.isin(dst_port.to_numpy(), [v.ports["etcd_client_port"], v.ports["etcd_peer_port"]])])
+        etcd = tcp & np.isin(dst_port.to_numpy(), [v.ports["etcd_client_port"], v.ports["etcd_peer_port"]])
+        v.etcd_eps = dkey().texts(dkey().dst[etcd]) if etcd.any() else set()
         if v.etcd_eps:
             v.inferred.add("etcd_eps")
     if not v.konn_eps:
-        v.konn_eps = dkey.texts(dkey.dst[tcp & (dst_port.to_numpy() == v.ports["konnectivity_port"])])
+        konn = tcp & (dst_port.to_numpy() == v.ports["konnectivity_port"])
+        v.konn_eps = dkey().texts(dkey().dst[konn]) if konn.any() else set()
         if v.konn_eps:
             v.inferred.add("konn_eps")
     if not v.cp_addrs:
@@ -282,9 +292,9 @@ def build_view(flows: pd.DataFrame, feat: pd.DataFrame, inventory: Inventory | N
     # control-plane host; its connections to kubelets, nodes and pods start there
     v.apiserver_hosts = {e.rsplit("|", 1)[0] for e in v.apiserver_eps} | v.cp_addrs
     if not v.node_addrs:
-        _infer_nodes(v, flows, feat, dkey, tcp)
+        _infer_nodes(v, flows, feat, dkey(), tcp)
     if not v.pod_networks and v.vip_eps:
-        _infer_pod_networks(v, flows, dkey)
+        _infer_pod_networks(v, flows, dkey())
     return v
 
 
