@@ -52,10 +52,13 @@ class FlowTable:
     def _grow_flows(self) -> None:
         cap = self.fi.shape[0] * 2
         for name in ("fi", "fa", "ft"):
-            old = getattr(self, name)
-            new = np.zeros((cap, old.shape[1]), old.dtype)
-            new[: old.shape[0]] = old
-            setattr(self, name, new)
+            try:    # realloc in place (mremap): the old and the new table never coexist at the largest size
+                getattr(self, name).resize((cap, getattr(self, name).shape[1]))
+            except ValueError:      # a view of it is alive: a copy leaves that view valid
+                old = getattr(self, name)
+                new = np.zeros((cap, old.shape[1]), old.dtype)
+                new[: old.shape[0]] = old
+                setattr(self, name, new)
 
     def _grow_slots(self) -> None:
         self.slots = np.full(self.slots.shape[0] * 2, -1, np.int64)
