@@ -66,3 +66,14 @@ def test_flow_columns_keep_no_view_of_the_flow_table():
     for name, values in ((n, v) for cols in flows for n, v in cols.items()):
         if isinstance(values, np.ndarray):
             assert values.base is None or values.base.ndim == 1, name
+
+
+def test_the_flow_table_grows_in_place_or_beside_a_live_view():
+    from commpath.decode._flowtable import FlowTable
+    table = FlowTable(4)
+    table.fi[:] = 7
+    table._grow_flows()                        # nothing else holds it: resized in place
+    assert table.fi.shape[0] == 8 and (table.fi[:4] == 7).all() and (table.fi[4:] == 0).all()
+    view = table.fi[:2]
+    table._grow_flows()                        # a view is alive: copied, and the view still reads its rows
+    assert table.fi.shape[0] == 16 and (view == 7).all() and (table.fi[:4] == 7).all() and (table.fi[8:] == 0).all()
