@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from collections.abc import Iterable
 from typing import IO
 
 import pandas as pd
@@ -42,3 +43,21 @@ def write_parquet(df: pd.DataFrame, where: str | Path | IO[bytes]) -> None:
 
     table = pandas_readable(pa.Table.from_pandas(df, preserve_index=False))
     pq.write_table(table, where)
+
+
+def write_parquet_frames(frames: Iterable[pd.DataFrame], where: str | Path | IO[bytes]) -> None:
+    """DataFrames of the same columns and dtypes as one Parquet file, a row group each (one frame: the
+    file :func:`write_parquet` writes); a frame's conversion error propagates before the file is opened."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer = None
+    try:
+        for df in frames:
+            table = pandas_readable(pa.Table.from_pandas(df, preserve_index=False))
+            if writer is None:
+                writer = pq.ParquetWriter(where, table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()

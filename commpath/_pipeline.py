@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .check import FINDING_COLUMNS, PATH_COLUMNS, coverage, evaluate, load_policy, note_unseen
+from .check import FINDING_COLUMNS, PATH_COLUMNS, FindingSet, coverage, evaluate, load_policy, note_unseen
 from .check.policy import SEVERITIES, SEVERITY_RANK, Policy
 from .check.tables import PATH_VERDICTS
 from .classify import CLASSIFY_COLUMNS, Inventory, classify_with_view, load_inventory
@@ -67,6 +67,9 @@ class Analysis:
         levels = {("findings", "severity"): SEVERITIES, ("paths", "verdict"): PATH_VERDICTS,
                   ("flows", "client_cert"): CLIENT_CERT_STATES, ("tls", "client_cert"): CLIENT_CERT_STATES}
         for (table, column), values in levels.items():
+            if table == "findings" and self.__dict__.get("_finding_set") is not None:    # texts not made yet
+                self.__dict__["_finding_set"].recode(column, lambda c, values=values: _ordered(c, values))
+                continue
             df = getattr(self, table)
             if isinstance(df, pd.DataFrame) and column in df:
                 df[column] = _ordered(df[column], values)
@@ -101,7 +104,7 @@ class Analysis:
 
     def summary(self) -> dict:
         """Counts at a glance: flows per path, verdict per path, findings per severity."""
-        sev = self.findings["severity"].astype("string").value_counts()
+        sev = self.finding_set.keys_frame()["severity"].astype("string").value_counts()
         return {
             "captures": int(len(self.captures)),
             "flows": int(len(self.flows)),
@@ -148,7 +151,34 @@ class Analysis:
         s = self.summary()
         verdicts = ", ".join(f"{k}={v}" for k, v in s["verdicts"].items() if v != "not-observed")
         return (f"<Analysis {s['captures']} capture(s), {s['flows']} flows, policy {s['policy']}, "
-                f"{len(self.findings)} findings; {verdicts or 'no documented path observed'}>")
+                f"{len(self.finding_set)} findings; {verdicts or 'no documented path observed'}>")
+
+
+def _findings(self) -> pd.DataFrame:
+    """The findings (FINDING_COLUMNS) as a DataFrame: their texts made on first use."""
+    compact = self.__dict__.get("_finding_set")
+    if compact is not None:
+        self.__dict__["_findings"], self.__dict__["_finding_set"] = compact.frame(), None
+    return self.__dict__.get("_findings")
+
+
+def _set_findings(self, value) -> None:
+    """A DataFrame, or the check layer's FindingSet (whose texts are made when read or written)."""
+    compact = isinstance(value, FindingSet)
+    self.__dict__["_finding_set"] = value if compact else None
+    self.__dict__["_findings"] = None if compact else value
+
+
+def _finding_set(self) -> FindingSet:
+    """The findings as the writers read them, batch by batch (texts made a batch at a time until
+    ``findings`` is asked for)."""
+    compact = self.__dict__.get("_finding_set")
+    return compact if compact is not None else FindingSet.of(self.findings)
+
+
+# a property over the dataclass field: a million findings' texts (≈ 0.75 GB) exist only when asked for
+Analysis.findings = property(_findings, _set_findings, doc=_findings.__doc__)
+Analysis.finding_set = property(_finding_set, doc=_finding_set.__doc__)
 
 
 def _ordered(column: pd.Series, values) -> pd.Series:
@@ -350,7 +380,7 @@ def judge(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame, certs:
     facts = {k: v for k, v in (facts or {}).items() if v is not None}
     judged_with = {**facts, "requests": requests} if requests is not None else facts
     findings, path_table = evaluate(classified, tls, certs, pol, inv, tls_known=tls_analyzed,
-                                    keylog_given=keylog is not None, facts=judged_with)
+                                    keylog_given=keylog is not None, facts=judged_with, compact=True)
     cov = coverage(path_table, classified, captures, inventory_given=inv is not None, ca_given=ca is not None,
                    keylog_given=keylog is not None, tls_analyzed=tls_analyzed,
                    inventory=inv.to_dict() if inv is not None else None)
@@ -461,6 +491,18 @@ def _write_parquet(df: pd.DataFrame, path: str | Path) -> None:
         write_parquet(_parquet_safe(df), path)
 
 
+def _write_finding_parquet(findings: FindingSet, path: Path) -> None:
+    """findings.parquet batch by batch (a row group each), as :func:`_write_parquet` writes one table."""
+    import pyarrow as pa
+
+    from ._parquet import write_parquet_frames
+    frames = (conform(df.copy(), FINDING_COLUMNS) for df in findings.batches())
+    try:
+        write_parquet_frames(frames, path)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        write_parquet_frames((_parquet_safe(conform(df.copy(), FINDING_COLUMNS)) for df in findings.batches()), path)
+
+
 def write_outputs(analysis: Analysis, out: str | Path) -> dict[str, Path]:
     """What `analyze --out` writes: report.json and one Parquet file per table (flows, tls, certs, findings, ssh,
     http, captures)."""
@@ -475,7 +517,7 @@ def write_outputs(analysis: Analysis, out: str | Path) -> dict[str, Path]:
         _write_parquet(analysis.flows, files["flows.parquet"])
         _write_parquet(analysis.tls, files["tls.parquet"])
         _write_parquet(analysis.certs, files["certs.parquet"])
-        _write_parquet(conform(analysis.findings.copy(), FINDING_COLUMNS), files["findings.parquet"])
+        _write_finding_parquet(analysis.finding_set, files["findings.parquet"])
         _write_parquet(analysis.ssh, files["ssh.parquet"])      # every table open() returns
         _write_parquet(analysis.http, files["http.parquet"])
         _write_parquet(analysis.captures, files["captures.parquet"])

@@ -10,7 +10,8 @@ from ..classify.catalog import judged_path_ids
 from ..decode.schema import conform, empty_frame, pandas_dtype
 from .evidence import TARGET_PATHS, endpoint_keys, entry, fact_tables, orphan_finding, path_entries, wire_path_said
 from .facts import FlowFacts, flow_facts
-from .findings import aggregate, concat_column, display_filter, flow_keys
+from .finding_set import FindingSet
+from .findings import aggregate, concat_column, display_filter, flow_keys, render
 from .kinds import NEEDS, TESTS, run_test
 from .policy import SEVERITY_RANK, Policy, load_policy
 from .tables import FINDING_COLUMNS, PATH_COLUMNS
@@ -97,38 +98,48 @@ def _match(addresses, codes, ports, hits, use: np.ndarray, any_port: bool = Fals
     return np.where(want[order][at] == flow_key, idx[order[at]], -1)
 
 
-def _finding_table(findings: list[dict]):
-    """The findings (column blocks of :func:`aggregate`) as one DataFrame (FINDING_COLUMNS), worst
-    first, then check, path, capture and the first frame of each finding's first connection.
+def _finding_table(findings: list[dict]) -> FindingSet:
+    """The findings (column blocks of :func:`aggregate`) as one table (FINDING_COLUMNS), worst first,
+    then check, path, capture and the first frame of each finding's first connection.
 
-    The order comes first, from the key columns; then each other column is gathered once in that
-    order and its blocks let go: the findings are in memory once more at most by one column (not
-    the blocks, their concatenation and its sorted copy at once)."""
-    import pandas as pd
+    The order comes first, from the key columns. When it takes aggregate's blocks whole (the usual
+    case), the blocks stay as they are and their texts are made when the table is written or asked
+    for (:class:`FindingSet`); otherwise each column is gathered once in that order and its blocks
+    let go: the findings are in memory once more at most by one column."""
     if not findings:
-        return empty_frame(FINDING_COLUMNS)
+        return FindingSet.of(empty_frame(FINDING_COLUMNS))
     keys = {name: _pandas_column(name, concat_column([block[name] for block in findings]))
             for name in ("check", "severity", "path", "capture", "_first")}
+    order = _table_order(keys)
+    blocks = _block_order(order, [len(block["_first"]) for block in findings])
+    keys.pop("_first")
+    keys = {name: column.take(order) for name, column in keys.items()}
+    if blocks is not None:      # whole blocks in order (aggregate's usual case): their texts made when read
+        kept = [findings[b] for b in blocks]
+        for block in kept:
+            for name in (*keys, "_first"):
+                block.pop(name, None)
+        return FindingSet(kept, keys, pandas_column=_pandas_column)
+    import pandas as pd
+    columns = dict(keys)
+    for block in findings:
+        render(block)
+    for name in list(findings[0]):
+        if name in columns or name == "_first":
+            continue
+        parts = [block.pop(name) for block in findings]
+        columns[name] = _pandas_column(name, _gathered(parts, order))
+        del parts
+    return FindingSet.of(conform(pd.DataFrame(columns), FINDING_COLUMNS))
+
+
+def _table_order(keys: dict) -> np.ndarray:
+    """The findings' order: worst severity first, then check, path, capture and first frame."""
+    import pandas as pd
     severity = keys["severity"]
     rank = -np.array([SEVERITY_RANK[s] for s in severity.categories], np.int64)[np.asarray(severity.codes)]
-    order = np.lexsort((np.asarray(keys["_first"]), _sort_codes(pd.Series(keys["capture"])),
-                        _sort_codes(pd.Series(keys["path"])), _sort_codes(pd.Series(keys["check"])), rank))
-    blocks = _block_order(order, [len(block["_first"]) for block in findings])
-    columns = {}
-    for name in list(findings[0]):
-        if name == "_first":
-            continue
-        if name in keys:
-            columns[name] = keys[name].take(order)
-            continue
-        parts = [block.pop(name) for block in findings]      # _path_table reads only path and severity
-        if blocks is not None:      # whole blocks in order (aggregate's usual case): concatenated, no gather
-            columns[name] = _pandas_column(name, concat_column([parts[b] for b in blocks]))
-        else:
-            columns[name] = _pandas_column(name, _gathered(parts, order))
-        del parts
-    fdf = pd.DataFrame(columns)
-    return conform(fdf, FINDING_COLUMNS)
+    return np.lexsort((np.asarray(keys["_first"]), _sort_codes(pd.Series(keys["capture"])),
+                       _sort_codes(pd.Series(keys["path"])), _sort_codes(pd.Series(keys["check"])), rank))
 
 
 def _block_order(order: np.ndarray, sizes: list[int]) -> list[int] | None:
@@ -234,7 +245,7 @@ def _wire_where(f: FlowFacts, on_path: np.ndarray) -> str:
 
 
 def evaluate(flows, tls=None, certs=None, policy: Policy | str = "default", inventory=None, *,
-             tls_known: bool = True, keylog_given: bool = False, facts: dict | None = None):
+             tls_known: bool = True, keylog_given: bool = False, facts: dict | None = None, compact: bool = False):
     """Findings (FINDING_COLUMNS) and one verdict per judged path (PATH_COLUMNS).
 
     ``tls_known=False`` says the handshakes were not analysed at all: TLS-based checks then
@@ -242,13 +253,17 @@ def evaluate(flows, tls=None, certs=None, policy: Policy | str = "default", inve
     would settle encrypted certificates (a key log, or keys for these connections in it).
     ``facts``: fact tables of other sources by name (``probe``, ``config``, ``requests``;
     check/evidence.py declares them), which checks that need them read and cite.
+    ``compact=True`` returns the findings as a :class:`FindingSet` (texts made when read) instead of
+    a DataFrame.
     """
     policy = load_policy(policy)
     f = flow_facts(flows, tls, certs, tls_known=tls_known, keylog_given=keylog_given,
                    konnectivity_enabled=bool(getattr(inventory, "konnectivity_enabled", False)),
                    tables=fact_tables(**(facts or {})))
     findings, unknown_needs = _judge(policy, f, flows)
-    return _finding_table(findings), _path_table(policy, f, findings, unknown_needs)
+    paths = _path_table(policy, f, findings, unknown_needs)
+    table = _finding_table(findings)
+    return (table if compact else table.frame()), paths
 
 
 __all__ = ["display_filter", "evaluate"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -100,6 +101,13 @@ def _repeat(text: str, n: int) -> pa.Array:
     return pa.repeat(pa.scalar(text, pa.large_string()), n)
 
 
+def _constant(value: str, n: int) -> np.ndarray:
+    """``n`` references to one text (``np.full`` of a text makes ``n`` copies of it: 60 bytes each)."""
+    out = np.empty(n, object)
+    out.fill(value)
+    return out
+
+
 def _lists(offsets: np.ndarray, values: pa.Array) -> pa.ListArray:
     return pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), values)
 
@@ -166,6 +174,8 @@ def _endpoint(addr: pa.Array) -> pa.Array:
 
 #: findings made at once: the intermediate text of one batch is in memory at a time
 GROUP_BATCH = 65_536
+#: the key of a block's deferred text columns (a callable: :func:`render` makes them)
+RENDER = "_render"
 
 
 def aggregate(check, path: str, rows: np.ndarray, detail: np.ndarray, keys: FlowKeys, handshake_frames,
@@ -200,10 +210,20 @@ def aggregate(check, path: str, rows: np.ndarray, detail: np.ndarray, keys: Flow
     for g in range(0, len(starts) - 1, GROUP_BATCH):
         bounds = starts[g:g + GROUP_BATCH + 1]
         a, b = bounds[0], bounds[-1]
-        block = _columns(check, path, rows[a:b], detail[a:b], bounds - a, keys, handshake_frames)
-        block["evidence_sources"] = _evidence(check, block, bounds[:-1], detail, wire_said, sources)
+        block = _columns(check, path, rows[a:b], bounds - a, keys, handshake_frames)
+        block[RENDER] = partial(_texts, check, path, rows[a:b], detail[a:b], bounds - a, keys, block["capture"],
+                                block["frames"], None if wire_said is None else wire_said[a:b],
+                                None if sources is None else sources[a:b])
         blocks.append(block)
     return blocks
+
+
+def render(block: dict) -> dict:
+    """``block`` with its texts made (message, remediation, display filter, reference, evidence), in place."""
+    make = block.pop(RENDER, None)
+    if make is not None:
+        block.update(make())
+    return block
 
 
 def concat_column(parts: list, combine: bool = True):
@@ -219,11 +239,12 @@ def concat_column(parts: list, combine: bool = True):
     return [v for part in parts for v in part]
 
 
-def _evidence(check, block: dict, starts: np.ndarray, detail, wire_said, sources) -> pa.ListArray:
+def _evidence(check, capture, frames: pa.ListArray, starts: np.ndarray, detail, wire_said,
+              sources) -> pa.ListArray:
     """Each finding's evidence entries: the wire's (what its first connection showed, where), then
     the other sources' entries of that connection (Python dicts: host-level checks only)."""
     said = _said(check, (wire_said if wire_said is not None else detail)[starts])
-    where = _frames_where(block["capture"], block["frames"])
+    where = _frames_where(capture, frames)
     wire = pa.StructArray.from_arrays([_repeat("wire", len(said)).cast(pa.string()), said, said, where],
                                       fields=list(EVIDENCE_ENTRY))
     extra = [list(e) if e else [] for e in sources[starts]] if sources is not None else []
@@ -262,15 +283,37 @@ def _frames_where(capture: np.ndarray, lists: pa.ListArray) -> pa.Array:
     return where.cast(pa.string())
 
 
-def _columns(check, path: str, rows: np.ndarray, detail: np.ndarray, bounds: np.ndarray, keys: FlowKeys,
-             handshake_frames) -> dict:
-    """The finding columns of the groups ``rows[bounds[i]:bounds[i + 1]]``."""
+def _columns(check, path: str, rows: np.ndarray, bounds: np.ndarray, keys: FlowKeys, handshake_frames) -> dict:
+    """The key columns of the findings of groups ``rows[bounds[i]:bounds[i + 1]]`` (their texts: :func:`_texts`)."""
     starts, counts = bounds[:-1], np.diff(bounds)
     n_groups, group = len(starts), np.repeat(np.arange(len(starts)), counts)
     first = rows[starts]
     src, dst, port = _addresses(keys, keys.src[first]), _addresses(keys, keys.dst[first]), keys.dst_port[first]
     example = (np.arange(len(rows)) - np.repeat(starts, counts)) < MAX_EXAMPLES
-    ex_rows, ex_group = rows[example], group[example]
+    fp_keys = pc.cast(_join(f"{check.id}\x1f{path}\x1f", src, "\x1f", dst, "\x1f", _text(port)), pa.large_binary())
+    sha256 = hashlib.sha256
+    return {
+        "check": _constant(check.id, n_groups), "severity": _constant(check.severity_for(path), n_groups),
+        "path": _constant(path, n_groups),
+        "flow_ids": _int_lists(bounds, keys.flow_id[rows]),
+        "capture": pa.array(keys.capture_names, pa.large_string()).take(pa.array(keys.capture[first])),
+        "frames": _frames(rows[example], group[example], n_groups, keys, handshake_frames),
+        "fingerprint": pa.array([sha256(key).hexdigest()[:32] for key in fp_keys.to_pylist()], pa.large_string()),
+        "count": counts.astype(np.int64),
+        "_first": keys.first_frame[first],
+    }
+
+
+def _texts(check, path: str, rows: np.ndarray, detail: np.ndarray, bounds: np.ndarray, keys: FlowKeys, capture,
+           frames: pa.ListArray, wire_said: np.ndarray | None, sources: np.ndarray | None) -> dict:
+    """The text columns of the findings :func:`_columns` keyed: made when they are written or asked
+    for, a batch at a time, so that a million findings' messages and filters are never all in memory."""
+    starts, counts = bounds[:-1], np.diff(bounds)
+    n_groups, group = len(starts), np.repeat(np.arange(len(starts)), counts)
+    first = rows[starts]
+    src, dst, port = _addresses(keys, keys.src[first]), _addresses(keys, keys.dst[first]), keys.dst_port[first]
+    example = (np.arange(len(rows)) - np.repeat(starts, counts)) < MAX_EXAMPLES
+    ex_rows = rows[example]
     n_ex = np.minimum(counts, MAX_EXAMPLES)
     clauses = _clauses(keys, ex_rows, _addresses(keys, keys.src[ex_rows]), _addresses(keys, keys.dst[ex_rows]))
     clauses = pc.if_else(pa.array(np.repeat(n_ex > 1, n_ex)), _join("(", clauses, ")"), clauses)
@@ -279,23 +322,15 @@ def _columns(check, path: str, rows: np.ndarray, detail: np.ndarray, bounds: np.
     message = _join(f"{check.title}: ", _text(counts), " connection", plural, f" on {path} (", _endpoint(src), " -> ",
                     _endpoint(dst), ":", _text(port), ")")
     message = pc.if_else(pc.equal(details, ""), message, _join(message, ": ", details))
-    fp_keys = pc.cast(_join(f"{check.id}\x1f{path}\x1f", src, "\x1f", dst, "\x1f", _text(port)), pa.large_binary())
-    sha256 = hashlib.sha256
     return {
-        "check": np.full(n_groups, check.id, object), "severity": np.full(n_groups, check.severity_for(path), object),
-        "path": np.full(n_groups, path, object),
-        "flow_ids": _int_lists(bounds, keys.flow_id[rows]),
         "message": message,
         "remediation": _repeat(" ".join(check.remediation_for(path).split()), n_groups),
-        "capture": pa.array(keys.capture_names, pa.large_string()).take(pa.array(keys.capture[first])),
-        "frames": _frames(ex_rows, ex_group, n_groups, keys, handshake_frames),
         "display_filter": pc.binary_join(_lists(np.r_[0, np.cumsum(n_ex)], clauses),
                                           pa.scalar(" || ", pa.large_string())),
         "reference": _repeat(check.reference_link, n_groups),
-        "fingerprint": pa.array([sha256(key).hexdigest()[:32] for key in fp_keys.to_pylist()], pa.large_string()),
-        "count": counts.astype(np.int64),
-        "_first": keys.first_frame[first],
+        "evidence_sources": _evidence(check, capture, frames, starts, detail, wire_said, sources),
     }
 
 
-__all__ = ["MAX_EXAMPLES", "FlowKeys", "aggregate", "display_filter", "fingerprint", "flow_keys"]
+__all__ = ["MAX_EXAMPLES", "RENDER", "FlowKeys", "aggregate", "display_filter", "fingerprint", "flow_keys",
+           "render"]

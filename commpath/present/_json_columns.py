@@ -270,9 +270,16 @@ def _vantage_texts(flat: list[dict], keys: list[str]) -> dict[str, pa.Array] | N
     return out
 
 
-def finding_records(findings):
-    """The findings as the report's records (evidence nested), joined by ``,\\n``: UTF-8 buffers by batch."""
-    return _batches(findings, _finding_batch)
+def finding_records(frames):
+    """The findings (DataFrames of consecutive rows) as the report's records (evidence nested), joined
+    by ``,\\n``: UTF-8 buffers by batch."""
+    frames = (df for df in frames if len(df))
+    ahead = next(frames, None)
+    while ahead is not None:
+        df, ahead = ahead, next(frames, None)
+        n = len(df)
+        for start in range(0, n, BATCH):
+            yield _finding_batch(df.iloc[start:start + BATCH], ahead is None and start + BATCH >= n)
 
 
 def _finding_batch(findings, last: bool) -> pa.Buffer:

@@ -331,9 +331,16 @@ def common_name(subject: str) -> str:
     return subject
 
 
+def finding_keys(analysis) -> pd.DataFrame:
+    """The findings' check, severity, path and count (and suppression columns where a suppressions
+    file added them), without making their texts (check layer: ``FindingSet``)."""
+    findings = getattr(analysis, "finding_set", None)
+    return findings.keys_frame() if findings is not None else frame(analysis, "findings")
+
+
 def suppressed_mask(analysis) -> pd.Series:
     """True for findings a suppressions file silenced (column ``suppressed``; none without one)."""
-    findings = frame(analysis, "findings")
+    findings = finding_keys(analysis)
     if "suppressed" not in findings:
         return pd.Series(False, index=findings.index)
     return findings["suppressed"].fillna(False).astype(bool)
@@ -341,7 +348,7 @@ def suppressed_mask(analysis) -> pd.Series:
 
 def gating_findings(analysis, fail_on: str) -> pd.DataFrame:
     """The findings at or above ``fail_on`` that count for the exit code (suppressed ones do not)."""
-    findings = frame(analysis, "findings")
+    findings = finding_keys(analysis)
     ranks = severity_ranks(findings["severity"])
     return findings[(ranks >= palette.severity_rank(fail_on)) & ~suppressed_mask(analysis).to_numpy(bool)]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ._model import as_list, frame, gating_findings, suppressed_mask, text
+from ._model import as_list, finding_keys, frame, gating_findings, suppressed_mask, text
 
 
 def coverage(analysis) -> dict:
@@ -61,7 +61,7 @@ def run_verdict(analysis, fail_on: str = "high") -> dict:
     layer = getattr(analysis, "verdict", None)
     layer = layer if isinstance(layer, str) and layer else None
     reasons = _inconclusive_reasons(analysis, cov)
-    findings = frame(analysis, "findings")
+    findings = finding_keys(analysis)
     muted = int(suppressed_mask(analysis).sum())
     # the rule: mostly blind or all-inferred evidence is inconclusive even when some path
     # warns (the check layer's run verdict ranks warn first; nothing fails at --fail-on here)

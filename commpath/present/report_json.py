@@ -87,9 +87,11 @@ def build_report(analysis) -> dict:
 def report_chunks(analysis):
     """report.json piece by piece (text, or UTF-8 buffers of records): memory holds one batch."""
     from ._json_columns import finding_records, flow_records
+    findings = _finding_set(analysis)
     made = {"flows": lambda: flow_records(analysis.flows, FLOW_KEYS, VANTAGE_KEYS),
-            "findings": lambda: finding_records(analysis.findings)}
-    sections = {k: (_MARKS[k] if len(getattr(analysis, k)) else []) for k in _MARKS}
+            "findings": lambda: finding_records(findings.batches())}
+    sections = {"flows": _MARKS["flows"] if len(analysis.flows) else [],
+                "findings": _MARKS["findings"] if len(findings) else []}
     text = json.dumps(_skeleton(analysis, sections["flows"], sections["findings"]), indent=2, ensure_ascii=False)
     for key, mark in _MARKS.items():
         if not sections[key]:
@@ -99,6 +101,16 @@ def report_chunks(analysis):
         yield from made[key]()
         yield "\n  ]"
     yield text + "\n"
+
+
+def _finding_set(analysis):
+    """The analysis's findings as batches of rows (texts made a batch at a time where the check layer
+    left them unmade)."""
+    findings = getattr(analysis, "finding_set", None)
+    if findings is None:
+        from ..check import FindingSet
+        findings = FindingSet.of(analysis.findings)
+    return findings
 
 
 def report_text(analysis) -> str:
