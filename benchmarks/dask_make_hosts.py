@@ -52,15 +52,15 @@ def _layout(data: bytes):
     return endian, nano, arr, (last - first) if first is not None else 0.0
 
 
-def replicate(src: Path, dst: Path, octet: int, repeat: int) -> int:
-    """Write ``src`` repeated ``repeat`` times with addresses of replica ``octet``; returns bytes written."""
+def replicate(src: Path, dst: Path, octet: int | list[int], repeat: int) -> int:
+    """Write ``src`` repeated ``repeat`` times with addresses of replica ``octet`` (or of ``octet[r]`` in
+    repetition r); returns bytes written."""
     data = src.read_bytes()
     endian, nano, off, span = _layout(data)
     body = np.frombuffer(data, np.uint8)[24:].copy()
     shift = {k: v - 24 for k, v in off.items()}
-    for k in ("src", "dst"):                               # 10.x.y.z -> octet.x.y.z
-        hit = shift[k][body[shift[k]] == 10]
-        body[hit] = octet
+    ten = [shift[k][body[shift[k]] == 10] for k in ("src", "dst")]     # 10.x.y.z -> octet.x.y.z
+    octets = octet if isinstance(octet, list) else [octet] * repeat
     step = int(span) + 2
     sec_idx = shift["ts"][:, None] + (np.arange(4) if endian == "<" else np.arange(3, -1, -1))
     secs = (body[sec_idx].astype(np.uint32) << (8 * np.arange(4, dtype=np.uint32))).sum(axis=1).astype(np.uint32)
@@ -70,6 +70,8 @@ def replicate(src: Path, dst: Path, octet: int, repeat: int) -> int:
         out.write(data[:24])
         for r in range(repeat):
             copy = body.copy()
+            for hit in ten:
+                copy[hit] = octets[r]
             s = secs + np.uint32(r * step)
             copy[sec_idx] = ((s[:, None] >> (8 * np.arange(4, dtype=np.uint32))) & 0xFF).astype(np.uint8)
             for k, i in port_idx.items():
