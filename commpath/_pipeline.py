@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .check import FINDING_COLUMNS, PATH_COLUMNS, FindingSet, coverage, evaluate, load_policy, note_unseen
+from .check import FINDING_COLUMNS, PATH_COLUMNS, FindingSet, coverage, load_policy, note_unseen
+from .check import evaluate as check_evaluate
 from .check.policy import SEVERITIES, SEVERITY_RANK, Policy
 from .check.tables import PATH_VERDICTS
 from .classify import CLASSIFY_COLUMNS, Inventory, classify_with_view, load_inventory
@@ -317,14 +318,18 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
             from .decode.requests import REQUEST_COLUMNS
             requests = _read_parquet(paths[0] / "requests.parquet", REQUEST_COLUMNS)
     elif _on_dask(inputs, client, workers, scheduler):
+        from ._sources import fact_tables
         from .distributed import decode_run
-        run = decode_run(inputs, ca, keylog, client=client, workers=workers, scheduler=scheduler, parts=parts,
-                         storage_options=storage_options, progress=progress, payload_limit=payload_limit,
-                         classify=True, inventory=inv, merge=merge)   # classified and merged on the workers
-        flows, captures, tls, certs, ssh, http = run.flows, run.captures, run.tls, run.certs, run.ssh, run.http
-        view, offsets = run.view, run.offsets
-        warnings.extend(run.warnings)
-        tls_analyzed = True
+
+        def judged(run, evaluate_on_parts):     # while the workers hold the classified parts: checked there
+            warnings.extend(run.warnings)
+            facts = fact_tables(None, probe, host_config, run.captures, inv, warnings.append)
+            return judge(run.flows, run.captures, run.tls, run.certs, run.ssh, run.http, inventory=inv, policy=pol,
+                         ca=ca, keylog=keylog, merge=merge, tls_analyzed=True, warnings=warnings, offsets=run.offsets,
+                         facts=facts, storage_options=storage_options, view=run.view, evaluate=evaluate_on_parts)
+        return decode_run(inputs, ca, keylog, client=client, workers=workers, scheduler=scheduler, parts=parts,
+                          storage_options=storage_options, progress=progress, payload_limit=payload_limit,
+                          classify=True, inventory=inv, merge=merge, then=judged)   # classified, merged on the workers
     else:
         # handshakes are parsed as each connection's streams are harvested: memory stays bounded
         analyzer = HandshakeAnalyzer(ca, keylog)
@@ -350,11 +355,13 @@ def judge(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame, certs:
           merge: bool | None = None, reloaded: bool = False, tls_analyzed: bool = True,
           warnings: list[str] | None = None, offsets: pd.DataFrame | None = None,
           requests: pd.DataFrame | None = None, facts: dict | None = None,
-          storage_options: dict | None = None, view=None) -> Analysis:
+          storage_options: dict | None = None, view=None, evaluate=None) -> Analysis:
     """Classify, merge and judge decoded tables (what :func:`open` does once the captures are read;
     `commpath watch` gives it the tables of its rolling window). ``requests``: the decrypted requests
     of a reloaded run (otherwise read here with ``keylog``). ``view``: ``flows`` are classified
-    already, with this cluster view (on Dask workers: ``distributed.decode_run(classify=True)``)."""
+    already, with this cluster view (on Dask workers: ``distributed.decode_run(classify=True)``).
+    ``evaluate``: what runs the checks, if not ``check.evaluate`` in this process (on the workers'
+    parts of these flows: ``distributed.decode_run(then=...)``)."""
     inv, pol = inventory, policy
     warnings = list(warnings or [])
     # every vantage point is classified with a cluster view built from all of them (the pod that
@@ -379,8 +386,9 @@ def judge(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame, certs:
         requests, _ = read_requests(classified, tls, keylog, warnings, http, storage_options=storage_options)
     facts = {k: v for k, v in (facts or {}).items() if v is not None}
     judged_with = {**facts, "requests": requests} if requests is not None else facts
-    findings, path_table = evaluate(classified, tls, certs, pol, inv, tls_known=tls_analyzed,
-                                    keylog_given=keylog is not None, facts=judged_with, compact=True)
+    findings, path_table = (evaluate or check_evaluate)(classified, tls, certs, pol, inv, tls_known=tls_analyzed,
+                                                        keylog_given=keylog is not None, facts=judged_with,
+                                                        compact=True)
     cov = coverage(path_table, classified, captures, inventory_given=inv is not None, ca_given=ca is not None,
                    keylog_given=keylog is not None, tls_analyzed=tls_analyzed,
                    inventory=inv.to_dict() if inv is not None else None)

@@ -1,4 +1,4 @@
-"""The merge of vantage points by parts: flows split by initiator socket, clock offsets reduced from
+"""The merge of vantage points by parts: flows split by initiator address, clock offsets reduced from
 the parts' pairs, each part merged alone (as Dask workers do) give the merge of the whole run."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from commpath.decode.handshakes import HandshakeAnalyzer
 from commpath.decode.merge import (adopt_labels, estimate_clock_offsets, handshake_preference, merge_run,
                                    offsets_from_pairs)
 from commpath.decode.schema import FLOW_COLUMNS, concat_frames
-from commpath.distributed._merge import merge_part, pairs_of, socket_parts, split, together
+from commpath.distributed._merge import initiator_parts, merge_part, pairs_of, split, together
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTURES = REPO / "captures"
@@ -24,7 +24,7 @@ SCENARIOS = sorted(p.parent.name for p in CAPTURES.glob("*/ground-truth.yaml"))
 
 @pytest.mark.parametrize("n", [1, 3, 7])
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_merge_by_socket_parts_equals_the_whole_run(scenario, n):
+def test_merge_by_initiator_parts_equals_the_whole_run(scenario, n):
     folder = CAPTURES / scenario
     analyzer = HandshakeAnalyzer(str(folder / "pki/ca.crt") if (folder / "pki/ca.crt").is_file() else None, None)
     cap = commpath.read(folder, keep_streams=False, on_streams=analyzer)
@@ -35,7 +35,7 @@ def test_merge_by_socket_parts_equals_the_whole_run(scenario, n):
     adopt_labels(whole, classified, CLASSIFY_COLUMNS)
     assert len(whole) < len(classified) and whole["vantage_points"].map(len).max() > 1
 
-    # each capture's flows split by initiator socket, part p of every capture together
+    # each capture's flows split by initiator address, part p of every capture together
     captures = [g.reset_index(drop=True) for _, g in classified.groupby("capture", sort=False, observed=True)]
     cut = [split((c, handshake_preference(c, hs.tls)), n) for c in captures]
     pieces = [[parts[p] for parts in cut] for p in range(n)]
@@ -50,7 +50,7 @@ def test_merge_by_socket_parts_equals_the_whole_run(scenario, n):
     assert_frame_equal(merged, whole, check_exact=True)
 
 
-def test_socket_parts_hold_a_connection_seen_before_and_after_dnat_together():
+def test_initiator_parts_hold_a_connection_seen_before_and_after_dnat_together():
     """A pod's connection to the VIP and its DNAT twin to the apiserver differ in destination, not in
     initiator socket: they land in one part whatever the number of parts."""
     folder = CAPTURES / "default"
@@ -61,7 +61,7 @@ def test_socket_parts_hold_a_connection_seen_before_and_after_dnat_together():
     twins = flows.merge(vip[["src_ip", "src_port"]], on=["src_ip", "src_port"])
     assert (twins["dst_port"] != 443).any()       # the same socket seen toward another destination
     for n in (2, 5, 16):
-        parts = socket_parts(twins, n)
+        parts = initiator_parts(twins, n)
         assert twins.assign(p=parts).groupby(["src_ip", "src_port"], observed=True)["p"].nunique().max() == 1
 
 

@@ -6,24 +6,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..classify.catalog import judged_path_ids
 from ..decode.schema import conform, empty_frame, pandas_dtype
-from .evidence import TARGET_PATHS, endpoint_keys, entry, fact_tables, orphan_finding, path_entries, wire_path_said
+from .evidence import TARGET_PATHS, endpoint_keys, fact_tables, orphan_finding
 from .facts import FlowFacts, flow_facts
 from .finding_set import FindingSet
 from .findings import aggregate, concat_column, display_filter, flow_keys, render
-from .kinds import NEEDS, TESTS, run_test
+from .kinds import TESTS, run_test
 from .policy import SEVERITY_RANK, Policy, load_policy
-from .tables import FINDING_COLUMNS, PATH_COLUMNS
+from .reduce import needs_seen, path_facts, path_table
+from .tables import FINDING_COLUMNS
 
 
-def _judge(policy: Policy, f: FlowFacts, flows) -> tuple[list[dict], dict[str, list[str]]]:
+def _judge(policy: Policy, f: FlowFacts, flows) -> tuple[list[dict], dict[str, list]]:
     """Every enabled check on every flow of its paths: the findings, and per path what would
-    settle the flows a scored check could not judge."""
+    settle the flows a scored check could not judge (``reduce.needs_seen`` entries)."""
     keys = flow_keys(flows)
     findings: list[dict] = []
     unknown_needs: dict[str, list[str]] = {}
-    for check in policy.enabled_checks():
+    for index, check in enumerate(policy.enabled_checks()):
         if not f.path.isin(check.paths).any() and not getattr(TESTS[check.test], "host", False):
             continue
         test = TESTS[check.test]
@@ -40,8 +40,7 @@ def _judge(policy: Policy, f: FlowFacts, flows) -> tuple[list[dict], dict[str, l
                                           None if out.sources is None else out.sources[hit]))
             blind = on_path & out.unknown
             if check.scored and blind.any():
-                import pandas as pd
-                unknown_needs.setdefault(p, []).extend(str(n) for n in pd.unique(out.needs[blind]) if n)
+                unknown_needs.setdefault(p, []).extend(needs_seen(index, out.needs, blind))
     return findings, unknown_needs
 
 
@@ -192,56 +191,13 @@ def _sort_codes(column) -> np.ndarray:
     return rank[pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)]
 
 
-def _path_table(policy: Policy, f: FlowFacts, findings: list[dict], unknown_needs: dict[str, list[str]]):
-    """One verdict per judged path of the catalog."""
-    import pandas as pd
+def _path_table(policy: Policy, f: FlowFacts, findings: list[dict], unknown_needs: dict[str, list]):
+    """One verdict per judged path of the catalog (``reduce.path_table`` of this one part's facts)."""
     worst: dict[str, int] = {}
     for block in findings:
         for p, sev in set(zip(block["path"], block["severity"])):
             worst[p] = max(worst.get(p, -1), SEVERITY_RANK[sev])
-    rows = []
-    for p in judged_path_ids():
-        on_path = f.path.eq(p)
-        count = int(on_path.sum())
-        needs = None
-        rank = worst.get(p, -1)
-        # a finding of another source (a probe of the host) decides a path the captures did not show
-        if rank >= SEVERITY_RANK[policy.fail_at]:
-            verdict = "fail"
-        elif rank >= SEVERITY_RANK[policy.warn_at]:
-            verdict = "warn"
-        elif count == 0:
-            verdict = "not-observed"
-        elif p in unknown_needs:
-            verdict, needs = "not-observable", "; ".join(dict.fromkeys(unknown_needs[p]))
-        elif not (f.payload[on_path] > 0).any() and p != "unclassified":
-            verdict, needs = "not-observable", NEEDS["payload"]
-        elif f.roles_inferred[on_path].all():
-            # no finding, but nothing says these hosts are who the ports suggest: not a pass
-            verdict, needs = "inconclusive", NEEDS["inventory"]
-        else:
-            verdict = "pass"
-        rows.append({"id": p, "observed": count > 0, "flows": count, "verdict": verdict, "needs": needs,
-                     "evidence": [entry("wire", _wire_said(f, on_path, count), _wire_where(f, on_path)),
-                                  *path_entries(f.tables, p)]})
-    return conform(pd.DataFrame(rows), PATH_COLUMNS)
-
-
-def _wire_said(f: FlowFacts, on_path: np.ndarray, count: int) -> str:
-    import pandas as pd
-    versions = sorted(str(v) for v in pd.unique(f.version.text("")[on_path]) if v)
-    visibility = [str(v) for v in pd.unique(f.visibility.text("")[on_path]) if v]
-    return wire_path_said(count, versions, visibility)
-
-
-def _wire_where(f: FlowFacts, on_path: np.ndarray) -> str:
-    if f.dst is None or not on_path.any():
-        return "the captures"
-    import pandas as pd
-    ends = pd.unique(f.dst.text("")[on_path])
-    ports = pd.unique(f.dst_port[on_path])
-    return f"the captures: responders {', '.join(sorted(map(str, ends))[:4])}{' ...' if len(ends) > 4 else ''}" \
-           f" port{'s' if len(ports) > 1 else ''} {', '.join(map(str, sorted(ports)[:4]))}"
+    return path_table(policy, [path_facts(f, unknown_needs)], worst, f.tables)
 
 
 def evaluate(flows, tls=None, certs=None, policy: Policy | str = "default", inventory=None, *,
@@ -266,4 +222,19 @@ def evaluate(flows, tls=None, certs=None, policy: Policy | str = "default", inve
     return (table if compact else table.frame()), paths
 
 
-__all__ = ["display_filter", "evaluate"]
+def evaluate_part(flows, tls=None, certs=None, policy: Policy | str = "default", inventory=None, *,
+                  tls_known: bool = True, keylog_given: bool = False, facts: dict | None = None):
+    """:func:`evaluate` over one part of a run's flows (whole connection keys): the part's findings
+    (a DataFrame) and its path facts (``reduce.PathFacts``, first flows as rows of ``flows``), which
+    ``reduce.combine_findings`` and ``reduce.path_table`` put together with the other parts'.
+    ``inventory``'s ``konnectivity_enabled`` must say what the whole run says."""
+    policy = load_policy(policy)
+    f = flow_facts(flows, tls, certs, tls_known=tls_known, keylog_given=keylog_given,
+                   konnectivity_enabled=bool(getattr(inventory, "konnectivity_enabled", False)),
+                   tables=fact_tables(**(facts or {})))
+    findings, unknown_needs = _judge(policy, f, flows)
+    facts_ = path_facts(f, unknown_needs)
+    return _finding_table(findings).frame(), facts_
+
+
+__all__ = ["display_filter", "evaluate", "evaluate_part"]

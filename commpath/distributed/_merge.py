@@ -1,12 +1,14 @@
-"""The merge of vantage points on the workers: flows shuffled by initiator socket, clock offsets first.
+"""The merge of vantage points on the workers: flows shuffled by initiator address, clock offsets first.
 
 Every view of one connection shares its initiator socket (``src_ip``, ``src_port``, ``transport``):
 the same 5-tuple on several hosts, and a pod's connection before DNAT (to the service VIP) and
-after it (to an apiserver). So each capture's classified flows are split by a hash of that socket
-into P parts; part p of every capture, put together, holds whole connections. The clock offsets
-need all parts (a median per host pair): each part returns its pairs of SYN times (a few numbers
-per connection seen twice), the driver reduces them to the offset table, and each part is then
-merged with it (``decode.merge.merge_run``). The merged rows come back; the driver only sorts them.
+after it (to an apiserver). So each capture's classified flows are split by a hash of the socket's
+address into P parts; part p of every capture, put together, holds whole connections. The address
+alone, not the whole socket, because a finding's connection key (initiator address, responder
+address and port) then lies in one part too, and the checks run per part (``_checks``) with no
+finding to add up across parts. The clock offsets need all parts (a median per host pair): each
+part returns its pairs of SYN times (a few numbers per connection seen twice), the driver reduces
+them to the offset table, and each part is then merged with it (``decode.merge.merge_run``).
 """
 
 from __future__ import annotations
@@ -18,20 +20,16 @@ from ..classify import CLASSIFY_COLUMNS
 from ..decode.merge import adopt_labels, clock_pairs, merge_run
 from ..decode.schema import FLOW_COLUMNS, concat_frames
 
-#: the columns that identify the socket a connection was initiated from (scope only refines it)
-SOCKET = ("src_ip", "src_port", "transport")
-
-
-def socket_parts(flows: pd.DataFrame, n: int) -> np.ndarray:
-    """The part (0..n-1) of each flow: a hash of its initiator socket, the same in every capture."""
-    key = pd.DataFrame({c: flows[c].astype("string").fillna("") for c in SOCKET})
+def initiator_parts(flows: pd.DataFrame, n: int) -> np.ndarray:
+    """The part (0..n-1) of each flow: a hash of its initiator address, the same in every capture."""
+    key = flows["src_ip"].astype("string").fillna("")
     return (pd.util.hash_pandas_object(key, index=False).to_numpy() % np.uint64(n)).astype(np.int64)
 
 
 def split(classified: tuple[pd.DataFrame, pd.Series], n: int) -> list[tuple[pd.DataFrame, pd.Series]]:
-    """One capture's classified flows and their handshake preference, cut into the ``n`` socket parts."""
+    """One capture's classified flows and their handshake preference, cut into the ``n`` parts."""
     flows, preference = classified
-    part = socket_parts(flows, n)
+    part = initiator_parts(flows, n)
     out = []
     for p in range(n):
         rows = flows[part == p]

@@ -44,7 +44,7 @@ class Decoded:
 def decode_run(inputs, ca=None, keylog=None, *, client=None, workers: int | None = None, scheduler: str | None = None,
                parts: str | None = None, storage_options: dict | None = None, progress: bool = False,
                strict: bool = False, processes: bool = True, payload_limit: int = ANALYSIS_PAYLOAD_LIMIT,
-               classify: bool = False, inventory=None, merge: bool | None = None) -> Decoded:
+               classify: bool = False, inventory=None, merge: bool | None = None, then=None):
     """Decode every capture of ``inputs`` (paths or fsspec URLs) as one Dask task each.
 
     Each task returns its capture's tables and a summary, and writes the tables under ``parts``
@@ -54,6 +54,9 @@ def decode_run(inputs, ca=None, keylog=None, *, client=None, workers: int | None
     ``classify``: the flows are classified on the workers (with ``inventory``), each capture's in
     its own task, with the cluster view of the whole run (``Decoded.view``): see ``_classify``; and
     ``merge`` (as ``commpath.open``'s) merges the vantage points on the workers (``_merge``).
+    ``then(decoded, evaluate)``: called while the cluster still holds the merged parts, its result
+    returned instead of the Decoded; ``evaluate`` is ``check.evaluate`` run over those parts on the
+    workers (``_checks.checks_on_parts``), or None when the flows were not merged there.
     """
     sources = expand(inputs, storage_options)
     ca_pem = _read_small(ca, "--ca")
@@ -67,10 +70,15 @@ def decode_run(inputs, ca=None, keylog=None, *, client=None, workers: int | None
         if failed and (strict or len(failed) == len(summaries)):
             raise InputError(failed[0]["name"], failed[0]["error"])
         if classify:
+            held: list = []
             try:
-                return _classified_run(c, summaries, results, parts, ca, keylog, inventory, progress, merge)
+                run = _classified_run(c, summaries, results, parts, ca, keylog, inventory, progress, merge, held)
+                if then is None:
+                    return run
+                from ._checks import checks_on_parts
+                return then(run, checks_on_parts(c, held, lambda x: _shared(c, x)) if held else None)
             finally:
-                _cancel(c, [f for f in results if f is not None])
+                _cancel(c, [f for f in results if f is not None] + held)
     tables = [s.pop("tables", None) for s in summaries]
     return _assemble_run(summaries, tables, parts, ca, keylog)
 
@@ -132,10 +140,11 @@ def _collect(client, futures: dict, names: list[str], doing: str, done=None) -> 
 
 
 def _classified_run(client, summaries: list[dict], results: list, parts, ca, keylog, inventory,
-                    progress: bool, merge: bool | None = None) -> Decoded:
+                    progress: bool, merge: bool | None = None, held: list | None = None) -> Decoded:
     """Handshakes resolved over the run on the driver (as :func:`_assemble_run`), then each capture's
     flows classified in a task on the worker holding them, with the view of the whole run built
-    from the captures' summaries (``classify.roles.view_of_parts``)."""
+    from the captures' summaries (``classify.roles.view_of_parts``). ``held``: the futures of the
+    merged parts are appended to it, and stay on the workers until the caller cancels them."""
     from ..classify import CLASSIFY_COLUMNS
     from ..classify.roles import twin_sources, view_needs_twins, view_of_parts, vip_flows, vip_ports
     from ..decode.handshakes import HandshakeAnalyzer
@@ -191,7 +200,7 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
             prepared.clear()
             classified.clear()
         flows, offsets = _merged_on_workers(client, classified, units, unit_names, captures, captures_f, progress,
-                                            sum(summaries[i]["flows"] for i in live), release)
+                                            sum(summaries[i]["flows"] for i in live), release, held)
     else:
         with bar(total=len(units), desc="classify", unit="host", enabled=progress, leave=False) as shown:
             futures = {client.submit(piece, classified[u], 0, pure=False): u for u in units}
@@ -204,10 +213,11 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
 
 def _merged_on_workers(client, classified: dict, units: list[int], names: list[str], captures: pd.DataFrame,
                        captures_f, progress: bool, total_flows: int = 0,
-                       release=None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The run's connections merged part by part (``_merge``): split by initiator socket, clock
+                       release=None, held: list | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The run's connections merged part by part (``_merge``): split by initiator address, clock
     pairs reduced to the offsets on the driver, each part merged; the merged rows sorted as
-    ``decode.merge.merge_run`` sorts them."""
+    ``decode.merge.merge_run`` sorts them. ``held``: the merged parts' futures are appended to it
+    (kept for the checks), else released."""
     from ..decode.merge import offsets_from_pairs
     from ..present.progress import progress as bar
     from ._merge import merge_part, pairs_of, parts_count, piece, split, together
@@ -229,10 +239,12 @@ def _merged_on_workers(client, classified: dict, units: list[int], names: list[s
     hosts = set().union(*(h for _, h in pairs))
     offsets = offsets_from_pairs(pd.concat([t for t, _ in pairs], ignore_index=True), hosts, captures)
     offsets_f = _shared(client, offsets)
+    merged_f = {client.submit(merge_part, parts[p], captures_f, offsets_f, pure=False): p for p in range(n)}
     with bar(total=n, desc="merge", unit="part", enabled=progress, leave=False) as shown:
-        merged = _collect(client, {client.submit(merge_part, parts[p], captures_f, offsets_f, pure=False): p
-                                   for p in range(n)}, label, "merging it", shown.update)
-    _cancel(client, parts)
+        merged = _collect(client, merged_f, label, "merging it", shown.update)
+    parts.clear()       # released, not cancelled: a cancel reaches the merged parts made from them
+    if held is not None:
+        held.extend(sorted(merged_f, key=merged_f.get))
     flows = concat_frames(merged, FLOW_COLUMNS)
     flows = flows.sort_values(["ts_start_aligned", "flow_id"], kind="stable").reset_index(drop=True)
     return flows, offsets

@@ -1,0 +1,77 @@
+"""The checks by parts: a run's merged flows cut by initiator address, each part judged alone (as Dask
+workers judge them) and the parts' findings and path facts reduced, give the whole run's evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from pandas.testing import assert_frame_equal
+
+import commpath
+from commpath.check import evaluate
+from commpath.check.reduce import combine_findings, path_table, worst_severity
+from commpath.distributed._checks import RunScope, judge_part, part_outline
+from commpath.distributed._merge import initiator_parts
+
+REPO = Path(__file__).resolve().parents[1]
+CAPTURES = REPO / "captures"
+SCENARIOS = sorted(p.parent.name for p in CAPTURES.glob("*/ground-truth.yaml"))
+
+
+def _options(folder: Path) -> dict:
+    opts = {"inventory": str(folder / "inventory.yaml")}
+    if (folder / "pki/ca.crt").is_file():
+        opts["ca"] = str(folder / "pki/ca.crt")
+    if (folder / "keylog.txt").is_file():
+        opts["keylog"] = str(folder / "keylog.txt")
+    return opts
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_checks_by_initiator_parts_equal_the_whole_run(scenario):
+    folder = CAPTURES / scenario
+    opts = _options(folder)
+    a = commpath.open(folder, **opts)
+    facts = {**a.facts, "requests": a.requests}
+    whole = evaluate(a.flows, a.tls, a.certs, a.policy, a.inventory, tls_known=a.tls_analyzed,
+                     keylog_given="keylog" in opts, facts=facts)
+    assert (whole[1]["flows"] > 0).any() and (len(whole[0]) or scenario == "hardened")
+    for n in (1, 3, 7):
+        for order in (None, list(reversed(range(n)))):
+            findings, paths = _by_parts(a, n, order, keylog_given="keylog" in opts)
+            assert_frame_equal(findings, whole[0], check_exact=True, obj=f"findings, {n} parts")
+            assert_frame_equal(paths, whole[1], check_exact=True, obj=f"paths, {n} parts")
+
+
+def _by_parts(a, n: int, order, keylog_given: bool):
+    from commpath.check.evidence import fact_tables
+    facts = {**a.facts, "requests": a.requests}
+    which = initiator_parts(a.flows, n)
+    parts = [a.flows[which == p] for p in range(n)]
+    scope = RunScope(bool(getattr(a.inventory, "konnectivity_enabled", False))
+                     or any(part_outline(p)[1] for p in parts))
+    results = []
+    for p in (order or range(n)):
+        ids = set(parts[p]["flow_id"].astype(int))
+        tls = a.tls[a.tls["flow_id"].astype(int).isin(ids)].reset_index(drop=True)
+        # a part's rows in any order: the keys of its first flows say where they stand in the run
+        results.append(judge_part(parts[p].sample(frac=1, random_state=p), tls, a.certs, a.policy, scope,
+                                  a.tls_analyzed, keylog_given, facts))
+    findings = combine_findings([f for f, _ in results])
+    return findings, path_table(a.policy, [facts_ for _, facts_ in results], worst_severity(findings),
+                                fact_tables(**facts))
+
+
+def test_parts_holding_one_connection_key_twice_are_refused():
+    folder = CAPTURES / "default"
+    a = commpath.open(folder, **_options(folder))
+    scope = RunScope(False)
+    f1, _ = judge_part(a.flows, a.tls, a.certs, a.policy, scope, True, False, {"requests": a.requests})
+    assert (f1["count"] > 0).any()
+    with pytest.raises(ValueError, match="whole connection keys"):
+        combine_findings([f1, f1.copy()])
+    assert_frame_equal(combine_findings([f1, f1[f1["count"] == 0]]), combine_findings([f1]))
+    assert combine_findings([]).empty and combine_findings([None]).empty
+    assert isinstance(combine_findings([f1]), pd.DataFrame)
