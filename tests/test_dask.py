@@ -108,6 +108,19 @@ def test_lab_runs_on_a_dask_cluster_equal_the_single_process(cluster, scenario, 
     assert hosts == {f"host={h}" for h in single.captures["host"]}
 
 
+def test_unmerged_lab_run_on_a_dask_cluster_equals_the_single_process(cluster, tmp_path):
+    """``merge=False``: each host's classified flows are judged on the worker holding them."""
+    _, client = cluster
+    folder = CAPTURES / "default"
+    single = commpath.open(folder, merge=False, **_options(folder))
+    on_dask = commpath.open(folder, client=client, merge=False, **_options(folder))
+    assert not single.merged and len(single.findings) and len(single.captures) > 1
+    assert_same_analysis(single, on_dask)
+    write_outputs(single, tmp_path / "single")
+    write_outputs(on_dask, tmp_path / "dask")
+    assert (tmp_path / "single/report.json").read_bytes() == (tmp_path / "dask/report.json").read_bytes()
+
+
 def test_public_captures_on_a_dask_cluster_equal_the_single_process(cluster):
     _, client = cluster
     single = commpath.open(PUBLIC)

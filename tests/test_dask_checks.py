@@ -75,3 +75,22 @@ def test_parts_holding_one_connection_key_twice_are_refused():
     assert_frame_equal(combine_findings([f1, f1[f1["count"] == 0]]), combine_findings([f1]))
     assert combine_findings([]).empty and combine_findings([None]).empty
     assert isinstance(combine_findings([f1]), pd.DataFrame)
+
+
+def test_host_findings_by_parts_equal_the_whole_run(tmp_path):
+    """Host configuration findings: on the connections their hosts answered (in whichever part) and,
+    for a host no connection showed, one finding of its own that every part makes and the run keeps once."""
+    from test_config_checks import REAL, _cp1, _node
+    node3 = _node(tmp_path, "node1", rotateCertificates=False, address="0.0.0.0").rename(tmp_path / "node3")
+    (node3 / "addresses").write_text("10.77.0.99\n10.244.9.1\n")
+    folders = [_cp1(tmp_path), _node(tmp_path, "node2", rotateCertificates=False), node3]
+    a = commpath.open(REAL, inventory=REAL / "inventory.yaml", host_config=folders)
+    facts = {**a.facts, "requests": a.requests}
+    whole = evaluate(a.flows, a.tls, a.certs, a.policy, a.inventory, tls_known=a.tls_analyzed, facts=facts)
+    config = [any(e["source"] == "config" for e in es) for es in whole[0]["evidence_sources"]]
+    counts = whole[0]["count"].to_numpy()
+    assert any(c and n > 0 for c, n in zip(config, counts)) and any(c and n == 0 for c, n in zip(config, counts))
+    for n in (2, 5):
+        findings, paths = _by_parts(a, n, None, keylog_given=False)
+        assert_frame_equal(findings, whole[0], check_exact=True)
+        assert_frame_equal(paths, whole[1], check_exact=True)

@@ -1,6 +1,7 @@
 """The checks on the workers: each merged part judged where it lies, its findings and path facts reduced on the driver.
 
-The merged parts (``_merge``) hold whole connection keys (they are cut by initiator address), so each
+The merged parts (``_merge``) hold whole connection keys (they are cut by initiator address), and so
+do a run's hosts when their flows are not merged (a finding's key names its capture), so each
 part's findings are the run's findings of its connections; the driver puts them in order and adds
 up the parts' path facts (``check.reduce``). What a part's checks read beyond its flows is sent
 once: each part's own TLS rows, and to every worker the certificates, the fact tables (probe,
@@ -38,18 +39,22 @@ def part_outline(part: pd.DataFrame) -> tuple[np.ndarray, bool]:
 
 
 def judge_part(part: pd.DataFrame, tls: pd.DataFrame, certs: pd.DataFrame, policy, scope: RunScope,
-               tls_known: bool, keylog_given: bool, facts: dict):
+               tls_known: bool, keylog_given: bool, facts: dict, position: int | None = None):
     """The part's findings (with ``_first``: the first frame of each one's first connection) and its
-    path facts, their first flows as keys that sort as the run's merged flows are sorted; (None, no
-    facts) for a part without flows (it can add no finding the others do not make)."""
+    path facts, their first flows as keys that sort as the run's flows are sorted: merged flows by
+    :data:`FLOW_ORDER`, or (``position``: the part's place among parts put together in order, as
+    each host's unmerged flows are) by part and row; (None, no facts) for a part without flows (it
+    can add no finding the others do not make)."""
     from ..check.engine import evaluate_part
     from ..check.reduce import PathFacts
     if part is None or part.empty:
         return None, PathFacts()
-    flows = part.sort_values(FLOW_ORDER, kind="stable").reset_index(drop=True)
+    flows = (part.sort_values(FLOW_ORDER, kind="stable") if position is None else part).reset_index(drop=True)
     findings, facts_ = evaluate_part(flows, tls, certs, policy, scope, tls_known=tls_known,
                                      keylog_given=keylog_given, facts=facts)
     findings["_first"] = _first_frames(findings, flows)
+    if position is not None:
+        return findings, facts_.in_order(lambda row: (position, row))
     ts = flows["ts_start_aligned"].to_numpy(np.float64, na_value=np.nan)
     ids = flows["flow_id"].to_numpy(np.int64)
 
@@ -76,18 +81,20 @@ def _first_frames(findings: pd.DataFrame, flows: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def checks_on_parts(client, merged: list, shared):
+def checks_on_parts(client, parts: list, shared, merged: bool = True):
     """A function with :func:`commpath.check.evaluate`'s arguments that evaluates the run's checks on
-    the workers, over the ``merged`` parts (futures of ``_merge.merge_part``), and reduces the parts'
-    findings and path facts on the driver. Its ``flows`` must be the parts' flows put together (the
-    driver's copy is only counted: the parts are judged where they lie)."""
+    the workers, over the ``parts`` (futures of ``_merge.merge_part``; ``merged=False``: of each
+    host's classified flows, in the run's order), and reduces the parts' findings and path facts on
+    the driver. Its ``flows`` must be the parts' flows put together (the driver's copy is only
+    counted: the parts are judged where they lie). ``shared(value)``: the value sent once to every
+    worker, as a future."""
     def evaluate(flows, tls=None, certs=None, policy="default", inventory=None, *, tls_known: bool = True,
                  keylog_given: bool = False, facts: dict | None = None, compact: bool = False):
         from ..check import load_policy
         from ..check.reduce import combine_findings, path_table, worst_severity
         from ..check.evidence import fact_tables
         policy = load_policy(policy)
-        outlines = client.gather([client.submit(part_outline, m, pure=False) for m in merged])
+        outlines = client.gather([client.submit(part_outline, m, pure=False) for m in parts])
         if flows is not None and len(flows) != sum(len(ids) for ids, _ in outlines):
             raise ValueError("the flows to judge are not the merged parts' flows")
         scope = RunScope(bool(getattr(inventory, "konnectivity_enabled", False))
@@ -96,8 +103,8 @@ def checks_on_parts(client, merged: list, shared):
         certs_f, facts_f, policy_f = (shared(x) for x in (certs, tables, policy))
         rows = _tls_by_part(tls, [ids for ids, _ in outlines])
         judged = [client.submit(judge_part, m, client.scatter(t, hash=False) if t is not None else None, certs_f,
-                                policy_f, scope, tls_known, keylog_given, facts_f, pure=False)
-                  for m, t in zip(merged, rows)]
+                                policy_f, scope, tls_known, keylog_given, facts_f, None if merged else k, pure=False)
+                  for k, (m, t) in enumerate(zip(parts, rows))]
         results = client.gather(judged)
         findings = combine_findings([f for f, _ in results])
         return findings, path_table(policy, [p for _, p in results], worst_severity(findings), tables)

@@ -54,9 +54,10 @@ def decode_run(inputs, ca=None, keylog=None, *, client=None, workers: int | None
     ``classify``: the flows are classified on the workers (with ``inventory``), each capture's in
     its own task, with the cluster view of the whole run (``Decoded.view``): see ``_classify``; and
     ``merge`` (as ``commpath.open``'s) merges the vantage points on the workers (``_merge``).
-    ``then(decoded, evaluate)``: called while the cluster still holds the merged parts, its result
-    returned instead of the Decoded; ``evaluate`` is ``check.evaluate`` run over those parts on the
-    workers (``_checks.checks_on_parts``), or None when the flows were not merged there.
+    ``then(decoded, evaluate)``: called while the cluster still holds the classified flows (merged
+    parts, or each host's), its result returned instead of the Decoded; ``evaluate`` is
+    ``check.evaluate`` run over those parts on the workers (``_checks.checks_on_parts``), or None
+    when there were none.
     """
     sources = expand(inputs, storage_options)
     ca_pem = _read_small(ca, "--ca")
@@ -76,7 +77,8 @@ def decode_run(inputs, ca=None, keylog=None, *, client=None, workers: int | None
                 if then is None:
                     return run
                 from ._checks import checks_on_parts
-                return then(run, checks_on_parts(c, held, lambda x: _shared(c, x)) if held else None)
+                evaluate = checks_on_parts(c, held, lambda x: _shared(c, x), merged=run.offsets is not None)
+                return then(run, evaluate if held else None)
             finally:
                 _cancel(c, [f for f in results if f is not None] + held)
     tables = [s.pop("tables", None) for s in summaries]
@@ -144,7 +146,8 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
     """Handshakes resolved over the run on the driver (as :func:`_assemble_run`), then each capture's
     flows classified in a task on the worker holding them, with the view of the whole run built
     from the captures' summaries (``classify.roles.view_of_parts``). ``held``: the futures of the
-    merged parts are appended to it, and stay on the workers until the caller cancels them."""
+    merged parts (or, unmerged, of each host's classified flows) are appended to it, and stay on
+    the workers until the caller cancels them."""
     from ..classify import CLASSIFY_COLUMNS
     from ..classify.roles import twin_sources, view_needs_twins, view_of_parts, vip_flows, vip_ports
     from ..decode.handshakes import HandshakeAnalyzer
@@ -206,6 +209,11 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
             futures = {client.submit(piece, classified[u], 0, pure=False): u for u in units}
             got = _collect(client, futures, unit_names, "classifying it", shown.update)
         flows = concat_frames(got, {**FLOW_COLUMNS, **CLASSIFY_COLUMNS})
+        if held is not None:        # each host's classified flows, kept for the checks
+            held.extend(sorted(futures, key=futures.get))
+    if held:        # released, not cancelled: a cancel reaches the parts made from them
+        prepared.clear()
+        classified.clear()
     _cancel(client, [*prepared.values(), *classified.values()])
     return Decoded(flows=flows, captures=captures, tls=tls, certs=certs, ssh=hs.ssh, http=hs.http,
                    summaries=summaries, parts=parts, view=view, offsets=offsets)
