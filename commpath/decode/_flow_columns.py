@@ -121,9 +121,9 @@ def flow_columns(fi: np.ndarray, fa: np.ndarray, ftime: np.ndarray, capture: str
     payload_fwd, payload_rev = column(fi, ft.PL0), column(fi, ft.PL1)
     ip_codes, ip_texts = address_texts(np.concatenate([fa[:, ft.SRC_HI], fa[:, ft.DST_HI]]),
                                        np.concatenate([fa[:, ft.SRC_LO], fa[:, ft.DST_LO]]))
-    app = _udp_app_protocol(proto, sport, dport)
-    encrypted_underlay = (app == "wireguard") | (app == "esp")
-    app[(proto == 17) & (payload_fwd + payload_rev > 0) & (app == "none")] = "unknown"
+    app = _udp_app_protocol(proto, sport, dport, payload_fwd + payload_rev)
+    wireguard = [port for port, name in UDP_PORT_PROTOCOLS.items() if name == "wireguard"]
+    encrypted_underlay = (proto == 50) | ((proto == 17) & (np.isin(sport, wireguard) | np.isin(dport, wireguard)))
     return {
         "flow_id": np.arange(base, base + n, dtype=np.int64),
         "capture": capture,
@@ -213,11 +213,18 @@ def flow_frame(cols: dict) -> pd.DataFrame:
 UDP_PORT_PROTOCOLS = {51820: "wireguard", 4789: "vxlan", 8472: "vxlan", 6081: "geneve"}
 
 
-def _udp_app_protocol(proto: np.ndarray, sport: np.ndarray, dport: np.ndarray) -> np.ndarray:
+def _udp_app_protocol(proto: np.ndarray, sport: np.ndarray, dport: np.ndarray, payload: np.ndarray) -> np.ndarray:
+    """ESP, the UDP services known by port, "unknown" for other UDP with payload, else "none"."""
     app = np.empty(len(proto), dtype=object)
     app[:] = "none"            # one shared text: np.full would make a string object per flow
     app[proto == 50] = "esp"
-    for port, name in UDP_PORT_PROTOCOLS.items():
-        app[(proto == 17) & ((sport == port) | (dport == port))] = name
+    udp = np.flatnonzero(proto == 17)      # only the UDP flows are looked at further
+    if udp.size:
+        known = np.zeros(len(udp), bool)
+        for port, name in UDP_PORT_PROTOCOLS.items():
+            hit = (sport[udp] == port) | (dport[udp] == port)
+            app[udp[hit]] = name
+            known |= hit
+        app[udp[~known & (payload[udp] > 0)]] = "unknown"
     return app
 
