@@ -45,19 +45,37 @@ def write_parquet(df: pd.DataFrame, where: str | Path | IO[bytes]) -> None:
     pq.write_table(table, where)
 
 
-def write_parquet_frames(frames: Iterable[pd.DataFrame], where: str | Path | IO[bytes]) -> None:
-    """DataFrames of the same columns and dtypes as one Parquet file, a row group each (one frame: the
-    file :func:`write_parquet` writes); a frame's conversion error propagates before the file is opened."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+class ParquetFrames:
+    """DataFrames of the same columns and dtypes written one after the other as one Parquet file, a
+    row group each (one frame: the file :func:`write_parquet` writes). The file is opened with the
+    first frame; a frame's conversion error propagates before anything of it is written."""
 
-    writer = None
-    try:
+    def __init__(self, where: str | Path | IO[bytes]):
+        self.where, self.frames, self._writer = where, 0, None
+
+    def write(self, df: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        table = pandas_readable(pa.Table.from_pandas(df, preserve_index=False))
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.where, table.schema)
+        self._writer.write_table(table)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> ParquetFrames:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_parquet_frames(frames: Iterable[pd.DataFrame], where: str | Path | IO[bytes]) -> None:
+    """``frames`` as one Parquet file (:class:`ParquetFrames`)."""
+    with ParquetFrames(where) as out:
         for df in frames:
-            table = pandas_readable(pa.Table.from_pandas(df, preserve_index=False))
-            if writer is None:
-                writer = pq.ParquetWriter(where, table.schema)
-            writer.write_table(table)
-    finally:
-        if writer is not None:
-            writer.close()
+            out.write(df)

@@ -499,16 +499,18 @@ def _write_parquet(df: pd.DataFrame, path: str | Path) -> None:
         write_parquet(_parquet_safe(df), path)
 
 
-def _write_finding_parquet(findings: FindingSet, path: Path) -> None:
-    """findings.parquet batch by batch (a row group each), as :func:`_write_parquet` writes one table."""
+def _finding_writer(out):
+    """A function writing a batch of findings to ``out`` (a ParquetFrames): as :func:`_write_parquet`
+    writes a table (a batch Arrow refuses as it is goes through :func:`_parquet_safe`)."""
     import pyarrow as pa
 
-    from ._parquet import write_parquet_frames
-    frames = (conform(df.copy(), FINDING_COLUMNS) for df in findings.batches())
-    try:
-        write_parquet_frames(frames, path)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        write_parquet_frames((_parquet_safe(conform(df.copy(), FINDING_COLUMNS)) for df in findings.batches()), path)
+    def write(batch: pd.DataFrame) -> None:
+        batch = conform(batch.copy(), FINDING_COLUMNS)
+        try:
+            out.write(batch)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            out.write(_parquet_safe(batch))
+    return write
 
 
 def write_outputs(analysis: Analysis, out: str | Path) -> dict[str, Path]:
@@ -525,7 +527,6 @@ def write_outputs(analysis: Analysis, out: str | Path) -> dict[str, Path]:
         _write_parquet(analysis.flows, files["flows.parquet"])
         _write_parquet(analysis.tls, files["tls.parquet"])
         _write_parquet(analysis.certs, files["certs.parquet"])
-        _write_finding_parquet(analysis.finding_set, files["findings.parquet"])
         _write_parquet(analysis.ssh, files["ssh.parquet"])      # every table open() returns
         _write_parquet(analysis.http, files["http.parquet"])
         _write_parquet(analysis.captures, files["captures.parquet"])
@@ -538,7 +539,19 @@ def write_outputs(analysis: Analysis, out: str | Path) -> dict[str, Path]:
             files[f"{name}.parquet"] = folder / f"{name}.parquet"
     except OSError as exc:
         raise InputError(folder, f"cannot write: {exc.strerror or exc}") from None
-    write_report_json(analysis, files["report.json"])
+    # findings.parquet beside report.json's findings: each batch's texts are made once for both
+    from ._parquet import ParquetFrames
+    try:
+        with ParquetFrames(files["findings.parquet"]) as findings_out:
+            write = _finding_writer(findings_out)
+            write_report_json(analysis, files["report.json"], on_findings=write)
+            if not findings_out.frames:         # no findings: report.json read none
+                for batch in analysis.finding_set.batches():
+                    write(batch)
+            if not findings_out.frames:
+                write(empty_frame(FINDING_COLUMNS))
+    except OSError as exc:
+        raise InputError(folder, f"cannot write: {exc.strerror or exc}") from None
     return files
 
 

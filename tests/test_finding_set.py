@@ -81,3 +81,21 @@ def test_evaluate_returns_a_dataframe_unless_asked_for_the_compact_set():
                           compact=True)
     assert isinstance(frame, pd.DataFrame) and isinstance(compact, FindingSet)
     pd.testing.assert_frame_equal(compact.frame(), frame)
+
+
+def test_no_findings_still_write_an_empty_findings_table(tmp_path):
+    analysis = _open()
+    analysis.findings = analysis.findings.iloc[:0].copy()
+    write_outputs(analysis, tmp_path)
+    back = pd.read_parquet(tmp_path / "findings.parquet")
+    assert len(back) == 0 and list(back.columns) == list(analysis.findings.columns)
+    assert json.loads((tmp_path / "report.json").read_text())["findings"] == []
+
+
+def test_fingerprints_kept_as_digests_read_as_their_hex_text():
+    import hashlib
+
+    import numpy as np
+    keys = [b"a", b"tls-required\x1fnode-to-apiserver\x1f10.0.0.2\x1f10.0.0.1\x1f6443", b""]
+    digests = np.frombuffer(b"".join(hashlib.sha256(k).digest()[:16] for k in keys), np.uint8)
+    assert findings_module._hex(digests).to_pylist() == [hashlib.sha256(k).hexdigest()[:32] for k in keys]

@@ -108,7 +108,8 @@ def _finding_table(findings: list[dict]) -> FindingSet:
     if not findings:
         return FindingSet.of(empty_frame(FINDING_COLUMNS))
     keys = {name: _pandas_column(name, concat_column([block[name] for block in findings]))
-            for name in ("check", "severity", "path", "capture", "_first")}
+            for name in ("capture", "_first")}
+    keys.update({name: _categorical([block[name] for block in findings]) for name in ("check", "severity", "path")})
     order = _table_order(keys)
     blocks = _block_order(order, [len(block["_first"]) for block in findings])
     keys.pop("_first")
@@ -118,6 +119,10 @@ def _finding_table(findings: list[dict]) -> FindingSet:
         for block in kept:
             for name in (*keys, "_first"):
                 block.pop(name, None)
+        # a capture name per finding as a code into the few names (turned into text when read)
+        capture = pa.array(keys["capture"], pa.large_string(), from_pandas=True)
+        keys["capture"] = pc.dictionary_encode(capture.combine_chunks() if isinstance(capture, pa.ChunkedArray)
+                                               else capture)
         return FindingSet(kept, keys, pandas_column=_pandas_column)
     import pandas as pd
     columns = dict(keys)
@@ -173,6 +178,21 @@ def _pandas_column(name: str, values):
     if declared == "category":                  # sorted categories, as astype("category") makes them
         return pd.Categorical(values)
     return values
+
+
+def _categorical(parts: list[np.ndarray]):
+    """The blocks of a text column as one ``pd.Categorical`` (sorted categories, as of their
+    concatenation), without an object array of all rows: a block of one value (aggregate's) is its code
+    repeated."""
+    import pandas as pd
+    distinct = [pd.unique(part) for part in parts]
+    categories = sorted({v for values in distinct for v in values if isinstance(v, str)})
+    if len(categories) != len({v for values in distinct for v in values}):     # a missing or odd value
+        return pd.Categorical(concat_column(parts))
+    index = {v: i for i, v in enumerate(categories)}
+    codes = [np.full(len(part), index[values[0]], np.int32) if len(values) == 1
+             else np.array([index[v] for v in part], np.int32) for part, values in zip(parts, distinct)]
+    return pd.Categorical.from_codes(np.concatenate(codes), categories=pd.Index(categories))
 
 
 def _sort_codes(column) -> np.ndarray:

@@ -54,6 +54,17 @@ class FindingSet:
         if name in self._keys:
             self._keys[name] = fn(pd.Series(self._keys[name])).array
 
+    def _key(self, name: str, start: int = 0, stop: int | None = None):
+        """Key column ``name`` (rows ``start:stop``) as the table's pandas array: a dictionary-encoded
+        Arrow column (the captures) as its texts."""
+        import pandas as pd
+        import pyarrow as pa
+        column = self._keys[name]
+        if isinstance(column, pa.DictionaryArray):
+            part = column if start == 0 and stop is None else column[start:stop]
+            return self._pandas_column(name, part.dictionary.take(part.indices))
+        return column if start == 0 and stop is None else column[start:stop]
+
     def keys_frame(self):
         """check, severity, path and count of every finding (no texts): what verdicts and counts read
         (a ready DataFrame as it is: with the columns a suppressions file added)."""
@@ -77,7 +88,7 @@ class FindingSet:
         columns = {}
         for name in _names(self._blocks[0]):
             if name in self._keys:
-                columns[name] = self._keys[name]
+                columns[name] = self._key(name)
                 continue
             parts = [t[name] if name in t else b[name] for b, t in zip(self._blocks, texts)]
             columns[name] = self._pandas_column(name, concat_column(parts))
@@ -99,7 +110,7 @@ class FindingSet:
             columns = {}
             for name in _names(block):
                 if name in self._keys:
-                    columns[name] = self._keys[name][start:stop]
+                    columns[name] = self._key(name, start, stop)
                 else:
                     columns[name] = self._pandas_column(name, concat_column([texts.get(name, block.get(name))]))
             del texts

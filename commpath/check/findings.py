@@ -108,6 +108,12 @@ def _constant(value: str, n: int) -> np.ndarray:
     return out
 
 
+def _either(mask: np.ndarray, yes: str, no: str) -> pa.Array:
+    """``yes`` where ``mask``, else ``no``, as Arrow text (a numpy text array would be converted from UTF-32)."""
+    return pc.if_else(pa.array(np.asarray(mask, bool)), pa.scalar(yes, pa.large_string()),
+                      pa.scalar(no, pa.large_string()))
+
+
 def _lists(offsets: np.ndarray, values: pa.Array) -> pa.ListArray:
     return pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), values)
 
@@ -124,8 +130,8 @@ def _addresses(keys: FlowKeys, codes: np.ndarray) -> pa.Array:
 def _clauses(keys: FlowKeys, rows: np.ndarray, src: pa.Array, dst: pa.Array) -> pa.Array:
     """:func:`display_filter` of the connections at ``rows`` (``src``/``dst``: their address texts)."""
     v6 = (keys.ip_version[rows] == 6) | pc.match_substring(src, ":").to_numpy(zero_copy_only=False)
-    ipf = _text(np.where(v6, "ipv6.addr", "ip.addr"))
-    tp = _text(np.where(keys.udp[rows], "udp", "tcp"))
+    ipf = _either(v6, "ipv6.addr", "ip.addr")
+    tp = _either(keys.udp[rows], "udp", "tcp")
     return _join(ipf, "==", src, " && ", ipf, "==", dst, " && ", tp, ".port==", _text(keys.src_port[rows]),
                  " && ", tp, ".port==", _text(keys.dst_port[rows]), " && frame.number>=",
                  _text(keys.first_frame[rows]), " && frame.number<=", _text(keys.last_frame[rows]))
@@ -169,11 +175,12 @@ def _details(detail: np.ndarray, group: np.ndarray, n_groups: int) -> pa.Array:
 
 
 def _endpoint(addr: pa.Array) -> pa.Array:
-    return pc.if_else(pc.match_substring(addr, ":"), _join("[", addr, "]"), addr)
+    v6 = pc.match_substring(addr, ":")
+    return pc.if_else(v6, _join("[", addr, "]"), addr) if pc.any(v6).as_py() else addr
 
 
 #: findings made at once: the intermediate text of one batch is in memory at a time
-GROUP_BATCH = 65_536
+GROUP_BATCH = 16_384
 #: the key of a block's deferred text columns (a callable: :func:`render` makes them)
 RENDER = "_render"
 
@@ -211,7 +218,7 @@ def aggregate(check, path: str, rows: np.ndarray, detail: np.ndarray, keys: Flow
         bounds = starts[g:g + GROUP_BATCH + 1]
         a, b = bounds[0], bounds[-1]
         block = _columns(check, path, rows[a:b], bounds - a, keys, handshake_frames)
-        block[RENDER] = partial(_texts, check, path, rows[a:b], detail[a:b], bounds - a, keys, block["capture"],
+        block[RENDER] = partial(_texts, check, path, rows[a:b], detail[a:b], bounds - a, keys, block.pop("_digest"),
                                 block["frames"], None if wire_said is None else wire_said[a:b],
                                 None if sources is None else sources[a:b])
         blocks.append(block)
@@ -230,6 +237,8 @@ def concat_column(parts: list, combine: bool = True):
     """One finding column from its blocks: numpy arrays, Arrow arrays or Python lists (of an Arrow
     column's values where another block made it in Arrow); ``combine=False`` leaves Arrow blocks chunked."""
     arrow = [p.type for p in parts if isinstance(p, pa.Array)]
+    if len(parts) == 1 and arrow and combine:       # one block: the array itself, not a copy
+        return parts[0]
     if arrow:
         chunked = pa.chunked_array([p if isinstance(p, pa.Array) else pa.array(list(p), arrow[0]) for p in parts],
                                    arrow[0])
@@ -296,16 +305,33 @@ def _columns(check, path: str, rows: np.ndarray, bounds: np.ndarray, keys: FlowK
         "check": _constant(check.id, n_groups), "severity": _constant(check.severity_for(path), n_groups),
         "path": _constant(path, n_groups),
         "flow_ids": _int_lists(bounds, keys.flow_id[rows]),
-        "capture": pa.array(keys.capture_names, pa.large_string()).take(pa.array(keys.capture[first])),
+        "capture": _capture_names(keys, first),
         "frames": _frames(rows[example], group[example], n_groups, keys, handshake_frames),
-        "fingerprint": pa.array([sha256(key).hexdigest()[:32] for key in fp_keys.to_pylist()], pa.large_string()),
+        # 16 bytes each until written (their hex text is 48 with its offset)
+        "_digest": np.frombuffer(b"".join(sha256(key).digest()[:16] for key in fp_keys.to_pylist()), np.uint8),
         "count": counts.astype(np.int64),
         "_first": keys.first_frame[first],
     }
 
 
-def _texts(check, path: str, rows: np.ndarray, detail: np.ndarray, bounds: np.ndarray, keys: FlowKeys, capture,
-           frames: pa.ListArray, wire_said: np.ndarray | None, sources: np.ndarray | None) -> dict:
+def _capture_names(keys: FlowKeys, first: np.ndarray) -> pa.Array:
+    return pa.array(keys.capture_names, pa.large_string()).take(pa.array(keys.capture[first]))
+
+
+#: the two hex digits of each byte value
+_HEX_DIGITS = np.array([f"{i:02x}".encode() for i in range(256)], "S2")
+
+
+def _hex(digest: np.ndarray) -> pa.Array:
+    """Lower-case hex text of consecutive 16-byte digests (``hexdigest()[:32]``), one Arrow text each."""
+    n = len(digest) // 16
+    text = _HEX_DIGITS[digest].tobytes()
+    offsets = pa.py_buffer(np.arange(0, 32 * n + 1, 32, dtype=np.int64).tobytes())
+    return pa.Array.from_buffers(pa.large_string(), n, [None, offsets, pa.py_buffer(text)])
+
+
+def _texts(check, path: str, rows: np.ndarray, detail: np.ndarray, bounds: np.ndarray, keys: FlowKeys,
+           digest: np.ndarray, frames: pa.ListArray, wire_said: np.ndarray | None, sources: np.ndarray | None) -> dict:
     """The text columns of the findings :func:`_columns` keyed: made when they are written or asked
     for, a batch at a time, so that a million findings' messages and filters are never all in memory."""
     starts, counts = bounds[:-1], np.diff(bounds)
@@ -318,7 +344,7 @@ def _texts(check, path: str, rows: np.ndarray, detail: np.ndarray, bounds: np.nd
     clauses = _clauses(keys, ex_rows, _addresses(keys, keys.src[ex_rows]), _addresses(keys, keys.dst[ex_rows]))
     clauses = pc.if_else(pa.array(np.repeat(n_ex > 1, n_ex)), _join("(", clauses, ")"), clauses)
     details = _details(detail, group, n_groups)
-    plural = _text(np.where(counts == 1, "", "s"))
+    plural = _either(counts == 1, "", "s")
     message = _join(f"{check.title}: ", _text(counts), " connection", plural, f" on {path} (", _endpoint(src), " -> ",
                     _endpoint(dst), ":", _text(port), ")")
     message = pc.if_else(pc.equal(details, ""), message, _join(message, ": ", details))
@@ -328,7 +354,8 @@ def _texts(check, path: str, rows: np.ndarray, detail: np.ndarray, bounds: np.nd
         "display_filter": pc.binary_join(_lists(np.r_[0, np.cumsum(n_ex)], clauses),
                                           pa.scalar(" || ", pa.large_string())),
         "reference": _repeat(check.reference_link, n_groups),
-        "evidence_sources": _evidence(check, capture, frames, starts, detail, wire_said, sources),
+        "fingerprint": _hex(digest),
+        "evidence_sources": _evidence(check, _capture_names(keys, first), frames, starts, detail, wire_said, sources),
     }
 
 

@@ -205,7 +205,7 @@ def obj(fields: list[tuple[str, pa.Array]], depth: int) -> pa.Array:
 
 
 #: rows per batch: the text of one batch is in memory at a time
-BATCH = 65_536
+BATCH = 16_384
 
 
 def _batches(df, make):

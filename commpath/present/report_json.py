@@ -84,12 +84,14 @@ def build_report(analysis) -> dict:
     return json.loads(report_text(analysis))
 
 
-def report_chunks(analysis):
-    """report.json piece by piece (text, or UTF-8 buffers of records): memory holds one batch."""
+def report_chunks(analysis, on_findings=None):
+    """report.json piece by piece (text, or UTF-8 buffers of records): memory holds one batch.
+    ``on_findings(batch)`` is called with each batch of findings as it is written (another writer
+    then reads the findings without their texts being made twice)."""
     from ._json_columns import finding_records, flow_records
     findings = _finding_set(analysis)
     made = {"flows": lambda: flow_records(analysis.flows, FLOW_KEYS, VANTAGE_KEYS),
-            "findings": lambda: finding_records(findings.batches())}
+            "findings": lambda: finding_records(_passed(findings.batches(), on_findings))}
     sections = {"flows": _MARKS["flows"] if len(analysis.flows) else [],
                 "findings": _MARKS["findings"] if len(findings) else []}
     text = json.dumps(_skeleton(analysis, sections["flows"], sections["findings"]), indent=2, ensure_ascii=False)
@@ -101,6 +103,14 @@ def report_chunks(analysis):
         yield from made[key]()
         yield "\n  ]"
     yield text + "\n"
+
+
+def _passed(batches, on_batch):
+    """``batches``, each handed to ``on_batch`` first (when given)."""
+    for batch in batches:
+        if on_batch is not None:
+            on_batch(batch)
+        yield batch
 
 
 def _finding_set(analysis):
@@ -118,12 +128,12 @@ def report_text(analysis) -> str:
     return "".join(c if isinstance(c, str) else c.to_pybytes().decode("utf-8") for c in report_chunks(analysis))
 
 
-def write_report_json(analysis, path: str | Path) -> Path:
+def write_report_json(analysis, path: str | Path, on_findings=None) -> Path:
     """Write :func:`report_chunks` to ``path``, one piece at a time."""
     path = Path(path)
     try:
         with path.open("wb") as fh:
-            for chunk in report_chunks(analysis):
+            for chunk in report_chunks(analysis, on_findings):
                 fh.write(chunk.encode("utf-8") if isinstance(chunk, str) else memoryview(chunk))
     except OSError as exc:
         raise InputError(path, f"cannot write: {exc.strerror or exc}") from None
