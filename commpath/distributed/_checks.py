@@ -102,9 +102,11 @@ def checks_on_parts(client, parts: list, shared, merged: bool = True):
         tables = fact_tables(**(facts or {}))
         certs_f, facts_f, policy_f = (shared(x) for x in (certs, tables, policy))
         rows = _tls_by_part(tls, [ids for ids, _ in outlines])
-        judged = [client.submit(judge_part, m, client.scatter(t, hash=False) if t is not None else None, certs_f,
-                                policy_f, scope, tls_known, keylog_given, facts_f, None if merged else k, pure=False)
-                  for k, (m, t) in enumerate(zip(parts, rows))]
+        # each part's rows to a worker in one exchange (one scatter each was a round trip each)
+        rows_f = client.scatter(rows, hash=False) if tls is not None else rows
+        judged = [client.submit(judge_part, m, t, certs_f, policy_f, scope, tls_known, keylog_given, facts_f,
+                                None if merged else k, pure=False)
+                  for k, (m, t) in enumerate(zip(parts, rows_f))]
         results = client.gather(judged)
         findings = combine_findings([f for f, _ in results])
         return findings, path_table(policy, [p for _, p in results], worst_severity(findings), tables)
