@@ -91,8 +91,15 @@ def _text(values) -> pa.Array:
 
 
 def _join(*parts) -> pa.Array:
-    """Element-wise concatenation of Arrow arrays and plain strings (broadcast)."""
-    return pc.binary_join_element_wise(*[pa.scalar(p, pa.large_string()) if isinstance(p, str) else p for p in parts],
+    """Element-wise concatenation of Arrow arrays and plain strings (broadcast; at least one array).
+    Adjacent strings are joined first: the kernel's time grows with the number of pieces."""
+    merged: list = []
+    for part in parts:
+        if isinstance(part, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += part
+        else:
+            merged.append(part)
+    return pc.binary_join_element_wise(*[pa.scalar(p, pa.large_string()) if isinstance(p, str) else p for p in merged],
                                        pa.scalar("", pa.large_string()))
 
 
@@ -108,10 +115,13 @@ def _constant(value: str, n: int) -> np.ndarray:
     return out
 
 
-def _either(mask: np.ndarray, yes: str, no: str) -> pa.Array:
-    """``yes`` where ``mask``, else ``no``, as Arrow text (a numpy text array would be converted from UTF-32)."""
-    return pc.if_else(pa.array(np.asarray(mask, bool)), pa.scalar(yes, pa.large_string()),
-                      pa.scalar(no, pa.large_string()))
+def _either(mask: np.ndarray, yes: str, no: str) -> pa.Array | str:
+    """``yes`` where ``mask``, else ``no``: as Arrow text, or as one string where ``mask`` is all alike
+    (for :func:`_join`; a numpy text array would be converted from UTF-32)."""
+    mask = np.asarray(mask, bool)
+    if mask.all() or not mask.any():
+        return yes if mask.all() and len(mask) else no
+    return pc.if_else(pa.array(mask), pa.scalar(yes, pa.large_string()), pa.scalar(no, pa.large_string()))
 
 
 def _lists(offsets: np.ndarray, values: pa.Array) -> pa.ListArray:
@@ -283,12 +293,16 @@ def _said(check, values: np.ndarray) -> pa.Array:
 def _frames_where(capture: np.ndarray, lists: pa.ListArray) -> pa.Array:
     """``"<capture> frames <first 8 frames>[, ...]"`` per finding (the capture alone without frames), as
     check/evidence.py's ``wire_entries`` words it, made in Arrow kernels."""
-    shown = pc.binary_join(pc.cast(pc.list_slice(lists, 0, 8), pa.list_(pa.large_string())),
+    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
+    longer = lengths > 8
+    shown = pc.binary_join(pc.cast(pc.list_slice(lists, 0, 8) if longer.any() else lists, pa.list_(pa.large_string())),
                            pa.scalar(", ", pa.large_string()))
-    longer = pc.greater(pc.list_value_length(lists), 8)
-    shown = pc.if_else(longer, _join(shown, ", ..."), shown)
+    if longer.any():
+        shown = pc.if_else(pa.array(longer), _join(shown, ", ..."), shown)
     cap = _text(capture if isinstance(capture, pa.Array) else pa.array(capture, pa.large_string()))
-    where = pc.if_else(pc.equal(pc.list_value_length(lists), 0), cap, _join(cap, " frames ", shown))
+    where = _join(cap, " frames ", shown)
+    if (lengths == 0).any():
+        where = pc.if_else(pa.array(lengths == 0), cap, where)
     return where.cast(pa.string())
 
 
@@ -318,14 +332,10 @@ def _capture_names(keys: FlowKeys, first: np.ndarray) -> pa.Array:
     return pa.array(keys.capture_names, pa.large_string()).take(pa.array(keys.capture[first]))
 
 
-#: the two hex digits of each byte value
-_HEX_DIGITS = np.array([f"{i:02x}".encode() for i in range(256)], "S2")
-
-
 def _hex(digest: np.ndarray) -> pa.Array:
     """Lower-case hex text of consecutive 16-byte digests (``hexdigest()[:32]``), one Arrow text each."""
     n = len(digest) // 16
-    text = _HEX_DIGITS[digest].tobytes()
+    text = digest.tobytes().hex().encode()
     offsets = pa.py_buffer(np.arange(0, 32 * n + 1, 32, dtype=np.int64).tobytes())
     return pa.Array.from_buffers(pa.large_string(), n, [None, offsets, pa.py_buffer(text)])
 
@@ -342,12 +352,15 @@ def _texts(check, path: str, rows: np.ndarray, detail: np.ndarray, bounds: np.nd
     ex_rows = rows[example]
     n_ex = np.minimum(counts, MAX_EXAMPLES)
     clauses = _clauses(keys, ex_rows, _addresses(keys, keys.src[ex_rows]), _addresses(keys, keys.dst[ex_rows]))
-    clauses = pc.if_else(pa.array(np.repeat(n_ex > 1, n_ex)), _join("(", clauses, ")"), clauses)
+    if (n_ex > 1).any():
+        clauses = pc.if_else(pa.array(np.repeat(n_ex > 1, n_ex)), _join("(", clauses, ")"), clauses)
     details = _details(detail, group, n_groups)
     plural = _either(counts == 1, "", "s")
     message = _join(f"{check.title}: ", _text(counts), " connection", plural, f" on {path} (", _endpoint(src), " -> ",
                     _endpoint(dst), ":", _text(port), ")")
-    message = pc.if_else(pc.equal(details, ""), message, _join(message, ": ", details))
+    bare = pc.equal(details, "")
+    if not pc.all(bare).as_py():
+        message = pc.if_else(bare, message, _join(message, ": ", details))
     return {
         "message": message,
         "remediation": _repeat(" ".join(check.remediation_for(path).split()), n_groups),

@@ -98,6 +98,9 @@ def _list_json(arr: pa.Array, indent: str) -> pa.Array:
     flat = arr.flatten()
     items = _json_text(flat, "") if len(flat) else pa.array([], STR)
     inner = indent + "  "
+    if arr.null_count == 0 and len(flat) == len(arr) and len(arr) \
+            and pc.all(pc.equal(pc.list_value_length(arr), 1)).as_py():      # one item each (a lone connection)
+        return pc.binary_join_element_wise(_s("[\n" + inner), items, _s("\n" + indent + "]"), _s(""))
     offsets = arr.offsets if arr.offset == 0 else pc.subtract(arr.offsets, arr.offsets[0])  # a batch's slice
     lists = pa.ListArray.from_arrays(offsets, items, mask=arr.is_null() if arr.null_count else None)
     body = pc.binary_join(lists, _s(",\n" + inner))
@@ -158,10 +161,24 @@ def _is_text(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
-def _joined(pieces: list) -> pa.Array:
-    """Element-wise concatenation of literal texts and JSON columns (arrays or :class:`Quoted`)."""
-    parts, literal = [], ""
+class Pieces(list):
+    """The pieces of a JSON value not joined yet (literal texts, columns, :class:`Quoted`): a record
+    takes them in its own join, sparing a joined copy of the nested value."""
+
+
+def _flat(pieces):
     for piece in pieces:
+        if isinstance(piece, Pieces):
+            yield from _flat(piece)
+        else:
+            yield piece
+
+
+def _joined(pieces: list) -> pa.Array:
+    """Element-wise concatenation of literal texts and JSON columns (arrays, :class:`Quoted` or
+    :class:`Pieces`)."""
+    parts, literal = [], ""
+    for piece in _flat(pieces):
         if isinstance(piece, str):
             literal += piece
         elif isinstance(piece, Quoted):
@@ -195,13 +212,15 @@ def records(fields: list[tuple[str, pa.Array]], n: int, depth: int, last: bool =
     return _concat(_joined(pieces))
 
 
-def obj(fields: list[tuple[str, pa.Array]], depth: int) -> pa.Array:
-    """A column of JSON objects nested in a record at ``depth`` (``{`` on the key's line)."""
+def obj(fields: list[tuple[str, pa.Array]], depth: int, joined: bool = True) -> pa.Array | Pieces:
+    """A column of JSON objects nested in a record at ``depth`` (``{`` on the key's line); its
+    :class:`Pieces` with ``joined=False``."""
     inner = "  " * (depth + 1)
-    pieces = []
+    pieces = Pieces()
     for i, (key, text) in enumerate(fields):
         pieces += [("{\n" if i == 0 else ",\n") + f'{inner}"{key}": ', text]
-    return _joined([*pieces, f"\n{'  ' * depth}}}"])
+    pieces.append(f"\n{'  ' * depth}}}")
+    return _joined(pieces) if joined else pieces
 
 
 #: rows per batch: the text of one batch is in memory at a time
@@ -285,7 +304,7 @@ def finding_records(frames):
 def _finding_batch(findings, last: bool) -> pa.Buffer:
     six, eight = " " * 6, " " * 8
     evidence = obj([("capture", column(findings, "capture", eight)), ("frames", _empty_lists(findings, "frames", eight)),
-                    ("display_filter", column(findings, "display_filter", eight))], 3)
+                    ("display_filter", column(findings, "display_filter", eight))], 3, joined=False)
     fields = [(k, column(findings, k, six)) for k in ("check", "severity", "path")]
     fields += [("flow_ids", _empty_lists(findings, "flow_ids", six)), ("message", column(findings, "message", six)),
                ("remediation", column(findings, "remediation", six)), ("evidence", evidence)]
@@ -310,7 +329,7 @@ def _evidence_column(values, indent: str) -> pa.Array:
                 and [f.name for f in entries.type] == list(ENTRY_KEYS)):
             texts = dict(zip(ENTRY_KEYS, entries.flatten()))
             if not any(t.null_count for t in texts.values()):     # the usual cells, read in Arrow
-                return _entry_text(texts, indent) if len(arr) else pa.array([], STR)
+                return _entry_text(texts, indent, joined=False) if len(arr) else pa.array([], STR)
         values = arr.to_pylist()
     cells = values.tolist() if hasattr(values, "tolist") else list(values)
     usual = [type(v) is list and len(v) == 1 and type(v[0]) is dict and tuple(v[0]) == ENTRY_KEYS for v in cells]
@@ -344,13 +363,14 @@ def _entry_lists(values) -> pa.Array | None:
     return arr if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) else None
 
 
-def _entry_text(texts: dict[str, pa.Array], indent: str) -> pa.Array:
-    """One-entry evidence lists from the entries' texts by key."""
+def _entry_text(texts: dict[str, pa.Array], indent: str, joined: bool = True) -> pa.Array | Pieces:
+    """One-entry evidence lists from the entries' texts by key (their :class:`Pieces` with ``joined=False``)."""
     inner, item = indent + "  ", indent + "    "
-    pieces = ["[\n" + inner + "{\n"]
+    pieces = Pieces(["[\n" + inner + "{\n"])
     for j, k in enumerate(ENTRY_KEYS):
         pieces += [("" if j == 0 else ",\n") + f'{item}"{k}": ', _text_value(texts[k])]
-    return _joined([*pieces, "\n" + inner + "}\n" + indent + "]"])
+    pieces.append("\n" + inner + "}\n" + indent + "]")
+    return _joined(pieces) if joined else pieces
 
 
 def _evidence_cells(cells: list, usual: list[bool], indent: str) -> pa.Array:
@@ -370,7 +390,8 @@ def _evidence_cells(cells: list, usual: list[bool], indent: str) -> pa.Array:
 def _empty_lists(df, key: str, indent: str) -> pa.Array:
     """A list column whose missing cells are ``[]``."""
     text = column(df, key, indent)
-    return pc.if_else(pc.equal(text, "null"), _s("[]"), text)
+    missing = pc.equal(text, "null")
+    return pc.if_else(missing, _s("[]"), text) if pc.any(missing).as_py() else text
 
 
 def _concat(arr: pa.Array) -> pa.Buffer:
