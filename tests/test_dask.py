@@ -281,7 +281,7 @@ def test_local_workers_run_with_the_quiet_diagnostics_and_a_given_cluster_keeps_
         assert set(given.run(_diagnostics).values()) == {before}
 
 
-def test_socket_parts_grow_with_the_run_so_a_workers_merge_stays_bounded(cluster):
+def test_merge_parts_grow_with_the_run_so_a_workers_merge_stays_bounded(cluster):
     """Two parts per worker thread on a small run; on a large one, one per PART_FLOWS flows (the
     merge gives the same rows for any number of parts: test_dask_merge)."""
     from commpath.distributed._merge import PART_FLOWS, parts_count

@@ -94,3 +94,33 @@ def test_host_findings_by_parts_equal_the_whole_run(tmp_path):
         findings, paths = _by_parts(a, n, None, keylog_given=False)
         assert_frame_equal(findings, whole[0], check_exact=True)
         assert_frame_equal(paths, whole[1], check_exact=True)
+
+
+def test_a_worker_dying_before_the_checks_the_run_finishes_with_the_same_results(tmp_path, monkeypatch):
+    """The merged parts the checks read live on the workers: when the worker holding one dies just
+    before the checks (the stages before the merge are released by then, so dask cannot make the
+    part again), the driver judges the merged flows it received: the same results."""
+    from distributed import Client
+
+    from _dask_parts import dask_cluster, wait_until
+    from commpath.distributed import _checks
+    folder = CAPTURES / "default"
+    single = commpath.open(folder, **_options(folder))
+    made = _checks.checks_on_parts
+    killed: list[str] = []
+    with dask_cluster(tmp_path / "dask", workers=2) as c, Client(c.address, timeout=60) as client:
+        client.wait_for_workers(2, timeout=180)
+
+        def kill_a_holder(cl, parts, shared, merged=True):
+            # the worker that holds the first part (every part is finished: the driver has its rows)
+            holder = client.who_has([parts[0]])[parts[0].key][0]
+            name = client.scheduler_info()["workers"][holder]["name"]
+            c.kill_worker(name)
+            killed.append(name)
+            wait_until(lambda: holder not in client.scheduler_info()["workers"], "the scheduler to see the death")
+            return made(cl, parts, shared, merged)
+        monkeypatch.setattr(_checks, "checks_on_parts", kill_a_holder)
+        on_dask = commpath.open(folder, client=client, **_options(folder))
+    assert killed and on_dask.merged
+    from test_dask import assert_same_analysis
+    assert_same_analysis(single, on_dask)

@@ -1,5 +1,5 @@
 """A local Dask worker's peak memory stays bounded as the run grows: what a worker keeps between the
-stages beyond its budget goes to its local disk, and the merge's socket parts have a fixed size."""
+stages beyond its budget goes to its local disk, and the merge's merge parts have a fixed size."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ REPEAT = 600
 #: (``_cluster.LOCAL_CLUSTER_CONFIG``), less than a worker of the larger run keeps (≈ 160 MiB by dask's
 #: ``sizeof``, 50 MiB in the small run), and spills when its process passes 0.6 of it (always, here).
 BUDGET = 200 * 2**20
-#: Vantage-point flows per socket part of the merge in these runs: the small run already has parts of this size.
+#: Vantage-point flows per merge part of the merge in these runs: the small run already has parts of this size.
 PART_FLOWS = 10_000
 
 

@@ -90,6 +90,21 @@ def checks_on_parts(client, parts: list, shared, merged: bool = True):
     worker, as a future."""
     def evaluate(flows, tls=None, certs=None, policy="default", inventory=None, *, tls_known: bool = True,
                  keylog_given: bool = False, facts: dict | None = None, compact: bool = False):
+        from distributed.client import FutureCancelledError
+        from distributed.scheduler import KilledWorker
+        try:
+            return on_parts(flows, tls, certs, policy, inventory, tls_known, keylog_given, facts)
+        except (FutureCancelledError, KilledWorker, OSError) as exc:
+            # a part lost with its worker cannot always be made again (the stages before the merge
+            # were released to bound the workers' memory): the driver has the same flows
+            if flows is None:
+                from ..errors import CommpathError
+                raise CommpathError(f"the Dask workers judging the run's parts were lost: {exc}") from None
+            from ..check import evaluate as in_process
+            return in_process(flows, tls, certs, policy, inventory, tls_known=tls_known, keylog_given=keylog_given,
+                              facts=facts, compact=compact)
+
+    def on_parts(flows, tls, certs, policy, inventory, tls_known, keylog_given, facts):
         from ..check import load_policy
         from ..check.reduce import combine_findings, path_table, worst_severity
         from ..check.evidence import fact_tables

@@ -35,7 +35,7 @@ LOCAL_CLUSTER_CONFIG = {
 }
 
 #: The memory budget of each local worker process: the largest task's working set (a capture's
-#: decode within the engine's budgets, a socket part of ``_merge.PART_FLOWS`` flows) plus what it
+#: decode within the engine's budgets, a merge part of ``_merge.PART_FLOWS`` flows) plus what it
 #: keeps of the stages' results before spilling them (half of it); or the machine's share per
 #: worker when smaller. Measured in benchmarks/RESULTS.md (#14 scale).
 LOCAL_WORKER_MEMORY = 2 * 2**30

@@ -68,15 +68,16 @@ def merge_part(part: tuple[pd.DataFrame, pd.Series], captures: pd.DataFrame, off
     return merged
 
 
-#: vantage-point flows per socket part at most (a part's merge holds its rows a few times over:
-#: measured, a worker peaked at 1.9 GB merging a quarter of 60 hosts' 1 M flows)
+#: vantage-point flows per merge part at most, unless one initiator address alone has more (its
+#: flows are one part's: see the module's docstring; a part's merge holds its rows a few times
+#: over: measured, a worker peaked at 1.9 GB merging a quarter of 60 hosts' 1 M flows)
 PART_FLOWS = 100_000
 
 
 def parts_count(client, units: int, flows: int = 0) -> int:
     """Two parts per worker thread (so a slow part does not hold the run up), at most one per unit
     (host), and at least one per :data:`PART_FLOWS` flows, so a worker's memory stays bounded
-    whatever the run's size."""
+    whatever the run's size (save for one initiator address of more flows than that)."""
     try:
         threads = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values())
     except Exception:   # an old scheduler: one part per unit is always right

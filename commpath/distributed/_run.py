@@ -199,7 +199,7 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
     offsets = None
     if merge is not False and sum(summaries[i]["flows"] for i in live) and (
             merge or len(capture_hosts(captures)) > 1):
-        def release() -> None:        # the socket parts hold the classified rows now
+        def release() -> None:        # the merge parts hold the classified rows now
             prepared.clear()
             classified.clear()
         flows, offsets = _merged_on_workers(client, classified, units, unit_names, captures, captures_f, progress,
@@ -238,7 +238,7 @@ def _merged_on_workers(client, classified: dict, units: list[int], names: list[s
     pieces = [[by_host[k][p] for k in range(len(units))] for p in range(n)]
     del cut, by_host     # each host's list of parts is released once its pieces hold them
     parts = [client.submit(together, pieces[p], pure=False) for p in range(n)]
-    label = [f"socket part {p}" for p in range(n)]
+    label = [f"merge part {p}" for p in range(n)]
     pairs = _collect(client, {client.submit(pairs_of, parts[p], captures_f, pure=False): p for p in range(n)},
                      label, "merging it")
     del pieces           # released (not cancelled: that would cancel the parts made from them too)
