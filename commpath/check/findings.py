@@ -75,7 +75,15 @@ def flow_keys(flows) -> FlowKeys:
                     dst=ip_codes[n:], address_text=_arrow_text(ips.array), dst_port=ints("dst_port"),
                     src_port=ints("src_port"), first_frame=ints("first_frame"), last_frame=ints("last_frame"),
                     flow_id=ints("flow_id"), ip_version=ints("ip_version"),
-                    udp=flows["transport"].astype("string").eq("udp").fillna(False).to_numpy(bool))
+                    udp=_is_udp(flows["transport"]))
+
+
+def _is_udp(transport) -> np.ndarray:
+    """Whether each flow is UDP (a category column compared by its codes, not as a million texts)."""
+    import pandas as pd
+    if not isinstance(transport.dtype, pd.CategoricalDtype):
+        transport = transport.astype("string")
+    return transport.eq("udp").fillna(False).to_numpy(bool)
 
 
 def _arrow_text(values) -> pa.Array:
