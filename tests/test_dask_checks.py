@@ -14,19 +14,11 @@ from commpath.check import evaluate
 from commpath.check.reduce import combine_findings, path_table, worst_severity
 from commpath.distributed._checks import RunScope, judge_part, part_outline
 from commpath.distributed._merge import initiator_parts
+from test_dask import _options      # a lab run's inventory, CA bundle and key log as open()'s arguments
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTURES = REPO / "captures"
 SCENARIOS = sorted(p.parent.name for p in CAPTURES.glob("*/ground-truth.yaml"))
-
-
-def _options(folder: Path) -> dict:
-    opts = {"inventory": str(folder / "inventory.yaml")}
-    if (folder / "pki/ca.crt").is_file():
-        opts["ca"] = str(folder / "pki/ca.crt")
-    if (folder / "keylog.txt").is_file():
-        opts["keylog"] = str(folder / "keylog.txt")
-    return opts
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
