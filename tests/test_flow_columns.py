@@ -77,3 +77,12 @@ def test_the_flow_table_grows_in_place_or_beside_a_live_view():
     view = table.fi[:2]
     table._grow_flows()                        # a view is alive: copied, and the view still reads its rows
     assert table.fi.shape[0] == 16 and (view == 7).all() and (table.fi[:4] == 7).all() and (table.fi[8:] == 0).all()
+
+
+def test_ipv4_texts_of_every_octet_width():
+    rng = np.random.default_rng(11)
+    v4 = np.concatenate([np.array([0, 0xFFFFFFFF, 0x010A64C8, 0x09636300], np.uint64),   # 1.10.100.200, 9.99.99.0
+                         rng.integers(0, 1 << 32, 50_000, dtype=np.uint64)])
+    lo, hi = v4 | MAPPED, np.zeros_like(v4)
+    assert addresses(hi, lo).tolist() == _expected(hi, lo)
+    assert addresses(hi[:0], lo[:0]).tolist() == []

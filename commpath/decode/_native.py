@@ -74,6 +74,7 @@ _KERNELS = {
     "cp_index_pcapng": ("p i p p p p i i p p p p p p", None),
     "cp_parse_headers": ("p i p p p p", None),
     "cp_layout": ("p", None),
+    "cp_ipv4_texts": ("p i p p", None),
     "cp_rehash": ("p p i p i", None),
     "cp_pack_marks": ("p i p i p i p p p", None),
     "cp_select_tls": ("p p i p i p p i p p p p p p p", ctypes.c_int64),

@@ -531,6 +531,32 @@ enum { TH_FIN = 0x01, TH_SYN = 0x02, TH_RST = 0x04, TH_ACK = 0x10 };
 /* Columns of a stream arena slot's int64 meta row. */
 enum { A_CONTIG, A_MAXEND, A_MARKS, A_OWNER, N_META };
 
+/* ------------------------------------------------------------------ address texts */
+
+/* Dotted quads of the low 32 bits of each value (IPv4, stored IPv4-mapped), as an Arrow string
+ * array's offsets (n + 1) and data (at most 15 bytes an address): a million distinct addresses
+ * in a few milliseconds, where casting their octets to text in Arrow took 0.3 s. */
+void cp_ipv4_texts(const u64 *mapped, i64 n, u8 *out, int32_t *offsets) {
+    i64 at = 0;
+    offsets[0] = 0;
+    for (i64 i = 0; i < n; i++) {
+        u32 a = (u32)mapped[i];
+        for (int k = 3; k >= 0; k--) {
+            u32 o = (a >> (8 * k)) & 0xFF;
+            if (o >= 100) {
+                out[at++] = (u8)('0' + o / 100);
+                out[at++] = (u8)('0' + o / 10 % 10);
+            } else if (o >= 10) {
+                out[at++] = (u8)('0' + o / 10);
+            }
+            out[at++] = (u8)('0' + o % 10);
+            if (k)
+                out[at++] = '.';
+        }
+        offsets[i + 1] = (int32_t)at;
+    }
+}
+
 /* The layout the Python side checks against its own constants. */
 void cp_layout(i64 *out) {
     out[0] = N_INT;
