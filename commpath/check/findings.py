@@ -92,21 +92,37 @@ def _arrow_text(values) -> pa.Array:
     return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
 
 
-def _text(values) -> pa.Array:
-    """An Arrow string array from numbers or text."""
+def _text(values) -> pa.Array | str:
+    """An Arrow string array from numbers or text; one ``str`` for integers that are all the same
+    (:func:`_join` takes it as text between the columns)."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iu" and len(values) > 1 \
+            and (values == values[0]).all():
+        return str(int(values[0]))
     arr = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values)
     return pc.cast(arr, pa.large_string())
 
 
+def _single(arr) -> pa.Array | str:
+    """``arr``'s one text where every row holds the same one (no nulls), else ``arr`` itself."""
+    if len(arr) < 2 or arr.null_count or not pa.types.is_large_string(arr.type) or arr[0] != arr[-1]:
+        return arr
+    return arr[0].as_py() if pc.all(pc.equal(arr, arr[0])).as_py() else arr
+
+
 def _join(*parts) -> pa.Array:
     """Element-wise concatenation of Arrow arrays and plain strings (broadcast; at least one array).
-    Adjacent strings are joined first: the kernel's time grows with the number of pieces."""
+    A column holding one text throughout joins as that text, and adjacent strings are joined first:
+    the kernel's time grows with the number of pieces (a batch's findings often share a responder)."""
+    n = next(len(p) for p in parts if not isinstance(p, str))
     merged: list = []
     for part in parts:
+        part = part if isinstance(part, str) else _single(part)
         if isinstance(part, str) and merged and isinstance(merged[-1], str):
             merged[-1] += part
         else:
             merged.append(part)
+    if len(merged) == 1 and isinstance(merged[0], str):
+        return _repeat(merged[0], n)
     return pc.binary_join_element_wise(*[pa.scalar(p, pa.large_string()) if isinstance(p, str) else p for p in merged],
                                        pa.scalar("", pa.large_string()))
 
@@ -372,8 +388,8 @@ def _texts(check, path: str, rows: np.ndarray, detail: np.ndarray, bounds: np.nd
     return {
         "message": message,
         "remediation": _repeat(" ".join(check.remediation_for(path).split()), n_groups),
-        "display_filter": pc.binary_join(_lists(np.r_[0, np.cumsum(n_ex)], clauses),
-                                          pa.scalar(" || ", pa.large_string())),
+        "display_filter": clauses if (n_ex == 1).all() else pc.binary_join(_lists(np.r_[0, np.cumsum(n_ex)], clauses),
+                                                                          pa.scalar(" || ", pa.large_string())),
         "reference": _repeat(check.reference_link, n_groups),
         "fingerprint": _hex(digest),
         "evidence_sources": _evidence(check, _capture_names(keys, first), frames, starts, detail, wire_said, sources),

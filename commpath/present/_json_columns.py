@@ -174,9 +174,9 @@ def _flat(pieces):
             yield piece
 
 
-def _joined(pieces: list) -> pa.Array:
+def _joined(pieces: list, n: int | None = None) -> pa.Array:
     """Element-wise concatenation of literal texts and JSON columns (arrays, :class:`Quoted` or
-    :class:`Pieces`)."""
+    :class:`Pieces`); ``n`` rows of the literal where every piece is one."""
     parts, literal = [], ""
     for piece in _flat(pieces):
         if isinstance(piece, str):
@@ -187,17 +187,53 @@ def _joined(pieces: list) -> pa.Array:
         else:
             parts += [_s(literal), piece]
             literal = ""
+    if not parts:
+        return pa.repeat(_s(literal), n)
     return pc.binary_join_element_wise(*parts, _s(literal), _s(""))
 
 
-def column(df, key: str, indent: str) -> pa.Array | Quoted:
-    """``df[key]`` as JSON text (a missing column is null throughout)."""
+def column(df, key: str, indent: str) -> pa.Array | Quoted | str:
+    """``df[key]`` as JSON text: one text (a ``str``, which the records join as they join the text
+    between the values) where every row's is the same, as a missing column's null throughout. A
+    batch's constant columns (its capture, a path, a check's remediation, TLS facts of no TLS) then
+    cost neither a text column nor a piece of the records' join, whose time grows with its pieces."""
     if key not in df:
-        return pa.array(["null"] * len(df), STR)
+        return "null"
     arr = _arrow(df[key])
+    if len(arr) > 1 and _same(arr):
+        return _one_text(_column_text(arr.slice(0, 1), indent))
+    return _column_text(arr, indent)
+
+
+def _column_text(arr: pa.Array, indent: str) -> pa.Array | Quoted:
     if _is_text(arr.type) or (pa.types.is_dictionary(arr.type) and _is_text(arr.dictionary.type)):
         return _text_value(arr)
     return _json_text(arr, indent)
+
+
+def _one_text(text: pa.Array | Quoted) -> str:
+    """The JSON text of a one-row column."""
+    return f'"{text.text[0].as_py()}"' if isinstance(text, Quoted) else text[0].as_py()
+
+
+def _same(arr: pa.Array) -> bool:
+    """Whether every value of ``arr`` is the same one, as its JSON text would show (the bits of a float:
+    -0.0 is not 0.0); False where telling costs more than it saves (lists, structs)."""
+    if arr.null_count:
+        return arr.null_count == len(arr)
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        return _same(arr.indices)
+    if pa.types.is_integer(t) or pa.types.is_boolean(t):
+        low, high = pc.min_max(arr).values()
+        return low.as_py() == high.as_py()
+    if pa.types.is_floating(t):
+        values = arr.to_numpy()
+        bits = values.view(f"u{values.itemsize}")
+        return bool((bits == bits[0]).all())
+    if _is_text(t):
+        return bool(pc.all(pc.equal(arr, arr[0])).as_py())
+    return False
 
 
 def records(fields: list[tuple[str, pa.Array]], n: int, depth: int, last: bool = True) -> pa.Buffer:
@@ -207,20 +243,20 @@ def records(fields: list[tuple[str, pa.Array]], n: int, depth: int, last: bool =
     pieces = [outer]    # text between the values, then the value: one join over all columns
     for i, (key, text) in enumerate(fields):
         pieces += [("{\n" if i == 0 else ",\n") + f'{inner}"{key}": ', text]
-    more = np.arange(n) < (n - 1 if last else n)
-    pieces.append(pc.if_else(pa.array(more), _s(f"\n{outer}}},\n"), _s(f"\n{outer}}}")))
-    return _concat(_joined(pieces))
+    pieces.append(f"\n{outer}}},\n")     # every record followed by ",\n": the last one's is cut off
+    text = _concat(_joined(pieces, n))
+    return text.slice(0, text.size - 2) if last and n else text
 
 
-def obj(fields: list[tuple[str, pa.Array]], depth: int, joined: bool = True) -> pa.Array | Pieces:
-    """A column of JSON objects nested in a record at ``depth`` (``{`` on the key's line); its
+def obj(fields: list[tuple[str, pa.Array]], depth: int, joined: bool = True, n: int | None = None) -> pa.Array | Pieces:
+    """A column of ``n`` JSON objects nested in a record at ``depth`` (``{`` on the key's line); its
     :class:`Pieces` with ``joined=False``."""
     inner = "  " * (depth + 1)
     pieces = Pieces()
     for i, (key, text) in enumerate(fields):
         pieces += [("{\n" if i == 0 else ",\n") + f'{inner}"{key}": ', text]
     pieces.append(f"\n{'  ' * depth}}}")
-    return _joined(pieces) if joined else pieces
+    return _joined(pieces, n) if joined else pieces
 
 
 #: rows per batch: the text of one batch is in memory at a time
@@ -390,6 +426,8 @@ def _evidence_cells(cells: list, usual: list[bool], indent: str) -> pa.Array:
 def _empty_lists(df, key: str, indent: str) -> pa.Array:
     """A list column whose missing cells are ``[]``."""
     text = column(df, key, indent)
+    if isinstance(text, str):
+        return "[]" if text == "null" else text
     missing = pc.equal(text, "null")
     return pc.if_else(missing, _s("[]"), text) if pc.any(missing).as_py() else text
 
