@@ -90,7 +90,8 @@ def _floats(arr: pa.Array) -> pa.Array:
     if odd.any():
         where = np.flatnonzero(odd)
         text = _put(text, where, [json.dumps(float(values[i])) for i in where])
-    return pc.if_else(pc.is_nan(pc.fill_null(arr.cast(pa.float64()), float("nan"))), NULL, text)
+    missing = np.isnan(values)      # NaN and null alike (to_numpy gives a null as NaN)
+    return pc.if_else(pa.array(missing), NULL, text) if missing.any() else text
 
 
 def _list_json(arr: pa.Array, indent: str) -> pa.Array:
@@ -192,7 +193,7 @@ def _joined(pieces: list, n: int | None = None) -> pa.Array:
     return pc.binary_join_element_wise(*parts, _s(literal), _s(""))
 
 
-def column(df, key: str, indent: str) -> pa.Array | Quoted | str:
+def column(df, key: str, indent: str) -> pa.Array | Quoted | Pieces | str:
     """``df[key]`` as JSON text: one text (a ``str``, which the records join as they join the text
     between the values) where every row's is the same, as a missing column's null throughout. A
     batch's constant columns (its capture, a path, a check's remediation, TLS facts of no TLS) then
@@ -205,14 +206,26 @@ def column(df, key: str, indent: str) -> pa.Array | Quoted | str:
     return _column_text(arr, indent)
 
 
-def _column_text(arr: pa.Array, indent: str) -> pa.Array | Quoted:
+def _column_text(arr: pa.Array, indent: str) -> pa.Array | Quoted | Pieces:
     if _is_text(arr.type) or (pa.types.is_dictionary(arr.type) and _is_text(arr.dictionary.type)):
         return _text_value(arr)
+    if (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type)) and _one_each(arr):
+        # a lone connection's flow id and frame: the brackets are text between the records' values
+        flat = arr.flatten()
+        item = _text_value(flat) if _is_text(flat.type) else _json_text(flat, "")
+        return Pieces(["[\n" + indent + "  ", item, "\n" + indent + "]"])
     return _json_text(arr, indent)
 
 
-def _one_text(text: pa.Array | Quoted) -> str:
+def _one_each(arr: pa.Array) -> bool:
+    """Whether every cell of a list column holds exactly one item."""
+    return len(arr) > 0 and arr.null_count == 0 and bool((np.diff(arr.offsets.to_numpy()) == 1).all())
+
+
+def _one_text(text: pa.Array | Quoted | Pieces) -> str:
     """The JSON text of a one-row column."""
+    if isinstance(text, Pieces):
+        return _joined(text, 1)[0].as_py()
     return f'"{text.text[0].as_py()}"' if isinstance(text, Quoted) else text[0].as_py()
 
 
@@ -428,6 +441,8 @@ def _empty_lists(df, key: str, indent: str) -> pa.Array:
     text = column(df, key, indent)
     if isinstance(text, str):
         return "[]" if text == "null" else text
+    if isinstance(text, Pieces):            # one item each: none missing
+        return text
     missing = pc.equal(text, "null")
     return pc.if_else(missing, _s("[]"), text) if pc.any(missing).as_py() else text
 
