@@ -152,3 +152,18 @@ def test_columns_are_the_json_modules_text_for_large_floats_and_plain_texts():
     text = records([(k, column(df, k, "    ")) for k in df.columns], n, 1).to_pybytes().decode()
     assert text == ",\n".join("  " + json.dumps(r, indent=2, ensure_ascii=False).replace("\n", "\n  ")
                               for r in df.astype(object).to_dict("records"))
+
+
+def test_constant_columns_and_one_item_lists_are_the_json_modules_text():
+    """Columns with the same value in every row (written once, as text between the values), the sign
+    of a zero, escapes in a constant text, and one-item lists come out as json.dumps writes them."""
+    import pandas as pd
+    from commpath.present._json_columns import column, records
+    df = pd.DataFrame({"zeros": [0.0, -0.0, 0.0], "neg": [-0.0] * 3, "big": [3e10] * 3, "odd": pd.array(['a"b\\'] * 3, dtype="string"),
+                       "cat": pd.Categorical(["x"] * 3), "none": pd.array([None] * 3, dtype="string"), "ints": [7] * 3,
+                       "flag": [True] * 3, "one": [[5], [6], [7]], "texts": [["a"], ["b"], ["c"]], "same": [["q"]] * 3})
+    for last in (True, False):
+        text = records([(k, column(df, k, "    ")) for k in df.columns], len(df), 1, last).to_pybytes().decode()
+        expected = ",\n".join("  " + json.dumps(r, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+                              for r in df.astype(object).where(df.notna(), None).to_dict("records"))
+        assert text == expected + ("" if last else ",\n")

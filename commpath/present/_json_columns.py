@@ -200,7 +200,11 @@ def column(df, key: str, indent: str) -> pa.Array | Quoted | Pieces | str:
     cost neither a text column nor a piece of the records' join, whose time grows with its pieces."""
     if key not in df:
         return "null"
-    arr = _arrow(df[key])
+    return _array_text(_arrow(df[key]), indent)
+
+
+def _array_text(arr: pa.Array, indent: str) -> pa.Array | Quoted | Pieces | str:
+    """:func:`column` of an Arrow column."""
     if len(arr) > 1 and _same(arr):
         return _one_text(_column_text(arr.slice(0, 1), indent))
     return _column_text(arr, indent)
@@ -276,24 +280,39 @@ def obj(fields: list[tuple[str, pa.Array]], depth: int, joined: bool = True, n: 
 BATCH = 16_384
 
 
-def _batches(df, make):
-    """``make(batch, last)`` over row batches of ``df``: the records' text, buffer by buffer."""
-    n = len(df)
-    for start in range(0, n, BATCH):
-        yield make(df.iloc[start:start + BATCH], start + BATCH >= n)
-
-
 def flow_records(flows, keys: list[str], vantage_keys: list[str]):
     """The flows as JSON records at depth 2 of the report, joined by ``,\\n``: UTF-8 buffers by batch."""
-    return _batches(flows, lambda df, last: _flow_batch(df, keys, vantage_keys, last))
+    columns = {k: _whole(flows[k]) for k in keys if k in flows}
+    vantage = flows["vantage_points"] if "vantage_points" in flows else None
+    n = len(flows)
+    for start in range(0, n, BATCH):
+        stop = min(start + BATCH, n)
+        yield _flow_batch({k: _part(c, start, stop) for k, c in columns.items()}, stop - start,
+                          None if vantage is None else vantage.iloc[start:stop], keys, vantage_keys, stop >= n)
 
 
-def _flow_batch(flows, keys: list[str], vantage_keys: list[str], last: bool) -> pa.Buffer:
+def _whole(series) -> pa.Array | pa.ChunkedArray:
+    """A flow column as Arrow once, sliced by batch: a frame's batch and its column lookups cost pandas
+    more than the text of most columns. An object column stays pandas, converted by batch: the
+    type Arrow infers from its values (a batch of all-null lists) is a batch's, as it always was."""
+    return series if series.dtype == object else pa.array(series, from_pandas=True)
+
+
+def _part(column, start: int, stop: int) -> pa.Array:
+    """Rows ``start:stop`` of a :func:`_whole` column as one Arrow array."""
+    if isinstance(column, (pa.Array, pa.ChunkedArray)):
+        part = column.slice(start, stop - start)
+        return part.combine_chunks() if isinstance(part, pa.ChunkedArray) else part
+    return _arrow(column.iloc[start:stop])
+
+
+def _flow_batch(columns: dict[str, pa.Array], n: int, vantage, keys: list[str], vantage_keys: list[str],
+                last: bool) -> pa.Buffer:
     indent = " " * 6
-    fields = [(k, column(flows, k, indent)) for k in keys]
-    if "vantage_points" in flows:
-        fields.append(("vantage_points", _vantage_column(flows["vantage_points"].tolist(), vantage_keys, indent)))
-    return records(fields, len(flows), 2, last)
+    fields = [(k, _array_text(columns[k], indent) if k in columns else "null") for k in keys]
+    if vantage is not None:
+        fields.append(("vantage_points", _vantage_column(vantage.tolist(), vantage_keys, indent)))
+    return records(fields, n, 2, last)
 
 
 def _vantage_column(cells: list, keys: list[str], indent: str) -> pa.Array:
@@ -347,7 +366,8 @@ def finding_records(frames):
         df, ahead = ahead, next(frames, None)
         n = len(df)
         for start in range(0, n, BATCH):
-            yield _finding_batch(df.iloc[start:start + BATCH], ahead is None and start + BATCH >= n)
+            part = df if n <= BATCH else df.iloc[start:start + BATCH]      # a block is one batch: no copy
+            yield _finding_batch(part, ahead is None and start + BATCH >= n)
 
 
 def _finding_batch(findings, last: bool) -> pa.Buffer:
