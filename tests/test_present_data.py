@@ -69,9 +69,10 @@ def lab_analysis(name: str, keylog: bool = True):
 
 @functools.cache
 def public_analysis():
-    folder = Path(tempfile.mkdtemp(prefix="commpath-present-"))
-    (folder / "inventory.yaml").write_text(PUBLIC_INVENTORY, encoding="utf-8")
-    return commpath.open(*PUBLIC_FILES, inventory=folder / "inventory.yaml")
+    with tempfile.TemporaryDirectory(prefix="commpath-present-") as folder:     # read by open(), then removed
+        inventory = Path(folder) / "inventory.yaml"
+        inventory.write_text(PUBLIC_INVENTORY, encoding="utf-8")
+        return commpath.open(*PUBLIC_FILES, inventory=inventory)
 
 
 def analysis_ids() -> list[str]:
