@@ -355,7 +355,8 @@ def test_cluster_capture_on_the_real_lab_scored_against_the_audit_log(agent_imag
         bad.stderr[-2000:]
     assert bad.stderr.strip().splitlines()[-1].startswith("commpath: error:") and "Traceback" not in bad.stderr
     assert "removed everything it created" in bad.stderr and bad_left == []
-    assert term.returncode == 130 and "removed everything it created" in "".join(lines2) and term_left == []
+    assert term.returncode == 130 and "removed everything it created" in "".join(lines2) and term_left == [], \
+        (term.returncode, term_left, "".join(lines2)[-3000:])     # what the run said when SIGTERM did not end it so
     got = tmp_path / "big" / nodes[0] / "big.bin"
     assert big.returncode == 0, "".join(lines3)[-2000:]
     assert got.stat().st_size == 64 << 20 and hashlib.sha256(got.read_bytes()).hexdigest() == written
