@@ -13,7 +13,7 @@ from .finding_set import FindingSet
 from .findings import aggregate, concat_column, display_filter, flow_keys, render
 from .kinds import TESTS, run_test
 from .policy import SEVERITY_RANK, Policy, load_policy
-from .reduce import needs_seen, path_facts, path_table
+from .reduce import needs_seen, path_facts, path_table, worst_severity
 from .tables import FINDING_COLUMNS
 
 
@@ -211,15 +211,6 @@ def _sort_codes(column) -> np.ndarray:
     return rank[pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)]
 
 
-def _path_table(policy: Policy, f: FlowFacts, findings: list[dict], unknown_needs: dict[str, list]):
-    """One verdict per judged path of the catalog (``reduce.path_table`` of this one part's facts)."""
-    worst: dict[str, int] = {}
-    for block in findings:
-        for p, sev in set(zip(block["path"], block["severity"])):
-            worst[p] = max(worst.get(p, -1), SEVERITY_RANK[sev])
-    return path_table(policy, [path_facts(f, unknown_needs)], worst, f.tables)
-
-
 def evaluate(flows, tls=None, certs=None, policy: Policy | str = "default", inventory=None, *,
              tls_known: bool = True, keylog_given: bool = False, facts: dict | None = None, compact: bool = False):
     """Findings (FINDING_COLUMNS) and one verdict per judged path (PATH_COLUMNS).
@@ -232,13 +223,9 @@ def evaluate(flows, tls=None, certs=None, policy: Policy | str = "default", inve
     ``compact=True`` returns the findings as a :class:`FindingSet` (texts made when read) instead of
     a DataFrame.
     """
-    policy = load_policy(policy)
-    f = flow_facts(flows, tls, certs, tls_known=tls_known, keylog_given=keylog_given,
-                   konnectivity_enabled=bool(getattr(inventory, "konnectivity_enabled", False)),
-                   tables=fact_tables(**(facts or {})))
-    findings, unknown_needs = _judge(policy, f, flows)
-    paths = _path_table(policy, f, findings, unknown_needs)
+    policy, f, findings, unknown_needs = _judged(flows, tls, certs, policy, inventory, tls_known, keylog_given, facts)
     table = _finding_table(findings)
+    paths = path_table(policy, [path_facts(f, unknown_needs)], worst_severity(table.keys_frame()), f.tables)
     return (table if compact else table.frame()), paths
 
 
@@ -248,13 +235,17 @@ def evaluate_part(flows, tls=None, certs=None, policy: Policy | str = "default",
     (a DataFrame) and its path facts (``reduce.PathFacts``, first flows as rows of ``flows``), which
     ``reduce.combine_findings`` and ``reduce.path_table`` put together with the other parts'.
     ``inventory``'s ``konnectivity_enabled`` must say what the whole run says."""
+    _, f, findings, unknown_needs = _judged(flows, tls, certs, policy, inventory, tls_known, keylog_given, facts)
+    return _finding_table(findings).frame(), path_facts(f, unknown_needs)
+
+
+def _judged(flows, tls, certs, policy, inventory, tls_known: bool, keylog_given: bool, facts: dict | None):
+    """The policy, the flows' facts, and :func:`_judge`'s findings and unknown needs."""
     policy = load_policy(policy)
     f = flow_facts(flows, tls, certs, tls_known=tls_known, keylog_given=keylog_given,
                    konnectivity_enabled=bool(getattr(inventory, "konnectivity_enabled", False)),
                    tables=fact_tables(**(facts or {})))
-    findings, unknown_needs = _judge(policy, f, flows)
-    facts_ = path_facts(f, unknown_needs)
-    return _finding_table(findings).frame(), facts_
+    return (policy, f, *_judge(policy, f, flows))
 
 
 __all__ = ["display_filter", "evaluate", "evaluate_part"]

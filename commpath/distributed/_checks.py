@@ -134,7 +134,7 @@ def _tls_by_part(tls: pd.DataFrame | None, parts: list[np.ndarray]) -> list[pd.D
         return [None] * len(parts)
     if not len(parts):
         return []
-    ids = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    ids = np.concatenate(parts)
     label = np.repeat(np.arange(len(parts)), [len(p) for p in parts])
     order = np.argsort(ids, kind="stable")
     tid = tls["flow_id"].to_numpy(np.int64)
