@@ -165,6 +165,7 @@ class ClusterCapture:
         self.phase = "deploy"
         self.timings: dict[str, float] = {}
         self._previous: dict = {}
+        self.interrupted: str | None = None     # the signal that aborts the run, once one did
 
     # ------------------------------------------------------------------ signals
     def _on_signal(self, signum, _frame):
@@ -172,19 +173,26 @@ class ClusterCapture:
             self.say("interrupted: ending the capture now and collecting what was captured (Ctrl-C again to abort)")
             self.stop_early.set()
             return
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        # remembered as well as raised: the kubernetes client turns a KeyboardInterrupt raised inside its
+        # websocket calls (an exec) into ApiException(status=0), which a poll would take for an agent's error
+        self.interrupted = signal.Signals(signum).name
+        raise KeyboardInterrupt(self.interrupted)
+
+    def _abort_if_interrupted(self) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt(self.interrupted)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.deploy()
-        except BaseException:
-            self.__exit__(None, None, None)
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, exc.__traceback__)
             raise
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, _tb):
         if self._previous:
             signal.signal(signal.SIGINT, signal.SIG_IGN)   # the clean-up is bounded: let it finish
         try:
@@ -193,6 +201,8 @@ class ClusterCapture:
             for s, h in self._previous.items():
                 signal.signal(s, h)
             self._previous = {}
+        if self.interrupted and exc_type is not None and not issubclass(exc_type, KeyboardInterrupt):
+            raise KeyboardInterrupt(self.interrupted) from exc    # an interrupt the client wrapped: one still
         return False
 
     # ------------------------------------------------------------------ deploy
@@ -262,6 +272,7 @@ class ClusterCapture:
                         h.error = h.error or f"not capturing after {self.plan.start_timeout:.0f}s"
                         self.say(f"{h.node}: {_describe(h)}")
                 break
+            self._abort_if_interrupted()
             time.sleep(1.0)          # polls the API server; bounded by start_timeout
         ready = [h for h in self.hosts.values() if h.state in ("capturing", "done")]
         if not ready:
@@ -286,6 +297,7 @@ class ClusterCapture:
                 break
             for h in active():
                 self._update(h)
+            self._abort_if_interrupted()
             if time.monotonic() - last >= progress_every or not active():
                 last = time.monotonic()
                 self.say(f"{time.monotonic() - t0:5.0f}/{self.plan.duration:.0f}s  " + ",  ".join(
@@ -348,6 +360,7 @@ class ClusterCapture:
         try:
             code, out, err = self._exec(host.pod, ["status"], timeout=60)
         except (CommpathError, self.ApiException, OSError) as exc:
+            self._abort_if_interrupted()
             host.error = str(exc)
             return
         if code != 0:
