@@ -27,7 +27,7 @@ def _boxes(texts) -> list:
 def path_map(analysis, ax=None) -> Figure:
     """Hosts and roles as nodes, documented paths as edges coloured by verdict, labelled with flow counts.
 
-    Nodes are placed by networkx (multipartite: control plane left, nodes right); every edge is
+    Nodes are placed in two columns (control plane left, nodes right: ``node_positions``); every edge is
     trimmed to the boxes of its two nodes, and every edge label is slid along its edge until it
     overlaps no node and no other label."""
     edges = path_map_edges(analysis)

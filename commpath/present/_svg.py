@@ -4,8 +4,8 @@ Hand-written rather than matplotlib because of measurement (benchmarks/RESULTS.m
 on the 1M-packet benchmark capture, importing matplotlib (0.28-0.32 s), drawing the five figures
 (0.30-0.33 s) and exporting them as SVG (0.43-0.51 s) took 1.0-1.2 s of CPU of `commpath report`'s
 2.3-2.7 s; these figures are a few hundred rectangles and labels whose places follow from the
-report's data, written here as text in 0.14-0.17 s (of which 0.075 s is networkx's import for the
-path map's layout). Text is measured with DejaVu Sans's advance widths (the font matplotlib used and
+report's data, written here as text in 0.14-0.17 s (of which 0.075 s was networkx's import for the
+path map's layout, since written out: ``_figure_data.node_positions``). Text is measured with DejaVu Sans's advance widths (the font matplotlib used and
 the first one the SVG asks for), so labels are placed as before without a font library.
 Coordinates are points (1/72 in), as in matplotlib's SVG, so the figures keep their former sizes.
 """

@@ -72,7 +72,7 @@ def _arrow(points: np.ndarray, width: float) -> tuple[str, str]:
 
 
 def path_map_svg(analysis) -> str:
-    """Roles as nodes (control plane left, nodes right, placed by networkx), each documented path as
+    """Roles as nodes (control plane left, nodes right: ``node_positions``), each documented path as
     an arrow coloured by its verdict, labelled with its path id and connection count; every label
     slid along its edge until it overlaps no node and no other label."""
     edges = path_map_edges(analysis)
