@@ -17,9 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
-from .capture.filters import catalog_paths
 from .errors import CommpathError, InputError
 
 #: Roles that live on control-plane hosts only: a path all of whose ends are such roles is seen only there.
@@ -40,6 +37,7 @@ def duration_seconds(text: str) -> float:
 
 def unseen_without_control_plane() -> list[str]:
     """Catalog paths whose both ends are control-plane roles: no node sees them."""
+    from .capture.filters import catalog_paths
     return [p["id"] for p in catalog_paths() if p["initiator"] and p["responder"]
             and all(r in CONTROL_PLANE_ROLES for r in p["initiator"] + p["responder"])]
 
@@ -94,6 +92,8 @@ def _inventory(args, out: Path) -> dict:
         inv = read_inventory(args.inventory)
         shutil.copyfile(args.inventory, target)
         return inv
+    import yaml
+
     from .classify.discover import discover
     inv = discover(args.kubeconfig, args.context).to_dict()
     target.write_text("# written by `commpath cluster capture` (inventory discover)\n"
