@@ -12,3 +12,6 @@ class InputError(CommpathError):
         self.file = str(file)
         self.reason = reason
         super().__init__(f"{self.file}: {reason}")
+
+    def __reduce__(self):           # pickled as made (a decoding process hands its error back)
+        return type(self), (self.file, self.reason)

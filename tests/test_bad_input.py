@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import pickle
 import shutil
 import struct
 import subprocess
@@ -159,6 +160,10 @@ def test_unusable_input_read_raises_input_error(case, tmp_path):
     assert Path(info.value.file).name == path.name
     assert re.search(reason, info.value.reason, re.I)
     assert "\n" not in str(info.value)
+    # the same error once it crossed a process boundary (a Dask worker's, a multiprocessing child's)
+    again = pickle.loads(pickle.dumps(info.value))
+    assert (type(again), again.file, again.reason, str(again)) == (InputError, info.value.file, info.value.reason,
+                                                                   str(info.value))
 
 
 @pytest.mark.parametrize("case", ["zero-length", "garbage", "unknown-linktype"])
