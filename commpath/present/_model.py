@@ -67,8 +67,9 @@ def path_table(analysis) -> pd.DataFrame:
     paths["id"] = paths["id"].astype(str)
     paths["verdict"] = paths["verdict"].astype(str)
     paths = paths.iloc[sorted(range(len(paths)), key=lambda i: palette.path_sort_key(paths["id"].iloc[i]))]
-    findings = frame(analysis, "findings")
-    counts = (findings.assign(path=findings["path"].astype(str), severity=findings["severity"].astype(str))
+    findings = finding_keys(analysis)      # counted from their keys: no finding's text is made
+    counts = (pd.DataFrame({"path": findings["path"].astype(str).to_numpy(object),
+                            "severity": findings["severity"].astype(str).to_numpy(object)})
               .groupby(["path", "severity"]).size().unstack(fill_value=0)
               if len(findings) else pd.DataFrame())
     for sev in palette.SEVERITY_ORDER:
@@ -122,11 +123,21 @@ def applicable_checks(analysis=None) -> dict[str, tuple[str, ...]]:
         for path in check.paths:
             table.setdefault(str(path), []).append(str(check.id))
     if analysis is not None:
-        findings = frame(analysis, "findings")
-        for path, check in zip(findings["path"].astype(str), findings["check"].astype(str)):
+        for path, check in finding_pairs(analysis):
             if check not in table.setdefault(path, []):
                 table[path].append(check)
     return {p: tuple(c) for p, c in table.items()}
+
+
+def finding_pairs(analysis) -> list[tuple[str, str]]:
+    """The distinct (path, check) of the findings, in the order they first appear (their keys only:
+    no finding's texts are made)."""
+    keys = finding_keys(analysis)
+    if not len(keys):
+        return []
+    pairs = pd.DataFrame({"path": keys["path"].astype(str).to_numpy(object),
+                          "check": keys["check"].astype(str).to_numpy(object)}).drop_duplicates()
+    return list(zip(pairs["path"].tolist(), pairs["check"].tolist()))
 
 
 def thresholds(analysis, fail_on: str | None = None) -> tuple[str, str]:
@@ -160,19 +171,15 @@ def check_results(analysis, fail_on: str | None = None) -> pd.DataFrame:
     fail_at, warn_at = thresholds(analysis, fail_on)
     fail_rank, warn_rank = palette.severity_rank(fail_at), palette.severity_rank(warn_at)
     paths = path_table(analysis)
-    findings = frame(analysis, "findings")
-    f_path = findings["path"].astype(str).to_numpy()
-    f_check = findings["check"].astype(str).to_numpy()
-    f_rank = np.array([palette.severity_rank(s) for s in findings["severity"].astype(str)], dtype=int)
-    # suppressed findings are listed but do not decide a cell
-    f_rank[suppressed_mask(analysis).to_numpy(bool)] = -1
+    cells = _finding_cells(analysis)
+    blind_paths = {path for path, check in cells if check == "cert-not-observable"}
     applicable = applicable_checks(analysis)
     rows = []
     for _, p in paths.iterrows():
         pid = p["id"]
         observed = bool(p["observed"]) and int(p["flows"]) > 0
         blind = set()
-        if np.any((f_path == pid) & (f_check == "cert-not-observable")):
+        if pid in blind_paths:
             blind.update(CERT_CHECKS)
         needs = text(p.get("needs"))
         for phrase, checks in NEEDS_TO_CHECKS.items():
@@ -182,9 +189,7 @@ def check_results(analysis, fail_on: str | None = None) -> pd.DataFrame:
         heard = set(_evidence.path_evidence(analysis, pid))
         checks = policy_of(analysis).checks
         for check in applicable.get(pid, ()):
-            mask = (f_path == pid) & (f_check == check)
-            n = int((mask & (f_rank >= 0)).sum())
-            worst = int(f_rank[mask].max()) if n else -1
+            n, worst = cells.get((pid, check), (0, -1))
             if not observed:
                 status = "not-observed"
             elif n and worst >= fail_rank:
@@ -201,6 +206,22 @@ def check_results(analysis, fail_on: str | None = None) -> pd.DataFrame:
                          "severity": palette.SEVERITY_ORDER[worst] if worst >= 0 else "",
                          "flows": int(p["flows"])})
     return pd.DataFrame(rows, columns=["path", "check", "status", "findings", "severity", "flows"])
+
+
+def _finding_cells(analysis) -> dict[tuple[str, str], tuple[int, int]]:
+    """(path, check) -> (findings that count, worst severity rank among them, -1 when none count):
+    suppressed findings are listed but do not decide a cell."""
+    keys = finding_keys(analysis)
+    if not len(keys):
+        return {}
+    rank = severity_ranks(keys["severity"])
+    rank[suppressed_mask(analysis).to_numpy(bool)] = -1
+    cells = pd.DataFrame({"path": keys["path"].astype(str).to_numpy(object),
+                          "check": keys["check"].astype(str).to_numpy(object), "rank": rank,
+                          "counts": rank >= 0})
+    grouped = cells.groupby(["path", "check"], sort=False).agg(n=("counts", "sum"), worst=("rank", "max"))
+    return {key: (int(n), int(worst) if n else -1)
+            for key, n, worst in zip(grouped.index, grouped["n"], grouped["worst"])}
 
 
 def is_value(column: pd.Series, value: str) -> np.ndarray:
@@ -242,10 +263,13 @@ def role_hosts(analysis) -> dict[str, list[str]]:
     if not len(flows) or "src_role" not in flows:
         return {}
     for ip_col, role_col in (("src_ip", "src_role"), ("dst_ip", "dst_role")):
-        # the distinct (address, role) pairs first: a few per host, not one per connection
-        pairs = pd.DataFrame({"ip": flows[ip_col], "role": flows[role_col]}).drop_duplicates()
-        for ip, role in zip(pairs["ip"].astype(str), pairs["role"].astype(str)):
-            out.setdefault(role, set()).add(names.get(ip, ip))
+        # the distinct (address, role) pairs first: a few per host, not one per connection (a scan:
+        # one per connection, so they are grouped by role as columns, not walked in Python)
+        pairs = pd.DataFrame({"ip": flows[ip_col].astype(str).to_numpy(object),
+                              "role": flows[role_col].astype(str).to_numpy(object)}).drop_duplicates()
+        shown = pairs["ip"].map(names).fillna(pairs["ip"]) if names else pairs["ip"]
+        for role, hosts in shown.groupby(pairs["role"].to_numpy(object), sort=False):
+            out.setdefault(role, set()).update(hosts.tolist())
     return {r: sorted(v) for r, v in out.items()}
 
 

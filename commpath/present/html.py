@@ -156,7 +156,7 @@ def build_html(analysis, title: str = "commpath path-compliance report", fail_on
     paths = _model.path_table(analysis)
     results = _model.check_results(analysis)
     flows = _model.frame(analysis, "flows")
-    findings = _model.frame(analysis, "findings")
+    findings = _model.finding_keys(analysis)       # counted: their texts are made only where shown
     t0, t1 = _model.capture_window(analysis)
     n_caps = len(_model.frame(analysis, "captures"))
     policy = getattr(analysis, "policy", None)
@@ -223,7 +223,7 @@ def write_html(analysis, path, fail_on: str = "high") -> None:
 def summary_html(analysis, fail_on: str = "high") -> str:
     """A compact HTML summary for Jupyter (``Analysis._repr_html_``): overall line and verdict table."""
     flows = _model.frame(analysis, "flows")
-    findings = _model.frame(analysis, "findings")
+    findings = _model.finding_keys(analysis)
     n_caps = len(_model.frame(analysis, "captures"))
     style = ("<style>.commpath-summary table{border-collapse:collapse;font-size:12.5px}"
              ".commpath-summary th,.commpath-summary td{padding:3px 8px;border-bottom:1px solid #e0e0e0;text-align:left}"
