@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -99,3 +100,43 @@ def test_fingerprints_kept_as_digests_read_as_their_hex_text():
     keys = [b"a", b"tls-required\x1fnode-to-apiserver\x1f10.0.0.2\x1f10.0.0.1\x1f6443", b""]
     digests = np.frombuffer(b"".join(hashlib.sha256(k).digest()[:16] for k in keys), np.uint8)
     assert findings_module._hex(digests).to_pylist() == [hashlib.sha256(k).hexdigest()[:32] for k in keys]
+
+
+def _many():
+    """A run with findings of several checks and severities on one path (captures/default: 23)."""
+    default = ROOT / "captures" / "default"
+    return commpath.open(default, inventory=default / "inventory.yaml")
+
+
+def test_rows_are_those_of_the_whole_frame_made_from_their_blocks_only(small_blocks, monkeypatch):
+    analysis = _many()
+    compact = analysis.finding_set
+    whole = compact.frame()
+    assert len(whole) >= 10 and len(compact._blocks) >= 4
+    made = []
+    original = compact._batch
+    monkeypatch.setattr(compact, "_batch", lambda i: made.append(i) or original(i))
+    picked = [len(whole) - 1, 0, 4, 5]                  # any order, across blocks
+    got = compact.rows(picked)
+    pd.testing.assert_frame_equal(got, whole.iloc[picked])
+    holding = {int(np.searchsorted(compact._stops, p, side="right")) for p in picked}
+    assert sorted(made) == sorted(holding) and len(holding) < len(compact._blocks)
+    assert len(compact.rows([])) == 0
+
+
+@pytest.mark.parametrize("limit", [1, 2, 5, 1000])
+def test_a_paths_shown_findings_are_the_head_of_all_and_each_checks_first(small_blocks, limit):
+    from commpath.present import _model
+    analysis = _many()
+    everything_of = _many().findings                                 # every text made, then ordered per path
+    whole = type("Whole", (), {"findings": everything_of})()
+    paths = dict.fromkeys(p for p, _ in _model.finding_pairs(analysis))
+    assert any(_model.finding_count(analysis, p) > 2 for p in paths)
+    for pid in paths:
+        shown = _model.findings_of(analysis, pid, limit=limit)       # texts made for these rows only
+        assert analysis.finding_set.compact
+        everything = _model.findings_of(whole, pid)
+        assert _model.finding_count(analysis, pid) == len(everything)
+        firsts = set(everything.index[~everything["check"].astype(str).duplicated().to_numpy()])
+        want = [i for n, i in enumerate(everything.index) if n < limit or i in firsts]
+        pd.testing.assert_frame_equal(shown, everything.loc[want])

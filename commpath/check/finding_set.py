@@ -10,12 +10,16 @@ once; :meth:`FindingSet.frame` builds the whole DataFrame users get as ``Analysi
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..decode.schema import conform, empty_frame
 from .findings import RENDER, concat_column
 from .tables import FINDING_COLUMNS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: columns a FindingSet keeps whole, in the table's order (the others are its blocks' texts)
 KEY_COLUMNS = ("check", "severity", "path", "capture")
@@ -97,25 +101,51 @@ class FindingSet:
             del parts
         return conform(pd.DataFrame(columns), FINDING_COLUMNS)
 
+    @property
+    def compact(self) -> bool:
+        """Whether the texts are still unmade (blocks), not a ready DataFrame."""
+        return self._frame is None
+
     def batches(self) -> Iterator:
         """The findings as DataFrames of one block each, in order, typed as :meth:`frame` is (category
         columns with all the categories of the whole table)."""
-        import pandas as pd
         if self._frame is not None:
             yield self._frame
             return
-        start = 0
-        for block, stop in zip(self._blocks, self._stops):
-            texts = _texts(block)
-            columns = {}
-            for name in _names(block):
-                if name in self._keys:
-                    columns[name] = self._key(name, start, stop)
-                else:
-                    columns[name] = self._pandas_column(name, concat_column([texts.get(name, block.get(name))]))
-            del texts
-            yield conform(pd.DataFrame(columns), FINDING_COLUMNS)
-            start = stop
+        for i in range(len(self._blocks)):
+            yield self._batch(i)
+
+    def rows(self, positions) -> pd.DataFrame:
+        """The findings at these row positions, in this order and labelled by them, typed as
+        :meth:`frame` is; only the blocks holding one of them make their texts."""
+        import pandas as pd
+        positions = np.asarray(positions, np.int64)
+        if self._frame is not None:
+            return self._frame.iloc[positions]
+        if not len(positions):
+            return empty_frame(FINDING_COLUMNS)
+        block_of = np.searchsorted(self._stops, positions, side="right")
+        parts = []
+        for b in np.unique(block_of):
+            start = int(self._stops[b - 1]) if b else 0
+            mine = positions[block_of == b]
+            parts.append(self._batch(int(b)).iloc[mine - start].set_axis(mine))
+        return pd.concat(parts).loc[positions]
+
+    def _batch(self, i: int):
+        """Block ``i`` as a DataFrame, its texts made."""
+        import pandas as pd
+        block = self._blocks[i]
+        start, stop = (int(self._stops[i - 1]) if i else 0), int(self._stops[i])
+        texts = _texts(block)
+        columns = {}
+        for name in _names(block):
+            if name in self._keys:
+                columns[name] = self._key(name, start, stop)
+            else:
+                columns[name] = self._pandas_column(name, concat_column([texts.get(name, block.get(name))]))
+        del texts
+        return conform(pd.DataFrame(columns), FINDING_COLUMNS)
 
 
 def _texts(block: dict) -> dict:

@@ -168,7 +168,9 @@ def path_section(analysis, path_row, results: pd.DataFrame) -> str:
     pid = str(path_row["id"])
     info = _catalog.path_info(pid)
     flows = _model.path_flows(analysis, pid, SECTION_FLOW_COLUMNS)
-    findings = _model.findings_of(analysis, pid)
+    # the findings listed (and each check's first, for its remediation); their texts made for these only
+    findings = _model.findings_of(analysis, pid, limit=MAX_FINDINGS)
+    n_findings = _model.finding_count(analysis, pid)
     parts = [f'<section class="path" id="{slug(pid)}" data-path="{esc(pid)}" '
              f'style="border-left-color:{palette.path_color(pid)}">',
              f'<h2>{path_dot(pid)}{esc(pid)} {verdict_badge(path_row["verdict"])}</h2>']
@@ -182,14 +184,14 @@ def path_section(analysis, path_row, results: pd.DataFrame) -> str:
             parts.append(f'<blockquote>{esc(ref["quote"])} '
                          f'<a href="{esc(_catalog.reference_url(ref.get("anchor", "")))}">[document]</a></blockquote>')
     parts.append(f'<p>Connections: <b class="flow-count">{len(flows)}</b> · findings: '
-                 f'<b class="finding-count">{len(findings)}</b></p>')
+                 f'<b class="finding-count">{n_findings}</b></p>')
     parts.append(_evidence.evidence_table(analysis, pid, esc))
     parts.append("<h3>Checks</h3>" + checks_table(results[results["path"] == pid]))
     parts.append(fixes_html(pid, findings))
     if len(findings):
         shown = findings.head(MAX_FINDINGS)
-        more = (f'<p class="note">First {len(shown)} of {len(findings)} findings shown, worst first; all of them '
-                f'are in report.json and findings.parquet.</p>') if len(findings) > len(shown) else ""
+        more = (f'<p class="note">First {len(shown)} of {n_findings} findings shown, worst first; all of them '
+                f'are in report.json and findings.parquet.</p>') if n_findings > len(shown) else ""
         parts.append("<h3>Findings</h3>" + "".join(finding_html(f) for f in shown.to_dict("records")) + more)
     parts.append("<h3>Connections</h3>" + connections_table(flows, analysis=analysis))
     parts.append(http_table(analysis, flows["flow_id"] if len(flows) else []))

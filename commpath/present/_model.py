@@ -248,11 +248,40 @@ def path_flows(analysis, path: str, columns=None) -> pd.DataFrame:
     return flows[is_value(flows["path"], path)]
 
 
-def findings_of(analysis, path: str) -> pd.DataFrame:
-    findings = frame(analysis, "findings")
-    sub = findings[is_value(findings["path"], path)]
+def findings_of(analysis, path: str, limit: int | None = None) -> pd.DataFrame:
+    """The findings of ``path``, worst first, then by check. With ``limit``: the first ``limit`` of them
+    and the first one of each check that is not suppressed (what a report lists, and where it reads
+    each check's remediation), in the same order, their texts made only for those rows while the
+    check layer still holds them unmade; :func:`finding_count` says how many there are in all."""
+    findings = getattr(analysis, "finding_set", None)
+    if limit is None or findings is None or not findings.compact:
+        whole = frame(analysis, "findings")
+        sub = whole[is_value(whole["path"], path)]
+        rank = severity_ranks(sub["severity"])
+        ordered = sub.assign(_rank=rank).sort_values(["_rank", "check"], ascending=[False, True]).drop(columns="_rank")
+        return ordered if limit is None else _shown(ordered, limit, suppressed_mask(analysis))
+    keys = findings.keys_frame()
+    sub = keys[is_value(keys["path"], path)]
     rank = severity_ranks(sub["severity"])
-    return sub.assign(_rank=rank).sort_values(["_rank", "check"], ascending=[False, True]).drop(columns="_rank")
+    ordered = sub.assign(_rank=rank).sort_values(["_rank", "check"], ascending=[False, True])
+    picked = _shown(ordered, limit, suppressed_mask(analysis))
+    return findings.rows(picked.index.to_numpy())
+
+
+def _shown(ordered: pd.DataFrame, limit: int, suppressed: pd.Series) -> pd.DataFrame:
+    """The first ``limit`` rows of ``ordered`` and the first live row of each of its checks, in its order."""
+    live = ordered[~suppressed.reindex(ordered.index, fill_value=False).to_numpy(bool)]
+    firsts = live.index[~live["check"].astype(str).duplicated().to_numpy()]
+    keep = np.zeros(len(ordered), bool)
+    keep[:limit] = True
+    keep |= ordered.index.isin(firsts)
+    return ordered[keep]
+
+
+def finding_count(analysis, path: str) -> int:
+    """How many findings ``path`` has (counted from their keys)."""
+    keys = finding_keys(analysis)
+    return int(is_value(keys["path"], path).sum()) if len(keys) else 0
 
 
 def role_hosts(analysis) -> dict[str, list[str]]:
