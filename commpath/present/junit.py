@@ -1,10 +1,17 @@
-"""JUnit XML: one test case per documented path x check, so CI systems show the verdicts natively."""
+"""JUnit XML: one test case per documented path x check, so CI systems show the verdicts natively.
+
+A test case's failure or system-out text lists at most ``MAX_FINDINGS`` findings (of ``_html_path``,
+as the HTML report), worst first, then a line counting the others (all are in report.json and
+findings.parquet); counts and messages keep the totals. Texts are made only for the findings listed.
+"""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
 from . import _catalog, _model, _run_view, palette
+from ._html_path import MAX_FINDINGS
+from .markdown import KeyedAnalysis, rows_at, worst_first
 
 
 def build_junit(analysis, fail_on: str = "high") -> str:
@@ -14,7 +21,8 @@ def build_junit(analysis, fail_on: str = "high") -> str:
     threshold), become <failure>; ``not-observed`` / ``not-observable`` cells <skipped>; other
     cells with findings pass with the findings in <system-out>.
     """
-    results = _model.check_results(analysis)
+    keys = _model.finding_keys(analysis)
+    results = _model.check_results(KeyedAnalysis(analysis, keys))
     gate = palette.severity_rank(fail_on)
     failing = (results["status"] == "fail") | (results["severity"].map(palette.severity_rank) >= gate)
     results = results.assign(status=results["status"].where(~failing, "fail"))
@@ -25,20 +33,24 @@ def build_junit(analysis, fail_on: str = "high") -> str:
     root.insert(0, run)
     root.set("tests", str(int(root.get("tests")) + 1))
     root.set("failures", str(int(root.get("failures")) + int(run.get("failures"))))
+    cells = worst_first(keys, by_check=True)        # (path, check) -> its findings, worst first
+    texts = rows_at(analysis, [g[:MAX_FINDINGS] for g in cells.values()])
     for pid in _model.sorted_paths(results["path"]):
         rows = results[results["path"] == pid]
-        findings = _model.findings_of(analysis, pid)
         suite = ET.SubElement(root, "testsuite", name=pid, tests=str(len(rows)),
                               failures=str(int((rows["status"] == "fail").sum())), errors="0",
                               skipped=str(int(rows["status"].isin(["not-observed", "not-observable"]).sum())))
-        for _, r in rows.iterrows():
+        for r in rows.to_dict("records"):
             case = ET.SubElement(suite, "testcase", classname=f"commpath.{pid}", name=str(r["check"]))
-            mine = findings[findings["check"].astype(str) == r["check"]]
-            detail = "\n\n".join(_finding_text(f) for _, f in mine.iterrows())
+            mine = cells.get((pid, str(r["check"])), [])
+            detail = "\n\n".join(_finding_text(texts[i]) for i in mine[:MAX_FINDINGS])
+            if len(mine) > MAX_FINDINGS:
+                detail += (f"\n\n{len(mine) - MAX_FINDINGS} more finding(s) not listed here; all {len(mine)} are in "
+                           "report.json and findings.parquet.")
             if r["status"] == "fail":
                 failure = ET.SubElement(case, "failure", type=str(r["severity"]),
                                         message=f"{len(mine)} finding(s), worst {r['severity']}: "
-                                                + _model.text(mine["message"].iloc[0]))
+                                                + _model.text(texts[mine[0]]["message"]))
                 failure.text = detail
             elif r["status"] == "not-observed":
                 ET.SubElement(case, "skipped", message="path not observed in the captures")

@@ -1,10 +1,18 @@
-"""The Markdown path-compliance report, for pull requests and tickets."""
+"""The Markdown path-compliance report, for pull requests and tickets.
+
+Each path's section lists at most ``MAX_FINDINGS`` findings (of ``_html_path``, as the HTML report),
+worst first, with the count of all of them: the rest are in report.json and findings.parquet. The
+counts and the verdict tables read the findings' key columns only, and the texts are made only for
+the findings shown, so the report's cost does not grow with every finding's text.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from . import _catalog, _evidence, _model, _run_view, palette, requests_view
+from ._html_path import MAX_FINDINGS
 
 VERDICT_MARK = {"pass": "✅", "fail": "❌", "warn": "⚠️", "not-observable": "🔒", "not-observed": "➖",
                 "inconclusive": "❔"}
@@ -27,15 +35,16 @@ def code(value) -> str:
 
 
 def build_markdown(analysis, fail_on: str = "high", title: str = "commpath path-compliance report") -> str:
-    paths = _model.path_table(analysis)
-    results = _model.check_results(analysis)
-    findings = _model.frame(analysis, "findings")
+    keys = _model.finding_keys(analysis)
+    keyed = KeyedAnalysis(analysis, keys)
+    paths = _model.path_table(keyed)
+    results = _model.check_results(keyed)
     flows = _model.frame(analysis, "flows")
     t0, t1 = _model.capture_window(analysis)
     verdict = _run_view.run_verdict(analysis, fail_on)
     from .html import utc
     out = [f"# {cell(title)}", "",
-           f"{len(_model.frame(analysis, 'captures'))} captures · {len(flows)} connections · {len(findings)} findings · "
+           f"{len(_model.frame(analysis, 'captures'))} captures · {len(flows)} connections · {len(keys)} findings · "
            f"window {utc(t0, '?')} → {utc(t1, '?')}", "",
            f"**{verdict['verdict'].upper()}** — {cell(verdict['reason'])}", "",
            "## Evidence of this run", "",
@@ -44,24 +53,27 @@ def build_markdown(analysis, fail_on: str = "high", title: str = "commpath path-
            "## Verdict per documented path", "",
            "| path | verdict | observed | flows | " + " | ".join(palette.SEVERITY_ORDER[::-1]) + " |",
            "|---|---|---|--:|" + "--:|" * len(palette.SEVERITY_ORDER)]
-    for _, p in paths.iterrows():
+    for p in paths.to_dict("records"):
         sev = " | ".join(str(int(p[f"findings_{s}"]) or "") for s in palette.SEVERITY_ORDER[::-1])
         out.append(f"| {cell(p['id'])} | {VERDICT_MARK.get(p['verdict'], '')} {cell(p['verdict'])} | "
                    f"{'yes' if p['observed'] else 'no'} | {int(p['flows'])} | {sev} |")
     out += clock_offsets_lines(analysis)
     out += evidence_lines(analysis, paths)
     out += ["", "## Checks per path", "", "| path | check | result | findings |", "|---|---|---|--:|"]
-    for _, r in results.iterrows():
+    for r in results.to_dict("records"):
         if r["status"] == "not-observed":
             continue
         out.append(f"| {cell(r['path'])} | {cell(r['check'])} | {VERDICT_MARK.get(r['status'], '')} {cell(r['status'])} | "
                    f"{int(r['findings']) or ''} |")
     out += ["", "## Findings", ""]
-    if not len(findings):
+    if not len(keys):
         out.append("No finding.")
-    for pid in _model.sorted_paths(findings["path"]) if len(findings) else []:
+    groups = worst_first(keys)
+    rows = rows_at(analysis, [g[:MAX_FINDINGS] for g in groups.values()])
+    for pid in _model.sorted_paths(keys["path"]) if len(keys) else []:
         out += [f"### {cell(pid)}", ""]
-        for _, f in _model.findings_of(analysis, pid).iterrows():
+        mine = groups.get(pid, _NONE)
+        for f in (rows[i] for i in mine[:MAX_FINDINGS]):
             frames = _model.as_list(f["frames"])
             shown = ", ".join(str(int(x)) for x in frames[:20]) + (" …" if len(frames) > 20 else "")
             mark = (f" — *suppressed until {cell(f.get('suppression_expires'))}: {cell(f.get('suppression_reason'))}*"
@@ -76,9 +88,72 @@ def build_markdown(analysis, fail_on: str = "high", title: str = "commpath path-
                     f"  - remediation: {cell(f['remediation'])}",
                     f"  - reference: <{_catalog.reference_url(_model.text(f['reference']))}>",
                     *([f"  - controls: {cell(controls)}"] if controls else [])]
+        if len(mine) > MAX_FINDINGS:
+            out += ["", f"*First {MAX_FINDINGS} of {len(mine)} findings shown, worst first; all of them are in "
+                        "report.json and findings.parquet.*"]
         out.append("")
     out += requests_view.requests_markdown(analysis)
     return "\n".join(out).rstrip() + "\n"
+
+
+_NONE = np.zeros(0, np.int64)
+
+
+class KeyedAnalysis:
+    """``analysis`` seen with ``findings`` = its findings' key columns (check, severity, path, count,
+    and the suppression columns where a suppressions file added them; ``_model.finding_keys``): what
+    ``_model.path_table`` / ``check_results`` read, without making every finding's texts (a compact
+    FindingSet makes them all when ``analysis.findings`` is read). Everything else is the analysis'."""
+
+    def __init__(self, analysis, keys: pd.DataFrame):
+        self._analysis = analysis
+        self.findings = keys
+
+    def __getattr__(self, name):
+        return getattr(self._analysis, name)
+
+
+def worst_first(keys: pd.DataFrame, by_check: bool = False) -> dict:
+    """Positions (0-based rows of ``keys``, the findings' order) of each path's findings, worst first in
+    the order of ``_model.findings_of`` (severity rank descending, then check, ties in table order): one
+    sort of all findings, then one group per path, or per (path, check) with ``by_check``. Findings
+    without a path (or a check, with ``by_check``) belong to none, as in ``_model.is_value``."""
+    if not len(keys):
+        return {}
+    path = keys["path"].astype(str).to_numpy(object)
+    check = keys["check"].astype(str).to_numpy(object)
+    table = pd.DataFrame({"_path": path, "_rank": _model.severity_ranks(keys["severity"]),
+                          "check": keys["check"].reset_index(drop=True)})
+    order = table.sort_values(["_path", "_rank", "check"], ascending=[True, False, True]).index.to_numpy()
+    missing = keys["path"].isna().to_numpy(bool, copy=True)
+    if by_check:
+        missing |= keys["check"].isna().to_numpy(bool)
+    order = order[~missing[order]]
+    by = {"p": path[order], **({"c": check[order]} if by_check else {})}
+    groups = pd.DataFrame(by).groupby(list(by), sort=False).indices
+    return {key: order[idx] for key, idx in groups.items()}
+
+
+def rows_at(analysis, positions) -> dict[int, dict]:
+    """position -> the finding there as a record (all columns, texts included), for ``positions`` only:
+    the texts are made a batch at a time (``FindingSet.batches``), and batches after the last position
+    asked for are not made."""
+    wanted = np.unique(np.concatenate([np.asarray(p, np.int64) for p in positions])) if len(positions) else _NONE
+    out: dict[int, dict] = {}
+    if not len(wanted):
+        return out
+    findings = getattr(analysis, "finding_set", None)
+    batches = findings.batches() if findings is not None else iter([_model.frame(analysis, "findings")])
+    start = 0
+    for batch in batches:
+        stop = start + len(batch)
+        lo, hi = np.searchsorted(wanted, [start, stop])
+        if hi > lo:
+            out.update(zip(wanted[lo:hi].tolist(), batch.iloc[wanted[lo:hi] - start].to_dict("records")))
+        start = stop
+        if hi == len(wanted):
+            break
+    return out
 
 
 def evidence_lines(analysis, paths) -> list[str]:
@@ -87,7 +162,7 @@ def evidence_lines(analysis, paths) -> list[str]:
     if not sources:
         return []
     rows = []
-    for _, p in paths.iterrows():
+    for p in paths.to_dict("records"):
         said = _evidence.path_evidence(analysis, str(p["id"]))
         if p["verdict"] == "not-observed" and set(said) <= {"wire"}:
             continue
