@@ -1,0 +1,103 @@
+"""The machine formats written a batch at a time (SARIF results streamed) equal what the
+whole-document code wrote."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from commpath.check.suppress import apply, load_suppressions
+from commpath.present import _model, sarif
+from test_present_data import lab_analysis, lab_scenarios
+
+needs_lab = pytest.mark.skipif("broken" not in lab_scenarios(), reason="bundled lab captures missing")
+
+
+@pytest.fixture(scope="module")
+def broken():
+    return lab_analysis("broken")
+
+
+def reference_sarif(analysis, fail_on: str = "high") -> str:
+    """What build_sarif_text wrote before it streamed: the whole document through json.dumps."""
+    return json.dumps(sarif.build_sarif(analysis, fail_on), indent=2, ensure_ascii=False) + "\n"
+
+
+class Batched:
+    """``analysis`` with its findings replaced by ``findings``, read back in batches of ``size`` rows
+    (a FindingSet of several blocks, as the check layer makes at scale)."""
+
+    def __init__(self, analysis, findings: pd.DataFrame, size: int):
+        self._analysis, self.findings, self._size = analysis, findings.reset_index(drop=True), size
+
+    def __getattr__(self, name):
+        return getattr(self._analysis, name)
+
+    @property
+    def finding_set(self):
+        return self
+
+    def __len__(self):
+        return len(self.findings)
+
+    def keys_frame(self):
+        return self.findings
+
+    def batches(self):
+        for start in range(0, len(self.findings), self._size):
+            yield self.findings.iloc[start:start + self._size].reset_index(drop=True)
+
+
+@needs_lab
+@pytest.mark.parametrize("slice_rows", [2, sarif.SLICE])
+def test_streamed_sarif_is_the_whole_documents_text(broken, tmp_path, monkeypatch, slice_rows):
+    monkeypatch.setattr(sarif, "SLICE", slice_rows)
+    assert len(broken.finding_set) >= 3
+    ref = reference_sarif(broken)
+    text = sarif.build_sarif_text(broken)
+    assert text == ref
+    assert json.loads(text) == sarif.build_sarif(broken)
+    assert len(json.loads(text)["runs"][0]["results"]) == len(broken.findings)
+    written = sarif.write_sarif(broken, tmp_path / "r.sarif")
+    assert written.read_bytes() == ref.encode("utf-8")
+    assert "".join(sarif.sarif_chunks(broken, "critical")) == reference_sarif(broken, "critical")
+
+
+@needs_lab
+def test_streamed_sarif_of_suppressed_findings_in_batches(broken, tmp_path):
+    high = [i for i, s in enumerate(broken.findings["severity"].astype(str)) if s == "high"]
+    fps = _model.finding_fingerprints(broken)
+    path = tmp_path / "suppress.yaml"
+    path.write_text("suppressions:\n"
+                    f"  - {{fingerprint: {fps[high[0]]}, reason: \"accepted — CA rollout\", expires: 2999-01-01}}\n",
+                    encoding="utf-8")
+    marked, _ = apply(broken.findings, load_suppressions(path))
+    run = Batched(broken, marked, 2)
+    text = sarif.build_sarif_text(run)
+    assert text == reference_sarif(run)
+    muted = [r for r in json.loads(text)["runs"][0]["results"] if "suppressions" in r]
+    assert len(muted) == 1 and muted[0]["suppressions"][0]["justification"].startswith("accepted — CA rollout (until 2999")
+
+
+@needs_lab
+def test_streamed_sarif_fingerprints_fall_back_for_all_as_the_whole_table_does(broken, tmp_path):
+    findings = broken.findings.copy()
+    findings["fingerprint"] = findings["fingerprint"].astype("string")
+    findings.loc[len(findings) - 1, "fingerprint"] = pd.NA     # the last batch lacks one: every finding falls back
+    run = Batched(broken, findings, 2)
+    text = sarif.build_sarif_text(run)
+    assert text == reference_sarif(run)
+    fps = [r["partialFingerprints"]["commpath/v1"] for r in json.loads(text)["runs"][0]["results"]]
+    assert fps == _model.finding_fingerprints(run) and fps[0] != str(broken.findings["fingerprint"].iloc[0])
+    assert sarif.write_sarif(run, tmp_path / "r.sarif").read_text(encoding="utf-8") == text
+    no_column = Batched(broken, broken.findings.drop(columns=["fingerprint"]), 2)
+    assert sarif.build_sarif_text(no_column) == reference_sarif(no_column)
+
+
+@needs_lab
+def test_streamed_sarif_without_findings(broken):
+    run = Batched(broken, broken.findings.iloc[:0], 2)
+    text = sarif.build_sarif_text(run)
+    assert text == reference_sarif(run) and '"results": [],' in text
