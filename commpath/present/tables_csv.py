@@ -12,20 +12,53 @@ import pyarrow as pa
 from . import _model
 
 TABLES = ("flows", "tls", "certs", "ssh", "http", "findings", "paths", "captures", "requests")
+#: what json.dumps(value, default=str) is, made once (json.dumps builds an encoder per call when given ``default``)
+_ENCODER = json.JSONEncoder(default=str)
+
+
+def _cell(value):
+    """A list or dict cell as JSON text (``json.dumps(..., default=str)``), another cell as it is."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return _ENCODER.encode(list(value))
+    return _ENCODER.encode(value) if isinstance(value, dict) else value
 
 
 def _flat(df: pd.DataFrame) -> pd.DataFrame:
-    """List and dict cells as JSON text, so every cell is one CSV field."""
-    out = df.copy()
-    for col in out.columns:
-        dtype = out[col].dtype
+    """List and dict cells as JSON text, so every cell is one CSV field (``df`` itself when it has none;
+    else a shallow copy with those columns replaced)."""
+    out = None
+    for col in df.columns:
+        column = df[col]
+        dtype = column.dtype
         if isinstance(dtype, pd.ArrowDtype) and pa.types.is_nested(dtype.pyarrow_dtype):  # Arrow lists: Python's
-            out[col] = pd.Series(out[col].tolist(), index=out.index, dtype=object)
-        if out[col].dtype == object:
-            out[col] = out[col].map(lambda v: json.dumps(_model.as_list(v) if isinstance(v, (list, tuple, np.ndarray))
-                                                         else v, default=str)
-                                    if isinstance(v, (list, tuple, np.ndarray, dict)) else v)
-    return out
+            values = pa.chunked_array(column.array._pa_array).to_pylist()     # as Series.tolist(), not per scalar
+            column = pd.Series([pd.NA if v is None else v for v in values], index=df.index, dtype=object)
+        elif dtype != object:
+            continue
+        if out is None:
+            out = df.copy(deep=False)
+        out[col] = column.map(_cell)
+    return df if out is None else out
+
+
+def _findings_batches(analysis):
+    """The findings to write, a batch at a time (``analysis.finding_set``: texts made a block at a
+    time), each with its fingerprints; the whole table where the analysis has no finding set, no
+    finding, or a batch without the ``fingerprint`` column."""
+    findings = getattr(analysis, "finding_set", None)
+    if findings is not None and len(findings):
+        batches = findings.batches()
+        first = next(batches)
+        if "fingerprint" in first:      # then in every batch: each is conformed to FINDING_COLUMNS
+            yield first
+            yield from batches
+            return
+    df = getattr(analysis, "findings", None)
+    if not isinstance(df, pd.DataFrame):
+        return
+    if len(df):
+        df = df.assign(fingerprint=_model.finding_fingerprints(analysis)) if "fingerprint" not in df else df
+    yield df
 
 
 def write_csv_tables(analysis, folder: str | Path) -> dict[str, Path]:
@@ -34,12 +67,18 @@ def write_csv_tables(analysis, folder: str | Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = {}
     for name in TABLES:
+        path = folder / f"{name}.csv"
+        if name == "findings":
+            first = True
+            for batch in _findings_batches(analysis):
+                _flat(batch).to_csv(path, index=False, header=first, mode="w" if first else "a")
+                first = False
+            if not first:
+                written[name] = path
+            continue
         df = getattr(analysis, name, None)
         if not isinstance(df, pd.DataFrame):
             continue
-        if name == "findings" and len(df):
-            df = df.assign(fingerprint=_model.finding_fingerprints(analysis)) if "fingerprint" not in df else df
-        path = folder / f"{name}.csv"
         _flat(df).to_csv(path, index=False)
         written[name] = path
     return written
