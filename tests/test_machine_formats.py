@@ -1,9 +1,10 @@
-"""The machine formats written a batch at a time (SARIF results streamed, findings.csv by batch)
-equal what the whole-document code wrote."""
+"""The machine formats written a batch at a time (SARIF results streamed, findings.csv by batch,
+Community IDs without per-flow objects) equal what the whole-document code wrote."""
 
 from __future__ import annotations
 
 import json
+import random
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from commpath.check.suppress import apply, load_suppressions
-from commpath.present import _model, sarif, tables_csv
+from commpath.present import _model, sarif, tables_csv, zeek
 from test_present_data import lab_analysis, lab_scenarios
 
 needs_lab = pytest.mark.skipif("broken" not in lab_scenarios(), reason="bundled lab captures missing")
@@ -132,3 +133,38 @@ def test_csv_tables_equal_the_whole_table_writers(broken, tmp_path):
     again = tables_csv.write_csv_tables(run, tmp_path / "b")
     assert again["findings"].read_bytes() == written["findings"].read_bytes()
     assert pd.read_csv(again["findings"])["fingerprint"].notna().all()
+
+
+def library_community_ids(flows: pd.DataFrame) -> list:
+    """community_ids as it was: the communityid library's FlowTuple and calc per flow."""
+    import communityid
+    cid = communityid.CommunityID(seed=0)
+    out = []
+    for src, dst, sport, dport, transport in zip(flows["src_ip"].astype(str), flows["dst_ip"].astype(str),
+                                                 flows["src_port"].astype(int), flows["dst_port"].astype(int),
+                                                 flows["transport"].astype(str)):
+        proto = zeek.IP_PROTOCOLS.get(transport)
+        if proto is None:
+            out.append(None)
+        elif proto in (6, 17):
+            out.append(cid.calc(communityid.FlowTuple(proto, src, dst, sport, dport)))
+        else:
+            out.append(cid.calc(communityid.FlowTuple(proto, src, dst)))
+    return out
+
+
+def test_community_ids_equal_the_librarys():
+    rng = random.Random(7)
+    addrs = ["10.0.0.1", "10.0.0.2", "192.168.1.10", "fe80::1", "2001:db8::5", "::ffff:10.0.0.1", "0.0.0.0"]
+    ports = [0, 1, 443, 6443, 10250, 65535]
+    flows = pd.DataFrame([{"src_ip": rng.choice(addrs), "dst_ip": rng.choice(addrs), "src_port": rng.choice(ports),
+                           "dst_port": rng.choice(ports), "transport": rng.choice(["tcp", "udp", "esp", "icmp"])}
+                          for _ in range(3000)])
+    ours = zeek.community_ids(flows)
+    assert ours == library_community_ids(flows)
+    assert sum(c is not None for c in ours) > 2000 and len(set(ours)) > 500
+
+
+@needs_lab
+def test_community_ids_of_the_lab_flows_equal_the_librarys(broken):
+    assert zeek.community_ids(broken.flows) == library_community_ids(broken.flows)

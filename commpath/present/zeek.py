@@ -1,12 +1,15 @@
 """Zeek-style JSON logs (conn, ssl, x509, ssh) with Zeek's field names where the meaning is the same.
 
 Fields without an exact Zeek counterpart carry a ``commpath_`` prefix; ``community_id`` is the
-Community ID v1 flow hash (seed 0) computed by the ``communityid`` library, as Zeek's
-community-id package and Wireshark write it."""
+Community ID v1 flow hash (seed 0), as Zeek's community-id package and Wireshark write it: the
+``communityid`` library's value, computed here without its per-flow objects (tested equal)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import socket
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -35,21 +38,60 @@ def _uid(capture: str, flow_id: int) -> str:
 
 
 def community_ids(flows: pd.DataFrame) -> list[str | None]:
-    """Community ID v1 of each flow (None for transports it does not define)."""
-    import communityid
-    cid = communityid.CommunityID(seed=0)
+    """Community ID v1 of each flow (None for transports it does not define): the ``communityid``
+    library's value (seed 0, base64), computed here without its per-flow objects (a flow whose
+    addresses or ports that library would judge otherwise is handed to it)."""
     out: list[str | None] = []
+    if not len(flows):
+        return out
+    seed = struct.pack("!H", 0)
+    sha1, b64, pton, pack = hashlib.sha1, base64.b64encode, socket.inet_pton, struct.pack
+    v4, v6 = socket.AF_INET, socket.AF_INET6
+    packed: dict[str, bytes | None] = {}
+
+    def nbo(addr: str) -> bytes | None:
+        """The address in network byte order (inet_pton, IPv4 first as the library tries), else None."""
+        if addr not in packed:
+            value = None
+            for family in (v4, v6):
+                try:
+                    value = pton(family, addr)
+                    break
+                except (OSError, TypeError):
+                    pass
+            packed[addr] = value
+        return packed[addr]
     for src, dst, sport, dport, transport in zip(flows["src_ip"].astype(str), flows["dst_ip"].astype(str),
-                                                 flows["src_port"].astype(int), flows["dst_port"].astype(int),
+                                                 flows["src_port"].astype(int).tolist(),
+                                                 flows["dst_port"].astype(int).tolist(),
                                                  flows["transport"].astype(str)):
         proto = IP_PROTOCOLS.get(transport)
         if proto is None:
             out.append(None)
-        elif proto in (6, 17):
-            out.append(cid.calc(communityid.FlowTuple(proto, src, dst, sport, dport)))
+            continue
+        saddr, daddr = nbo(src), nbo(dst)
+        ports = proto in (6, 17)
+        if saddr is None or daddr is None or (ports and not (0 <= sport <= 65535 and 0 <= dport <= 65535)):
+            out.append(_library_community_id(proto, src, dst, sport, dport))
+            continue
+        if ports:
+            if saddr < daddr or (saddr == daddr and sport < dport):
+                data = seed + saddr + daddr + pack("!BBHH", proto, 0, sport, dport)
+            else:
+                data = seed + daddr + saddr + pack("!BBHH", proto, 0, dport, sport)
         else:
-            out.append(cid.calc(communityid.FlowTuple(proto, src, dst)))
+            data = seed + (saddr + daddr if saddr < daddr else daddr + saddr) + pack("!BB", proto, 0)
+        out.append("1:" + b64(sha1(data).digest()).decode("ascii"))
     return out
+
+
+def _library_community_id(proto: int, src: str, dst: str, sport: int, dport: int) -> str | None:
+    """One flow's Community ID by the ``communityid`` library itself (odd addresses or ports)."""
+    import communityid
+    cid = communityid.CommunityID(seed=0)
+    if proto in (6, 17):
+        return cid.calc(communityid.FlowTuple(proto, src, dst, sport, dport))
+    return cid.calc(communityid.FlowTuple(proto, src, dst))
 
 
 def _conn_state(flows: pd.DataFrame) -> np.ndarray:
