@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import re
+import types
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -18,7 +19,7 @@ import pytest
 
 import commpath
 from commpath.check.finding_set import FindingSet
-from commpath.present import _model, junit, markdown
+from commpath.present import _model, junit, markdown, palette
 from commpath.present._html_path import MAX_FINDINGS
 from test_present_data import REPO, analysis  # noqa: F401
 
@@ -149,3 +150,17 @@ def test_worst_first_orders_as_findings_of(analysis):  # noqa: F811
     for (pid, check), positions in cells.items():
         assert set(findings["check"].astype(str).iloc[positions]) == {check}
         assert positions.tolist() == [p for p in groups[pid].tolist() if p in set(positions.tolist())]
+
+
+def test_worst_first_leaves_out_findings_without_a_path_or_check():
+    keys = pd.DataFrame({"check": pd.Categorical(["b", "a", None, "a", "b"], categories=["b", "a"]),
+                         "severity": pd.Categorical(["low", "high", "high", "low", "low"],
+                                                    categories=list(palette.SEVERITY_ORDER), ordered=True),
+                         "path": ["p", None, "p", "p", "q"]})
+    groups = {k: v.tolist() for k, v in markdown.worst_first(keys).items()}
+    # high first; among the lows, check "b" before "a" (the categories' order, as sort_values has it)
+    assert groups == {"p": [2, 0, 3], "q": [4]}
+    as_model = types.SimpleNamespace(findings=keys)
+    assert groups["p"] == _model.findings_of(as_model, "p").index.tolist()
+    cells = {k: v.tolist() for k, v in markdown.worst_first(keys, by_check=True).items()}
+    assert cells == {("p", "b"): [0], ("p", "a"): [3], ("q", "b"): [4]}

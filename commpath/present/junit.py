@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 
 from . import _catalog, _model, _run_view, palette
 from ._html_path import MAX_FINDINGS
-from .markdown import KeyedAnalysis, rows_at, worst_first
+from .markdown import rows_at, worst_first
 
 
 def build_junit(analysis, fail_on: str = "high") -> str:
@@ -21,8 +21,8 @@ def build_junit(analysis, fail_on: str = "high") -> str:
     threshold), become <failure>; ``not-observed`` / ``not-observable`` cells <skipped>; other
     cells with findings pass with the findings in <system-out>.
     """
-    keys = _model.finding_keys(analysis)
-    results = _model.check_results(KeyedAnalysis(analysis, keys))
+    keys = _model.finding_keys(analysis)       # no finding's text is made for counts and tables
+    results = _model.check_results(analysis)
     gate = palette.severity_rank(fail_on)
     failing = (results["status"] == "fail") | (results["severity"].map(palette.severity_rank) >= gate)
     results = results.assign(status=results["status"].where(~failing, "fail"))

@@ -35,10 +35,9 @@ def code(value) -> str:
 
 
 def build_markdown(analysis, fail_on: str = "high", title: str = "commpath path-compliance report") -> str:
-    keys = _model.finding_keys(analysis)
-    keyed = KeyedAnalysis(analysis, keys)
-    paths = _model.path_table(keyed)
-    results = _model.check_results(keyed)
+    keys = _model.finding_keys(analysis)       # no finding's text is made for counts and tables
+    paths = _model.path_table(analysis)
+    results = _model.check_results(analysis)
     flows = _model.frame(analysis, "flows")
     t0, t1 = _model.capture_window(analysis)
     verdict = _run_view.run_verdict(analysis, fail_on)
@@ -99,61 +98,45 @@ def build_markdown(analysis, fail_on: str = "high", title: str = "commpath path-
 _NONE = np.zeros(0, np.int64)
 
 
-class KeyedAnalysis:
-    """``analysis`` seen with ``findings`` = its findings' key columns (check, severity, path, count,
-    and the suppression columns where a suppressions file added them; ``_model.finding_keys``): what
-    ``_model.path_table`` / ``check_results`` read, without making every finding's texts (a compact
-    FindingSet makes them all when ``analysis.findings`` is read). Everything else is the analysis'."""
-
-    def __init__(self, analysis, keys: pd.DataFrame):
-        self._analysis = analysis
-        self.findings = keys
-
-    def __getattr__(self, name):
-        return getattr(self._analysis, name)
-
-
 def worst_first(keys: pd.DataFrame, by_check: bool = False) -> dict:
     """Positions (0-based rows of ``keys``, the findings' order) of each path's findings, worst first in
     the order of ``_model.findings_of`` (severity rank descending, then check, ties in table order): one
-    sort of all findings, then one group per path, or per (path, check) with ``by_check``. Findings
-    without a path (or a check, with ``by_check``) belong to none, as in ``_model.is_value``."""
+    sort of all findings, then one group per path, or per (path, check) with ``by_check``, keyed by
+    their texts (``str``). Findings without a path (or a check, with ``by_check``) belong to none, as in
+    ``_model.is_value``."""
     if not len(keys):
         return {}
-    path = keys["path"].astype(str).to_numpy(object)
-    check = keys["check"].astype(str).to_numpy(object)
+    path, paths = _text_codes(keys["path"])
+    check, checks = _text_codes(keys["check"])
     table = pd.DataFrame({"_path": path, "_rank": _model.severity_ranks(keys["severity"]),
                           "check": keys["check"].reset_index(drop=True)})
     order = table.sort_values(["_path", "_rank", "check"], ascending=[True, False, True]).index.to_numpy()
-    missing = keys["path"].isna().to_numpy(bool, copy=True)
-    if by_check:
-        missing |= keys["check"].isna().to_numpy(bool)
-    order = order[~missing[order]]
-    by = {"p": path[order], **({"c": check[order]} if by_check else {})}
-    groups = pd.DataFrame(by).groupby(list(by), sort=False).indices
-    return {key: order[idx] for key, idx in groups.items()}
+    order = order[(path[order] >= 0) & ((check[order] >= 0) if by_check else True)]
+    if not by_check:
+        groups = pd.Series(path[order]).groupby(path[order], sort=False).indices
+        return {paths[p]: order[idx] for p, idx in groups.items()}
+    groups = pd.DataFrame({"p": path[order], "c": check[order]}).groupby(["p", "c"], sort=False).indices
+    return {(paths[p], checks[c]): order[idx] for (p, c), idx in groups.items()}
+
+
+def _text_codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """One code per cell for ``str(cell)`` (-1 when missing) and the texts of the codes: computed once
+    per distinct value, not per cell."""
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    texts, same = pd.factorize(np.array([str(u) for u in uniques] + [""], object))
+    return np.where(codes >= 0, texts[codes], -1), [str(t) for t in same]
 
 
 def rows_at(analysis, positions) -> dict[int, dict]:
-    """position -> the finding there as a record (all columns, texts included), for ``positions`` only:
-    the texts are made a batch at a time (``FindingSet.batches``), and batches after the last position
-    asked for are not made."""
+    """position -> the finding there as a record (all columns, texts included), for ``positions`` only
+    (rows of ``_model.finding_keys``): while the check layer holds the texts unmade, only the blocks
+    holding one of them make theirs (``FindingSet.rows``)."""
     wanted = np.unique(np.concatenate([np.asarray(p, np.int64) for p in positions])) if len(positions) else _NONE
-    out: dict[int, dict] = {}
     if not len(wanted):
-        return out
+        return {}
     findings = getattr(analysis, "finding_set", None)
-    batches = findings.batches() if findings is not None else iter([_model.frame(analysis, "findings")])
-    start = 0
-    for batch in batches:
-        stop = start + len(batch)
-        lo, hi = np.searchsorted(wanted, [start, stop])
-        if hi > lo:
-            out.update(zip(wanted[lo:hi].tolist(), batch.iloc[wanted[lo:hi] - start].to_dict("records")))
-        start = stop
-        if hi == len(wanted):
-            break
-    return out
+    rows = findings.rows(wanted) if findings is not None else _model.frame(analysis, "findings").iloc[wanted]
+    return dict(zip(wanted.tolist(), rows.to_dict("records")))
 
 
 def evidence_lines(analysis, paths) -> list[str]:
