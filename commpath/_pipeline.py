@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,8 +220,9 @@ def _load_analysis_dir(folder: Path):
             flows[col] = flows[col].map(_plain_list)
     tls = _read_parquet(folder / "tls.parquet", {**TLS_COLUMNS, **TLS_EXTRA})
     certs = _read_parquet(folder / "certs.parquet", CERT_COLUMNS)
-    try:
-        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    from .present._json_stream import read_sections
+    try:        # what is read of it: its flows and findings are walked past, not held
+        report = read_sections(folder / "report.json", keep={"captures", "clock_offsets"})
     except (OSError, ValueError) as exc:
         raise InputError(folder / "report.json", f"cannot read: {exc}") from None
     if (folder / "captures.parquet").is_file():

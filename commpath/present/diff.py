@@ -13,25 +13,60 @@ from . import _model, palette
 EXIT_CLEAN, EXIT_NEW = 0, 1
 
 
-def load_report(source: str | Path) -> dict:
-    """report.json of an analyze output folder, or a report.json file, with every finding's fingerprint."""
+#: what `commpath diff` reads of each finding (the rest of a million findings' texts is not kept)
+FINDING_KEYS = ("fingerprint", "check", "severity", "path", "message", "count", "flow_ids", "suppressed",
+                "suppression_reason")
+
+
+def load_report(source: str | Path, whole: bool = True) -> dict:
+    """report.json of an analyze output folder, or a report.json file, with every finding's fingerprint.
+
+    ``whole=False`` (what `commpath diff` reads): no ``flows`` and only :data:`FINDING_KEYS` of each
+    finding, read element by element (``_json_stream``): a run of a million connections is never
+    held as a million flow and finding dicts (the flows only give the connection keys of findings
+    written without a fingerprint)."""
     path = Path(source)
     file = path / "report.json" if path.is_dir() else path
     if not file.is_file():
         raise InputError(source, "not an analyze output folder or report.json file")
     try:
-        report = json.loads(file.read_text(encoding="utf-8"))
+        if whole:
+            report = json.loads(file.read_text(encoding="utf-8"))
+        else:
+            from ._json_stream import read_sections
+            report = read_sections(file, each={"flows": _flow_key, "findings": _slim_finding})
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise InputError(file, f"cannot read report.json: {exc}") from None
     if not isinstance(report, dict) or not str(report.get("schema", "")).startswith("commpath.report/"):
         raise InputError(file, "not a commpath report.json (no 'schema': 'commpath.report/v1')")
-    keys = {int(f["flow_id"]): (f["src_ip"], f["dst_ip"], f["dst_port"])
-            for f in report.get("flows", []) if f.get("flow_id") is not None}
+    flows = report.get("flows", []) if whole else report.pop("flows", [])
+    keys = dict(_connection_key(f) for f in flows if (f.get("flow_id") if isinstance(f, dict) else f[0]) is not None)
     for f in report.get("findings", []):
         if not f.get("fingerprint"):
             f["fingerprint"] = _model.fallback_fingerprint(
                 f["check"], f["path"], [keys[int(i)] for i in f.get("flow_ids") or [] if int(i) in keys])
     return report
+
+
+def _flow_key(flow):
+    """A flow record as (flow id, initiator, responder, responder port)."""
+    if not isinstance(flow, dict):
+        raise ValueError("a flow record is not an object")
+    return (flow.get("flow_id"), flow.get("src_ip"), flow.get("dst_ip"), flow.get("dst_port"))
+
+
+def _slim_finding(finding):
+    """A finding with :data:`FINDING_KEYS` only."""
+    if not isinstance(finding, dict):
+        raise ValueError("a finding is not an object")
+    return {k: finding[k] for k in FINDING_KEYS if k in finding}
+
+
+def _connection_key(flow) -> tuple[int, tuple]:
+    """flow id -> (initiator, responder, responder port), of a flow record or its slim tuple."""
+    if isinstance(flow, dict):
+        return int(flow["flow_id"]), (flow["src_ip"], flow["dst_ip"], flow["dst_port"])
+    return int(flow[0]), tuple(flow[1:])
 
 
 def _key(f: dict) -> str:
@@ -128,7 +163,7 @@ def main(args) -> int:
     if getattr(args, "suppress", None):
         from ..check.suppress import load_suppressions
         suppressions = load_suppressions(args.suppress)
-    result = compare(load_report(args.old), load_report(args.new), suppressions)
+    result = compare(load_report(args.old, whole=False), load_report(args.new, whole=False), suppressions)
     text = {"json": lambda r: json.dumps(r, indent=2, ensure_ascii=False) + "\n",
             "md": as_markdown, "text": as_text}[args.format](result)
     if args.output in (None, "-"):
