@@ -88,6 +88,9 @@ def write_reports(analysis, output: str, formats: list[str], fail_on: str = "hig
             elif fmt == "json":     # written batch by batch: the text of a million flows is never held whole
                 from .report_json import write_report_json
                 write_report_json(analysis, path)
+            elif fmt == "sarif":    # likewise, a slice of findings at a time
+                from .sarif import write_sarif
+                write_sarif(analysis, path, fail_on)
             else:
                 path.write_text(render(analysis, fmt, fail_on), encoding="utf-8")
         except OSError as exc:
