@@ -168,3 +168,15 @@ def test_community_ids_equal_the_librarys():
 @needs_lab
 def test_community_ids_of_the_lab_flows_equal_the_librarys(broken):
     assert zeek.community_ids(broken.flows) == library_community_ids(broken.flows)
+
+
+@needs_lab
+def test_zeek_logs_written_in_chunks_equal_the_whole_logs_text(broken, tmp_path, monkeypatch):
+    logs = zeek.zeek_logs(broken)
+    whole = {name: log.to_json(orient="records", lines=True, force_ascii=False, double_precision=6) if len(log) else ""
+             for name, log in logs.items()}
+    assert len(logs["conn"]) > 3 and len(logs["ssl"]) > 3
+    monkeypatch.setattr(zeek, "CHUNK", 3)
+    written = zeek.write_zeek_logs(broken, tmp_path)
+    for name, text in whole.items():
+        assert written[name].read_text(encoding="utf-8") == (text if text.endswith("\n") or not text else text + "\n")

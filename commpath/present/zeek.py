@@ -24,6 +24,8 @@ SERVICES = {"tls": "ssl", "ssh": "ssh", "http": "http"}
 TLS_VERSIONS = {"SSL 2.0": "SSLv2", "SSL 3.0": "SSLv3", "TLS 1.0": "TLSv10", "TLS 1.1": "TLSv11",
                 "TLS 1.2": "TLSv12", "TLS 1.3": "TLSv13"}
 IP_PROTOCOLS = {"tcp": 6, "udp": 17, "esp": 50}
+#: records a log's JSON text is made for at once (the text of 200,000 connections is 125 MB)
+CHUNK = 20_000
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
@@ -230,8 +232,11 @@ def write_zeek_logs(analysis, folder: str | Path) -> dict[str, Path]:
     written = {}
     for name, log in zeek_logs(analysis).items():
         path = folder / f"{name}.log"
-        text = log.to_json(orient="records", lines=True, force_ascii=False, double_precision=6) if len(log) else ""
-        path.write_text(text if text.endswith("\n") or not text else text + "\n", encoding="utf-8")
+        with path.open("w", encoding="utf-8") as fh:
+            for start in range(0, len(log), CHUNK):     # a line per record: the same text, CHUNK lines at a time
+                part = log.iloc[start:start + CHUNK] if len(log) > CHUNK else log
+                text = part.to_json(orient="records", lines=True, force_ascii=False, double_precision=6)
+                fh.write(text if text.endswith("\n") or not text else text + "\n")
         written[name] = path
     return written
 
