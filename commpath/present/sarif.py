@@ -164,14 +164,22 @@ def _texts(rows: pd.DataFrame, name: str, missing: str = "") -> list[str]:
     if name not in rows:
         return [missing] * len(rows)
     text = _model.text
-    return [v if type(v) is str else text(v, missing) for v in rows[name].tolist()]
+    return [v if type(v) is str else text(v, missing) for v in _values(rows[name])]
 
 
 def _int_lists(rows: pd.DataFrame, name: str) -> list[list[int]]:
     if name not in rows:
         return [[] for _ in range(len(rows))]
     as_list = _model.as_list
-    return [[int(x) for x in as_list(v)] for v in rows[name].tolist()]
+    return [[int(x) for x in as_list(v)] for v in _values(rows[name])]
+
+
+def _values(column: pd.Series) -> list:
+    """``column.tolist()``, an Arrow column's through pyarrow (pandas makes a scalar per cell; its nulls
+    come as None here, as pd.NA there: the same to ``_model.text`` and ``_model.as_list``)."""
+    if isinstance(column.dtype, pd.ArrowDtype):
+        return column.array.__arrow_array__().to_pylist()
+    return column.tolist()
 
 
 def _ints(values: list[int], indent: str) -> str:

@@ -31,7 +31,7 @@ def _flat(df: pd.DataFrame) -> pd.DataFrame:
         column = df[col]
         dtype = column.dtype
         if isinstance(dtype, pd.ArrowDtype) and pa.types.is_nested(dtype.pyarrow_dtype):  # Arrow lists: Python's
-            values = pa.chunked_array(column.array._pa_array).to_pylist()     # as Series.tolist(), not per scalar
+            values = column.array.__arrow_array__().to_pylist()     # as Series.tolist(), not per scalar
             column = pd.Series([pd.NA if v is None else v for v in values], index=df.index, dtype=object)
         elif dtype != object:
             continue
