@@ -180,3 +180,31 @@ def test_zeek_logs_written_in_chunks_equal_the_whole_logs_text(broken, tmp_path,
     written = zeek.write_zeek_logs(broken, tmp_path)
     for name, text in whole.items():
         assert written[name].read_text(encoding="utf-8") == (text if text.endswith("\n") or not text else text + "\n")
+
+
+@needs_lab
+def test_streamed_sarif_of_odd_cells(broken):
+    """More than 20 frames, a capture outside the artifacts, texts with quotes, newlines, non-ASCII
+    and control characters, a missing count, message and display filter: the same text as json.dumps."""
+    findings = broken.findings.copy()
+    findings["frames"] = pd.Series([list(range(1, 31))] + [[int(x) for x in v] for v in findings["frames"].iloc[1:]],
+                                   index=findings.index, dtype=object)
+    findings["capture"] = findings["capture"].astype(object)
+    findings.loc[1, "capture"] = "/elsewhere/other capture.pcap"
+    findings["message"] = findings["message"].astype(object)
+    findings.loc[0, "message"] = 'quote " backslash \\ newline \n tab \t bell \x07 é ü 日本 \u2028'
+    findings.loc[2, "message"] = None
+    findings["display_filter"] = findings["display_filter"].astype(object)
+    findings.loc[2, "display_filter"] = float("nan")
+    findings["count"] = findings["count"].astype("Int64")
+    findings.loc[0, "count"] = pd.NA
+    run = Batched(broken, findings, 2)
+    text = sarif.build_sarif_text(run)
+    assert text == reference_sarif(run)
+    results = json.loads(text)["runs"][0]["results"]
+    assert results[0]["locations"][0]["message"]["text"].endswith(", 20 …")
+    assert results[0]["properties"]["count"] == len(results[0]["properties"]["flow_ids"])
+    assert "index" not in results[1]["locations"][0]["physicalLocation"]["artifactLocation"]
+    assert results[0]["message"]["text"].startswith('quote " backslash') and results[2]["message"]["text"] == ""
+    no_count = Batched(broken, findings.drop(columns=["count"]), 2)
+    assert sarif.build_sarif_text(no_count) == reference_sarif(no_count)
