@@ -246,3 +246,14 @@ def test_palette_is_complete():
         assert verdict in palette.VERDICT_COLORS and verdict in palette.VERDICT_BACKGROUNDS
     assert len(set(palette.PATH_COLORS.values())) == len(palette.PATH_COLORS)
     assert np.all([palette.severity_rank(s) == i for i, s in enumerate(palette.SEVERITY_ORDER)])
+
+
+@pytest.mark.parametrize("column", [
+    pd.Series(["b", None, "a", "b"], dtype="category"), pd.Series(pd.Categorical([None, None], categories=["z"])),
+    pd.Series(pd.Categorical([1, None, 2])), pd.Series(["x", None], dtype="string"), pd.Series([1, 2]),
+    pd.Series(pd.Categorical([], categories=["a"])), pd.Series(["p", "q"], dtype=object)])
+def test_str_array_is_astype_str_made_per_category(column):
+    from commpath.present._model import str_array
+    got, want = str_array(column), column.astype(str).to_numpy(object)
+    assert got.dtype == object and len(got) == len(want)
+    assert all(g == w or (g != g and w != w) for g, w in zip(got, want)), (list(got), list(want))

@@ -29,6 +29,15 @@ def frame(analysis, name: str) -> pd.DataFrame:
     return schema.empty_frame(declared) if declared else pd.DataFrame()
 
 
+def str_array(column: pd.Series) -> np.ndarray:
+    """``column.astype(str).to_numpy(object)``: for a categorical through its categories (one text per
+    category, not one per row; a missing value stays NaN, as astype(str) leaves it there)."""
+    if isinstance(column.dtype, pd.CategoricalDtype) and all(isinstance(c, str) for c in column.cat.categories):
+        texts = np.array([*column.cat.categories, np.nan], dtype=object)
+        return texts[column.cat.codes.to_numpy()]          # code -1 (missing) reads the trailing NaN
+    return column.astype(str).to_numpy(object)
+
+
 def as_list(value) -> list:
     """A list from a list-like cell (list, tuple, ndarray) or [] for missing values."""
     if value is None:
@@ -68,8 +77,8 @@ def path_table(analysis) -> pd.DataFrame:
     paths["verdict"] = paths["verdict"].astype(str)
     paths = paths.iloc[sorted(range(len(paths)), key=lambda i: palette.path_sort_key(paths["id"].iloc[i]))]
     findings = finding_keys(analysis)      # counted from their keys: no finding's text is made
-    counts = (pd.DataFrame({"path": findings["path"].astype(str).to_numpy(object),
-                            "severity": findings["severity"].astype(str).to_numpy(object)})
+    counts = (pd.DataFrame({"path": str_array(findings["path"]),
+                            "severity": str_array(findings["severity"])})
               .groupby(["path", "severity"]).size().unstack(fill_value=0)
               if len(findings) else pd.DataFrame())
     for sev in palette.SEVERITY_ORDER:
@@ -135,8 +144,8 @@ def finding_pairs(analysis) -> list[tuple[str, str]]:
     keys = finding_keys(analysis)
     if not len(keys):
         return []
-    pairs = pd.DataFrame({"path": keys["path"].astype(str).to_numpy(object),
-                          "check": keys["check"].astype(str).to_numpy(object)}).drop_duplicates()
+    pairs = pd.DataFrame({"path": str_array(keys["path"]),
+                          "check": str_array(keys["check"])}).drop_duplicates()
     return list(zip(pairs["path"].tolist(), pairs["check"].tolist()))
 
 
@@ -216,8 +225,8 @@ def _finding_cells(analysis) -> dict[tuple[str, str], tuple[int, int]]:
         return {}
     rank = severity_ranks(keys["severity"])
     rank[suppressed_mask(analysis).to_numpy(bool)] = -1
-    cells = pd.DataFrame({"path": keys["path"].astype(str).to_numpy(object),
-                          "check": keys["check"].astype(str).to_numpy(object), "rank": rank,
+    cells = pd.DataFrame({"path": str_array(keys["path"]),
+                          "check": str_array(keys["check"]), "rank": rank,
                           "counts": rank >= 0})
     grouped = cells.groupby(["path", "check"], sort=False).agg(n=("counts", "sum"), worst=("rank", "max"))
     return {key: (int(n), int(worst) if n else -1)
@@ -294,8 +303,8 @@ def role_hosts(analysis) -> dict[str, list[str]]:
     for ip_col, role_col in (("src_ip", "src_role"), ("dst_ip", "dst_role")):
         # the distinct (address, role) pairs first: a few per host, not one per connection (a scan:
         # one per connection, so they are grouped by role as columns, not walked in Python)
-        pairs = pd.DataFrame({"ip": flows[ip_col].astype(str).to_numpy(object),
-                              "role": flows[role_col].astype(str).to_numpy(object)}).drop_duplicates()
+        pairs = pd.DataFrame({"ip": str_array(flows[ip_col]),
+                              "role": str_array(flows[role_col])}).drop_duplicates()
         shown = pairs["ip"].map(names).fillna(pairs["ip"]) if names else pairs["ip"]
         for role, hosts in shown.groupby(pairs["role"].to_numpy(object), sort=False):
             out.setdefault(role, set()).update(hosts.tolist())
