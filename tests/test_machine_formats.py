@@ -208,3 +208,20 @@ def test_streamed_sarif_of_odd_cells(broken):
     assert results[0]["message"]["text"].startswith('quote " backslash') and results[2]["message"]["text"] == ""
     no_count = Batched(broken, findings.drop(columns=["count"]), 2)
     assert sarif.build_sarif_text(no_count) == reference_sarif(no_count)
+
+
+@pytest.mark.parametrize(("columns", "rows"), [(2, 6000), (48, 6000), (700, 1000)])
+def test_csv_utc_datetimes_as_to_csv_writes_them(columns, rows):
+    """Times at whole seconds, ms, µs and ns, before 1970, missing, in to_csv's chunks of rows (each
+    chunk one precision: 1 chunk, 3, 8): the same text as to_csv of the datetime column."""
+    rng = random.Random(columns)
+    ns = []
+    for i in range(rows):
+        value = rng.randrange(-10**18, 3 * 10**18) if rng.random() < 0.05 else 1_700_000_000 * 10**9 + rng.randrange(10**15)
+        value -= value % (10**9 if i < rows // 3 else 10**6 if i < rows * 2 // 5 else 10**3 if i < rows * 2 // 3 else 1)
+        ns.append(None if rng.random() < 0.02 else value)
+    df = pd.DataFrame({**{f"c{i}": [1] * rows for i in range(columns - 1)}, "t": pd.to_datetime(ns, utc=True)})
+    assert isinstance(df["t"].dtype, pd.DatetimeTZDtype) and df["t"].isna().any()
+    flat = tables_csv._flat(df)
+    assert flat["t"].dtype != df["t"].dtype
+    assert flat.to_csv(index=False) == df.to_csv(index=False)
