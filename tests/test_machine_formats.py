@@ -225,3 +225,13 @@ def test_csv_utc_datetimes_as_to_csv_writes_them(columns, rows):
     flat = tables_csv._flat(df)
     assert flat["t"].dtype != df["t"].dtype
     assert flat.to_csv(index=False) == df.to_csv(index=False)
+
+
+def test_uids_equal_uid_one_by_one():
+    rng = random.Random(5)
+    captures = [rng.choice(["a.pcap", "/x/é b.pcap", "", "captures/broken/cp.pcap"]) for _ in range(5000)]
+    flow_ids = [rng.choice([0, 1, 2**40, rng.randrange(10**9)]) for _ in range(5000)]
+    uids = zeek._uids(captures, flow_ids)
+    assert uids == [zeek._uid(c, i) for c, i in zip(captures, flow_ids)]
+    assert len(set(uids)) > 1000 and all(len(u) == 18 and u[0] == "C" for u in uids)
+    assert zeek._uids([], []) == []

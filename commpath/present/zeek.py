@@ -39,6 +39,23 @@ def _uid(capture: str, flow_id: int) -> str:
     return "C" + "".join(digits)
 
 
+def _uids(captures, flow_ids) -> list[str]:
+    """``_uid`` of each (capture, flow id): the SHA-256s one by one, their first 12 bytes' base62
+    digits for all at once (long division of three 32-bit limbs by 62, 17 times)."""
+    sha256 = hashlib.sha256
+    digests = b"".join(sha256(f"{c}\0{i}".encode()).digest()[:12] for c, i in zip(captures, flow_ids))
+    limbs = np.frombuffer(digests, dtype=">u4").astype(np.uint64).reshape(-1, 3).T.copy()
+    digits = np.empty((limbs.shape[1], 17), dtype=np.uint8)
+    for d in range(17):
+        rest = np.zeros(limbs.shape[1], dtype=np.uint64)
+        for k in range(3):
+            current = (rest << np.uint64(32)) | limbs[k]
+            limbs[k], rest = current // np.uint64(62), current % np.uint64(62)
+        digits[:, d] = rest
+    text = np.frombuffer(_BASE62.encode(), dtype=np.uint8)[digits]
+    return ["C" + t.decode("ascii") for t in text.view("S17").ravel()] if len(text) else []
+
+
 def community_ids(flows: pd.DataFrame) -> list[str | None]:
     """Community ID v1 of each flow (None for transports it does not define): the ``communityid``
     library's value (seed 0, base64), computed here without its per-flow objects (a flow whose
@@ -117,7 +134,7 @@ def conn_log(analysis) -> pd.DataFrame:
     ts = flows["ts_start"].astype(float)
     return pd.DataFrame({
         "ts": ts,
-        "uid": [_uid(c, int(i)) for c, i in zip(flows["capture"].astype(str), flows["flow_id"])],
+        "uid": _uids(flows["capture"].astype(str), flows["flow_id"].astype("int64").tolist()),
         "id.orig_h": flows["src_ip"].astype(str), "id.orig_p": flows["src_port"].astype(int),
         "id.resp_h": flows["dst_ip"].astype(str), "id.resp_p": flows["dst_port"].astype(int),
         "proto": flows["transport"].astype(str),
