@@ -14,12 +14,17 @@ ZEEK_BASE = PUBLIC / "zeek/testing/btest/Baseline"
 TSHARK = shutil.which("tshark")
 
 
+#: where gunzipped captures go: one folder for the test process, removed when it ends
+_GUNZIPPED = tempfile.TemporaryDirectory(prefix="cpt-hs-")
+
+
 def open_capture(path: Path) -> Path:
-    """A readable path for ``path`` (gunzipped into a temp file when it ends in .gz)."""
+    """A readable path for ``path`` (gunzipped, once per test process, when it ends in .gz)."""
     if path.suffix != ".gz":
         return path
-    out = Path(tempfile.mkdtemp(prefix="cpt-hs-")) / path.stem
-    out.write_bytes(gzip.decompress(path.read_bytes()))
+    out = Path(_GUNZIPPED.name) / f"{abs(hash(str(path))):x}-{path.stem}"
+    if not out.is_file():
+        out.write_bytes(gzip.decompress(path.read_bytes()))
     return out
 
 
