@@ -139,13 +139,13 @@ def test_junit_cells_show_their_worst_first_and_keep_the_totals(mixed):
 def test_worst_first_orders_as_findings_of(analysis):  # noqa: F811
     """The bundled and public runs: each path's positions in the order of _model.findings_of."""
     keys = _model.finding_keys(analysis)
-    groups = markdown.worst_first(keys)
+    groups = _model.worst_first(keys)
     findings = analysis.findings
     assert set(groups) == set(findings["path"].astype(str))
     for pid in groups:
         expected = findings.index.get_indexer(_model.findings_of(analysis, pid).index)
         assert groups[pid].tolist() == expected.tolist()
-    cells = markdown.worst_first(keys, by_check=True)
+    cells = _model.worst_first(keys, by_check=True)
     assert sum(len(v) for v in cells.values()) == len(findings)
     for (pid, check), positions in cells.items():
         assert set(findings["check"].astype(str).iloc[positions]) == {check}
@@ -157,10 +157,10 @@ def test_worst_first_leaves_out_findings_without_a_path_or_check():
                          "severity": pd.Categorical(["low", "high", "high", "low", "low"],
                                                     categories=list(palette.SEVERITY_ORDER), ordered=True),
                          "path": ["p", None, "p", "p", "q"]})
-    groups = {k: v.tolist() for k, v in markdown.worst_first(keys).items()}
+    groups = {k: v.tolist() for k, v in _model.worst_first(keys).items()}
     # high first; among the lows, check "b" before "a" (the categories' order, as sort_values has it)
     assert groups == {"p": [2, 0, 3], "q": [4]}
     as_model = types.SimpleNamespace(findings=keys)
     assert groups["p"] == _model.findings_of(as_model, "p").index.tolist()
-    cells = {k: v.tolist() for k, v in markdown.worst_first(keys, by_check=True).items()}
+    cells = {k: v.tolist() for k, v in _model.worst_first(keys, by_check=True).items()}
     assert cells == {("p", "b"): [0], ("p", "a"): [3], ("q", "b"): [4]}

@@ -287,6 +287,51 @@ def _shown(ordered: pd.DataFrame, limit: int, suppressed: pd.Series) -> pd.DataF
     return ordered[keep]
 
 
+#: no finding positions
+NO_POSITIONS = np.zeros(0, np.int64)
+
+
+def worst_first(keys: pd.DataFrame, by_check: bool = False) -> dict:
+    """Positions (0-based rows of ``keys``, the findings' order) of each path's findings, worst first in
+    the order of ``findings_of`` (severity rank descending, then check, ties in table order): one
+    sort of all findings, then one group per path, or per (path, check) with ``by_check``, keyed by
+    their texts (``str``). Findings without a path (or a check, with ``by_check``) belong to none, as in
+    ``is_value``."""
+    if not len(keys):
+        return {}
+    path, paths = _text_codes(keys["path"])
+    check, checks = _text_codes(keys["check"])
+    table = pd.DataFrame({"_path": path, "_rank": severity_ranks(keys["severity"]),
+                          "check": keys["check"].reset_index(drop=True)})
+    order = table.sort_values(["_path", "_rank", "check"], ascending=[True, False, True]).index.to_numpy()
+    order = order[(path[order] >= 0) & ((check[order] >= 0) if by_check else True)]
+    if not by_check:
+        groups = pd.Series(path[order]).groupby(path[order], sort=False).indices
+        return {paths[p]: order[idx] for p, idx in groups.items()}
+    groups = pd.DataFrame({"p": path[order], "c": check[order]}).groupby(["p", "c"], sort=False).indices
+    return {(paths[p], checks[c]): order[idx] for (p, c), idx in groups.items()}
+
+
+def _text_codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """One code per cell for ``str(cell)`` (-1 when missing) and the texts of the codes: computed once
+    per distinct value, not per cell."""
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    texts, same = pd.factorize(np.array([str(u) for u in uniques] + [""], object))
+    return np.where(codes >= 0, texts[codes], -1), [str(t) for t in same]
+
+
+def rows_at(analysis, positions) -> dict[int, dict]:
+    """position -> the finding there as a record (all columns, texts included), for ``positions`` only
+    (rows of ``finding_keys``): while the check layer holds the texts unmade, only the blocks
+    holding one of them make theirs (``FindingSet.rows``)."""
+    wanted = np.unique(np.concatenate([np.asarray(p, np.int64) for p in positions])) if len(positions) else NO_POSITIONS
+    if not len(wanted):
+        return {}
+    findings = getattr(analysis, "finding_set", None)
+    rows = findings.rows(wanted) if findings is not None else frame(analysis, "findings").iloc[wanted]
+    return dict(zip(wanted.tolist(), rows.to_dict("records")))
+
+
 def finding_count(analysis, path: str) -> int:
     """How many findings ``path`` has (counted from their keys)."""
     keys = finding_keys(analysis)
@@ -422,11 +467,21 @@ def finding_fingerprints(analysis) -> list[str]:
     findings = frame(analysis, "findings")
     if "fingerprint" in findings and findings["fingerprint"].notna().all():
         return [str(v) for v in findings["fingerprint"]]
+    return fallback_fingerprints(findings, connection_keys(analysis))
+
+
+def connection_keys(analysis) -> dict[int, tuple[str, str, int]]:
+    """flow id -> (initiator, responder, responder port): what a fallback fingerprint names a flow by."""
     flows = frame(analysis, "flows")
-    keys = {}
-    if len(flows):
-        keys = dict(zip(flows["flow_id"].astype("int64"),
-                        zip(flows["src_ip"].astype(str), flows["dst_ip"].astype(str), flows["dst_port"].astype(int))))
+    if not len(flows):
+        return {}
+    return dict(zip(flows["flow_id"].astype("int64"),
+                    zip(flows["src_ip"].astype(str), flows["dst_ip"].astype(str), flows["dst_port"].astype(int))))
+
+
+def fallback_fingerprints(findings: pd.DataFrame, keys: dict) -> list[str]:
+    """:func:`fallback_fingerprint` of each finding of ``findings``, its flows named by ``keys``
+    (:func:`connection_keys`)."""
     return [fallback_fingerprint(check, path, [keys[int(i)] for i in as_list(ids) if int(i) in keys])
             for check, path, ids in zip(findings["check"].astype(str), findings["path"].astype(str),
                                         findings["flow_ids"])]

@@ -11,7 +11,6 @@ import xml.etree.ElementTree as ET
 
 from . import _catalog, _model, _run_view, palette
 from ._html_path import MAX_FINDINGS
-from .markdown import rows_at, worst_first
 
 
 def build_junit(analysis, fail_on: str = "high") -> str:
@@ -33,8 +32,8 @@ def build_junit(analysis, fail_on: str = "high") -> str:
     root.insert(0, run)
     root.set("tests", str(int(root.get("tests")) + 1))
     root.set("failures", str(int(root.get("failures")) + int(run.get("failures"))))
-    cells = worst_first(keys, by_check=True)        # (path, check) -> its findings, worst first
-    texts = rows_at(analysis, [g[:MAX_FINDINGS] for g in cells.values()])
+    cells = _model.worst_first(keys, by_check=True)        # (path, check) -> its findings, worst first
+    texts = _model.rows_at(analysis, [g[:MAX_FINDINGS] for g in cells.values()])
     for pid in _model.sorted_paths(results["path"]):
         rows = results[results["path"] == pid]
         suite = ET.SubElement(root, "testsuite", name=pid, tests=str(len(rows)),

@@ -8,7 +8,6 @@ the findings shown, so the report's cost does not grow with every finding's text
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from . import _catalog, _evidence, _model, _run_view, palette, requests_view
@@ -67,11 +66,11 @@ def build_markdown(analysis, fail_on: str = "high", title: str = "commpath path-
     out += ["", "## Findings", ""]
     if not len(keys):
         out.append("No finding.")
-    groups = worst_first(keys)
-    rows = rows_at(analysis, [g[:MAX_FINDINGS] for g in groups.values()])
+    groups = _model.worst_first(keys)
+    rows = _model.rows_at(analysis, [g[:MAX_FINDINGS] for g in groups.values()])
     for pid in _model.sorted_paths(keys["path"]) if len(keys) else []:
         out += [f"### {cell(pid)}", ""]
-        mine = groups.get(pid, _NONE)
+        mine = groups.get(pid, _model.NO_POSITIONS)
         for f in (rows[i] for i in mine[:MAX_FINDINGS]):
             frames = _model.as_list(f["frames"])
             shown = ", ".join(str(int(x)) for x in frames[:20]) + (" …" if len(frames) > 20 else "")
@@ -93,50 +92,6 @@ def build_markdown(analysis, fail_on: str = "high", title: str = "commpath path-
         out.append("")
     out += requests_view.requests_markdown(analysis)
     return "\n".join(out).rstrip() + "\n"
-
-
-_NONE = np.zeros(0, np.int64)
-
-
-def worst_first(keys: pd.DataFrame, by_check: bool = False) -> dict:
-    """Positions (0-based rows of ``keys``, the findings' order) of each path's findings, worst first in
-    the order of ``_model.findings_of`` (severity rank descending, then check, ties in table order): one
-    sort of all findings, then one group per path, or per (path, check) with ``by_check``, keyed by
-    their texts (``str``). Findings without a path (or a check, with ``by_check``) belong to none, as in
-    ``_model.is_value``."""
-    if not len(keys):
-        return {}
-    path, paths = _text_codes(keys["path"])
-    check, checks = _text_codes(keys["check"])
-    table = pd.DataFrame({"_path": path, "_rank": _model.severity_ranks(keys["severity"]),
-                          "check": keys["check"].reset_index(drop=True)})
-    order = table.sort_values(["_path", "_rank", "check"], ascending=[True, False, True]).index.to_numpy()
-    order = order[(path[order] >= 0) & ((check[order] >= 0) if by_check else True)]
-    if not by_check:
-        groups = pd.Series(path[order]).groupby(path[order], sort=False).indices
-        return {paths[p]: order[idx] for p, idx in groups.items()}
-    groups = pd.DataFrame({"p": path[order], "c": check[order]}).groupby(["p", "c"], sort=False).indices
-    return {(paths[p], checks[c]): order[idx] for (p, c), idx in groups.items()}
-
-
-def _text_codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:
-    """One code per cell for ``str(cell)`` (-1 when missing) and the texts of the codes: computed once
-    per distinct value, not per cell."""
-    codes, uniques = pd.factorize(column, use_na_sentinel=True)
-    texts, same = pd.factorize(np.array([str(u) for u in uniques] + [""], object))
-    return np.where(codes >= 0, texts[codes], -1), [str(t) for t in same]
-
-
-def rows_at(analysis, positions) -> dict[int, dict]:
-    """position -> the finding there as a record (all columns, texts included), for ``positions`` only
-    (rows of ``_model.finding_keys``): while the check layer holds the texts unmade, only the blocks
-    holding one of them make theirs (``FindingSet.rows``)."""
-    wanted = np.unique(np.concatenate([np.asarray(p, np.int64) for p in positions])) if len(positions) else _NONE
-    if not len(wanted):
-        return {}
-    findings = getattr(analysis, "finding_set", None)
-    rows = findings.rows(wanted) if findings is not None else _model.frame(analysis, "findings").iloc[wanted]
-    return dict(zip(wanted.tolist(), rows.to_dict("records")))
 
 
 def evidence_lines(analysis, paths) -> list[str]:

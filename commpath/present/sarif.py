@@ -204,15 +204,8 @@ class _Fingerprints:
             raise _Refingerprint
         self.fallback = True
         if self._keys is None:
-            flows = _model.frame(self.analysis, "flows")
-            self._keys = {}
-            if len(flows):
-                self._keys = dict(zip(flows["flow_id"].astype("int64"),
-                                      zip(flows["src_ip"].astype(str), flows["dst_ip"].astype(str),
-                                          flows["dst_port"].astype(int))))
-        keys = self._keys
-        return [_model.fallback_fingerprint(check, path, [keys[int(i)] for i in _model.as_list(ids) if int(i) in keys])
-                for check, path, ids in zip(rows["check"].astype(str), rows["path"].astype(str), rows["flow_ids"])]
+            self._keys = _model.connection_keys(self.analysis)
+        return _model.fallback_fingerprints(rows, self._keys)
 
 
 def _finding_batches(analysis):
