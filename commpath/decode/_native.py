@@ -68,7 +68,7 @@ def build(target_dir: Path) -> Path:
     return target
 
 
-#: ctypes signatures of kernels.c: p pointer, i int64, I int, d double; then the result type.
+#: ctypes signatures of kernels.c (and sha256.c): p pointer, i int64, I int, d double; then the result type.
 _KERNELS = {
     "cp_index_pcap": ("p i I d I i i p p p p p p p", None),
     "cp_index_pcapng": ("p i p p p p i i p p p p p p", None),
@@ -79,6 +79,7 @@ _KERNELS = {
     "cp_pack_marks": ("p i p i p i p p p", None),
     "cp_select_tls": ("p p i p i p p i p p p p p p p", ctypes.c_int64),
     "cp_flow_update": ("p p p p i i p p p i p p i i d p i p p i p p i p i p p i p p i", ctypes.c_int64),
+    "cp_sha256_many": ("p p i i p p", None),      # sha256.c
 }
 _CTYPES = {"p": ctypes.c_void_p, "i": ctypes.c_int64, "I": ctypes.c_int, "d": ctypes.c_double}
 
@@ -118,3 +119,36 @@ def lib() -> ctypes.CDLL:
         except OSError as exc:
             last = exc
     raise CommpathError(f"cannot build commpath's kernels: {last}")
+
+
+@cache
+def openssl_sha256():
+    """libcrypto's SHA256_Init, SHA256_Update and SHA256_Final (the library Python's hashlib uses), as the
+    three-pointer struct sha256.c takes; None without them."""
+    import ctypes.util
+    name = ctypes.util.find_library("crypto")
+    try:
+        crypto = ctypes.CDLL(name) if name else None
+        addresses = [ctypes.cast(getattr(crypto, f"SHA256_{f}"), ctypes.c_void_p).value
+                     for f in ("Init", "Update", "Final")] if crypto else None
+    except (OSError, AttributeError):
+        return None
+    return (ctypes.c_void_p * 3)(*addresses) if addresses else None
+
+
+def sha256_prefixes(data, offsets, keep: int = 32, openssl: bool = True):
+    """The first ``keep`` bytes of the SHA-256 of each message ``data[offsets[i]:offsets[i + 1]]``, as
+    one uint8 array of ``keep`` bytes per message (``data``: uint8, ``offsets``: int64, both C-contiguous);
+    hashed by OpenSSL when it is there and ``openssl``, else by the kernel's own rounds."""
+    import numpy as np
+    if not 0 < keep <= 32:
+        raise ValueError(f"keep must be 1..32 bytes, not {keep}")
+    n = len(offsets) - 1
+    if n > 0 and (offsets[0] < 0 or offsets[-1] > len(data) or (np.diff(offsets) < 0).any()):
+        raise ValueError("message offsets outside the data")
+    out = np.empty(max(n, 0) * keep, np.uint8)
+    if n > 0:
+        data = data if len(data) else np.zeros(1, np.uint8)
+        kernels().cp_sha256_many(ptr(data, np.uint8), ptr(offsets, np.int64), n, keep, ptr(out, np.uint8),
+                                 ctypes.addressof(openssl_sha256()) if openssl and openssl_sha256() else None)
+    return out
