@@ -201,7 +201,7 @@ def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance:
     f = f.sort_values(["conn", "preference", "nat_side", "is_initiator_host", "ts_start_aligned"],
                       ascending=[True, False, True, False, True], kind="stable")
     vps = [{"host": h, "capture": c, "flow_id": i, "first_frame": fr, "ts_start": t}
-           for h, c, i, fr, t in zip(f["host"].astype(object).tolist(), f["capture"].astype(object).tolist(),
+           for h, c, i, fr, t in zip(_shared_texts(f["host"]), _shared_texts(f["capture"]),
                                      f["flow_id"].tolist(), f["first_frame"].tolist(), f["ts_start"].tolist())]
     # f is sorted by connection: each connection's vantage points are one run of rows, best first
     conns = f["conn"].to_numpy()
@@ -222,6 +222,17 @@ def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance:
     rep = rep.sort_values("ts_start_aligned", kind="stable").reset_index(drop=True)
     rep.attrs["clock_offsets"] = offsets
     return rep
+
+
+def _shared_texts(column: pd.Series) -> list:
+    """The column's values as Python objects, one object per distinct value: a host or capture name
+    repeated on every vantage point of a run is one string, not one per row (0.35 KB per merged flow)."""
+    codes, distinct = pd.factorize(column, use_na_sentinel=True)
+    out = np.asarray(distinct.astype(object).tolist() + [None], dtype=object)[codes]
+    missing = codes < 0
+    if missing.any():          # as the column holds them (pd.NA, None, nan)
+        out[missing] = column.astype(object).to_numpy()[missing]
+    return out.tolist()
 
 
 def handshake_preference(flows: pd.DataFrame, tls: pd.DataFrame | None = None) -> pd.Series:
