@@ -342,6 +342,8 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
         certs = conform(hs.certs.copy(), CERT_COLUMNS)
         ssh, http = hs.ssh, hs.http
         tls_analyzed = True
+        # the analyzer's row tuples and the uncopied tables would otherwise live through the whole run
+        del analyzer, hs, capture
 
     from ._sources import fact_tables
     facts = fact_tables(paths[0] if reloaded else None, probe, host_config, captures, inv, warnings.append)
