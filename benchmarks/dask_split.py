@@ -49,7 +49,12 @@ def main() -> None:
     ap.add_argument("--chunks", default="2,4,8")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="commpath-split-"))
+    with tempfile.TemporaryDirectory(prefix="commpath-split-") as tmp:
+        measure(args, Path(tmp))
+
+
+def measure(args, tmp: Path) -> None:
+    """Decode the whole capture, then its K record-aligned chunks, in ``tmp`` (the made capture and chunks)."""
     if args.capture:
         path = Path(args.capture)
     else:
