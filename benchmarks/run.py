@@ -35,7 +35,8 @@ def capture_packets(path: Path) -> int:
 
 
 def measure(cmd: list[str], timeout: float) -> dict:
-    """Run ``cmd``; return wall seconds, peak tree RSS (MB), ru_maxrss (MB), exit code, stdout, stderr tail."""
+    """Run ``cmd``; return wall seconds, CPU seconds (user + system, and each), peak tree RSS (MB), ru_maxrss (MB),
+    exit code, stdout, stderr tail."""
     import psutil
 
     started = time.perf_counter()
@@ -73,7 +74,8 @@ def measure(cmd: list[str], timeout: float) -> dict:
     proc.returncode = os.waitstatus_to_exitcode(status)
     for r in readers:
         r.join(5)
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_mb": peak / 1e6, "maxrss_mb": usage.ru_maxrss * 1024 / 1e6,
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "user_s": usage.ru_utime, "sys_s": usage.ru_stime,
+            "peak_mb": peak / 1e6, "maxrss_mb": usage.ru_maxrss * 1024 / 1e6,
             "exit": proc.returncode, "stdout": "".join(out_chunks), "stderr": "".join(err_chunks)[-2000:]}
 
 
