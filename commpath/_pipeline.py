@@ -364,7 +364,14 @@ def judge(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame, certs:
     already, with this cluster view (on Dask workers: ``distributed.decode_run(classify=True)``).
     ``evaluate``: what runs the checks, if not ``check.evaluate`` in this process (on the workers'
     parts of these flows: ``distributed.decode_run(then=...)``)."""
-    inv, pol = inventory, policy
+    from .classify.view import shared_address_codes
+    with shared_address_codes():       # the view, the role masks and the findings' keys: one factorization
+        return _judge(flows, captures, tls, certs, ssh, http, inventory, policy, ca, keylog, merge, reloaded,
+                      tls_analyzed, warnings, offsets, requests, facts, storage_options, view, evaluate)
+
+
+def _judge(flows, captures, tls, certs, ssh, http, inv, pol, ca, keylog, merge, reloaded, tls_analyzed, warnings,
+           offsets, requests, facts, storage_options, view, evaluate) -> Analysis:
     warnings = list(warnings or [])
     # every vantage point is classified with a cluster view built from all of them (the pod that
     # dialled the VIP is seen before DNAT only on its node); then one flow per connection

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..classify.view import address_codes
 from .tables import EVIDENCE_ENTRY
 
 #: example connections per finding: the display filter stays short enough to paste
@@ -65,14 +66,14 @@ def flow_keys(flows) -> FlowKeys:
     """The grouping keys of ``flows`` (a classified flow DataFrame)."""
     import pandas as pd
     cap_codes, cap_names = pd.factorize(flows["capture"].astype("string").fillna(""), sort=True)
-    both = pd.concat([flows["src_ip"], flows["dst_ip"]], ignore_index=True).astype("string").fillna("")
-    ip_codes, ips = pd.factorize(both)
+    # the addresses' factorization the classification made, when it is shared (classify.view)
+    (src, dst), ips = address_codes(flows["src_ip"], flows["dst_ip"])
     n = len(flows)
 
     def ints(name, dtype=np.int64):
         return flows[name].to_numpy(dtype=dtype, na_value=0) if name in flows else np.zeros(n, dtype)
-    return FlowKeys(capture=cap_codes, capture_names=[str(c) for c in cap_names], src=ip_codes[:n],
-                    dst=ip_codes[n:], address_text=_arrow_text(ips.array), dst_port=ints("dst_port"),
+    return FlowKeys(capture=cap_codes, capture_names=[str(c) for c in cap_names], src=src,
+                    dst=dst, address_text=_arrow_text(ips.array), dst_port=ints("dst_port"),
                     src_port=ints("src_port"), first_frame=ints("first_frame"), last_frame=ints("last_frame"),
                     flow_id=ints("flow_id"), ip_version=ints("ip_version"),
                     udp=_is_udp(flows["transport"]))
