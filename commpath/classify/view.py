@@ -153,9 +153,10 @@ def address_codes(*columns: pd.Series) -> tuple[list[np.ndarray], pd.Index]:
     role masks compare integers, not a million texts. The codes are read-only (they may be shared:
     :func:`shared_address_codes`)."""
     memo = _shared_codes.get()
-    arrays = [getattr(c.array, "__arrow_array__", None) for c in columns]
-    # Arrow arrays are immutable: the same array objects (held below) are the same texts
-    arrays = [a() if a is not None else None for a in arrays] if memo is not None else []
+    # Arrow arrays are immutable: the same array objects (held below) are the same texts. Only
+    # Arrow-backed columns hand out their own array; others would make a new one on every call.
+    arrays = [c.array.__arrow_array__() if isinstance(c.array, pd.arrays.ArrowExtensionArray) else None
+              for c in columns] if memo is not None else []
     if memo and all(a is not None for a in arrays) and len(memo[0]) == len(arrays) \
             and all(a is b for a, b in zip(arrays, memo[0])):
         return memo[1]
