@@ -13,6 +13,7 @@ from .check import evaluate as check_evaluate
 from .check.policy import SEVERITIES, SEVERITY_RANK, Policy
 from .check.tables import PATH_VERDICTS
 from .classify import CLASSIFY_COLUMNS, Inventory, classify_with_view, load_inventory
+from .classify.view import shared_address_codes
 from .decode.engine import read
 from .decode.limits import ANALYSIS_PAYLOAD_LIMIT
 from .decode.handshakes import HandshakeAnalyzer
@@ -352,6 +353,7 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
                  requests=requests, facts=facts, storage_options=storage_options, view=view)
 
 
+@shared_address_codes()     # the view, the role masks and the findings' keys: one factorization of the addresses
 def judge(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame, certs: pd.DataFrame, ssh: pd.DataFrame,
           http: pd.DataFrame, *, inventory: Inventory | None, policy: Policy, ca=None, keylog=None,
           merge: bool | None = None, reloaded: bool = False, tls_analyzed: bool = True,
@@ -364,14 +366,7 @@ def judge(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame, certs:
     already, with this cluster view (on Dask workers: ``distributed.decode_run(classify=True)``).
     ``evaluate``: what runs the checks, if not ``check.evaluate`` in this process (on the workers'
     parts of these flows: ``distributed.decode_run(then=...)``)."""
-    from .classify.view import shared_address_codes
-    with shared_address_codes():       # the view, the role masks and the findings' keys: one factorization
-        return _judge(flows, captures, tls, certs, ssh, http, inventory, policy, ca, keylog, merge, reloaded,
-                      tls_analyzed, warnings, offsets, requests, facts, storage_options, view, evaluate)
-
-
-def _judge(flows, captures, tls, certs, ssh, http, inv, pol, ca, keylog, merge, reloaded, tls_analyzed, warnings,
-           offsets, requests, facts, storage_options, view, evaluate) -> Analysis:
+    inv, pol = inventory, policy
     warnings = list(warnings or [])
     # every vantage point is classified with a cluster view built from all of them (the pod that
     # dialled the VIP is seen before DNAT only on its node); then one flow per connection

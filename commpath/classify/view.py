@@ -155,15 +155,14 @@ def address_codes(*columns: pd.Series) -> tuple[list[np.ndarray], pd.Index]:
     memo = _shared_codes.get()
     # Arrow arrays are immutable: the same array objects (held below) are the same texts. Only
     # Arrow-backed columns hand out their own array; others would make a new one on every call.
-    arrays = [c.array.__arrow_array__() if isinstance(c.array, pd.arrays.ArrowExtensionArray) else None
-              for c in columns] if memo is not None else []
-    if memo and all(a is not None for a in arrays) and len(memo[0]) == len(arrays) \
-            and all(a is b for a, b in zip(arrays, memo[0])):
+    shared = memo is not None and all(isinstance(c.array, pd.arrays.ArrowExtensionArray) for c in columns)
+    if not shared:
+        return _factorized(columns)
+    arrays = [c.array.__arrow_array__() for c in columns]
+    if memo and len(memo[0]) == len(arrays) and all(a is b for a, b in zip(arrays, memo[0])):
         return memo[1]
-    result = _factorized(columns)
-    if memo is not None and arrays and all(a is not None for a in arrays):
-        memo[:] = [arrays, result]
-    return result
+    memo[:] = [arrays, _factorized(columns)]
+    return memo[1]
 
 
 def _factorized(columns) -> tuple[list[np.ndarray], pd.Index]:

@@ -149,6 +149,7 @@ def sha256_prefixes(data, offsets, keep: int = 32, openssl: bool = True):
     out = np.empty(max(n, 0) * keep, np.uint8)
     if n > 0:
         data = data if len(data) else np.zeros(1, np.uint8)
+        functions = openssl_sha256() if openssl else None
         kernels().cp_sha256_many(ptr(data, np.uint8), ptr(offsets, np.int64), n, keep, ptr(out, np.uint8),
-                                 ctypes.addressof(openssl_sha256()) if openssl and openssl_sha256() else None)
+                                 ctypes.addressof(functions) if functions else None)
     return out
