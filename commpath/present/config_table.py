@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..capture.host_settings import load as load_settings
-from ..capture.hostconfig import from_folder
-from ..decode.hostconfig import CONFIG_COLUMNS, ConfigFacts, config_table
 from ..errors import InputError
+
+if TYPE_CHECKING:       # the command line imports this module for register(): the rest loads when used
+    from ..decode.hostconfig import ConfigFacts
 
 #: what `commpath config` prints of each row
 SHOWN_COLUMNS = ["host", "component", "setting", "value", "source"]
@@ -51,6 +52,8 @@ def findings_text(findings) -> str:
 
 def read_host_dirs(folders) -> ConfigFacts:
     """The ``config`` facts of host folders; a folder with nothing usable raises InputError."""
+    from ..capture.hostconfig import from_folder
+    from ..decode.hostconfig import config_table
     return config_table([from_folder(f) for f in folders])
 
 
@@ -61,6 +64,7 @@ def shown_rows(facts: ConfigFacts, everything: bool = False):
     df = facts.table
     df = df[df["effective"]]
     if not everything:
+        from ..capture.host_settings import load as load_settings
         settings = load_settings()
         known = {(c.name, s.name) for c in settings.components.values() for s in c.settings}
         # and the server each kubeconfig points the component at
@@ -96,6 +100,7 @@ def _left_table(cells: dict[str, list[str]]) -> str:
 def write(facts: ConfigFacts, out: str | Path, findings=None) -> dict[str, Path]:
     """config.parquet (CONFIG_COLUMNS) and config.json (the hosts' redacted configuration, the rows and the
     findings of the configuration alone)."""
+    from ..decode.hostconfig import CONFIG_COLUMNS
     folder = Path(out)
     try:
         folder.mkdir(parents=True, exist_ok=True)
