@@ -94,9 +94,20 @@ def pandas_dtype(dtype: str):
 
 
 def empty_frame(columns: dict[str, str]) -> pd.DataFrame:
-    """An empty DataFrame with the declared columns and dtypes."""
-    import pandas as pd
-    return pd.DataFrame({name: pd.Series(dtype=pandas_dtype(dtype)) for name, dtype in columns.items()})
+    """An empty DataFrame with the declared columns and dtypes: a copy of one made once per declaration
+    (made anew, 3.5-5 ms each: a report called it for every path without findings; copied, 0.06 ms)."""
+    key = tuple(columns.items())
+    made = _EMPTY_FRAMES.get(key)
+    if made is None:
+        import pandas as pd
+        made = pd.DataFrame({name: pd.Series(dtype=pandas_dtype(dtype)) for name, dtype in columns.items()})
+        if len(_EMPTY_FRAMES) < 256:
+            _EMPTY_FRAMES[key] = made
+    return made.copy()
+
+
+#: empty_frame's templates, by declaration (bounded: declarations are few, but callers may make their own)
+_EMPTY_FRAMES: dict[tuple, pd.DataFrame] = {}
 
 
 def conform(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
