@@ -169,17 +169,17 @@ NEEDS_TO_CHECKS = {
 }
 
 
-def check_results(analysis, fail_on: str | None = None) -> pd.DataFrame:
+def check_results(analysis, fail_on: str | None = None, paths: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per documented path x applicable check: status, findings, worst severity, flows.
 
     status: ``not-observed`` when the path carried no flow; ``fail`` / ``warn`` when a finding is at
     or above the policy's fail / warn severity (``fail_on`` overrides the fail severity);
     ``not-observable`` when the check could not be judged (certificates encrypted, handshake or
-    data not captured); else ``pass``.
+    data not captured); else ``pass``. ``paths``: ``path_table(analysis)`` when the caller has it already.
     """
     fail_at, warn_at = thresholds(analysis, fail_on)
     fail_rank, warn_rank = palette.severity_rank(fail_at), palette.severity_rank(warn_at)
-    paths = path_table(analysis)
+    paths = path_table(analysis) if paths is None else paths
     cells = _finding_cells(analysis)
     blind_paths = {path for path, check in cells if check == "cert-not-observable"}
     applicable = applicable_checks(analysis)
@@ -271,6 +271,8 @@ def findings_of(analysis, path: str, limit: int | None = None) -> pd.DataFrame:
         return ordered if limit is None else _shown(ordered, limit, suppressed_mask(analysis))
     keys = findings.keys_frame()
     sub = keys[is_value(keys["path"], path)]
+    if not len(sub):            # most paths of a report have none
+        return findings.rows(sub.index.to_numpy())
     rank = severity_ranks(sub["severity"])
     ordered = sub.assign(_rank=rank).sort_values(["_rank", "check"], ascending=[False, True])
     picked = _shown(ordered, limit, suppressed_mask(analysis))

@@ -19,9 +19,10 @@ from ._html_style import CSS, SCRIPT
 
 # ---------------------------------------------------------------------------------------- sections
 
-def verdict_table(analysis) -> str:
-    """The verdict per documented path: id, verdict, observed, flows, findings per severity, reference."""
-    table = _model.path_table(analysis)
+def verdict_table(analysis, table=None) -> str:
+    """The verdict per documented path: id, verdict, observed, flows, findings per severity, reference
+    (``table``: ``_model.path_table(analysis)`` when the caller has it already)."""
+    table = _model.path_table(analysis) if table is None else table
     head = ("<tr><th>path</th><th>verdict</th><th>observed</th><th class=num>flows</th>"
             + "".join(f"<th class=num>{s}</th>" for s in palette.SEVERITY_ORDER[::-1])
             + "<th>document reference</th></tr>")
@@ -154,7 +155,7 @@ def build_html(analysis, title: str = "commpath path-compliance report", fail_on
     """The whole report as one HTML document (figures as base64 SVG images, no external resources)."""
     from .._version import __version__
     paths = _model.path_table(analysis)
-    results = _model.check_results(analysis)
+    results = _model.check_results(analysis, paths=paths)
     flows = _model.frame(analysis, "flows")
     findings = _model.finding_keys(analysis)       # counted: their texts are made only where shown
     t0, t1 = _model.capture_window(analysis)
@@ -176,7 +177,7 @@ def build_html(analysis, title: str = "commpath path-compliance report", fail_on
         overall_line(analysis, fail_on), verdict_chips(paths), coverage_box(analysis),
         "</header>",
         toc,
-        '<section id="verdicts"><h2>Verdict per documented path</h2>', verdict_table(analysis), "</section>",
+        '<section id="verdicts"><h2>Verdict per documented path</h2>', verdict_table(analysis, paths), "</section>",
         '<section id="map"><h2>Path map</h2>',
         figure_html("path_map", figs["path_map"], "Roles as nodes (their addresses or host names below), "
                     "each documented path as an edge coloured by its verdict, labelled with its connection count. "
