@@ -108,6 +108,28 @@ def test_lab_runs_on_a_dask_cluster_equal_the_single_process(cluster, scenario, 
     assert hosts == {f"host={h}" for h in single.captures["host"]}
 
 
+def test_one_progress_bar_counts_every_stage_of_a_run(cluster, monkeypatch):
+    """A run shows one bar: the captures' decoding, each host's view rows, the merge and the checks
+    add their tasks to it stage by stage, and every task is counted once it is done."""
+    from commpath.present import progress
+    made: list = []
+
+    class Recorded(progress.StageBar):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+    monkeypatch.setattr(progress, "StageBar", Recorded)
+    _, client = cluster
+    folder = CAPTURES / "default"
+    a = commpath.open(folder, client=client, progress=True, **_options(folder))
+    assert a.merged and len(made) == 1
+    run = made[0]
+    names = [name for name, _ in run.stages]
+    assert names[0] == "decode" and "view" in names and "merge" in names and names[-1] == "checks"
+    assert dict(run.stages)["decode"] == len(a.captures)
+    assert run.total == sum(n for _, n in run.stages) and run.done == run.total
+
+
 def test_unmerged_lab_run_on_a_dask_cluster_equals_the_single_process(cluster, tmp_path):
     """``merge=False``: each host's classified flows are judged on the worker holding them."""
     _, client = cluster

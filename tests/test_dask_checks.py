@@ -103,14 +103,14 @@ def test_a_worker_dying_before_the_checks_the_run_finishes_with_the_same_results
     with dask_cluster(tmp_path / "dask", workers=2) as c, Client(c.address, timeout=60) as client:
         client.wait_for_workers(2, timeout=180)
 
-        def kill_a_holder(cl, parts, shared, merged=True):
+        def kill_a_holder(cl, parts, shared, merged=True, **kw):
             # the worker that holds the first part (every part is finished: the driver has its rows)
             holder = client.who_has([parts[0]])[parts[0].key][0]
             name = client.scheduler_info()["workers"][holder]["name"]
             c.kill_worker(name)
             killed.append(name)
             wait_until(lambda: holder not in client.scheduler_info()["workers"], "the scheduler to see the death")
-            return made(cl, parts, shared, merged)
+            return made(cl, parts, shared, merged, **kw)
         monkeypatch.setattr(_checks, "checks_on_parts", kill_a_holder)
         on_dask = commpath.open(folder, client=client, **_options(folder))
     assert killed and on_dask.merged

@@ -50,3 +50,27 @@ def test_without_tqdm_degrades_quietly(monkeypatch):
     assert isinstance(progress.progress(range(2)), progress._Silent)
     assert progress.read_callback() is None
     importlib.invalidate_caches()
+
+
+def test_stage_bar_grows_its_total_stage_by_stage(monkeypatch, capsys):
+    """One bar over a run's tasks: each stage adds its tasks to the total and names the bar; the bar
+    keeps what was done (tqdm's own total and count follow)."""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    with progress.StageBar() as run:
+        assert not isinstance(run.bar, progress._Silent)
+        run.stage("decode", 3)
+        run.update(3)
+        run.stage("merge", 2)
+        assert (run.bar.n, run.bar.total, run.bar.desc.rstrip(": ")) == (3, 5, "merge")
+        run.update(2)
+        assert (run.done, run.total, run.bar.n) == (5, 5, 5)
+    assert run.stages == [("decode", 3), ("merge", 2)]
+
+
+def test_stage_bar_counts_without_a_terminal(capsys):
+    with progress.StageBar() as run:
+        assert isinstance(run.bar, progress._Silent)
+        run.stage("decode", 2)
+        run.update(2)
+    assert (run.done, run.total) == (2, 2)
+    assert capsys.readouterr().err == ""

@@ -81,13 +81,13 @@ def _first_frames(findings: pd.DataFrame, flows: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def checks_on_parts(client, parts: list, shared, merged: bool = True):
+def checks_on_parts(client, parts: list, shared, merged: bool = True, shown=None):
     """A function with :func:`commpath.check.evaluate`'s arguments that evaluates the run's checks on
     the workers, over the ``parts`` (futures of ``_merge.merge_part``; ``merged=False``: of each
     host's classified flows, in the run's order), and reduces the parts' findings and path facts on
     the driver. Its ``flows`` must be the parts' flows put together (the driver's copy is only
     counted: the parts are judged where they lie). ``shared(value)``: the value sent once to every
-    worker, as a future."""
+    worker, as a future. ``shown``: the run's ``present.progress.StageBar``, counting the parts' tasks."""
     def evaluate(flows, tls=None, certs=None, policy="default", inventory=None, *, tls_known: bool = True,
                  keylog_given: bool = False, facts: dict | None = None, compact: bool = False):
         from distributed.client import FutureCancelledError
@@ -109,7 +109,7 @@ def checks_on_parts(client, parts: list, shared, merged: bool = True):
         from ..check.reduce import combine_findings, path_table, worst_severity
         from ..check.evidence import fact_tables
         policy = load_policy(policy)
-        outlines = client.gather([client.submit(part_outline, m, pure=False) for m in parts])
+        outlines = _gathered(client, [client.submit(part_outline, m, pure=False) for m in parts], shown)
         if flows is not None and len(flows) != sum(len(ids) for ids, _ in outlines):
             raise ValueError("the flows to judge are not the merged parts' flows")
         scope = RunScope(bool(getattr(inventory, "konnectivity_enabled", False))
@@ -122,10 +122,20 @@ def checks_on_parts(client, parts: list, shared, merged: bool = True):
         judged = [client.submit(judge_part, m, t, certs_f, policy_f, scope, tls_known, keylog_given, facts_f,
                                 None if merged else k, pure=False)
                   for k, (m, t) in enumerate(zip(parts, rows_f))]
-        results = client.gather(judged)
+        results = _gathered(client, judged, shown)
         findings = combine_findings([f for f, _ in results])
         return findings, path_table(policy, [p for _, p in results], worst_severity(findings), tables)
     return evaluate
+
+
+def _gathered(client, futures: list, shown) -> list:
+    """``client.gather(futures)``, each counted on ``shown`` (when given) as it completes."""
+    if shown is not None:
+        from distributed import as_completed
+        shown.stage("checks", len(futures))
+        for _ in as_completed(futures):
+            shown.update(1)
+    return client.gather(futures)
 
 
 def _tls_by_part(tls: pd.DataFrame | None, parts: list[np.ndarray]) -> list[pd.DataFrame | None]:

@@ -1,4 +1,4 @@
-"""The driver of a run on Dask: one decode task per capture, a progress bar, then the run's tables."""
+"""The driver of a run on Dask: one decode task per capture, one progress bar, then the run's tables."""
 
 from __future__ import annotations
 
@@ -64,8 +64,10 @@ def decode_run(inputs, ca=None, keylog=None, *, client=None, workers: int | None
     keylog_bytes = _read_small(keylog, "--keylog")
     if parts is not None:
         clear_parts(parts, storage_options)
-    with connect(client, workers, scheduler, processes=processes, announce=progress) as c:
-        summaries, results = _run_tasks(c, sources, parts, ca_pem, keylog_bytes, storage_options, progress,
+    from ..present.progress import StageBar
+    with connect(client, workers, scheduler, processes=processes, announce=progress) as c, \
+            StageBar(enabled=progress) as shown:       # one bar over every stage's tasks
+        summaries, results = _run_tasks(c, sources, parts, ca_pem, keylog_bytes, storage_options, shown,
                                         payload_limit, keep=classify)
         failed = [s for s in summaries if s["error"]]
         if failed and (strict or len(failed) == len(summaries)):
@@ -73,11 +75,12 @@ def decode_run(inputs, ca=None, keylog=None, *, client=None, workers: int | None
         if classify:
             held: list = []
             try:
-                run = _classified_run(c, summaries, results, parts, ca, keylog, inventory, progress, merge, held)
+                run = _classified_run(c, summaries, results, parts, ca, keylog, inventory, shown, merge, held)
                 if then is None:
                     return run
                 from ._checks import checks_on_parts
-                evaluate = checks_on_parts(c, held, lambda x: _shared(c, x), merged=run.offsets is not None)
+                evaluate = checks_on_parts(c, held, lambda x: _shared(c, x), merged=run.offsets is not None,
+                                           shown=shown)
                 return then(run, evaluate if held else None)
             finally:
                 _cancel(c, [f for f in results if f is not None] + held)
@@ -94,13 +97,13 @@ def _read_small(path, option: str) -> bytes | None:
         raise InputError(path, f"cannot read ({option}): {exc.strerror or exc}") from None
 
 
-def _run_tasks(client, sources, parts, ca_pem, keylog, storage_options, progress,
+def _run_tasks(client, sources, parts, ca_pem, keylog, storage_options, shown,
                payload_limit: int = ANALYSIS_PAYLOAD_LIMIT, keep: bool = False) -> tuple[list[dict], list]:
-    """One task per capture, largest first (the long ones start early), a bar over all of them.
+    """One task per capture, largest first (the long ones start early), counted on the run's bar
+    (``shown``, a ``present.progress.StageBar``).
 
     ``keep``: the tasks' flows stay on the workers (the summaries carry the handshake rows only) and
     their results' futures are returned beside the summaries; otherwise the futures list is empty."""
-    from ..present.progress import progress as bar
     run = uuid.uuid4().hex[:8]
     order = sorted(range(len(sources)), key=lambda i: -sources[i].size)
     ca_f = client.scatter(ca_pem, broadcast=True) if ca_pem else None
@@ -112,8 +115,8 @@ def _run_tasks(client, sources, parts, ca_pem, keylog, storage_options, progress
         futures = {client.submit(decoded_light, decoded[i], key=f"commpath-light-{run}-{i:05d}"): i for i in order}
     else:
         futures = {f: i for i, f in decoded.items()}
-    with bar(total=len(futures), desc="captures", unit="capture", enabled=progress, leave=False) as shown:
-        summaries = _collect(client, futures, [s.name for s in sources], "decoding it", shown.update)
+    shown.stage("decode", len(futures))
+    summaries = _collect(client, futures, [s.name for s in sources], "decoding it", shown.update)
     results = [None if s["error"] else decoded[i] for i, s in enumerate(summaries)] if keep else []
     return summaries, results
 
@@ -142,7 +145,7 @@ def _collect(client, futures: dict, names: list[str], doing: str, done=None) -> 
 
 
 def _classified_run(client, summaries: list[dict], results: list, parts, ca, keylog, inventory,
-                    progress: bool, merge: bool | None = None, held: list | None = None) -> Decoded:
+                    shown, merge: bool | None = None, held: list | None = None) -> Decoded:
     """Handshakes resolved over the run on the driver (as :func:`_assemble_run`), then each capture's
     flows classified in a task on the worker holding them, with the view of the whole run built
     from the captures' summaries (``classify.roles.view_of_parts``). ``held``: the futures of the
@@ -151,7 +154,6 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
     from ..classify import CLASSIFY_COLUMNS
     from ..classify.roles import twin_sources, view_needs_twins, view_of_parts, vip_flows, vip_ports
     from ..decode.handshakes import HandshakeAnalyzer
-    from ..present.progress import progress as bar
     from ..decode.merge import capture_hosts
     from ._classify import classify_part, host_groups, prepare_host, summary_rows, task_certs, twins
     from ._merge import piece
@@ -181,7 +183,8 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
 
     def each(fn, *args) -> list:
         futures = {client.submit(fn, prepared[u], *args, pure=False): u for u in units}
-        return _collect(client, futures, unit_names, "classifying it")
+        shown.stage("view", len(futures))
+        return _collect(client, futures, unit_names, "classifying it", shown.update)
 
     rows = each(summary_rows, vip_ports(inventory))
     # every host's flows are prepared now: the decoded tables leave the workers' memory (dask
@@ -202,12 +205,12 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
         def release() -> None:        # the merge parts hold the classified rows now
             prepared.clear()
             classified.clear()
-        flows, offsets = _merged_on_workers(client, classified, units, unit_names, captures, captures_f, progress,
+        flows, offsets = _merged_on_workers(client, classified, units, unit_names, captures, captures_f, shown,
                                             sum(summaries[i]["flows"] for i in live), release, held)
     else:
-        with bar(total=len(units), desc="classify", unit="host", enabled=progress, leave=False) as shown:
-            futures = {client.submit(piece, classified[u], 0, pure=False): u for u in units}
-            got = _collect(client, futures, unit_names, "classifying it", shown.update)
+        futures = {client.submit(piece, classified[u], 0, pure=False): u for u in units}
+        shown.stage("classify", len(futures))
+        got = _collect(client, futures, unit_names, "classifying it", shown.update)
         flows = concat_frames(got, {**FLOW_COLUMNS, **CLASSIFY_COLUMNS})
         if held is not None:        # each host's classified flows, kept for the checks
             held.extend(sorted(futures, key=futures.get))
@@ -220,14 +223,13 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
 
 
 def _merged_on_workers(client, classified: dict, units: list[int], names: list[str], captures: pd.DataFrame,
-                       captures_f, progress: bool, total_flows: int = 0,
+                       captures_f, shown, total_flows: int = 0,
                        release=None, held: list | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The run's connections merged part by part (``_merge``): split by initiator address, clock
     pairs reduced to the offsets on the driver, each part merged; the merged rows sorted as
     ``decode.merge.merge_run`` sorts them. ``held``: the merged parts' futures are appended to it
     (kept for the checks), else released."""
     from ..decode.merge import offsets_from_pairs
-    from ..present.progress import progress as bar
     from ._merge import merge_part, pairs_of, parts_count, piece, split, together
     n = parts_count(client, len(units), total_flows)
     cut = {u: client.submit(split, classified[u], n, pure=False) for u in units}
@@ -239,8 +241,9 @@ def _merged_on_workers(client, classified: dict, units: list[int], names: list[s
     del cut, by_host     # each host's list of parts is released once its pieces hold them
     parts = [client.submit(together, pieces[p], pure=False) for p in range(n)]
     label = [f"merge part {p}" for p in range(n)]
+    shown.stage("merge", n)
     pairs = _collect(client, {client.submit(pairs_of, parts[p], captures_f, pure=False): p for p in range(n)},
-                     label, "merging it")
+                     label, "merging it", shown.update)
     del pieces           # released (not cancelled: that would cancel the parts made from them too)
     if release is not None:
         release()
@@ -248,8 +251,8 @@ def _merged_on_workers(client, classified: dict, units: list[int], names: list[s
     offsets = offsets_from_pairs(pd.concat([t for t, _ in pairs], ignore_index=True), hosts, captures)
     offsets_f = _shared(client, offsets)
     merged_f = {client.submit(merge_part, parts[p], captures_f, offsets_f, pure=False): p for p in range(n)}
-    with bar(total=n, desc="merge", unit="part", enabled=progress, leave=False) as shown:
-        merged = _collect(client, merged_f, label, "merging it", shown.update)
+    shown.stage("merge", n)
+    merged = _collect(client, merged_f, label, "merging it", shown.update)
     parts.clear()       # released, not cancelled: a cancel reaches the merged parts made from them
     if held is not None:
         held.extend(sorted(merged_f, key=merged_f.get))

@@ -67,6 +67,45 @@ def progress(iterable=None, *, total=None, desc: str | None = None, unit: str = 
         return _Silent(iterable)
 
 
+class StageBar:
+    """One bar over every task of a run, stage after stage: each stage adds its tasks to the total
+    (a run's later stages are known only once the earlier ones are done) and names the bar while its
+    tasks run. ``done`` and ``total`` count the tasks, shown or not."""
+
+    def __init__(self, enabled: bool = True, unit: str = "task"):
+        self.bar = progress(total=0, desc="tasks", unit=unit, enabled=enabled, leave=False)
+        self.done = self.total = 0
+        self.stages: list[tuple[str, int]] = []
+
+    def stage(self, name: str, tasks: int) -> None:
+        self.total += tasks
+        self.stages.append((name, tasks))
+        bar = self.bar
+        if not isinstance(bar, _Silent):
+            bar.total = self.total
+            widget = getattr(bar, "container", None)      # Jupyter: the widget keeps its own maximum
+            if widget is not None:
+                try:
+                    widget.children[1].max = self.total
+                except (AttributeError, IndexError):
+                    pass
+            bar.set_description(name)                       # and drawn again
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
 class ReadProgress:
     """A per-file byte bar for the decode engine's ``progress(file, done, total)`` callback."""
 
