@@ -115,19 +115,20 @@ def _run_tasks(client, sources, parts, ca_pem, keylog, storage_options, shown,
         futures = {client.submit(decoded_light, decoded[i], key=f"commpath-light-{run}-{i:05d}"): i for i in order}
     else:
         futures = {f: i for i, f in decoded.items()}
-    shown.stage("decode", len(futures))
-    summaries = _collect(client, futures, [s.name for s in sources], "decoding it", shown.update)
+    summaries = _collect(client, futures, [s.name for s in sources], "decoding it", shown, "decode")
     results = [None if s["error"] else decoded[i] for i, s in enumerate(summaries)] if keep else []
     return summaries, results
 
 
-def _collect(client, futures: dict, names: list[str], doing: str, done=None) -> list:
-    """The results of ``futures`` (future -> index) by index as they complete; one clear error
-    naming the capture when its task cannot finish."""
+def _collect(client, futures: dict, names: list[str], doing: str, shown, stage: str) -> list:
+    """The results of ``futures`` (future -> index) by index as they complete, counted on the run's
+    bar (``shown``) as its stage ``stage``; one clear error naming the capture when its task cannot
+    finish."""
     from distributed import as_completed
     from distributed.client import FutureCancelledError
     from distributed.scheduler import KilledWorker
     out: list = [None] * len(names)
+    shown.stage(stage, len(futures))
     for fut in as_completed(futures):
         i = futures[fut]
         try:
@@ -139,8 +140,7 @@ def _collect(client, futures: dict, names: list[str], doing: str, done=None) -> 
         except (FutureCancelledError, OSError) as exc:
             _cancel(client, futures)
             raise CommpathError(f"{names[i]}: the Dask task was lost: {exc}") from None
-        if done is not None:
-            done(1)
+        shown.update(1)
     return out
 
 
@@ -183,8 +183,7 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
 
     def each(fn, *args) -> list:
         futures = {client.submit(fn, prepared[u], *args, pure=False): u for u in units}
-        shown.stage("view", len(futures))
-        return _collect(client, futures, unit_names, "classifying it", shown.update)
+        return _collect(client, futures, unit_names, "classifying it", shown, "view")
 
     rows = each(summary_rows, vip_ports(inventory))
     # every host's flows are prepared now: the decoded tables leave the workers' memory (dask
@@ -209,8 +208,7 @@ def _classified_run(client, summaries: list[dict], results: list, parts, ca, key
                                             sum(summaries[i]["flows"] for i in live), release, held)
     else:
         futures = {client.submit(piece, classified[u], 0, pure=False): u for u in units}
-        shown.stage("classify", len(futures))
-        got = _collect(client, futures, unit_names, "classifying it", shown.update)
+        got = _collect(client, futures, unit_names, "classifying it", shown, "classify")
         flows = concat_frames(got, {**FLOW_COLUMNS, **CLASSIFY_COLUMNS})
         if held is not None:        # each host's classified flows, kept for the checks
             held.extend(sorted(futures, key=futures.get))
@@ -241,9 +239,8 @@ def _merged_on_workers(client, classified: dict, units: list[int], names: list[s
     del cut, by_host     # each host's list of parts is released once its pieces hold them
     parts = [client.submit(together, pieces[p], pure=False) for p in range(n)]
     label = [f"merge part {p}" for p in range(n)]
-    shown.stage("merge", n)
     pairs = _collect(client, {client.submit(pairs_of, parts[p], captures_f, pure=False): p for p in range(n)},
-                     label, "merging it", shown.update)
+                     label, "merging it", shown, "merge")
     del pieces           # released (not cancelled: that would cancel the parts made from them too)
     if release is not None:
         release()
@@ -251,8 +248,7 @@ def _merged_on_workers(client, classified: dict, units: list[int], names: list[s
     offsets = offsets_from_pairs(pd.concat([t for t, _ in pairs], ignore_index=True), hosts, captures)
     offsets_f = _shared(client, offsets)
     merged_f = {client.submit(merge_part, parts[p], captures_f, offsets_f, pure=False): p for p in range(n)}
-    shown.stage("merge", n)
-    merged = _collect(client, merged_f, label, "merging it", shown.update)
+    merged = _collect(client, merged_f, label, "merging it", shown, "merge")
     parts.clear()       # released, not cancelled: a cancel reaches the merged parts made from them
     if held is not None:
         held.extend(sorted(merged_f, key=merged_f.get))
