@@ -65,11 +65,16 @@ def _host_local(ips: pd.Series) -> np.ndarray:
 
 
 def _with_hosts(flows: pd.DataFrame, captures: pd.DataFrame) -> pd.DataFrame:
+    """``flows`` with each flow's ``host`` (its capture's, else the capture's folder name) and ``scope``.
+
+    Looked up once per distinct capture file, not per flow: a join of the wide flow table would copy it."""
     hosts = captures[["file", "host"]].drop_duplicates("file").astype({"file": "string", "host": "string"})
-    f = flows.merge(hosts, how="left", left_on="capture", right_on="file").drop(columns=["file"])
-    files = f["capture"].astype(str)
-    folder_names = {c: Path(c).parent.name for c in files.unique()}   # hosts without a manifest: their folder
-    f["host"] = f["host"].fillna(files.map(folder_names)).astype("string")
+    named = dict(zip(hosts["file"].astype(object), hosts["host"].astype(object)))
+    codes, files = pd.factorize(flows["capture"].astype("string"), use_na_sentinel=False)
+    per_file = [named.get(c) if isinstance(named.get(c), str) else Path(c).parent.name   # no manifest: its folder
+                for c in files.astype(str)]
+    f = flows.reset_index(drop=True)        # copy on write: the flows' columns are not copied
+    f["host"] = pd.array(np.asarray(per_file, dtype=object)[codes], dtype="string")
     # loopback (and same-address) connections are local to their host: never the same as another host's
     local = _host_local(f["src_ip"]) | _host_local(f["dst_ip"]) | (f["src_ip"] == f["dst_ip"]).fillna(False).to_numpy(bool)
     f["scope"] = f["host"].where(local, "").astype(str)
@@ -106,7 +111,7 @@ def clock_pairs(flows: pd.DataFrame, captures: pd.DataFrame) -> tuple[pd.DataFra
     ha, hb = pairs["host_a"].astype(str).to_numpy(), pairs["host_b"].astype(str).to_numpy()
     sign = np.where(init == ha, 1, np.where(init == hb, -1, 0))
     out = pd.DataFrame({"host_a": ha, "host_b": hb, "diff": diff.to_numpy(float), "sign": sign.astype(np.int8)})
-    return out, set(f["host"].dropna().astype(str))
+    return out, set(f["host"].dropna().unique().astype(str))
 
 
 def offsets_from_pairs(pairs: pd.DataFrame, hosts: set[str], captures: pd.DataFrame,
@@ -162,7 +167,7 @@ def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance:
         return out
     f = _with_hosts(flows, captures)
     off = offsets.set_index("host")["offset_s"].fillna(0.0)
-    f["ts_start_aligned"] = f["ts_start"] - f["host"].astype(str).map(off).fillna(0.0).to_numpy()
+    f["ts_start_aligned"] = f["ts_start"] - _lookup(f["host"], off.to_dict(), 0.0)
     owner = host_addresses(captures)
     known = set(owner)
 
@@ -195,7 +200,7 @@ def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance:
         f["conn"] = f["conn"].map(remap).fillna(f["conn"]).astype(np.int64)
 
     # pick the representative row: after NAT, on the initiator's host, earliest
-    f["is_initiator_host"] = f["src_ip"].astype(str).map(owner).fillna("").to_numpy() == f["host"].astype(str).to_numpy()
+    f["is_initiator_host"] = _lookup(f["src_ip"], owner, "") == f["host"].astype(str).to_numpy()
     f["preference"] = (f["flow_id"].map(preference).fillna(0).astype(float).to_numpy()
                        if preference is not None else 0.0)
     f = f.sort_values(["conn", "preference", "nat_side", "is_initiator_host", "ts_start_aligned"],
@@ -207,21 +212,43 @@ def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance:
     conns = f["conn"].to_numpy()
     starts = np.flatnonzero(np.r_[True, conns[1:] != conns[:-1]])
     ends = np.r_[starts[1:], len(conns)]
-    agg = pd.DataFrame({"vantage_points": [vps[a:b] for a, b in zip(starts, ends)]}, index=conns[starts])
-    agg["hosts"] = [sorted({p["host"] for p in v}) for v in agg["vantage_points"]]
+    agg = pd.DataFrame({"vantage_points": [vps[a:b] for a, b in zip(starts.tolist(), ends.tolist())]},
+                       index=conns[starts])
+    agg["hosts"] = _hosts_per_connection(f["host"], conns, starts, ends)
     pre_nat = f[f["nat_side"]].groupby("conn")[["dst_ip", "dst_port"]].first()
     rep = f.drop_duplicates("conn", keep="first").set_index("conn")
     rep = rep.join(agg)
     rep["hosts"] = rep["hosts"].map(list)
-    rep["dst_before_nat"] = pd.Series(
-        {c: f"[{ip}]:{port}" if ":" in str(ip) else f"{ip}:{port}"
-         for c, ip, port in zip(pre_nat.index, pre_nat["dst_ip"], pre_nat["dst_port"])},
-        dtype=object).reindex(rep.index)
+    ip, port = pre_nat["dst_ip"].astype(str), pre_nat["dst_port"].astype(str)
+    bracketed = ip.str.contains(":", regex=False)
+    rep["dst_before_nat"] = pd.Series(np.where(bracketed, "[" + ip + "]:" + port, ip + ":" + port).astype(object),
+                                      index=pre_nat.index, dtype=object).reindex(rep.index)
     rep.loc[rep["nat_side"], "dst_before_nat"] = None  # no post-NAT view: the row itself is pre-NAT
     rep = rep.drop(columns=["nat_side", "is_initiator_host", "preference", "scope"]).reset_index(drop=True)
     rep = rep.sort_values("ts_start_aligned", kind="stable").reset_index(drop=True)
     rep.attrs["clock_offsets"] = offsets
     return rep
+
+
+def _lookup(column: pd.Series, table: dict, default) -> np.ndarray:
+    """``column``'s values (as text) looked up in ``table`` (``default`` when absent), once per distinct value."""
+    codes, distinct = pd.factorize(column.astype(str))
+    found = np.asarray([table.get(v, default) for v in distinct] + [default], dtype=object)
+    if found.size and all(isinstance(v, float) for v in found):
+        found = found.astype(float)
+    return found[codes]
+
+
+def _hosts_per_connection(hosts: pd.Series, conns: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[list]:
+    """The sorted distinct hosts of each connection (rows ``starts[k]:ends[k]`` of ``hosts``, ``conns`` sorted)."""
+    codes, names = pd.factorize(hosts.astype(str), sort=True)    # code order is the names' sort order
+    names = names.tolist()
+    width = len(names) + 1
+    pairs = np.unique(np.repeat(np.arange(len(starts)), ends - starts) * width + codes)
+    owner, code = np.divmod(pairs, width)
+    bounds = np.r_[np.searchsorted(owner, np.arange(len(starts))), len(owner)].tolist()
+    texts = np.asarray(names, dtype=object)[code].tolist()
+    return [texts[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _shared_texts(column: pd.Series) -> list:
@@ -265,17 +292,19 @@ def merge_run(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame | N
     merged.attrs.clear()   # DataFrames in attrs break later concat/compare of the flow table
     merged = merged.drop(columns=[c for c in ("conn", "host") if c in merged])
     merged = conform(merged, FLOW_COLUMNS)
-    merged["dst_before_nat"] = merged["dst_before_nat"].map(lambda v: v if isinstance(v, str) else None).astype(
-        MERGED_FLOW_COLUMNS["dst_before_nat"])
+    # texts where a vantage point saw the connection before DNAT, None or NaN elsewhere
+    merged["dst_before_nat"] = merged["dst_before_nat"].astype(MERGED_FLOW_COLUMNS["dst_before_nat"])
     for col in ("vantage_points", "hosts"):   # plain Python lists (pandas may build an Arrow list column)
-        merged[col] = pd.Series([list(v) for v in merged[col]], index=merged.index, dtype=object)
+        if merged[col].dtype != object or not all(type(v) is list for v in merged[col].tolist()):
+            merged[col] = pd.Series([list(v) for v in merged[col]], index=merged.index, dtype=object)
     merged = merged.sort_values(["ts_start_aligned", "flow_id"], kind="stable").reset_index(drop=True)
     return merged, offsets, representatives(merged)
 
 
 def representatives(merged: pd.DataFrame) -> dict[int, int]:
     """Every vantage point's flow id -> the flow id of the merged row that stands for its connection."""
-    return {int(vp["flow_id"]): int(fid) for fid, vps in zip(merged["flow_id"], merged["vantage_points"]) for vp in vps}
+    return {int(vp["flow_id"]): fid for fid, vps in zip(merged["flow_id"].astype("int64").tolist(),
+                                                        merged["vantage_points"].tolist()) for vp in vps}
 
 
 def adopt_labels(merged: pd.DataFrame, flows: pd.DataFrame, columns, key: str = "path",
