@@ -189,15 +189,13 @@ def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance:
     link = g.loc[g["nat_link"], "conn"].to_numpy()
     prev = g["conn"].shift().loc[g["nat_link"]].to_numpy()
     if len(link):
-        import networkx as nx
-
         # links chain and can form cycles (a bridge device with br_netfilter shows a pod's requests after
         # DNAT and the replies before un-DNAT, interleaved with the veth's and the uplink's views): every
-        # connected group of views is one connection
-        graph = nx.Graph()
-        graph.add_edges_from(zip(link.tolist(), prev.astype(np.int64).tolist()))
-        remap = {n: min(group) for group in nx.connected_components(graph) for n in group}
-        f["conn"] = f["conn"].map(remap).fillna(f["conn"]).astype(np.int64)
+        # connected group of views is one connection, numbered by its smallest
+        nodes, smallest = component_minimum(link.astype(np.int64), prev.astype(np.int64))
+        conn = f["conn"].to_numpy(np.int64)
+        at = np.minimum(np.searchsorted(nodes, conn), len(nodes) - 1)
+        f["conn"] = np.where(nodes[at] == conn, smallest[at], conn)
 
     # pick the representative row: after NAT, on the initiator's host, earliest
     f["is_initiator_host"] = _lookup(f["src_ip"], owner, "") == f["host"].astype(str).to_numpy()
@@ -229,6 +227,28 @@ def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance:
     rep.attrs["clock_offsets"] = offsets
     return rep
 
+
+def component_minimum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The graph of edges ``a[i]``–``b[i]``: its nodes (sorted) and, for each, the smallest node of its
+    connected component.
+
+    networkx's ``connected_components`` gave the same (``tests/test_merge_components.py`` compares
+    them); this is written out because importing networkx cost a merged run 0.23 s, a quarter of what
+    merging 206,400 flows of 12 hosts costs. Minimum labels are propagated along the edges, each node
+    then takes its label's label (pointer jumping), until nothing changes: at most a few rounds for
+    the short chains of views a connection has."""
+    nodes = np.unique(np.concatenate([a, b]))
+    ia, ib = np.searchsorted(nodes, a), np.searchsorted(nodes, b)
+    label = np.arange(len(nodes))
+    while True:
+        low = np.minimum(label[ia], label[ib])
+        new = label.copy()
+        np.minimum.at(new, ia, low)
+        np.minimum.at(new, ib, low)
+        new = new[new]
+        if np.array_equal(new, label):
+            return nodes, nodes[label]
+        label = new
 
 def _lookup(column: pd.Series, table: dict, default) -> np.ndarray:
     """``column``'s values (as text) looked up in ``table`` (``default`` when absent), once per distinct value."""
