@@ -84,3 +84,27 @@ def test_lab_run_analysed_per_capture_from_tables_equals_rows():
     for name in TABLES:
         pd.testing.assert_frame_equal(getattr(by_rows, name), getattr(by_tables, name), check_exact=True)
     assert by_rows.warnings == by_tables.warnings
+
+
+def test_result_of_its_own_tables_is_its_result():
+    """A Dask decode task writes its capture's own tables from the typed tables it sends the driver:
+    the same tables as ``result()`` of its rows, for every capture of a lab run (CA bundle and key
+    log given), and the tables it sends are left unchanged."""
+    import pickle
+    from pathlib import Path
+    folder = Path(__file__).resolve().parent.parent / "captures/default"
+    ca, keylog = str(folder / "pki/ca.crt"), str(folder / "keylog.txt")
+    checked = 0
+    for pcap in sorted(folder.glob("*/*.pcap")):
+        by_rows, by_tables = HandshakeAnalyzer(ca, keylog), HandshakeAnalyzer(ca, keylog)
+        for a in (by_rows, by_tables):
+            commpath.read(pcap, keep_streams=False, on_streams=a)
+        tables = by_tables.unresolved_tables()
+        sent = pickle.dumps(tables)
+        want, got = by_rows.result(), by_tables.result_of_tables(tables)
+        for name in TABLES:
+            pd.testing.assert_frame_equal(getattr(want, name), getattr(got, name), check_exact=True)
+        assert want.warnings == got.warnings
+        assert pickle.dumps(tables) == sent
+        checked += len(got.tls)
+    assert checked

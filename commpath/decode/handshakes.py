@@ -190,6 +190,18 @@ class HandshakeAnalyzer:
         part = self.unresolved()
         return {**part, **part_tables(part["tls"], part["ssh"], part["http"], _ROW_COLUMNS)}
 
+    def result_of_tables(self, tables: dict) -> Handshakes:
+        """:meth:`result`, from this analyzer's own :meth:`unresolved_tables` (``tables``): the rows are
+        typed once, not again. ``tables`` is left as it was (it may still be sent elsewhere)."""
+        if self._tables:
+            raise ValueError("result_of_tables is for an analyzer fed its own connections")
+        own = {**tables, **{k: tables[k].copy(deep=False) for k in ("tls", "ssh", "http")}}
+        with collector_paused():
+            tls, ssh, http = run_tables([(own, 0)], self.certs, self.cas, _TLS_ALL, _ROW_COLUMNS)
+            warnings = self._key_warnings(int((tls["certs_visibility"] == "decrypted").sum()),
+                                          int((tls["tls_version"] == "TLS 1.3").sum())) if len(tls) else []
+            return Handshakes(tls=tls, certs=self.certs.frame(), ssh=ssh, http=http, warnings=warnings)
+
     def absorb(self, part: dict, flow_base: int = 0) -> None:
         """Add :meth:`unresolved` (or :meth:`unresolved_tables`) of the next capture of the run, its flow
         ids moved on by ``flow_base``: :meth:`result` is then what one analyzer fed every capture in

@@ -60,7 +60,7 @@ def decode_capture(index: int, source: Source, parts: str | None, ca_pem: bytes 
                "worker_pid": os.getpid(), "worker_peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
     summary["part"] = None
     if parts:   # the capture's own tables (its sessions and chains resolved within the capture)
-        hs = analyzer.result()
+        hs = analyzer.result_of_tables(handshakes)
         tables = {"flows": flows, "tls": conform(hs.tls.copy(), TLS_COLUMNS),
                   "certs": conform(hs.certs.copy(), CERT_COLUMNS) if len(hs.certs) else empty_frame(CERT_COLUMNS),
                   "ssh": hs.ssh, "http": hs.http}
