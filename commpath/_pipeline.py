@@ -491,12 +491,15 @@ def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
     return df if out is None else out
 
 
-def _write_parquet(df: pd.DataFrame, path: str | Path) -> None:
+def _write_parquet(df: pd.DataFrame, path: str | Path, converted: dict | None = None) -> None:
     """``df`` as a Parquet file; only a table Arrow refuses goes through :func:`_parquet_safe` (whose
-    trial conversion of every object column would convert each of them twice)."""
+    trial conversion of every object column would convert each of them twice). ``converted``: columns
+    the caller has as Arrow already (column -> the array Arrow makes of it), not converted again."""
     import pyarrow as pa
 
     from ._parquet import write_parquet
+    if converted:
+        df = df.assign(**{c: pd.Series(pd.arrays.ArrowExtensionArray(a), index=df.index) for c, a in converted.items()})
     try:
         write_parquet(df, path)              # Arrow converts before the file is opened
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
@@ -527,8 +530,12 @@ def write_outputs(analysis: Analysis, out: str | Path) -> dict[str, Path]:
     except OSError as exc:
         raise InputError(folder, f"cannot create the output folder: {exc.strerror or exc}") from None
     files = {name: folder / name for name in OUTPUT_FILES}
+    # a merged run's vantage points (a list of dicts per flow) converted to Arrow once, for both files
+    from .present._json_columns import vantage_arrow_of
+    vantage = vantage_arrow_of(analysis.flows["vantage_points"]) if "vantage_points" in analysis.flows else None
     try:
-        _write_parquet(analysis.flows, files["flows.parquet"])
+        _write_parquet(analysis.flows, files["flows.parquet"],
+                       {"vantage_points": vantage} if vantage is not None else None)
         _write_parquet(analysis.tls, files["tls.parquet"])
         _write_parquet(analysis.certs, files["certs.parquet"])
         _write_parquet(analysis.ssh, files["ssh.parquet"])      # every table open() returns
@@ -548,7 +555,7 @@ def write_outputs(analysis: Analysis, out: str | Path) -> dict[str, Path]:
     try:
         with ParquetFrames(files["findings.parquet"]) as findings_out:
             write = _finding_writer(findings_out)
-            write_report_json(analysis, files["report.json"], on_findings=write)
+            write_report_json(analysis, files["report.json"], on_findings=write, vantage=vantage)
             if not findings_out.frames:         # no findings: report.json read none
                 for batch in analysis.finding_set.batches():
                     write(batch)

@@ -84,13 +84,14 @@ def build_report(analysis) -> dict:
     return json.loads(report_text(analysis))
 
 
-def report_chunks(analysis, on_findings=None):
+def report_chunks(analysis, on_findings=None, vantage=None):
     """report.json piece by piece (text, or UTF-8 buffers of records): memory holds one batch.
     ``on_findings(batch)`` is called with each batch of findings as it is written (another writer
-    then reads the findings without their texts being made twice)."""
+    then reads the findings without their texts being made twice). ``vantage``: the flows' vantage
+    points as ``_json_columns.vantage_arrow_of`` converts them, when the caller has them already."""
     from ._json_columns import finding_records, flow_records
     findings = _finding_set(analysis)
-    made = {"flows": lambda: flow_records(analysis.flows, FLOW_KEYS, VANTAGE_KEYS),
+    made = {"flows": lambda: flow_records(analysis.flows, FLOW_KEYS, VANTAGE_KEYS, vantage),
             "findings": lambda: finding_records(_passed(findings.batches(), on_findings))}
     sections = {"flows": _MARKS["flows"] if len(analysis.flows) else [],
                 "findings": _MARKS["findings"] if len(findings) else []}
@@ -128,12 +129,12 @@ def report_text(analysis) -> str:
     return "".join(c if isinstance(c, str) else c.to_pybytes().decode("utf-8") for c in report_chunks(analysis))
 
 
-def write_report_json(analysis, path: str | Path, on_findings=None) -> Path:
+def write_report_json(analysis, path: str | Path, on_findings=None, vantage=None) -> Path:
     """Write :func:`report_chunks` to ``path``, one piece at a time."""
     path = Path(path)
     try:
         with path.open("wb") as fh:
-            for chunk in report_chunks(analysis, on_findings):
+            for chunk in report_chunks(analysis, on_findings, vantage):
                 fh.write(chunk.encode("utf-8") if isinstance(chunk, str) else memoryview(chunk))
     except OSError as exc:
         raise InputError(path, f"cannot write: {exc.strerror or exc}") from None
