@@ -17,6 +17,9 @@ MATCH_TOLERANCE_S = 2.0
 #: A connection's identity across hosts; ``scope`` keeps host-local connections (loopback) apart.
 _KEY = ["src_ip", "src_port", "dst_ip", "dst_port", "transport", "scope"]
 
+#: The flow columns the merge reads (besides flow_id and first_frame for the vantage points).
+_READ = ("capture", "src_ip", "src_port", "dst_ip", "dst_port", "transport", "ts_start")
+
 #: What each vantage point records in the merged ``vantage_points`` lists.
 VANTAGE_KEYS = ("host", "capture", "flow_id", "first_frame", "ts_start")
 
@@ -97,7 +100,7 @@ def clock_pairs(flows: pd.DataFrame, captures: pd.DataFrame) -> tuple[pd.DataFra
 
     A connection's rows share its initiator socket, so the flows split by initiator socket give
     their pairs part by part (the parts' pairs together are the run's)."""
-    f = _with_hosts(flows, captures)
+    f = _with_hosts(flows[[c for c in (*_READ, "syn_seen") if c in flows]], captures)
     f = f[f["syn_seen"].astype(bool)] if "syn_seen" in f else f
     owner = host_addresses(captures)
     # one observation per (connection key, host): the earliest on that host (several interfaces)
@@ -165,7 +168,8 @@ def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance:
             out[col] = pd.Series(dtype=MERGED_FLOW_COLUMNS[col])
         out.attrs["clock_offsets"] = offsets
         return out
-    f = _with_hosts(flows, captures)
+    # the columns read, and each row's position in ``flows``: the wide rows are taken once, at the end
+    f = _with_hosts(flows[list(_READ) + ["flow_id", "first_frame"]].assign(_row=np.arange(len(flows))), captures)
     off = offsets.set_index("host")["offset_s"].fillna(0.0)
     f["ts_start_aligned"] = f["ts_start"] - _lookup(f["host"], off.to_dict(), 0.0)
     owner = host_addresses(captures)
@@ -214,15 +218,18 @@ def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance:
                        index=conns[starts])
     agg["hosts"] = _hosts_per_connection(f["host"], conns, starts, ends)
     pre_nat = f[f["nat_side"]].groupby("conn")[["dst_ip", "dst_port"]].first()
-    rep = f.drop_duplicates("conn", keep="first").set_index("conn")
-    rep = rep.join(agg)
-    rep["hosts"] = rep["hosts"].map(list)
+    best = f.iloc[starts]           # each connection's first row: its best view
+    rep = flows.iloc[best["_row"].to_numpy()].reset_index(drop=True)
+    for col in ("host", "ts_start_aligned"):
+        rep[col] = best[col].to_numpy() if col == "ts_start_aligned" else best[col].reset_index(drop=True)
+    rep["vantage_points"] = agg["vantage_points"].to_numpy()
+    rep["hosts"] = agg["hosts"].to_numpy()
     ip, port = pre_nat["dst_ip"].astype(str), pre_nat["dst_port"].astype(str)
     bracketed = ip.str.contains(":", regex=False)
-    rep["dst_before_nat"] = pd.Series(np.where(bracketed, "[" + ip + "]:" + port, ip + ":" + port).astype(object),
-                                      index=pre_nat.index, dtype=object).reindex(rep.index)
-    rep.loc[rep["nat_side"], "dst_before_nat"] = None  # no post-NAT view: the row itself is pre-NAT
-    rep = rep.drop(columns=["nat_side", "is_initiator_host", "preference", "scope"]).reset_index(drop=True)
+    dst_before_nat = pd.Series(np.where(bracketed, "[" + ip + "]:" + port, ip + ":" + port).astype(object),
+                               index=pre_nat.index, dtype=object).reindex(conns[starts])
+    dst_before_nat[best["nat_side"].to_numpy(bool)] = None    # no post-NAT view: the row itself is pre-NAT
+    rep["dst_before_nat"] = dst_before_nat.to_numpy()
     rep = rep.sort_values("ts_start_aligned", kind="stable").reset_index(drop=True)
     rep.attrs["clock_offsets"] = offsets
     return rep
