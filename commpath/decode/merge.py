@@ -220,8 +220,8 @@ def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance:
     pre_nat = f[f["nat_side"]].groupby("conn")[["dst_ip", "dst_port"]].first()
     best = f.iloc[starts]           # each connection's first row: its best view
     rep = flows.iloc[best["_row"].to_numpy()].reset_index(drop=True)
-    for col in ("host", "ts_start_aligned"):
-        rep[col] = best[col].to_numpy() if col == "ts_start_aligned" else best[col].reset_index(drop=True)
+    rep["host"] = best["host"].reset_index(drop=True)
+    rep["ts_start_aligned"] = best["ts_start_aligned"].to_numpy()
     rep["vantage_points"] = agg["vantage_points"].to_numpy()
     rep["hosts"] = agg["hosts"].to_numpy()
     ip, port = pre_nat["dst_ip"].astype(str), pre_nat["dst_port"].astype(str)
@@ -256,6 +256,7 @@ def component_minimum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndar
         if np.array_equal(new, label):
             return nodes, nodes[label]
         label = new
+
 
 def _lookup(column: pd.Series, table: dict, default) -> np.ndarray:
     """``column``'s values (as text) looked up in ``table`` (``default`` when absent), once per distinct value."""

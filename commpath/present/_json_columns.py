@@ -285,7 +285,7 @@ BATCH = 4_096
 def flow_records(flows, keys: list[str], vantage_keys: list[str], vantage_arrow: pa.Array | None = None):
     """The flows as JSON records at depth 2 of the report, joined by ``,\\n``: UTF-8 buffers by batch.
 
-    ``vantage_arrow``: :func:`vantage_arrow` of the flows, when the caller converted it already."""
+    ``vantage_arrow``: :func:`vantage_arrow_of` the flows' vantage points, when the caller has it already."""
     columns = {k: _whole(flows[k]) for k in keys if k in flows}
     vantage = flows["vantage_points"] if "vantage_points" in flows else None
     if vantage is not None and vantage_arrow is None:
@@ -307,9 +307,9 @@ def flow_records(flows, keys: list[str], vantage_keys: list[str], vantage_arrow:
 def vantage_arrow_of(cells) -> pa.Array | None:
     """Merged flows' vantage points (a column of lists of dicts) as one Arrow list<struct> array, as
     Arrow converts the column for flows.parquet, when report.json may write their texts from it: every
-    cell a list (or missing), every item a dict, and no int among a key's floats nor a bool among its
-    ints (Arrow would make 1 a 1.0, True a 1; json writes them as they are). None otherwise: the
-    texts then come from the Python values, batch by batch (:func:`_vantage_column`).
+    cell a list (or missing), every item a dict, every value a text, number or bool, and nothing but
+    floats among a float key's values (Arrow would write an int 2 as 2.0, json as 2). None otherwise:
+    the texts then come from the Python values, batch by batch (:func:`_vantage_column`).
 
     Converted once for the whole run: flows.parquet stores this very array, and a merged run's
     vantage points were most of report.json's time taken a Python value at a time (12 hosts, 91,200
