@@ -7,8 +7,10 @@ import re
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from ..decode.requests import each_distinct
 from ._yamldoc import YamlDoc, expect_list, expect_mapping, expect_str, load_yaml
 from .catalog import load_catalog, path_ids
 
@@ -107,9 +109,31 @@ def label_requests(requests: pd.DataFrame, flows: pd.DataFrame) -> pd.DataFrame:
     path = fid.map(f["path"].astype("string")).astype("string")
     responder = fid.map(f["dst_role"].astype("string")).astype("string") if "dst_role" in f else pd.Series(pd.NA, index=out.index)
     ends = fid.map(f["dst_ip"].astype("string") + ":" + f["dst_port"].astype("string")).astype("string")
-    url = out["path"].astype("string").fillna("").str.split("?", n=1).str[0]
-    kind = pd.Series(pd.NA, index=out.index, dtype="string")
-    target = pd.Series(pd.NA, index=out.index, dtype="string")
+    url = each_distinct(out["path"].astype("string").fillna(""), lambda p: p.split("?", 1)[0])
+    # the rules read the path, the responder's role and the URL: judged once per distinct triple (a
+    # kubelet is asked the same few URLs over and over), then spread to the requests
+    keys = pd.DataFrame({"path": path, "responder": responder.astype("string"), "url": url})
+    group = keys.groupby(["path", "responder", "url"], dropna=False, sort=False).ngroup().to_numpy()
+    distinct = keys.iloc[np.unique(group, return_index=True)[1]].reset_index(drop=True)
+    kind, target, from_responder = _judged_requests(distinct)
+    out["flow_path"] = path
+    out["request_kind"] = pd.Series(kind.to_numpy()[group], index=out.index, dtype="string").fillna(OTHER)
+    out["target"] = pd.Series(np.where(from_responder[group], ends.to_numpy(object), target.to_numpy(object)[group]),
+                              index=out.index, dtype="string")
+    kinds = request_kinds()
+    out["request_kind"] = out["request_kind"].astype(pd.CategoricalDtype(kinds))
+    out["flow_path"] = out["flow_path"].astype(pd.CategoricalDtype(sorted(set(path.dropna().unique())
+                                                                         | set(load_request_kinds()["paths"]))))
+    return out
+
+
+def _judged_requests(keys: pd.DataFrame) -> tuple[pd.Series, pd.Series, np.ndarray]:
+    """For each row of ``keys`` (path, responder, url): the request kind the first matching rule gives
+    (NA: none), the target its URL names, and whether the target is the responder instead."""
+    path, responder, url = keys["path"], keys["responder"], keys["url"]
+    kind = pd.Series(pd.NA, index=keys.index, dtype="string")
+    target = pd.Series(pd.NA, index=keys.index, dtype="string")
+    from_responder = np.zeros(len(keys), bool)
     for rule in load_request_kinds()["kinds"]:
         todo = kind.isna() & path.isin(rule["paths"]).fillna(False)
         if rule["responder"] is not None:
@@ -126,14 +150,8 @@ def label_requests(requests: pd.DataFrame, flows: pd.DataFrame) -> pd.DataFrame:
             idx = todo[todo].index
             kind.loc[idx] = rule["kind"]
         if rule["target"] == "responder":
-            target.loc[idx] = ends.loc[idx]
-    out["flow_path"] = path
-    out["request_kind"] = kind.fillna(OTHER)
-    out["target"] = target
-    kinds = request_kinds()
-    out["request_kind"] = out["request_kind"].astype(pd.CategoricalDtype(kinds))
-    out["flow_path"] = out["flow_path"].astype(pd.CategoricalDtype(sorted(set(path.dropna()) | set(load_request_kinds()["paths"]))))
-    return out
+            from_responder[idx.to_numpy()] = True
+    return kind, target, from_responder
 
 
 __all__ = ["OTHER", "decrypted_connections", "label_requests", "load_request_kinds", "request_kinds",
