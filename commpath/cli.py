@@ -246,6 +246,12 @@ def run() -> None:
     their allocator (:func:`_unmap_large_blocks`)."""
     _unmap_large_blocks()
     code = main()
+    if code == 130:
+        # interrupted, cleaned up, on the way out: a further SIGINT (another Ctrl-C, or one that lands
+        # while the interpreter tears down, when Python has put the default action back and the process
+        # would die of it) changes nothing; the exit status stays 130
+        import signal
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.freeze()
     sys.exit(code)
 

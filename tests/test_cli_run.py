@@ -43,3 +43,27 @@ def test_main_in_process_does_not_freeze():
     before = gc.get_freeze_count()
     assert main(["paths"]) == 0
     assert gc.get_freeze_count() == before
+
+
+INTERRUPTED = """
+import atexit, os, signal, sys
+from commpath import cli
+
+def interrupted(argv=None):             # the command was interrupted and cleaned up after itself
+    print("commpath: interrupted", file=sys.stderr)
+    return 130
+
+cli.main = interrupted
+# another SIGINT while the process winds down (a second Ctrl-C, or one landing in the teardown)
+atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT))
+cli.run()
+"""
+
+
+def test_a_sigint_after_the_interrupt_was_handled_keeps_exit_status_130():
+    """CI once saw `lab run`, interrupted once, clean up, print "interrupted" and then die of SIGINT
+    (status -2): a signal that lands while the interpreter winds down, when Python has put the
+    default action back. Once the command has returned 130, a further SIGINT is ignored."""
+    out = subprocess.run([sys.executable, "-c", INTERRUPTED], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 130, out.stderr
+    assert out.stderr == "commpath: interrupted\n"
