@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..decode.requests import each_distinct
+from ..decode._distinct import per_distinct
 from ._yamldoc import YamlDoc, expect_list, expect_mapping, expect_str, load_yaml
 from .catalog import load_catalog, path_ids
 
@@ -109,7 +109,8 @@ def label_requests(requests: pd.DataFrame, flows: pd.DataFrame) -> pd.DataFrame:
     path = fid.map(f["path"].astype("string")).astype("string")
     responder = fid.map(f["dst_role"].astype("string")).astype("string") if "dst_role" in f else pd.Series(pd.NA, index=out.index)
     ends = fid.map(f["dst_ip"].astype("string") + ":" + f["dst_port"].astype("string")).astype("string")
-    url = each_distinct(out["path"].astype("string").fillna(""), lambda p: p.split("?", 1)[0])
+    url = pd.Series(per_distinct(out["path"].astype("string").fillna(""), lambda p: p.split("?", 1)[0]),
+                    index=out.index, dtype="string")
     # the rules read the path, the responder's role and the URL: judged once per distinct triple (a
     # kubelet is asked the same few URLs over and over), then spread to the requests
     keys = pd.DataFrame({"path": path, "responder": responder.astype("string"), "url": url})

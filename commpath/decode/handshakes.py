@@ -197,10 +197,14 @@ class HandshakeAnalyzer:
             raise ValueError("result_of_tables is for an analyzer fed its own connections")
         own = {**tables, **{k: tables[k].copy(deep=False) for k in ("tls", "ssh", "http")}}
         with collector_paused():
-            tls, ssh, http = run_tables([(own, 0)], self.certs, self.cas, _TLS_ALL, _ROW_COLUMNS)
-            warnings = self._key_warnings(int((tls["certs_visibility"] == "decrypted").sum()),
-                                          int((tls["tls_version"] == "TLS 1.3").sum())) if len(tls) else []
-            return Handshakes(tls=tls, certs=self.certs.frame(), ssh=ssh, http=http, warnings=warnings)
+            return self._of_tables([(own, 0)])
+
+    def _of_tables(self, parts: list[tuple[dict, int]]) -> Handshakes:
+        """The tables of typed parts (each with its flow-id base), resolved over all of them."""
+        tls, ssh, http = run_tables(parts, self.certs, self.cas, _TLS_ALL, _ROW_COLUMNS)
+        warnings = self._key_warnings(int((tls["certs_visibility"] == "decrypted").sum()),
+                                      int((tls["tls_version"] == "TLS 1.3").sum()))
+        return Handshakes(tls=tls, certs=self.certs.frame(), ssh=ssh, http=http, warnings=warnings)
 
     def absorb(self, part: dict, flow_base: int = 0) -> None:
         """Add :meth:`unresolved` (or :meth:`unresolved_tables`) of the next capture of the run, its flow
@@ -232,10 +236,7 @@ class HandshakeAnalyzer:
         if self._tables:
             if self.tls_rows or self.ssh_rows or self.http_rows:
                 raise ValueError("a HandshakeAnalyzer absorbs tables or rows, not both")
-            tls, ssh, http = run_tables(self._tables, self.certs, self.cas, _TLS_ALL, _ROW_COLUMNS)
-            warnings = self._key_warnings(int((tls["certs_visibility"] == "decrypted").sum()),
-                                          int((tls["tls_version"] == "TLS 1.3").sum()))
-            return Handshakes(tls=tls, certs=self.certs.frame(), ssh=ssh, http=http, warnings=warnings)
+            return self._of_tables(self._tables)
         warnings: list[str] = []
         if self.keys is not None:
             vis, ver = _TLS_NAMES.index("certs_visibility"), _TLS_NAMES.index("tls_version")

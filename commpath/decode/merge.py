@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._distinct import per_distinct
 from .schema import FLOW_COLUMNS, MERGED_FLOW_COLUMNS, OFFSET_COLUMNS, conform
 
 #: Connections whose aligned starts differ by more than this are different connections.
@@ -260,11 +261,8 @@ def component_minimum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 def _lookup(column: pd.Series, table: dict, default) -> np.ndarray:
     """``column``'s values (as text) looked up in ``table`` (``default`` when absent), once per distinct value."""
-    codes, distinct = pd.factorize(column.astype(str))
-    found = np.asarray([table.get(v, default) for v in distinct] + [default], dtype=object)
-    if found.size and all(isinstance(v, float) for v in found):
-        found = found.astype(float)
-    return found[codes]
+    found = per_distinct(column.astype(str), lambda v: table.get(v, default))
+    return found.astype(float) if isinstance(default, float) else found
 
 
 def _hosts_per_connection(hosts: pd.Series, conns: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[list]:
@@ -322,9 +320,6 @@ def merge_run(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame | N
     merged = conform(merged, FLOW_COLUMNS)
     # texts where a vantage point saw the connection before DNAT, None or NaN elsewhere
     merged["dst_before_nat"] = merged["dst_before_nat"].astype(MERGED_FLOW_COLUMNS["dst_before_nat"])
-    for col in ("vantage_points", "hosts"):   # plain Python lists (pandas may build an Arrow list column)
-        if merged[col].dtype != object or not all(type(v) is list for v in merged[col].tolist()):
-            merged[col] = pd.Series([list(v) for v in merged[col]], index=merged.index, dtype=object)
     merged = merged.sort_values(["ts_start_aligned", "flow_id"], kind="stable").reset_index(drop=True)
     return merged, offsets, representatives(merged)
 

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ._distinct import per_distinct
 from ._memo import BoundedMemo
 from ._slice import address_words, connection_key, slice_capture
 from .http import REDACTED, redact_path
@@ -251,21 +252,14 @@ def requests_from_http(http: pd.DataFrame, flows: pd.DataFrame) -> pd.DataFrame:
         "ts": float("nan"),
         "version": paired["version"].astype("string"),
         "method": paired["method"].astype("string"),
-        "path": each_distinct(paired["path"].astype("string").fillna(""), redact_target),
+        # a kubelet is asked the same paths over and over: 24,000 requests of a 12-host run hold a few dozen
+        "path": pd.array(per_distinct(paired["path"].astype("string").fillna(""), redact_target), dtype="string"),
         "authority": paired["host"].astype("string"),
         "status": paired["response_status"].astype("Int32"),
         "auth": paired["auth"].astype("string"),
         "encrypted": False,
     })
     return conform(out, REQUEST_COLUMNS)
-
-
-def each_distinct(texts: pd.Series, fn) -> pd.Series:
-    """``texts.map(fn)`` as text, ``fn`` called once per distinct value (a kubelet is asked the same
-    paths over and over: 24,000 requests of a 12-host run hold a few dozen)."""
-    codes, distinct = pd.factorize(texts)
-    done = np.asarray([fn(t) for t in distinct.tolist()] + [None], dtype=object)
-    return pd.Series(done[codes], index=texts.index, dtype="string")
 
 
 def _run_tshark(tshark: str, pcap: Path, keylog: Path | None, decode_as: dict[int, str]):
@@ -447,5 +441,5 @@ def _h1_messages(p, col, base, outbound, slice_frame, frame, requests, by_slice_
                 row["response_frame"] = frame
 
 
-__all__ = ["MAX_CONNECTIONS", "REQUEST_COLUMNS", "RequestRun", "decrypt_requests", "each_distinct",
-           "redact_target", "requests_from_http", "sanitize_keylog", "tshark_path"]
+__all__ = ["MAX_CONNECTIONS", "REQUEST_COLUMNS", "RequestRun", "decrypt_requests", "redact_target",
+           "requests_from_http", "sanitize_keylog", "tshark_path"]
