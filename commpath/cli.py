@@ -246,10 +246,13 @@ def run() -> None:
     their allocator (:func:`_unmap_large_blocks`)."""
     _unmap_large_blocks()
     code = main()
+    # CPython marks a KeyboardInterrupt that ends a string ``exec`` (dataclasses and namedtuple build
+    # their methods that way) as unhandled even when it is caught later; under ``python -m`` the
+    # process then kills itself with SIGINT at exit, whatever main() returned (status -2 instead of
+    # 130). Every string exec clears the mark first, so one more clears a Ctrl-C's leftover.
+    exec("None")
     if code == 130:
-        # interrupted, cleaned up, on the way out: a further SIGINT (another Ctrl-C, or one that lands
-        # while the interpreter tears down, when Python has put the default action back and the process
-        # would die of it) changes nothing; the exit status stays 130
+        # interrupted and cleaned up: a further Ctrl-C while the interpreter winds down changes nothing
         import signal
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.freeze()

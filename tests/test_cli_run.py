@@ -1,5 +1,6 @@
 """The process entry point: `commpath` and `python -m commpath` exit with main()'s code, collector frozen."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,21 +50,41 @@ INTERRUPTED = """
 import atexit, os, signal, sys
 from commpath import cli
 
-def interrupted(argv=None):             # the command was interrupted and cleaned up after itself
-    print("commpath: interrupted", file=sys.stderr)
-    return 130
+def interrupted(argv=None):
+    # the Ctrl-C lands while a string exec runs (a dataclass or namedtuple being built); the command
+    # catches it, cleans up and returns 130
+    try:
+        exec("raise KeyboardInterrupt", {})
+    except KeyboardInterrupt:
+        print("commpath: interrupted", file=sys.stderr)
+        return 130
 
 cli.main = interrupted
-# another SIGINT while the process winds down (a second Ctrl-C, or one landing in the teardown)
-atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT))
+if "again" in sys.argv:
+    # another SIGINT while the process winds down (a second Ctrl-C)
+    atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT))
 cli.run()
 """
 
 
-def test_a_sigint_after_the_interrupt_was_handled_keeps_exit_status_130():
-    """CI once saw `lab run`, interrupted once, clean up, print "interrupted" and then die of SIGINT
-    (status -2): a signal that lands while the interpreter winds down, when Python has put the
-    default action back. Once the command has returned 130, a further SIGINT is ignored."""
-    out = subprocess.run([sys.executable, "-c", INTERRUPTED], capture_output=True, text=True, timeout=120, cwd=ROOT)
+def _interrupted(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    # a module run with -m, as `python -m commpath` is: only that way does CPython turn the caught
+    # KeyboardInterrupt into a death by SIGINT at exit (script files and -c exit with the code)
+    (tmp_path / "interrupted_probe.py").write_text(INTERRUPTED)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+    return subprocess.run([sys.executable, "-m", "interrupted_probe", *args], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, env=env)
+
+
+def test_an_interrupt_caught_after_a_string_exec_keeps_exit_status_130(tmp_path):
+    """CI saw `lab run -m`, interrupted once, clean up, print "interrupted" and then die of SIGINT
+    (status -2): the KeyboardInterrupt had ended a string exec before it was caught."""
+    out = _interrupted(tmp_path)
+    assert out.returncode == 130, out.stderr
+    assert out.stderr == "commpath: interrupted\n"
+
+
+def test_a_sigint_after_the_interrupt_was_handled_keeps_exit_status_130(tmp_path):
+    out = _interrupted(tmp_path, "again")
     assert out.returncode == 130, out.stderr
     assert out.stderr == "commpath: interrupted\n"
