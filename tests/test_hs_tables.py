@@ -108,3 +108,19 @@ def test_result_of_its_own_tables_is_its_result():
         assert pickle.dumps(tables) == sent
         checked += len(got.tls)
     assert checked
+
+
+def test_rows_transposed_as_zip_gives_them():
+    """frame_from_rows reads the rows column by column: the same values as ``zip(*rows)``, rows of
+    one length (a strided slice per column) or not (zip itself: it stops at the shortest row)."""
+    from commpath.decode._hs_tables import _transposed, frame_from_rows
+    even = [(i, f"s{i % 3}", None if i % 2 else [i], i % 2 == 0) for i in range(1000)]
+    assert [tuple(c) for c in _transposed(even)] == list(zip(*even))
+    ragged = [(1, "a", True, "extra"), (2, "b", False)]
+    assert [tuple(c) for c in _transposed(ragged)] == list(zip(*ragged))
+    columns = {"flow_id": "int64", "name": "string", "ids": "object", "even": "bool"}
+    rows = [r + ("an item beyond the columns",) for r in even]
+    df = frame_from_rows(rows, columns)
+    assert list(df.columns) == list(columns) and len(df) == 1000
+    assert df["name"].tolist() == [f"s{i % 3}" for i in range(1000)] and df["ids"][1] is None
+    assert df["ids"][2] == [2] and df["even"].tolist() == [i % 2 == 0 for i in range(1000)]

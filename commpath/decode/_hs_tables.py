@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,11 +20,25 @@ def frame_from_rows(rows: list[tuple], columns: dict[str, str]) -> pd.DataFrame:
         return empty_frame(columns)
     n = len(rows)
     # a row may carry more items than ``columns`` (zip stops at the last column): they are left out
-    data = {name: typed_column(values, dtype, n) for (name, dtype), values in zip(columns.items(), zip(*rows))}
+    data = {name: typed_column(values, dtype, n) for (name, dtype), values in zip(columns.items(), _transposed(rows))}
     df = pd.DataFrame(data)
     if list(map(str, df.dtypes)) == list(columns.values()):
         return df                                   # conform would only copy it
     return conform(df, columns)
+
+
+def _transposed(rows: list[tuple]):
+    """The rows' values column by column, as ``zip(*rows)`` gives them.
+
+    ``zip(*rows)`` reads one item of every row per column: a pass over all the rows (scattered over
+    the heap) per column, 0.32–0.54 s for 144,000 TLS rows of 36 items. When the rows are all as
+    long, they are read once, in order, into one list, and each column is a strided slice of it
+    (0.23 s)."""
+    width = len(rows[0])
+    if any(len(r) != width for r in rows):
+        return zip(*rows)
+    flat = list(chain.from_iterable(rows))
+    return (flat[j::width] for j in range(width))
 
 
 def typed_column(values, dtype: str, n: int):
