@@ -13,7 +13,7 @@ import commpath
 from commpath.classify import CLASSIFY_COLUMNS, classify_with_view, load_inventory
 from commpath.decode.handshakes import HandshakeAnalyzer
 from commpath.decode.merge import (adopt_labels, estimate_clock_offsets, handshake_preference, merge_run,
-                                   offsets_from_pairs)
+                                   offsets_from_pairs, representatives)
 from commpath.decode.schema import FLOW_COLUMNS, concat_frames
 from commpath.distributed._merge import initiator_parts, merge_part, pairs_of, split, together
 
@@ -34,6 +34,8 @@ def test_merge_by_initiator_parts_equals_the_whole_run(scenario, n):
     whole, offsets, representative = merge_run(classified, cap.captures, hs.tls)
     adopt_labels(whole, classified, CLASSIFY_COLUMNS)
     assert len(whole) < len(classified) and whole["vantage_points"].map(len).max() > 1
+    # the merge's own map of every view to its connection's row is the one the merged rows give
+    assert representative == representatives(whole) and len(representative) == len(classified)
 
     # each capture's flows split by initiator address, part p of every capture together
     captures = [g.reset_index(drop=True) for _, g in classified.groupby("capture", sort=False, observed=True)]

@@ -162,13 +162,22 @@ def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance:
     earliest. The clock offset table is in ``result.attrs["clock_offsets"]``. ``offsets``: the run's
     (when ``flows`` is one part of it, split by initiator socket), else estimated from ``flows``.
     """
+    return _merged_views(flows, captures, tolerance, preference, offsets)[0]
+
+
+def _merged_views(flows: pd.DataFrame, captures: pd.DataFrame, tolerance: float = MATCH_TOLERANCE_S,
+                  preference: pd.Series | None = None, offsets: pd.DataFrame | None = None
+                  ) -> tuple[pd.DataFrame, dict[int, int]]:
+    """:func:`merge_vantage_points` and every view's flow id -> the flow id of the row that stands for
+    its connection (as :func:`representatives` reads it from the merged rows), from the arrays the
+    merge sorted (walking 206,400 vantage points' dicts again took 0.2 s)."""
     offsets = estimate_clock_offsets(flows, captures) if offsets is None else offsets
     if flows.empty:
         out = flows.copy()
         for col in ("vantage_points", "hosts", "dst_before_nat", "ts_start_aligned"):
             out[col] = pd.Series(dtype=MERGED_FLOW_COLUMNS[col])
         out.attrs["clock_offsets"] = offsets
-        return out
+        return out, {}
     # the columns read, and each row's position in ``flows``: the wide rows are taken once, at the end
     f = _with_hosts(flows[list(_READ) + ["flow_id", "first_frame"]].assign(_row=np.arange(len(flows))), captures)
     off = offsets.set_index("host")["offset_s"].fillna(0.0)
@@ -233,7 +242,9 @@ def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance:
     rep["dst_before_nat"] = dst_before_nat.to_numpy()
     rep = rep.sort_values("ts_start_aligned", kind="stable").reset_index(drop=True)
     rep.attrs["clock_offsets"] = offsets
-    return rep
+    views = f["flow_id"].to_numpy(np.int64)
+    standing = np.repeat(views[starts], ends - starts)
+    return rep, dict(zip(views.tolist(), standing.tolist()))
 
 
 def component_minimum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -313,7 +324,7 @@ def merge_run(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame | N
     """
     if preference is None:
         preference = handshake_preference(flows, tls)
-    merged = merge_vantage_points(flows, captures, preference=preference, offsets=offsets)
+    merged, representative = _merged_views(flows, captures, preference=preference, offsets=offsets)
     offsets = merged.attrs.pop("clock_offsets")
     merged.attrs.clear()   # DataFrames in attrs break later concat/compare of the flow table
     merged = merged.drop(columns=[c for c in ("conn", "host") if c in merged])
@@ -321,7 +332,7 @@ def merge_run(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame | N
     # texts where a vantage point saw the connection before DNAT, None or NaN elsewhere
     merged["dst_before_nat"] = merged["dst_before_nat"].astype(MERGED_FLOW_COLUMNS["dst_before_nat"])
     merged = merged.sort_values(["ts_start_aligned", "flow_id"], kind="stable").reset_index(drop=True)
-    return merged, offsets, representatives(merged)
+    return merged, offsets, representative
 
 
 def representatives(merged: pd.DataFrame) -> dict[int, int]:
