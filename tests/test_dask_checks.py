@@ -116,3 +116,24 @@ def test_a_worker_dying_before_the_checks_the_run_finishes_with_the_same_results
     assert killed and on_dask.merged
     from test_dask import assert_same_analysis
     assert_same_analysis(single, on_dask)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_checks_read_only_the_declared_tls_columns(scenario):
+    """The parts are sent the TLS columns of check.facts.TLS_READ alone: judged with only those, the
+    run's findings and path verdicts are the same; a check reading another column is an error."""
+    from commpath.check.facts import TLS_READ, flow_facts, tls_read
+    folder = CAPTURES / scenario
+    opts = _options(folder)
+    a = commpath.open(folder, **opts)
+    facts = {**a.facts, "requests": a.requests}
+    args = dict(tls_known=a.tls_analyzed, keylog_given="keylog" in opts, facts=facts)
+    whole = evaluate(a.flows, a.tls, a.certs, a.policy, a.inventory, **args)
+    narrow = evaluate(a.flows, tls_read(a.tls), a.certs, a.policy, a.inventory, **args)
+    assert list(tls_read(a.tls).columns) == [c for c in TLS_READ if c in a.tls] and len(a.tls.columns) > len(TLS_READ)
+    assert_frame_equal(narrow[0], whole[0], check_exact=True)
+    assert_frame_equal(narrow[1], whole[1], check_exact=True)
+    f = flow_facts(a.flows, a.tls, a.certs)
+    assert f.tls is None or set(f.tls.columns) <= set(TLS_READ)
+    with pytest.raises(KeyError, match="TLS_READ"):
+        f.tls_list("sni", [0])

@@ -153,7 +153,7 @@ class FlowFacts:
 
     def tls_list(self, name: str, rows: np.ndarray) -> list[list]:
         """A list column of the TLS table for the flows at ``rows`` (positions of flows)."""
-        if self.tls is None or name not in self.tls:
+        if self.tls is None or _declared(name) not in self.tls:
             return [[] for _ in rows]
         col = self.tls[name].to_numpy(object)
         out = []
@@ -196,8 +196,27 @@ def _tls_rows(flow_ids: np.ndarray, tls) -> np.ndarray:
     return np.where(found, order[at_c], -1)
 
 
+#: the TLS columns the checks read: :func:`flow_facts` keeps these alone, so a run judged in parts
+#: (``distributed._checks``) sends each part no more, and a check reading another is an error in
+#: every mode (not a silent gap where the parts' rows lacked it)
+TLS_READ = ("flow_id", "tls_version", "established", "client_cert", "server_cert_verified", "verify_error",
+            "certs_visibility", "server_cert_fingerprints", "client_cert_fingerprints", "handshake_frames")
+
+
+def _declared(name: str) -> str:
+    if name not in TLS_READ:
+        raise KeyError(f"TLS column {name!r} is not in check.facts.TLS_READ")
+    return name
+
+
+def tls_read(tls):
+    """The columns of ``tls`` the checks read (:data:`TLS_READ`), or None."""
+    return None if tls is None else tls[[c for c in TLS_READ if c in tls]]
+
+
 def _gather(tls, name: str, rows: np.ndarray) -> Coded:
     n = len(rows)
+    _declared(name)
     if tls is None or name not in tls:
         return Coded(np.full(n, -1, np.int32), [])
     c = coded(tls[name], len(tls))
@@ -206,6 +225,7 @@ def _gather(tls, name: str, rows: np.ndarray) -> Coded:
 
 def _gather_flag(tls, name: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = len(rows)
+    _declared(name)
     if tls is None or name not in tls or len(tls) == 0:
         return np.zeros(n, bool), np.zeros(n, bool)
     value, known = _nullable_flags(tls, name, len(tls))
@@ -220,6 +240,7 @@ def flow_facts(flows, tls=None, certs=None, *, tls_known: bool = True, keylog_gi
     n = len(flows)
     if not tls_known or tls is None or len(tls) == 0:
         tls = None
+    tls = tls_read(tls)
     rows = _tls_rows(_numbers(flows, "flow_id", n, np.int64), tls)
     path = coded(_column(flows, "path"), n)
     src_role = coded(_column(flows, "src_role"), n)
@@ -252,4 +273,4 @@ def _cert_index(certs):
     return certs.drop_duplicates("fingerprint").set_index("fingerprint")
 
 
-__all__ = ["Coded", "FlowFacts", "coded", "flow_facts"]
+__all__ = ["Coded", "FlowFacts", "TLS_READ", "coded", "flow_facts", "tls_read"]
