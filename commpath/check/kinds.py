@@ -89,7 +89,10 @@ def kind(name: str, needs: tuple[str, ...] = (), params: dict[str, list] | None 
 
 def _hidden_certs_need(f: FlowFacts) -> np.ndarray:
     """What would show each flow's certificates: a key log (TLS 1.3) or the handshake itself."""
-    return np.where(f.visibility.eq("not-visible"), NEEDS["certs"], NEEDS["no-handshake"]).astype(object)
+    # filled with the two texts themselves: np.where of two texts makes a text per flow (0.14 s a call on 206,400)
+    out = np.full(f.n, NEEDS["no-handshake"], dtype=object)
+    out[f.visibility.eq("not-visible")] = NEEDS["certs"]
+    return out
 
 
 @kind("plaintext")
