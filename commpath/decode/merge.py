@@ -167,9 +167,9 @@ def merge_vantage_points(flows: pd.DataFrame, captures: pd.DataFrame, tolerance:
 
 def _merged_views(flows: pd.DataFrame, captures: pd.DataFrame, tolerance: float = MATCH_TOLERANCE_S,
                   preference: pd.Series | None = None, offsets: pd.DataFrame | None = None
-                  ) -> tuple[pd.DataFrame, dict[int, int]]:
-    """:func:`merge_vantage_points` and every view's flow id -> the flow id of the row that stands for
-    its connection (as :func:`representatives` reads it from the merged rows), from the arrays the
+                  ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """:func:`merge_vantage_points`, every view's flow id and the flow id of the row that stands for
+    its connection (what :func:`representatives` reads from the merged rows), from the arrays the
     merge sorted (walking 206,400 vantage points' dicts again took 0.2 s)."""
     offsets = estimate_clock_offsets(flows, captures) if offsets is None else offsets
     if flows.empty:
@@ -177,7 +177,7 @@ def _merged_views(flows: pd.DataFrame, captures: pd.DataFrame, tolerance: float 
         for col in ("vantage_points", "hosts", "dst_before_nat", "ts_start_aligned"):
             out[col] = pd.Series(dtype=MERGED_FLOW_COLUMNS[col])
         out.attrs["clock_offsets"] = offsets
-        return out, {}
+        return out, np.zeros(0, np.int64), np.zeros(0, np.int64)
     # the columns read, and each row's position in ``flows``: the wide rows are taken once, at the end
     f = _with_hosts(flows[list(_READ) + ["flow_id", "first_frame"]].assign(_row=np.arange(len(flows))), captures)
     off = offsets.set_index("host")["offset_s"].fillna(0.0)
@@ -243,8 +243,7 @@ def _merged_views(flows: pd.DataFrame, captures: pd.DataFrame, tolerance: float 
     rep = rep.sort_values("ts_start_aligned", kind="stable").reset_index(drop=True)
     rep.attrs["clock_offsets"] = offsets
     views = f["flow_id"].to_numpy(np.int64)
-    standing = np.repeat(views[starts], ends - starts)
-    return rep, dict(zip(views.tolist(), standing.tolist()))
+    return rep, views, np.repeat(views[starts], ends - starts)
 
 
 def component_minimum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -324,7 +323,7 @@ def merge_run(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame | N
     """
     if preference is None:
         preference = handshake_preference(flows, tls)
-    merged, representative = _merged_views(flows, captures, preference=preference, offsets=offsets)
+    merged, views, standing = _merged_views(flows, captures, preference=preference, offsets=offsets)
     offsets = merged.attrs.pop("clock_offsets")
     merged.attrs.clear()   # DataFrames in attrs break later concat/compare of the flow table
     merged = merged.drop(columns=[c for c in ("conn", "host") if c in merged])
@@ -332,7 +331,7 @@ def merge_run(flows: pd.DataFrame, captures: pd.DataFrame, tls: pd.DataFrame | N
     # texts where a vantage point saw the connection before DNAT, None or NaN elsewhere
     merged["dst_before_nat"] = merged["dst_before_nat"].astype(MERGED_FLOW_COLUMNS["dst_before_nat"])
     merged = merged.sort_values(["ts_start_aligned", "flow_id"], kind="stable").reset_index(drop=True)
-    return merged, offsets, representative
+    return merged, offsets, dict(zip(views.tolist(), standing.tolist()))
 
 
 def representatives(merged: pd.DataFrame) -> dict[int, int]:
