@@ -110,7 +110,7 @@ def test_result_of_its_own_tables_is_its_result():
     assert checked
 
 
-def test_rows_transposed_as_zip_gives_them():
+def test_rows_transposed_as_zip_gives_them(monkeypatch):
     """frame_from_rows reads the rows column by column: the same values as ``zip(*rows)``, rows of
     one length (a strided slice per column) or not (zip itself: it stops at the shortest row)."""
     from commpath.decode._hs_tables import _transposed, frame_from_rows
@@ -118,6 +118,10 @@ def test_rows_transposed_as_zip_gives_them():
     assert [tuple(c) for c in _transposed(even)] == list(zip(*even))
     ragged = [(1, "a", True, "extra"), (2, "b", False)]
     assert [tuple(c) for c in _transposed(ragged)] == list(zip(*ragged))
+    assert not isinstance(_transposed(even), zip)
+    import commpath.decode._hs_tables as hs_tables
+    monkeypatch.setattr(hs_tables, "FLAT_ITEMS", 3999)        # 4,000 items: past the one list's bound
+    assert isinstance(_transposed(even), zip) and [tuple(c) for c in _transposed(even)] == list(zip(*even))
     columns = {"flow_id": "int64", "name": "string", "ids": "object", "even": "bool"}
     rows = [r + ("an item beyond the columns",) for r in even]
     df = frame_from_rows(rows, columns)

@@ -27,15 +27,20 @@ def frame_from_rows(rows: list[tuple], columns: dict[str, str]) -> pd.DataFrame:
     return conform(df, columns)
 
 
+#: items of the rows at most for :func:`_transposed`'s one list (8 bytes each: 64 MB held beside the rows)
+FLAT_ITEMS = 8_000_000
+
+
 def _transposed(rows: list[tuple]):
     """The rows' values column by column, as ``zip(*rows)`` gives them.
 
     ``zip(*rows)`` reads one item of every row per column: a pass over all the rows (scattered over
     the heap) per column, 0.32–0.54 s for 144,000 TLS rows of 36 items. When the rows are all as
     long, they are read once, in order, into one list, and each column is a strided slice of it
-    (0.23 s)."""
+    (0.23 s). That list holds a reference per item beside the rows, so it is made for up to
+    :data:`FLAT_ITEMS` items; more rows go through ``zip``, which holds one column at a time."""
     width = len(rows[0])
-    if any(len(r) != width for r in rows):
+    if len(rows) * width > FLAT_ITEMS or any(len(r) != width for r in rows):
         return zip(*rows)
     flat = list(chain.from_iterable(rows))
     return (flat[j::width] for j in range(width))
