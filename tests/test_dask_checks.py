@@ -21,18 +21,23 @@ CAPTURES = REPO / "captures"
 SCENARIOS = sorted(p.parent.name for p in CAPTURES.glob("*/ground-truth.yaml"))
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
-def test_checks_by_initiator_parts_equal_the_whole_run(scenario):
+def _judged_whole(scenario: str):
+    """A lab run opened with its evidence, the arguments its checks take beside the tables, and
+    ``evaluate``'s findings and path verdicts of the whole run."""
     folder = CAPTURES / scenario
     opts = _options(folder)
     a = commpath.open(folder, **opts)
-    facts = {**a.facts, "requests": a.requests}
-    whole = evaluate(a.flows, a.tls, a.certs, a.policy, a.inventory, tls_known=a.tls_analyzed,
-                     keylog_given="keylog" in opts, facts=facts)
+    args = dict(tls_known=a.tls_analyzed, keylog_given="keylog" in opts, facts={**a.facts, "requests": a.requests})
+    return a, args, evaluate(a.flows, a.tls, a.certs, a.policy, a.inventory, **args)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_checks_by_initiator_parts_equal_the_whole_run(scenario):
+    a, args, whole = _judged_whole(scenario)
     assert (whole[1]["flows"] > 0).any() and (len(whole[0]) or scenario == "hardened")
     for n in (1, 3, 7):
         for order in (None, list(reversed(range(n)))):
-            findings, paths = _by_parts(a, n, order, keylog_given="keylog" in opts)
+            findings, paths = _by_parts(a, n, order, keylog_given=args["keylog_given"])
             assert_frame_equal(findings, whole[0], check_exact=True, obj=f"findings, {n} parts")
             assert_frame_equal(paths, whole[1], check_exact=True, obj=f"paths, {n} parts")
 
@@ -123,12 +128,7 @@ def test_checks_read_only_the_declared_tls_columns(scenario):
     """The parts are sent the TLS columns of check.facts.TLS_READ alone: judged with only those, the
     run's findings and path verdicts are the same; a check reading another column is an error."""
     from commpath.check.facts import TLS_READ, flow_facts, tls_read
-    folder = CAPTURES / scenario
-    opts = _options(folder)
-    a = commpath.open(folder, **opts)
-    facts = {**a.facts, "requests": a.requests}
-    args = dict(tls_known=a.tls_analyzed, keylog_given="keylog" in opts, facts=facts)
-    whole = evaluate(a.flows, a.tls, a.certs, a.policy, a.inventory, **args)
+    a, args, whole = _judged_whole(scenario)
     narrow = evaluate(a.flows, tls_read(a.tls), a.certs, a.policy, a.inventory, **args)
     assert list(tls_read(a.tls).columns) == [c for c in TLS_READ if c in a.tls] and len(a.tls.columns) > len(TLS_READ)
     assert_frame_equal(narrow[0], whole[0], check_exact=True)
