@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ._collector import fewer_collections
 from .check import FINDING_COLUMNS, PATH_COLUMNS, FindingSet, coverage, load_policy, note_unseen
 from .check import evaluate as check_evaluate
 from .check.policy import SEVERITIES, SEVERITY_RANK, Policy
@@ -269,6 +270,7 @@ def _join_tls(flows: pd.DataFrame, tls: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+@fewer_collections()
 def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progress=False,  # noqa: A001
          merge: bool | None = None, client=None, workers: int | None = None, scheduler: str | None = None,
          parts: str | None = None, storage_options: dict | None = None, probe=None, host_config=None,

@@ -9,6 +9,7 @@ import importlib
 import sys
 
 from . import cluster_cli
+from ._collector import collect_less
 from ._version import __version__
 from .decode.limits import ANALYSIS_PAYLOAD_LIMIT, PAYLOAD_LIMIT, parse_payload_limit
 from .errors import CommpathError
@@ -240,11 +241,14 @@ def main(argv: list[str] | None = None) -> int:
 def run() -> None:
     """The process entry point (the `commpath` command, ``python -m commpath``): :func:`main`, then exit.
 
-    The collector's objects are frozen first: the interpreter's teardown would otherwise walk
-    every object still alive once more (pandas, pyarrow and cryptography included), about 0.1 s
-    of every command. Calls of :func:`main` inside a running interpreter are left alone, as is
-    their allocator (:func:`_unmap_large_blocks`)."""
+    The whole command runs the garbage collector less often (:func:`commpath._collector.collect_less`),
+    not only :func:`commpath.open`. At the exit, the collector's objects are frozen: the interpreter's
+    teardown would otherwise walk every object still alive once more (pandas, pyarrow and
+    cryptography included), about 0.1 s of every command. Calls of :func:`main` inside a running
+    interpreter are left alone: their allocator (:func:`_unmap_large_blocks`) and, beyond
+    :func:`commpath.open`'s run, their collector."""
     _unmap_large_blocks()
+    collect_less()
     code = main()
     # CPython marks a KeyboardInterrupt that ends a string ``exec`` (dataclasses and namedtuple build
     # their methods that way) as unhandled even when it is caught later; under ``python -m`` the

@@ -285,19 +285,25 @@ def test_local_cluster_announces_its_dashboard(capsys):
 
 
 def test_local_workers_run_with_the_quiet_diagnostics_and_a_given_cluster_keeps_its_own(cluster):
-    """The worker processes we start run without the 10 ms profiler and 20 ms ticks; this process
-    has dask's settings back afterwards; a cluster the user gives is left as it is."""
+    """The worker processes we start run without the 10 ms profiler and 20 ms ticks, and collect
+    garbage less often; this process has dask's settings back afterwards; a cluster the user gives
+    is left as it is."""
+    from commpath._collector import YOUNG_THRESHOLD
     from commpath.distributed import connect
     from commpath.distributed._cluster import LOCAL_CLUSTER_CONFIG
 
     def _diagnostics() -> tuple:      # nested: sent by value to workers that cannot import this module
+        import gc
+
         import dask
-        return (dask.config.get("distributed.worker.profile.enabled"), dask.config.get("distributed.admin.tick.interval"))
+        return (dask.config.get("distributed.worker.profile.enabled"), dask.config.get("distributed.admin.tick.interval"),
+                gc.get_threshold())
 
     before = _diagnostics()
     with connect(workers=1, announce=False) as client:
         on_workers = set(client.run(_diagnostics).values())
-    assert on_workers == {(False, LOCAL_CLUSTER_CONFIG["distributed.admin.tick.interval"])}
+    assert on_workers == {(False, LOCAL_CLUSTER_CONFIG["distributed.admin.tick.interval"],
+                           (YOUNG_THRESHOLD, *before[2][1:]))}
     assert _diagnostics() == before
     with connect(client=cluster[1]) as given:
         assert set(given.run(_diagnostics).values()) == {before}
