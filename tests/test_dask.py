@@ -284,10 +284,11 @@ def test_local_cluster_announces_its_dashboard(capsys):
     assert "commpath: Dask dashboard at http://" in err, err
 
 
-def test_local_workers_run_with_the_quiet_diagnostics_and_a_given_cluster_keeps_its_own(cluster):
-    """The worker processes we start run without the 10 ms profiler and 20 ms ticks, and collect
-    garbage less often; this process has dask's settings back afterwards; a cluster the user gives
-    is left as it is."""
+def test_local_workers_run_with_the_quiet_diagnostics_and_a_given_cluster_keeps_its_own(cluster, capfd):
+    """The worker processes we start run without the 10 ms profiler and 20 ms ticks, collect
+    garbage less often, and print no traceback for a heartbeat lost to the scheduler closing (their
+    other errors still show); this process has dask's settings back afterwards; a cluster the user
+    gives is left as it is."""
     from commpath._collector import YOUNG_THRESHOLD
     from commpath.distributed import connect
     from commpath.distributed._cluster import LOCAL_CLUSTER_CONFIG
@@ -300,10 +301,24 @@ def test_local_workers_run_with_the_quiet_diagnostics_and_a_given_cluster_keeps_
                 gc.get_threshold())
 
     before = _diagnostics()
+    def _log_errors() -> None:        # as distributed.worker logs them, in the worker process
+        import logging
+        log = logging.getLogger("distributed.worker")
+        for message in ("Failed to communicate with scheduler during heartbeat.", "another worker error"):
+            try:
+                raise OSError("Stream is closed")
+            except OSError:
+                log.exception(message)
+
+    capfd.readouterr()
     with connect(workers=1, announce=False) as client:
         on_workers = set(client.run(_diagnostics).values())
+        client.run(_log_errors)
     assert on_workers == {(False, LOCAL_CLUSTER_CONFIG["distributed.admin.tick.interval"],
                            (YOUNG_THRESHOLD, *before[2][1:]))}
+    err = capfd.readouterr().err        # the worker processes write to this process's stderr
+    assert "another worker error" in err and "OSError: Stream is closed" in err, err
+    assert "during heartbeat" not in err, err
     assert _diagnostics() == before
     with connect(client=cluster[1]) as given:
         assert set(given.run(_diagnostics).values()) == {before}

@@ -73,8 +73,8 @@ def connect(client=None, workers: int | None = None, scheduler: str | None = Non
             cluster = stack.enter_context(_local_cluster(workers or default_workers(), processes, memory_limit))
             client = Client(cluster)
             if processes:       # worker processes of ours: those of a given cluster keep their settings
-                from ._worker_setup import CollectLess
-                client.register_plugin(CollectLess())
+                from ._worker_setup import LocalWorker
+                client.register_plugin(LocalWorker())
         stack.callback(client.close)
         if announce:
             link = dashboard_link(client)
