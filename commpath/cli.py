@@ -206,17 +206,23 @@ def build_parser() -> argparse.ArgumentParser:
 #: glibc's mallopt parameter of the size from which blocks are mapped apart from the heap
 _M_MMAP_THRESHOLD = -3
 
+#: The size from which a block is mapped on its own (a column of 512 Ki 8-byte values)
+LARGE_BLOCK = 4 << 20
+
 
 def _unmap_large_blocks() -> None:
-    """glibc: blocks of 128 KiB and more are mapped on their own, so freeing one returns it at once.
+    """glibc: blocks of :data:`LARGE_BLOCK` and more are mapped on their own, so freeing one returns it at once.
 
-    glibc's own threshold starts there but rises to the size of every mapped block freed (up to
-    32 MiB); from then on a million-connection run's columns (8 MB each) come from the heap and
-    stay in the process when freed, between live ones. Measured on one million connections: the
-    peak 1.35 → 1.16 GB, the memory after decoding 581 → 386 MB, the CPU time unchanged (here and
-    on the 1M-packet benchmark capture). A no-op where the C library has no ``mallopt``."""
+    glibc's own threshold starts at 128 KiB but rises to the size of every mapped block freed (up
+    to 32 MiB); from then on a million-connection run's columns (8 MB each) come from the heap and
+    stay in the process when freed, between live ones: against that, on one million connections,
+    the peak 1.35 → 1.16 GB, the memory after decoding 581 → 386 MB. Smaller blocks stay in the
+    heap, reused once freed: with every block from 128 KiB on mapped, each column of a 200,000-flow
+    run (1.6 MB) was a fresh mapping whose pages the kernel gave again, 0.9-1.8 s of system time of
+    a 12-host run and 1-5 s of the million-SYN one, for 2-5 % less peak memory (benchmarks/RESULTS.md).
+    A no-op where the C library has no ``mallopt``."""
     try:
-        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, LARGE_BLOCK)
     except (AttributeError, OSError):
         pass
 
