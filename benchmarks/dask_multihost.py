@@ -5,6 +5,7 @@ unless ``--data`` already holds them, then runs the modes in interleaved rounds,
 interpreter (``--run MODE``), and prints medians and the ratios to the single process:
 
 - ``single``: ``commpath.open(DIR)`` as ``commpath analyze`` runs it today (one process, one core);
+  every mode's process is set up as the command sets itself up (its allocator and collector);
 - ``procs``: ``open(DIR, workers=N)``, a local cluster of N worker processes (start-up included);
 - ``threads``: a local cluster of one worker with N threads in the driver's process.
 
@@ -52,7 +53,12 @@ def _children_cpu() -> float:
 def run_once(mode: str, data: str, workers: int, out: str) -> dict:
     """One measured run in this interpreter (called through ``--run``)."""
     import commpath
+    import commpath.cli
     from commpath._pipeline import write_outputs
+    # the process set up as the `commpath` command sets itself up (cli.run) before its main()
+    commpath.cli._unmap_large_blocks()
+    if hasattr(commpath.cli, "collect_less"):       # not in older trees (--baseline)
+        commpath.cli.collect_less()
     peaks: dict[int, int] = {}
     stop = threading.Event()
     threading.Thread(target=_sample_children, args=(peaks, stop), daemon=True).start()
