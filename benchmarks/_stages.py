@@ -80,7 +80,8 @@ def main() -> int:
     args = ap.parse_args()
     w0, c0 = time.perf_counter(), time.process_time()
     import commpath.cli
-    commpath.cli._unmap_large_blocks()      # as the `commpath` process does (cli.run) before main()
+    from _setup import set_up_as_the_command
+    set_up_as_the_command()
     import commpath._pipeline as pipeline
     import commpath.decode.engine as engine
     STAGES["imports"] = {"wall_s": time.perf_counter() - w0, "cpu_s": time.process_time() - c0, "maxrss_mb": _rss_mb()}

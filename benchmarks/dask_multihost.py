@@ -53,12 +53,9 @@ def _children_cpu() -> float:
 def run_once(mode: str, data: str, workers: int, out: str) -> dict:
     """One measured run in this interpreter (called through ``--run``)."""
     import commpath
-    import commpath.cli
     from commpath._pipeline import write_outputs
-    # the process set up as the `commpath` command sets itself up (cli.run) before its main()
-    commpath.cli._unmap_large_blocks()
-    if hasattr(commpath.cli, "collect_less"):       # not in older trees (--baseline)
-        commpath.cli.collect_less()
+    from _setup import set_up_as_the_command
+    set_up_as_the_command()
     peaks: dict[int, int] = {}
     stop = threading.Event()
     threading.Thread(target=_sample_children, args=(peaks, stop), daemon=True).start()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._collector import fewer_collections
+from ._process import fewer_collections
 from .check import FINDING_COLUMNS, PATH_COLUMNS, FindingSet, coverage, load_policy, note_unseen
 from .check import evaluate as check_evaluate
 from .check.policy import SEVERITIES, SEVERITY_RANK, Policy

@@ -9,7 +9,7 @@ import importlib
 import sys
 
 from . import cluster_cli
-from ._collector import collect_less
+from ._process import collect_less, unmap_large_blocks
 from ._version import __version__
 from .decode.limits import ANALYSIS_PAYLOAD_LIMIT, PAYLOAD_LIMIT, parse_payload_limit
 from .errors import CommpathError
@@ -203,30 +203,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: glibc's mallopt parameter of the size from which blocks are mapped apart from the heap
-_M_MMAP_THRESHOLD = -3
-
-#: The size from which a block is mapped on its own (a column of 512 Ki 8-byte values)
-LARGE_BLOCK = 4 << 20
-
-
-def _unmap_large_blocks() -> None:
-    """glibc: blocks of :data:`LARGE_BLOCK` and more are mapped on their own, so freeing one returns it at once.
-
-    glibc's own threshold starts at 128 KiB but rises to the size of every mapped block freed (up
-    to 32 MiB); from then on a million-connection run's columns (8 MB each) come from the heap and
-    stay in the process when freed, between live ones: against that, on one million connections,
-    the peak 1.35 → 1.16 GB, the memory after decoding 581 → 386 MB. Smaller blocks stay in the
-    heap, reused once freed: with every block from 128 KiB on mapped, each column of a 200,000-flow
-    run (1.6 MB) was a fresh mapping whose pages the kernel gave again, 0.9-1.8 s of system time of
-    a 12-host run and 1-5 s of the million-SYN one, for 2-5 % less peak memory (benchmarks/RESULTS.md).
-    A no-op where the C library has no ``mallopt``."""
-    try:
-        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, LARGE_BLOCK)
-    except (AttributeError, OSError):
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -247,13 +223,13 @@ def main(argv: list[str] | None = None) -> int:
 def run() -> None:
     """The process entry point (the `commpath` command, ``python -m commpath``): :func:`main`, then exit.
 
-    The whole command runs the garbage collector less often (:func:`commpath._collector.collect_less`),
+    The whole command runs the garbage collector less often (:func:`commpath._process.collect_less`),
     not only :func:`commpath.open`. At the exit, the collector's objects are frozen: the interpreter's
     teardown would otherwise walk every object still alive once more (pandas, pyarrow and
     cryptography included), about 0.1 s of every command. Calls of :func:`main` inside a running
-    interpreter are left alone: their allocator (:func:`_unmap_large_blocks`) and, beyond
+    interpreter are left alone: their allocator (:func:`commpath._process.unmap_large_blocks`) and, beyond
     :func:`commpath.open`'s run, their collector."""
-    _unmap_large_blocks()
+    unmap_large_blocks()
     collect_less()
     code = main()
     # CPython marks a KeyboardInterrupt that ends a string ``exec`` (dataclasses and namedtuple build

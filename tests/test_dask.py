@@ -285,11 +285,11 @@ def test_local_cluster_announces_its_dashboard(capsys):
 
 
 def test_local_workers_run_with_the_quiet_diagnostics_and_a_given_cluster_keeps_its_own(cluster, capfd):
-    """The worker processes we start run without the 10 ms profiler and 20 ms ticks, collect
-    garbage less often, and print no traceback for a heartbeat lost to the scheduler closing (their
+    """The worker processes we start run without the 10 ms profiler and 20 ms ticks, with the
+    commpath command's allocator and garbage collector settings, and print no traceback for a heartbeat lost to the scheduler closing (their
     other errors still show); this process has dask's settings back afterwards; a cluster the user
     gives is left as it is."""
-    from commpath._collector import YOUNG_THRESHOLD
+    from commpath._process import YOUNG_THRESHOLD
     from commpath.distributed import connect
     from commpath.distributed._cluster import LOCAL_CLUSTER_CONFIG
 
@@ -299,6 +299,9 @@ def test_local_workers_run_with_the_quiet_diagnostics_and_a_given_cluster_keeps_
         import dask
         return (dask.config.get("distributed.worker.profile.enabled"), dask.config.get("distributed.admin.tick.interval"),
                 gc.get_threshold())
+
+    from commpath._process import LARGE_BLOCK
+    from _malloc import large_blocks_apart_from
 
     before = _diagnostics()
     def _log_errors() -> None:        # as distributed.worker logs them, in the worker process
@@ -314,6 +317,8 @@ def test_local_workers_run_with_the_quiet_diagnostics_and_a_given_cluster_keeps_
     with connect(workers=1, announce=False) as client:
         on_workers = set(client.run(_diagnostics).values())
         client.run(_log_errors)
+        # the commpath command's allocator: a 2 MiB block from the heap, 6 MiB mapped apart
+        assert set(client.run(large_blocks_apart_from, LARGE_BLOCK // 2, LARGE_BLOCK + (2 << 20)).values()) == {True}
     assert on_workers == {(False, LOCAL_CLUSTER_CONFIG["distributed.admin.tick.interval"],
                            (YOUNG_THRESHOLD, *before[2][1:]))}
     err = capfd.readouterr().err        # the worker processes write to this process's stderr

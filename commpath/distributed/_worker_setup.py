@@ -12,7 +12,8 @@ HEARTBEAT_LOST = "Failed to communicate with scheduler during heartbeat."
 
 
 class LocalWorker(WorkerPlugin):
-    """The garbage collector's young threshold of a run (:func:`commpath._collector.collect_less`: the
+    """The allocator and the garbage collector of the commpath process
+    (:func:`commpath._process.unmap_large_blocks`, :func:`commpath._process.collect_less`: the
     process does nothing else, and the results it unpickles and keeps are millions of objects), and
     no traceback for a heartbeat lost to the scheduler closing: the scheduler of a local cluster
     lives in the commpath process, so it goes away only when the run ends (or with that process,
@@ -21,7 +22,8 @@ class LocalWorker(WorkerPlugin):
     name = "commpath-local-worker"
 
     def setup(self, worker) -> None:
-        from .._collector import collect_less
+        from .._process import collect_less, unmap_large_blocks
+        unmap_large_blocks()
         collect_less()
         log = logging.getLogger("distributed.worker")
         if not any(isinstance(f, _HeartbeatLost) for f in log.filters):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from commpath._collector import YOUNG_THRESHOLD, collect_less, fewer_collections
+from commpath._process import YOUNG_THRESHOLD, collect_less, fewer_collections
 
 CAPTURES = Path(__file__).resolve().parents[1] / "captures"
 
@@ -98,3 +98,23 @@ def test_open_runs_with_it_and_puts_it_back(threshold, monkeypatch):
     assert len(analysis.flows) > 0
     assert seen == [YOUNG_THRESHOLD]
     assert gc.get_threshold() == (700, 10, 10)
+
+
+def test_the_command_maps_blocks_apart_from_4_mib_on_and_collects_less():
+    """`commpath` (cli.run) sets both up before its main(): a 2 MiB block from the heap, 6 MiB mapped
+    apart, the young threshold raised."""
+    import subprocess
+    import sys
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            "import gc\n"
+            "from _malloc import large_blocks_apart_from\n"
+            "print(gc.get_threshold()[0])\n"
+            "import commpath.cli\n"
+            "from commpath._process import LARGE_BLOCK\n"
+            "def main():\n"
+            "    print(large_blocks_apart_from(LARGE_BLOCK // 2, LARGE_BLOCK + (2 << 20)), gc.get_threshold()[0])\n"
+            "    return 0\n"
+            "commpath.cli.main = main\n"
+            "commpath.cli.run()\n") % str(Path(__file__).parent)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.split() == ["700", "True", str(YOUNG_THRESHOLD)], out
