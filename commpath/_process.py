@@ -49,8 +49,8 @@ def fewer_collections():
 
 
 def collect_less() -> None:
-    """For a process that does nothing but runs (a local Dask worker): the threshold of
-    :func:`fewer_collections`, for good."""
+    """The threshold of :func:`fewer_collections` for good, in a process of its own (the `commpath`
+    command, a local Dask worker)."""
     current = gc.get_threshold()
     if 0 < current[0] < YOUNG_THRESHOLD:
         gc.set_threshold(YOUNG_THRESHOLD, *current[1:])
