@@ -1,4 +1,4 @@
-"""The garbage collector's young threshold during a run: raised, shared by concurrent runs, put back."""
+"""A run's process settings: the collector's young threshold (raised, shared by concurrent runs, put back) and glibc's mapping threshold."""
 
 from __future__ import annotations
 
