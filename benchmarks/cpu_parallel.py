@@ -5,9 +5,9 @@ shares nothing. On a VM the cores may be hyperthreads or shared with other guest
 round, the wall time of one process and of N at once, and the speed-up (N would be perfect).
 
 - default: each process runs the same loop of pure Python arithmetic; speed-up ``N × one ÷ N-at-once``;
-- ``--captures DIR``: the work of the Dask decode tasks, without Dask: one process decodes every
-  capture under DIR with its handshakes (``decode.engine.read`` feeding a ``HandshakeAnalyzer``,
-  then its typed tables, as ``distributed._decode.decode_capture`` does), against N processes each
+- ``--captures DIR``: the work of the Dask decode tasks, without Dask: one process runs the task
+  (``distributed._decode.decode_capture``: a capture decoded with its handshakes, its tables typed)
+  on every capture of the run DIR, against N processes each
   decoding a share of them (largest first, each to the least loaded share) at once; speed-up
   ``one ÷ N-at-once``. The processes are forked after the imports and start together, so the time
   is the decoding's alone: the ceiling of what any scheduler gets from these cores on this work.
@@ -22,7 +22,6 @@ import argparse
 import multiprocessing
 import statistics
 import time
-from pathlib import Path
 
 #: iterations of each process's loop (about a second on this machine)
 LOOP = 30_000_000
@@ -35,25 +34,21 @@ def _burn(files, start) -> None:
         x += i
 
 
-def _decode(files: list[str], start) -> None:
-    from commpath.decode.engine import read
-    from commpath.decode.handshakes import HandshakeAnalyzer
-    from commpath.decode.limits import ANALYSIS_PAYLOAD_LIMIT
+def _decode(sources: list, start) -> None:
+    from commpath.distributed._decode import decode_capture
     start.wait()
-    for path in files:
-        analyzer = HandshakeAnalyzer()
-        read(path, keep_streams=False, on_streams=analyzer, payload_limit=ANALYSIS_PAYLOAD_LIMIT)
-        analyzer.unresolved_tables()
+    for i, source in enumerate(sources):
+        decode_capture(i, source, None)
 
 
-def _shares(files: list[Path], n: int) -> list[list[str]]:
-    """``files`` in ``n`` shares of about equal bytes: largest first, each to the lightest share."""
-    shares: list[list[str]] = [[] for _ in range(n)]
+def _shares(sources: list, n: int) -> list[list]:
+    """``sources`` in ``n`` shares of about equal bytes: largest first, each to the lightest share."""
+    shares: list[list] = [[] for _ in range(n)]
     load = [0] * n
-    for f in sorted(files, key=lambda p: -p.stat().st_size):
+    for s in sorted(sources, key=lambda s: -s.size):
         k = load.index(min(load))
-        shares[k].append(str(f))
-        load[k] += f.stat().st_size
+        shares[k].append(s)
+        load[k] += s.size
     return shares
 
 
@@ -77,18 +72,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=6)
-    ap.add_argument("--captures", metavar="DIR", help="decode the captures (*.pcap, *.pcapng) under DIR instead")
+    ap.add_argument("--captures", metavar="DIR", help="decode the captures of the run DIR instead")
     args = ap.parse_args()
     n = args.processes
     if args.captures:
-        import commpath.decode.engine  # noqa: F401 - imported once, before the forks
-        import commpath.decode.handshakes  # noqa: F401
-        files = sorted(p for p in Path(args.captures).rglob("*") if p.suffix in (".pcap", ".pcapng"))
-        if not files:
+        import commpath.distributed._decode  # noqa: F401 - imported once, before the forks
+        from commpath.distributed._files import expand
+        sources = expand([args.captures], None)      # the run's captures, as decode_run lists them
+        if not sources:
             raise SystemExit(f"{args.captures}: no capture")
-        target, one_share, many_shares, per = _decode, [[str(f) for f in files]], _shares(files, n), 1
-        print(f"{len(files)} captures, {sum(f.stat().st_size for f in files) / 1e6:.0f} MB; shares of "
-              + ", ".join(f"{sum(Path(f).stat().st_size for f in s) / 1e6:.0f} MB" for s in many_shares))
+        target, one_share, many_shares, per = _decode, [sources], _shares(sources, n), 1
+        print(f"{len(sources)} captures, {sum(s.size for s in sources) / 1e6:.0f} MB; shares of "
+              + ", ".join(f"{sum(s.size for s in share) / 1e6:.0f} MB" for share in many_shares))
     else:
         target, one_share, many_shares, per = _burn, [[]], [[]] * n, n
     ratios = []

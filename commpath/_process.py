@@ -32,10 +32,8 @@ def fewer_collections():
     global _runs, _saved
     with _lock:
         if _runs == 0:
-            current = gc.get_threshold()
-            _saved = current
-            if 0 < current[0] < YOUNG_THRESHOLD:
-                gc.set_threshold(YOUNG_THRESHOLD, *current[1:])
+            _saved = gc.get_threshold()
+            collect_less()
         _runs += 1
     try:
         yield
