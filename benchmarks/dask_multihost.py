@@ -1,18 +1,23 @@
-"""Wall time and memory of a many-host run: today's single process against Dask (local processes, threads).
+"""Wall time and memory of a many-host run: one process against Dask (local cores, processes, threads).
 
 Makes the hosts' captures with ``dask_make_hosts.py`` (recorded lab traffic, rewritten addresses)
 unless ``--data`` already holds them, then runs the modes in interleaved rounds, each in a fresh
 interpreter (``--run MODE``), and prints medians and the ratios to the single process:
 
-- ``single``: ``commpath.open(DIR)`` as ``commpath analyze`` runs it today (one process, one core);
-  every mode's process is set up as the command sets itself up (its allocator and collector);
+- ``single``: ``commpath.open(DIR, workers=0)``, all in one process on one core (``analyze
+  --workers 0``); every mode's process is set up as the command sets itself up (its allocator and
+  collector);
+- ``cores``: ``commpath.open(DIR)`` as ``commpath analyze`` runs it by default: the captures decoded
+  on every core by dask's local process scheduler (``distributed.decode_on_cores``), the rest in
+  this process;
 - ``procs``: ``open(DIR, workers=N)``, a local cluster of N worker processes (start-up included);
 - ``threads``: a local cluster of one worker with N threads in the driver's process.
 
 Peak memory: the driver's own (``ru_maxrss``) and each worker process's (sampled with psutil
-every 200 ms). CPU: the driver's own and its child processes' (the workers, reaped when the run's
-local cluster closes: ``RUSAGE_CHILDREN``, the kernel's account; sampling them every 50 ms cost
-the driver ≈ 1 s of a 30 s run). The machine may be shared: the load average before each run is
+every 200 ms by a process of its own: a thread in the driver would keep ``cores`` from forking).
+CPU: the driver's own and its child processes' (the workers, reaped when the run's pool or local
+cluster closes: ``RUSAGE_CHILDREN``, the kernel's account; sampling them every 50 ms cost the
+driver ≈ 1 s of a 30 s run). The machine may be shared: the load average before each run is
 printed with it.
 """
 
@@ -25,24 +30,32 @@ import resource
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-MODES = ("single", "procs", "threads")
+MODES = ("single", "cores", "procs", "threads")
 
 
-def _sample_children(peaks: dict, stop: threading.Event) -> None:
-    import psutil
-    me = psutil.Process()
-    while not stop.is_set():
-        for child in me.children(recursive=True):
-            try:
+#: The sampler's process: every 200 ms the RSS of each process below the given one (not itself),
+#: until a line arrives on its stdin; then the peaks as JSON.
+SAMPLER = """
+import json, os, select, sys, psutil
+me, parent, peaks = os.getpid(), psutil.Process(int(sys.argv[1])), {}
+while not select.select([sys.stdin], [], [], 0.2)[0]:
+    for child in parent.children(recursive=True):
+        try:
+            if child.pid != me:
                 peaks[child.pid] = max(peaks.get(child.pid, 0), child.memory_info().rss)
-            except psutil.Error:
-                pass
-        stop.wait(0.2)
+        except psutil.Error:
+            pass
+print(json.dumps(peaks))
+"""
+
+
+def _start_sampler() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", SAMPLER, str(os.getpid())], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
 
 
 def _children_cpu() -> float:
@@ -56,12 +69,12 @@ def run_once(mode: str, data: str, workers: int, out: str) -> dict:
     from commpath._pipeline import write_outputs
     from _setup import set_up_as_the_command
     set_up_as_the_command()
-    peaks: dict[int, int] = {}
-    stop = threading.Event()
-    threading.Thread(target=_sample_children, args=(peaks, stop), daemon=True).start()
+    sampler = _start_sampler()
     c0, children0 = time.process_time(), _children_cpu()
     t0 = time.perf_counter()
     if mode == "single":
+        a = commpath.open(data, workers=0)
+    elif mode == "cores":
         a = commpath.open(data)
     elif mode == "procs":
         a = commpath.open(data, workers=workers)
@@ -72,8 +85,8 @@ def run_once(mode: str, data: str, workers: int, out: str) -> dict:
     write_outputs(a, out)
     wall = time.perf_counter() - t0
     driver_cpu = time.process_time() - c0
-    stop.set()
-    workers_cpu = _children_cpu() - children0   # the local cluster closed inside open(): its processes reaped
+    workers_cpu = _children_cpu() - children0   # the pool or local cluster closed inside open(): its processes reaped
+    peaks = {int(k): v for k, v in json.loads(sampler.communicate("stop\n")[0]).items()}    # reaped after the count
     return {"mode": mode, "wall_s": wall, "flows": len(a.flows), "captures": len(a.captures),
             "driver_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "worker_peak_mb": max(peaks.values()) / 2**20 if peaks else None,

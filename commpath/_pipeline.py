@@ -285,6 +285,9 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
     ``client`` (a ``distributed.Client``), ``scheduler`` (its address) or ``workers`` (local processes)
     decode the captures on Dask, one task per capture, each writing its tables under ``parts`` (a path
     or fsspec URL; inputs may be URLs too, ``storage_options`` for their filesystem): the same result.
+    Without them, several large local captures are decoded on every core by Dask's local process
+    scheduler and the rest runs here (``distributed.decode_on_cores``: the same result); ``workers=0``
+    keeps it all in this process.
     ``probe``: a ``commpath probe --out`` folder (or its table); ``host_config``: host configuration folders
     (``commpath config``'s HOST_DIRs) or its table; the capture agents' manifests add theirs. Checks that
     need them cite them beside the wire (``evidence``).
@@ -333,6 +336,13 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
         return decode_run(inputs, ca, keylog, client=client, workers=workers, scheduler=scheduler, parts=parts,
                           storage_options=storage_options, progress=progress, payload_limit=payload_limit,
                           classify=True, inventory=inv, merge=merge, then=judged)   # classified, merged on the workers
+    elif workers is None and (on_cores := _decode_on_cores(paths, ca, keylog, progress, payload_limit)) is not None:
+        flows, captures = on_cores.flows, on_cores.captures       # each capture decoded on a core of its own
+        warnings.extend(on_cores.warnings)
+        tls = conform(on_cores.tls, {**TLS_COLUMNS, **TLS_EXTRA})
+        certs, ssh, http = on_cores.certs, on_cores.ssh, on_cores.http
+        tls_analyzed = True
+        del on_cores
     else:
         # handshakes are parsed as each connection's streams are harvested: memory stays bounded
         analyzer = HandshakeAnalyzer(ca, keylog)
@@ -411,6 +421,12 @@ def _on_dask(inputs, client, workers, scheduler) -> bool:
     """Decode on Dask when asked to, or when an input is a URL (the in-process engine reads local files)."""
     from .distributed import is_url
     return client is not None or bool(workers) or bool(scheduler) or any(is_url(p) for p in inputs)
+
+
+def _decode_on_cores(paths, ca, keylog, progress, payload_limit):
+    """The local captures decoded on every core (``distributed.decode_on_cores``), or None: decode here."""
+    from .distributed import decode_on_cores
+    return decode_on_cores(paths, ca, keylog, progress=progress, payload_limit=payload_limit)
 
 
 def _classify_merged(flows, tls, inv, certs, captures):

@@ -80,8 +80,10 @@ def _add_analysis_inputs(p: argparse.ArgumentParser) -> None:
                    help="TLS key log (NSS SSLKEYLOGFILE format) to read TLS 1.3 certificates")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary on stderr")
     p.add_argument("--workers", type=int, metavar="N",
-                   help="decode on Dask with N local worker processes, one task per capture (default: in this "
-                        "process; inputs given as URLs use every core)")
+                   help="run on a local dask.distributed cluster of N worker processes, one decode task per "
+                        "capture (default: several large local captures are decoded on every core by Dask's local "
+                        "process scheduler, the rest runs in this process; 0: all in this process; inputs given "
+                        "as URLs use a local cluster of every core)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="decode on an existing dask.distributed cluster, e.g. tcp://HOST:8786")
     p.add_argument("--parts", metavar="DIR|URL",

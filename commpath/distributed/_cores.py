@@ -1,0 +1,87 @@
+"""A local run's captures decoded on every core: Dask's local process scheduler, one task per capture.
+
+The default of ``commpath.open`` for local captures when no cluster is asked for. Only the decoding
+is spread (each capture with its handshakes, ``_decode.decode_capture``, as on a cluster); the
+tables come back to this process, which resolves the handshakes over the run and classifies,
+merges and judges as one process does (``_run._assemble_run``): the same results, byte for byte.
+The worker processes are forked from this one, so they start with its imports and its allocator
+and collector settings (spawned, each paid ≈ 0.5 s of imports, as long as a small run's decode);
+forking is safe only while this process runs no other thread, so a process that does (a Jupyter
+kernel, a program with its own threads) decodes in itself. So does a run of one capture, or one
+whose captures would not decode sooner on more cores (:func:`worth_it`: a few small captures, or
+one large capture and small ones).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from concurrent.futures import ProcessPoolExecutor
+
+from ..decode.limits import ANALYSIS_PAYLOAD_LIMIT
+from ..errors import InputError
+from ._cluster import default_workers
+from ._decode import decode_capture
+from ._files import expand
+from ._run import Decoded, _assemble_run, _read_small
+
+#: What a run must spare this process to be decoded on more cores: the bytes the other cores take
+#: off it (all but the larger of the largest capture and a core's share) at least this share of the
+#: run plus :data:`MIN_BYTES`. Measured (benchmarks/RESULTS.md, #14): forking the workers costs
+#: ≈ 0.1 s (≈ 20 MB of decoding), and sending the tables back (pickled, copied, unpickled) about a
+#: fifth of what decoding them took.
+SPARED_SHARE = 0.25
+MIN_BYTES = 32 << 20
+
+
+def worth_it(sizes: list[int], cores: int) -> bool:
+    """Whether captures of ``sizes`` bytes decode sooner on ``cores`` processes than in this one."""
+    total = sum(sizes)
+    spared = total - max(max(sizes, default=0), total / cores)
+    return spared >= SPARED_SHARE * total + MIN_BYTES
+
+
+def decode_on_cores(inputs, ca=None, keylog=None, *, workers: int | None = None, progress: bool = False,
+                    payload_limit: int = ANALYSIS_PAYLOAD_LIMIT, always: bool = False) -> Decoded | None:
+    """Every capture of ``inputs`` (local paths) decoded as one task each on ``workers`` forked
+    processes (default: every core), or None when this run decodes in this process: one capture,
+    one core, other threads running, or (unless ``always``) too little to gain (:func:`worth_it`)."""
+    n = workers or default_workers()
+    if n < 2 or threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    sources = expand(inputs)
+    if len(sources) < 2 or not (always or worth_it([s.size for s in sources], min(n, len(sources)))):
+        return None
+    import dask
+    from dask.callbacks import Callback
+
+    from ..present.progress import StageBar
+    ca_pem, keylog_bytes = _read_small(ca, "--ca"), _read_small(keylog, "--keylog")
+    order = sorted(range(len(sources)), key=lambda i: -sources[i].size)     # the long ones start first:
+    # dask's local scheduler runs ready tasks of equal priority in reverse order of their keys
+    tasks = [dask.delayed(decode_capture, pure=False)(i, sources[i], None, ca_pem, keylog_bytes, None, payload_limit,
+                                                      dask_key_name=f"commpath-decode-{len(order) - rank:06d}")
+             for rank, i in enumerate(order)]
+    with ProcessPoolExecutor(min(n, len(sources)), mp_context=multiprocessing.get_context("fork")) as pool:
+        pool.submit(int).result()    # every worker forked now, before the bar's (tqdm's) monitor thread starts
+        with StageBar(enabled=progress) as shown, Callback(posttask=lambda *_: shown.update(1)):
+            shown.stage("decode", len(tasks))
+            # one task per submission (dask batches 6 by default): a batch of the large ones would end the run alone
+            done = dask.compute(*tasks, scheduler="processes", pool=_TwoEach(pool), chunksize=1)
+    summaries: list = [None] * len(sources)
+    for i, summary in zip(order, done):
+        summaries[i] = summary
+    failed = [s for s in summaries if s["error"]]
+    if len(failed) == len(summaries):     # as the engine: the run fails only when no capture was readable
+        raise InputError(failed[0]["name"], failed[0]["error"])
+    return _assemble_run(summaries, [s.pop("tables", None) for s in summaries], None, ca, keylog)
+
+
+class _TwoEach:
+    """``pool`` as dask's local scheduler sees it, with two tasks in flight per process: one waits
+    in the pool's queue while the other runs, so a process does not idle while its last result
+    travels back and the scheduler hands out the next task (≈ 0.07 s a task, measured)."""
+
+    def __init__(self, pool: ProcessPoolExecutor):
+        self.submit = pool.submit
+        self._max_workers = 2 * pool._max_workers     # what dask.multiprocessing.get reads of a given pool

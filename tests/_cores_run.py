@@ -1,0 +1,66 @@
+"""Run one analysis in a fresh interpreter with the captures decoded on every core (``decode_on_cores``).
+
+A fresh interpreter because the cores are used only from a process that runs no other thread, and
+the test process may hold some (a Dask client, a progress bar's monitor). The runs are forced onto
+the cores whatever their size (``worth_it``: the bundled captures are too small to gain).
+
+    python _cores_run.py open OUT FOLDER [OPTIONS_JSON]   # write_outputs of commpath.open; prints JSON
+    python _cores_run.py error INPUT...                    # the InputError of commpath.open, or "ok"
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import commpath
+import commpath.distributed._cores as cores
+from commpath._pipeline import write_outputs
+from commpath.errors import InputError
+from commpath.present import progress
+
+cores.worth_it = lambda sizes, n: True
+summaries: list[dict] = []
+_assemble = cores._assemble_run
+
+
+def _recorded(found, *args, **kwargs):
+    summaries.extend(found)
+    return _assemble(found, *args, **kwargs)
+
+
+cores._assemble_run = _recorded
+bars: list = []
+
+
+class _Recorded(progress.StageBar):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        bars.append(self)
+
+
+progress.StageBar = _Recorded
+
+
+def main() -> None:
+    what = sys.argv[1]
+    if what == "error":
+        try:
+            commpath.open(*sys.argv[2:])
+        except InputError as exc:
+            print(json.dumps({"error": str(exc)}))
+            return
+        print(json.dumps({"error": None}))
+        return
+    out, folder = sys.argv[2], sys.argv[3]
+    opts = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
+    analysis = commpath.open(folder, progress=True, **opts)
+    write_outputs(analysis, out)
+    print(json.dumps({"pid": os.getpid(), "worker_pids": sorted({s["worker_pid"] for s in summaries if "worker_pid" in s}),
+                      "captures": len(summaries), "warnings": analysis.warnings,
+                      "bars": [{"stages": b.stages, "done": b.done, "total": b.total} for b in bars]}))
+
+
+if __name__ == "__main__":
+    main()
