@@ -6,12 +6,14 @@ the cores whatever their size (``worth_it``: the bundled captures are too small 
 
     python _cores_run.py open OUT FOLDER [OPTIONS_JSON]   # write_outputs of commpath.open; prints JSON
     python _cores_run.py error INPUT...                    # the InputError of commpath.open, or "ok"
+    python _cores_run.py kill NAME OUT FOLDER              # `commpath analyze`, the worker decoding NAME killed
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 
 import commpath
@@ -52,6 +54,18 @@ def main() -> None:
             print(json.dumps({"error": str(exc)}))
             return
         print(json.dumps({"error": None}))
+        return
+    if what == "kill":
+        name, out, folder = sys.argv[2:5]
+        decode = cores.decode_capture
+
+        def killed_on(index, source, *args, **kwargs):
+            if name in source.name:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return decode(index, source, *args, **kwargs)
+        cores.decode_capture = killed_on
+        from commpath.cli import main as cli_main
+        print(json.dumps({"rc": cli_main(["analyze", folder, "--out", out, "-q"])}))
         return
     out, folder = sys.argv[2], sys.argv[3]
     opts = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}

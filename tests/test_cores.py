@@ -95,6 +95,19 @@ def test_no_readable_capture_is_the_one_process_error_naming_the_first(tmp_path)
     assert _on_cores("error", str(tmp_path)) == {"error": str(one.value)}
 
 
+def test_a_decoding_process_killed_is_one_line_naming_the_capture(tmp_path):
+    """The OOM killer's way: SIGKILL. Dask's local pool cannot retry on a broken pool; the run
+    stops with one line (exit code 2) naming the capture(s) in flight, and writes no output."""
+    done = subprocess.run([sys.executable, str(HERE / "_cores_run.py"), "kill", "node1-eth0", str(tmp_path / "out"),
+                           str(CAPTURES / "default")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"rc": 2}
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("commpath: error: a process decoding the captures died")
+    assert "node1-eth0.pcap" in lines[0] and "--workers 0" in lines[0]
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
 def test_runs_that_would_not_gain_decode_in_this_process(tmp_path):
     folder = CAPTURES / "default"
     # the bundled captures are a few hundred KB: forking would cost more than it spares

@@ -17,9 +17,10 @@ from __future__ import annotations
 import multiprocessing
 import threading
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from ..decode.limits import ANALYSIS_PAYLOAD_LIMIT
-from ..errors import InputError
+from ..errors import CommpathError, InputError
 from ._cluster import default_workers
 from ._decode import decode_capture
 from ._files import expand
@@ -59,15 +60,29 @@ def decode_on_cores(inputs, ca=None, keylog=None, *, workers: int | None = None,
     ca_pem, keylog_bytes = _read_small(ca, "--ca"), _read_small(keylog, "--keylog")
     order = sorted(range(len(sources)), key=lambda i: -sources[i].size)     # the long ones start first:
     # dask's local scheduler runs ready tasks of equal priority in reverse order of their keys
+    names = {f"commpath-decode-{len(order) - rank:06d}": sources[i].name for rank, i in enumerate(order)}
     tasks = [dask.delayed(decode_capture, pure=False)(i, sources[i], None, ca_pem, keylog_bytes, None, payload_limit,
-                                                      dask_key_name=f"commpath-decode-{len(order) - rank:06d}")
-             for rank, i in enumerate(order)]
+                                                      classify_rows=False, dask_key_name=key)
+             for key, i in zip(names, order)]
+    running: set[str] = set()
+
+    def started(key, *_) -> None:
+        running.add(key)
+
+    def finished(key, *_) -> None:
+        running.discard(key)
+        shown.update(1)
+
     with ProcessPoolExecutor(min(n, len(sources)), mp_context=multiprocessing.get_context("fork")) as pool:
         pool.submit(int).result()    # every worker forked now, before the bar's (tqdm's) monitor thread starts
-        with StageBar(enabled=progress) as shown, Callback(posttask=lambda *_: shown.update(1)):
+        with StageBar(enabled=progress) as shown, Callback(pretask=started, posttask=finished):
             shown.stage("decode", len(tasks))
-            # one task per submission (dask batches 6 by default): a batch of the large ones would end the run alone
-            done = dask.compute(*tasks, scheduler="processes", pool=_TwoEach(pool), chunksize=1)
+            try:    # one task per submission (dask batches 6): a batch of the large ones would end the run alone
+                done = dask.compute(*tasks, scheduler="processes", pool=_TwoEach(pool), chunksize=1)
+            except BrokenProcessPool:
+                lost = ", ".join(names[k] for k in sorted(running, reverse=True)) or "?"
+                raise CommpathError(f"a process decoding the captures died (killed? out of memory?) while decoding "
+                                    f"one of {lost}; --workers 0 decodes them in this one process") from None
     summaries: list = [None] * len(sources)
     for i, summary in zip(order, done):
         summaries[i] = summary

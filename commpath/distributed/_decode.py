@@ -32,11 +32,13 @@ def _analyzer(ca_pem: bytes | None, keylog: bytes | None, folder: str):
 
 
 def decode_capture(index: int, source: Source, parts: str | None, ca_pem: bytes | None = None, keylog: bytes | None = None,
-                   storage_options: dict | None = None, payload_limit: int = ANALYSIS_PAYLOAD_LIMIT) -> dict:
+                   storage_options: dict | None = None, payload_limit: int = ANALYSIS_PAYLOAD_LIMIT,
+                   classify_rows: bool = True) -> dict:
     """Decode capture ``index`` (``source``), write its flows/tls/certs/ssh/http under ``parts`` (when
     given) and return its summary: the capture row, its flow count, the worker's costs, and the
-    tables themselves under ``"tables"``. Flow ids count from 0 in this capture; the run adds the
-    flows of the captures before it.
+    tables themselves under ``"tables"`` (with the TLS rows the classification tasks read, unless
+    ``classify_rows`` is false: the run classifies elsewhere). Flow ids count from 0 in this capture;
+    the run adds the flows of the captures before it.
 
     An unreadable capture is not an exception: its summary carries ``error`` (the run decides, as
     ``commpath.read`` does, whether the others make up for it)."""
@@ -66,7 +68,9 @@ def decode_capture(index: int, source: Source, parts: str | None, ca_pem: bytes 
                   "ssh": hs.ssh, "http": hs.http}
         summary["part"] = write_part(parts, index, source.host, tables, summary, storage_options)
     # taken off by the driver: pickled, they travel faster than Parquet reads back
-    summary["tables"] = {"flows": flows, "handshakes": handshakes, "task_tls": task_tls(handshakes["tls"])}
+    summary["tables"] = {"flows": flows, "handshakes": handshakes}
+    if classify_rows:
+        summary["tables"]["task_tls"] = task_tls(handshakes["tls"])
     return summary
 
 
