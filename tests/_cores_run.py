@@ -5,6 +5,7 @@ the test process may hold some (a Dask client, a progress bar's monitor). The ru
 the cores whatever their size (``worth_it``: the bundled captures are too small to gain).
 
     python _cores_run.py open OUT FOLDER [OPTIONS_JSON]   # write_outputs of commpath.open; prints JSON
+    python _cores_run.py open-threaded OUT FOLDER [OPTIONS_JSON]   # the same beside a thread of its own
     python _cores_run.py error INPUT...                    # the InputError of commpath.open, or "ok"
     python _cores_run.py kill NAME OUT FOLDER              # `commpath analyze`, the worker decoding NAME killed
 """
@@ -15,6 +16,7 @@ import json
 import os
 import signal
 import sys
+import threading
 
 import commpath
 import commpath.distributed._cores as cores
@@ -69,9 +71,15 @@ def main() -> None:
         return
     out, folder = sys.argv[2], sys.argv[3]
     opts = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
+    stop = threading.Event()
+    if what == "open-threaded":     # as a Jupyter kernel or a threaded program would run it
+        threading.Thread(target=stop.wait, daemon=True).start()
     analysis = commpath.open(folder, progress=True, **opts)
+    stop.set()
     write_outputs(analysis, out)
+    from multiprocessing import forkserver
     print(json.dumps({"pid": os.getpid(), "worker_pids": sorted({s["worker_pid"] for s in summaries if "worker_pid" in s}),
+                      "fork_server": forkserver._forkserver._forkserver_pid is not None,
                       "captures": len(summaries), "warnings": analysis.warnings,
                       "bars": [{"stages": b.stages, "done": b.done, "total": b.total} for b in bars]}))
 

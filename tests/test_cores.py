@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pandas as pd
@@ -65,11 +64,38 @@ def test_lab_runs_decoded_on_cores_write_the_one_process_outputs(scenario, tmp_p
         assert got["captures"] == len(one.captures) > 1
         assert got["worker_pids"] and got["pid"] not in got["worker_pids"]
         assert len(got["worker_pids"]) <= min(os.cpu_count() or 1, len(one.captures))
-        assert got["warnings"] == one.warnings
+        assert got["warnings"] == one.warnings and not got["fork_server"]     # forked from the run's process
         _assert_same_outputs(tmp_path / f"one-{tag}", tmp_path / f"cores-{tag}")
         # one bar, counting the captures as their tasks finish
         assert [b["stages"] for b in got["bars"]] == [[["decode", len(one.captures)]]]
         assert got["bars"][0]["done"] == got["bars"][0]["total"] == len(one.captures)
+
+
+def test_a_process_running_other_threads_has_its_workers_forked_by_the_fork_server(tmp_path):
+    """A Jupyter kernel runs threads: forking it could copy a lock another thread holds. Its workers
+    come from multiprocessing's fork server, set up as the command sets itself up: same outputs."""
+    folder = CAPTURES / "default"
+    one = commpath.open(folder, workers=0, **_options(folder))
+    write_outputs(one, tmp_path / "one")
+    got = _on_cores("open-threaded", str(tmp_path / "cores"), str(folder), json.dumps(_options(folder)))
+    assert got["fork_server"] and got["worker_pids"] and got["pid"] not in got["worker_pids"]
+    assert got["captures"] == len(one.captures) and got["warnings"] == one.warnings
+    _assert_same_outputs(tmp_path / "one", tmp_path / "cores")
+
+
+def test_fork_server_workers_take_the_commands_allocator_and_collector_settings():
+    """In a fresh interpreter (glibc's and CPython's defaults), as a fork server's worker starts."""
+    done = subprocess.run([sys.executable, "-c", (
+        "import gc, json, sys; sys.path.insert(0, sys.argv[1]); import _malloc\n"
+        "from commpath.distributed._cores import set_up_worker\n"
+        "before = [gc.get_threshold()[0], _malloc.large_blocks_apart_from(2 << 20, 6 << 20)]; set_up_worker()\n"
+        "print(json.dumps({'before': before, 'after': [gc.get_threshold()[0],"
+        " _malloc.large_blocks_apart_from(2 << 20, 6 << 20)]}))"), str(HERE)],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout)
+    assert got["before"] == [700, False]      # glibc maps a 2 MiB block on its own by default
+    assert got["after"][0] > 700 and got["after"][1]      # from the heap below 4 MiB, mapped apart above
 
 
 def test_unreadable_captures_among_readable_ones_are_warned_of_as_in_one_process(tmp_path):
@@ -114,14 +140,6 @@ def test_runs_that_would_not_gain_decode_in_this_process(tmp_path):
     assert decode_on_cores([folder]) is None
     assert decode_on_cores([folder], workers=1, always=True) is None             # one core
     assert decode_on_cores([folder / "cp1" / "cp1-eth0.pcap"], always=True) is None   # one capture
-    stop = threading.Event()
-    other = threading.Thread(target=stop.wait)
-    other.start()
-    try:        # forking beside another thread could copy a lock it holds
-        assert decode_on_cores([folder], workers=2, always=True) is None
-    finally:
-        stop.set()
-        other.join()
 
 
 def test_worth_it_weighs_what_the_other_cores_spare_against_sending_the_tables_back():

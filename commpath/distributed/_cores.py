@@ -5,11 +5,13 @@ is spread (each capture with its handshakes, ``_decode.decode_capture``, as on a
 tables come back to this process, which resolves the handshakes over the run and classifies,
 merges and judges as one process does (``_run._assemble_run``): the same results, byte for byte.
 The worker processes are forked from this one, so they start with its imports and its allocator
-and collector settings (spawned, each paid ≈ 0.5 s of imports, as long as a small run's decode);
-forking is safe only while this process runs no other thread, so a process that does (a Jupyter
-kernel, a program with its own threads) decodes in itself. So does a run of one capture, or one
-whose captures would not decode sooner on more cores (:func:`worth_it`: a few small captures, or
-one large capture and small ones).
+and collector settings (spawned, each paid ≈ 0.5 s of imports, as long as a small run's decode).
+Forking is safe only while this process runs no other thread (another thread may hold a lock the
+child would wait on for good); a process that does (a Jupyter kernel, a program with threads of its
+own) has its workers forked by multiprocessing's fork server instead, a process started once (the
+decode modules imported in it once) that runs no thread. A run of one capture, or one whose
+captures would not decode sooner on more cores (:func:`worth_it`: a few small captures, or one
+large capture and small ones), decodes in this process.
 """
 
 from __future__ import annotations
@@ -46,9 +48,10 @@ def decode_on_cores(inputs, ca=None, keylog=None, *, workers: int | None = None,
                     payload_limit: int = ANALYSIS_PAYLOAD_LIMIT, always: bool = False) -> Decoded | None:
     """Every capture of ``inputs`` (local paths) decoded as one task each on ``workers`` forked
     processes (default: every core), or None when this run decodes in this process: one capture,
-    one core, other threads running, or (unless ``always``) too little to gain (:func:`worth_it`)."""
+    one core, or (unless ``always``) too little to gain (:func:`worth_it`)."""
     n = workers or default_workers()
-    if n < 2 or threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
+    context, set_up = _start_method()
+    if n < 2 or context is None:
         return None
     sources = expand(inputs)
     if len(sources) < 2 or not (always or worth_it([s.size for s in sources], min(n, len(sources)))):
@@ -73,8 +76,8 @@ def decode_on_cores(inputs, ca=None, keylog=None, *, workers: int | None = None,
         running.discard(key)
         shown.update(1)
 
-    with ProcessPoolExecutor(min(n, len(sources)), mp_context=multiprocessing.get_context("fork")) as pool:
-        pool.submit(int).result()    # every worker forked now, before the bar's (tqdm's) monitor thread starts
+    with ProcessPoolExecutor(min(n, len(sources)), mp_context=context, initializer=set_up) as pool:
+        pool.submit(int).result()    # every worker started now, before the bar's (tqdm's) monitor thread starts
         with StageBar(enabled=progress) as shown, Callback(pretask=started, posttask=finished):
             shown.stage("decode", len(tasks))
             try:    # one task per submission (dask batches 6): a batch of the large ones would end the run alone
@@ -90,6 +93,27 @@ def decode_on_cores(inputs, ca=None, keylog=None, *, workers: int | None = None,
     if len(failed) == len(summaries):     # as the engine: the run fails only when no capture was readable
         raise InputError(failed[0]["name"], failed[0]["error"])
     return _assemble_run(summaries, [s.pop("tables", None) for s in summaries], None, ca, keylog)
+
+
+def _start_method():
+    """How the workers start, and what they run first: forked from this process when it runs no
+    other thread (they have its settings then), else forked by the fork server (set up as the
+    ``commpath`` command sets itself up); ``(None, None)`` where neither exists (not Linux)."""
+    methods = multiprocessing.get_all_start_methods()
+    if threading.active_count() == 1 and "fork" in methods:
+        return multiprocessing.get_context("fork"), None
+    if "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])     # imported once, in the server, before it forks
+        return context, set_up_worker
+    return None, None
+
+
+def set_up_worker() -> None:
+    """A fork server's worker: the allocator and collector settings of the ``commpath`` command."""
+    from .._process import collect_less, unmap_large_blocks
+    unmap_large_blocks()
+    collect_less()
 
 
 class _TwoEach:
