@@ -18,20 +18,12 @@ from commpath._pipeline import write_outputs
 from commpath.distributed import decode_on_cores
 from commpath.distributed._cores import MIN_BYTES, SPARED_SHARE, worth_it
 from commpath.errors import InputError
+from test_dask import _options      # a lab run's inventory, CA bundle and key log as open()'s arguments
 
 HERE = Path(__file__).resolve().parent
 CAPTURES = HERE.parent / "captures"
 SCENARIOS = sorted(p.parent.name for p in CAPTURES.glob("*/ground-truth.yaml"))
 MB = 1 << 20
-
-
-def _options(folder: Path) -> dict:
-    opts = {"inventory": str(folder / "inventory.yaml")}
-    if (folder / "pki/ca.crt").is_file():
-        opts["ca"] = str(folder / "pki/ca.crt")
-    if (folder / "keylog.txt").is_file():
-        opts["keylog"] = str(folder / "keylog.txt")
-    return opts
 
 
 def _on_cores(*args: str) -> dict:
