@@ -7,7 +7,7 @@ the cores whatever their size (``worth_it``: the bundled captures are too small 
     python _cores_run.py open OUT FOLDER [OPTIONS_JSON]   # write_outputs of commpath.open; prints JSON
     python _cores_run.py open-threaded OUT FOLDER [OPTIONS_JSON]   # the same beside a thread of its own
     python _cores_run.py error INPUT...                    # the InputError of commpath.open, or "ok"
-    python _cores_run.py kill NAME OUT FOLDER              # `commpath analyze`, the worker decoding NAME killed
+    python _cores_run.py kill OUT FOLDER                   # `commpath analyze`, its worker process killed
 """
 
 from __future__ import annotations
@@ -47,6 +47,17 @@ class _Recorded(progress.StageBar):
 progress.StageBar = _Recorded
 
 
+RUN_PID = os.getpid()
+_decode = cores.decode_capture
+
+
+def killed_in_a_worker(index, source, *args, **kwargs):
+    """The decode task, killed (SIGKILL, as the OOM killer does) in a worker process, not in the run's."""
+    if os.getpid() != RUN_PID:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _decode(index, source, *args, **kwargs)
+
+
 def main() -> None:
     what = sys.argv[1]
     if what == "error":
@@ -58,14 +69,8 @@ def main() -> None:
         print(json.dumps({"error": None}))
         return
     if what == "kill":
-        name, out, folder = sys.argv[2:5]
-        decode = cores.decode_capture
-
-        def killed_on(index, source, *args, **kwargs):
-            if name in source.name:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return decode(index, source, *args, **kwargs)
-        cores.decode_capture = killed_on
+        out, folder = sys.argv[2:4]
+        cores.decode_capture = killed_in_a_worker
         from commpath.cli import main as cli_main
         print(json.dumps({"rc": cli_main(["analyze", folder, "--out", out, "-q"])}))
         return

@@ -4,8 +4,9 @@ The default of ``commpath.open`` for local captures when no cluster is asked for
 is spread (each capture with its handshakes, ``_decode.decode_capture``, as on a cluster); the
 tables come back to this process, which resolves the handshakes over the run and classifies,
 merges and judges as one process does (``_run._assemble_run``): the same results, byte for byte.
-The worker processes are forked from this one, so they start with its imports and its allocator
-and collector settings (spawned, each paid ≈ 0.5 s of imports, as long as a small run's decode).
+This process decodes too, in a thread of its own (its tables need no pickling), beside worker
+processes forked from it, one per other core: they start with its imports and its allocator and
+collector settings (spawned, each paid ≈ 0.5 s of imports, as long as a small run's decode).
 Forking is safe only while this process runs no other thread (another thread may hold a lock the
 child would wait on for good); a process that does (a Jupyter kernel, a program with threads of its
 own) has its workers forked by multiprocessing's fork server instead, a process started once (the
@@ -17,9 +18,11 @@ large capture and small ones), decodes in this process.
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from functools import partial
 
 from ..decode.limits import ANALYSIS_PAYLOAD_LIMIT
 from ..errors import CommpathError, InputError
@@ -46,8 +49,8 @@ def worth_it(sizes: list[int], cores: int) -> bool:
 
 def decode_on_cores(inputs, ca=None, keylog=None, *, workers: int | None = None, progress: bool = False,
                     payload_limit: int = ANALYSIS_PAYLOAD_LIMIT, always: bool = False) -> Decoded | None:
-    """Every capture of ``inputs`` (local paths) decoded as one task each on ``workers`` forked
-    processes (default: every core), or None when this run decodes in this process: one capture,
+    """Every capture of ``inputs`` (local paths) decoded as one task each on ``workers`` cores
+    (default: every core; this process and ``workers - 1`` forked ones), or None when this run decodes in this process: one capture,
     one core, or (unless ``always``) too little to gain (:func:`worth_it`)."""
     n = workers or default_workers()
     context, set_up = _start_method()
@@ -76,16 +79,22 @@ def decode_on_cores(inputs, ca=None, keylog=None, *, workers: int | None = None,
         running.discard(key)
         shown.update(1)
 
-    with ProcessPoolExecutor(min(n, len(sources)), mp_context=context, initializer=set_up) as pool:
-        pool.submit(int).result()    # every worker started now, before the bar's (tqdm's) monitor thread starts
-        with StageBar(enabled=progress) as shown, Callback(pretask=started, posttask=finished):
-            shown.stage("decode", len(tasks))
-            try:    # one task per submission (dask batches 6): a batch of the large ones would end the run alone
-                done = dask.compute(*tasks, scheduler="processes", pool=_TwoEach(pool), chunksize=1)
-            except BrokenProcessPool:
-                lost = ", ".join(names[k] for k in sorted(running, reverse=True)) or "?"
-                raise CommpathError(f"a process decoding the captures died (killed? out of memory?) while decoding "
-                                    f"one of {lost}; --workers 0 decodes them in this one process") from None
+    with ProcessPoolExecutor(min(n, len(sources)) - 1, mp_context=context, initializer=set_up) as pool:
+        pool.submit(int).result()    # every worker started now, before any thread of this run starts
+        workers = _HereAndThere(pool)
+        try:
+            with StageBar(enabled=progress) as shown, Callback(pretask=started, posttask=finished):
+                shown.stage("decode", len(tasks))
+                # one task per submission (dask batches 6): a batch of the large ones would end the run
+                # alone; the tables are not pickled by dask (the pool pickles what the processes send back)
+                done = dask.compute(*tasks, scheduler="processes", pool=workers, chunksize=1,
+                                    func_dumps=_as_is, func_loads=_as_is)
+        except BrokenProcessPool:
+            lost = ", ".join(names[k] for k in sorted(running, reverse=True)) or "?"
+            raise CommpathError(f"a process decoding the captures died (killed? out of memory?) while decoding "
+                                f"one of {lost}; --workers 0 decodes them in this one process") from None
+        finally:
+            workers.close()
     summaries: list = [None] * len(sources)
     for i, summary in zip(order, done):
         summaries[i] = summary
@@ -116,11 +125,55 @@ def set_up_worker() -> None:
     collect_less()
 
 
-class _TwoEach:
-    """``pool`` as dask's local scheduler sees it, with two tasks in flight per process: one waits
-    in the pool's queue while the other runs, so a process does not idle while its last result
-    travels back and the scheduler hands out the next task (≈ 0.07 s a task, measured)."""
+def _as_is(value):
+    return value
 
-    def __init__(self, pool: ProcessPoolExecutor):
-        self.submit = pool.submit
-        self._max_workers = 2 * pool._max_workers     # what dask.multiprocessing.get reads of a given pool
+
+class _HereAndThere:
+    """The pool dask's local scheduler is given: this process decodes too, in a thread of its own
+    (its tables then need no pickling, and the core it runs on would otherwise wait), beside the
+    worker processes; two tasks in flight per decoder, so that one waits while the other runs and a
+    process does not idle while its last result travels back and the scheduler hands out the next
+    (≈ 0.07 s a task, measured). Each task goes to the side with fewer in flight per decoder. The
+    thread is a daemon: a Ctrl-C does not wait for the capture it is decoding."""
+
+    def __init__(self, processes: ProcessPoolExecutor):
+        self.processes = processes
+        self.there_decoders = processes._max_workers
+        self._max_workers = 2 * (self.there_decoders + 1)     # what dask.multiprocessing.get reads of a pool
+        self.lock = threading.Lock()
+        self.in_flight = {True: 0, False: 0}     # here, there
+        self.tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._decode_here, name="commpath-decode", daemon=True)
+        self.thread.start()
+
+    def submit(self, fn, *args) -> Future:
+        with self.lock:
+            here = self.in_flight[True] * self.there_decoders <= self.in_flight[False]
+            self.in_flight[here] += 1
+        if here:
+            future: Future = Future()
+            self.tasks.put((future, fn, args))
+        else:
+            future = self.processes.submit(fn, *args)
+        future.add_done_callback(partial(self._done, here))     # before the scheduler's own callback
+        return future
+
+    def _done(self, here: bool, _future) -> None:
+        with self.lock:
+            self.in_flight[here] -= 1
+
+    def _decode_here(self) -> None:
+        while (task := self.tasks.get()) is not None:
+            future, fn, args = task
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:     # dask's task wrapper catches the task's own; this is its own
+                    future.set_exception(exc)
+
+    def close(self) -> None:
+        """The thread ends after its task, if any (waited for only when it has none left)."""
+        self.tasks.put(None)
+        if not self.in_flight[True]:
+            self.thread.join()
