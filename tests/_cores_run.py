@@ -83,7 +83,8 @@ def main() -> None:
     stop.set()
     write_outputs(analysis, out)
     from multiprocessing import forkserver
-    print(json.dumps({"pid": os.getpid(), "worker_pids": sorted({s["worker_pid"] for s in summaries if "worker_pid" in s}),
+    pids = sorted({s["worker_pid"] for s in summaries if "worker_pid" in s})
+    print(json.dumps({"pid": os.getpid(), "worker_pids": pids,
                       "fork_server": forkserver._forkserver._forkserver_pid is not None,
                       "captures": len(summaries), "warnings": analysis.warnings,
                       "bars": [{"stages": b.stages, "done": b.done, "total": b.total} for b in bars]}))

@@ -50,8 +50,9 @@ def worth_it(sizes: list[int], cores: int) -> bool:
 def decode_on_cores(inputs, ca=None, keylog=None, *, workers: int | None = None, progress: bool = False,
                     payload_limit: int = ANALYSIS_PAYLOAD_LIMIT, always: bool = False) -> Decoded | None:
     """Every capture of ``inputs`` (local paths) decoded as one task each on ``workers`` cores
-    (default: every core; this process and ``workers - 1`` forked ones), or None when this run decodes in this process: one capture,
-    one core, or (unless ``always``) too little to gain (:func:`worth_it`)."""
+    (default: every core; this process and ``workers - 1`` forked ones), or None when this run
+    decodes in this process alone: one capture, one core, or (unless ``always``) too little to gain
+    (:func:`worth_it`)."""
     n = workers or default_workers()
     context, set_up = _start_method()
     if n < 2 or context is None:
