@@ -20,6 +20,7 @@ import threading
 
 import commpath
 import commpath.distributed._cores as cores
+import commpath.distributed._decode as decode_task
 from commpath._pipeline import write_outputs
 from commpath.errors import InputError
 from commpath.present import progress
@@ -48,14 +49,15 @@ progress.StageBar = _Recorded
 
 
 RUN_PID = os.getpid()
-_decode = cores.decode_capture
+_read = decode_task.read
 
 
-def killed_in_a_worker(index, source, *args, **kwargs):
-    """The decode task, killed (SIGKILL, as the OOM killer does) in a worker process, not in the run's."""
+def killed_in_a_worker(*args, **kwargs):
+    """The decode task's read of its capture, killed (SIGKILL, as the OOM killer does) in a worker
+    process, not in the run's: midway, the task's own files made already."""
     if os.getpid() != RUN_PID:
         os.kill(os.getpid(), signal.SIGKILL)
-    return _decode(index, source, *args, **kwargs)
+    return _read(*args, **kwargs)
 
 
 def main() -> None:
@@ -70,7 +72,7 @@ def main() -> None:
         return
     if what == "kill":
         out, folder = sys.argv[2:4]
-        cores.decode_capture = killed_in_a_worker
+        decode_task.read = killed_in_a_worker
         from commpath.cli import main as cli_main
         print(json.dumps({"rc": cli_main(["analyze", folder, "--out", out, "-q"])}))
         return

@@ -117,7 +117,8 @@ def test_a_decoding_process_killed_is_one_line_naming_the_captures_in_flight(tmp
     """The OOM killer's way: SIGKILL. Dask's local pool cannot retry on a broken pool; the run
     stops with one line (exit code 2) naming the captures in flight, and writes no output."""
     done = subprocess.run([sys.executable, str(HERE / "_cores_run.py"), "kill", str(tmp_path / "out"),
-                           str(CAPTURES / "default")], capture_output=True, text=True, timeout=600)
+                           str(CAPTURES / "default")], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TMPDIR": str(tmp_path)})
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"rc": 2}
     lines = done.stderr.strip().splitlines()
@@ -126,6 +127,8 @@ def test_a_decoding_process_killed_is_one_line_naming_the_captures_in_flight(tmp
     assert named and set(named) <= {str(p) for p in (CAPTURES / "default").rglob("*.pcap")}
     assert lines[0].endswith("--workers 0 decodes them in this one process")
     assert not (tmp_path / "out" / "report.json").exists()
+    # the killed worker's files went with the run's scratch folder
+    assert not list(tmp_path.glob("commpath-cores-*")) and not list(tmp_path.glob("commpath-task-*"))
 
 
 def test_runs_that_would_not_gain_decode_in_this_process(tmp_path):

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
+import shutil
+import tempfile
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -68,8 +70,11 @@ def decode_on_cores(inputs, ca=None, keylog=None, *, workers: int | None = None,
     order = sorted(range(len(sources)), key=lambda i: -sources[i].size)     # the long ones start first:
     # dask's local scheduler runs ready tasks of equal priority in reverse order of their keys
     names = {f"commpath-decode-{len(order) - rank:06d}": sources[i].name for rank, i in enumerate(order)}
+    # the tasks' files go in one folder of the run's, removed at its end: a killed worker (or this
+    # process's decoding thread, cut off by a Ctrl-C) cannot remove its own
+    scratch = tempfile.mkdtemp(prefix="commpath-cores-")
     tasks = [dask.delayed(decode_capture, pure=False)(i, sources[i], None, ca_pem, keylog_bytes, None, payload_limit,
-                                                      classify_rows=False, dask_key_name=key)
+                                                      classify_rows=False, scratch=scratch, dask_key_name=key)
              for key, i in zip(names, order)]
     running: set[str] = set()
 
@@ -96,6 +101,7 @@ def decode_on_cores(inputs, ca=None, keylog=None, *, workers: int | None = None,
                                 f"one of {lost}; --workers 0 decodes them in this one process") from None
         finally:
             workers.close()
+            shutil.rmtree(scratch, ignore_errors=True)
     summaries: list = [None] * len(sources)
     for i, summary in zip(order, done):
         summaries[i] = summary

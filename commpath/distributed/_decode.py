@@ -33,17 +33,18 @@ def _analyzer(ca_pem: bytes | None, keylog: bytes | None, folder: str):
 
 def decode_capture(index: int, source: Source, parts: str | None, ca_pem: bytes | None = None, keylog: bytes | None = None,
                    storage_options: dict | None = None, payload_limit: int = ANALYSIS_PAYLOAD_LIMIT,
-                   classify_rows: bool = True) -> dict:
+                   classify_rows: bool = True, scratch: str | None = None) -> dict:
     """Decode capture ``index`` (``source``), write its flows/tls/certs/ssh/http under ``parts`` (when
     given) and return its summary: the capture row, its flow count, the worker's costs, and the
     tables themselves under ``"tables"`` (with the TLS rows the classification tasks read, unless
     ``classify_rows`` is false: the run classifies elsewhere). Flow ids count from 0 in this capture;
-    the run adds the flows of the captures before it.
+    the run adds the flows of the captures before it. ``scratch``: the folder for the task's own files
+    (default: :func:`_scratch`), when the caller removes it whatever becomes of the task.
 
     An unreadable capture is not an exception: its summary carries ``error`` (the run decides, as
     ``commpath.read`` does, whether the others make up for it)."""
     t0, cpu0 = time.perf_counter(), time.process_time()
-    with tempfile.TemporaryDirectory(prefix="commpath-task-", dir=_scratch()) as tmp:
+    with tempfile.TemporaryDirectory(prefix="commpath-task-", dir=scratch or _scratch()) as tmp:
         try:
             with local_copy(source.name, storage_options, folder=tmp) as local:
                 analyzer = _analyzer(ca_pem, keylog, tmp)
