@@ -85,9 +85,10 @@ def decode_on_cores(inputs, ca=None, keylog=None, *, workers: int | None = None,
         running.discard(key)
         shown.update(1)
 
-    with ProcessPoolExecutor(min(n, len(sources)) - 1, mp_context=context, initializer=set_up) as pool:
+    processes = min(n, len(sources)) - 1
+    with ProcessPoolExecutor(processes, mp_context=context, initializer=set_up) as pool:
         pool.submit(int).result()    # every worker started now, before any thread of this run starts
-        workers = _HereAndThere(pool)
+        workers = _HereAndThere(pool, processes)
         try:
             with StageBar(enabled=progress) as shown, Callback(pretask=started, posttask=finished):
                 shown.stage("decode", len(tasks))
@@ -144,10 +145,10 @@ class _HereAndThere:
     (≈ 0.07 s a task, measured). Each task goes to the side with fewer in flight per decoder. The
     thread is a daemon: a Ctrl-C does not wait for the capture it is decoding."""
 
-    def __init__(self, processes: ProcessPoolExecutor):
+    def __init__(self, processes: ProcessPoolExecutor, count: int):
         self.processes = processes
-        self.there_decoders = processes._max_workers
-        self._max_workers = 2 * (self.there_decoders + 1)     # what dask.multiprocessing.get reads of a pool
+        self.there_decoders = count
+        self._max_workers = 2 * (count + 1)     # what dask.multiprocessing.get reads of the pool it is given
         self.lock = threading.Lock()
         self.in_flight = {True: 0, False: 0}     # here, there
         self.tasks: queue.SimpleQueue = queue.SimpleQueue()
