@@ -54,6 +54,14 @@ def collect_less() -> None:
         gc.set_threshold(YOUNG_THRESHOLD, *current[1:])
 
 
+def own_process() -> None:
+    """A process of commpath's own (the `commpath` command, a worker process it starts): blocks mapped
+    apart only from :data:`LARGE_BLOCK` (:func:`unmap_large_blocks`) and the youngest generation
+    collected less often (:func:`collect_less`)."""
+    unmap_large_blocks()
+    collect_less()
+
+
 #: glibc's mallopt parameter of the size from which blocks are mapped apart from the heap
 _M_MMAP_THRESHOLD = -3
 

@@ -8,7 +8,7 @@ import importlib
 import sys
 
 from . import cluster_cli
-from ._process import collect_less, unmap_large_blocks
+from ._process import own_process
 from ._version import __version__
 from .decode.limits import ANALYSIS_PAYLOAD_LIMIT, PAYLOAD_LIMIT, parse_payload_limit
 from .errors import CommpathError
@@ -230,8 +230,7 @@ def run() -> None:
     cryptography included), about 0.1 s of every command. Calls of :func:`main` inside a running
     interpreter are left alone: their allocator (:func:`commpath._process.unmap_large_blocks`) and, beyond
     :func:`commpath.open`'s run, their collector."""
-    unmap_large_blocks()
-    collect_less()
+    own_process()
     code = main()
     # CPython marks a KeyboardInterrupt that ends a string ``exec`` (dataclasses and namedtuple build
     # their methods that way) as unhandled even when it is caught later; under ``python -m`` the

@@ -79,8 +79,8 @@ def test_fork_server_workers_take_the_commands_allocator_and_collector_settings(
     """In a fresh interpreter (glibc's and CPython's defaults), as a fork server's worker starts."""
     done = subprocess.run([sys.executable, "-c", (
         "import gc, json, sys; sys.path.insert(0, sys.argv[1]); import _malloc\n"
-        "from commpath.distributed._cores import set_up_worker\n"
-        "before = [gc.get_threshold()[0], _malloc.large_blocks_apart_from(2 << 20, 6 << 20)]; set_up_worker()\n"
+        "from commpath._process import own_process\n"
+        "before = [gc.get_threshold()[0], _malloc.large_blocks_apart_from(2 << 20, 6 << 20)]; own_process()\n"
         "print(json.dumps({'before': before, 'after': [gc.get_threshold()[0],"
         " _malloc.large_blocks_apart_from(2 << 20, 6 << 20)]}))"), str(HERE)],
         capture_output=True, text=True, timeout=120)

@@ -26,6 +26,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 
+from .._process import own_process
 from ..decode.limits import ANALYSIS_PAYLOAD_LIMIT
 from ..errors import CommpathError, InputError
 from ._cluster import default_workers
@@ -56,7 +57,7 @@ def decode_on_cores(inputs, ca=None, keylog=None, *, workers: int | None = None,
     decodes in this process alone: one capture, one core, or (unless ``always``) too little to gain
     (:func:`worth_it`)."""
     n = workers or default_workers()
-    context, set_up = _start_method()
+    context = _start_method()
     if n < 2 or context is None:
         return None
     sources = expand(inputs)
@@ -86,7 +87,8 @@ def decode_on_cores(inputs, ca=None, keylog=None, *, workers: int | None = None,
         shown.update(1)
 
     processes = min(n, len(sources)) - 1
-    with ProcessPoolExecutor(processes, mp_context=context, initializer=set_up) as pool:
+    # forked workers have this process's settings; a fork server's take the command's (own_process)
+    with ProcessPoolExecutor(processes, mp_context=context, initializer=own_process) as pool:
         pool.submit(int).result()    # every worker started now, before any thread of this run starts
         workers = _HereAndThere(pool, processes)
         try:
@@ -113,24 +115,16 @@ def decode_on_cores(inputs, ca=None, keylog=None, *, workers: int | None = None,
 
 
 def _start_method():
-    """How the workers start, and what they run first: forked from this process when it runs no
-    other thread (they have its settings then), else forked by the fork server (set up as the
-    ``commpath`` command sets itself up); ``(None, None)`` where neither exists (not Linux)."""
+    """How the workers start: forked from this process when it runs no other thread, else forked
+    by the fork server; None where neither exists (not Linux)."""
     methods = multiprocessing.get_all_start_methods()
     if threading.active_count() == 1 and "fork" in methods:
-        return multiprocessing.get_context("fork"), None
+        return multiprocessing.get_context("fork")
     if "forkserver" in methods:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload([__name__])     # imported once, in the server, before it forks
-        return context, set_up_worker
-    return None, None
-
-
-def set_up_worker() -> None:
-    """A fork server's worker: the allocator and collector settings of the ``commpath`` command."""
-    from .._process import collect_less, unmap_large_blocks
-    unmap_large_blocks()
-    collect_less()
+        return context
+    return None
 
 
 def _as_is(value):

@@ -22,9 +22,8 @@ class LocalWorker(WorkerPlugin):
     name = "commpath-local-worker"
 
     def setup(self, worker) -> None:
-        from .._process import collect_less, unmap_large_blocks
-        unmap_large_blocks()
-        collect_less()
+        from .._process import own_process
+        own_process()
         log = logging.getLogger("distributed.worker")
         if not any(isinstance(f, _HeartbeatLost) for f in log.filters):
             log.addFilter(_HeartbeatLost())
