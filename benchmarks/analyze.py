@@ -4,7 +4,8 @@ Whole processes, round robin (each round runs every tool once, so drifting load 
 machine hits all alike), median and best of the rounds, peak memory of the process tree (run.py's
 ``measure``). ``commpath analyze FILE --out DIR`` and ``commpath report FILE --format html
 --format json -o FILE`` run without and with an inventory (``--inventory``; the default is the
-benchmark capture's cluster, ``bench-inventory.yaml``).
+benchmark capture's cluster, ``bench-inventory.yaml``); ``analyze/1-process`` is ``analyze --workers 0``,
+everything in the command's process (the capture not decoded beside the imports, ``commpath._ahead``).
 
 Then, in one fresh interpreter per variant, the share of each stage: imports, decode (the read
 with the handshake analysis consuming the streams), handshakes (the analyzer's tables), classify,
@@ -27,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from run import child_json, command, measure, prepare  # noqa: E402
 
-COMMPATH = ("analyze", "analyze+inventory", "report", "report+inventory")
+COMMPATH = ("analyze", "analyze+inventory", "report", "report+inventory", "analyze/1-process")
 #: exit 1 (findings at or above --fail-on) and 3 (inconclusive) are finished runs too
 DONE = (0, 1, 3)
 
@@ -35,6 +36,8 @@ DONE = (0, 1, 3)
 def commpath_command(tool: str, path: Path, inventory: Path, out: Path) -> list[str]:
     py = [sys.executable, "-m", "commpath.cli"]
     inv = ["--inventory", str(inventory)] if tool.endswith("+inventory") else []
+    if tool == "analyze/1-process":      # --workers 0: the capture not decoded beside the imports (commpath._ahead)
+        return [*py, "analyze", str(path), "--out", str(out / "one-process"), "-q", "--workers", "0"]
     if tool.startswith("analyze"):
         return [*py, "analyze", str(path), *inv, "--out", str(out / tool), "-q"]
     return [*py, "report", str(path), *inv, "--format", "html", "--format", "json", "-o", str(out / tool / "report"),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import _ahead
 from ._process import fewer_collections
 from .check import FINDING_COLUMNS, PATH_COLUMNS, FindingSet, coverage, load_policy, note_unseen
 from .check import evaluate as check_evaluate
@@ -15,7 +16,7 @@ from .check.policy import SEVERITIES, SEVERITY_RANK, Policy
 from .check.tables import PATH_VERDICTS
 from .classify import CLASSIFY_COLUMNS, Inventory, classify_with_view, load_inventory
 from .classify.view import shared_address_codes
-from .decode.engine import read
+from .decode.engine import capture_of, collector_paused, read
 from .decode.limits import ANALYSIS_PAYLOAD_LIMIT
 from .decode.handshakes import HandshakeAnalyzer
 from .decode.schema import (CAPTURE_COLUMNS, CAPTURE_TIME_COLUMNS, CLIENT_CERT_STATES, FLOW_TIME_COLUMNS, CERT_COLUMNS, FLOW_COLUMNS, HTTP_COLUMNS, MERGED_FLOW_COLUMNS,
@@ -311,6 +312,8 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
     offsets = None
     reloaded = any(_is_analysis_dir(p) for p in paths)
     view = None
+    if reloaded or _on_dask(inputs, client, workers, scheduler) or workers is not None:
+        _ahead.discard()     # decoded ahead only for this process's own decoding (below)
     if reloaded:
         if len(paths) != 1:
             raise InputError(paths[0], "an analyze output folder must be the only input")
@@ -346,8 +349,16 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
     else:
         # handshakes are parsed as each connection's streams are harvested: memory stays bounded
         analyzer = HandshakeAnalyzer(ca, keylog)
-        capture = read(*paths, progress=_progress(progress), keep_streams=False, on_streams=analyzer,
-                       payload_limit=payload_limit)
+        ahead = _ahead.take(inputs, ca, keylog, payload_limit, _progress(progress))
+        if ahead is not None:     # decoded by the process the command forked before importing this
+            columns, capture_rows, rows = ahead
+            with collector_paused():
+                capture = capture_of(columns, capture_rows, {})
+                analyzer.absorb(rows)
+            del ahead, columns, rows
+        else:
+            capture = read(*paths, progress=_progress(progress), keep_streams=False, on_streams=analyzer,
+                           payload_limit=payload_limit)
         flows, captures = capture.flows, capture.captures
         warnings.extend(capture.warnings)
         hs = analyzer.result()

@@ -31,7 +31,7 @@ __all__ = [
     "ADDRESS_CODE_COLUMNS", "CAPTURE_SUFFIXES", "CODE_COLUMNS", "HARVEST_BATCH", "INIT_CATEGORIES", "KEPT_STREAMS_BUDGET", "MAX_PAYLOAD_LIMIT",
     "MIN_PAYLOAD_LIMIT", "PAYLOAD_LIMIT", "STREAM_BUDGET",
     "TUNNEL_CATEGORIES", "UDP_PORT_PROTOCOLS", "UDP_TIMEOUT", "Capture", "FlowStreams", "Progress", "StreamSink",
-    "check_payload_limit", "collector_paused", "read", "read_columns",
+    "capture_of", "check_payload_limit", "collector_paused", "read", "read_columns",
 ]
 
 #: Memory for stream payload of connections still open (least recently active go first).
@@ -91,11 +91,16 @@ def read(*inputs: str | os.PathLike, payload_limit: int = PAYLOAD_LIMIT, udp_tim
     with collector_paused():
         flows, captures, streams = read_columns(inputs, payload_limit, udp_timeout, progress, strict, keep_streams,
                                              on_streams, chunk_size, stream_budget, kept_streams_budget)
-        import pandas as pd
-        frames = [flow_frame(flows.pop(0)) for _ in range(len(flows))]   # each file's columns freed once framed
-        flow_df = pd.concat(frames, ignore_index=True) if frames else empty_frame(FLOW_COLUMNS)
-        cap_df = pd.DataFrame(captures) if captures else empty_frame(CAPTURE_COLUMNS)
-        return Capture(conform(flow_df, FLOW_COLUMNS), conform(cap_df, CAPTURE_COLUMNS), streams)
+        return capture_of(flows, captures, streams)
+
+
+def capture_of(flows: list[dict], captures: list[dict], streams: dict) -> Capture:
+    """The :class:`Capture` of what :func:`read_columns` read (``flows`` is emptied)."""
+    import pandas as pd
+    frames = [flow_frame(flows.pop(0)) for _ in range(len(flows))]   # each file's columns freed once framed
+    flow_df = pd.concat(frames, ignore_index=True) if frames else empty_frame(FLOW_COLUMNS)
+    cap_df = pd.DataFrame(captures) if captures else empty_frame(CAPTURE_COLUMNS)
+    return Capture(conform(flow_df, FLOW_COLUMNS), conform(cap_df, CAPTURE_COLUMNS), streams)
 
 
 @contextmanager
