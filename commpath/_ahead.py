@@ -3,14 +3,18 @@
 `commpath analyze` and `commpath report` first import pandas, pyarrow's kernels and the checks (≈ 0.3 s),
 and decoding a capture needs none of them. The command (:func:`start`, from ``cli.run``) forks
 one process that decodes the run's capture with its handshakes as :func:`commpath.open` would in
-the command, and sends back the flow columns, the capture rows and the handshake analyzer's rows;
+the command, and sends back the flow columns, the capture rows and the handshake analyzer's rows
+(the columns' buffers written once into a memory file the command maps, not copied through the pipe);
 ``open`` takes them (:func:`take`) when its run is that one (same captures, CA bundle, key log and
 payload limit), and the command imports meanwhile. The analyzer that takes the rows resolves them
 as the one fed the connections does (``HandshakeAnalyzer.absorb``): the same outputs, byte for byte.
 
 Only where it gains: one capture of at least :data:`MIN_BYTES` (several large ones are decoded on
-every core by ``distributed._cores``), two cores or more, and no ``--workers``/``--scheduler``. Dask
-is not used for this one task: importing it costs about half of what the overlap saves.
+every core by ``distributed._cores``), two cores or more, and no ``--workers``/``--scheduler``.
+Measured (benchmarks/RESULTS.md, 2 cores): `analyze` 9-15 % faster on the 895 MB benchmark capture,
+10 % on a 73 MB cut of it, the same within the noise on a million connections in 70 MB (whose
+columns are most of what is sent). Dask is not used for this one task: importing it costs about
+half of what the overlap saves.
 The process dies with the command (``PR_SET_PDEATHSIG``), ignores Ctrl-C (the command handles it),
 and its result is only ever a guess the command checks: a different run decodes in the command.
 """
@@ -43,6 +47,7 @@ class Ahead:
     key: tuple
     shown: "object"       # an anonymous shared mmap: bytes done, bytes total (int64 each)
     file: str
+    tables: int           # a memory file (memfd) the decoder writes its tables' buffers into
 
     def cancel(self) -> None:
         try:
@@ -50,10 +55,11 @@ class Ahead:
             os.waitpid(self.pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
-        try:
-            os.close(self.fd)
-        except OSError:
-            pass
+        for fd in (self.fd, self.tables):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def run_key(inputs, ca, keylog, payload_limit: int) -> tuple:
@@ -65,7 +71,8 @@ def run_key(inputs, ca, keylog, payload_limit: int) -> tuple:
 def start(inputs, inventory, ca, keylog, payload_limit: int) -> None:
     """Fork the decoder of this run if it gains (see the module); the command then imports the rest."""
     global _started
-    if _started is not None or not hasattr(os, "fork") or threading.active_count() != 1 or _cores() < 2:
+    if (_started is not None or not hasattr(os, "fork") or not hasattr(os, "memfd_create")
+            or threading.active_count() != 1 or _cores() < 2):
         return
     from .decode import engine     # numpy, the kernels and the handshake parsers: imported once, for both
     from .decode import handshakes  # noqa: F401
@@ -80,16 +87,17 @@ def start(inputs, inventory, ca, keylog, payload_limit: int) -> None:
     import mmap
     import pyarrow   # noqa: F401   the flow table's address texts need it here, and the command later
     shown = mmap.mmap(-1, 16)
+    tables = os.memfd_create("commpath-ahead", os.MFD_CLOEXEC)
     read_end, write_end = os.pipe()
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
-        _decode_and_send(write_end, parent, inputs, ca, keylog, payload_limit, shown)
+        _decode_and_send(write_end, tables, parent, inputs, ca, keylog, payload_limit, shown)
     os.close(write_end)
     import atexit
     atexit.register(discard)     # not taken (the command failed first): stopped and reaped, not orphaned
-    _started = Ahead(pid, read_end, run_key(inputs, ca, keylog, payload_limit), shown, str(files[0][0]))
+    _started = Ahead(pid, read_end, run_key(inputs, ca, keylog, payload_limit), shown, str(files[0][0]), tables)
 
 
 def worth_it(sizes: list[int]) -> bool:
@@ -110,12 +118,12 @@ def take(inputs, ca, keylog, payload_limit: int, progress=None):
         return None
     try:
         data = _receive(ahead, progress)
+        try:
+            status, *got = _unpickled(data, ahead.tables)
+        except Exception:
+            status, got = "lost", []
     finally:
         ahead.cancel()
-    try:
-        status, *got = pickle.loads(data)
-    except Exception:
-        status, got = "lost", []
     if status == "error":
         raise got[0]
     if status == "lost":
@@ -150,7 +158,36 @@ def _receive(ahead: Ahead, progress) -> bytes:
         chunks.append(chunk)
 
 
-def _decode_and_send(fd: int, parent: int, inputs, ca, keylog, payload_limit: int, shown) -> None:
+def _unpickled(data: bytes, tables: int):
+    """What the decoder sent: the pickle through the pipe, the arrays' buffers mapped from the memory file."""
+    sizes, meta = pickle.loads(data)
+    buffers = []
+    if sum(sizes):
+        import mmap
+        mapped = memoryview(mmap.mmap(tables, sum(sizes)))     # shared and writable: the arrays are not copied
+        at = 0
+        for n in sizes:
+            buffers.append(mapped[at:at + n])
+            at += n
+    return pickle.loads(meta, buffers=buffers)
+
+
+def _send(fd: int, tables: int, result: tuple) -> None:
+    """``result`` pickled with its arrays' buffers apart (protocol 5), written once into the memory
+    file: sending a million flows' columns through the pipe copied them four times more."""
+    buffers: list = []
+    meta = pickle.dumps(result, protocol=5, buffer_callback=buffers.append)
+    views = [b.raw() for b in buffers]
+    sizes = [v.nbytes for v in views]
+    for view in views:
+        while view:
+            view = view[os.write(tables, view):]
+    data = memoryview(pickle.dumps((sizes, meta), protocol=5))
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _decode_and_send(fd: int, tables: int, parent: int, inputs, ca, keylog, payload_limit: int, shown) -> None:
     """The forked process: decode, send (status, ...) pickled, exit without the command's exit handlers."""
     try:
         _die_with(parent)
@@ -163,10 +200,7 @@ def _decode_and_send(fd: int, parent: int, inputs, ca, keylog, payload_limit: in
         except Exception as exc:
             from .errors import CommpathError
             result = ("error", exc) if isinstance(exc, CommpathError) else ("failed", repr(exc))
-        data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        _send(fd, tables, result)
     finally:
         os._exit(0)
 
