@@ -204,13 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None, ahead: bool = False) -> int:
-    """Run the command of ``argv``; ``ahead``: a large capture of `analyze` or `report` starts decoding
-    in a forked process before the command's imports (``commpath._ahead``; the process entry point's)."""
+def main(argv: list[str] | None = None) -> int:
+    """Run the command of ``argv`` (default: the process's own command line, when a large capture of
+    `analyze` or `report` starts decoding in a forked process before the command's imports,
+    ``commpath._ahead``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     module_name, func_name = HANDLERS[args.command].split(":")
-    if ahead and args.command in ("analyze", "report") and args.workers is None and args.scheduler is None:
+    if argv is None and args.command in ("analyze", "report") and args.workers is None and args.scheduler is None:
         from . import _ahead
         _ahead.start(args.inputs, args.inventory, args.ca, args.keylog,
                      getattr(args, "payload_limit", ANALYSIS_PAYLOAD_LIMIT))
@@ -237,7 +238,7 @@ def run() -> None:
     interpreter are left alone: their allocator (:func:`commpath._process.unmap_large_blocks`) and, beyond
     :func:`commpath.open`'s run, their collector."""
     own_process()
-    code = main(ahead=True)
+    code = main()
     # CPython marks a KeyboardInterrupt that ends a string ``exec`` (dataclasses and namedtuple build
     # their methods that way) as unhandled even when it is caught later; under ``python -m`` the
     # process then kills itself with SIGINT at exit, whatever main() returned (status -2 instead of

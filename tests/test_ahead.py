@@ -185,3 +185,24 @@ def test_run_key_names_files_as_open_does():
     assert _ahead.run_key(["./a.pcap"], "x/../ca.pem", None, 5) == _ahead.run_key([Path("a.pcap")], "x/../ca.pem", None, 5)
     assert _ahead.run_key(["a.pcap"], None, None, 5) != _ahead.run_key(["a.pcap"], None, None, 6)
     assert _ahead.run_key(["a.pcap"], "ca.pem", None, 5) != _ahead.run_key(["a.pcap"], None, None, 5)
+
+
+def test_main_called_with_arguments_decodes_in_its_own_process(tmp_path):
+    """Only the process's own command line (``cli.run``, ``python -m commpath``) forks a decoder:
+    a program calling ``cli.main([...])`` keeps its run in its process."""
+    capture = CAPTURES / "default" / "cp1" / "cp1-eth0.pcap"
+    code = (
+        "import sys, os, json, commpath._ahead as a\n"
+        "a.worth_it = lambda sizes: True\n"
+        "forks = []\n"
+        "real = os.fork\n"
+        "os.fork = lambda: forks.append(1) or real()\n"
+        "from commpath import cli\n"
+        "code = cli.main(['analyze', sys.argv[1], '--out', sys.argv[2], '-q'])\n"
+        "print(json.dumps({'code': code, 'forks': len(forks)}))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(capture), str(tmp_path / "out")], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["forks"] == 0 and got["code"] in (0, 1, 3)
+    assert (tmp_path / "out" / "report.json").is_file()
