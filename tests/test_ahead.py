@@ -199,10 +199,14 @@ def test_main_called_with_arguments_decodes_in_its_own_process(tmp_path):
         "os.fork = lambda: forks.append(1) or real()\n"
         "from commpath import cli\n"
         "code = cli.main(['analyze', sys.argv[1], '--out', sys.argv[2], '-q'])\n"
-        "print(json.dumps({'code': code, 'forks': len(forks)}))\n")
+        "given = len(forks)\n"
+        "sys.argv = ['commpath', 'analyze', sys.argv[1], '--out', sys.argv[2] + '-own', '-q']\n"
+        "own = cli.main()\n"      # the process's own command line, as cli.run() calls it
+        "print(json.dumps({'code': code, 'forks': given, 'own_forks': len(forks) - given, 'own': own}))\n")
     done = subprocess.run([sys.executable, "-c", code, str(capture), str(tmp_path / "out")], capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["forks"] == 0 and got["code"] in (0, 1, 3)
+    assert got["own_forks"] == 1 and got["own"] == got["code"]
     assert (tmp_path / "out" / "report.json").is_file()
