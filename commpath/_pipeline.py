@@ -349,7 +349,8 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
     else:
         # handshakes are parsed as each connection's streams are harvested: memory stays bounded
         analyzer = HandshakeAnalyzer(ca, keylog)
-        ahead = _ahead.take(inputs, ca, keylog, payload_limit, _progress(progress))
+        shown = _progress(progress)
+        ahead = _ahead.take(inputs, ca, keylog, payload_limit, shown)
         if ahead is not None:     # decoded by the process the command forked before importing this
             columns, capture_rows, rows = ahead
             with collector_paused():
@@ -357,8 +358,7 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
                 analyzer.absorb(rows)
             del ahead, columns, rows
         else:
-            capture = read(*paths, progress=_progress(progress), keep_streams=False, on_streams=analyzer,
-                           payload_limit=payload_limit)
+            capture = read(*paths, progress=shown, keep_streams=False, on_streams=analyzer, payload_limit=payload_limit)
         flows, captures = capture.flows, capture.captures
         warnings.extend(capture.warnings)
         hs = analyzer.result()
