@@ -116,6 +116,8 @@ def take(inputs, ca, keylog, payload_limit: int, progress=None):
     if ahead.key != run_key(inputs, ca, keylog, payload_limit):
         ahead.cancel()
         return None
+    if not select.select([ahead.fd], [], [], 0)[0]:      # still decoding: meanwhile, what comes after
+        _load_the_rest()
     try:
         data = _receive(ahead, progress)
         try:
@@ -131,6 +133,19 @@ def take(inputs, ca, keylog, payload_limit: int, progress=None):
         raise CommpathError(f"the process decoding {ahead.file} died (killed? out of memory?); "
                             "--workers 0 decodes it in this process")
     return got if status == "ok" else None      # "failed": decoded again here, where the error shows
+
+
+#: What the command imports after decoding, loaded while it waits for the decoder instead (off the
+#: run's critical path: ≈ 0.05 s, 6 % of `analyze` on the benchmark capture, RESULTS.md): the
+#: certificate parser (the run's certificates table), the host facts, the Parquet and JSON writers.
+AFTER_DECODING = ("commpath.decode.x509", "cryptography.hazmat.backends.openssl", "commpath._sources",
+                  "pyarrow.parquet", "commpath.present.report_json")
+
+
+def _load_the_rest() -> None:
+    import importlib
+    for name in AFTER_DECODING:
+        importlib.import_module(name)
 
 
 def discard() -> None:
@@ -251,4 +266,4 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-__all__ = ["MIN_BYTES", "Ahead", "discard", "run_key", "start", "take", "worth_it"]
+__all__ = ["AFTER_DECODING", "MIN_BYTES", "Ahead", "discard", "run_key", "start", "take", "worth_it"]

@@ -210,3 +210,25 @@ def test_main_called_with_arguments_decodes_in_its_own_process(tmp_path):
     assert got["forks"] == 0 and got["code"] in (0, 1, 3)
     assert got["own_forks"] == 1 and got["own"] == got["code"]
     assert (tmp_path / "out" / "report.json").is_file()
+
+
+def test_what_comes_after_decoding_is_imported_while_the_decoder_works():
+    """The command waits for its decoder: meanwhile it imports what the rest of the run needs
+    (``AFTER_DECODING``), off the run's critical path; each name is a module that imports."""
+    capture = CAPTURES / "default" / "cp1" / "cp1-eth0.pcap"
+    code = (
+        "import sys, json, time, commpath._ahead as a\n"
+        "a.worth_it = lambda sizes: True\n"
+        "real = a._decode\n"
+        "a._decode = lambda *x, **k: time.sleep(1) or real(*x, **k)\n"      # still decoding when taken
+        "from commpath.decode.limits import ANALYSIS_PAYLOAD_LIMIT as L\n"
+        "a.start([sys.argv[1]], None, None, None, L)\n"
+        "before = [n for n in a.AFTER_DECODING if n in sys.modules]\n"
+        "got = a.take([sys.argv[1]], None, None, L)\n"
+        "print(json.dumps({'before': before, 'after': [n for n in a.AFTER_DECODING if n in sys.modules],"
+        " 'taken': got is not None}))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(capture)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout)
+    assert got["taken"] and "commpath.decode.x509" not in got["before"]
+    assert got["after"] == list(_ahead.AFTER_DECODING)
