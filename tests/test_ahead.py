@@ -155,20 +155,29 @@ def _waiting_for_the_decoder(pid: int) -> bool:
     return len(children) == 1 and ("pipe" in stack or "select" in stack or "poll" in stack)
 
 
+def _started_and_taken(capture: Path, before_start: str, after_start: str) -> dict:
+    """In a fresh interpreter: a decoder forked for ``capture`` (whatever its size) by ``_ahead.start``,
+    the program ``after_start`` (which takes it and prints JSON) run; its JSON. ``before``: the
+    modules of ``AFTER_DECODING`` imported when the decoder started."""
+    code = ("import sys, json, commpath._ahead as a\n"
+            "a.worth_it = lambda sizes: True\n"
+            f"{before_start}"
+            "from commpath.decode.limits import ANALYSIS_PAYLOAD_LIMIT as L\n"
+            "a.start([sys.argv[1]], None, None, None, L)\n"
+            "before = [n for n in a.AFTER_DECODING if n in sys.modules]\n"
+            f"{after_start}")
+    done = subprocess.run([sys.executable, "-c", code, str(capture)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def test_progress_is_shown_from_the_decoders_counts(tmp_path):
     """The decoder counts its bytes in memory shared with the command, which shows them as its own bar does."""
     capture = CAPTURES / "default" / "cp1" / "cp1-eth0.pcap"
-    code = (
-        "import sys, json, commpath._ahead as a\n"
-        "a.worth_it = lambda sizes: True\n"
-        "from commpath.decode.limits import ANALYSIS_PAYLOAD_LIMIT as L\n"
-        "a.start([sys.argv[1]], None, None, None, L)\n"
-        "seen = []\n"
-        "got = a.take([sys.argv[1]], None, None, L, lambda f, d, t: seen.append([f, d, t]))\n"
-        "print(json.dumps({'seen': seen, 'flows': len(got[0][0]['flow_id'])}))\n")
-    done = subprocess.run([sys.executable, "-c", code, str(capture)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    got = json.loads(done.stdout)
+    got = _started_and_taken(capture, "",
+                             "seen = []\n"
+                             "got = a.take([sys.argv[1]], None, None, L, lambda f, d, t: seen.append([f, d, t]))\n"
+                             "print(json.dumps({'seen': seen, 'flows': len(got[0][0]['flow_id'])}))\n")
     size = capture.stat().st_size
     assert got["flows"] > 0 and got["seen"] and got["seen"][-1] == [str(capture), size, size]
     assert all(0 <= d <= t == size for _, d, t in got["seen"])
@@ -216,19 +225,13 @@ def test_what_comes_after_decoding_is_imported_while_the_decoder_works():
     """The command waits for its decoder: meanwhile it imports what the rest of the run needs
     (``AFTER_DECODING``), off the run's critical path; each name is a module that imports."""
     capture = CAPTURES / "default" / "cp1" / "cp1-eth0.pcap"
-    code = (
-        "import sys, json, time, commpath._ahead as a\n"
-        "a.worth_it = lambda sizes: True\n"
+    got = _started_and_taken(
+        capture,
+        "import time\n"
         "real = a._decode\n"
-        "a._decode = lambda *x, **k: time.sleep(1) or real(*x, **k)\n"      # still decoding when taken
-        "from commpath.decode.limits import ANALYSIS_PAYLOAD_LIMIT as L\n"
-        "a.start([sys.argv[1]], None, None, None, L)\n"
-        "before = [n for n in a.AFTER_DECODING if n in sys.modules]\n"
+        "a._decode = lambda *x, **k: time.sleep(1) or real(*x, **k)\n",      # still decoding when taken
         "got = a.take([sys.argv[1]], None, None, L)\n"
         "print(json.dumps({'before': before, 'after': [n for n in a.AFTER_DECODING if n in sys.modules],"
         " 'taken': got is not None}))\n")
-    done = subprocess.run([sys.executable, "-c", code, str(capture)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    got = json.loads(done.stdout)
     assert got["taken"] and "commpath.decode.x509" not in got["before"]
     assert got["after"] == list(_ahead.AFTER_DECODING)
