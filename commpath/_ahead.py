@@ -30,6 +30,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._process import usable_cores
+
 #: The smallest capture decoded ahead. Measured (benchmarks/RESULTS.md): 73 MB 6-10 % faster; 16 and
 #: 40 MB cuts the same within the noise, for 0.05 s more CPU and 14 MB more at the peak.
 MIN_BYTES = 64 << 20
@@ -45,7 +47,7 @@ class Ahead:
     pid: int
     fd: int
     key: tuple
-    shown: "object"       # an anonymous shared mmap: bytes done, bytes total (int64 each)
+    shown: "mmap.mmap"    # an anonymous shared mapping: bytes done, bytes total (int64 each)
     file: str
     tables: int           # a memory file (memfd) the decoder writes its tables' buffers into
 
@@ -72,7 +74,7 @@ def start(inputs, inventory, ca, keylog, payload_limit: int) -> None:
     """Fork the decoder of this run if it gains (see the module); the command then imports the rest."""
     global _started
     if (_started is not None or not hasattr(os, "fork") or not hasattr(os, "memfd_create")
-            or threading.active_count() != 1 or _cores() < 2):
+            or threading.active_count() != 1 or usable_cores() < 2):
         return
     from .decode import engine     # numpy, the kernels and the handshake parsers: imported once, for both
     from .decode import handshakes  # noqa: F401
@@ -195,11 +197,13 @@ def _send(fd: int, tables: int, result: tuple) -> None:
     views = [b.raw() for b in buffers]
     sizes = [v.nbytes for v in views]
     for view in views:
-        while view:
-            view = view[os.write(tables, view):]
-    data = memoryview(pickle.dumps((sizes, meta), protocol=5))
-    while data:
-        data = data[os.write(fd, data):]
+        _write_all(tables, view)
+    _write_all(fd, memoryview(pickle.dumps((sizes, meta), protocol=5)))
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _decode_and_send(fd: int, tables: int, parent: int, inputs, ca, keylog, payload_limit: int, shown) -> None:
@@ -257,13 +261,6 @@ def _inventory_ca(inventory) -> str | None:
         return str(ca) if Path(ca).is_absolute() else str(Path(inventory).resolve().parent / ca)   # as the inventory loader
     except Exception:
         return None
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 __all__ = ["AFTER_DECODING", "MIN_BYTES", "Ahead", "discard", "run_key", "start", "take", "worth_it"]

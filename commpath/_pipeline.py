@@ -312,7 +312,8 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
     offsets = None
     reloaded = any(_is_analysis_dir(p) for p in paths)
     view = None
-    if reloaded or _on_dask(inputs, client, workers, scheduler) or workers is not None:
+    on_dask = not reloaded and _on_dask(inputs, client, workers, scheduler)
+    if reloaded or on_dask or workers is not None:
         _ahead.discard()     # decoded ahead only for this process's own decoding (below)
     if reloaded:
         if len(paths) != 1:
@@ -326,7 +327,7 @@ def open(*inputs, inventory=None, policy="default", ca=None, keylog=None, progre
         if (paths[0] / "requests.parquet").is_file():
             from .decode.requests import REQUEST_COLUMNS
             requests = _read_parquet(paths[0] / "requests.parquet", REQUEST_COLUMNS)
-    elif _on_dask(inputs, client, workers, scheduler):
+    elif on_dask:
         from ._sources import fact_tables
         from .distributed import decode_run
 

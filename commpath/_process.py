@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import os
 import threading
 from contextlib import contextmanager
 
@@ -52,6 +53,14 @@ def collect_less() -> None:
     current = gc.get_threshold()
     if 0 < current[0] < YOUNG_THRESHOLD:
         gc.set_threshold(YOUNG_THRESHOLD, *current[1:])
+
+
+def usable_cores() -> int:
+    """Every core this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:   # not Linux
+        return os.cpu_count() or 1
 
 
 def own_process() -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from contextlib import ExitStack, contextmanager
 
+from .._process import usable_cores
 from ..errors import InputError
 
 #: How long to wait for a scheduler given by address before saying it cannot be reached.
@@ -41,14 +41,6 @@ LOCAL_CLUSTER_CONFIG = {
 LOCAL_WORKER_MEMORY = 2 * 2**30
 
 
-def default_workers() -> int:
-    """Every core this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:   # not Linux
-        return os.cpu_count() or 1
-
-
 @contextmanager
 def connect(client=None, workers: int | None = None, scheduler: str | None = None, processes: bool = True,
             memory_limit: str | int | None = None, announce: bool = True):
@@ -70,7 +62,7 @@ def connect(client=None, workers: int | None = None, scheduler: str | None = Non
             except (OSError, TimeoutError) as exc:
                 raise InputError(scheduler, f"cannot reach the Dask scheduler: {exc}") from None
         else:
-            cluster = stack.enter_context(_local_cluster(workers or default_workers(), processes, memory_limit))
+            cluster = stack.enter_context(_local_cluster(workers or usable_cores(), processes, memory_limit))
             client = Client(cluster)
             if processes:       # worker processes of ours: those of a given cluster keep their settings
                 from ._worker_setup import LocalWorker

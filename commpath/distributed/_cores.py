@@ -26,10 +26,9 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 
-from .._process import own_process
+from .._process import own_process, usable_cores
 from ..decode.limits import ANALYSIS_PAYLOAD_LIMIT
 from ..errors import CommpathError, InputError
-from ._cluster import default_workers
 from ._decode import decode_capture
 from ._files import expand
 from ._run import Decoded, _assemble_run, _read_small
@@ -56,7 +55,7 @@ def decode_on_cores(inputs, ca=None, keylog=None, *, workers: int | None = None,
     (default: every core; this process and ``workers - 1`` forked ones), or None when this run
     decodes in this process alone: one capture, one core, or (unless ``always``) too little to gain
     (:func:`worth_it`)."""
-    n = workers or default_workers()
+    n = workers or usable_cores()
     context = _start_method()
     if n < 2 or context is None:
         return None
